@@ -1,0 +1,100 @@
+"""The session funnel, vectorized over every user acting in the same tick.
+
+Choice: recommended movies and a popularity-weighted sample of others compete by
+true score + Gumbel noise + a bonus for being recommended (more for higher ranks);
+a user leaves when no candidate beats the outside option. Watching: a viewing is
+completed with a probability rising with the true score, otherwise stops at a minute
+drawn towards the start; minutes may be rewound or skipped. Ratings are missing not
+at random (strong opinions are rated more often). Watching pulls taste towards the
+movie: the feedback loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BehaviorParams:
+    """Knobs of the funnel; defaults are tuned so ratings and popularity match MovieLens."""
+
+    browse_sample: int = 24  # movies a user finds without recommendations
+    popularity_power: float = 0.9  # sampling weight = (rating count + 1) ** power
+    choice_noise: float = 0.35  # scale of the Gumbel noise on scores
+    rec_bonus: float = 0.35  # utility bonus for the top-ranked recommendation, falling with rank
+    outside_option: float = 3.2  # utility of leaving (in stars)
+    browse_seconds: float = 25.0  # mean time between the answer and pressing play
+    complete_base: float = 0.1  # logit of completing at an average (3.5 star) movie
+    complete_slope: float = 1.6  # logit change per star of true score
+    seek_back_p: float = 0.004  # per minute: rewind 1..10 minutes
+    seek_forward_p: float = 0.002  # per minute: skip 2..15 minutes ahead
+    pause_p: float = 0.55  # an early stop is paused (to resume later) with this probability
+    resume_p: float = 0.7  # a user with a paused movie resumes it at the next session
+    rate_base: float = 0.12  # rating probability at a lukewarm opinion
+    rate_slope: float = 0.22  # extra rating probability per star away from 3
+    rate_min_minutes: int = 10  # no rating for viewings shorter than this (unless completed)
+    rating_rec_bonus: float = 0.1  # recommended movies are rated a little higher
+    taste_step: float = 0.03  # feedback loop: taste moves this share towards a fully watched movie
+    recent_window: int = 8  # recently watched movies are not picked again
+
+
+def gumbel(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard Gumbel noise (float32)."""
+    return -np.log(-np.log(rng.random(shape, dtype=np.float32) + 1e-12) + 1e-12)
+
+
+def rec_rank_bonus(n_slots: int, bonus: float) -> np.ndarray:
+    """Bonus by rank 0..n_slots-1: full at the top, half at rank 20."""
+    return (bonus / (1.0 + np.arange(n_slots) / 20.0)).astype(np.float32)
+
+
+def choose(
+    true_scores: np.ndarray, is_rec_bonus: np.ndarray, valid: np.ndarray, params: BehaviorParams,
+    rng: np.random.Generator,
+) -> np.ndarray:  # fmt: skip
+    """Index of the chosen candidate per row, or -1 for leaving; rows are sessions, columns candidates."""
+    util = true_scores + is_rec_bonus + params.choice_noise * gumbel(rng, true_scores.shape)
+    util = np.where(valid, util, -np.inf)
+    best = np.argmax(util, axis=1)
+    best_u = util[np.arange(len(best)), best]
+    outside = params.outside_option + params.choice_noise * gumbel(rng, best_u.shape)
+    return np.where(best_u > outside, best, -1)
+
+
+def plan_stop(
+    true_score: np.ndarray, start_minute: np.ndarray, runtime: np.ndarray, params: BehaviorParams,
+    rng: np.random.Generator,
+) -> np.ndarray:  # fmt: skip
+    """Last minute each viewing will watch: the runtime if completed, else an earlier minute."""
+    logit = params.complete_base + params.complete_slope * (true_score - 3.5)
+    complete = rng.random(len(true_score)) < 1.0 / (1.0 + np.exp(-logit))
+    remaining = np.maximum(runtime - start_minute, 0)
+    early = start_minute + np.floor(remaining * rng.beta(0.8, 1.6, len(true_score))).astype(np.int32)
+    return np.where(complete, runtime, np.minimum(early, runtime)).astype(np.int32)
+
+
+def seek(minute: np.ndarray, params: BehaviorParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Next minute after each emitted one, with rare rewinds/skips; also a mask of which rows sought."""
+    u = rng.random(len(minute))
+    back = u < params.seek_back_p
+    fwd = (u >= params.seek_back_p) & (u < params.seek_back_p + params.seek_forward_p)
+    nxt = minute + 1
+    if back.any():
+        nxt[back] = np.maximum(1, minute[back] - rng.integers(1, 11, int(back.sum())))
+    if fwd.any():
+        nxt[fwd] = minute[fwd] + rng.integers(2, 16, int(fwd.sum()))
+    return nxt, back | fwd
+
+
+def rate(
+    true_score: np.ndarray, watched: np.ndarray, completed: np.ndarray, recommended: np.ndarray,
+    noise_std: float, params: BehaviorParams, rng: np.random.Generator,
+) -> np.ndarray:  # fmt: skip
+    """Rating 1..5 per ended viewing, 0 where the user does not rate (missing not at random)."""
+    p = params.rate_base + params.rate_slope * np.abs(true_score - 3.0)
+    eligible = completed | (watched >= params.rate_min_minutes)
+    rates = eligible & (rng.random(len(true_score)) < np.clip(p, 0, 0.95))
+    value = true_score + noise_std * rng.standard_normal(len(true_score)) + params.rating_rec_bonus * recommended
+    return np.where(rates, np.clip(np.rint(value), 1, 5), 0).astype(np.int8)

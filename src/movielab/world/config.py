@@ -1,0 +1,42 @@
+"""The world's typed configuration: one settings object, environment variables override.
+
+Every field can be set as `MOVIELAB_WORLD_<FIELD>` (e.g. `MOVIELAB_WORLD_USERS=1000000`);
+unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from movielab.world.clock import parse_start
+
+Dataset = Literal["ml-100k", "ml-1m", "ml-latest-small", "ml-25m"]
+
+
+class WorldConfig(BaseSettings):
+    """How to build and run a world."""
+
+    model_config = SettingsConfigDict(env_prefix="MOVIELAB_WORLD_", extra="forbid", frozen=True)
+
+    dataset: Dataset = "ml-100k"
+    data_dir: Path | None = Field(None, description="folder with the data set in its native format")
+    cache_dir: Path | None = Field(None, description="where fetched data is cached (default ~/.cache/movielab)")
+    allow_download: bool = Field(True, description="try GroupLens before the recbole wheel")
+    users: int = Field(10_000, ge=1, le=50_000_000, description="initial population")
+    movies: int | None = Field(None, ge=1, le=5_000_000, description="catalog size; synthetic movies fill it up")
+    factors: int = Field(16, ge=2, le=256, description="latent dimensions of the hidden taste model")
+    seed: int = 0
+    start: str = Field("2026-03-20T00:00:00", description="simulated start, ISO-8601, UTC")
+    speed: float | None = Field(None, gt=0, description="simulated seconds per wall second; None = as fast as possible")
+    days: float | None = Field(1.0, gt=0, description="simulated days to run; None = until stopped")
+    arrivals_per_day: float = Field(0.002, ge=0, description="new accounts a day, as a share of the initial users")
+
+    @field_validator("start")
+    @classmethod
+    def _start_is_iso(cls, v: str) -> str:
+        parse_start(v)
+        return v

@@ -1,0 +1,1 @@
+"""MovieLens data: loading, the catalog, and synthetic scale-up."""

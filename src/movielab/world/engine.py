@@ -1,0 +1,393 @@
+"""The simulation loop: ticks of one simulated minute, every user acting in a tick at once.
+
+Per tick: new accounts arrive, due sessions ask for recommendations and pick (or leave),
+every viewing in progress emits its next minute, ended viewings rate, pause, nudge taste
+and maybe binge on. The tick's lines are sorted by time and handed to the sink; the only
+per-event Python work is formatting a line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from movielab.contract import account_line, rate_line, recommendation_line
+from movielab.world.behavior import BehaviorParams, choose, plan_stop, rate, rec_rank_bonus, seek
+from movielab.world.clock import SimClock, second_stamps, stamp_us
+from movielab.world.population import ActivityModel, Demographics, Population, draw_population
+from movielab.world.recs import RecommendationService
+from movielab.world.schedule import DAY, SessionQueue, plan_day
+from movielab.world.sinks import EventSink
+from movielab.world.truth import TasteModel
+
+logger = logging.getLogger(__name__)
+
+TICK = 60  # seconds: one watch line per minute per viewing, so every viewing emits once a tick
+MAX_RECS = 20
+
+
+@dataclass
+class Stats:
+    """What happened in a run (for summaries and benchmarks)."""
+
+    ticks: int = 0
+    sessions: int = 0
+    skipped_busy: int = 0
+    left: int = 0
+    viewings: int = 0
+    resumed: int = 0
+    picked_recommended: int = 0
+    requests_ok: int = 0
+    accounts: int = 0
+    ratings: int = 0
+    rating_hist: np.ndarray = field(default_factory=lambda: np.zeros(6, np.int64))
+    lines: Counter = field(default_factory=Counter)
+    viewings_per_movie: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    watch_lines_per_movie: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    true_score_of_recommended_picks: float = 0.0
+
+    @property
+    def mean_rating(self) -> float:
+        """Mean of the ratings given (nan when none)."""
+        n = self.rating_hist.sum()
+        return float((self.rating_hist * np.arange(6)).sum() / n) if n else float("nan")
+
+
+class _Viewings:
+    """Viewings in progress as arrays (one row each)."""
+
+    FIELDS = {"user": np.int32, "movie": np.int32, "minute": np.int32, "stop": np.int32, "runtime": np.int32,
+              "next": np.float64, "watched": np.int32, "score": np.float32, "rec": np.bool_, "last": np.int32}  # fmt: skip
+
+    def __init__(self) -> None:
+        for name, dt in self.FIELDS.items():
+            setattr(self, name, np.empty(0, dt))
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def append(self, **cols: np.ndarray) -> None:
+        for name, dt in self.FIELDS.items():
+            setattr(self, name, np.concatenate([getattr(self, name), np.asarray(cols[name], dt)]))
+
+    def keep(self, mask: np.ndarray) -> None:
+        for name in self.FIELDS:
+            setattr(self, name, getattr(self, name)[mask])
+
+
+class _TickLines:
+    """Lines produced in one tick, gathered in chunks and sorted by time at the end."""
+
+    def __init__(self) -> None:
+        self.times: list[np.ndarray] = []
+        self.keys: list[np.ndarray] = []
+        self.lines: list[str] = []
+
+    def add(self, times: np.ndarray, keys: np.ndarray, lines: list[str]) -> None:
+        if lines:
+            self.times.append(np.asarray(times, np.float64))
+            self.keys.append(np.asarray(keys, np.int64))
+            self.lines.extend(lines)
+
+    def sorted(self) -> tuple[np.ndarray, list[int], list[str]]:
+        if not self.lines:
+            return np.empty(0), [], []
+        t, k = np.concatenate(self.times), np.concatenate(self.keys)
+        order = np.argsort(t, kind="stable")
+        lines = self.lines
+        return t[order], k[order].tolist(), [lines[i] for i in order.tolist()]
+
+
+class World:
+    """A running world: population, hidden taste, behaviour, a recommendation service and a sink."""
+
+    def __init__(
+        self,
+        *,
+        slugs: list[str],
+        runtime: np.ndarray,
+        browse_weights: np.ndarray,
+        taste: TasteModel,
+        population: Population,
+        demographics: Demographics,
+        activity: ActivityModel,
+        service: RecommendationService,
+        sink: EventSink,
+        clock: SimClock,
+        seed: int = 0,
+        arrivals_per_day: float = 0.0,
+        params: BehaviorParams | None = None,
+        journal: list[tuple] | None = None,
+    ) -> None:
+        self.slugs = slugs
+        self.runtime = np.asarray(runtime, np.int32)
+        cdf = np.cumsum(np.asarray(browse_weights, np.float64))
+        self.browse_cdf = cdf / cdf[-1]
+        self.taste = taste
+        self.pop = population
+        self.demographics = demographics
+        self.activity = activity
+        self.service = service
+        self.sink = sink
+        self.clock = clock
+        self.rng = np.random.default_rng(seed)
+        self.arrivals_per_day = arrivals_per_day
+        self.params = params or BehaviorParams()
+        self.journal = journal
+        self.now = float(math.floor(clock.start / TICK) * TICK)
+        self.queue = SessionQueue()
+        self.viewings = _Viewings()
+        self.stats = Stats(viewings_per_movie=np.zeros(len(slugs), np.int64),
+                           watch_lines_per_movie=np.zeros(len(slugs), np.int64))  # fmt: skip
+        self._planned_until = self.now
+        self._pending_rates: list[tuple[float, int, int, int]] = []  # (time, row, movie, rating)
+        self._grow_user_state()
+        self.active = np.zeros(self.pop.capacity, np.bool_)
+        self._rank_bonus = rec_rank_bonus(MAX_RECS, self.params.rec_bonus)
+
+    # --- per-user dynamic state ---------------------------------------------------------
+    def _grow_user_state(self) -> None:
+        cap, old = self.pop.capacity, getattr(self, "busy_until", np.empty(0))
+        if len(old) >= cap:
+            return
+        n = len(old)
+
+        def grow(a: np.ndarray | None, fill: float, dt, shape=()) -> np.ndarray:
+            out = np.full((cap, *shape), fill, dtype=dt)
+            if a is not None and n:
+                out[:n] = a[:n]
+            return out
+
+        self.busy_until = grow(getattr(self, "busy_until", None), -np.inf, np.float64)
+        self.paused_movie = grow(getattr(self, "paused_movie", None), -1, np.int32)
+        self.paused_minute = grow(getattr(self, "paused_minute", None), 0, np.int32)
+        w = self.params.recent_window
+        self.recent = grow(getattr(self, "recent", None), -1, np.int32, (w,))
+        self.recent_pos = grow(getattr(self, "recent_pos", None), 0, np.int32)
+        if hasattr(self, "active"):
+            self.active = grow(self.active, False, np.bool_)
+
+    # --- the loop -------------------------------------------------------------------------
+    def run(self, until: float | None = None, stop: threading.Event | None = None) -> Stats:
+        """Simulate until the simulated time `until` (or forever) or until `stop` is set; flush the sink."""
+        try:
+            while (until is None or self.now < until) and not (stop is not None and stop.is_set()):
+                self.step()
+        finally:
+            self.sink.close()
+        return self.stats
+
+    def step(self) -> None:
+        """Simulate one tick (one simulated minute) and emit its lines in time order."""
+        t0, t1 = self.now, self.now + TICK
+        while self._planned_until < t1:
+            day = math.floor(self._planned_until / DAY) * DAY
+            n = self.pop.size
+            times, rows = plan_day(day, self.pop.activity[:n], self.pop.utc_offset[:n], self.pop.created_at[:n],
+                                   self.rng)  # fmt: skip
+            keep = times >= self._planned_until
+            self.queue.add_plan(times[keep], rows[keep])
+            self._planned_until = day + DAY
+        out = _TickLines()
+        self._arrivals(t0, t1, out)
+        self._due_ratings(t1, out)
+        self._sessions(t0, t1, out)
+        self._watch(t0, t1, out)
+        times, keys, lines = out.sorted()
+        self._emit(times, keys, lines, t0)
+        self.stats.ticks += 1
+        self.now = t1
+
+    def _emit(self, times: np.ndarray, keys: list[int], lines: list[str], t0: float) -> None:
+        if not self.clock.paced:
+            self.sink.write(keys, lines)
+            return
+        bounds = np.searchsorted(times, t0 + np.arange(1, TICK + 1), side="left")
+        lo = 0
+        for s, hi in enumerate(bounds.tolist()):
+            if hi > lo:
+                self.clock.wait_until(t0 + s)
+                self.sink.write(keys[lo:hi], lines[lo:hi])
+                lo = hi
+        self.clock.wait_until(t0 + TICK)
+
+    # --- new accounts ----------------------------------------------------------------------
+    def _arrivals(self, t0: float, t1: float, out: _TickLines) -> None:
+        if self.arrivals_per_day <= 0:
+            return
+        n = int(self.rng.poisson(self.arrivals_per_day * TICK / DAY))
+        if n == 0:
+            return
+        times = np.sort(t0 + self.rng.integers(0, TICK, n)).astype(np.float64)
+        batch = draw_population(n, self.demographics, self.taste, self.activity, times, self.rng)
+        ids = self.pop.add(batch)
+        self._grow_user_state()
+        stamps = second_stamps(int(t0), TICK)
+        secs = (times - t0).astype(np.int64).tolist()
+        out.add(times, ids, [account_line(stamps[s], u) for s, u in zip(secs, ids.tolist(), strict=True)])
+        self.active[ids - 1] = True
+        self.stats.accounts += n
+        self.stats.lines["account"] += n
+        # A new account starts watching within the next half hour.
+        self.queue.push(times + 60 + self.rng.random(n) * 1800, (ids - 1).astype(np.int32))
+
+    # --- ratings (always after the viewing's last minute, so usually in a later tick) ------------
+    def _due_ratings(self, t1: float, out: _TickLines) -> None:
+        if not self._pending_rates:
+            return
+        due = [r for r in self._pending_rates if r[0] < t1]
+        if not due:
+            return
+        self._pending_rates = [r for r in self._pending_rates if r[0] >= t1]
+        t0 = t1 - TICK
+        stamps = second_stamps(int(t0), TICK)
+        lines = [rate_line(stamps[int(t - t0)], row + 1, self.slugs[m], v) for t, row, m, v in due]
+        out.add(np.array([d[0] for d in due]), np.array([d[1] + 1 for d in due]), lines)
+        self.stats.lines["rate"] += len(lines)
+
+    # --- sessions: ask, choose, start watching --------------------------------------------------
+    def _sessions(self, t0: float, t1: float, out: _TickLines) -> None:
+        times, rows = self.queue.pop_until(t1)
+        if len(rows) == 0:
+            return
+        free = self.busy_until[rows] <= times
+        self.stats.skipped_busy += int((~free).sum())
+        times, rows = times[free], rows[free]
+        _, first = np.unique(rows, return_index=True)  # one session per user per tick
+        if len(first) < len(rows):
+            first = np.sort(first)
+            self.stats.skipped_busy += len(rows) - len(first)
+            times, rows = times[first], rows[first]
+        n = len(rows)
+        if n == 0:
+            return
+        p = self.params
+        ids = rows.astype(np.int64) + 1
+        answers = self.service.recommend(ids, times)
+        srv = answers.server
+        out.add(times, ids, [recommendation_line(stamp_us(t), u, srv, int(s), r, int(ms)) for t, u, s, r, ms in
+                             zip(times.tolist(), ids.tolist(), answers.status, answers.result, answers.ms)])  # fmt: skip
+        self.stats.sessions += n
+        self.stats.lines["recommendation"] += n
+        self.stats.requests_ok += int((answers.status == 200).sum())
+        self.active[rows] = True
+        if self.journal is not None:
+            self.journal.extend(("session", t, u, None, None) for t, u in zip(times.tolist(), ids.tolist()))
+        # Candidates: recommended rows (padded with -1) then a popularity-weighted browse sample.
+        recs = np.full((n, MAX_RECS), -1, np.int32)
+        for i, m in enumerate(answers.movies):
+            if len(m):
+                recs[i, : min(len(m), MAX_RECS)] = m[:MAX_RECS]
+        browse = np.searchsorted(self.browse_cdf, self.rng.random((n, p.browse_sample))).astype(np.int32)
+        cand = np.hstack([recs, browse])
+        valid = cand >= 0
+        safe = np.where(valid, cand, 0)
+        recent = self.recent[rows]
+        valid &= ~(safe[:, :, None] == recent[:, None, :]).any(axis=2)
+        vec = self.pop.taste[rows]
+        score = (self.taste.mu + self.pop.bias[rows][:, None] + self.taste.item_bias[safe]
+                 + np.einsum("sk,sck->sc", vec, self.taste.item_factors[safe]))  # fmt: skip
+        bonus = np.zeros(cand.shape, np.float32)
+        bonus[:, :MAX_RECS] = np.where(recs >= 0, self._rank_bonus[None, :], 0)
+        pick = choose(score, bonus, valid, p, self.rng)
+        # Users with a paused movie may resume it instead.
+        resume = (self.paused_movie[rows] >= 0) & (self.rng.random(n) < p.resume_p)
+        go = (pick >= 0) | resume
+        self.stats.left += int((~go).sum())
+        movie = np.where(resume, self.paused_movie[rows], safe[np.arange(n), np.maximum(pick, 0)])
+        # A resumed movie restarts where it stopped or a minute or two before.
+        start_minute = np.where(resume, np.maximum(1, self.paused_minute[rows] - self.rng.integers(0, 3, n)), 1)
+        self.paused_movie[rows] = -1
+        rows_go, movie, start_minute = rows[go], movie[go], start_minute[go]
+        resume = resume[go]
+        if len(rows_go) == 0:
+            return
+        is_rec = (recs[go] == movie[:, None]).any(axis=1)
+        true = self.taste.mu + self.pop.bias[rows_go] + self.taste.item_bias[movie] + np.einsum(
+            "sk,sk->s", self.pop.taste[rows_go], self.taste.item_factors[movie])  # fmt: skip
+        start_minute = np.minimum(start_minute, self.runtime[movie])
+        stop = plan_stop(true, start_minute, self.runtime[movie], p, self.rng)
+        delay = answers.ms[go] / 1000.0 + 2.0 + self.rng.exponential(p.browse_seconds, len(rows_go))
+        start = np.ceil(times[go] + delay)
+        self.busy_until[rows_go] = np.inf
+        self.viewings.append(user=rows_go, movie=movie, minute=start_minute, stop=stop, runtime=self.runtime[movie],
+                             next=start, watched=np.zeros(len(rows_go)), score=true, rec=is_rec,
+                             last=np.zeros(len(rows_go)))  # fmt: skip
+        self.stats.viewings += len(rows_go)
+        self.stats.resumed += int(resume.sum())
+        self.stats.picked_recommended += int(is_rec.sum())
+        self.stats.true_score_of_recommended_picks += float(true[is_rec].sum())
+        np.add.at(self.stats.viewings_per_movie, movie, 1)
+        if self.journal is not None:
+            kinds = np.where(resume, "resume", "start").tolist()
+            self.journal.extend((kind, t, int(r) + 1, self.slugs[m], int(mn)) for kind, t, r, m, mn in
+                                zip(kinds, start.tolist(), rows_go.tolist(), movie.tolist(), start_minute.tolist()))  # fmt: skip
+
+    # --- watching -------------------------------------------------------------------------------
+    def _watch(self, t0: float, t1: float, out: _TickLines) -> None:
+        v = self.viewings
+        if len(v) == 0:
+            return
+        due = v.next < t1
+        idx = np.flatnonzero(due)
+        if len(idx) == 0:
+            return
+        user, movie, minute, when = v.user[idx], v.movie[idx], v.minute[idx], v.next[idx]
+        stamps = second_stamps(int(t0), TICK)
+        slugs = self.slugs
+        lines = [f"{stamps[s]},{u},GET /data/m/{slugs[m]}/{mn}.mpg" for s, u, m, mn in
+                 zip((when - t0).astype(np.int64).tolist(), (user + 1).tolist(), movie.tolist(), minute.tolist())]  # fmt: skip
+        out.add(when, user.astype(np.int64) + 1, lines)
+        self.stats.lines["watch"] += len(lines)
+        np.add.at(self.stats.watch_lines_per_movie, movie, 1)
+        nxt, sought = seek(minute, self.params, self.rng)
+        ended = (nxt > v.stop[idx]) | (nxt > v.runtime[idx])
+        if self.journal is not None and (sought & ~ended).any():
+            for j in np.flatnonzero(sought & ~ended).tolist():
+                self.journal.append(("seek", float(when[j]) + TICK, int(user[j]) + 1, slugs[movie[j]], int(nxt[j])))
+        v.last[idx] = minute
+        v.minute[idx] = nxt
+        v.next[idx] = when + TICK
+        v.watched[idx] += 1
+        ended_idx = idx[ended]
+        if len(ended_idx):
+            self._end(ended_idx)
+            keep = np.ones(len(v), np.bool_)
+            keep[ended_idx] = False
+            v.keep(keep)
+
+    def _end(self, idx: np.ndarray) -> None:
+        v, p, rng = self.viewings, self.params, self.rng
+        rows, movie = v.user[idx], v.movie[idx]
+        end_t = v.next[idx]  # the end of the last minute watched
+        completed = v.last[idx] >= v.runtime[idx]
+        watched = v.watched[idx]
+        rating = rate(v.score[idx], watched, completed, v.rec[idx], self.taste.noise_std, p, rng)
+        rated = rating > 0
+        rate_t = end_t + rng.integers(3, 45, len(idx))
+        for t, r, m, val in zip(rate_t[rated].tolist(), rows[rated].tolist(), movie[rated].tolist(),
+                                rating[rated].tolist()):  # fmt: skip
+            self._pending_rates.append((t, r, m, val))
+        np.add.at(self.stats.rating_hist, rating[rated], 1)
+        self.stats.ratings += int(rated.sum())
+        done_t = np.where(rated, rate_t, end_t)
+        # Early stops may be paused, to resume at the next session.
+        pause = ~completed & (rng.random(len(idx)) < p.pause_p)
+        self.paused_movie[rows[pause]] = movie[pause]
+        self.paused_minute[rows[pause]] = v.last[idx][pause] + 1
+        # The feedback loop: taste moves towards what was watched, in proportion to how much.
+        frac = np.minimum(watched / np.maximum(v.runtime[idx], 1), 1.0).astype(np.float32)
+        q = self.taste.item_factors[movie]
+        self.pop.taste[rows] += (p.taste_step * frac)[:, None] * (q - self.pop.taste[rows])
+        pos = self.recent_pos[rows]
+        self.recent[rows, pos % p.recent_window] = movie
+        self.recent_pos[rows] = pos + 1
+        # Binge: pick another movie right away (a new session, so a new recommendation request).
+        binge = (completed | (watched >= 30)) & (rng.random(len(idx)) < self.pop.binge[rows])
+        self.queue.push(done_t[binge] + 30 + rng.exponential(120, int(binge.sum())), rows[binge])
+        self.busy_until[rows] = done_t + 1
