@@ -20,11 +20,13 @@ import numpy as np
 class BehaviorParams:
     """Knobs of the funnel; defaults are tuned so ratings and popularity match MovieLens."""
 
-    browse_sample: int = 24  # movies a user finds without recommendations
-    popularity_power: float = 0.9  # sampling weight = (rating count + 1) ** power
-    choice_noise: float = 0.35  # scale of the Gumbel noise on scores
-    rec_bonus: float = 0.35  # utility bonus for the top-ranked recommendation, falling with rank
-    outside_option: float = 3.2  # utility of leaving (in stars)
+    browse_sample: int = 12  # movies a user finds without recommendations
+    popularity_power: float = 0.5  # sampling weight = (rating count + 1) ** power
+    choice_noise: float = 1.4  # scale of the Gumbel noise on scores: users know little before watching
+    familiarity: float = 0.7  # utility per tenfold of a movie's rating count: known titles appeal more
+    attention_decay: float = 0.85  # the k-th recommendation (from 0) is looked at with probability decay**k
+    rec_bonus: float = 0.5  # utility bonus for the top-ranked recommendation, falling with rank
+    outside_option: float = 3.6  # utility of leaving (in stars)
     browse_seconds: float = 25.0  # mean time between the answer and pressing play
     complete_base: float = 0.1  # logit of completing at an average (3.5 star) movie
     complete_slope: float = 1.6  # logit change per star of true score
@@ -33,8 +35,8 @@ class BehaviorParams:
     pause_p: float = 0.55  # an early stop is paused (to resume later) with this probability
     resume_p: float = 0.7  # a user with a paused movie resumes it at the next session
     rate_base: float = 0.12  # rating probability at a lukewarm opinion
-    rate_slope: float = 0.22  # extra rating probability per star away from 3
-    rate_min_minutes: int = 10  # no rating for viewings shorter than this (unless completed)
+    rate_slope: float = 0.22  # extra rating probability per star away from the user's usual opinion
+    rate_min_minutes: int = 3  # no rating for viewings shorter than this (unless completed)
     rating_rec_bonus: float = 0.1  # recommended movies are rated a little higher
     taste_step: float = 0.03  # feedback loop: taste moves this share towards a fully watched movie
     recent_window: int = 8  # recently watched movies are not picked again
@@ -89,11 +91,15 @@ def seek(minute: np.ndarray, params: BehaviorParams, rng: np.random.Generator) -
 
 
 def rate(
-    true_score: np.ndarray, watched: np.ndarray, completed: np.ndarray, recommended: np.ndarray,
-    noise_std: float, params: BehaviorParams, rng: np.random.Generator,
+    true_score: np.ndarray, user_mean: np.ndarray, watched: np.ndarray, completed: np.ndarray,
+    recommended: np.ndarray, noise_std: float, params: BehaviorParams, rng: np.random.Generator,
 ) -> np.ndarray:  # fmt: skip
-    """Rating 1..5 per ended viewing, 0 where the user does not rate (missing not at random)."""
-    p = params.rate_base + params.rate_slope * np.abs(true_score - 3.0)
+    """Rating 1..5 per ended viewing, 0 where the user does not rate.
+
+    Missing not at random: the further a movie is from what the user usually thinks of
+    movies (`user_mean`), the likelier a rating.
+    """
+    p = params.rate_base + params.rate_slope * np.abs(true_score - user_mean)
     eligible = completed | (watched >= params.rate_min_minutes)
     rates = eligible & (rng.random(len(true_score)) < np.clip(p, 0, 0.95))
     value = true_score + noise_std * rng.standard_normal(len(true_score)) + params.rating_rec_bonus * recommended

@@ -74,6 +74,11 @@ def browse_weights(catalog: Catalog, params: BehaviorParams) -> np.ndarray:
     return (catalog.vote_count.astype(np.float64) + 1.0) ** params.popularity_power
 
 
+def familiarity(catalog: Catalog, params: BehaviorParams) -> np.ndarray:
+    """Utility of knowing a title: `params.familiarity` stars per tenfold of its rating count."""
+    return (params.familiarity * np.log10(catalog.vote_count.astype(np.float64) + 1.0)).astype(np.float32)
+
+
 def build_world(
     config: WorldConfig,
     *,
@@ -99,7 +104,8 @@ def build_world(
     universe.timings["population"] = time.perf_counter() - t
     world = World(
         slugs=universe.catalog.slug, runtime=universe.catalog.runtime,
-        browse_weights=browse_weights(universe.catalog, params), taste=universe.taste, population=population,
+        browse_weights=browse_weights(universe.catalog, params), familiarity=familiarity(universe.catalog, params),
+        taste=universe.taste, population=population,
         demographics=universe.demographics, activity=activity, service=service or NoService(),
         sink=sink if sink is not None else NullSink(), clock=SimClock(start, config.speed), seed=config.seed,
         arrivals_per_day=config.arrivals_per_day * config.users, params=params, journal=journal,

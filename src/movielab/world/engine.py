@@ -112,6 +112,7 @@ class World:
         slugs: list[str],
         runtime: np.ndarray,
         browse_weights: np.ndarray,
+        familiarity: np.ndarray,
         taste: TasteModel,
         population: Population,
         demographics: Demographics,
@@ -128,6 +129,7 @@ class World:
         self.runtime = np.asarray(runtime, np.int32)
         cdf = np.cumsum(np.asarray(browse_weights, np.float64))
         self.browse_cdf = cdf / cdf[-1]
+        self.familiarity = np.asarray(familiarity, np.float32)
         self.taste = taste
         self.pop = population
         self.demographics = demographics
@@ -149,6 +151,7 @@ class World:
         self._grow_user_state()
         self.active = np.zeros(self.pop.capacity, np.bool_)
         self._rank_bonus = rec_rank_bonus(MAX_RECS, self.params.rec_bonus)
+        self._examine = self.params.attention_decay ** np.arange(MAX_RECS)
 
     # --- per-user dynamic state ---------------------------------------------------------
     def _grow_user_state(self) -> None:
@@ -286,14 +289,16 @@ class World:
         browse = np.searchsorted(self.browse_cdf, self.rng.random((n, p.browse_sample))).astype(np.int32)
         cand = np.hstack([recs, browse])
         valid = cand >= 0
+        # Attention falls with rank: a user looks at the k-th recommendation with probability decay**k.
+        valid[:, :MAX_RECS] &= self.rng.random((n, MAX_RECS)) < self._examine[None, :]
         safe = np.where(valid, cand, 0)
         recent = self.recent[rows]
         valid &= ~(safe[:, :, None] == recent[:, None, :]).any(axis=2)
         vec = self.pop.taste[rows]
         score = (self.taste.mu + self.pop.bias[rows][:, None] + self.taste.item_bias[safe]
                  + np.einsum("sk,sck->sc", vec, self.taste.item_factors[safe]))  # fmt: skip
-        bonus = np.zeros(cand.shape, np.float32)
-        bonus[:, :MAX_RECS] = np.where(recs >= 0, self._rank_bonus[None, :], 0)
+        bonus = self.familiarity[safe]  # a title one has heard of appeals more than an unknown one
+        bonus[:, :MAX_RECS] += np.where(recs >= 0, self._rank_bonus[None, :], 0)
         pick = choose(score, bonus, valid, p, self.rng)
         # Users with a paused movie may resume it instead.
         resume = (self.paused_movie[rows] >= 0) & (self.rng.random(n) < p.resume_p)
@@ -367,7 +372,8 @@ class World:
         end_t = v.next[idx]  # the end of the last minute watched
         completed = v.last[idx] >= v.runtime[idx]
         watched = v.watched[idx]
-        rating = rate(v.score[idx], watched, completed, v.rec[idx], self.taste.noise_std, p, rng)
+        user_mean = self.taste.mu + self.pop.bias[rows]
+        rating = rate(v.score[idx], user_mean, watched, completed, v.rec[idx], self.taste.noise_std, p, rng)
         rated = rating > 0
         rate_t = end_t + rng.integers(3, 45, len(idx))
         for t, r, m, val in zip(rate_t[rated].tolist(), rows[rated].tolist(), movie[rated].tolist(),

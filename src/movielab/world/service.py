@@ -1,0 +1,30 @@
+"""Running a world as a process: stop cleanly on SIGINT/SIGTERM with the current tick flushed."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from movielab.world.engine import Stats, World
+
+logger = logging.getLogger(__name__)
+
+
+def run_world(world: World, until: float | None) -> Stats:
+    """Run until `until` (simulated) or a signal; the tick in progress completes and the sink is flushed."""
+    stop = threading.Event()
+    previous = {}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logger.info("signal %d: stopping after the current tick", signum)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        return world.run(until=until, stop=stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
