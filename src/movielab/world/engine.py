@@ -272,9 +272,9 @@ class World:
         p = self.params
         ids = rows.astype(np.int64) + 1
         answers = self.service.recommend(ids, times)
-        srv = answers.server
-        out.add(times, ids, [recommendation_line(stamp_us(t), u, srv, int(s), r, int(ms)) for t, u, s, r, ms in
-                             zip(times.tolist(), ids.tolist(), answers.status, answers.result, answers.ms)])  # fmt: skip
+        out.add(times, ids, [recommendation_line(stamp_us(t), u, srv, s, r, ms) for t, u, srv, s, r, ms in
+                             zip(times.tolist(), ids.tolist(), answers.servers, answers.status.tolist(), answers.result,
+                                 answers.ms.tolist())])  # fmt: skip
         self.stats.sessions += n
         self.stats.lines["recommendation"] += n
         self.stats.requests_ok += int((answers.status == 200).sum())

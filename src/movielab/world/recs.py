@@ -16,7 +16,7 @@ import numpy as np
 class RecAnswers:
     """Answers to a batch of recommendation requests, one entry per request."""
 
-    server: str
+    servers: list[str]  # host:port asked, per request
     status: np.ndarray  # int32 HTTP status, 0 when no HTTP answer came
     ms: np.ndarray  # int32 response time in whole milliseconds
     movies: list[np.ndarray]  # catalog rows recommended (empty on failure), best first
@@ -24,14 +24,12 @@ class RecAnswers:
 
     def __post_init__(self) -> None:
         n = len(self.status)
-        if not (len(self.ms) == len(self.movies) == len(self.result) == n):
+        if not (len(self.servers) == len(self.ms) == len(self.movies) == len(self.result) == n):
             raise ValueError("RecAnswers fields must have one entry per request")
 
 
 class RecommendationService(Protocol):
     """Something the world can ask for recommendations."""
-
-    server: str
 
     def recommend(self, user_ids: np.ndarray, times: np.ndarray) -> RecAnswers:
         """Recommendations for each user id, asked at the given simulated times."""
@@ -49,7 +47,8 @@ class NoService:
         """Fail every request with status 0 and 0 ms."""
         n = len(user_ids)
         empty = np.empty(0, dtype=np.int32)
-        return RecAnswers(self.server, np.zeros(n, np.int32), np.zeros(n, np.int32), [empty] * n, [self.reason] * n)
+        return RecAnswers([self.server] * n, np.zeros(n, np.int32), np.zeros(n, np.int32), [empty] * n,
+                          [self.reason] * n)  # fmt: skip
 
 
 class FixedService:
@@ -64,7 +63,7 @@ class FixedService:
     def recommend(self, user_ids: np.ndarray, times: np.ndarray) -> RecAnswers:
         """The same list for everyone, status 200."""
         n = len(user_ids)
-        return RecAnswers(self.server, np.full(n, 200, np.int32), np.full(n, self.ms, np.int32),
+        return RecAnswers([self.server] * n, np.full(n, 200, np.int32), np.full(n, self.ms, np.int32),
                           [self.rows] * n, [self.text] * n)  # fmt: skip
 
 
@@ -82,4 +81,4 @@ class RandomService:
         k = len(user_ids)
         rows = [self.rng.choice(len(self.slugs), self.n, replace=False).astype(np.int32) for _ in range(k)]
         text = [", ".join(self.slugs[i] for i in r) for r in rows]
-        return RecAnswers(self.server, np.full(k, 200, np.int32), np.ones(k, np.int32), rows, text)
+        return RecAnswers([self.server] * k, np.full(k, 200, np.int32), np.ones(k, np.int32), rows, text)

@@ -108,3 +108,39 @@ class KindCounter:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+class TeamRouter:
+    """Routes each line to its user's team sink: teams own users by id modulo the number of teams."""
+
+    def __init__(self, sinks: Sequence[EventSink]) -> None:
+        if not sinks:
+            raise ValueError("TeamRouter needs at least one sink")
+        self.sinks = list(sinks)
+
+    def write(self, keys: Sequence[int], lines: Sequence[str]) -> None:
+        """Split the batch by team, keeping each team's order."""
+        n = len(self.sinks)
+        if n == 1:
+            self.sinks[0].write(keys, lines)
+            return
+        parts_k: list[list[int]] = [[] for _ in range(n)]
+        parts_l: list[list[str]] = [[] for _ in range(n)]
+        for k, line in zip(keys, lines, strict=True):
+            t = (k - 1) % n
+            parts_k[t].append(k)
+            parts_l[t].append(line)
+        for sink, ks, ls in zip(self.sinks, parts_k, parts_l, strict=True):
+            if ls:
+                sink.write(ks, ls)
+
+    def close(self) -> None:
+        """Close every team's sink (all of them, even if one fails)."""
+        errors = []
+        for s in self.sinks:
+            try:
+                s.close()
+            except Exception as exc:  # keep closing the others; report the first failure
+                errors.append(exc)
+        if errors:
+            raise errors[0]

@@ -1,0 +1,189 @@
+"""The world's HTTP client for team recommendation services.
+
+One asyncio loop in a background thread, one aiohttp session (its own connection pool)
+per team, every request of a batch in flight at once, each bounded by the time-out
+(600 ms by default). Every outcome becomes the data of one recommendation-request line:
+status 200 with the ids, or status 0 / the HTTP status with an error text. A slow or
+dead team only costs its own requests their time-out; other teams' requests run beside them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+import numpy as np
+
+from movielab.contract import MAX_RECOMMENDATIONS
+from movielab.contract.slug import SLUG_PATTERN
+from movielab.world.recs import RecAnswers
+
+logger = logging.getLogger(__name__)
+
+_BODY = re.compile(rf"{SLUG_PATTERN}(?:,{SLUG_PATTERN})*")
+MAX_BODY = 64 * 1024
+
+
+class TeamConfigError(ValueError):
+    """A team's recommendation URL cannot be used."""
+
+
+@dataclass(frozen=True)
+class Team:
+    """A team: its number (topic `movielog<number>`), the URL of its service, and `host:port` for the log."""
+
+    number: int
+    url: str
+    server: str
+
+    @classmethod
+    def parse(cls, number: int, url: str) -> Team:
+        """Validate `http://host:port[/prefix]`; the world calls `<url>/recommend/<user id>`."""
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme != "http" or not parts.hostname:
+            raise TeamConfigError(f"team {number}: recommendation URL {url!r} must look like http://host:port")
+        try:
+            port = parts.port or 80
+        except ValueError as exc:
+            raise TeamConfigError(f"team {number}: recommendation URL {url!r}: {exc}") from None
+        if parts.query or parts.fragment:
+            raise TeamConfigError(f"team {number}: recommendation URL {url!r} must not carry a query or fragment")
+        base = f"http://{parts.hostname}:{port}{parts.path.rstrip('/')}"
+        return cls(number, base, f"{parts.hostname}:{port}")
+
+
+def team_of(user_ids: np.ndarray, n_teams: int) -> np.ndarray:
+    """Team index (0-based) of each user: teams own disjoint slices of the population, by id modulo."""
+    return ((np.asarray(user_ids, np.int64) - 1) % n_teams).astype(np.int32)
+
+
+def check_body(body: bytes, index: dict[str, int]) -> tuple[np.ndarray, str] | str:
+    """(catalog rows, ids joined by ', ') for a valid answer body, or the reason it is invalid."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "body is not UTF-8"
+    if not text:
+        return "empty body"
+    if _BODY.fullmatch(text) is None:
+        shown = text[:40].encode("unicode_escape").decode("ascii")
+        return f"body {shown!r} is not a comma-separated list of movie ids"
+    ids = text.split(",")
+    if len(ids) > MAX_RECOMMENDATIONS:
+        return f"{len(ids)} movie ids, at most {MAX_RECOMMENDATIONS}"
+    if len(set(ids)) != len(ids):
+        return "movie ids repeat"
+    rows = []
+    for movie in ids:
+        row = index.get(movie)
+        if row is None:
+            return f"unknown movie id {movie[:60]!r}"
+        rows.append(row)
+    return np.asarray(rows, np.int32), ", ".join(ids)
+
+
+class HttpRecommender:
+    """Asks each team's service `GET <url>/recommend/<user>` for its own users, concurrently."""
+
+    def __init__(
+        self,
+        teams: list[Team],
+        movie_index: dict[str, int],
+        timeout_ms: int = 600,
+        max_connections: int = 64,
+    ) -> None:
+        if not teams:
+            raise TeamConfigError("at least one team is needed")
+        if timeout_ms <= 0:
+            raise TeamConfigError(f"time-out must be positive, got {timeout_ms} ms")
+        self.teams = teams
+        self.index = movie_index
+        self.timeout_ms = timeout_ms
+        self.max_connections = max_connections
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="movielab-rec-client", daemon=True)
+        self._thread.start()
+        self._sessions: list[aiohttp.ClientSession] = self._call(self._open())
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _open(self) -> list[aiohttp.ClientSession]:
+        timeout = aiohttp.ClientTimeout(total=self.timeout_ms / 1000)
+        return [
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300),
+                timeout=timeout, skip_auto_headers=("User-Agent",), raise_for_status=False,
+            )
+            for _ in self.teams
+        ]  # fmt: skip
+
+    def recommend(self, user_ids: np.ndarray, times: np.ndarray) -> RecAnswers:
+        """Ask every user's team; one answer per user, in order."""
+        teams = team_of(user_ids, len(self.teams))
+        results = self._call(self._batch(np.asarray(user_ids).tolist(), teams.tolist()))
+        servers = [self.teams[t].server for t in teams.tolist()]
+        status = np.fromiter((r[0] for r in results), np.int32, len(results))
+        ms = np.fromiter((r[1] for r in results), np.int32, len(results))
+        empty = np.empty(0, np.int32)
+        movies = [r[2] if r[2] is not None else empty for r in results]
+        return RecAnswers(servers, status, ms, movies, [r[3] for r in results])
+
+    async def _batch(self, ids: list[int], teams: list[int]) -> list[tuple]:
+        return await asyncio.gather(*(self._one(t, u) for u, t in zip(ids, teams, strict=True)))
+
+    async def _one(self, t: int, user_id: int) -> tuple[int, int, np.ndarray | None, str]:
+        team = self.teams[t]
+        start = time.perf_counter()
+
+        def elapsed() -> int:
+            return int((time.perf_counter() - start) * 1000)
+
+        try:
+            async with self._sessions[t].get(f"{team.url}/recommend/{user_id}", allow_redirects=False) as resp:
+                body = await resp.content.read(MAX_BODY + 1)
+                ms = elapsed()
+                if resp.status != 200:
+                    return resp.status, ms, None, f"HTTP {resp.status} from {team.server}"
+                if len(body) > MAX_BODY:
+                    return 200, ms, None, f"Invalid response from {team.server}: body longer than {MAX_BODY} bytes"
+                checked = check_body(body, self.index)
+                if isinstance(checked, str):
+                    return 200, ms, None, f"Invalid response from {team.server}: {checked}"
+                return 200, ms, checked[0], checked[1]
+        except TimeoutError:
+            return 0, elapsed(), None, f"Request timeout to {team.server} after {self.timeout_ms} ms"
+        except aiohttp.ClientConnectorError as exc:
+            refused = isinstance(exc.os_error, ConnectionRefusedError)
+            reason = "Connection refused to" if refused else "Cannot connect to"
+            return 0, elapsed(), None, f"{reason} {team.server}"
+        except aiohttp.ServerDisconnectedError:
+            return 0, elapsed(), None, f"Connection closed by {team.server} before a response"
+        except (aiohttp.ClientError, OSError) as exc:
+            return 0, elapsed(), None, f"Request to {team.server} failed: {type(exc).__name__}"
+
+    def close(self) -> None:
+        """Close the sessions and stop the loop thread."""
+        if not self._thread.is_alive():
+            return
+
+        async def shutdown() -> None:
+            for s in self._sessions:
+                await s.close()
+
+        self._call(shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def __enter__(self) -> HttpRecommender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
