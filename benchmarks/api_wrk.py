@@ -1,0 +1,156 @@
+"""Latency of the world API under wrk: `GET /user/<random id>` against a constant-JSON FastAPI route.
+
+Starts uvicorn (one worker, in a thread of this process) on free loopback ports: the world API over a
+realistic world (100,000 users, the ml-100k catalog; the rate limit on, set high enough never to refuse)
+and, as the baseline measured in the same run, a plain FastAPI app whose one route returns a constant
+JSON object. Then runs `wrk -t2 -c32 -d10s --latency` against each and prints requests/s, p50 and p99.
+
+    python benchmarks/api_wrk.py [--users 100000] [--duration 10] [--connections 32]
+
+Needs the `wrk` binary (Debian: `apt-get install wrk`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from movielab.world.api import create_app
+from movielab.world.bootstrap import build_world
+from movielab.world.config import WorldConfig
+from movielab.world.ratelimit import RateLimit
+
+logger = logging.getLogger("api_wrk")
+
+LUA_RANDOM_USER = """
+local counter = 0
+function setup(thread)
+  thread:set("seed", counter)
+  counter = counter + 1
+end
+function init(args)
+  math.randomseed(1000003 * (seed or 0) + 17)
+end
+function request()
+  return wrk.format("GET", "/user/" .. math.random(1, %d))
+end
+"""
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """Run `app` under uvicorn in a thread; yield its base URL; stop it on exit."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def constant_app() -> FastAPI:
+    """The baseline: a plain FastAPI route returning a constant JSON object."""
+    app = FastAPI()
+
+    @app.get("/constant")
+    async def constant() -> dict[str, object]:
+        return {"user_id": 1, "age": 27, "occupation": "self-employed", "gender": "F"}
+
+    return app
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    """Requests/s, p50/p99 in ms and non-2xx count from wrk's `--latency` output."""
+
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+        if m is None:
+            raise ValueError(f"wrk output has no {pct}% latency line:\n{output}")
+        return float(m.group(1)) * _UNIT[m.group(2)]
+
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
+    if rps is None:
+        raise ValueError(f"wrk output has no Requests/sec line:\n{output}")
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    return {"rps": float(rps.group(1)), "p50_ms": latency("50"), "p99_ms": latency("99"),
+            "non_2xx": float(non2xx.group(1)) if non2xx else 0.0}  # fmt: skip
+
+
+def run_wrk(url: str, duration: int, connections: int, script: Path | None = None) -> dict[str, float]:
+    """Run wrk (2 threads) against `url` and return its parsed figures."""
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    logger.info("running %s", " ".join(cmd + [url]))
+    done = subprocess.run(cmd + [url], capture_output=True, text=True, check=True, timeout=duration + 60)
+    return parse_wrk(done.stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the world, run both measurements, print the table; 2 if wrk is missing."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: this benchmark needs it (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+
+    t = time.perf_counter()
+    world, universe = build_world(WorldConfig(users=args.users, allow_download=False))
+    logger.info("world of %d users, %d movies built in %.1f s", world.pop.size, len(universe.catalog),
+                time.perf_counter() - t)  # fmt: skip
+    # The limiter runs (its cost is measured) but never refuses: wrk is one client.
+    api = create_app(world.pop, universe.catalog, rate_limit=RateLimit(rate_per_s=1e9, burst=10**9))
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "random_user.lua"
+        script.write_text(LUA_RANDOM_USER % world.pop.size)
+        with serving(constant_app()) as base:
+            results["baseline GET /constant"] = run_wrk(f"{base}/constant", args.duration, args.connections)
+        with serving(api) as base:
+            results["world GET /user/<random>"] = run_wrk(base, args.duration, args.connections, script)
+
+    print(f"wrk -t2 -c{args.connections} -d{args.duration}s, uvicorn 1 worker, {world.pop.size:,} users")
+    print(f"{'target':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, r in results.items():
+        print(f"{name:28} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['non_2xx']:8.0f}")
+    base_rps, api_rps = (r["rps"] for r in results.values())
+    print(f"world/baseline throughput: {api_rps / base_rps:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

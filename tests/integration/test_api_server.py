@@ -1,0 +1,169 @@
+"""The world API under a real uvicorn server on loopback, fuzzed over HTTP from its own OpenAPI document."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import quote
+
+import httpx
+import pytest
+import uvicorn
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+from pydantic import TypeAdapter
+
+from movielab.world.api import Error, Movie, User, create_app
+from movielab.world.bootstrap import build_world
+from movielab.world.config import WorldConfig
+from movielab.world.ratelimit import RateLimit
+
+pytestmark = pytest.mark.integration
+
+USERS = 500
+# h11 refuses request heads over 16 KiB itself (a text/plain 400 before the app sees anything): stay below.
+MAX_SEGMENT = 12_000
+ANSWERS = {"/user/{ids}": TypeAdapter(User | list[User]), "/movie/{ids}": TypeAdapter(Movie | list[Movie])}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _serving(app) -> Iterator[str]:
+    """Run `app` under uvicorn in a thread on a free loopback port; yield its base URL; stop it cleanly."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, f"uvicorn did not start on port {port}"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture(scope="module")
+def world_universe():
+    return build_world(WorldConfig(users=USERS, allow_download=False))
+
+
+@pytest.fixture(scope="module")
+def base_url(world_universe) -> Iterator[str]:
+    world, universe = world_universe
+    # Generous enough that the fuzzing below is never refused.
+    app = create_app(world.pop, universe.catalog, rate_limit=RateLimit(rate_per_s=10_000, burst=10_000))
+    with _serving(app) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def http(base_url) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def openapi(http) -> dict:
+    response = http.get("/openapi.json")
+    assert response.status_code == 200
+    return response.json()
+
+
+def _check(response: httpx.Response, template: str | None = None) -> None:
+    """Every answer: no 5xx, JSON content type, a JSON body of the documented shape."""
+    assert response.status_code < 500, f"{response.request.url}: {response.status_code} {response.text[:300]}"
+    assert response.headers["content-type"] == "application/json", response.request.url
+    if response.request.method == "HEAD":
+        return
+    body = response.json()
+    if response.status_code >= 400:
+        Error.model_validate(body)
+    elif template in ANSWERS:
+        ANSWERS[template].validate_python(body)
+
+
+def _ids(openapi: dict, template: str, catalog) -> st.SearchStrategy[str]:
+    """Values for a path's `ids`: from its documented schema, real ids, garbage, bulk lists and overlong."""
+    (param,) = openapi["paths"][template]["get"]["parameters"]
+    schema = param["schema"]
+    real = (st.integers(1, USERS + 5).map(str) if template.startswith("/user")
+            else st.sampled_from(catalog.slug[:300] + ["no+such+movie+1901"]))  # fmt: skip
+    documented = st.from_regex(schema["pattern"], fullmatch=True) if "pattern" in schema else st.text(max_size=60)
+    one = st.one_of(real, real, documented, st.text(max_size=20), st.integers().map(str))
+    return st.one_of(
+        one,
+        st.lists(one, min_size=2, max_size=210).map(",".join),
+        st.integers(1, MAX_SEGMENT).map(lambda n: "9" * n),
+        st.integers(190, 2_000).map(lambda n: "a" * n),
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_fuzzed_requests_from_the_openapi_document_get_json_never_5xx(http, openapi, world_universe, data) -> None:
+    catalog = world_universe[1].catalog
+    templates = sorted(openapi["paths"])
+    template = data.draw(st.sampled_from(templates + ["/{garbage}"]), label="template")
+    method = data.draw(st.sampled_from(["GET"] * 6 + ["POST", "HEAD", "DELETE"]), label="method")
+    if template == "/{garbage}":
+        path = "/" + data.draw(st.text(max_size=80), label="garbage")
+        if path in ("/docs", "/redoc", "/docs/oauth2-redirect"):  # the HTML documentation pages
+            return
+        url = quote(path, safe="/,+")
+    elif "{ids}" in template:
+        ids = data.draw(_ids(openapi, template, catalog), label="ids")
+        quoted = quote(ids, safe=",+")
+        if len(quoted) > MAX_SEGMENT:  # a character quotes to at most 12 (4 UTF-8 bytes as %XX)
+            quoted = quote(ids[: MAX_SEGMENT // 12], safe=",+")
+        url = template.replace("{ids}", quoted)
+    else:
+        url = template
+    response = http.request(method, url)
+    event(f"{method} {template} {response.status_code}")
+    _check(response, template if method == "GET" else None)
+
+
+def test_documented_answers_over_http(http, world_universe) -> None:
+    world, universe = world_universe
+    response = http.get("/user/2,1")
+    _check(response, "/user/{ids}")
+    assert response.json() == [world.pop.describe(2), world.pop.describe(1)]
+    slug = universe.catalog.slug[10]
+    response = http.get(f"/movie/{slug}")
+    _check(response, "/movie/{ids}")
+    assert response.json()["id"] == slug
+    for path, status in [("/user/0", 400), ("/user/99999", 404), ("/user/1/extra", 404), ("/user/", 404)]:
+        response = http.get(path)
+        _check(response)
+        assert response.status_code == status
+
+
+def test_hammering_a_small_limit_gets_429_with_retry_after_and_waiting_helps(world_universe) -> None:
+    world, universe = world_universe
+    app = create_app(world.pop, universe.catalog, rate_limit=RateLimit(rate_per_s=5, burst=10))
+    with _serving(app) as base, httpx.Client(base_url=base, timeout=10) as c:
+        answers = [c.get(f"/user/{1 + i % USERS}") for i in range(60)]
+        for r in answers:
+            _check(r, "/user/{ids}")
+        refused = [r for r in answers if r.status_code == 429]
+        assert len(refused) >= 40 and all(r.status_code in (200, 429) for r in answers)
+        waits = {int(r.headers["retry-after"]) for r in refused}
+        assert waits and min(waits) >= 1
+        assert all(re.fullmatch(r"[1-9][0-9]*", r.headers["retry-after"]) for r in refused)
+        assert c.get("/healthz").status_code == 200  # health checks are never limited
+        time.sleep(max(waits))
+        _check(ok := c.get("/user/1"), "/user/{ids}")
+        assert ok.status_code == 200
