@@ -14,7 +14,9 @@ def _world_config(args: argparse.Namespace):
 
     given = {k: v for k, v in {
         "users": args.users, "movies": args.movies, "seed": args.seed, "start": args.start, "speed": args.speed,
-        "days": args.days, "data_dir": args.data_dir, "dataset": args.dataset,
+        "days": args.days, "data_dir": args.data_dir, "dataset": args.dataset, "kafka": args.kafka,
+        "partitions": args.partitions, "api_port": args.api_port, "timeout_ms": args.timeout_ms,
+        "teams": args.teams.split(",") if args.teams else None,
     }.items() if v is not None}  # fmt: skip
     if args.forever:
         given["days"] = None
@@ -22,26 +24,36 @@ def _world_config(args: argparse.Namespace):
 
 
 def _cmd_world_run(args: argparse.Namespace) -> int:
-    from movielab.world.bootstrap import build_world, run_until
+    from movielab.world.live import run_live
     from movielab.world.report import summarize
-    from movielab.world.service import run_world
-    from movielab.world.sinks import FileSink, KindCounter, TeeSink
+    from movielab.world.sinks import FileSink
 
     config = _world_config(args)
-    sinks = [KindCounter()]
-    if args.out:
-        sinks.append(FileSink(args.out))
-    world, universe = build_world(config, sink=TeeSink(*sinks))
-    t = time.perf_counter()
-    stats = run_world(world, run_until(config))
-    print(summarize(world, universe, stats, time.perf_counter() - t))
+    t = {}
+
+    def ready(live) -> None:
+        print(f"world running: Kafka {live.bootstrap} topics {', '.join(live.topics)}, API {live.api_url}, "
+              f"teams {', '.join(team.url for team in live.teams)}", flush=True)  # fmt: skip
+        t["start"] = time.perf_counter()
+
+    def done(live, stats) -> None:
+        print(summarize(live.world, live.universe, stats, time.perf_counter() - t["start"]))
+
+    run_live(config, extra_sink=FileSink(args.out) if args.out else None, on_ready=ready, after=done)
+    return 0
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from movielab.kafka.broker import run_broker
+
+    run_broker(args.port, on_ready=lambda bootstrap: print(f"Kafka broker (tansu) on {bootstrap}", flush=True))
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from movielab.world.demo import run_demo
 
-    return run_demo(users=args.users or 20_000, hours=args.hours, seed=args.seed or 0)
+    return run_demo(users=args.users or 10_000, hours=args.hours, seed=args.seed or 0)
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
@@ -62,6 +74,11 @@ def _world_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=float, help="simulated seconds per second (1 = real time); default: as fast as possible")
     p.add_argument("--days", type=float, help="simulated days to run (default 1)")
     p.add_argument("--forever", action="store_true", help="run until interrupted")
+    p.add_argument("--teams", help="comma-separated recommendation service URLs, one per team (default http://127.0.0.1:8082)")
+    p.add_argument("--kafka", help="bootstrap host:port of a Kafka cluster (default: start the embedded broker)")
+    p.add_argument("--partitions", type=int, help="partitions per team topic (default 4)")
+    p.add_argument("--api-port", type=int, help="port of the world's user/movie API (default 8080, 0 = any)")
+    p.add_argument("--timeout-ms", type=int, help="recommendation time-out in ms (default 600)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,15 +87,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = p.add_subparsers(dest="command", required=True)
     world = sub.add_parser("world", help="the simulated streaming service").add_subparsers(dest="what", required=True)
-    run = world.add_parser("run", help="simulate users and write their event lines")
+    run = world.add_parser("run", help="run the live world: Kafka topics, user/movie API, team services")
     _world_args(run)
-    run.add_argument("--out", help="append event lines to this file")
+    run.add_argument("--out", help="also append every event line to this file")
     run.set_defaults(func=_cmd_world_run)
-    demo = sub.add_parser("demo", help="simulate a few hours and print what happened")
+    demo = sub.add_parser("demo", help="the live world against a placeholder service for a simulated day")
     demo.add_argument("--users", type=int)
-    demo.add_argument("--hours", type=float, default=6.0)
+    demo.add_argument("--hours", type=float, default=24.0)
     demo.add_argument("--seed", type=int)
     demo.set_defaults(func=_cmd_demo)
+    broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (tansu) until interrupted")
+    broker.add_argument("--port", type=int, help="port on 127.0.0.1 (default: any free port)")
+    broker.set_defaults(func=_cmd_broker)
     data = sub.add_parser("data", help="MovieLens data").add_subparsers(dest="what", required=True)
     fetch = data.add_parser("fetch", help="fetch and verify ml-100k into the local cache")
     fetch.add_argument("--no-download", action="store_true", help="skip GroupLens, use the recbole wheel")

@@ -52,11 +52,12 @@ class StreamFollower(threading.Thread):
         self.seen = seen
         self.malformed = 0
         self._stop_event = threading.Event()
+        self.assigned = threading.Event()  # set once the group gave this consumer its partitions
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": group_id, "auto.offset.reset": "earliest",
-            "enable.auto.commit": True, "session.timeout.ms": 6000,
+            "enable.auto.commit": True, "session.timeout.ms": 6000, "fetch.queue.backoff.ms": 50,
         })  # fmt: skip
-        self._consumer.subscribe(topics)
+        self._consumer.subscribe(topics, on_assign=lambda consumer, partitions: self.assigned.set())
 
     def run(self) -> None:
         """Poll until stopped."""

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from movielab.world.client import Team
 from movielab.world.clock import parse_start
 
 Dataset = Literal["ml-100k", "ml-1m", "ml-latest-small", "ml-25m"]
@@ -34,6 +35,24 @@ class WorldConfig(BaseSettings):
     speed: float | None = Field(None, gt=0, description="simulated seconds per wall second; None = as fast as possible")
     days: float | None = Field(1.0, gt=0, description="simulated days to run; None = until stopped")
     arrivals_per_day: float = Field(0.002, ge=0, description="new accounts a day, as a share of the initial users")
+    teams: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8082"],
+        description="recommendation service URL of each team; team N publishes to movielog<N>",
+    )
+    timeout_ms: int = Field(600, ge=1, le=60_000, description="how long the world waits for a recommendation")
+    kafka: str | None = Field(None, description="bootstrap host:port of a Kafka cluster; None = embedded broker")
+    partitions: int = Field(4, ge=1, le=1024, description="partitions of each team topic the world creates")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=0, le=65535, description="port of the world's user/movie API; 0 = any free port")
+
+    @field_validator("teams")
+    @classmethod
+    def _teams_are_urls(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one team URL is needed")
+        for i, url in enumerate(v, start=1):
+            Team.parse(i, url)
+        return v
 
     @field_validator("start")
     @classmethod

