@@ -142,6 +142,7 @@ def main() -> None:
                     p.poll(0.01)
         p.flush(120)
         ceiling = n / (time.perf_counter() - t)
+        del p, lines
         # Requests/s the client sustains, and its latency one request at a time.
         ids = np.arange(1, 2001)
         t, done = time.perf_counter(), 0
