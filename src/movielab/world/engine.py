@@ -12,6 +12,7 @@ import logging
 import math
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -176,11 +177,18 @@ class World:
             self.active = grow(self.active, False, np.bool_)
 
     # --- the loop -------------------------------------------------------------------------
-    def run(self, until: float | None = None, stop: threading.Event | None = None) -> Stats:
-        """Simulate until the simulated time `until` (or forever) or until `stop` is set; flush the sink."""
+    def run(
+        self, until: float | None = None, stop: threading.Event | None = None, on_tick: Callable[[World], None] | None = None
+    ) -> Stats:
+        """Simulate until the simulated time `until` (or forever) or until `stop` is set; flush the sink.
+
+        `on_tick(world)` runs after every tick (the world waits for it: demos use it to pause and act).
+        """
         try:
             while (until is None or self.now < until) and not (stop is not None and stop.is_set()):
                 self.step()
+                if on_tick is not None:
+                    on_tick(self)
         finally:
             self.sink.close()
         return self.stats

@@ -47,6 +47,7 @@ def run_live(
     after: Callable[[LiveWorld, Stats], None] | None = None,
     stop: threading.Event | None = None,
     journal: list[tuple] | None = None,
+    on_tick: Callable[[World], None] | None = None,
 ) -> tuple[Stats, LiveWorld]:
     """Start (or join) Kafka, create the team topics, serve the API and run the world until done.
 
@@ -77,7 +78,7 @@ def run_live(
         logger.info("world API on %s; topics %s on %s", api.url, ", ".join(topics), bootstrap)
         if on_ready is not None:
             on_ready(live)
-        stats = run_world(world, run_until(config), stop=stop)
+        stats = run_world(world, run_until(config), stop=stop, on_tick=on_tick)
         if after is not None:
             after(live, stats)
         return stats, live

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 
 from movielab.world.engine import Stats, World
 
 logger = logging.getLogger(__name__)
 
 
-def run_world(world: World, until: float | None, stop: threading.Event | None = None) -> Stats:
+def run_world(
+    world: World, until: float | None, stop: threading.Event | None = None, on_tick: Callable[[World], None] | None = None
+) -> Stats:
     """Run until `until` (simulated), `stop` or a signal; the tick in progress completes, the sink is flushed."""
     stop = stop or threading.Event()
     previous = {}
@@ -24,7 +27,7 @@ def run_world(world: World, until: float | None, stop: threading.Event | None = 
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
     try:
-        return world.run(until=until, stop=stop)
+        return world.run(until=until, stop=stop, on_tick=on_tick)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

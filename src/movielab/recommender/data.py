@@ -1,0 +1,86 @@
+"""What models train on: a user × movie matrix built from one named store snapshot.
+
+Implicit feedback comes from watching: the value of (user, movie) is the share of the movie
+the user watched (distinct minutes watched / runtime, capped at 1; runtime from the world's
+movie API). Explicit feedback comes from ratings (1..5, the latest one counts). Both are kept
+so each model can choose; see each model's docstring for what it uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+# Demographic segments for cold-start popularity: ML-1M age buckets × gender.
+AGE_EDGES = (18, 25, 35, 45, 50, 56)
+
+
+def segment_of(age: np.ndarray, gender: np.ndarray) -> np.ndarray:
+    """Segment index 0..13 from age in years and gender (0 = F, 1 = M); -1 where either is unknown (< 0)."""
+    age, gender = np.asarray(age), np.asarray(gender)
+    seg = np.searchsorted(np.asarray(AGE_EDGES), age, side="right") * 2 + gender
+    return np.where((age < 0) | (gender < 0), -1, seg).astype(np.int16)
+
+
+N_SEGMENTS = (len(AGE_EDGES) + 1) * 2
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A snapshot as matrices; row i is user `users[i]`, column j is movie `items[j]`."""
+
+    users: np.ndarray  # int64 user ids, sorted ascending
+    items: list[str]  # movie ids (slugs)
+    watched: sp.csr_matrix  # float32 (n_users, n_items): share watched in (0, 1]
+    ratings: sp.csr_matrix  # float32 (n_users, n_items): latest rating 1..5, 0 = none
+    times: sp.csr_matrix  # float64 (n_users, n_items): unix time of the last interaction
+    segment: np.ndarray  # int16 per user row: segment_of(age, gender), -1 when unknown
+    snapshot_id: str = "unnamed"
+    _user_row: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        n_u, n_i = len(self.users), len(self.items)
+        for name in ("watched", "ratings", "times"):
+            if getattr(self, name).shape != (n_u, n_i):
+                raise ValueError(f"TrainingData.{name} has shape {getattr(self, name).shape}, expected {(n_u, n_i)}")
+        if len(self.segment) != n_u:
+            raise ValueError(f"TrainingData.segment has {len(self.segment)} rows, expected {n_u}")
+        if not self._user_row:
+            self._user_row.update({int(u): i for i, u in enumerate(self.users.tolist())})
+
+    @property
+    def interactions(self) -> sp.csr_matrix:
+        """Binary (user, movie) matrix: 1 where the user watched or rated the movie."""
+        m = ((self.watched + self.ratings) > 0).astype(np.float32)
+        return sp.csr_matrix(m)
+
+    def row_of(self, user_id: int) -> int | None:
+        """Matrix row of a user id, None for users not in the snapshot."""
+        return self._user_row.get(int(user_id))
+
+    @classmethod
+    def from_triples(
+        cls,
+        user_ids: np.ndarray,
+        movie_ids: list[str] | np.ndarray,
+        watched: np.ndarray,
+        ratings: np.ndarray,
+        times: np.ndarray,
+        segments: dict[int, int] | None = None,
+        snapshot_id: str = "unnamed",
+    ) -> TrainingData:
+        """Build from one row per (user, movie): share watched (0 if only rated), rating (0 if none), time."""
+        users, u_idx = np.unique(np.asarray(user_ids, np.int64), return_inverse=True)
+        items, i_idx = np.unique(np.asarray(movie_ids, dtype=object).astype(str), return_inverse=True)
+        shape = (len(users), len(items))
+
+        def mat(values: np.ndarray, dtype) -> sp.csr_matrix:
+            m = sp.csr_matrix((np.asarray(values, dtype), (u_idx, i_idx)), shape=shape, dtype=dtype)
+            m.eliminate_zeros()
+            return m
+
+        seg = np.array([(segments or {}).get(int(u), -1) for u in users.tolist()], np.int16)
+        return cls(users, items.tolist(), mat(watched, np.float32), mat(ratings, np.float32), mat(times, np.float64),
+                   seg, snapshot_id)  # fmt: skip
