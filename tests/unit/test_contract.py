@@ -191,3 +191,8 @@ def test_check_slug_names_the_id() -> None:
     with pytest.raises(InvalidMovieId, match="'Toy Story'"):
         check_slug("Toy Story")
     assert check_slug("toy+story+1995") == "toy+story+1995"
+
+
+def test_years_below_1000_keep_four_digits() -> None:
+    line = "0026-03-20T08:12:38,614,GET /data/m/brides+2004/20.mpg"
+    assert format_event(parse_line(line)) == line

@@ -29,12 +29,12 @@ _REC_LIST = re.compile(rf"{SLUG_PATTERN}(?:, {SLUG_PATTERN})*")
 
 def format_time(t: datetime) -> str:
     """Time stamp of watch, rate and account lines: `YYYY-MM-DDTHH:MM:SS`."""
-    return t.strftime(TIME_FORMAT)
+    return t.replace(tzinfo=None).isoformat(timespec="seconds")  # strftime does not pad years below 1000
 
 
 def format_time_us(t: datetime) -> str:
     """Time stamp of recommendation lines, with microseconds: `YYYY-MM-DDTHH:MM:SS.ffffff`."""
-    return t.strftime(TIME_FORMAT_US)
+    return t.replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
 def watch_line(time: str, user_id: int, movie_id: str, minute: int) -> str:

@@ -1,0 +1,31 @@
+"""The model registry: every model by name, and `create(name, **params)`."""
+
+from __future__ import annotations
+
+import inspect
+
+from movielab.recommender.models.als import ALS
+from movielab.recommender.models.base import Model, ModelFitError, ModelLoadError, UnknownModel
+from movielab.recommender.models.ease import EASE
+from movielab.recommender.models.itemknn import ItemKNN
+from movielab.recommender.models.popularity import Popularity
+
+MODELS: dict[str, type[Model]] = {cls.name: cls for cls in (Popularity, ItemKNN, ALS, EASE)}
+
+
+def create(name: str, **params) -> Model:
+    """A new, unfitted model by registry name; raises UnknownModel or ValueError for unknown parameters."""
+    try:
+        cls = MODELS[name]
+    except KeyError:
+        raise UnknownModel(name, list(MODELS)) from None
+    allowed = set(inspect.signature(cls).parameters)
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(f"model {name!r} has no parameter {', '.join(unknown)}; "
+                         f"its parameters: {', '.join(sorted(allowed)) or 'none'}")  # fmt: skip
+    return cls(**params)
+
+
+__all__ = ["ALS", "EASE", "MODELS", "ItemKNN", "Model", "ModelFitError", "ModelLoadError", "Popularity",
+           "UnknownModel", "create"]  # fmt: skip
