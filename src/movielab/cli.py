@@ -99,6 +99,9 @@ def parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (tansu) until interrupted")
     broker.add_argument("--port", type=int, help="port on 127.0.0.1 (default: any free port)")
     broker.set_defaults(func=_cmd_broker)
+    from movielab.recommender.commands import register
+
+    register(sub)
     data = sub.add_parser("data", help="MovieLens data").add_subparsers(dest="what", required=True)
     fetch = data.add_parser("fetch", help="fetch and verify ml-100k into the local cache")
     fetch.add_argument("--no-download", action="store_true", help="skip GroupLens, use the recbole wheel")

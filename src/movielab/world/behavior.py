@@ -20,12 +20,12 @@ import numpy as np
 class BehaviorParams:
     """Knobs of the funnel; defaults are tuned so ratings and popularity match MovieLens."""
 
-    browse_sample: int = 12  # movies a user finds without recommendations
+    browse_sample: int = 20  # movies a user finds without recommendations
     popularity_power: float = 0.5  # sampling weight = (rating count + 1) ** power
-    choice_noise: float = 1.4  # scale of the Gumbel noise on scores: users know little before watching
-    familiarity: float = 0.7  # utility per tenfold of a movie's rating count: known titles appeal more
+    choice_noise: float = 1.2  # scale of the Gumbel noise on scores: users know little before watching
+    familiarity: float = 0.3  # utility per tenfold of a movie's rating count: known titles appeal more
     attention_decay: float = 0.85  # the k-th recommendation (from 0) is looked at with probability decay**k
-    rec_bonus: float = 0.5  # utility bonus for the top-ranked recommendation, falling with rank
+    rec_bonus: float = 0.2  # utility bonus for the top-ranked recommendation, falling with rank
     outside_option: float = 3.6  # utility of leaving (in stars)
     browse_seconds: float = 25.0  # mean time between the answer and pressing play
     complete_base: float = 0.1  # logit of completing at an average (3.5 star) movie

@@ -1,0 +1,132 @@
+"""`movielab recommender …` commands: parse arguments, then call one function each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def _config(args: argparse.Namespace):
+    from movielab.recommender.config import RecommenderConfig
+
+    given = {k: v for k, v in vars(args).items() if k in RecommenderConfig.model_fields and v is not None}
+    return RecommenderConfig(**given)
+
+
+def _time(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"time {text!r} is not ISO-8601 (e.g. 2026-03-20T06:00:00)") from None
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Follow the team topic into the event store until interrupted."""
+    from movielab.kafka.admin import topic_name
+    from movielab.recommender.ingest import run_ingest
+
+    c = _config(args)
+    c.store.parent.mkdir(parents=True, exist_ok=True)
+    ingestor = run_ingest(c.kafka, [topic_name(c.team)], c.store, c.world_api)
+    print(json.dumps({"stored": ingestor.events_stored, "quarantined": dict(ingestor.quarantined)}, default=str))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Snapshot the store, fit a model, save a new version with its manifest."""
+    from movielab.recommender.pipeline import train
+    from movielab.recommender.store import EventStore
+
+    c = _config(args)
+    params = json.loads(args.params) if args.params else None
+    with EventStore(c.store) as store:
+        trained = train(store, c.model, c.artifacts, snapshot=args.snapshot, start=_time(args.start),
+                        end=_time(args.end), params=params)  # fmt: skip
+    print(json.dumps({"folder": str(trained.folder), **trained.manifest}, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """The comparison table on the store's time-aware split (ml-100k's protocol: benchmarks/offline.py)."""
+    from movielab.recommender import evaluate
+    from movielab.recommender.models import create
+    from movielab.recommender.store import EventStore
+
+    names = args.models.split(",")
+    c = _config(args)
+    with EventStore(c.store) as store:
+        snap = store.snapshot(args.snapshot) if args.snapshot else store.create_snapshot(
+            f"evaluate-{datetime.now().strftime('%Y%m%dT%H%M%S%f')}", None, None)  # fmt: skip
+        train, test = evaluate.time_split(store.training_data(snap))
+    rows = evaluate.compare([create(n) for n in names], train, test)
+    title = f"store snapshot {snap.id} ({snap.rows:,} events), time-aware 80/20 split"
+    table = f"# Offline comparison\n\n{title}\n\n{evaluate.to_markdown(rows)}\n"
+    if args.out:
+        Path(args.out).write_text(table)
+    print(table)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the newest trained version on `/recommend/<user>` (blocking)."""
+    import uvicorn
+
+    from movielab.recommender.pipeline import answer_table, latest, load
+    from movielab.recommender.serve import create_app
+    from movielab.recommender.store import EventStore
+
+    c = _config(args)
+    trained = load(Path(args.version) if args.version else latest(c.artifacts, args.model))
+    if c.store.exists():
+        with EventStore(c.store) as store:
+            table = answer_table(trained, store)
+    else:
+        table = answer_table(trained)
+    print(f"serving {trained.provenance.header('model')} for {len(table):,} users on http://{c.host}:{c.port}",
+          flush=True)  # fmt: skip
+    uvicorn.run(create_app(table), host=c.host, port=c.port, log_level="warning", access_log=False)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `recommender ingest|train|evaluate|serve` to the main parser."""
+    rec = sub.add_parser("recommender", help="the recommendation service").add_subparsers(dest="what", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--store", type=Path, help="DuckDB event store (default .movielab/recommender/store.duckdb)")
+        p.add_argument("--artifacts", type=Path, help="folder of model versions (default .movielab/recommender/models)")
+
+    p = rec.add_parser("ingest", help="follow movielog<team> into the event store")
+    common(p)
+    p.add_argument("--kafka", help="bootstrap host:port")
+    p.add_argument("--team", type=int)
+    p.add_argument("--world-api", dest="world_api", help="base URL of the world API")
+    p.set_defaults(func=cmd_ingest)
+    p = rec.add_parser("train", help="fit a model on a store snapshot and save a new version")
+    common(p)
+    p.add_argument("--model", help="popularity, itemknn, als or ease (default ease)")
+    p.add_argument("--params", help='JSON hyper-parameters, e.g. \'{"lam": 300}\'')
+    p.add_argument("--snapshot", help="train on this existing snapshot (name or id)")
+    p.add_argument("--start", help="window start (ISO-8601) of a new snapshot")
+    p.add_argument("--end", help="window end (ISO-8601) of a new snapshot")
+    p.set_defaults(func=cmd_train)
+    p = rec.add_parser("evaluate", help="offline comparison table (Markdown)")
+    common(p)
+    p.add_argument("--models", default="popularity,itemknn,als,ease")
+    p.add_argument("--snapshot")
+    p.add_argument("--out", help="also write the table to this file")
+    p.set_defaults(func=cmd_evaluate)
+    p = rec.add_parser("serve", help="serve the newest trained version")
+    common(p)
+    p.add_argument("--model", help="newest version of this model (default: newest of any)")
+    p.add_argument("--version", help="folder of the version to serve")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_serve)

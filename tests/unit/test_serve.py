@@ -1,0 +1,331 @@
+"""The recommendation service in process: the contract body, fallbacks, bad ids, metrics, live swaps."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import warnings
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from movielab.recommender.answers import AnswerTable, Provenance
+from movielab.recommender.data import N_SEGMENTS
+from movielab.recommender.serve import BadUserId, create_app, parse_user_id, swap
+
+with warnings.catch_warnings():
+    # starlette asks for `httpx2` instead of `httpx`; the client works the same with either.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
+
+ITEMS = [f"movie+{i}+{1990 + i}" for i in range(30)]
+BODY = re.compile(r"[a-z0-9]+(?:\+[a-z0-9]+)*(?:,[a-z0-9]+(?:\+[a-z0-9]+)*)*")
+PROV = Provenance("fake", "3", "snap-1", "abc123", "2026-03-20T08:12:38")
+
+
+class FakeModel:
+    """Users 10, 20, 30, 40: everyone ranks items by index (user 20 reversed); seen items are left out."""
+
+    def __init__(self, seen: dict[int, set[int]] | None = None, shift: int = 0, empty_segments: tuple = ()) -> None:
+        self.name = "fake"
+        self.users = np.array([10, 20, 30, 40], np.int64)
+        self.items = ITEMS
+        self.seen = seen if seen is not None else {10: {0, 2}, 30: set(range(30))}  # user 30 has seen everything
+        self.shift = shift  # a different "version" ranks items rotated by `shift`
+        self.empty_segments = empty_segments
+        self.asked: list[list[int]] = []
+
+    def ranking(self, user: int) -> list[int]:
+        """The full ranking of a user, before excluding what they saw."""
+        order = [(i + self.shift) % len(ITEMS) for i in range(len(ITEMS))]
+        return order[::-1] if user == 20 else order
+
+    def recommend_rows(self, rows: np.ndarray, n: int = 20, exclude_seen: bool = True) -> np.ndarray:
+        self.asked.append(rows.tolist())
+        out = np.full((len(rows), n), -1, np.int32)
+        for k, row in enumerate(rows.tolist()):
+            user = int(self.users[row])
+            ranked = [i for i in self.ranking(user) if not (exclude_seen and i in self.seen.get(user, set()))]
+            out[k, : len(ranked[:n])] = ranked[:n]
+        return out
+
+    def fallback(self, segment: int) -> list[str]:
+        if segment in self.empty_segments:
+            return []
+        if segment == -1:
+            return ITEMS[::-1]
+        return ITEMS[segment : segment + 25]
+
+    def params(self) -> dict:
+        return {"shift": self.shift}
+
+
+def ids(model: FakeModel, user: int) -> list[str]:
+    """What the model should answer `user`: the ranking without seen items, top 20."""
+    return [ITEMS[i] for i in model.ranking(user) if i not in model.seen.get(user, set())][:20]
+
+
+@pytest.fixture
+def model() -> FakeModel:
+    return FakeModel()
+
+
+@pytest.fixture
+def table(model) -> AnswerTable:
+    return AnswerTable.build(model, PROV, user_segments={10: 1, 30: 5, 99: 3, 98: -1}, batch=3)
+
+
+@pytest.fixture
+def client(table):
+    with TestClient(create_app(table)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def shared_client():
+    """One app for many hypothesis examples (function-scoped fixtures are not reset between them)."""
+    table = AnswerTable.build(FakeModel(), PROV, user_segments={99: 3})
+    with TestClient(create_app(table)) as c:
+        yield c
+
+
+def header(source: str, prov: Provenance = PROV) -> str:
+    p = prov
+    return f"{p.model_name}/{p.model_version}; snapshot={p.snapshot_id}; code={p.code_version}; source={source}"
+
+
+def metric(client, line_start: str) -> float:
+    """The value of the exposition line starting with `line_start` (0 if absent)."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+# --- the body and the table -------------------------------------------------------------------
+def test_body_is_exactly_the_contract(client, model) -> None:
+    r = client.get("/recommend/10")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/plain; charset=utf-8"
+    assert r.headers["x-model"] == header("model")
+    text = r.content.decode()
+    assert BODY.fullmatch(text) and " " not in text and "\n" not in text
+    got = text.split(",")
+    assert len(got) == len(set(got)) == 20
+    assert got == ids(model, 10) and ITEMS[0] not in got and ITEMS[2] not in got  # seen items left out
+
+
+def test_table_answers_each_user_from_its_own_row_in_batches(model, table) -> None:
+    assert model.asked == [[0, 1, 2], [3]]  # batch=3: every row asked once, in order
+    assert table.lookup(20) == (",".join(ids(model, 20)).encode(), "model")
+    assert table.lookup(40) == (",".join(ITEMS[:20]).encode(), "model")
+    assert len(table) == 3  # user 30's row was empty
+
+
+def test_rows_with_repeats_or_padding_keep_distinct_ids_in_order() -> None:
+    class Repeats(FakeModel):
+        def recommend_rows(self, rows, n=20, exclude_seen=True):
+            out = np.full((len(rows), n), -1, np.int32)
+            out[:, :5] = [3, 1, 3, -1, 2]
+            return out
+
+    table = AnswerTable.build(Repeats(), PROV)
+    assert table.lookup(10) == (b"movie+3+1993,movie+1+1991,movie+2+1992", "model")
+
+
+def test_unknown_users_get_their_segment_else_global(client, model) -> None:
+    r = client.get("/recommend/99")  # unknown to the model, segment 3
+    assert (r.text, r.headers["x-model"]) == (",".join(ITEMS[3:23]), header("segment"))
+    for user in (98, 12345):  # segment unknown (-1), or user unknown everywhere
+        r = client.get(f"/recommend/{user}")
+        assert (r.text, r.headers["x-model"]) == (",".join(ITEMS[::-1][:20]), header("global"))
+
+
+def test_a_user_with_an_empty_model_row_falls_back(client) -> None:
+    r = client.get("/recommend/30")  # saw everything; segment 5
+    assert (r.text, r.headers["x-model"]) == (",".join(ITEMS[5:25]), header("segment"))
+    assert metric(client, 'recommend_fallbacks_total{kind="empty_row"}') == 1
+
+
+def test_a_segment_without_a_list_answers_global_and_says_so() -> None:
+    table = AnswerTable.build(FakeModel(empty_segments=(3,)), PROV, user_segments={99: 3})
+    assert table.lookup(99) == (",".join(ITEMS[::-1][:20]).encode(), "global")
+
+
+def test_build_refuses_what_would_break_the_contract() -> None:
+    class OutOfRange(FakeModel):
+        def recommend_rows(self, rows, n=20, exclude_seen=True):
+            return np.full((len(rows), n), len(ITEMS), np.int32)
+
+    class NoGlobal(FakeModel):
+        def fallback(self, segment):
+            return []
+
+    bad_slug = FakeModel()
+    bad_slug.items = [*ITEMS[:-1], "Not A Slug"]
+    with pytest.raises(ValueError, match=r"model 'fake': recommend_rows gave item indices outside -1\.\.29"):
+        AnswerTable.build(OutOfRange(), PROV)
+    with pytest.raises(ValueError, match="model 'fake': the global fallback list is empty"):
+        AnswerTable.build(NoGlobal(), PROV)
+    with pytest.raises(ValueError, match="movie id 'Not A Slug' is not a contract slug"):
+        AnswerTable.build(bad_slug, PROV)
+    with pytest.raises(ValueError, match=r"n=21, expected 1\.\.20"):
+        AnswerTable.build(FakeModel(), PROV, n=21)
+
+
+def test_provenance_fields_must_fit_a_header() -> None:
+    with pytest.raises(ValueError, match=r"Provenance.snapshot_id='a; b' must be"):
+        Provenance("m", "1", "a; b", "c", "t")
+    assert len(AnswerTable.build(FakeModel(), PROV).headers) == 3
+
+
+# --- bad input ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [("abc", "is not a positive integer"), ("-1", "is not a positive integer"), ("+1", "is not a positive integer"),
+     ("01", "has a leading zero"), ("0", "is not positive"), ("1.5", "is not a positive integer"),
+     ("1" * 19, "has 19 digits, at most 18"), ("", "is empty"), ("١٢", "is not a positive integer"),
+     ("1 ", "is not a positive integer"), ("1/2", "is not a positive integer")],
+)  # fmt: skip
+def test_malformed_ids_are_400_naming_the_id_and_the_reason(client, raw, reason) -> None:
+    before = metric(client, "recommend_bad_requests_total")
+    r = client.get("/recommend/" + quote(raw, safe="/"))
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "text/plain; charset=utf-8"
+    assert r.text.startswith(f"user id {raw!r} {reason}")
+    assert metric(client, "recommend_bad_requests_total") == before + 1
+
+
+def test_parse_user_id_accepts_exactly_the_positive_ids() -> None:
+    assert parse_user_id("1") == 1 and parse_user_id("9" * 18) == 10**18 - 1
+    with pytest.raises(BadUserId, match=r"user id 'xxxxx.*\.\.\.' is not"):
+        parse_user_id("x" * 100)  # long ids are shown cut
+
+
+@settings(max_examples=300, deadline=None)
+@given(segment=st.one_of(st.text(max_size=30), st.integers(-(10**20), 10**20).map(str),
+                         st.text(alphabet="0123456789+-. ", max_size=20)))  # fmt: skip
+def test_any_path_segment_is_answered_never_5xx(shared_client, segment) -> None:
+    r = shared_client.get("/recommend/" + quote(segment, safe=""))
+    assert r.status_code in (200, 400, 404), r.text  # 404: the client normalised `.`/`..` away
+    if r.status_code == 200:
+        assert BODY.fullmatch(r.text) and r.headers["x-model"].startswith("fake/3; ")
+    elif r.status_code == 400:
+        assert r.text.startswith("user id ")
+
+
+def test_other_methods_and_paths_are_not_5xx(client) -> None:
+    assert client.post("/recommend/10").status_code == 405
+    assert client.get("/recommend", follow_redirects=False).status_code == 307  # starlette adds the slash
+    assert client.get("/recommend").text == "user id '' is empty"
+    assert client.get("/nothing/here").status_code == 404
+
+
+def test_unexpected_errors_answer_500_text_naming_the_route(model) -> None:
+    class Broken(AnswerTable):
+        def lookup(self, user_id):
+            raise RuntimeError("boom")
+
+    t = AnswerTable.build(model, PROV)
+    broken = Broken(t.provenance, {}, (b"x",) * N_SEGMENTS, b"x", {})
+    with TestClient(create_app(broken), raise_server_exceptions=False) as c:
+        r = c.get("/recommend/10")
+    assert (r.status_code, r.text) == (500, "internal error serving GET /recommend/10: RuntimeError")
+
+
+# --- health and metrics -------------------------------------------------------------------------
+def test_healthz_names_the_serving_table(client) -> None:
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "provenance": PROV.as_dict(), "model_users": 3, "segment_users": 2,
+                        "empty_rows": 1}  # fmt: skip
+
+
+def test_metrics_count_answers_by_source_and_fallbacks_by_kind(client) -> None:
+    text = client.get("/metrics").text
+    for name, kind in (("recommend_requests_total", "counter"), ("recommend_latency_seconds", "histogram"),
+                       ("recommend_fallbacks_total", "counter"), ("recommend_bad_requests_total", "counter"),
+                       ("model_info", "gauge"), ("model_swaps_total", "counter")):  # fmt: skip
+        assert f"# TYPE {name} {kind}\n" in text
+    assert 'model_info{code="abc123",model="fake",snapshot="snap-1",version="3"} 1.0' in text
+    assert 'recommend_latency_seconds_bucket{le="0.00025"}' in text
+    for path in ("/recommend/10", "/recommend/20", "/recommend/99", "/recommend/12345", "/recommend/x"):
+        client.get(path)
+    assert metric(client, 'recommend_requests_total{source="model"}') == 2
+    assert metric(client, 'recommend_requests_total{source="segment"}') == 1
+    assert metric(client, 'recommend_requests_total{source="global"}') == 1
+    assert metric(client, 'recommend_fallbacks_total{kind="unknown_user"}') == 2
+    assert metric(client, "recommend_bad_requests_total") == 1
+    assert metric(client, "recommend_latency_seconds_count") == 4
+
+
+def test_each_app_has_its_own_registry(table) -> None:
+    with TestClient(create_app(table)) as a, TestClient(create_app(table)) as b:
+        a.get("/recommend/10")
+        assert metric(a, "recommend_latency_seconds_count") == 1
+        assert metric(b, "recommend_latency_seconds_count") == 0
+
+
+# --- swapping -----------------------------------------------------------------------------------
+def test_swap_replaces_the_table_and_the_model_info(client, model) -> None:
+    new_prov = Provenance("fake", "4", "snap-2", "abc124", "2026-03-21T08:00:00")
+    new = AnswerTable.build(FakeModel(shift=7), new_prov)
+    old = swap(client.app, new)
+    assert old.provenance == PROV
+    r = client.get("/recommend/40")
+    assert r.headers["x-model"] == header("model", new_prov) and r.text.startswith("movie+7+1997,")
+    text = client.get("/metrics").text
+    assert 'model_info{code="abc124",model="fake",snapshot="snap-2",version="4"} 1.0' in text
+    assert 'version="3"' not in text
+    assert metric(client, "model_swaps_total") == 1
+    assert client.get("/healthz").json()["provenance"] == new_prov.as_dict()
+    with pytest.raises(TypeError, match="swap needs an AnswerTable, got NoneType"):
+        swap(client.app, None)  # type: ignore[arg-type]
+
+
+def test_swapping_under_concurrent_requests_never_fails_or_mixes_tables() -> None:
+    provs = [Provenance("fake", str(v), f"snap-{v}", "abc", "2026-03-20T00:00:00") for v in (1, 2)]
+    tables = [AnswerTable.build(FakeModel(shift=5 * v), p) for v, p in zip((0, 1), provs, strict=True)]
+    expected = {(t.headers["model"].decode(), t.lookup(u)[0].decode()) for t in tables for u in (10, 20, 40)}
+    expected |= {(t.headers["global"].decode(), t.lookup(12345)[0].decode()) for t in tables}
+    seen: set[tuple[str, str]] = set()
+    failures: list[str] = []
+    stop = threading.Event()
+    app = create_app(tables[0])
+
+    with TestClient(app) as client:
+
+        def hammer(user: int) -> None:
+            while not stop.is_set():
+                r = client.get(f"/recommend/{user}")
+                answer = (r.headers.get("x-model", ""), r.text)
+                if r.status_code != 200 or answer not in expected:
+                    failures.append(f"{r.status_code} {answer}")
+                seen.add(answer)
+                answered.append(1)
+
+        def served(count: int) -> None:
+            """Wait until `count` more answers came back (bounded)."""
+            target, deadline = len(answered) + count, time.monotonic() + 10
+            while len(answered) < target and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+        answered: list[int] = []
+        threads = [threading.Thread(target=hammer, args=(u,)) for u in (10, 20, 40, 12345)]
+        for t in threads:
+            t.start()
+        for k in range(20):
+            served(20)  # every table serves a few requests, with requests in flight as it is swapped
+            swap(app, tables[(k + 1) % 2])
+        served(20)
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        assert metric(client, "model_swaps_total") == 20
+    assert failures == []
+    assert len(answered) >= 21 * 20
+    assert {h for h, _ in seen} >= {tables[0].headers["model"].decode(), tables[1].headers["model"].decode()}
