@@ -70,9 +70,13 @@ def main() -> None:
     snapshot = store.create_snapshot("day1", None, None)
     trained = {}
     print(f"\ntraining on snapshot {snapshot.id} ({snapshot.rows:,} events, {args.history_days:g} simulated days of {args.users:,} users)")
-    for name in args.models.split(","):
+    for spec in args.models.split(","):
+        # "als:popularity_weight=1.0" → model als with that parameter
+        model, _, rest = spec.partition(":")
+        params = {k: float(v) for k, v in (kv.split("=") for kv in rest.split(";") if kv)}
+        name = spec
         t = time.perf_counter()
-        trained[name] = train(store, name, tmp / "models", snapshot=snapshot)
+        trained[name] = train(store, model, tmp / "models", snapshot=snapshot, params=params)
         print(f"  {name:11s} trained in {time.perf_counter() - t:6.2f} s "
               f"(fit {trained[name].manifest['train_seconds']:.2f} s)")  # fmt: skip
     tables = {name: answer_table(tr, store) for name, tr in trained.items()}

@@ -51,9 +51,9 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from movielab.world.demo import run_demo
+    from movielab.demo import run_demo
 
-    return run_demo(users=args.users or 10_000, hours=args.hours, seed=args.seed or 0)
+    return run_demo(users=args.users or 20_000, hours=args.hours, seed=args.seed or 0, model=args.model)
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
@@ -91,9 +91,10 @@ def parser() -> argparse.ArgumentParser:
     _world_args(run)
     run.add_argument("--out", help="also append every event line to this file")
     run.set_defaults(func=_cmd_world_run)
-    demo = sub.add_parser("demo", help="the live world against a placeholder service for a simulated day")
+    demo = sub.add_parser("demo", help="the live world against the recommender and the random placeholder")
     demo.add_argument("--users", type=int)
-    demo.add_argument("--hours", type=float, default=24.0)
+    demo.add_argument("--hours", type=float, default=36.0)
+    demo.add_argument("--model", default="ease", help="model team 1 trains (popularity, itemknn, als, ease)")
     demo.add_argument("--seed", type=int)
     demo.set_defaults(func=_cmd_demo)
     broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (tansu) until interrupted")

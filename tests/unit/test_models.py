@@ -274,3 +274,15 @@ class _NanModel(Model):
 def test_nan_scores_are_refused() -> None:
     with pytest.raises(ModelFitError, match="NaN"):
         _NanModel().fit(block_data())
+
+
+def test_als_popularity_weight_pulls_recommendations_towards_popular_items() -> None:
+    data = block_data()
+    plain = create("als", factors=4, iterations=5).fit(data)
+    blended = create("als", factors=4, iterations=5, popularity_weight=100.0).fit(data)
+    counts = np.asarray(data.interactions.sum(axis=0)).ravel()
+    rows = np.arange(len(data.users))
+    top_plain, top_blend = plain.recommend_rows(rows, n=1)[:, 0], blended.recommend_rows(rows, n=1)[:, 0]
+    assert counts[top_blend].mean() > counts[top_plain].mean()
+    unseen = [np.setdiff1d(np.arange(len(data.items)), list(seen_of(data, r))) for r in rows]
+    assert all(counts[t] == counts[u].max() for t, u in zip(top_blend, unseen, strict=True))

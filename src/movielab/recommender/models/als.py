@@ -40,10 +40,11 @@ class ALS(Model):
     """
 
     name: ClassVar[str] = "als"
-    arrays: ClassVar[tuple[str, ...]] = ("user_factors", "item_factors")
+    arrays: ClassVar[tuple[str, ...]] = ("user_factors", "item_factors", "item_popularity")
 
     def __init__(self, factors: int = 64, regularization: float = 0.05, iterations: int = 15, alpha: float = 10.0,
-                 value: str = "binary", num_threads: int = 0, seed: int = 0) -> None:  # fmt: skip
+                 value: str = "binary", num_threads: int = 0, seed: int = 0,
+                 popularity_weight: float = 0.0) -> None:  # fmt: skip
         super().__init__()
         if value not in VALUES:
             raise ValueError(f"value must be one of {VALUES}, got {value!r}")
@@ -51,10 +52,13 @@ class ALS(Model):
         self.alpha, self.value, self.num_threads, self.seed = float(alpha), value, int(num_threads), int(seed)
         self.user_factors = np.zeros((0, self.factors), np.float32)
         self.item_factors = np.zeros((0, self.factors), np.float32)
+        self.popularity_weight = float(popularity_weight)
+        self.item_popularity = np.zeros(0, np.float32)
 
     def params(self) -> dict[str, Any]:
         """Factorization settings, feedback value and seed."""
-        names = ("factors", "regularization", "iterations", "alpha", "value", "num_threads", "seed")
+        names = ("factors", "regularization", "iterations", "alpha", "value", "num_threads", "seed",
+                 "popularity_weight")
         return {name: getattr(self, name) for name in names}
 
     def _fit(self, data: TrainingData) -> None:
@@ -75,7 +79,14 @@ class ALS(Model):
                 raise ModelFitError(f"als: {err}") from err
         self.user_factors = np.ascontiguousarray(als.user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(als.item_factors, dtype=np.float32)
+        # Standardized log popularity: blended into scores when popularity_weight > 0 (few-interaction users).
+        logpop = np.log1p(np.asarray(data.interactions.sum(axis=0)).ravel())
+        self.item_popularity = ((logpop - logpop.mean()) / (logpop.std() or 1.0)).astype(np.float32)
 
     def scores(self, rows: np.ndarray) -> np.ndarray:
-        """user_factors[rows] · item_factorsᵀ."""
-        return self.user_factors[np.asarray(rows).reshape(-1)] @ self.item_factors.T
+        """user_factors[rows] · item_factorsᵀ, standardized per user and blended with popularity by weight."""
+        s = self.user_factors[np.asarray(rows).reshape(-1)] @ self.item_factors.T
+        if self.popularity_weight == 0.0:
+            return s
+        s = (s - s.mean(axis=1, keepdims=True)) / (s.std(axis=1, keepdims=True) + 1e-6)
+        return s + np.float32(self.popularity_weight) * self.item_popularity[None, :]
