@@ -196,3 +196,10 @@ def test_check_slug_names_the_id() -> None:
 def test_years_below_1000_keep_four_digits() -> None:
     line = "0026-03-20T08:12:38,614,GET /data/m/brides+2004/20.mpg"
     assert format_event(parse_line(line)) == line
+
+
+def test_non_ascii_digits_are_refused() -> None:
+    with pytest.raises(MalformedEvent):
+        parse_line("２０２６-03-20T08:12:38,614,GET /data/m/brides+2004/20.mpg")
+    with pytest.raises(MalformedEvent):
+        parse_line("2026-03-20T08:12:38,６１４,GET /data/m/brides+2004/20.mpg")

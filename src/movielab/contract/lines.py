@@ -15,14 +15,14 @@ TIME_FORMAT_US = "%Y-%m-%dT%H:%M:%S.%f"
 
 _TIME = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}"
 _USER = r"[1-9]\d{0,9}"
-_HEAD = re.compile(rf"(?P<time>{_TIME}(?P<us>\.\d{{6}})?),(?P<user>{_USER}),(?P<rest>.*)", re.DOTALL)
-_WATCH = re.compile(rf"GET /data/m/(?P<movie>{SLUG_PATTERN})/(?P<minute>[1-9]\d{{0,4}})\.mpg")
-_RATE = re.compile(rf"GET /rate/(?P<movie>{SLUG_PATTERN})=(?P<rating>[1-5])")
+_HEAD = re.compile(rf"(?P<time>{_TIME}(?P<us>\.\d{{6}})?),(?P<user>{_USER}),(?P<rest>.*)", re.DOTALL | re.ASCII)
+_WATCH = re.compile(rf"GET /data/m/(?P<movie>{SLUG_PATTERN})/(?P<minute>[1-9]\d{{0,4}})\.mpg", re.ASCII)
+_RATE = re.compile(rf"GET /rate/(?P<movie>{SLUG_PATTERN})=(?P<rating>[1-5])", re.ASCII)
 _ACCOUNT = "GET /create_account"
 _REC = re.compile(
     r"recommendation request (?P<server>[A-Za-z0-9._-]+:\d{1,5}), status (?P<status>0|[1-9]\d{2}), "
     r"result: (?P<result>.*), (?P<ms>0|[1-9]\d{0,8}) ms",
-    re.DOTALL,
+    re.DOTALL | re.ASCII,
 )
 _REC_LIST = re.compile(rf"{SLUG_PATTERN}(?:, {SLUG_PATTERN})*")
 
@@ -74,8 +74,8 @@ def format_event(event: Event) -> str:
 
 
 def _parse_time(text: str, with_us: bool, line: str | bytes) -> datetime:
-    try:
-        return datetime.strptime(text, TIME_FORMAT_US if with_us else TIME_FORMAT)
+    try:  # the shape was checked by the regex; fromisoformat checks the date and is ~10x faster than strptime
+        return datetime.fromisoformat(text)
     except ValueError:
         raise MalformedEvent(line, f"time stamp {text!r} is not a valid date and time") from None
 

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from movielab.recommender.answers import AnswerTable, Provenance
-from movielab.recommender.data import segment_of
 from movielab.recommender.models import create
 from movielab.recommender.models.base import Model
 from movielab.recommender.provenance import code_version
@@ -107,12 +106,5 @@ def latest(artifacts: Path, model_name: str | None = None) -> Path:
 
 def answer_table(trained: Trained, store: EventStore | None = None) -> AnswerTable:
     """Precompute every answer of a trained model; users the store knows get their segment's fallback."""
-    segments: dict[int, int] = {}
-    if store is not None:
-        users = store._arrow(  # noqa: SLF001 — a read-only query of the users table
-            "SELECT user_id, coalesce(age, -1) AS age, CASE gender WHEN 'F' THEN 0 WHEN 'M' THEN 1 ELSE -1 END AS g "
-            "FROM users"
-        )
-        seg = segment_of(users["age"].to_numpy(), users["g"].to_numpy())
-        segments = dict(zip(users["user_id"].to_numpy().tolist(), seg.tolist(), strict=True))
+    segments = store.user_segments() if store is not None else {}
     return AnswerTable.build(trained.model, trained.provenance, segments)

@@ -1,0 +1,496 @@
+"""The event store: an append-only DuckDB database of validated events, their quarantine, and snapshots.
+
+Writes are batches in one transaction, idempotent by (topic, partition, offset), so a replayed
+batch changes nothing. A snapshot names a time window as of an ingestion point (`seq`), so
+events that arrive later never change it; its id is a prefix of the SHA-256 of its content.
+Derived views (watch sessions, ratings, requests, training data) read one snapshot, and the
+user and movie records as they were when the snapshot was taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from movielab.recommender.data import TrainingData, segment_of
+from movielab.recommender.worldapi import MovieInfo, UserInfo
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RUNTIME = 120  # minutes, for movies whose runtime the world API does not give
+HASH_FORMAT = b"movielab-snapshot-v1\n"
+
+_DDL = """
+-- No NOT NULL on the hot tables: DuckDB checks them row by row, halving the insert rate; the
+-- batches are built non-null where it matters (see validate.py), and keys are NOT NULL anyway.
+CREATE TABLE IF NOT EXISTS events (
+    seq BIGINT, topic VARCHAR, partition INTEGER, "offset" BIGINT, time TIMESTAMP, user_id BIGINT, kind VARCHAR,
+    movie_id VARCHAR, minute INTEGER, rating INTEGER, server VARCHAR, status INTEGER, recommendations VARCHAR[],
+    error VARCHAR, response_ms INTEGER, PRIMARY KEY (topic, partition, "offset"));
+CREATE TABLE IF NOT EXISTS quarantine (
+    topic VARCHAR, partition INTEGER, "offset" BIGINT, line BLOB, reason_kind VARCHAR, reason VARCHAR,
+    ingested_at TIMESTAMP, PRIMARY KEY (topic, partition, "offset"));
+CREATE TABLE IF NOT EXISTS users (
+    user_id BIGINT PRIMARY KEY, age INTEGER, gender VARCHAR, occupation VARCHAR, fetched_at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS movies (
+    movie_id VARCHAR PRIMARY KEY, runtime INTEGER, genres VARCHAR[], title VARCHAR, fetched_at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL UNIQUE, start_time TIMESTAMP, end_time TIMESTAMP,
+    max_seq BIGINT NOT NULL, "rows" BIGINT NOT NULL, content_hash VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL);
+"""
+
+CONTENT_COLUMNS = ("time", "user_id", "kind", "movie_id", "minute", "rating", "server", "status", "recommendations",
+                   "error", "response_ms")  # what a line says: identical lines have identical content  # fmt: skip
+EVENT_SCHEMA = pa.schema([
+    ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()), ("time", pa.timestamp("us")),
+    ("user_id", pa.int64()), ("kind", pa.string()), ("movie_id", pa.string()), ("minute", pa.int32()),
+    ("rating", pa.int32()), ("server", pa.string()), ("status", pa.int32()), ("recommendations", pa.list_(pa.string())),
+    ("error", pa.string()), ("response_ms", pa.int32()),
+])  # fmt: skip
+QUARANTINE_SCHEMA = pa.schema([
+    ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()), ("line", pa.binary()),
+    ("reason_kind", pa.string()), ("reason", pa.string()),
+])  # fmt: skip
+
+# One line of text per event, in (topic, partition, offset) order, is what a snapshot's hash covers.
+# Fields are tab-separated, NULL is \N, and backslashes and tabs in free text are escaped.
+_CANONICAL_ROW = r"""concat_ws(chr(9), topic, partition::VARCHAR, "offset"::VARCHAR,
+    strftime(time, '%Y-%m-%dT%H:%M:%S.%f'), user_id::VARCHAR, kind, coalesce(movie_id, '\N'),
+    coalesce(minute::VARCHAR, '\N'), coalesce(rating::VARCHAR, '\N'), coalesce(server, '\N'),
+    coalesce(status::VARCHAR, '\N'), coalesce(array_to_string(recommendations, ','), '\N'),
+    coalesce(replace(replace(error, '\', '\\'), chr(9), '\t'), '\N'),
+    coalesce(response_ms::VARCHAR, '\N')) || chr(10)"""
+# Rows of batch `b` whose key is in `table` already (the offset range lets DuckDB skip old row groups).
+_NEW_KEYS = """WHERE NOT EXISTS (SELECT 1 FROM {table} x WHERE x.topic = b.topic AND x.partition = b.partition
+                AND x."offset" = b."offset" AND x."offset" BETWEEN (SELECT min("offset") FROM {batch})
+                AND (SELECT max("offset") FROM {batch}))"""
+_IN_SNAPSHOT = "seq <= $max_seq AND time >= $start AND time < $end"
+
+
+class StoreError(RuntimeError):
+    """Base class of the event store's errors."""
+
+
+class UnknownSnapshot(StoreError, LookupError):
+    """No snapshot has this name or id."""
+
+    def __init__(self, name_or_id: str) -> None:
+        self.name_or_id = name_or_id
+        super().__init__(f"unknown snapshot {name_or_id!r}: no snapshot has this name or id")
+
+
+class SnapshotConflict(StoreError):
+    """A snapshot name already names other content (or the content already has another name)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"snapshot {name!r} cannot be created: {reason}")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable, named view of the store: events in [start, end) ingested up to `max_seq`."""
+
+    id: str
+    name: str
+    start: datetime | None
+    end: datetime | None
+    max_seq: int
+    rows: int
+    content_hash: str
+    created_at: datetime
+
+
+@dataclass
+class Batch:
+    """What one `append` writes: good events, quarantined lines, and user/movie records learned meanwhile."""
+
+    events: pa.Table
+    quarantine: pa.Table
+    movies: list[MovieInfo] = field(default_factory=list)
+    users: list[UserInfo] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Rows an `append` actually added (replayed rows are not counted)."""
+
+    events: int
+    quarantined: int
+
+
+class EventStore:
+    """Append-only event store over DuckDB; `path=None` keeps it in memory (tests)."""
+
+    def __init__(self, path: Path | str | None = None, default_runtime: int = DEFAULT_RUNTIME,
+                 threads: int | None = None) -> None:  # fmt: skip
+        """Open (or create) the store; `threads` caps DuckDB's threads (1 suits a process that mostly ingests)."""
+        self.path = None if path is None else Path(path)
+        self.default_runtime = default_runtime
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(":memory:" if self.path is None else str(self.path))
+        except duckdb.Error as exc:
+            raise StoreError(f"event store {self.path} cannot be opened: {exc}") from exc
+        self._lock = threading.RLock()
+        if threads is not None:
+            self._con.execute(f"SET threads = {int(threads)}")
+        self._con.execute(_DDL)
+        self._next_seq = int(self._con.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the database (a checkpoint makes the file self-contained)."""
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing ---------------------------------------------------------------------------------
+    def append(self, batch: Batch) -> Appended:
+        """Write a batch in one transaction; rows whose (topic, partition, offset) are stored are ignored."""
+        events = batch.events.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA)
+        quarantine = batch.quarantine.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
+        now = _utcnow()
+        with self._lock:
+            seq = pa.array(np.arange(self._next_seq, self._next_seq + len(events), dtype=np.int64))
+            events = events.add_column(0, "seq", seq)
+            con = self._con
+            con.register("_batch_events", events)
+            con.register("_batch_quarantine", quarantine)
+            try:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    # A line is decided once: a replay never moves it between the two tables.
+                    new = _NEW_KEYS.format(table="quarantine", batch="_batch_events")
+                    sql = f"INSERT OR IGNORE INTO events SELECT * FROM _batch_events b {new}"
+                    n_ev = con.execute(sql).fetchone()[0]
+                    n_q = 0
+                    if quarantine.num_rows:
+                        new = _NEW_KEYS.format(table="events", batch="_batch_quarantine")
+                        sql = f"INSERT OR IGNORE INTO quarantine SELECT *, $now FROM _batch_quarantine b {new}"
+                        n_q = con.execute(sql, {"now": now}).fetchone()[0]
+                    self._insert_records(batch.movies, batch.users, now)
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            finally:
+                con.unregister("_batch_events")
+                con.unregister("_batch_quarantine")
+            self._next_seq += len(events)
+        return Appended(int(n_ev), int(n_q))
+
+    def add_records(self, movies: Iterable[MovieInfo] = (), users: Iterable[UserInfo] = ()) -> None:
+        """Store movie and user records (first record of an id wins: records never change once stored)."""
+        with self._lock:
+            self._insert_records(list(movies), list(users), _utcnow())
+
+    def _insert_records(self, movies: list[MovieInfo], users: list[UserInfo], now: datetime) -> None:
+        if movies:
+            table = pa.table({"movie_id": pa.array([m.movie_id for m in movies], pa.string()),
+                              "runtime": pa.array([m.runtime for m in movies], pa.int32()),
+                              "genres": pa.array([list(m.genres) for m in movies], pa.list_(pa.string())),
+                              "title": pa.array([m.title for m in movies], pa.string())})  # fmt: skip
+            self._insert_table("movies", table, now)
+        if users:
+            table = pa.table({"user_id": pa.array([u.user_id for u in users], pa.int64()),
+                              "age": pa.array([u.age for u in users], pa.int32()),
+                              "gender": pa.array([u.gender for u in users], pa.string()),
+                              "occupation": pa.array([u.occupation for u in users], pa.string())})  # fmt: skip
+            self._insert_table("users", table, now)
+
+    def _insert_table(self, name: str, table: pa.Table, now: datetime) -> None:
+        self._con.register("_records", table)
+        try:
+            self._con.execute(f"INSERT OR IGNORE INTO {name} SELECT DISTINCT ON (1) *, $now FROM _records",
+                              {"now": now})  # fmt: skip
+        finally:
+            self._con.unregister("_records")
+
+    # --- what ingestion needs to resume ----------------------------------------------------------
+    def committed_offsets(self) -> dict[tuple[str, int], int]:
+        """The next offset to read per (topic, partition): one past the last stored or quarantined line."""
+        rows = self._query("""SELECT topic, partition, max(o) + 1 FROM (
+                                SELECT topic, partition, max("offset") AS o FROM events GROUP BY ALL UNION ALL
+                                SELECT topic, partition, max("offset") FROM quarantine GROUP BY ALL) GROUP BY ALL""")
+        return {(t, int(p)): int(o) for t, p, o in rows}
+
+    def latest_times(self) -> dict[tuple[str, int], datetime]:
+        """The latest event time stored per (topic, partition)."""
+        rows = self._query("SELECT topic, partition, max(time) FROM events GROUP BY ALL")
+        return {(t, int(p)): m for t, p, m in rows}
+
+    def duplicates(self, rows: pa.Table) -> dict[int, tuple[str, int, int, bool]]:
+        """Rows (`idx`, key, content columns) whose content a stored event at another key or an earlier row has.
+
+        Returns idx → (topic, partition, offset of the original, whether the original is stored).
+        """
+        if rows.num_rows == 0:
+            return {}
+        same = " AND ".join(f"e.{c} IS NOT DISTINCT FROM b.{c}" for c in CONTENT_COLUMNS[3:])
+        content = ", ".join(CONTENT_COLUMNS)
+        sql = f"""WITH s AS (
+                SELECT b.idx, arg_min(e.topic, e.seq) AS topic, arg_min(e.partition, e.seq) AS partition,
+                       arg_min(e."offset", e.seq) AS "offset"
+                FROM _rows b JOIN events e ON e.time = b.time AND e.user_id = b.user_id AND e.kind = b.kind AND {same}
+                     AND NOT (e.topic = b.topic AND e.partition = b.partition AND e."offset" = b."offset")
+                WHERE e.time BETWEEN $lo AND $hi GROUP BY b.idx),
+              f AS (
+                SELECT idx, row_number() OVER w AS n, first_value(topic) OVER w AS topic,
+                       first_value(partition) OVER w AS partition, first_value("offset") OVER w AS "offset"
+                FROM _rows WINDOW w AS (PARTITION BY {content} ORDER BY idx))
+            SELECT f.idx, coalesce(s.topic, f.topic), coalesce(s.partition, f.partition),
+                   coalesce(s."offset", f."offset"), s.idx IS NOT NULL
+            FROM f LEFT JOIN s ON s.idx = f.idx WHERE s.idx IS NOT NULL OR f.n > 1"""
+        times = rows["time"]
+        params = {"lo": pc.min(times).as_py(), "hi": pc.max(times).as_py()}
+        with self._lock:
+            self._con.register("_rows", rows)
+            try:
+                found = self._con.execute(sql, params).fetchall()
+            finally:
+                self._con.unregister("_rows")
+        return {int(i): (t, int(p), int(o), bool(st)) for i, t, p, o, st in found}
+
+    def movie_records(self) -> list[MovieInfo]:
+        """Every stored movie record (to prime an API cache after a restart)."""
+        rows = self._query("SELECT movie_id, runtime, genres, title FROM movies")
+        return [MovieInfo(m, r, tuple(g or ()), t) for m, r, g, t in rows]
+
+    def user_segments(self) -> dict[int, int]:
+        """Demographic segment (`segment_of`) of every user the world API has described, -1 when unknown."""
+        users = self._arrow("""SELECT user_id, coalesce(age, -1) AS age,
+                                      CASE gender WHEN 'F' THEN 0 WHEN 'M' THEN 1 ELSE -1 END AS gender FROM users""")
+        seg = segment_of(users["age"].to_numpy(), users["gender"].to_numpy())
+        return dict(zip(users["user_id"].to_numpy().tolist(), seg.tolist(), strict=True))
+
+    def user_ids(self) -> set[int]:
+        """Ids of the users whose record is stored."""
+        return {int(u) for (u,) in self._query("SELECT user_id FROM users")}
+
+    def users_without_record(self) -> set[int]:
+        """Ids of users with events but no stored record (to fetch after a restart)."""
+        rows = self._query("SELECT DISTINCT user_id FROM events ANTI JOIN users USING (user_id)")
+        return {int(u) for (u,) in rows}
+
+    # --- snapshots -------------------------------------------------------------------------------
+    def create_snapshot(self, name: str, start: datetime | None, end: datetime | None) -> Snapshot:
+        """Freeze the events with time in [start, end) stored so far as `name`; None leaves a side open.
+
+        The id is the first 16 hex digits of the SHA-256 of the events' canonical text. Asking again for
+        a name with the same content returns the snapshot; with other content it is a SnapshotConflict.
+        Content that an existing snapshot already has returns that snapshot (under its own name).
+        """
+        if not name or not isinstance(name, str):
+            raise ValueError(f"snapshot name {name!r} is invalid: give a non-empty string")
+        if start is not None and end is not None and end <= start:
+            raise ValueError(f"snapshot {name!r}: end {end} is not after start {start}")
+        with self._lock:
+            max_seq = self._next_seq - 1
+            content_hash, rows = self._content_hash(max_seq, start, end)
+            snap = Snapshot(content_hash[:16], name, start, end, max_seq, rows, content_hash, _utcnow())
+            existing = self._find_snapshot(name)
+            if existing is not None:
+                if existing.content_hash == content_hash:
+                    return existing
+                raise SnapshotConflict(name, f"the name is taken by snapshot {existing.id} with other content ("
+                                             f"{existing.rows} rows in [{_iso(existing.start)}, {_iso(existing.end)}) "
+                                             f"as of seq {existing.max_seq})")  # fmt: skip
+            same = self._find_snapshot(snap.id)
+            if same is not None:  # content-addressed: the same events are the same snapshot, whatever its name
+                logger.info("snapshot %r has exactly the content of snapshot %r (%s); reusing it", name, same.name,
+                            same.id)  # fmt: skip
+                return same
+            self._con.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                              [snap.id, name, start, end, max_seq, rows, content_hash, snap.created_at])  # fmt: skip
+        logger.info("snapshot %s (%s): %d events in [%s, %s)", name, snap.id, rows, _iso(start), _iso(end))
+        return snap
+
+    def verify_snapshot(self, snapshot: str | Snapshot) -> bool:
+        """True when the snapshot's events still hash to its recorded content hash (a provenance audit)."""
+        snap = self.snapshot(snapshot)
+        with self._lock:
+            content_hash, rows = self._content_hash(snap.max_seq, snap.start, snap.end)
+        return content_hash == snap.content_hash and rows == snap.rows
+
+    def _content_hash(self, max_seq: int, start: datetime | None, end: datetime | None) -> tuple[str, int]:
+        """SHA-256 (hex) of the canonical text of the events in a snapshot definition, and their number."""
+        digest = hashlib.sha256(HASH_FORMAT)
+        rows = 0
+        reader = self._con.execute(f'SELECT {_CANONICAL_ROW} FROM events WHERE {_IN_SNAPSHOT} '
+                                   f'ORDER BY topic, partition, "offset"', _window(max_seq, start, end)
+                                   ).to_arrow_reader(65_536)  # fmt: skip
+        for chunk in reader:
+            _hash_strings(digest, chunk.column(0))
+            rows += chunk.num_rows
+        return digest.hexdigest(), rows
+
+    def snapshot(self, name_or_id: str | Snapshot) -> Snapshot:
+        """The snapshot with this name (or id); raise UnknownSnapshot."""
+        if isinstance(name_or_id, Snapshot):
+            return name_or_id
+        with self._lock:
+            snap = self._find_snapshot(name_or_id)
+        if snap is None:
+            raise UnknownSnapshot(name_or_id)
+        return snap
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every snapshot, oldest first."""
+        return [Snapshot(*row) for row in self._query("SELECT * FROM snapshots ORDER BY created_at, id")]
+
+    def _find_snapshot(self, name_or_id: str) -> Snapshot | None:
+        row = self._con.execute("SELECT * FROM snapshots WHERE name = $k OR id = $k ORDER BY (name = $k) DESC LIMIT 1",
+                                {"k": name_or_id}).fetchone()  # fmt: skip
+        return None if row is None else Snapshot(*row)
+
+    # --- derived views ---------------------------------------------------------------------------
+    def watch_sessions(self, snapshot: str | Snapshot) -> pa.Table:
+        """Per (user, movie): distinct minutes, max minute, first/last time, runtime, completion (≤ 1)."""
+        snap = self.snapshot(snapshot)
+        table = self._arrow(_sessions_sql(), self._params(snap))
+        unknown = table.filter(pc.is_null(table["runtime"]))
+        if unknown.num_rows:
+            movies = len(set(unknown["movie_id"].to_pylist()))
+            logger.warning("snapshot %s: %d movie(s) without a known runtime; completion uses %d minutes",
+                           snap.name, movies, self.default_runtime)  # fmt: skip
+        return table
+
+    def ratings(self, snapshot: str | Snapshot) -> pa.Table:
+        """The latest rating per (user, movie), with its time (ties go to the later ingested line)."""
+        return self._arrow(f"{_ratings_sql()} ORDER BY user_id, movie_id", self._params(self.snapshot(snapshot)))
+
+    def requests(self, snapshot: str | Snapshot) -> pa.Table:
+        """Recommendation requests, their outcome, and the user's pick: the first watch before the next request."""
+        sql = f"""WITH r AS (SELECT user_id, time, seq, server, status, recommendations, error, response_ms,
+                       lead(time) OVER (PARTITION BY user_id ORDER BY time, seq) AS next_time
+                     FROM events WHERE kind = 'recommendation' AND {_IN_SNAPSHOT}),
+                 w AS (SELECT user_id, time AS watch_time, movie_id FROM events WHERE kind = 'watch' AND {_IN_SNAPSHOT})
+            SELECT r.user_id, r.time, r.server, r.status, r.error IS NULL AS ok,
+                   CASE WHEN r.error IS NULL THEN 'ok' WHEN r.status = 0 THEN 'no_answer' ELSE 'bad_answer' END
+                       AS outcome,
+                   r.recommendations, r.error, r.response_ms,
+                   CASE WHEN r.next_time IS NULL OR w.watch_time < r.next_time THEN w.movie_id END AS picked,
+                   coalesce(list_contains(r.recommendations, picked), false) AS picked_recommended
+            FROM r ASOF LEFT JOIN w ON r.user_id = w.user_id AND w.watch_time >= r.time
+            ORDER BY r.time, r.seq"""
+        return self._arrow(sql, self._params(self.snapshot(snapshot)))
+
+    def training_data(self, snapshot: str | Snapshot) -> TrainingData:
+        """The snapshot as `TrainingData`: watch shares, latest ratings, last times, demographic segments."""
+        snap = self.snapshot(snapshot)
+        params = self._params(snap)
+        sql = f"""WITH s AS ({_sessions_sql()}), r AS ({_ratings_sql()})
+            SELECT user_id, movie_id, coalesce(s.completion, 0)::FLOAT AS watched,
+                   coalesce(r.rating, 0)::FLOAT AS rating, epoch_us(greatest(s.last_time, r.time)) / 1e6 AS t
+            FROM s FULL OUTER JOIN r USING (user_id, movie_id)"""
+        triples = self._arrow(sql, params)
+        users = self._arrow("""SELECT user_id, coalesce(age, -1) AS age,
+                                      CASE gender WHEN 'F' THEN 0 WHEN 'M' THEN 1 ELSE -1 END AS gender
+                               FROM users WHERE fetched_at <= $created""", {"created": snap.created_at})  # fmt: skip
+        seg = segment_of(users["age"].to_numpy(), users["gender"].to_numpy())
+        segments = dict(zip(users["user_id"].to_numpy().tolist(), seg.tolist(), strict=True))
+        movies = triples["movie_id"].to_numpy(zero_copy_only=False)
+        return TrainingData.from_triples(triples["user_id"].to_numpy(), movies, triples["watched"].to_numpy(),
+                                         triples["rating"].to_numpy(), triples["t"].to_numpy(), segments,
+                                         snapshot_id=snap.id)  # fmt: skip
+
+    # --- reports ---------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Rows per table and events per kind (`events.watch`, …)."""
+        out = {t: int(self._query(f"SELECT count(*) FROM {t}")[0][0])
+               for t in ("events", "quarantine", "users", "movies", "snapshots")}  # fmt: skip
+        out.update({f"events.{k}": int(n) for k, n in self._query("SELECT kind, count(*) FROM events GROUP BY kind")})
+        return out
+
+    def quarantine_counts(self) -> dict[str, int]:
+        """Quarantined lines per reason kind."""
+        rows = self._query("SELECT reason_kind, count(*) FROM quarantine GROUP BY 1 ORDER BY 1")
+        return {k: int(n) for k, n in rows}
+
+    def quarantined(self, reason_kind: str | None = None,
+                    limit: int = 1000) -> list[tuple[str, int, int, bytes, str, str]]:  # fmt: skip
+        """Quarantined lines as (topic, partition, offset, line, reason_kind, reason), in topic order."""
+        return self._query("""SELECT topic, partition, "offset", line, reason_kind, reason FROM quarantine
+                              WHERE $kind IS NULL OR reason_kind = $kind ORDER BY ALL LIMIT $limit""",
+                           {"kind": reason_kind, "limit": limit})  # fmt: skip
+
+    def event_keys(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, offset) of every stored event, in order (tests and audits)."""
+        return self._query('SELECT topic, partition, "offset" FROM events ORDER BY ALL')
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _params(self, snap: Snapshot) -> dict[str, object]:
+        return {**_window(snap.max_seq, snap.start, snap.end), "created": snap.created_at,
+                "default_runtime": self.default_runtime}  # fmt: skip
+
+    def _query(self, sql: str, params: dict[str, object] | None = None) -> list[tuple]:
+        with self._lock:
+            return self._con.execute(sql, _bind(sql, params)).fetchall()
+
+    def _arrow(self, sql: str, params: dict[str, object] | None = None) -> pa.Table:
+        with self._lock:
+            return self._con.execute(sql, _bind(sql, params)).to_arrow_table()
+
+
+def _bind(sql: str, params: dict[str, object] | None) -> dict[str, object] | None:
+    """The parameters `sql` uses (DuckDB refuses unused named parameters)."""
+    return None if params is None else {k: v for k, v in params.items() if f"${k}" in sql}
+
+
+def _sessions_sql() -> str:
+    return f"""SELECT w.*, m.runtime,
+                   least(1.0, w.minutes / coalesce(m.runtime, $default_runtime))::DOUBLE AS completion
+            FROM (SELECT user_id, movie_id, count(DISTINCT minute)::INTEGER AS minutes, max(minute) AS max_minute,
+                         min(time) AS first_time, max(time) AS last_time
+                  FROM events WHERE kind = 'watch' AND {_IN_SNAPSHOT} GROUP BY user_id, movie_id) w
+            LEFT JOIN movies m ON m.movie_id = w.movie_id AND m.fetched_at <= $created
+            ORDER BY w.user_id, w.movie_id"""
+
+
+def _ratings_sql() -> str:
+    return f"""SELECT user_id, movie_id, rating, time FROM events WHERE kind = 'rate' AND {_IN_SNAPSHOT}
+               QUALIFY row_number() OVER (PARTITION BY user_id, movie_id ORDER BY time DESC, seq DESC) = 1"""
+
+
+def _window(max_seq: int, start: datetime | None, end: datetime | None) -> dict[str, object]:
+    return {"max_seq": max_seq, "start": start or datetime.min, "end": end or datetime.max}
+
+
+def _hash_strings(digest: hashlib._Hash, column: pa.Array | pa.ChunkedArray) -> None:
+    """Feed the concatenated values of a string column to `digest` without making Python strings."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    for arr in chunks:
+        if len(arr) == 0:
+            continue
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+            width = np.int32 if pa.types.is_string(arr.type) else np.int64
+            _, offsets, data = arr.buffers()
+            offs = np.frombuffer(offsets, width, count=len(arr) + 1, offset=arr.offset * np.dtype(width).itemsize)
+            digest.update(memoryview(data)[int(offs[0]):int(offs[-1])])
+        else:  # e.g. string views: slower, same bytes
+            digest.update("".join(arr.to_pylist()).encode())
+
+
+def _iso(t: datetime | None) -> str:
+    return "" if t is None else t.isoformat()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
