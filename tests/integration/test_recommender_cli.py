@@ -1,0 +1,83 @@
+"""`movielab recommender train | evaluate | serve` on a store ingested from a real broker and world API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from movielab.cli import main
+from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
+from movielab.recommender.ingest import Ingestor
+from movielab.recommender.store import EventStore
+from movielab.recommender.worldapi import WorldApi
+from movielab.webserver import ServerThread, free_port
+from movielab.world.api import create_app
+from movielab.world.bootstrap import build_world
+from movielab.world.config import WorldConfig
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def store_file(universe, tmp_path_factory) -> Path:
+    """A DuckDB store holding half a simulated day of 3,000 users, ingested from Kafka."""
+    path = tmp_path_factory.mktemp("rec") / "store.duckdb"
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker.bootstrap, ["movielog1"], partitions=2)
+        config = WorldConfig(users=3000, days=0.5, allow_download=False)
+        world, _ = build_world(config, universe=universe, sink=KafkaSink(broker.bootstrap, "movielog1"))
+        world.run(until=world.now + 12 * 3600)
+        with ServerThread(create_app(world.pop, universe.catalog, rate_limit=None)) as api, WorldApi(api.url) as wapi:
+            with EventStore(path) as store:
+                Ingestor(broker.bootstrap, ["movielog1"], store, wapi).run_until_idle(idle_seconds=2.0)
+                assert store.counts()["events"] == sum(world.stats.lines.values())
+    return path
+
+
+def test_train_evaluate_serve(store_file: Path, tmp_path: Path, capsys) -> None:
+    artifacts = tmp_path / "models"
+    common = ["--store", str(store_file), "--artifacts", str(artifacts)]
+    assert main(["recommender", "train", *common, "--model", "popularity"]) == 0
+    assert main(["recommender", "train", *common, "--model", "ease", "--params", '{"lam": 100}']) == 0
+    out = capsys.readouterr().out
+    manifest = json.loads(out[out.rindex('{\n  "folder"'):])
+    assert manifest["model"] == "ease" and manifest["version"] == "v0001" and manifest["params"]["lam"] == 100
+    assert len(manifest["snapshot_id"]) == 16 and manifest["code_version"].startswith("0.1.0")
+    assert not list(artifacts.rglob("*.pkl")) and not list(artifacts.rglob("*.pickle"))
+    report = tmp_path / "table.md"
+    assert main(["recommender", "evaluate", *common, "--models", "popularity,ease", "--out", str(report)]) == 0
+    table = report.read_text()
+    assert "| popularity" in table and "| ease" in table and "NDCG@10" in table
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "movielab", "recommender", "serve", *common, "--model", "ease",
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().startswith("serving ease/v0001")
+        for _ in range(100):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/recommend/1", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        assert r.headers["x-model"].startswith(f"ease/v0001; snapshot={manifest['snapshot_id']}")
+        ids = r.text.split(",")
+        assert 1 <= len(ids) <= 20 and len(set(ids)) == len(ids) and " " not in r.text
+        assert httpx.get(f"http://127.0.0.1:{port}/recommend/abc", timeout=2).status_code == 400
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_bad_arguments_are_named(store_file: Path, tmp_path: Path, capsys) -> None:
+    assert main(["recommender", "train", "--store", str(store_file), "--artifacts", str(tmp_path),
+                 "--model", "svd"]) == 2  # fmt: skip
+    assert "unknown model 'svd'" in capsys.readouterr().err
+    assert main(["recommender", "serve", "--artifacts", str(tmp_path / "none"), "--store", str(store_file)]) == 2
+    assert "no trained model" in capsys.readouterr().err
