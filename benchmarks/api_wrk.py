@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import shutil
 import socket
 import subprocess
@@ -34,22 +33,10 @@ from movielab.world.bootstrap import build_world
 from movielab.world.config import WorldConfig
 from movielab.world.ratelimit import RateLimit
 
+from wrktools import parse_wrk, random_id_lua  # noqa: E402 (sibling module of the benchmarks)
+
 logger = logging.getLogger("api_wrk")
 
-LUA_RANDOM_USER = """
-local counter = 0
-function setup(thread)
-  thread:set("seed", counter)
-  counter = counter + 1
-end
-function init(args)
-  math.randomseed(1000003 * (seed or 0) + 17)
-end
-function request()
-  return wrk.format("GET", "/user/" .. math.random(1, %d))
-end
-"""
-_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def free_port() -> int:
@@ -89,23 +76,6 @@ def constant_app() -> FastAPI:
     return app
 
 
-def parse_wrk(output: str) -> dict[str, float]:
-    """Requests/s, p50/p99 in ms and non-2xx count from wrk's `--latency` output."""
-
-    def latency(pct: str) -> float:
-        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
-        if m is None:
-            raise ValueError(f"wrk output has no {pct}% latency line:\n{output}")
-        return float(m.group(1)) * _UNIT[m.group(2)]
-
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
-    if rps is None:
-        raise ValueError(f"wrk output has no Requests/sec line:\n{output}")
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    return {"rps": float(rps.group(1)), "p50_ms": latency("50"), "p99_ms": latency("99"),
-            "non_2xx": float(non2xx.group(1)) if non2xx else 0.0}  # fmt: skip
-
-
 def run_wrk(url: str, duration: int, connections: int, script: Path | None = None) -> dict[str, float]:
     """Run wrk (2 threads) against `url` and return its parsed figures."""
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
@@ -137,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "random_user.lua"
-        script.write_text(LUA_RANDOM_USER % world.pop.size)
+        script.write_text(random_id_lua("/user/", world.pop.size))
         with serving(constant_app()) as base:
             results["baseline GET /constant"] = run_wrk(f"{base}/constant", args.duration, args.connections)
         with serving(api) as base:

@@ -41,25 +41,13 @@ from movielab.contract import unique_slugs
 from movielab.recommender.answers import AnswerTable, Provenance
 from movielab.webserver import free_port
 
+from wrktools import parse_wrk, random_id_lua  # noqa: E402 (sibling module of the benchmarks)
+
 logger = logging.getLogger("serve_wrk")
 
-LUA_RANDOM_USER = """
-local counter = 0
-function setup(thread)
-  thread:set("seed", counter)
-  counter = counter + 1
-end
-function init(args)
-  math.randomseed(1000003 * (seed or 0) + 17)
-end
-function request()
-  return wrk.format("GET", "/recommend/" .. math.random(1, %d))
-end
-"""
 # Paced: each connection waits 3..8 ms (5.5 on average) before its next request, so 32 connections offer
 # about 32 / (5.5 ms + latency) = 5,400 req/s, the load the service is sized for (wrk cannot fix a rate).
-LUA_PACED = LUA_RANDOM_USER + "function delay()\n  return math.random(3, 8)\nend\n"
-_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+LUA_DELAY = "function delay()\n  return math.random(3, 8)\nend\n"
 APPS = {"baseline": "baseline FastAPI constant text", "serve": "serve /recommend (metrics on)",
         "serve-bare": "serve /recommend (metrics off)", "fastapi": "FastAPI route /recommend"}  # fmt: skip
 PACED = "serve, paced to ~5,400 req/s"
@@ -171,24 +159,6 @@ def start_server(kind: str, users: int) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"server {kind!r} did not answer /healthz within 120 s")
 
 
-def parse_wrk(output: str) -> dict[str, float]:
-    """Requests/s, p50/p99 in ms and non-2xx count from wrk's `--latency` output."""
-
-    def latency(pct: str) -> float:
-        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
-        if m is None:
-            raise ValueError(f"wrk output has no {pct}% latency line:\n{output}")
-        return float(m.group(1)) * _UNIT[m.group(2)]
-
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
-    if rps is None:
-        raise ValueError(f"wrk output has no Requests/sec line:\n{output}")
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    errors = re.search(r"Socket errors:.*", output)
-    return {"rps": float(rps.group(1)), "p50_ms": latency("50"), "p99_ms": latency("99"),
-            "non_2xx": float(non2xx.group(1)) if non2xx else 0.0, "socket_errors": errors is not None}  # fmt: skip
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time used so far by process `pid`."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -267,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         scripts = {"random": Path(tmp) / "random_user.lua", "paced": Path(tmp) / "paced.lua"}
-        scripts["random"].write_text(LUA_RANDOM_USER % args.users)
-        scripts["paced"].write_text(LUA_PACED % args.users)
+        scripts["random"].write_text(random_id_lua("/recommend/", args.users))
+        scripts["paced"].write_text(random_id_lua("/recommend/", args.users) + LUA_DELAY)
         for kind in kinds:
             results.update(measure(kind, args, scripts))
 
