@@ -23,6 +23,7 @@ class BehaviorParams:
     browse_sample: int = 20  # movies a user finds without recommendations
     popularity_power: float = 0.5  # sampling weight = (rating count + 1) ** power
     choice_noise: float = 1.2  # scale of the Gumbel noise on scores: users know little before watching
+    taste_weight: float = 1.0  # how much the user-specific part of the true score (p·q) weighs in the choice
     familiarity: float = 0.3  # utility per tenfold of a movie's rating count: known titles appeal more
     attention_decay: float = 0.85  # the k-th recommendation (from 0) is looked at with probability decay**k
     rec_bonus: float = 0.2  # utility bonus for the top-ranked recommendation, falling with rank

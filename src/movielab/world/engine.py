@@ -304,7 +304,7 @@ class World:
         valid &= ~(safe[:, :, None] == recent[:, None, :]).any(axis=2)
         vec = self.pop.taste[rows]
         score = (self.taste.mu + self.pop.bias[rows][:, None] + self.taste.item_bias[safe]
-                 + np.einsum("sk,sck->sc", vec, self.taste.item_factors[safe]))  # fmt: skip
+                 + p.taste_weight * np.einsum("sk,sck->sc", vec, self.taste.item_factors[safe]))  # fmt: skip
         bonus = self.familiarity[safe]  # a title one has heard of appeals more than an unknown one
         bonus[:, :MAX_RECS] += np.where(recs >= 0, self._rank_bonus[None, :], 0)
         pick = choose(score, bonus, valid, p, self.rng)
