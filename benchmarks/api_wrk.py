@@ -15,19 +15,15 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
 
+from movielab.webserver import ServerThread
 from movielab.world.api import create_app
 from movielab.world.bootstrap import build_world
 from movielab.world.config import WorldConfig
@@ -36,33 +32,6 @@ from movielab.world.ratelimit import RateLimit
 from wrktools import parse_wrk, random_id_lua  # noqa: E402 (sibling module of the benchmarks)
 
 logger = logging.getLogger("api_wrk")
-
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """Run `app` under uvicorn in a thread; yield its base URL; stop it on exit."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def constant_app() -> FastAPI:
@@ -108,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "random_user.lua"
         script.write_text(random_id_lua("/user/", world.pop.size))
-        with serving(constant_app()) as base:
-            results["baseline GET /constant"] = run_wrk(f"{base}/constant", args.duration, args.connections)
-        with serving(api) as base:
-            results["world GET /user/<random>"] = run_wrk(base, args.duration, args.connections, script)
+        with ServerThread(constant_app()) as server:
+            results["baseline GET /constant"] = run_wrk(f"{server.url}/constant", args.duration, args.connections)
+        with ServerThread(api) as server:
+            results["world GET /user/<random>"] = run_wrk(server.url, args.duration, args.connections, script)
 
     print(f"wrk -t2 -c{args.connections} -d{args.duration}s, uvicorn 1 worker, {world.pop.size:,} users")
     print(f"{'target':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, Producer
 
 from movielab.kafka.admin import ensure_topics
 from movielab.kafka.broker import EmbeddedBroker
+from movielab.kafka.consumer import consumer_config
 from movielab.kafka.producer import KafkaSink
 from movielab.webserver import free_port
 from movielab.world.bootstrap import build_universe, build_world
@@ -48,8 +49,7 @@ def _service(port: int, ids: list[str]) -> None:
 
 
 def _count(bootstrap: str, topic: str, expected, ready, result) -> None:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{os.getpid()}", "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False, "session.timeout.ms": 6000, "fetch.queue.backoff.ms": 50})  # fmt: skip
+    c = Consumer(consumer_config(bootstrap, f"bench-{os.getpid()}"))
     c.subscribe([topic], on_assign=lambda *_: ready.set())
     n, last = 0, time.time()
     while expected.value < 0 or n < expected.value:

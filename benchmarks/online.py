@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from movielab.kafka.admin import ensure_topics
 from movielab.kafka.broker import EmbeddedBroker

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from urllib.parse import quote
 
 import httpx
 import pytest
-import uvicorn
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
+from movielab.webserver import ServerThread
 from movielab.world.api import Error, Movie, User, create_app
 from movielab.world.bootstrap import build_world
 from movielab.world.config import WorldConfig
@@ -30,31 +27,6 @@ MAX_SEGMENT = 12_000
 ANSWERS = {"/user/{ids}": TypeAdapter(User | list[User]), "/movie/{ids}": TypeAdapter(Movie | list[Movie])}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def _serving(app) -> Iterator[str]:
-    """Run `app` under uvicorn in a thread on a free loopback port; yield its base URL; stop it cleanly."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, f"uvicorn did not start on port {port}"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        assert not thread.is_alive(), "uvicorn did not stop"
-
-
 @pytest.fixture(scope="module")
 def world_universe():
     return build_world(WorldConfig(users=USERS, allow_download=False))
@@ -65,8 +37,12 @@ def base_url(world_universe) -> Iterator[str]:
     world, universe = world_universe
     # Generous enough that the fuzzing below is never refused.
     app = create_app(world.pop, universe.catalog, rate_limit=RateLimit(rate_per_s=10_000, burst=10_000))
-    with _serving(app) as base:
-        yield base
+    server = ServerThread(app).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        assert not server.thread.is_alive(), "uvicorn did not stop"
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,8 @@ from movielab.contract import (
     RateEvent,
     RecommendationEvent,
     WatchEvent,
-    account_line,
     parse_line,
     rate_line,
-    recommendation_line,
     watch_line,
 )
 from movielab.recommender.store import EventStore

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
 from movielab.contract import MalformedEvent, RateEvent, WatchEvent, parse_line
+from movielab.kafka.consumer import consumer_config
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,7 @@ class StreamFollower(threading.Thread):
         self.malformed = 0
         self._stop_event = threading.Event()
         self.assigned = threading.Event()  # set once the group gave this consumer its partitions
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": group_id, "auto.offset.reset": "earliest",
-            "enable.auto.commit": True, "session.timeout.ms": 6000, "fetch.queue.backoff.ms": 50,
-        })  # fmt: skip
+        self._consumer = Consumer(consumer_config(bootstrap, group_id, **{"enable.auto.commit": True}))
         self._consumer.subscribe(topics, on_assign=lambda consumer, partitions: self.assigned.set())
 
     def run(self) -> None:

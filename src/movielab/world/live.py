@@ -16,7 +16,7 @@ from movielab.kafka.broker import EmbeddedBroker
 from movielab.kafka.producer import KafkaSink
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app
-from movielab.world.bootstrap import Universe, build_world, run_until
+from movielab.world.bootstrap import Universe, build_universe, build_world, run_until
 from movielab.world.client import HttpRecommender, Team
 from movielab.world.config import WorldConfig
 from movielab.world.engine import Stats, World
@@ -68,8 +68,6 @@ def run_live(
         sink: EventSink = TeamRouter([KafkaSink(bootstrap, t) for t in topics])
         if extra_sink is not None:
             sink = TeeSink(sink, extra_sink)
-        from movielab.world.bootstrap import build_universe
-
         universe = universe or build_universe(config)
         client = HttpRecommender(teams, {s: i for i, s in enumerate(universe.catalog.slug)}, config.timeout_ms)
         world, universe = build_world(config, universe=universe, service=client, sink=sink, journal=journal)
