@@ -130,7 +130,7 @@ def test_documented_answers_over_http(http, world_universe) -> None:
 def test_hammering_a_small_limit_gets_429_with_retry_after_and_waiting_helps(world_universe) -> None:
     world, universe = world_universe
     app = create_app(world.pop, universe.catalog, rate_limit=RateLimit(rate_per_s=5, burst=10))
-    with _serving(app) as base, httpx.Client(base_url=base, timeout=10) as c:
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=10) as c:
         answers = [c.get(f"/user/{1 + i % USERS}") for i in range(60)]
         for r in answers:
             _check(r, "/user/{ids}")
@@ -143,3 +143,4 @@ def test_hammering_a_small_limit_gets_429_with_retry_after_and_waiting_helps(wor
         time.sleep(max(waits))
         _check(ok := c.get("/user/1"), "/user/{ids}")
         assert ok.status_code == 200
+    assert not server.thread.is_alive(), "uvicorn did not stop"
