@@ -93,9 +93,10 @@ def shared_client():
         yield c
 
 
-def header(source: str, prov: Provenance = PROV) -> str:
+def header(source: str, prov: Provenance = PROV, arm: str = "champion") -> str:
     p = prov
-    return f"{p.model_name}/{p.model_version}; snapshot={p.snapshot_id}; code={p.code_version}; source={source}"
+    return (f"{p.model_name}/{p.model_version}; snapshot={p.snapshot_id}; code={p.code_version}; source={source}; "
+            f"arm={arm}")  # fmt: skip
 
 
 def metric(client, line_start: str) -> float:
@@ -242,7 +243,7 @@ def test_healthz_names_the_serving_table(client) -> None:
     r = client.get("/healthz")
     assert r.status_code == 200
     assert r.json() == {"status": "ok", "provenance": PROV.as_dict(), "model_users": 3, "segment_users": 2,
-                        "empty_rows": 1}  # fmt: skip
+                        "empty_rows": 1, "folder": None, "challenger": None, "share": 0.0, "salt": 0}  # fmt: skip
 
 
 def test_metrics_count_answers_by_source_and_fallbacks_by_kind(client) -> None:
@@ -251,23 +252,23 @@ def test_metrics_count_answers_by_source_and_fallbacks_by_kind(client) -> None:
                        ("recommend_fallbacks_total", "counter"), ("recommend_bad_requests_total", "counter"),
                        ("model_info", "gauge"), ("model_swaps_total", "counter")):  # fmt: skip
         assert f"# TYPE {name} {kind}\n" in text
-    assert 'model_info{code="abc123",model="fake",snapshot="snap-1",version="3"} 1.0' in text
-    assert 'recommend_latency_seconds_bucket{le="0.00025"}' in text
+    assert 'model_info{arm="champion",code="abc123",model="fake",snapshot="snap-1",version="3"} 1.0' in text
+    assert 'recommend_latency_seconds_bucket{arm="champion",le="0.00025"}' in text
     for path in ("/recommend/10", "/recommend/20", "/recommend/99", "/recommend/12345", "/recommend/x"):
         client.get(path)
-    assert metric(client, 'recommend_requests_total{source="model"}') == 2
-    assert metric(client, 'recommend_requests_total{source="segment"}') == 1
-    assert metric(client, 'recommend_requests_total{source="global"}') == 1
+    assert metric(client, 'recommend_requests_total{arm="champion",source="model"}') == 2
+    assert metric(client, 'recommend_requests_total{arm="champion",source="segment"}') == 1
+    assert metric(client, 'recommend_requests_total{arm="champion",source="global"}') == 1
     assert metric(client, 'recommend_fallbacks_total{kind="unknown_user"}') == 2
     assert metric(client, "recommend_bad_requests_total") == 1
-    assert metric(client, "recommend_latency_seconds_count") == 4
+    assert metric(client, 'recommend_latency_seconds_count{arm="champion"}') == 4
 
 
 def test_each_app_has_its_own_registry(table) -> None:
     with TestClient(create_app(table)) as a, TestClient(create_app(table)) as b:
         a.get("/recommend/10")
-        assert metric(a, "recommend_latency_seconds_count") == 1
-        assert metric(b, "recommend_latency_seconds_count") == 0
+        assert metric(a, 'recommend_latency_seconds_count{arm="champion"}') == 1
+        assert metric(b, 'recommend_latency_seconds_count{arm="champion"}') == 0
 
 
 # --- swapping -----------------------------------------------------------------------------------
@@ -279,19 +280,20 @@ def test_swap_replaces_the_table_and_the_model_info(client, model) -> None:
     r = client.get("/recommend/40")
     assert r.headers["x-model"] == header("model", new_prov) and r.text.startswith("movie+7+1997,")
     text = client.get("/metrics").text
-    assert 'model_info{code="abc124",model="fake",snapshot="snap-2",version="4"} 1.0' in text
+    assert 'model_info{arm="champion",code="abc124",model="fake",snapshot="snap-2",version="4"} 1.0' in text
     assert 'version="3"' not in text
     assert metric(client, "model_swaps_total") == 1
     assert client.get("/healthz").json()["provenance"] == new_prov.as_dict()
-    with pytest.raises(TypeError, match="swap needs an AnswerTable, got NoneType"):
+    with pytest.raises(TypeError, match="the champion needs an AnswerTable, got NoneType"):
         swap(client.app, None)  # type: ignore[arg-type]
 
 
 def test_swapping_under_concurrent_requests_never_fails_or_mixes_tables() -> None:
     provs = [Provenance("fake", str(v), f"snap-{v}", "abc", "2026-03-20T00:00:00") for v in (1, 2)]
     tables = [AnswerTable.build(FakeModel(shift=5 * v), p) for v, p in zip((0, 1), provs, strict=True)]
-    expected = {(t.headers["model"].decode(), t.lookup(u)[0].decode()) for t in tables for u in (10, 20, 40)}
-    expected |= {(t.headers["global"].decode(), t.lookup(12345)[0].decode()) for t in tables}
+    champion = {t: {s: h.decode() + "; arm=champion" for s, h in t.headers.items()} for t in tables}
+    expected = {(champion[t]["model"], t.lookup(u)[0].decode()) for t in tables for u in (10, 20, 40)}
+    expected |= {(champion[t]["global"], t.lookup(12345)[0].decode()) for t in tables}
     seen: set[tuple[str, str]] = set()
     failures: list[str] = []
     stop = threading.Event()
@@ -328,4 +330,4 @@ def test_swapping_under_concurrent_requests_never_fails_or_mixes_tables() -> Non
         assert metric(client, "model_swaps_total") == 20
     assert failures == []
     assert len(answered) >= 21 * 20
-    assert {h for h, _ in seen} >= {tables[0].headers["model"].decode(), tables[1].headers["model"].decode()}
+    assert {h for h, _ in seen} >= {champion[tables[0]]["model"], champion[tables[1]]["model"]}

@@ -1,38 +1,56 @@
-"""The recommendation service: `GET /recommend/<userid>` from a precomputed `AnswerTable`, swappable live.
+"""The recommendation service: `GET /recommend/<userid>` from precomputed answer tables, a champion and an
+optional challenger (canary), swappable live and driven by admin endpoints.
 
 Routes: `/recommend/<userid>` (text/plain ids, the contract), `/healthz` (JSON provenance), `/metrics`
-(Prometheus). Every answer carries the header
+(Prometheus), `/explain/<userid>` (JSON: the answer, its source, arm and provenance, the version's manifest)
+and `/admin/...` (JSON; load a version folder, set the challenger's share, promote, drop). Every answer
+carries the header
 
-    X-Model: <model>/<version>; snapshot=<snapshot id>; code=<code version>; source=<model|segment|global>
+    X-Model: <model>/<version>; snapshot=<snapshot id>; code=<code version>; source=<model|segment|global>; arm=<champion|challenger>
+
+A user goes to the challenger iff `split.in_challenger(user, salt, share)`: sticky per user, and raising the
+share keeps the users already in the challenger there.
 
 The hot path is a raw ASGI endpoint that a small middleware calls before Starlette's router (the router
-costs ~20 us a request): parse the id, one dict look-up, send prebuilt bytes. No I/O, no thread pool.
+costs ~20 us a request): parse the id, read the serving state once, hash the id when a challenger is on,
+one dict look-up, send prebuilt bytes. No I/O, no thread pool. The state is one immutable `Serving` object
+replaced by a single assignment, so the body and the header of an answer always come from one configuration.
 
 Provenance of every answer is recoverable without an INFO line per request: the header tells the caller;
-`create_app` and `swap` log the table's provenance at INFO (so the log says which table served when);
-`recommend_requests_total{source}` and `model_info` say where answers came from; each answer is logged at
-DEBUG (user, source, provenance) for when that detail is wanted.
+every change of the served tables is logged at INFO; `recommend_requests_total{arm,source}` and
+`model_info{arm,...}` say where answers came from; each answer is logged at DEBUG for when that detail is wanted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import threading
 import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from movielab.recommender import split
 from movielab.recommender.answers import AnswerTable
+from movielab.recommender.data import N_SEGMENTS
 from movielab.recommender.metrics import CONTENT_TYPE, ServeMetrics
 
 logger = logging.getLogger(__name__)
 
 MAX_USER_ID_DIGITS = 18  # every such id fits a signed 64-bit integer
+MAX_SALT = 2**63 - 1
 _TEXT = b"text/plain; charset=utf-8"
 PREFIX = "/recommend/"
+# nginx sets this on every request it forwards; admin routes refuse such requests (defence in depth: the
+# generated nginx config does not forward /admin at all).
+PROXY_HEADER = "x-movielab-proxy"
+SEGMENT_FILES = ("segments.json", "segments.arrow")  # looked for next to the artifact when none is named
 
 
 class BadUserId(ValueError):
@@ -43,6 +61,14 @@ class BadUserId(ValueError):
         self.reason = reason
         shown = repr(user_id if len(user_id) <= 40 else user_id[:40] + "...")
         super().__init__(f"user id {shown} {reason}")
+
+
+class NoChallenger(RuntimeError):
+    """An operation on the challenger (share, promote, drop) while none is loaded."""
+
+
+class BadSegments(ValueError):
+    """A segments file that cannot be read or holds something other than user id -> segment (-1..13)."""
 
 
 def parse_user_id(text: str) -> int:
@@ -58,8 +84,68 @@ def parse_user_id(text: str) -> int:
     raise BadUserId(text, "is not positive" if text.strip("0") == "" else "has a leading zero")
 
 
+# --- what is served ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Arm:
+    """One served version: its answer table, the folder and manifest it came from, its X-Model headers."""
+
+    name: str  # "champion" or "challenger"
+    table: AnswerTable
+    folder: str | None = None
+    manifest: dict | None = None
+    headers: dict[str, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, name: str, table: AnswerTable, folder: str | Path | None = None,
+           manifest: dict | None = None) -> Arm:  # fmt: skip
+        """The arm `name` serving `table`, with its headers prebuilt (the table's plus `; arm=<name>`)."""
+        if not isinstance(table, AnswerTable):
+            raise TypeError(f"the {name} needs an AnswerTable, got {type(table).__name__}")
+        headers = {s: h + b"; arm=" + name.encode("ascii") for s, h in table.headers.items()}
+        return cls(name, table, None if folder is None else str(folder), manifest, headers)
+
+    def renamed(self, name: str) -> Arm:
+        """The same version serving as arm `name` (a promoted challenger becomes the champion)."""
+        return Arm.of(name, self.table, self.folder, self.manifest)
+
+    def describe(self) -> dict[str, object]:
+        """The table's provenance and sizes plus the folder it was loaded from, JSON-ready."""
+        return {**self.table.describe(), "folder": self.folder}
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The served configuration: champion, optional challenger, its share and salt; replaced, never changed."""
+
+    champion: Arm
+    challenger: Arm | None = None
+    share: float = 0.0
+    salt: int = 0
+    threshold: int = 0  # split.threshold(share) when a challenger is loaded, else 0 (hot path: no hashing)
+
+    def __post_init__(self) -> None:
+        if self.challenger is None and self.share != 0.0:
+            raise NoChallenger(f"no challenger is loaded, so its share must stay 0, not {self.share}")
+        if not isinstance(self.salt, int) or isinstance(self.salt, bool) or not 0 <= self.salt <= MAX_SALT:
+            raise ValueError(f"salt {self.salt!r} must be an integer in 0..{MAX_SALT}")
+        object.__setattr__(self, "threshold", split.threshold(self.share) if self.challenger is not None else 0)
+
+    def route(self, user_id: int) -> Arm:
+        """The arm that answers `user_id`."""
+        if self.threshold and split.bucket(user_id, self.salt) < self.threshold:
+            return self.challenger  # type: ignore[return-value]  # threshold > 0 only with a challenger
+        return self.champion
+
+    def describe(self) -> dict[str, object]:
+        """Champion, challenger, share and salt, JSON-ready (for /admin/state and logs)."""
+        return {"champion": self.champion.describe(),
+                "challenger": None if self.challenger is None else self.challenger.describe(),
+                "share": self.share, "salt": self.salt}  # fmt: skip
+
+
+# --- the hot path --------------------------------------------------------------------------------
 class RecommendEndpoint:
-    """ASGI endpoint of `/recommend/<userid>`: the answer of `app.state.table`, read once per request."""
+    """ASGI endpoint of `/recommend/<userid>`: the answer of the user's arm, the state read once per request."""
 
     def __init__(self, app: Starlette, metrics: ServeMetrics | None) -> None:
         self.state = app.state
@@ -75,16 +161,19 @@ class RecommendEndpoint:
                 self.metrics.bad_requests.inc()
             await _send(send, 400, str(exc).encode("utf-8"), [])
             return
-        table: AnswerTable = self.state.table  # one read: body and header come from the same table
-        body, source = table.lookup(user_id)
-        await _send(send, 200, body, [(b"x-model", table.headers[source])])
-        logger.debug("recommend user=%d source=%s %s", user_id, source, table.provenance)
+        s: Serving = self.state.serving  # one read: body and header come from the same configuration
+        arm = s.champion
+        if s.threshold and split.bucket(user_id, s.salt) < s.threshold:
+            arm = s.challenger
+        body, source = arm.table.lookup(user_id)
+        await _send(send, 200, body, [(b"x-model", arm.headers[source])])
+        logger.debug("recommend user=%d arm=%s source=%s %s", user_id, arm.name, source, arm.table.provenance)
         m = self.metrics
         if m is not None:
-            m.requests[source].inc()
+            m.requests[arm.name][source].inc()
             if source != "model":
-                m.fallbacks["empty_row" if user_id in table.empty_rows else "unknown_user"].inc()
-            m.latency.observe(time.perf_counter() - start)
+                m.fallbacks["empty_row" if user_id in arm.table.empty_rows else "unknown_user"].inc()
+            m.latency[arm.name].observe(time.perf_counter() - start)
 
 
 class RecommendFastPath:
@@ -108,12 +197,18 @@ async def _send(send, status: int, body: bytes, headers: list[tuple[bytes, bytes
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(table: AnswerTable, instrument: bool = True) -> Starlette:
-    """The service over `table`; `instrument=False` leaves out the /metrics bookkeeping (for benchmarks)."""
+# --- the app -------------------------------------------------------------------------------------
+def create_app(table: AnswerTable, instrument: bool = True, *, folder: str | Path | None = None,
+               manifest: dict | None = None) -> Starlette:  # fmt: skip
+    """The service with `table` as champion (from `folder`/`manifest` if known); `instrument=False` leaves out
+    the /metrics bookkeeping (for benchmarks)."""
     metrics = ServeMetrics() if instrument else None
 
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", **request.app.state.table.describe()})
+        s: Serving = request.app.state.serving
+        challenger = None if s.challenger is None else s.challenger.describe()
+        return JSONResponse({"status": "ok", **s.champion.table.describe(), "folder": s.champion.folder,
+                             "challenger": challenger, "share": s.share, "salt": s.salt})  # fmt: skip
 
     async def metrics_page(request: Request) -> Response:
         if metrics is None:
@@ -131,28 +226,350 @@ def create_app(table: AnswerTable, instrument: bool = True) -> Starlette:
         Route(PREFIX + "{userid:path}", recommend, methods=["GET"]),  # the fast path's twin: 405s, docs
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_page, methods=["GET"]),
+        Route("/explain/{userid:path}", _explain, methods=["GET"]),
+        Route("/admin/state", _admin_state, methods=["GET"]),
+        Route("/admin/load", _admin_load, methods=["POST"]),
+        Route("/admin/share", _admin_share, methods=["POST"]),
+        Route("/admin/promote", _admin_promote, methods=["POST"]),
+        Route("/admin/drop", _admin_drop, methods=["POST"]),
+        Route("/admin/{rest:path}", _admin_unknown),
     ])  # fmt: skip
     # Inside the catch-all (ServerErrorMiddleware), in front of the router.
     app.add_middleware(RecommendFastPath, endpoint=recommend)
     app.state.metrics = metrics
     app.state.swap_lock = threading.Lock()
-    app.state.table = table
+    app.state.loading = None  # the arm an admin load is building, else None (one load at a time)
+    app.state.serving = Serving(Arm.of("champion", table, folder, manifest))
     if metrics is not None:
-        metrics.set_model(table.provenance)
+        metrics.set_models(table.provenance, None, 0.0)
     logger.info("serving answer table %s", table.describe())
     return app
 
 
-def swap(app: Starlette, table: AnswerTable) -> AnswerTable:
-    """Serve `table` from now on and return the previous one; requests in flight finish on the table they read."""
-    if not isinstance(table, AnswerTable):
-        raise TypeError(f"swap needs an AnswerTable, got {type(table).__name__}")
+def serving(app: Starlette) -> Serving:
+    """What `app` serves right now."""
+    return app.state.serving
+
+
+def _replace(app: Starlette, change, swapped: bool) -> tuple[Serving, Serving]:
+    """Apply `change(old) -> new Serving` under the lock with one assignment; update metrics; (old, new)."""
     with app.state.swap_lock:
-        old: AnswerTable = app.state.table
-        app.state.table = table  # one reference assignment: atomic for every reader
+        old: Serving = app.state.serving
+        new: Serving = change(old)
+        app.state.serving = new  # one reference assignment: atomic for every reader
         metrics: ServeMetrics | None = app.state.metrics
         if metrics is not None:
-            metrics.set_model(table.provenance)
-            metrics.swaps.inc()
-    logger.info("swapped answer table: now %s (was %s)", table.describe(), old.provenance.as_dict())
-    return old
+            ch = None if new.challenger is None else new.challenger.table.provenance
+            metrics.set_models(new.champion.table.provenance, ch, new.share)
+            if swapped:
+                metrics.swaps.inc()
+    return old, new
+
+
+def swap(app: Starlette, table: AnswerTable, folder: str | Path | None = None,
+         manifest: dict | None = None) -> AnswerTable:  # fmt: skip
+    """Serve `table` as champion from now on and return the previous one; requests in flight finish on the
+    configuration they read; a challenger, its share and salt stay."""
+    arm = Arm.of("champion", table, folder, manifest)
+    old, _ = _replace(app, lambda s: replace(s, champion=arm), swapped=True)
+    logger.info("swapped champion: now %s (was %s)", table.describe(), old.champion.table.provenance.as_dict())
+    return old.champion.table
+
+
+def set_challenger(app: Starlette, table: AnswerTable, share: float = 0.0, salt: int | None = None,
+                   folder: str | Path | None = None, manifest: dict | None = None) -> AnswerTable | None:  # fmt: skip
+    """Serve `table` as challenger to `share` of the users (bucketed by `salt`, default: keep the current one);
+    return the challenger it replaces, if any."""
+    arm = Arm.of("challenger", table, folder, manifest)
+    old, new = _replace(app, lambda s: replace(s, challenger=arm, share=share, salt=s.salt if salt is None else salt),
+                        swapped=True)  # fmt: skip
+    logger.info("challenger %s at share %.4f salt %d", table.describe(), new.share, new.salt)
+    return None if old.challenger is None else old.challenger.table
+
+
+def set_share(app: Starlette, share: float, salt: int | None = None) -> Serving:
+    """Route `share` (0..1) of the users to the challenger (salt: keep unless given); NoChallenger if none."""
+    if not isinstance(share, int | float) or isinstance(share, bool):
+        raise ValueError(f"challenger share {share!r} must be a number between 0 and 1")
+    split.threshold(share)  # the range check, with its message
+
+    def change(s: Serving) -> Serving:
+        if s.challenger is None:
+            raise NoChallenger("no challenger is loaded: load one before setting its share")
+        return replace(s, share=float(share), salt=s.salt if salt is None else salt)
+
+    old, new = _replace(app, change, swapped=False)
+    logger.info("challenger share %.4f -> %.4f (salt %d -> %d)", old.share, new.share, old.salt, new.salt)
+    return new
+
+
+def promote(app: Starlette) -> AnswerTable:
+    """Make the challenger the champion for every user (share back to 0); return the old champion's table."""
+
+    def change(s: Serving) -> Serving:
+        if s.challenger is None:
+            raise NoChallenger("no challenger is loaded: nothing to promote")
+        return Serving(s.challenger.renamed("champion"), None, 0.0, s.salt)
+
+    old, new = _replace(app, change, swapped=True)
+    logger.info("promoted challenger %s to champion (was %s)", new.champion.table.provenance.as_dict(),
+                old.champion.table.provenance.as_dict())  # fmt: skip
+    return old.champion.table
+
+
+def drop_challenger(app: Starlette) -> AnswerTable:
+    """Send every user back to the champion and forget the challenger; return its table."""
+
+    def change(s: Serving) -> Serving:
+        if s.challenger is None:
+            raise NoChallenger("no challenger is loaded: nothing to drop")
+        return Serving(s.champion, None, 0.0, s.salt)
+
+    old, _ = _replace(app, change, swapped=False)
+    logger.info("dropped challenger %s", old.challenger.table.provenance.as_dict())  # type: ignore[union-attr]
+    return old.challenger.table  # type: ignore[union-attr]
+
+
+# --- loading a version folder --------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoadedVersion:
+    """A version folder's answer table, with the folder and its manifest."""
+
+    table: AnswerTable
+    folder: Path
+    manifest: dict
+
+
+def load_version(folder: str | Path, segments: str | Path | None = None) -> LoadedVersion:
+    """Load a saved version and precompute its answers; segments from `segments`, else from a segments file
+    next to the artifact (`segments.json` / `segments.arrow`), else none (unknown users get the global list)."""
+    from movielab.recommender.pipeline import load  # models and the store's modules load only when asked
+
+    folder = Path(folder)
+    trained = load(folder)
+    if segments is None:
+        segments = next((folder / n for n in SEGMENT_FILES if (folder / n).is_file()), None)
+    user_segments = read_segments(segments) if segments is not None else {}
+    table = AnswerTable.build(trained.model, trained.provenance, user_segments)
+    logger.info("loaded %s from %s (%d segment users from %s)", trained.provenance.header("model"), folder,
+                len(user_segments), segments)  # fmt: skip
+    return LoadedVersion(table, folder, trained.manifest)
+
+
+def read_segments(path: str | Path) -> dict[int, int]:
+    """User id -> segment (-1..13) from a JSON object `{"<user id>": segment}` or an Arrow IPC file with int
+    columns `user_id` and `segment`; BadSegments names the file and the reason."""
+    path = Path(path)
+    try:
+        if path.suffix == ".json":
+            raw = json.loads(path.read_text())
+            if not isinstance(raw, dict):
+                raise BadSegments(f"segments file {path}: expected a JSON object of user id -> segment, "
+                                  f"got {type(raw).__name__}")  # fmt: skip
+            pairs = list(raw.items())
+        elif path.suffix in (".arrow", ".feather"):
+            import pyarrow.feather as feather
+
+            t = feather.read_table(path)
+            missing = {"user_id", "segment"} - set(t.column_names)
+            if missing:
+                raise BadSegments(f"segments file {path}: missing column(s) {', '.join(sorted(missing))}")
+            pairs = list(zip(t.column("user_id").to_pylist(), t.column("segment").to_pylist(), strict=True))
+        else:
+            raise BadSegments(f"segments file {path}: unknown format {path.suffix!r}, expected .json or .arrow")
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, BadSegments):
+            raise
+        raise BadSegments(f"segments file {path} cannot be read: {exc}") from exc
+    out: dict[int, int] = {}
+    for user, seg in pairs:
+        u = _int_or_none(user)
+        if u is None or u < 1:
+            raise BadSegments(f"segments file {path}: user id {user!r} is not a positive integer")
+        if isinstance(seg, bool) or not isinstance(seg, int) or not -1 <= seg < N_SEGMENTS:
+            raise BadSegments(f"segments file {path}: segment {seg!r} of user {u} is not an integer in "
+                              f"-1..{N_SEGMENTS - 1}")  # fmt: skip
+        out[u] = seg
+    return out
+
+
+def write_segments(path: str | Path, segments: dict[int, int]) -> Path:
+    """Write user id -> segment for the replicas, as JSON (`.json`) or an Arrow IPC file (`.arrow`)."""
+    path = Path(path)
+    if path.suffix == ".json":
+        path.write_text(json.dumps({str(int(u)): int(s) for u, s in segments.items()}))
+    elif path.suffix == ".arrow":
+        import pyarrow as pa
+        import pyarrow.feather as feather
+
+        table = pa.table({"user_id": pa.array([int(u) for u in segments], pa.int64()),
+                          "segment": pa.array([int(s) for s in segments.values()], pa.int16())})  # fmt: skip
+        feather.write_feather(table, path)
+    else:
+        raise ValueError(f"segments file {path}: unknown format {path.suffix!r}, expected .json or .arrow")
+    return path
+
+
+def _int_or_none(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+# --- admin and explain routes (JSON; bad input is 400/404/409 with the reason, never 500) ----------
+class _AdminError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _admin(handler):
+    """Wrap an admin handler: refuse proxied requests, turn known errors into JSON answers with a status."""
+
+    async def wrapped(request: Request) -> JSONResponse:
+        if PROXY_HEADER in request.headers:
+            return JSONResponse({"error": "admin endpoints answer on the replica's own port only, not through "
+                                 "the proxy"}, status_code=403)  # fmt: skip
+        try:
+            return JSONResponse(await handler(request))
+        except _AdminError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        except NoChallenger as exc:
+            return JSONResponse({"error": str(exc)}, status_code=409)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+
+    return wrapped
+
+
+async def _json_body(request: Request, fields: dict[str, tuple[type, ...]], required: tuple[str, ...]) -> dict:
+    """The request's JSON object, checked: only `fields` (name -> accepted types), `required` present."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise _AdminError(400, f"request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _AdminError(400, f"request body must be a JSON object, got {type(body).__name__}")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise _AdminError(400, f"unknown field(s) {', '.join(unknown)}; expected {', '.join(fields)}")
+    for name in required:
+        if body.get(name) is None:
+            raise _AdminError(400, f"field {name!r} is required")
+    for name, value in body.items():
+        types = fields[name]
+        if value is not None and (isinstance(value, bool) and bool not in types or not isinstance(value, types)):
+            names = " or ".join(t.__name__ for t in types)
+            raise _AdminError(400, f"field {name!r} must be {names}, got {value!r}")
+    return body
+
+
+def _state(app: Starlette) -> dict:
+    return {**serving(app).describe(), "loading": app.state.loading}
+
+
+@_admin
+async def _admin_state(request: Request) -> dict:
+    return _state(request.app)
+
+
+@_admin
+async def _admin_load(request: Request) -> dict:
+    """Load a version folder as champion or challenger; the table is built in a worker thread."""
+    from movielab.recommender.models.base import ModelLoadError
+    from movielab.recommender.pipeline import NoModel
+
+    body = await _json_body(request, {"folder": (str,), "arm": (str,), "segments": (str,), "share": (int, float),
+                                      "salt": (int,)}, required=("folder",))  # fmt: skip
+    arm = body.get("arm") or "champion"
+    if arm not in ("champion", "challenger"):
+        raise _AdminError(400, f"arm {arm!r} must be 'champion' or 'challenger'")
+    share, salt = body.get("share"), body.get("salt")
+    if arm == "champion" and (share is not None or salt is not None):
+        raise _AdminError(400, "share and salt apply to a challenger only")
+    if share is not None:
+        split.threshold(share)  # range check before the slow part
+    if salt is not None and not 0 <= salt <= MAX_SALT:
+        raise _AdminError(400, f"salt {salt!r} must be an integer in 0..{MAX_SALT}")
+    folder = Path(body["folder"])
+    if not folder.is_dir():
+        raise _AdminError(404, f"version folder {folder} does not exist")
+    app = request.app
+    if app.state.loading is not None:
+        raise _AdminError(409, f"a {app.state.loading} load is in progress; retry when it is done")
+    app.state.loading = arm  # set and cleared on the event loop: no other request runs in between
+    try:
+        t = time.perf_counter()
+        loaded = await asyncio.to_thread(load_version, folder, body.get("segments"))
+        seconds = time.perf_counter() - t
+    except NoModel as exc:
+        raise _AdminError(404, str(exc)) from None
+    except KeyError as exc:
+        raise _AdminError(400, f"{folder / 'manifest.json'} has no field {exc}") from None
+    except (ModelLoadError, BadSegments, OSError, ValueError) as exc:
+        raise _AdminError(400, f"cannot load {folder}: {exc}") from None
+    finally:
+        app.state.loading = None
+    if arm == "champion":
+        swap(app, loaded.table, loaded.folder, loaded.manifest)
+    else:
+        set_challenger(app, loaded.table, share or 0.0, salt, loaded.folder, loaded.manifest)
+    return {**_state(app), "loaded": arm, "load_seconds": round(seconds, 3)}
+
+
+@_admin
+async def _admin_share(request: Request) -> dict:
+    body = await _json_body(request, {"share": (int, float), "salt": (int,)}, required=("share",))
+    set_share(request.app, body["share"], body.get("salt"))
+    return _state(request.app)
+
+
+@_admin
+async def _admin_promote(request: Request) -> dict:
+    await _json_body(request, {}, ())
+    promote(request.app)
+    return _state(request.app)
+
+
+@_admin
+async def _admin_drop(request: Request) -> dict:
+    await _json_body(request, {}, ())
+    drop_challenger(request.app)
+    return _state(request.app)
+
+
+@_admin
+async def _admin_unknown(request: Request) -> dict:
+    raise _AdminError(404, f"no admin endpoint {request.method} {request.url.path}; there are GET /admin/state, "
+                      "POST /admin/load, /admin/share, /admin/promote, /admin/drop")  # fmt: skip
+
+
+async def _explain(request: Request) -> JSONResponse:
+    """Why a user gets their answer: arm, source, bucket, provenance, the version's manifest."""
+    try:
+        user_id = parse_user_id(request.path_params["userid"])
+    except BadUserId as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    return JSONResponse(explain_user(serving(request.app), user_id))
+
+
+def explain_user(s: Serving, user_id: int) -> dict[str, object]:
+    """What the table and the manifest know about the answer `s` gives `user_id`, JSON-ready."""
+    arm = s.route(user_id)
+    body, source = arm.table.lookup(user_id)
+    if source == "model":
+        reason = "the model's own list for this user"
+    else:
+        why = "the model has no movie left for this user" if user_id in arm.table.empty_rows else \
+            "the model does not know this user"  # fmt: skip
+        reason = f"{why}: the {'segment' if source == 'segment' else 'overall'} popularity list"
+    bucket = split.bucket(user_id, s.salt)
+    return {"user": user_id, "answer": body.decode("ascii").split(","), "source": source, "reason": reason,
+            "arm": arm.name, "bucket": bucket, "threshold": s.threshold, "share": s.share, "salt": s.salt,
+            "header": arm.headers[source].decode("ascii"), "provenance": arm.table.provenance.as_dict(),
+            "folder": arm.folder, "manifest": arm.manifest}  # fmt: skip
