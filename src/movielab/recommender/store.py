@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -448,6 +448,36 @@ class EventStore:
         with self._lock:
             return self._con.execute(sql, _bind(sql, params)).to_arrow_table()
 
+    # --- online experiment metrics (read the live events, not a snapshot) -----------------------
+    def ingested_seq(self) -> int:
+        """The ingestion point: the `seq` of the last event stored so far (0 when empty)."""
+        with self._lock:
+            return self._next_seq - 1
+
+    def request_users(self, start: datetime, end: datetime, max_seq: int) -> np.ndarray:
+        """Distinct ids of users with a recommendation request in [start, end) ingested up to `max_seq`."""
+        table = self._arrow("""SELECT DISTINCT user_id FROM events WHERE kind = 'recommendation'
+                               AND time >= $start AND time < $end AND seq <= $max_seq ORDER BY 1""",
+                            {"start": start, "end": end, "max_seq": max_seq})  # fmt: skip
+        return table["user_id"].to_numpy()
+
+    def arm_request_metrics(self, arms: pa.Table, start: datetime, end: datetime, conversion_window: timedelta,
+                            max_seq: int) -> pa.Table:  # fmt: skip
+        """Per arm: users, requests, ok, errors by kind, latency p50/p99, conversions, completion, ratings.
+
+        `arms` maps `user_id` → `arm`; requests are those in [start, end) ingested up to `max_seq`. See
+        `_arm_metrics_sql` for what counts as a conversion. Arms without requests have no row.
+        """
+        arms = arms.select(["user_id", "arm"]).cast(pa.schema([("user_id", pa.int64()), ("arm", pa.string())]))
+        params = {"start": start, "end": end, "max_seq": max_seq, "window": conversion_window,
+                  "default_runtime": self.default_runtime}  # fmt: skip
+        with self._lock:
+            self._con.register("_arms", arms)
+            try:
+                return self._con.execute(_arm_metrics_sql(), params).to_arrow_table()
+            finally:
+                self._con.unregister("_arms")
+
 
 def _bind(sql: str, params: dict[str, object] | None) -> dict[str, object] | None:
     """The parameters `sql` uses (DuckDB refuses unused named parameters)."""
@@ -494,3 +524,54 @@ def _iso(t: datetime | None) -> str:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _arm_metrics_sql() -> str:
+    """Per-arm request outcomes with last-touch conversions (see `arm_request_metrics`).
+
+    A watch line is credited to the user's latest request at or before it (last touch, so a refresh
+    never counts one watch twice). A request converts when such a line is of one of its recommended
+    movies, within `$window` of the request; only lines before `$end` count (what the stream has shown).
+    Completion is the distinct minutes of the converted movie watched from then until `$end` over its
+    runtime; the rating is the user's latest rating of that movie after the conversion.
+    """
+    return """WITH r AS (
+            SELECT e.user_id, a.arm, e.time, e.seq, e.error, e.response_ms, e.recommendations,
+                   CASE WHEN e.error IS NULL THEN NULL
+                        WHEN e.status = 0 AND starts_with(e.error, 'Request timeout') THEN 'timeout'
+                        WHEN e.status = 0 AND (starts_with(e.error, 'Connection refused')
+                                               OR starts_with(e.error, 'Cannot connect')) THEN 'connect'
+                        WHEN e.status = 0 THEN 'no_answer'
+                        WHEN e.status <> 200 THEN 'http_' || e.status::VARCHAR
+                        ELSE 'invalid_body' END AS error_kind
+            FROM events e JOIN _arms a USING (user_id)
+            WHERE e.kind = 'recommendation' AND e.time >= $start AND e.time < $end AND e.seq <= $max_seq),
+        w AS (SELECT user_id, movie_id, minute, time FROM events
+              WHERE kind = 'watch' AND time >= $start AND time < $end AND seq <= $max_seq
+                AND user_id IN (SELECT user_id FROM _arms)),
+        hit AS (
+            SELECT r.seq AS rseq, any_value(r.user_id) AS user_id, arg_min(w.movie_id, w.time) AS movie_id,
+                   min(w.time) AS at
+            FROM w ASOF JOIN r ON w.user_id = r.user_id AND w.time >= r.time
+            WHERE r.error IS NULL AND w.time < r.time + $window AND list_contains(r.recommendations, w.movie_id)
+            GROUP BY r.seq),
+        done AS (
+            SELECT h.rseq, least(1.0, count(DISTINCT w.minute)
+                                 / coalesce(any_value(m.runtime), $default_runtime))::DOUBLE AS completion
+            FROM hit h JOIN w ON w.user_id = h.user_id AND w.movie_id = h.movie_id AND w.time >= h.at
+                 LEFT JOIN movies m ON m.movie_id = h.movie_id
+            GROUP BY h.rseq),
+        rated AS (
+            SELECT h.rseq, arg_max(e.rating, e.seq) AS rating
+            FROM hit h JOIN events e ON e.user_id = h.user_id AND e.movie_id = h.movie_id AND e.kind = 'rate'
+                 AND e.time >= h.at AND e.time < $end AND e.seq <= $max_seq
+            GROUP BY h.rseq)
+        SELECT r.arm, count(DISTINCT r.user_id) AS users, count(*) AS requests,
+               count(*) FILTER (WHERE r.error IS NULL) AS ok,
+               quantile_cont(r.response_ms, 0.5)::DOUBLE AS latency_p50_ms,
+               quantile_cont(r.response_ms, 0.99)::DOUBLE AS latency_p99_ms,
+               count(h.rseq) AS conversions, avg(d.completion)::DOUBLE AS completion_mean,
+               count(t.rating) AS ratings, avg(t.rating)::DOUBLE AS rating_mean,
+               histogram(r.error_kind) FILTER (WHERE r.error_kind IS NOT NULL) AS errors
+        FROM r LEFT JOIN hit h ON h.rseq = r.seq LEFT JOIN done d ON d.rseq = r.seq LEFT JOIN rated t ON t.rseq = r.seq
+        GROUP BY r.arm ORDER BY r.arm"""

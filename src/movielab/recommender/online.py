@@ -1,0 +1,157 @@
+"""Online metrics per experiment arm, computed from the stream (the event store) only.
+
+The stream does not say which model answered a request, so the arm of a request is the arm its user
+is assigned to by the experiment's `salt` and `share` (`movielab.recommender.split`, the same arithmetic
+the serving replicas use). The share must be constant over the window: a canary step's window.
+
+Per arm: users and requests, ok share (answered 200 with ids), errors by kind, latency p50/p99 of
+`response_ms` over every request (failed ones included: that is what users waited), conversions,
+completion of the converted watches, and the mean rating of the converted movies.
+A request converts when the user's next watch line of one of its recommended movies comes within
+`conversion_window` (default 60 simulated minutes: the world picks right after a request, and an hour
+leaves room for a user who browses before playing) and before the user's next request, which then
+gets the credit instead (last touch). The conversion rate is over all requests, failed ones included,
+so an unavailable challenger also shows as converting worse.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+from prometheus_client import CollectorRegistry, Gauge
+
+from movielab.recommender.split import buckets, threshold
+
+if TYPE_CHECKING:
+    from movielab.recommender.store import EventStore
+
+logger = logging.getLogger(__name__)
+
+ARMS = ("champion", "challenger")
+DEFAULT_CONVERSION_WINDOW = timedelta(minutes=60)
+GAUGES = ("users", "requests", "ok_share", "error_rate", "errors", "latency_p50_ms", "latency_p99_ms",
+          "conversions", "conversion", "completion", "ratings", "rating_mean", "share")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ArmMetrics:
+    """What one arm's users saw in [start, end) under (salt, share); the canary controller consumes this."""
+
+    arm: str
+    salt: int
+    share: float
+    start: datetime
+    end: datetime
+    users: int = 0
+    requests: int = 0
+    ok: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    conversions: int = 0
+    completion_mean: float | None = None
+    ratings: int = 0
+    rating_mean: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.arm not in ARMS:
+            raise ValueError(f"arm {self.arm!r} is unknown: choose one of {', '.join(ARMS)}")
+        if self.requests - self.ok != sum(self.errors.values()):
+            raise ValueError(f"{self.arm} metrics: {self.requests - self.ok} failed requests but errors by kind "
+                             f"add up to {sum(self.errors.values())} ({self.errors})")  # fmt: skip
+        if not 0 <= self.conversions <= self.ok <= self.requests or self.users > self.requests:
+            raise ValueError(f"{self.arm} metrics are inconsistent: users={self.users}, requests={self.requests}, "
+                             f"ok={self.ok}, conversions={self.conversions}")  # fmt: skip
+
+    @property
+    def errors_total(self) -> int:
+        """Failed requests (no answer, non-200 status or an invalid body)."""
+        return self.requests - self.ok
+
+    @property
+    def ok_share(self) -> float:
+        """Share of requests answered 200 with ids (NaN without requests)."""
+        return self.ok / self.requests if self.requests else math.nan
+
+    @property
+    def error_rate(self) -> float:
+        """Share of requests that failed (NaN without requests)."""
+        return self.errors_total / self.requests if self.requests else math.nan
+
+    @property
+    def conversion(self) -> float:
+        """Conversions per request (NaN without requests)."""
+        return self.conversions / self.requests if self.requests else math.nan
+
+    def as_dict(self) -> dict:
+        """Every field and rate as JSON-able values (times as ISO text, NaN as None)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d.update(start=self.start.isoformat(), end=self.end.isoformat(), errors=dict(self.errors),
+                 ok_share=self.ok_share, error_rate=self.error_rate, conversion=self.conversion)  # fmt: skip
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in d.items()}
+
+    def gauges(self) -> dict[str, float]:
+        """The arm as a flat dict of numbers for Prometheus gauges (NaN where undefined)."""
+        nan = math.nan
+        return {"users": float(self.users), "requests": float(self.requests), "ok_share": self.ok_share,
+                "error_rate": self.error_rate, "errors": float(self.errors_total),
+                "latency_p50_ms": nan if self.latency_p50_ms is None else self.latency_p50_ms,
+                "latency_p99_ms": nan if self.latency_p99_ms is None else self.latency_p99_ms,
+                "conversions": float(self.conversions), "conversion": self.conversion,
+                "completion": nan if self.completion_mean is None else self.completion_mean,
+                "ratings": float(self.ratings), "rating_mean": nan if self.rating_mean is None else self.rating_mean,
+                "share": self.share if self.arm == "challenger" else 1.0 - self.share}  # fmt: skip
+
+
+def assign_arms(user_ids: np.ndarray, salt: int, share: float) -> np.ndarray:
+    """The arm name of every user id: "challenger" where the split puts it there at `share`, else "champion"."""
+    return np.where(buckets(user_ids, salt) < threshold(share), ARMS[1], ARMS[0])
+
+
+def arm_metrics(store: EventStore, start: datetime, end: datetime, salt: int, share: float,
+                conversion_window: timedelta = DEFAULT_CONVERSION_WINDOW) -> dict[str, ArmMetrics]:  # fmt: skip
+    """Both arms' metrics for requests in [start, end) (stream time), users split by (salt, share)."""
+    if not end > start:
+        raise ValueError(f"metrics window end {end.isoformat()} is not after its start {start.isoformat()}")
+    if not conversion_window > timedelta(0):
+        raise ValueError(f"conversion window {conversion_window} must be positive")
+    threshold(share)  # refuses a share outside 0..1 before any query
+    max_seq = store.ingested_seq()  # one ingestion point for both queries: a user arriving between them is not lost
+    users = store.request_users(start, end, max_seq)
+    arms = pa.table({"user_id": pa.array(users, pa.int64()), "arm": pa.array(assign_arms(users, salt, share))})
+    rows = {r["arm"]: r for r in store.arm_request_metrics(arms, start, end, conversion_window, max_seq).to_pylist()}
+    out = {}
+    for arm in ARMS:
+        r = rows.get(arm)
+        if r is None:
+            out[arm] = ArmMetrics(arm, salt, share, start, end)
+            continue
+        out[arm] = ArmMetrics(arm, salt, share, start, end, users=r["users"], requests=r["requests"], ok=r["ok"],
+                              errors=dict(r["errors"] or {}), latency_p50_ms=r["latency_p50_ms"],
+                              latency_p99_ms=r["latency_p99_ms"], conversions=r["conversions"],
+                              completion_mean=r["completion_mean"], ratings=r["ratings"],
+                              rating_mean=r["rating_mean"])  # fmt: skip
+    logger.debug("arm metrics [%s, %s) share %g: %s", start, end, share, {a: m.requests for a, m in out.items()})
+    return out
+
+
+class ArmGauges:
+    """Prometheus gauges `experiment_<name>{experiment, arm}` for a dashboard, in a registry of its own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._gauges = {name: Gauge(f"experiment_{name}", f"Online {name} of an experiment arm (from the stream)",
+                                    ["experiment", "arm"], registry=self.registry) for name in GAUGES}  # fmt: skip
+
+    def update(self, experiment: str, metrics: Mapping[str, ArmMetrics]) -> None:
+        """Set every gauge of `experiment` from its arms' metrics."""
+        for arm, m in metrics.items():
+            for name, value in m.gauges().items():
+                self._gauges[name].labels(experiment, arm).set(value)
