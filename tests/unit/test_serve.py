@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 import warnings
+from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
@@ -13,9 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from movielab.recommender import split
 from movielab.recommender.answers import AnswerTable, Provenance
-from movielab.recommender.data import N_SEGMENTS
-from movielab.recommender.serve import BadUserId, create_app, parse_user_id, swap
+from movielab.recommender.data import N_SEGMENTS, TrainingData
+from movielab.recommender.models import create
+from movielab.recommender.serve import (BadSegments, BadUserId, NoChallenger, create_app, drop_challenger,
+                                        parse_user_id, promote, read_segments, serving, set_challenger, set_share,
+                                        swap, write_segments)  # fmt: skip
 
 with warnings.catch_warnings():
     # starlette asks for `httpx2` instead of `httpx`; the client works the same with either.
@@ -331,3 +337,251 @@ def test_swapping_under_concurrent_requests_never_fails_or_mixes_tables() -> Non
     assert failures == []
     assert len(answered) >= 21 * 20
     assert {h for h, _ in seen} >= {champion[tables[0]]["model"], champion[tables[1]]["model"]}
+
+
+# --- canary: champion and challenger ------------------------------------------------------------
+PROV2 = Provenance("fake", "4", "snap-2", "abc124", "2026-03-21T08:00:00")
+USERS = range(1001, 2001)  # unknown to the model: the arm shows in the header of every answer
+
+
+@pytest.fixture
+def canary(table):
+    """An app with the fixture table as champion and a rotated model as challenger at share 0."""
+    app = create_app(table)
+    set_challenger(app, AnswerTable.build(FakeModel(shift=7), PROV2), share=0.0, salt=42)
+    with TestClient(app) as c:
+        yield c
+
+
+def arms(client, users) -> dict[int, str]:
+    """The arm named in each user's X-Model header (and the header's version agrees with the arm)."""
+    out = {}
+    for user in users:
+        r = client.get(f"/recommend/{user}")
+        assert r.status_code == 200
+        arm = r.headers["x-model"].rsplit("; arm=", 1)[1]
+        assert r.headers["x-model"].startswith("fake/4; " if arm == "challenger" else "fake/3; ")
+        out[user] = arm
+    return out
+
+
+def test_share_zero_is_all_champion_and_share_one_all_challenger(canary) -> None:
+    assert set(arms(canary, range(1, 301)).values()) == {"champion"}
+    set_share(canary.app, 1.0)
+    assert set(arms(canary, range(1, 301)).values()) == {"challenger"}
+    r = canary.get("/recommend/40")  # a model user gets the challenger's own list
+    assert (r.text, r.headers["x-model"]) == (",".join(ITEMS[7:27]), header("model", PROV2, "challenger"))
+
+
+def test_share_routes_exactly_the_users_split_puts_in_the_challenger(canary) -> None:
+    set_share(canary.app, 0.3)
+    got = arms(canary, USERS)
+    want = {u: "challenger" if split.in_challenger(u, 42, 0.3) else "champion" for u in USERS}
+    assert got == want
+    assert 0.25 < sum(a == "challenger" for a in got.values()) / len(USERS) < 0.35
+
+
+def test_users_are_sticky_and_a_larger_share_keeps_the_challenger_users(canary) -> None:
+    users = range(1001, 1401)
+    set_share(canary.app, 0.1)
+    first = arms(canary, users)
+    assert arms(canary, users) == first  # asked again: same arm for everyone
+    set_share(canary.app, 0.5)
+    wider = arms(canary, users)
+    assert all(wider[u] == "challenger" for u, a in first.items() if a == "challenger")
+    assert sum(a == "challenger" for a in wider.values()) > 2 * sum(a == "challenger" for a in first.values())
+    set_share(canary.app, 0.5, salt=7)  # a new experiment reshuffles
+    assert arms(canary, users) != wider
+
+
+def test_metrics_count_requests_and_latency_by_arm(canary) -> None:
+    set_share(canary.app, 0.3)
+    got = arms(canary, range(1001, 1201))
+    n_ch = sum(a == "challenger" for a in got.values())
+    assert 0 < n_ch < 200
+    assert metric(canary, 'recommend_requests_total{arm="challenger",source="global"}') == n_ch
+    assert metric(canary, 'recommend_requests_total{arm="champion",source="global"}') == 200 - n_ch
+    assert metric(canary, 'recommend_latency_seconds_count{arm="challenger"}') == n_ch
+    assert metric(canary, 'recommend_latency_seconds_count{arm="champion"}') == 200 - n_ch
+    text = canary.get("/metrics").text
+    assert 'model_info{arm="champion",code="abc123",model="fake",snapshot="snap-1",version="3"} 1.0' in text
+    assert 'model_info{arm="challenger",code="abc124",model="fake",snapshot="snap-2",version="4"} 1.0' in text
+    assert metric(canary, "recommend_challenger_share") == 0.3
+
+
+def test_promote_makes_the_challenger_champion_for_everyone(canary) -> None:
+    set_share(canary.app, 0.3)
+    old = promote(canary.app)
+    assert old.provenance == PROV
+    assert serving(canary.app).challenger is None and serving(canary.app).share == 0.0
+    assert {canary.get(f"/recommend/{u}").headers["x-model"] for u in range(1001, 1101)} == {
+        header("global", PROV2, "champion")}  # fmt: skip
+    text = canary.get("/metrics").text
+    assert 'model_info{arm="champion",code="abc124",model="fake",snapshot="snap-2",version="4"} 1.0' in text
+    assert 'version="3"' not in text and 'arm="challenger",code' not in text
+    assert metric(canary, "model_swaps_total") == 2  # the challenger swapped in, then promoted
+    with pytest.raises(NoChallenger, match="nothing to promote"):
+        promote(canary.app)
+
+
+def test_drop_sends_everyone_back_to_the_champion(canary) -> None:
+    set_share(canary.app, 1.0)
+    assert drop_challenger(canary.app).provenance == PROV2
+    assert set(arms(canary, range(1, 101)).values()) == {"champion"}
+    with pytest.raises(NoChallenger, match="nothing to drop"):
+        drop_challenger(canary.app)
+    with pytest.raises(NoChallenger, match="load one before setting its share"):
+        set_share(canary.app, 0.5)
+    with pytest.raises(ValueError, match="challenger share 1.5 must be between 0 and 1"):
+        set_share(canary.app, 1.5)
+
+
+def test_a_champion_swap_keeps_the_challenger_and_its_share(canary) -> None:
+    set_share(canary.app, 0.3)
+    swap(canary.app, AnswerTable.build(FakeModel(shift=3), Provenance("fake", "5", "s", "c", "t")))
+    s = serving(canary.app)
+    assert (s.share, s.salt, s.challenger.table.provenance) == (0.3, 42, PROV2)
+    assert {h.split(";")[0] for h in (canary.get(f"/recommend/{u}").headers["x-model"] for u in USERS)} == {
+        "fake/5", "fake/4"}  # fmt: skip
+
+
+# --- admin endpoints ----------------------------------------------------------------------------
+def save_version(folder: Path, version: str, seed: int) -> Path:
+    """A real saved popularity version (arrays + manifest) over users 1..60 and the test items."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    data = TrainingData.from_triples(rng.integers(1, 61, n), rng.choice(ITEMS, n), np.ones(n), np.zeros(n),
+                                     np.zeros(n), snapshot_id=f"snap-{version}")  # fmt: skip
+    create("popularity").fit(data).save(folder)
+    manifest = {"model": "popularity", "version": version, "snapshot_id": f"snap-{version}",
+                "code_version": "abc123", "trained_at": "2026-03-20T08:00:00", "params": {}}  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.fixture
+def version(tmp_path) -> Path:
+    return save_version(tmp_path / "v0007", "v0007", seed=7)
+
+
+def test_admin_loads_a_challenger_sets_its_share_and_promotes_it(client, version) -> None:
+    r = client.post("/admin/load", json={"folder": str(version), "arm": "challenger", "share": 0.5, "salt": 3})
+    assert r.status_code == 200, r.text
+    state = r.json()
+    assert state["challenger"]["provenance"]["model_version"] == "v0007"
+    assert state["challenger"]["folder"] == str(version)
+    assert (state["share"], state["salt"], state["loaded"], state["loading"]) == (0.5, 3, "challenger", None)
+    assert client.get("/admin/state").json()["champion"]["provenance"] == PROV.as_dict()
+    seen = {client.get(f"/recommend/{u}").headers["x-model"].split("; ")[0] for u in range(1, 101)}
+    assert seen == {"fake/3", "popularity/v0007"}
+    assert client.post("/admin/share", json={"share": 1}).json()["share"] == 1
+    assert {client.get(f"/recommend/{u}").headers["x-model"].split("; ")[0] for u in range(1, 51)} == {
+        "popularity/v0007"}  # fmt: skip
+    state = client.post("/admin/promote").json()
+    assert state["champion"]["provenance"]["model_version"] == "v0007" and state["challenger"] is None
+    assert client.get("/healthz").json()["provenance"]["model_version"] == "v0007"
+
+
+def test_admin_load_as_champion_and_drop(client, version) -> None:
+    r = client.post("/admin/load", json={"folder": str(version)})
+    assert r.status_code == 200 and r.json()["champion"]["provenance"]["model_version"] == "v0007"
+    assert client.get("/recommend/5").headers["x-model"].startswith("popularity/v0007; ")
+    assert client.post("/admin/load", json={"folder": str(version), "arm": "challenger"}).json()["share"] == 0
+    assert client.post("/admin/drop").json()["challenger"] is None
+
+
+def test_admin_load_uses_the_segments_file_next_to_the_artifact(client, version) -> None:
+    write_segments(version / "segments.json", {5000: 3})
+    assert client.post("/admin/load", json={"folder": str(version)}).json()["champion"]["segment_users"] == 1
+    assert client.get("/recommend/5000").headers["x-model"].endswith("; source=segment; arm=champion")
+    arrow = write_segments(version.parent / "segs.arrow", {5000: 3, 5001: -1, 5002: 13})
+    assert read_segments(arrow) == {5000: 3, 5001: -1, 5002: 13}
+    r = client.post("/admin/load", json={"folder": str(version), "segments": str(arrow)})
+    assert r.json()["champion"]["segment_users"] == 2  # -1: segment unknown, the global list
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [("/admin/load", b"{", 400, "request body is not JSON"),
+     ("/admin/load", b"[1]", 400, "request body must be a JSON object, got list"),
+     ("/admin/load", b"{}", 400, "field 'folder' is required"),
+     ("/admin/load", b'{"folder": null}', 400, "field 'folder' is required"),
+     ("/admin/load", b'{"folder": 5}', 400, "field 'folder' must be str, got 5"),
+     ("/admin/load", b'{"folder": "x", "colour": 1}', 400, "unknown field(s) colour"),
+     ("/admin/load", b'{"folder": "VERSION", "arm": "canary"}', 400, "arm 'canary' must be 'champion' or"),
+     ("/admin/load", b'{"folder": "VERSION", "share": 0.5}', 400, "share and salt apply to a challenger only"),
+     ("/admin/load", b'{"folder": "VERSION", "arm": "challenger", "share": 2}', 400,
+      "challenger share 2 must be between 0 and 1"),
+     ("/admin/load", b'{"folder": "VERSION", "arm": "challenger", "salt": -1}', 400, "salt -1 must be an integer"),
+     ("/admin/load", b'{"folder": "VERSION", "arm": "challenger", "share": true}', 400, "field 'share' must be"),
+     ("/admin/load", b'{"folder": "/nonexistent/v1"}', 404, "version folder /nonexistent/v1 does not exist"),
+     ("/admin/load", b'{"folder": "EMPTY"}', 404, "manifest.json is missing"),
+     ("/admin/load", b'{"folder": "VERSION", "segments": "NOSEGS"}', 400, "cannot be read"),
+     ("/admin/share", b'{"share": 0.5}', 409, "no challenger is loaded"),
+     ("/admin/share", b'{"share": "half"}', 400, "field 'share' must be int or float"),
+     ("/admin/promote", b"", 409, "nothing to promote"),
+     ("/admin/promote", b'{"now": 1}', 400, "unknown field(s) now"),
+     ("/admin/drop", b"", 409, "nothing to drop"),
+     ("/admin/reboot", b"", 404, "no admin endpoint POST /admin/reboot")],
+)  # fmt: skip
+def test_admin_bad_input_is_4xx_json_naming_the_reason(client, version, tmp_path, path, body, status,
+                                                       message) -> None:  # fmt: skip
+    (tmp_path / "empty").mkdir()
+    body = body.replace(b"VERSION", str(version).encode()).replace(b"EMPTY", str(tmp_path / "empty").encode())
+    body = body.replace(b"NOSEGS", str(tmp_path / "none.json").encode())
+    r = client.post(path, content=body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    assert serving(client.app).champion.table.provenance == PROV  # nothing changed
+
+
+def test_admin_load_of_a_broken_artifact_is_400_and_keeps_serving(client, version) -> None:
+    good = (version / "model.json").read_text()
+    (version / "model.json").write_text("{not json")
+    r = client.post("/admin/load", json={"folder": str(version)})
+    assert r.status_code == 400 and "model.json cannot be read" in r.json()["error"]
+    (version / "model.json").write_text(good)
+    (version / "manifest.json").write_text(json.dumps({"model": "popularity"}))
+    r = client.post("/admin/load", json={"folder": str(version)})
+    assert r.status_code == 400 and "has no field 'version'" in r.json()["error"]
+    assert client.get("/recommend/10").headers["x-model"] == header("model")
+
+
+def test_admin_refuses_a_second_load_and_proxied_requests(client, version) -> None:
+    client.app.state.loading = "champion"  # as while a load builds its table in a worker thread
+    r = client.post("/admin/load", json={"folder": str(version)})
+    assert (r.status_code, r.json()["error"]) == (409, "a champion load is in progress; retry when it is done")
+    client.app.state.loading = None
+    r = client.get("/admin/state", headers={"X-Movielab-Proxy": "1"})
+    assert r.status_code == 403 and "replica's own port only" in r.json()["error"]
+    r = client.get("/admin/load")
+    assert (r.status_code, r.json()["error"]) == (405, "GET /admin/load: use POST")
+
+
+@pytest.mark.parametrize(("text", "reason"), [("{}", None), ("[1]", "expected a JSON object"),
+                                              ('{"x": 1}', "user id 'x' is not"), ('{"5": 14}', "segment 14 of user 5"),
+                                              ('{"5": "3"}', "segment '3' of user 5")])  # fmt: skip
+def test_read_segments_names_the_file_and_the_reason(tmp_path, text, reason) -> None:
+    path = tmp_path / "segments.json"
+    path.write_text(text)
+    if reason is None:
+        assert read_segments(path) == {}
+    else:
+        with pytest.raises(BadSegments, match=re.escape(f"segments file {path}: ") + ".*" + re.escape(reason)):
+            read_segments(path)
+
+
+def test_explain_tells_the_arm_source_and_manifest(client, version) -> None:
+    client.post("/admin/load", json={"folder": str(version), "arm": "challenger", "share": 1})
+    e = client.get("/explain/5").json()
+    assert (e["user"], e["arm"], e["source"], e["folder"]) == (5, "challenger", "model", str(version))
+    assert e["manifest"]["version"] == "v0007" and e["provenance"]["model_version"] == "v0007"
+    assert ",".join(e["answer"]) == client.get("/recommend/5").text
+    assert e["header"] == client.get("/recommend/5").headers["x-model"]
+    assert e["bucket"] == split.bucket(5, 0) and e["threshold"] == split.BUCKETS
+    client.post("/admin/drop")
+    e = client.get("/explain/12345").json()
+    assert (e["arm"], e["source"], e["manifest"]) == ("champion", "global", None)
+    assert "does not know this user" in e["reason"]
+    r = client.get("/explain/abc")
+    assert r.status_code == 400 and r.json()["error"].startswith("user id 'abc' is not")

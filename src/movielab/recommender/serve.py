@@ -50,6 +50,7 @@ PREFIX = "/recommend/"
 # nginx sets this on every request it forwards; admin routes refuse such requests (defence in depth: the
 # generated nginx config does not forward /admin at all).
 PROXY_HEADER = "x-movielab-proxy"
+ADMIN_POST = ("/admin/load", "/admin/share", "/admin/promote", "/admin/drop")
 SEGMENT_FILES = ("segments.json", "segments.arrow")  # looked for next to the artifact when none is named
 
 
@@ -232,7 +233,7 @@ def create_app(table: AnswerTable, instrument: bool = True, *, folder: str | Pat
         Route("/admin/share", _admin_share, methods=["POST"]),
         Route("/admin/promote", _admin_promote, methods=["POST"]),
         Route("/admin/drop", _admin_drop, methods=["POST"]),
-        Route("/admin/{rest:path}", _admin_unknown),
+        Route("/admin/{rest:path}", _admin_unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ])  # fmt: skip
     # Inside the catch-all (ServerErrorMiddleware), in front of the router.
     app.add_middleware(RecommendFastPath, endpoint=recommend)
@@ -545,6 +546,11 @@ async def _admin_drop(request: Request) -> dict:
 
 @_admin
 async def _admin_unknown(request: Request) -> dict:
+    path = request.url.path
+    if path in ADMIN_POST:
+        raise _AdminError(405, f"{request.method} {path}: use POST")
+    if path == "/admin/state":
+        raise _AdminError(405, f"{request.method} {path}: use GET")
     raise _AdminError(404, f"no admin endpoint {request.method} {request.url.path}; there are GET /admin/state, "
                       "POST /admin/load, /admin/share, /admin/promote, /admin/drop")  # fmt: skip
 
