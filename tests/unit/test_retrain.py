@@ -1,0 +1,274 @@
+"""Retraining: data checks, the offline gate (known good, worse-than-popularity and NaN models), the crash case."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from movielab.recommender import evaluate, pipeline
+from movielab.recommender import models as model_registry
+from movielab.recommender.data import TrainingData
+from movielab.recommender.models import Model, create
+from movielab.recommender.registry import Registry
+from movielab.recommender.retrain import RetrainPolicy, Retrainer, check_output, gate, read_records, stream_time
+from movielab.recommender.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
+from movielab.recommender.worldapi import MovieInfo, UserInfo
+
+T0 = datetime(2026, 3, 20, 6, 0, 0)
+GROUP_USERS = (40, 30, 20, 10)  # unequal groups: popularity favours group 0's block
+BLOCK = 12  # movies per group; a user watches PER_USER of its own block
+PER_USER = 8
+MINUTES = 3  # each watch is minutes 1..3 of a 3-minute movie: completion 1
+POLICY = RetrainPolicy(model="ease", params={"lam": 10.0}, min_events=100, min_users=10, min_items=10)
+
+
+def movie(group: int, i: int) -> str:
+    return f"block+{'abcd'[group]}+film+{i}+2000"
+
+
+def block_events(seed: int = 0, first_user: int = 1, hours: float = 48.0) -> Batch:
+    """Each group's users watch PER_USER random movies of the group's own block, at random times over `hours`.
+
+    The known answer: a user's later watches are in its own block, so an item-item model ranks them first;
+    popularity ranks group 0's block first for everyone.
+    """
+    rng = np.random.default_rng(seed)
+    users, movies, times = [], [], []
+    uid = first_user
+    for g, n in enumerate(GROUP_USERS):
+        for _ in range(n):
+            for i in rng.choice(BLOCK, PER_USER, replace=False):
+                users.append(uid)
+                movies.append(movie(g, int(i)))
+                times.append(T0 + timedelta(seconds=float(rng.uniform(0, hours * 3600))))
+            uid += 1
+    n = len(users) * MINUTES
+    minute = np.tile(np.arange(1, MINUTES + 1, dtype=np.int32), len(users))
+    t = np.repeat(np.array(times, "datetime64[us]"), MINUTES) + (minute - 1).astype("timedelta64[m]")
+    none = pa.nulls(n)
+    events = pa.table({
+        "topic": pa.array(["movielog1"] * n), "partition": pa.array(np.zeros(n, np.int32)),
+        "offset": pa.array(np.arange(n, dtype=np.int64) + seed * 10_000_000), "time": pa.array(t),
+        "user_id": pa.array(np.repeat(np.array(users, np.int64), MINUTES)), "kind": pa.array(["watch"] * n),
+        "movie_id": pa.array(np.repeat(np.array(movies), MINUTES).tolist()), "minute": pa.array(minute),
+        "rating": none, "server": none, "status": none, "recommendations": none, "error": none, "response_ms": none,
+    }).cast(EVENT_SCHEMA)  # fmt: skip
+    films = [MovieInfo(movie(g, i), MINUTES, ("Drama",), None) for g in range(len(GROUP_USERS)) for i in range(BLOCK)]
+    people = [UserInfo(u, 20 + u % 40, "FM"[u % 2], "other") for u in range(first_user, uid)]
+    return Batch(events, QUARANTINE_SCHEMA.empty_table(), films, people)
+
+
+@pytest.fixture
+def store():
+    with EventStore(None) as s:
+        s.append(block_events())
+        yield s
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An initialized MLflow sqlite database; copying it spares each test the schema migrations (seconds)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def registry(mlflow_template: Path, tmp_path: Path) -> Registry:
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
+    return Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", "movielab-team1", tmp_path / "cache", tmp_path / "mlruns")
+
+
+def retrainer(store: EventStore, registry: Registry, tmp_path: Path, policy: RetrainPolicy = POLICY,
+              rollout=None) -> Retrainer:  # fmt: skip
+    return Retrainer(store, registry, tmp_path / "models", policy, tmp_path / "retrain.jsonl", rollout)
+
+
+class Unpopular(Model):
+    """Ranks the least-watched movies first: a working model that is worse than popularity here."""
+
+    name: ClassVar[str] = "unpopular"
+    arrays: ClassVar[tuple[str, ...]] = ("counts",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts = np.zeros(0, np.float32)
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def _fit(self, data: TrainingData) -> None:
+        self.counts = np.bincount(self.seen_indices, minlength=self.n_items).astype(np.float32)
+
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        return np.repeat(-self.counts[None, :], len(np.asarray(rows).reshape(-1)), axis=0)
+
+
+class NaNScores(Unpopular):
+    """Scores every movie NaN."""
+
+    name: ClassVar[str] = "nanscores"
+
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        return np.full((len(np.asarray(rows).reshape(-1)), self.n_items), np.nan, np.float32)
+
+
+@pytest.fixture
+def extra_models(monkeypatch):
+    monkeypatch.setitem(model_registry.MODELS, "unpopular", Unpopular)
+    monkeypatch.setitem(model_registry.MODELS, "nanscores", NaNScores)
+
+
+# --- the gate on its own ---------------------------------------------------------------------------
+def snapshot_data(store: EventStore) -> TrainingData:
+    return store.training_data(store.create_snapshot("all", None, None))
+
+
+def test_gate_accepts_a_personalised_model_and_measures_all_three(store: EventStore) -> None:
+    data = snapshot_data(store)
+    verdict = gate(create("ease", lam=10.0).fit(data), data, ("popularity", {}), POLICY)
+    m = verdict.metrics
+    assert verdict.accepted, verdict.reason
+    assert m["ndcg@10"] > m["popularity.ndcg@10"] and m["champion.ndcg@10"] == m["popularity.ndcg@10"]
+    assert 0 < m["popularity.ndcg@10"] < m["ndcg@10"] <= 1 and m["test_users"] > 0
+
+
+def test_gate_rejects_a_model_worse_than_popularity(store: EventStore, extra_models) -> None:
+    data = snapshot_data(store)
+    verdict = gate(create("unpopular").fit(data), data, None, POLICY)
+    assert not verdict.accepted
+    assert "not better than popularity" in verdict.reason
+    assert verdict.metrics["ndcg@10"] < verdict.metrics["popularity.ndcg@10"]
+
+
+def test_gate_rejects_a_candidate_below_the_champion_beyond_the_tolerance(store: EventStore) -> None:
+    data = snapshot_data(store)
+    # itemknn with one neighbour is better than popularity here, but far below EASE.
+    weak = create("itemknn", k=1).fit(data)
+    verdict = gate(weak, data, ("ease", {"lam": 10.0}), POLICY)
+    m = verdict.metrics
+    assert m["ndcg@10"] > m["popularity.ndcg@10"], m
+    assert m["ndcg@10"] < m["champion.ndcg@10"] * (1 - POLICY.tolerance), m
+    assert not verdict.accepted and "below the champion" in verdict.reason
+
+
+def test_check_output_finds_nan_that_fit_did_not_sample(store: EventStore) -> None:
+    model = create("ease", lam=10.0).fit(snapshot_data(store))
+    assert check_output(model) is None
+    model.weights[0, 1] = np.nan  # after fit: only a scan of the arrays sees it
+    assert "NaN" in check_output(model)
+    verdict = gate(model, snapshot_data(store), None, POLICY)
+    assert not verdict.accepted and "candidate output" in verdict.reason and verdict.metrics == {}
+
+
+# --- full runs with the registry ---------------------------------------------------------------------
+def test_first_accepted_run_becomes_champion_and_the_next_the_challenger(store, registry, tmp_path) -> None:
+    rolled = []
+    r = retrainer(store, registry, tmp_path, rollout=lambda mv, rec: rolled.append((mv.version, mv.aliases)))
+    first = r.run()
+    assert first.status == "accepted", first.reason
+    assert first.decision == "champion" and first.registered_version == "1" and first.stage == "rollout"
+    assert registry.champion_version().version == "1" and registry.challenger_version() is None
+    champ = pipeline.load(registry.champion())
+    assert champ.manifest["snapshot_id"] == first.snapshot["id"] and champ.manifest["version"] == "v0001"
+    second = r.run()
+    assert second.status == "accepted" and second.decision == "challenger"
+    assert rolled == [("1", ("champion",)), ("2", ("challenger",))]
+    assert registry.champion_version().version == "1" and registry.challenger_version().version == "2"
+    kept = read_records(tmp_path / "retrain.jsonl")
+    assert [k["id"] for k in kept] == [first.id, second.id]
+    assert set(kept[0]["seconds"]) == {"snapshot", "checks", "train", "gate", "register", "rollout", "total"}
+    assert kept[0]["metrics"]["ndcg@10"] == pytest.approx(first.metrics["ndcg@10"])
+    assert registry.run_metrics(first.run_id)["popularity.ndcg_at_10"] == pytest.approx(
+        first.metrics["popularity.ndcg@10"])  # fmt: skip
+
+
+def test_rejected_models_never_reach_the_registry(store, registry, tmp_path, extra_models) -> None:
+    for name in ("unpopular", "nanscores"):
+        rec = retrainer(store, registry, tmp_path, RetrainPolicy(model=name, min_events=100)).run()
+        assert rec.status == "rejected", rec
+        assert rec.registered_version is None
+    reasons = [k["reason"] for k in read_records(tmp_path / "retrain.jsonl")]
+    assert "not better than popularity" in reasons[0]
+    assert reasons[1].startswith("training gave no safe model") and "NaN" in reasons[1]
+    assert registry.versions() == [] and registry.champion() is None
+
+
+def test_data_checks_reject_a_thin_snapshot_with_the_reason(store, registry, tmp_path) -> None:
+    rec = retrainer(store, registry, tmp_path, RetrainPolicy(min_events=10**9)).run()
+    assert rec.status == "rejected" and rec.stage == "checks"
+    assert rec.reason.startswith("data check:") and "min_events=1000000000" in rec.reason
+    assert rec.snapshot["rows"] == store.counts()["events"] and registry.versions() == []
+
+
+def _boom(*args, **kwargs):
+    raise RuntimeError("disk on fire")
+
+
+CRASHES = {  # stage → (object, attribute) to replace with _boom
+    "snapshot": (EventStore, "create_snapshot"),
+    "checks": (EventStore, "verify_snapshot"),
+    "train": (pipeline, "train"),
+    "gate": (evaluate, "evaluate_model"),
+    "register": ("client", "create_model_version"),
+}
+
+
+@pytest.mark.parametrize("stage", [*CRASHES, "rollout"])
+def test_a_crash_in_any_stage_leaves_the_champion_untouched(stage, store, registry, tmp_path, monkeypatch) -> None:
+    r = retrainer(store, registry, tmp_path)
+    assert r.run().decision == "champion"
+    before = pipeline.load(registry.champion())
+    if stage == "rollout":
+        r.rollout = _boom
+    else:
+        owner, attr = CRASHES[stage]
+        monkeypatch.setattr(registry._client if owner == "client" else owner, attr, _boom)
+    store.append(block_events(seed=1, first_user=1000))  # new data, so a run would make a new version
+    rec = r.run()
+    monkeypatch.undo()
+    assert rec.status == "failed" and rec.stage == stage
+    assert rec.reason == f"{stage} failed: RuntimeError: disk on fire"
+    assert registry.champion_version().version == "1" and registry.challenger_version() is None
+    after = pipeline.load(registry.champion())
+    assert after.manifest == before.manifest
+    users = before.model.users[:50]
+    assert [after.model.recommend(int(u)) for u in users] == [before.model.recommend(int(u)) for u in users]
+    assert read_records(tmp_path / "retrain.jsonl")[-1]["status"] == "failed"
+
+
+def test_schedule_follows_stream_time_and_survives_a_restart(store, registry, tmp_path) -> None:
+    policy = RetrainPolicy(model="popularity", min_events=100, every_hours=6)
+    r = retrainer(store, registry, tmp_path, policy)
+    now = stream_time(store)
+    assert r.due() and r.due(now)
+    first = r.maybe_run()
+    assert first is not None and first.trigger == "schedule" and first.stream_time == now.isoformat()
+    assert r.maybe_run() is None  # no new stream time
+    restarted = retrainer(store, registry, tmp_path, policy)
+    assert not restarted.due(now + timedelta(hours=5, minutes=59))
+    assert restarted.due(now + timedelta(hours=6))
+
+
+def test_policy_from_config_and_records_are_json(tmp_path) -> None:
+    from movielab.recommender.config import RecommenderConfig
+
+    c = RecommenderConfig(model="als", model_params={"factors": 8}, retrain_every_hours=2, gate_tolerance=0.1)
+    p = RetrainPolicy.from_config(c)
+    assert (p.model, p.params, p.every_hours, p.tolerance) == ("als", {"factors": 8}, 2, 0.1)
+    with EventStore(None) as empty:
+        assert stream_time(empty) is None
+        r = Retrainer(empty, None, tmp_path / "m", p, tmp_path / "log.jsonl")  # type: ignore[arg-type]
+        assert not r.due()
+        rec = r.run()
+    assert rec.status == "rejected" and rec.reason == "the store holds no events yet"
+    assert json.loads((tmp_path / "log.jsonl").read_text())["reason"] == rec.reason
