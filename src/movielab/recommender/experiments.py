@@ -21,6 +21,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -295,7 +296,7 @@ class CanaryPlan:
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(float(s) for s in self.steps))
         s = self.steps
-        if not s or not all(0.0 < x <= 1.0 for x in s) or any(b <= a for a, b in zip(s, s[1:], strict=False)):
+        if not s or not all(0.0 < x <= 1.0 for x in s) or any(b <= a for a, b in pairwise(s)):
             raise ValueError(f"canary steps {s!r} must be strictly increasing shares in (0, 1]")
         if s[0] >= 1.0:
             raise ValueError(f"canary steps {s!r} need a first share below 1 to compare the arms")
