@@ -1,0 +1,197 @@
+"""Per-arm online metrics from the event store, on hand-built batches whose right answer is known."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from prometheus_client import generate_latest
+
+from movielab.contract import rate_line, recommendation_line, watch_line
+from movielab.recommender.experiments import CanaryPlan, Experiment, tick
+from movielab.recommender.online import ArmGauges, ArmMetrics, arm_metrics, assign_arms
+from movielab.recommender.split import in_challenger
+from movielab.recommender.store import QUARANTINE_SCHEMA, Batch, EventStore
+from movielab.recommender.validate import parse_values
+from movielab.recommender.worldapi import MovieInfo
+
+T0 = datetime(2026, 3, 20, 8, 0, 0)
+END = T0 + timedelta(hours=3)
+A, B, C = "a+2000", "b+2001", "c+2002"
+SERVER = "team1.local:8082"
+SALT, SHARE = 4242, 0.5
+
+
+def batch(lines: list[str], first: int = 0) -> Batch:
+    """Good lines at offsets first, first + 1, … of partition 0 (as tests/unit/test_store.py builds them)."""
+    parsed, bad = parse_values(lines)
+    assert not bad, bad
+    n = parsed.num_rows
+    events = (parsed.drop_columns(["idx"]).append_column("topic", pa.array(["movielog1"] * n))
+              .append_column("partition", pa.array([0] * n, pa.int32()))
+              .append_column("offset", pa.array(range(first, first + n), pa.int64())))  # fmt: skip
+    return Batch(events, QUARANTINE_SCHEMA.empty_table())
+
+
+def users_of(salt: int, share: float, n: int) -> tuple[list[int], list[int]]:
+    """The first `n` champion and `n` challenger user ids under (salt, share)."""
+    champion, challenger = [], []
+    for u in range(1, 10_000):
+        (challenger if in_challenger(u, salt, share) else champion).append(u)
+    return champion[:n], challenger[:n]
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def request(minutes: float, user: int, status: int, result: str, ms: int) -> str:
+    return recommendation_line(at(minutes).strftime("%Y-%m-%dT%H:%M:%S.%f"), user, SERVER, status, result, ms)
+
+
+def watch(minutes: float, user: int, movie: str, watched: list[int]) -> list[str]:
+    """One line a minute from `minutes` on."""
+    return [watch_line(at(minutes + i).strftime("%Y-%m-%dT%H:%M:%S"), user, movie, m) for i, m in enumerate(watched)]
+
+
+def rate(minutes: float, user: int, movie: str, stars: int) -> str:
+    return rate_line(at(minutes).strftime("%Y-%m-%dT%H:%M:%S"), user, movie, stars)
+
+
+def known_lines(salt: int = SALT, share: float = SHARE) -> list[str]:
+    """Champion users c1..c3 and challenger users h1, h2 (see each line's comment for what it should count)."""
+    (c1, c2, c3), (h1, h2) = users_of(salt, share, 3)[0], users_of(salt, share, 2)[1]
+    lines = [request(-60, c1, 200, A, 9)]  # before the window: not counted
+    lines += watch(-59, c1, A, [1, 2])  # … nor its watch
+    # c1: converts on A (first of its list), watches 50 of A's 100 minutes, rates it 4; a later request does not
+    lines += [request(0, c1, 200, f"{A}, {B}", 10), *watch(1, c1, A, list(range(1, 51))), rate(60, c1, A, 4)]
+    lines += [request(120, c1, 200, C, 20)]
+    # c2: a time-out, then a request whose movie is watched 69 minutes later: outside the 60-minute window
+    lines += [request(10, c2, 0, f"Request timeout to {SERVER} after 600 ms", 601)]
+    lines += [request(11, c2, 200, B, 30), *watch(80, c2, B, [1, 2, 3])]
+    # c3: converts on C (unknown runtime: 120) with 60 minutes; the next request (list B) takes the later
+    # C lines as last touch but does not convert on them; a watch of a movie not recommended converts nothing
+    lines += [request(5, c3, 200, f"{A}, {C}", 15), *watch(6, c3, C, list(range(1, 61)))]
+    lines += [request(20, c3, 200, B, 25), *watch(100, c3, A, [1, 2])]
+    # h1: an HTTP 500, then converts on B (90 minutes, all watched); rates B 5 then 3: the latest counts
+    lines += [request(0, h1, 500, f"HTTP 500 from {SERVER}", 5), request(1, h1, 200, f"{B}, {A}", 7)]
+    lines += [*watch(30, h1, B, list(range(1, 91))), rate(125, h1, B, 5), rate(130, h1, B, 3)]
+    # h2: watches its recommendation only after the window ends; a refused connection; an invalid body
+    lines += [request(30, h2, 200, A, 40), *watch(185, h2, A, [1, 2])]
+    lines += [request(40, h2, 0, f"Connection refused to {SERVER}", 1)]
+    lines += [request(50, h2, 200, f"Invalid response from {SERVER}: not movie ids", 3)]
+    lines += [request(190, h2, 200, A, 4)]  # after the window
+    return lines
+
+
+@pytest.fixture
+def store():
+    with EventStore(None) as s:
+        s.add_records(movies=[MovieInfo(A, 100, (), "A"), MovieInfo(B, 90, (), "B"), MovieInfo(C, None, (), "C")])
+        yield s
+
+
+def fill(store: EventStore, lines: list[str]) -> None:
+    store.append(batch(lines))
+
+
+def test_known_answer_per_arm(store: EventStore) -> None:
+    fill(store, known_lines())
+    m = arm_metrics(store, T0, END, SALT, SHARE)
+    champion, challenger = m["champion"], m["challenger"]
+    assert (champion.users, champion.requests, champion.ok, champion.errors) == (3, 6, 5, {"timeout": 1})
+    assert champion.conversions == 2 and champion.conversion == pytest.approx(2 / 6)
+    assert champion.completion_mean == pytest.approx((50 / 100 + 60 / 120) / 2)
+    assert (champion.ratings, champion.rating_mean) == (1, 4.0)
+    ms = [10, 20, 601, 30, 15, 25]
+    assert champion.latency_p50_ms == pytest.approx(np.percentile(ms, 50))
+    assert champion.latency_p99_ms == pytest.approx(np.percentile(ms, 99))
+    assert (challenger.users, challenger.requests, challenger.ok) == (2, 5, 2)
+    assert challenger.errors == {"http_500": 1, "connect": 1, "invalid_body": 1}
+    assert challenger.error_rate == pytest.approx(3 / 5) and challenger.ok_share == pytest.approx(2 / 5)
+    assert (challenger.conversions, challenger.completion_mean) == (1, pytest.approx(1.0))
+    assert (challenger.ratings, challenger.rating_mean) == (1, 3.0)
+    assert challenger.latency_p99_ms == pytest.approx(np.percentile([5, 7, 40, 1, 3], 99))
+    assert (challenger.salt, challenger.share, challenger.start, challenger.end) == (SALT, SHARE, T0, END)
+
+
+def test_a_longer_conversion_window_credits_the_late_watch(store: EventStore) -> None:
+    fill(store, known_lines())
+    m = arm_metrics(store, T0, END, SALT, SHARE, conversion_window=timedelta(minutes=70))
+    assert m["champion"].conversions == 3  # c2's B, watched 69 minutes after its request
+    assert m["champion"].completion_mean == pytest.approx((0.5 + 0.5 + 3 / 90) / 3)
+
+
+def test_share_zero_and_one_put_everyone_in_one_arm(store: EventStore) -> None:
+    fill(store, known_lines())
+    split = arm_metrics(store, T0, END, SALT, SHARE)
+    for share, full, empty in ((0.0, "champion", "challenger"), (1.0, "challenger", "champion")):
+        m = arm_metrics(store, T0, END, SALT, share)
+        assert m[empty].requests == 0 and math.isnan(m[empty].conversion) and m[empty].latency_p99_ms is None
+        assert m[full].requests == sum(a.requests for a in split.values())
+        assert m[full].conversions == sum(a.conversions for a in split.values())
+        assert m[full].errors == {**split["champion"].errors, **split["challenger"].errors}
+
+
+def test_a_window_only_counts_requests_inside_it(store: EventStore) -> None:
+    fill(store, known_lines())
+    m = arm_metrics(store, at(30), END, SALT, SHARE)
+    # c1 at 120 (no conversion); h2 at 30, 40, 50; everything else is earlier
+    assert (m["champion"].requests, m["challenger"].requests) == (1, 3)
+    assert m["champion"].conversions == m["challenger"].conversions == 0
+
+
+def test_events_arriving_later_extend_the_counts(store: EventStore) -> None:
+    lines = known_lines()
+    fill(store, lines[:5])
+    first = arm_metrics(store, T0, END, SALT, SHARE)["champion"].requests
+    store.append(batch(lines[5:], first=5))
+    assert first < arm_metrics(store, T0, END, SALT, SHARE)["champion"].requests == 6
+
+
+def test_assignment_matches_the_split() -> None:
+    users = np.arange(1, 5000)
+    arms = assign_arms(users, SALT, 0.3)
+    assert [a == "challenger" for a in arms] == [in_challenger(int(u), SALT, 0.3) for u in users]
+
+
+def test_bad_windows_are_refused(store: EventStore) -> None:
+    with pytest.raises(ValueError, match="is not after its start"):
+        arm_metrics(store, END, T0, SALT, SHARE)
+    with pytest.raises(ValueError, match="conversion window"):
+        arm_metrics(store, T0, END, SALT, SHARE, conversion_window=timedelta(0))
+    with pytest.raises(ValueError, match="challenger share 2"):
+        arm_metrics(store, T0, END, SALT, 2)
+
+
+def test_inconsistent_metrics_are_refused() -> None:
+    with pytest.raises(ValueError, match="errors by kind add up to 0"):
+        ArmMetrics("champion", 1, 0.5, T0, END, users=1, requests=2, ok=1)
+    with pytest.raises(ValueError, match="arm 'treatment' is unknown"):
+        ArmMetrics("treatment", 1, 0.5, T0, END)
+
+
+def test_gauges_and_prometheus_export(store: EventStore) -> None:
+    fill(store, known_lines())
+    m = arm_metrics(store, T0, END, SALT, SHARE)
+    g = m["challenger"].gauges()
+    assert g["requests"] == 5 and g["conversion"] == pytest.approx(1 / 5) and g["error_rate"] == pytest.approx(0.6)
+    assert g["share"] == SHARE and m["champion"].gauges()["share"] == 1 - SHARE
+    assert all(isinstance(v, float) for v in g.values())
+    gauges = ArmGauges()
+    gauges.update("exp1", m)
+    text = generate_latest(gauges.registry).decode()
+    assert 'experiment_conversion{arm="challenger",experiment="exp1"} 0.2' in text
+    assert 'experiment_requests{arm="champion",experiment="exp1"} 6.0' in text
+    assert m["champion"].as_dict()["errors"] == {"timeout": 1}
+
+
+def test_tick_feeds_the_controller_from_the_store(store: EventStore) -> None:
+    exp = Experiment.start("tick-test", "pop/v1", "ease/v2", CanaryPlan(steps=(0.5, 1.0), min_requests=10), T0)
+    fill(store, known_lines(exp.salt, exp.share))
+    d = tick(store, exp, END)
+    assert d.champion["requests"] == 6 and d.challenger["requests"] == 5 and d.challenger["errors"] == 3
+    assert d.action == "wait" and "requests in the smaller arm" in d.reason and exp.decisions[-1]["action"] == "wait"
