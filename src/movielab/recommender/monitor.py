@@ -33,6 +33,7 @@ from starlette.routing import Route
 
 from movielab.recommender.drift import (FEATURES, REQUEST_BUDGET_MS, DriftReport, WindowProfile, compare,
                                         profile_window, read_rows)  # fmt: skip
+from movielab.recommender.validate import REASON_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,7 @@ class MonitorLoop:
         self.offsets: dict[tuple[str, int], int] = {}  # next offset per (topic, partition), events and quarantine
         self.quarantine_seen: dict[tuple[str, str], int] = {}  # (topic, reason kind) → lines already counted
         self.topic_latest: dict[str, datetime] = {}
+        self._topics: set[str] = set()
         self.last_report: DriftReport | None = None
         self._updates = 0
 
@@ -233,6 +235,8 @@ class MonitorLoop:
         m = self.metrics
         quarantine: dict[tuple[str, str], int] = {}
         for part, topic, partition, key, outcome, n, max_offset, max_seq, max_time in rows:
+            if topic not in self._topics:
+                self._init_topic(topic)
             k = (topic, int(partition))
             self.offsets[k] = max(self.offsets.get(k, 0), int(max_offset) + 1)
             if part == "quarantine":
@@ -255,6 +259,15 @@ class MonitorLoop:
                 self.quarantine_seen[key] = n
         for (topic, partition), offset in self.offsets.items():
             m.committed.labels(topic, str(partition)).set(offset)
+
+
+    def _init_topic(self, topic: str) -> None:
+        # Series that exist from the start at 0: rate() cannot see the first increment of a series born later.
+        self._topics.add(topic)
+        for outcome in OUTCOMES:
+            self.metrics.requests.labels(topic, outcome)
+        for kind in REASON_KINDS:
+            self.metrics.quarantined.labels(topic, kind)
 
 
 class IngestorCollector(Collector):

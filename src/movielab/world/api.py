@@ -21,6 +21,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -317,8 +319,13 @@ def create_app(
     *,
     clock: Callable[[], float] = time.monotonic,
     movie_cache_size: int = 20_000,
+    metrics: CollectorRegistry | None = None,
 ) -> FastAPI:
-    """Build the world API over a live `population` and a `catalog`; `rate_limit=None` disables limiting."""
+    """Build the world API over a live `population` and a `catalog`; `rate_limit=None` disables limiting.
+
+    With a `metrics` registry (e.g. holding `movielab.kafka.metrics.ProducedLinesCollector`), `GET /metrics`
+    serves it in the Prometheus text format (not rate-limited).
+    """
     lookup = Lookup(population, catalog, movie_cache_size)
     if len(catalog):
         catalog.index_of(catalog.slug[0])  # build the slug index now, not during the first request
@@ -339,6 +346,12 @@ def create_app(
     async def healthz() -> Response:
         body = {"status": "ok", "users": population.size, "movies": len(catalog)}
         return Response(json.dumps(body).encode(), media_type=_JSON)
+
+    if metrics is not None:
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics_page() -> Response:
+            return Response(generate_latest(metrics), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     app.add_exception_handler(MalformedId, _malformed)
     app.add_exception_handler(UnknownIds, _unknown)

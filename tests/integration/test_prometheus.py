@@ -1,0 +1,155 @@
+"""The real Prometheus scrapes a real serving replica, the operator's metrics and the world API, evaluates the
+project's rules, and raises alerts when the service breaks (and clears them when it is back)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pytest
+from prometheus_client import CollectorRegistry
+
+from movielab.contract import format_time_us, recommendation_line
+from movielab.kafka.metrics import ProducedLinesCollector
+from movielab.prometheus import PrometheusServer, ScrapeJob, find_prometheus
+from movielab.recommender.answers import AnswerTable, Provenance
+from movielab.recommender.monitor import MonitorLoop, OperatorMetrics, create_metrics_app
+from movielab.recommender.serve import create_app as serve_app
+from movielab.recommender.store import QUARANTINE_SCHEMA, Batch, EventStore
+from movielab.recommender.validate import parse_values
+from movielab.webserver import ServerThread
+from movielab.world.api import create_app as world_app
+from movielab.world.bootstrap import build_world
+from movielab.world.config import WorldConfig
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(find_prometheus() is None, reason="prometheus is not installed (Debian package)")]
+
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
+T0 = datetime(2026, 3, 20, 8, 0, 0)
+PRODUCED = 100  # lines the world says it produced on movielog1
+STORED = 40  # lines the operator's store holds (offsets 0..39)
+
+
+class TinyModel:
+    """Three users, five movies, everyone gets the same ranking."""
+
+    name = "tiny"
+    users = np.array([1, 2, 3], np.int64)
+    items = [f"movie+{i}+2000" for i in range(5)]
+
+    def recommend_rows(self, rows: np.ndarray, n: int = 20, exclude_seen: bool = True) -> np.ndarray:
+        return np.tile(np.arange(len(self.items), dtype=np.int32), (len(rows), 1))[:, :n]
+
+    def fallback(self, segment: int) -> list[str]:
+        return self.items
+
+    def params(self) -> dict:
+        return {}
+
+
+class SentLines:
+    """Stands in for the world's KafkaSink counters (no broker in this test): a topic and lines acknowledged."""
+
+    def __init__(self, topic: str, delivered: int) -> None:
+        self.topic, self.delivered, self.failed = topic, delivered, 0
+
+
+def request_lines(n: int, status: int, first_minute: int = 0) -> list[str]:
+    result = "movie+0+2000, movie+1+2000" if status == 200 else "Internal Server Error"
+    return [recommendation_line(format_time_us(T0 + timedelta(minutes=first_minute + i)), 1 + i % 3,
+                                "team1.local:8082", status, result, 12) for i in range(n)]  # fmt: skip
+
+
+def store_batch(lines: list[str], first: int) -> Batch:
+    parsed, bad = parse_values(lines)
+    assert not bad, bad
+    n = parsed.num_rows
+    events = (parsed.drop_columns(["idx"]).append_column("topic", pa.array(["movielog1"] * n))
+              .append_column("partition", pa.array([0] * n, pa.int32()))
+              .append_column("offset", pa.array(range(first, first + n), pa.int64())))  # fmt: skip
+    return Batch(events, QUARANTINE_SCHEMA.empty_table())
+
+
+@pytest.fixture(scope="module")
+def operator():
+    """The operator's /metrics over a real store holding STORED healthy request lines."""
+    store = EventStore(None)
+    store.append(store_batch(request_lines(STORED, 200), first=0))
+    metrics = OperatorMetrics()
+    loop = MonitorLoop(metrics)
+    loop.update(store)
+    with ServerThread(create_metrics_app(metrics)) as server:
+        server.store, server.loop = store, loop
+        yield server
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def world_api(universe):
+    world, _ = build_world(WorldConfig(users=50, allow_download=False), universe=universe)
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(ProducedLinesCollector([SentLines("movielog1", PRODUCED)]))
+    with ServerThread(world_app(world.pop, universe.catalog, rate_limit=None, metrics=registry)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def rules(tmp_path_factory) -> Path:
+    """The project's rules with every `for:` set to 0 s: the same expressions, without minutes of waiting."""
+    path = tmp_path_factory.mktemp("rules") / "alerts.yml"
+    text, n = re.subn(r"\bfor: \d+[smh]\b", "for: 0s", RULES.read_text())
+    assert n >= 10
+    path.write_text(text)
+    return path
+
+
+def serving_app():
+    prov = Provenance("tiny", "1", "snap-1", "abc123", "2026-03-20T08:12:38")
+    return serve_app(AnswerTable.build(TinyModel(), prov, user_segments={}))
+
+
+def test_alerts_fire_when_the_service_breaks_and_clear_when_fixed(operator, world_api, rules) -> None:
+    serving = ServerThread(serving_app()).start()
+    port = serving.port
+    jobs = [ScrapeJob("recommender", [f"127.0.0.1:{port}"]), ScrapeJob("operator", [f"127.0.0.1:{operator.port}"]),
+            ScrapeJob("world", [f"127.0.0.1:{world_api.port}"])]  # fmt: skip
+    try:
+        with PrometheusServer(jobs, [rules]) as prom:
+            assert {g["name"] for g in prom.rule_groups()} >= {"movielab-serving", "movielab-recording"}
+            prom.wait_for(lambda: all(t["health"] == "up" for t in prom.targets()), 20, "all three targets up")
+            with httpx.Client(base_url=serving.url) as http:
+                assert http.get("/recommend/1").status_code == 200
+            prom.wait_for(lambda: prom.value('sum(recommend_requests_total{job="recommender"})') == 1, 20,
+                          "the serving request counted by Prometheus")  # fmt: skip
+            # Lag across two jobs: produced by the world minus stored by the operator.
+            prom.wait_for(lambda: prom.value('topic:consumer_lag:lines{topic="movielog1"}') is not None, 20,
+                          "the lag recording rule")  # fmt: skip
+            assert prom.value('topic:consumer_lag:lines{topic="movielog1"}') == PRODUCED - STORED
+            assert prom.alert_state("ServingReplicaDown") == "inactive"
+            assert prom.alert_state("RecommendationErrorsInStream") == "inactive"
+
+            # Break 1: the replica goes away.
+            serving.stop()
+            prom.wait_for(lambda: prom.alert_state("ServingReplicaDown") == "firing", 30, "ServingReplicaDown firing")
+            firing = [a for a in prom.alerts() if a["labels"]["alertname"] == "ServingReplicaDown"]
+            assert [a["labels"]["instance"] for a in firing] == [f"127.0.0.1:{port}"]
+            assert firing[0]["labels"]["severity"] == "page"
+
+            # Fixed: a replica is back on the same port.
+            serving = ServerThread(serving_app(), port=port).start()
+            prom.wait_for(lambda: prom.alert_state("ServingReplicaDown") == "inactive", 30,
+                          "ServingReplicaDown resolved")  # fmt: skip
+
+            # Break 2: the stream shows the service answering 500s; the operator's monitor counts them.
+            operator.store.append(store_batch(request_lines(20, 500, first_minute=STORED), first=STORED))
+            operator.loop.update(operator.store)
+            prom.wait_for(lambda: prom.alert_state("RecommendationErrorsInStream") == "firing", 30,
+                          "RecommendationErrorsInStream firing")  # fmt: skip
+            assert prom.value('topic:consumer_lag:lines{topic="movielog1"}') == PRODUCED - STORED - 20
+    finally:
+        serving.stop()
