@@ -95,8 +95,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """One retraining run now (snapshot, checks, train, gate, register); print its record."""
+    from movielab.recommender.retrain import Retrainer
+    from movielab.recommender.store import EventStore
+
+    c = _config(args)
+    if args.params:
+        c = c.model_copy(update={"model_params": json.loads(args.params)})
+    with EventStore(c.store) as store:
+        record = Retrainer.from_config(c, store).run(trigger="on demand")
+    print(json.dumps(record.as_dict(), indent=2, default=str))
+    return 0 if record.status == "accepted" else 1
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Why a user gets the champion's (or challenger's, or a version's) answer, as JSON."""
+    from movielab.recommender.explain import explain_from_registry
+    from movielab.recommender.serve import parse_user_id
+
+    out = explain_from_registry(_config(args), parse_user_id(args.user), "challenger" if args.challenger else "champion",
+                                args.version)  # fmt: skip
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    """List the registered versions with their aliases and lineage."""
+    from movielab.recommender.registry import Registry
+
+    registry = Registry.from_config(_config(args))
+    versions = registry.versions()
+    if args.json:
+        print(json.dumps([v.as_dict() for v in versions], indent=2))
+        return 0
+    print(f"{registry.name} at {registry.tracking_uri}: {len(versions)} version(s)")
+    for v in versions:
+        t = v.tags
+        print(f"  {v.version:>4}  {','.join(v.aliases) or '-':<20} {t.get('model', '?')} {t.get('artifact_version', '?')}"
+              f"  snapshot {t.get('snapshot_id', '?')} ({t.get('snapshot_rows', '?')} rows)  code {t.get('code_version', '?')}"
+              f"  run {v.run_id}")  # fmt: skip
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Make a registered version the champion (a manual override of the gate and canary)."""
+    from movielab.recommender.registry import Registry
+
+    version = Registry.from_config(_config(args)).promote(args.version)
+    print(json.dumps(version.as_dict(), indent=2))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `recommender ingest|train|evaluate|serve` to the main parser."""
+    """Add `recommender ingest|train|evaluate|serve|retrain|explain|registry|promote` to the main parser."""
     rec = sub.add_parser("recommender", help="the recommendation service").add_subparsers(dest="what", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -130,3 +182,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_serve)
+
+    def registry_args(p: argparse.ArgumentParser) -> None:
+        common(p)
+        p.add_argument("--team", type=int, help="team number: the registered model is movielab-team<N>")
+        p.add_argument("--tracking-uri", dest="tracking_uri",
+                       help="MLflow tracking URI (default sqlite:///<artifacts parent>/mlflow.db)")
+
+    p = rec.add_parser("retrain", help="one retraining run now: snapshot, checks, train, gate, register")
+    registry_args(p)
+    p.add_argument("--model", help="popularity, itemknn, als or ease (default ease)")
+    p.add_argument("--params", help='JSON hyper-parameters, e.g. \'{"lam": 300}\'')
+    p.set_defaults(func=cmd_retrain)
+    p = rec.add_parser("explain", help="why a user gets the recommendations it gets (JSON)")
+    registry_args(p)
+    p.add_argument("user", help="user id")
+    p.add_argument("--challenger", action="store_true", help="explain the challenger's answer, not the champion's")
+    p.add_argument("--version", help="explain this registered version instead")
+    p.set_defaults(func=cmd_explain)
+    p = rec.add_parser("registry", help="list registered model versions with their aliases")
+    registry_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_registry)
+    p = rec.add_parser("promote", help="make a registered version the champion (manual override)")
+    registry_args(p)
+    p.add_argument("version", help="registered version number")
+    p.set_defaults(func=cmd_promote)
