@@ -25,7 +25,12 @@ import pyarrow as pa
 
 from movielab.recommender.drift import profile_window
 from movielab.recommender.monitor import MonitorLoop, OperatorMetrics
-from movielab.recommender.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
+from movielab.recommender.store import (
+    EVENT_SCHEMA,
+    QUARANTINE_SCHEMA,
+    Batch,
+    EventStore,
+)
 from movielab.recommender.worldapi import MovieInfo, UserInfo
 
 DAY0 = datetime(2026, 3, 20)
@@ -72,7 +77,7 @@ def synthetic_day(users: int, movies: int, sessions: int, minutes: int, seed: in
     table = {
         "topic": pa.array(["movielog1"] * n), "partition": pa.array(np.zeros(n, np.int32)),
         "offset": pa.array(np.arange(n, dtype=np.int64)),
-        "time": pa.array((np.datetime64(DAY0, "us") + (times[order] * 1e6).astype("timedelta64[us]"))),
+        "time": pa.array(np.datetime64(DAY0, "us") + (times[order] * 1e6).astype("timedelta64[us]")),
         "server": pa.array(["team1.local:8082"] * n),
     }  # fmt: skip
     for name, parts in cols.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import numpy as np
@@ -17,7 +18,11 @@ from movielab.contract import format_time_us, recommendation_line
 from movielab.kafka.metrics import ProducedLinesCollector
 from movielab.prometheus import PrometheusServer, ScrapeJob, find_prometheus
 from movielab.recommender.answers import AnswerTable, Provenance
-from movielab.recommender.monitor import MonitorLoop, OperatorMetrics, create_metrics_app
+from movielab.recommender.monitor import (
+    MonitorLoop,
+    OperatorMetrics,
+    create_metrics_app,
+)
 from movielab.recommender.serve import create_app as serve_app
 from movielab.recommender.store import QUARANTINE_SCHEMA, Batch, EventStore
 from movielab.recommender.validate import parse_values
@@ -39,8 +44,8 @@ class TinyModel:
     """Three users, five movies, everyone gets the same ranking."""
 
     name = "tiny"
-    users = np.array([1, 2, 3], np.int64)
-    items = [f"movie+{i}+2000" for i in range(5)]
+    users: ClassVar[np.ndarray] = np.array([1, 2, 3], np.int64)
+    items: ClassVar[list[str]] = [f"movie+{i}+2000" for i in range(5)]
 
     def recommend_rows(self, rows: np.ndarray, n: int = 20, exclude_seen: bool = True) -> np.ndarray:
         return np.tile(np.arange(len(self.items), dtype=np.int32), (len(rows), 1))[:, :n]

@@ -6,6 +6,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -26,7 +27,7 @@ SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", 
 class FakeIngestor:
     lines_consumed = events_stored = replayed = batches = api_outages = 0
     last_batch_seconds = 0.0
-    quarantined: Counter[str] = Counter()
+    quarantined: ClassVar[Counter[str]] = Counter()
 
 
 class FakeSink:

@@ -10,9 +10,23 @@ import pyarrow as pa
 import pytest
 
 from movielab.contract import format_time_us, rate_line, recommendation_line, watch_line
-from movielab.recommender.drift import (PSI_STRONG, DriftError, WindowProfile, align, bucket_counts, chi_square,
-                                        compare, compare_categorical, compare_numeric, gini, ks, level,
-                                        profile_window, psi, psi_samples)  # fmt: skip
+from movielab.recommender.drift import (
+    PSI_STRONG,
+    DriftError,
+    WindowProfile,
+    align,
+    bucket_counts,
+    chi_square,
+    compare,
+    compare_categorical,
+    compare_numeric,
+    gini,
+    ks,
+    level,
+    profile_window,  # fmt: skip
+    psi,
+    psi_samples,
+)
 from movielab.recommender.store import QUARANTINE_SCHEMA, Batch, EventStore
 from movielab.recommender.validate import parse_values
 from movielab.recommender.worldapi import MovieInfo, UserInfo

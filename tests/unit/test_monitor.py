@@ -5,14 +5,20 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 import pyarrow as pa
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from movielab.contract import format_time_us, rate_line, recommendation_line, watch_line
-from movielab.recommender.monitor import (IngestorCollector, MonitorError, MonitorLoop, OperatorMetrics,
-                                          create_metrics_app)  # fmt: skip
+from movielab.recommender.monitor import (
+    IngestorCollector,
+    MonitorError,
+    MonitorLoop,
+    OperatorMetrics,
+    create_metrics_app,  # fmt: skip
+)
 from movielab.recommender.store import QUARANTINE_SCHEMA, Batch, EventStore
 from movielab.recommender.validate import parse_values
 from movielab.recommender.worldapi import MovieInfo, UserInfo
@@ -170,7 +176,7 @@ class FakeIngestor:
     """The counters an `Ingestor` keeps, nothing else."""
 
     lines_consumed, events_stored, replayed, batches, api_outages, last_batch_seconds = 120, 100, 5, 3, 1, 0.25
-    quarantined = Counter({"malformed": 12, "duplicate": 3})
+    quarantined: ClassVar[Counter[str]] = Counter({"malformed": 12, "duplicate": 3})
 
 
 def test_ingestor_counters_and_metrics_page() -> None:

@@ -31,8 +31,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from movielab.recommender.drift import (FEATURES, REQUEST_BUDGET_MS, DriftReport, WindowProfile, compare,
-                                        profile_window, read_rows)  # fmt: skip
+from movielab.recommender.drift import (
+    FEATURES,
+    REQUEST_BUDGET_MS,
+    DriftReport,
+    WindowProfile,
+    compare,
+    profile_window,  # fmt: skip
+    read_rows,
+)
 from movielab.recommender.validate import REASON_KINDS
 
 logger = logging.getLogger(__name__)
