@@ -357,10 +357,11 @@ class Decision:
 
 
 def salt_of(name: str) -> int:
-    """The experiment's salt: the first 64 bits of SHA-256 of its name, so a new name reshuffles users."""
+    """The experiment's salt: the first 63 bits of SHA-256 of its name, so a new name reshuffles users."""
     if not name or not isinstance(name, str):
         raise ValueError(f"experiment name {name!r} is invalid: give a non-empty string")
-    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big")
+    # 63 bits: the serving replicas accept salts in 0..2**63 − 1 (a signed 64-bit integer in JSON and SQL)
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") >> 1
 
 
 @dataclass
