@@ -1,0 +1,192 @@
+"""Two real replica processes behind the real nginx: rollouts under load, canary steps, admin kept private."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import threading
+from pathlib import Path
+
+import aiohttp
+import httpx
+import numpy as np
+import pytest
+
+from movielab.nginx import find_nginx
+from movielab.recommender import split
+from movielab.recommender.data import TrainingData
+from movielab.recommender.fleet import Fleet, FleetError
+from movielab.recommender.models import create
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (Debian: apt-get install nginx-light)"),
+]
+
+ITEMS = [f"movie+{i}+{1950 + i % 70}" for i in range(120)]
+N_USERS = 300
+
+
+def save_version(folder: Path, version: str, seed: int) -> Path:
+    """A real saved popularity version over users 1..300 (each seed ranks the movies differently)."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    data = TrainingData.from_triples(rng.integers(1, N_USERS + 1, n), rng.choice(ITEMS, n, p=_skew(rng)),
+                                     np.ones(n), np.zeros(n), np.zeros(n), snapshot_id=f"snap-{version}")  # fmt: skip
+    create("popularity").fit(data).save(folder)
+    manifest = {"model": "popularity", "version": version, "snapshot_id": f"snap-{version}", "code_version": "test",
+                "trained_at": "2026-03-20T08:00:00", "params": {}}  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _skew(rng: np.random.Generator) -> np.ndarray:
+    w = rng.permutation(np.arange(1, len(ITEMS) + 1, dtype=float) ** 2)
+    return w / w.sum()
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory) -> list[Path]:
+    base = tmp_path_factory.mktemp("models")
+    return [save_version(base / f"v000{k}", f"v000{k}", seed=k) for k in range(1, 6)]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, versions):
+    with Fleet(tmp_path_factory.mktemp("fleet"), versions[0], replicas=2) as f:
+        yield f
+
+
+def version_header(r: httpx.Response) -> str:
+    """The version of an X-Model header: `popularity/v0002; ...` -> `v0002`."""
+    return r.headers["x-model"].split(";")[0].split("/")[1]
+
+
+def test_three_rollouts_under_concurrent_load_never_fail_a_request(fleet, versions) -> None:
+    names = [v.name for v in versions]
+    phase = [0]  # rollouts finished so far: during rollout k, versions k (old) and k + 1 (new) may answer
+    stop = threading.Event()
+    problems: list[str] = []
+    counts: list[int] = []
+
+    async def client(session: aiohttp.ClientSession, seed: int) -> None:
+        rng = random.Random(seed)
+        while not stop.is_set():
+            sent = phase[0]
+            try:
+                async with session.get(f"{fleet.url}/recommend/{rng.randint(1, N_USERS + 50)}") as r:
+                    text, model = await r.text(), r.headers.get("x-model", "")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problems.append(f"{type(exc).__name__}: {exc}")
+                continue
+            allowed = names[sent : phase[0] + 2]
+            if r.status != 200 or model.split(";")[0].split("/")[-1] not in allowed:
+                problems.append(f"{r.status} {model} (allowed {allowed}) {text[:80]}")
+            counts.append(1)
+
+    async def hammer() -> None:
+        # aiohttp as the world's client uses it: keep-alive connections, the world's 600 ms time-out, and a
+        # GET retried once when nginx closed an idle kept-alive connection as a reload retired its worker.
+        timeout = aiohttp.ClientTimeout(total=0.6)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            await asyncio.gather(*(client(session, k) for k in range(8)))
+
+    threads = [threading.Thread(target=asyncio.run, args=(hammer(),))]
+    for t in threads:
+        t.start()
+    try:
+        for k in range(1, 4):
+            report = fleet.rollout(versions[k])
+            phase[0] = k
+            assert report.version == f"popularity/{names[k]}" and set(report.replica_seconds) == {
+                r.port for r in fleet.replicas}  # fmt: skip
+            for r in fleet.replicas:  # every replica serves the new version, asked directly
+                health = httpx.get(f"{r.url}/healthz").json()
+                assert health["provenance"]["model_version"] == names[k]
+            with httpx.Client(base_url=fleet.url) as http:
+                assert {version_header(http.get(f"/recommend/{u}")) for u in range(1, 41)} == {names[k]}
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    assert problems == []
+    assert len(counts) > 300  # the clients really hammered through all three rollouts
+    assert fleet.previous == versions[2].resolve() and fleet.champion == versions[3].resolve()
+
+
+def test_canary_share_promote_and_rollback_on_every_replica(fleet, versions) -> None:
+    champion = fleet.champion.name
+    fleet.load_challenger(versions[4], share=0.3, salt=11)
+    users = range(1, 201)
+    want = {u: "challenger" if split.in_challenger(u, 11, 0.3) else "champion" for u in users}
+    for base in [fleet.url] + [r.url for r in fleet.replicas]:  # sticky: the same arm whichever replica answers
+        with httpx.Client(base_url=base) as http:
+            got = {u: http.get(f"/recommend/{u}").headers["x-model"].rsplit("arm=", 1)[1] for u in users}
+        assert got == want, base
+    states = fleet.set_share(1.0)
+    assert [s["share"] for s in states] == [1.0, 1.0] and {s["salt"] for s in states} == {11}
+    with httpx.Client(base_url=fleet.url) as http:
+        assert {version_header(http.get(f"/recommend/{u}")) for u in users} == {"v0005"}
+    fleet.rollback()
+    with httpx.Client(base_url=fleet.url) as http:
+        assert {version_header(http.get(f"/recommend/{u}")) for u in users} == {champion}
+    with pytest.raises(FleetError, match=r"POST /admin/promote answered 409: no challenger is loaded"):
+        fleet.promote()
+    fleet.load_challenger(versions[4], share=0.5)
+    fleet.promote()
+    assert [s["champion"]["provenance"]["model_version"] for s in fleet.state()] == ["v0005", "v0005"]
+    assert all(s["challenger"] is None for s in fleet.state())
+    assert fleet.champion == versions[4].resolve() and fleet.previous.name == champion
+
+
+def test_admin_is_not_reachable_through_nginx(fleet) -> None:
+    with httpx.Client(base_url=fleet.url) as http:
+        for method, path in (("GET", "/admin/state"), ("POST", "/admin/promote"), ("GET", "/recommend/../admin/state"),
+                             ("GET", "/%61dmin/state"), ("GET", "/explain/5"), ("GET", "/metrics")):  # fmt: skip
+            r = http.request(method, httpx.URL(fleet.url + path))
+            assert r.status_code in (403, 404), (path, r.status_code, r.text)
+        assert http.get("/healthz").json()["status"] == "ok"
+    r = httpx.get(f"{fleet.replicas[0].url}/admin/state")
+    assert r.status_code == 200 and r.json()["champion"]["folder"] == str(fleet.champion)
+
+
+def test_a_failed_load_names_the_replica_and_puts_it_back(fleet, tmp_path) -> None:
+    broken = tmp_path / "v0099"
+    broken.mkdir()
+    (broken / "manifest.json").write_text(json.dumps({"model": "popularity", "version": "v0099"}))
+    with pytest.raises(FleetError, match=rf"replica {fleet.replicas[0].url}: POST /admin/load answered 400: "
+                                         r"cannot load .*model.json cannot be read"):  # fmt: skip
+        fleet.rollout(broken)
+    assert all(not b.down for b in fleet.nginx.backends)  # drained for the step, back afterwards
+    with httpx.Client(base_url=fleet.url) as http:
+        assert http.get("/recommend/7").status_code == 200
+
+
+def test_stop_leaves_no_process_behind(tmp_path, versions) -> None:
+    fleet = Fleet(tmp_path / "fleet", versions[0], replicas=1).start()
+    pids = [r.proc.pid for r in fleet.replicas] + [fleet.nginx.proc.pid]
+    pids += [int(p) for p in Path(f"/proc/{fleet.nginx.proc.pid}/task/{fleet.nginx.proc.pid}/children").read_text()
+             .split()]  # fmt: skip
+    report = fleet.rollout(versions[1])  # one replica: loaded in place, nothing to drain to
+    assert list(report.replica_seconds) == [fleet.replicas[0].port]
+    fleet.stop()
+    fleet.stop()  # twice is fine
+    alive = [p for p in pids if _alive(p)]
+    assert alive == []
+
+
+def test_a_missing_version_is_an_error_before_anything_starts(tmp_path) -> None:
+    with pytest.raises(FleetError, match=r"version folder .*nowhere: cannot read model and version"):
+        Fleet(tmp_path / "fleet", tmp_path / "nowhere").start()
+    assert not (tmp_path / "fleet").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited; only its parent's wait is missing.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
