@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 
 from movielab.contract import rate_line, recommendation_line, watch_line
 from movielab.recommender.experiments import CanaryPlan, Experiment, tick
-from movielab.recommender.online import ArmGauges, ArmMetrics, arm_metrics, assign_arms
+from movielab.recommender.online import ArmGauges, ArmMetrics, arm_metrics, assign_arms, by_arm
 from movielab.recommender.split import in_challenger
 from movielab.recommender.store import QUARANTINE_SCHEMA, Batch, EventStore
 from movielab.recommender.validate import parse_values
@@ -187,6 +187,12 @@ def test_gauges_and_prometheus_export(store: EventStore) -> None:
     assert 'experiment_conversion{arm="challenger",experiment="exp1"} 0.2' in text
     assert 'experiment_requests{arm="champion",experiment="exp1"} 6.0' in text
     assert m["champion"].as_dict()["errors"] == {"timeout": 1}
+    assert by_arm(m, "conversion") == {"champion": pytest.approx(2 / 6), "challenger": pytest.approx(1 / 5)}
+    empty = arm_metrics(store, T0, END, SALT, 0.0)
+    assert by_arm(empty, "latency_p99_ms") == {"champion": pytest.approx(np.percentile(
+        [10, 20, 601, 30, 15, 25, 5, 7, 40, 1, 3], 99))}  # the empty challenger arm has no p99
+    with pytest.raises(ValueError, match="gauge 'p99' is unknown"):
+        by_arm(m, "p99")
 
 
 def test_tick_feeds_the_controller_from_the_store(store: EventStore) -> None:

@@ -142,6 +142,17 @@ def arm_metrics(store: EventStore, start: datetime, end: datetime, salt: int, sh
     return out
 
 
+def by_arm(metrics: Mapping[str, ArmMetrics], name: str) -> dict[str, float]:
+    """One gauge (`conversion`, `error_rate`, …) per arm, arms where it is undefined left out (no NaN).
+
+    The shape `Monitor.set_conversion` takes: `monitor.set_conversion(by_arm(m, "conversion"), versions)`.
+    """
+    if name not in GAUGES:
+        raise ValueError(f"gauge {name!r} is unknown: choose one of {', '.join(GAUGES)}")
+    values = {arm: m.gauges()[name] for arm, m in metrics.items()}
+    return {arm: v for arm, v in values.items() if math.isfinite(v)}
+
+
 class ArmGauges:
     """Prometheus gauges `experiment_<name>{experiment, arm}` for a dashboard, in a registry of its own."""
 
