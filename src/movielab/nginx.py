@@ -158,6 +158,8 @@ class Nginx:
         found = binary or find_nginx()
         if found is None:
             raise NginxError("nginx is not installed (Debian: apt-get install nginx-light)")
+        if not (os.path.isfile(found) and os.access(found, os.X_OK)):
+            raise NginxError(f"nginx binary {found} is not an executable file")
         self.binary = found
         self.folder = Path(folder).resolve()
         self.host, self.port = host, port
