@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--movies", type=int, default=5_000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--history-days", type=float, default=3.0, help="simulated days without a service before day 2")
+    ap.add_argument("--history-days", type=float, default=7.0, help="simulated days without a service before day 2")
     ap.add_argument("--models", default="popularity,itemknn,als,ease")
     args = ap.parse_args()
     config = WorldConfig(users=args.users, movies=args.movies, seed=args.seed, days=None, arrivals_per_day=0.0)
