@@ -20,7 +20,6 @@ import json
 import logging
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ import pyarrow as pa
 from movielab.recommender import pipeline
 from movielab.recommender.models import create
 from movielab.recommender.registry import Registry, default_tracking_uri
-from movielab.recommender.retrain import RetrainPolicy, Retrainer
+from movielab.recommender.retrain import Retrainer, RetrainPolicy
 from movielab.recommender.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
 from movielab.recommender.worldapi import MovieInfo, UserInfo
 
@@ -138,7 +137,7 @@ def main() -> None:
         fill(store, day)
         runs.append(retrainer.run())
 
-        print(f"\n| stage | run 1 (no champion) s | run 2 (with champion) s |\n|---|---|---|")
+        print("\n| stage | run 1 (no champion) s | run 2 (with champion) s |\n|---|---|---|")
         names = {"rollout": "answer table (load + build)"}
         for stage in STAGES:
             cells = " | ".join(f"{r.seconds.get(stage, float('nan')):.2f}" for r in runs)

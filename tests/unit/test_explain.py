@@ -97,7 +97,7 @@ def test_explain_refuses_a_folder_of_another_version_and_a_bad_user(store: Event
     one, two = fill(store, tmp_path / "models")
     with pytest.raises(BadVersionFolder, match="v0001.*v0002"):
         explain(1, pipeline.answer_table(two), one.folder)
-    with pytest.raises(ValueError, match="'1' must be an integer"):
+    with pytest.raises(TypeError, match="'1' must be an integer"):
         explain("1", pipeline.answer_table(one), one.folder)  # type: ignore[arg-type]
 
 

@@ -7,14 +7,18 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_retrain import block_events  # one synthetic data set for both test modules
 
 from movielab.recommender import pipeline
 from movielab.recommender.provenance import code_version
-from movielab.recommender.registry import (REGISTRATION_FILE, Registry, RegistryError, _without_credentials,
-                                           read_registration)  # fmt: skip
+from movielab.recommender.registry import (
+    REGISTRATION_FILE,
+    Registry,
+    RegistryError,
+    _without_credentials,
+    read_registration,
+)
 from movielab.recommender.store import EventStore
-
-from test_retrain import block_events  # one synthetic data set for both test modules
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +55,8 @@ def test_register_round_trip_with_lineage_and_aliases(registry: Registry, traine
     assert (v1.version, v2.version, v1.aliases) == ("1", "2", ())
     tags, m = v1.tags, ease.manifest
     assert (tags["model"], tags["artifact_version"], tags["snapshot_id"]) == ("ease", "v0001", m["snapshot_id"])
-    assert tags["snapshot_hash"] == store.snapshot("week").content_hash and int(tags["snapshot_rows"]) == m["snapshot_rows"]
+    assert tags["snapshot_hash"] == store.snapshot("week").content_hash
+    assert int(tags["snapshot_rows"]) == m["snapshot_rows"]
     assert tags["code_version"] == code_version() and json.loads(tags["params_json"]) == m["params"]
     assert v1.params == {"lam": 10.0, "max_items": 30_000} and v1.model == "ease"
     metrics = registry.run_metrics(v1.run_id)

@@ -17,7 +17,7 @@ from movielab.recommender import models as model_registry
 from movielab.recommender.data import TrainingData
 from movielab.recommender.models import Model, create
 from movielab.recommender.registry import Registry
-from movielab.recommender.retrain import RetrainPolicy, Retrainer, check_output, gate, read_records, stream_time
+from movielab.recommender.retrain import Retrainer, RetrainPolicy, check_output, gate, read_records, stream_time
 from movielab.recommender.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
 from movielab.recommender.worldapi import MovieInfo, UserInfo
 

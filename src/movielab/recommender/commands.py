@@ -114,8 +114,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from movielab.recommender.explain import explain_from_registry
     from movielab.recommender.serve import parse_user_id
 
-    out = explain_from_registry(_config(args), parse_user_id(args.user), "challenger" if args.challenger else "champion",
-                                args.version)  # fmt: skip
+    alias = "challenger" if args.challenger else "champion"
+    out = explain_from_registry(_config(args), parse_user_id(args.user), alias, args.version)
     print(json.dumps(out, indent=2, default=str))
     return 0
 
@@ -132,9 +132,9 @@ def cmd_registry(args: argparse.Namespace) -> int:
     print(f"{registry.name} at {registry.tracking_uri}: {len(versions)} version(s)")
     for v in versions:
         t = v.tags
-        print(f"  {v.version:>4}  {','.join(v.aliases) or '-':<20} {t.get('model', '?')} {t.get('artifact_version', '?')}"
-              f"  snapshot {t.get('snapshot_id', '?')} ({t.get('snapshot_rows', '?')} rows)  code {t.get('code_version', '?')}"
-              f"  run {v.run_id}")  # fmt: skip
+        print(f"  {v.version:>4}  {','.join(v.aliases) or '-':<20} {t.get('model')} {t.get('artifact_version')}  "
+              f"snapshot {t.get('snapshot_id')} ({t.get('snapshot_rows')} rows)  code {t.get('code_version')}  "
+              f"run {v.run_id}")  # fmt: skip
     return 0
 
 

@@ -36,12 +36,13 @@ def explain(user_id: int, table: AnswerTable, folder: Path | str, store: EventSt
             recent: int = RECENT) -> dict[str, Any]:  # fmt: skip
     """What produced `user_id`'s answer from `table`, trained as the version in `folder` (JSON-ready)."""
     if not isinstance(user_id, int) or isinstance(user_id, bool):
-        raise ValueError(f"user id {user_id!r} must be an integer")
+        raise TypeError(f"user id {user_id!r} must be an integer")
     folder = Path(folder)
     manifest = _manifest(folder)
-    if (table.provenance.model_name, table.provenance.model_version) != (manifest["model"], manifest["version"]):
+    served = (table.provenance.model_name, table.provenance.model_version)
+    if served != (manifest["model"], manifest["version"]):
         raise BadVersionFolder(f"{folder} holds {manifest['model']} {manifest['version']}, but the answer table "
-                               f"comes from {table.provenance.model_name} {table.provenance.model_version}")  # fmt: skip
+                               f"comes from {served[0]} {served[1]}")  # fmt: skip
     body, source = table.lookup(user_id)
     seen = _seen_by_model(folder, user_id)
     out: dict[str, Any] = {
@@ -78,7 +79,8 @@ def _reason(source: str, empty: bool) -> str:
         return "the model's own list for this user"
     why = "the model has no movie left for this user" if empty else \
         "the user is not in the model's training data"  # fmt: skip
-    what = "the user's demographic segment's popularity list" if source == "segment" else "the overall popularity list"
+    what = "the popularity list of the user's demographic segment" if source == "segment" else \
+        "the overall popularity list"  # fmt: skip
     return f"{why}: {what}"
 
 
