@@ -269,3 +269,27 @@ def test_rate_limit_config_is_checked(kwargs, message) -> None:
 def test_errors_are_valid_json_with_the_documented_keys(client) -> None:
     raw = client.get("/user/x").content
     assert set(json.loads(raw)) == {"error", "id"}
+
+
+class _CountingSink:
+    def __init__(self, topic: str, delivered: int, failed: int) -> None:
+        self.topic, self.delivered, self.failed = topic, delivered, failed
+
+
+def test_metrics_page_counts_lines_produced_per_topic_and_is_absent_without_a_registry(world, catalog) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from movielab.kafka.metrics import ProducedLinesCollector
+
+    sinks = [_CountingSink("movielog1", 5, 0), _CountingSink("movielog2", 7, 1)]
+    registry = CollectorRegistry()
+    registry.register(ProducedLinesCollector(sinks))
+    with TestClient(create_app(world.pop, catalog, rate_limit=None, metrics=registry)) as c:
+        first = c.get("/metrics")
+        sinks[0].delivered = 9  # read at scrape time, not copied when the app was built
+        text = c.get("/metrics").text
+    assert first.status_code == 200 and 'world_lines_produced_total{topic="movielog1"} 5.0' in first.text
+    assert 'world_lines_produced_total{topic="movielog1"} 9.0' in text
+    assert 'world_lines_failed_total{topic="movielog2"} 1.0' in text
+    with TestClient(create_app(world.pop, catalog, rate_limit=None)) as c:
+        assert c.get("/metrics").status_code == 404

@@ -11,8 +11,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
+
 from movielab.kafka.admin import ensure_topics, topic_name
 from movielab.kafka.broker import EmbeddedBroker
+from movielab.kafka.metrics import ProducedLinesCollector
 from movielab.kafka.producer import KafkaSink
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app
@@ -65,13 +68,18 @@ def run_live(
         bootstrap = config.kafka or broker.bootstrap
         topics = [topic_name(t.number) for t in teams]
         ensure_topics(bootstrap, topics, partitions=config.partitions)
-        sink: EventSink = TeamRouter([KafkaSink(bootstrap, t) for t in topics])
+        kafka_sinks = [KafkaSink(bootstrap, t) for t in topics]
+        sink: EventSink = TeamRouter(kafka_sinks)
         if extra_sink is not None:
             sink = TeeSink(sink, extra_sink)
         universe = universe or build_universe(config)
         client = HttpRecommender(teams, {s: i for i, s in enumerate(universe.catalog.slug)}, config.timeout_ms)
         world, universe = build_world(config, universe=universe, service=client, sink=sink, journal=journal)
-        api = ServerThread(create_app(world.pop, universe.catalog), config.api_host, config.api_port or None).start()
+        # The API's /metrics says how many lines each topic got: consumers' lag is measured against it.
+        registry = CollectorRegistry()
+        registry.register(ProducedLinesCollector(kafka_sinks))
+        api = ServerThread(create_app(world.pop, universe.catalog, metrics=registry), config.api_host,
+                           config.api_port or None).start()  # fmt: skip
         live = LiveWorld(world, universe, bootstrap, topics, api.url, teams)
         logger.info("world API on %s; topics %s on %s", api.url, ", ".join(topics), bootstrap)
         if on_ready is not None:
