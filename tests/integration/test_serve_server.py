@@ -11,7 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from movielab.recommender.answers import AnswerTable, Provenance
-from movielab.recommender.serve import create_app, swap
+from movielab.recommender import split
+from movielab.recommender.serve import create_app, drop_challenger, serving, set_challenger, swap
 from movielab.webserver import ServerThread
 from movielab.world.client import HttpRecommender, Team
 
@@ -70,12 +71,12 @@ def test_answers_follow_the_contract_over_http(server, tables) -> None:
         r = http.get("/recommend/7")
         assert r.status_code == 200
         assert r.headers["content-type"] == "text/plain; charset=utf-8"
-        assert r.headers["x-model"] == "shuffled/1; snapshot=snap-1; code=deadbeef; source=model"
+        assert r.headers["x-model"] == "shuffled/1; snapshot=snap-1; code=deadbeef; source=model; arm=champion"
         assert r.content == tables[0].lookup(7)[0]
         ids = r.text.split(",")
         assert len(ids) == len(set(ids)) == 20 and all(" " not in i and "\n" not in i for i in ids)
-        assert http.get("/recommend/1000").headers["x-model"].endswith("; source=segment")
-        assert http.get("/recommend/999999999999999999").headers["x-model"].endswith("; source=global")
+        assert http.get("/recommend/1000").headers["x-model"].endswith("; source=segment; arm=champion")
+        assert http.get("/recommend/999999999999999999").headers["x-model"].endswith("; source=global; arm=champion")
         head = http.head("/recommend/7")
         assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", str(len(r.content)))
 
@@ -113,11 +114,11 @@ def test_metrics_scrape_parses_and_counts(server) -> None:
         r = http.get("/metrics")
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
     after = _samples(r.text)
-    assert after[("recommend_requests_total", (("source", "model"),))] == before.get(
-        ("recommend_requests_total", (("source", "model"),)), 0) + 1  # fmt: skip
+    key = ("recommend_requests_total", (("arm", "champion"), ("source", "model")))
+    assert after[key] == before.get(key, 0) + 1
     assert after[("recommend_bad_requests_total", ())] == before[("recommend_bad_requests_total", ())] + 1
-    assert after[("model_info", (("code", "deadbeef"), ("model", "shuffled"), ("snapshot", "snap-1"),
-                                 ("version", "1")))] == 1  # fmt: skip
+    assert after[("model_info", (("arm", "champion"), ("code", "deadbeef"), ("model", "shuffled"),
+                                 ("snapshot", "snap-1"), ("version", "1")))] == 1  # fmt: skip
 
 
 def _samples(text: str) -> dict[tuple, float]:
@@ -126,7 +127,8 @@ def _samples(text: str) -> dict[tuple, float]:
 
 
 def test_swapping_while_clients_hammer_the_server(server, tables) -> None:
-    allowed = {(t.headers[t.lookup(u)[1]].decode(), t.lookup(u)[0]) for t in tables for u in (5, 77, 1000, 4242)}
+    allowed = {(t.headers[t.lookup(u)[1]].decode() + "; arm=champion", t.lookup(u)[0]) for t in tables
+               for u in (5, 77, 1000, 4242)}  # fmt: skip
     stop = threading.Event()
     failures: list[str] = []
     answered: list[str] = []
@@ -160,3 +162,29 @@ def test_swapping_while_clients_hammer_the_server(server, tables) -> None:
     assert failures == []
     assert len(answered) >= 400
     assert {a.split(";")[0] for a in answered} == {"shuffled/1", "shuffled/2"}
+
+
+def test_canary_split_over_http_with_the_worlds_client(server, tables, universe) -> None:
+    set_challenger(server.app, tables[1], share=0.4, salt=9)
+    try:
+        index = {slug: i for i, slug in enumerate(universe.catalog.slug)}
+        with HttpRecommender([Team.parse(1, server.url)], index) as client:
+            answers = client.recommend(USERS, np.zeros(len(USERS)))
+        assert answers.status.tolist() == [200] * len(USERS)
+        for k, user in enumerate(USERS.tolist()):  # each user's answer comes from the arm split puts them in
+            table = tables[1] if split.in_challenger(user, 9, 0.4) else tables[0]
+            assert answers.result[k] == table.lookup(user)[0].decode().replace(",", ", ")
+        with httpx.Client(base_url=server.url) as http:
+            state = http.get("/admin/state").json()
+            assert (state["share"], state["salt"], state["challenger"]["provenance"]["model_version"]) == (0.4, 9, "2")
+            user = next(u for u in USERS.tolist() if split.in_challenger(u, 9, 0.4))
+            r = http.get(f"/recommend/{user}")
+            assert r.headers["x-model"] == "shuffled/2; snapshot=snap-2; code=deadbeef; source=model; arm=challenger"
+            e = http.get(f"/explain/{user}").json()
+            assert (e["arm"], e["source"], e["header"]) == ("challenger", "model", r.headers["x-model"])
+            assert http.post("/admin/share", json={"share": 1.5}).status_code == 400
+            assert http.post("/admin/drop").json()["challenger"] is None
+            assert http.post("/admin/drop").status_code == 409
+    finally:
+        if serving(server.app).challenger is not None:
+            drop_challenger(server.app)

@@ -1,0 +1,172 @@
+"""Zero-downtime rollouts under load: 2 replicas behind nginx, wrk through nginx, rollouts against a baseline.
+
+Saves a popularity model over 100,000 users x 1,682 movies as several versions (the same arrays under
+different version names: a rollout's cost is loading and precomputing, not what the model says), starts a
+`movielab.recommender.fleet.Fleet` of 2 replica processes behind nginx, then, in the same run:
+
+- baseline: `wrk -t2 -c32 --latency` through nginx for `--duration` seconds, no rollout;
+- rollouts: the same wrk while `--rollouts` (>= 3) rollouts run back to back (each drains one replica in
+  nginx, loads the new version on it, checks /healthz, puts it back, next), wrk stopped 1 s after the last.
+
+Printed for both: requests, failed requests (socket errors and non-2xx), requests over the world's 600 ms
+time-out, requests/s and p50/p99; and the seconds each rollout took (per replica and overall).
+
+    python benchmarks/rollout.py [--users 100000] [--duration 15] [--connections 32] [--rollouts 3]
+
+Needs the `wrk` and `nginx` binaries (Debian: apt-get install wrk nginx-light).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from movielab.nginx import find_nginx
+from movielab.recommender.data import TrainingData
+from movielab.recommender.fleet import Fleet
+from movielab.recommender.models import create
+
+from wrktools import parse_wrk, random_id_lua  # noqa: E402 (sibling module of the benchmarks)
+
+logger = logging.getLogger("rollout")
+
+N_MOVIES = 1682  # ml-100k's catalog size
+# Counts the requests slower than the world's time-out from wrk's latency histogram (values in us);
+# `latency(i)` is the i-th distinct recorded latency and its count.
+LUA_DONE = """
+function done(summary, latency, requests)
+  local over, seen = 0, 0
+  for i = 1, #latency do
+    local v, c = latency(i)
+    if v == nil then break end
+    seen = seen + c
+    if v > 600000 then over = over + c end
+  end
+  io.write(string.format("OVER600 %d RECORDED %d TIMEOUTS %d REQUESTS %d\\n", over, seen, summary.errors.timeout,
+                         summary.requests))
+end
+"""
+
+
+def save_versions(folder: Path, n_users: int, count: int, seed: int = 0) -> list[Path]:
+    """Fit one popularity model on random interactions (~20 per user) and save it as `count` versions."""
+    rng = np.random.default_rng(seed)
+    n = n_users * 20
+    items = [f"movie+{i}+{1920 + i % 100}" for i in range(N_MOVIES)]
+    popular = rng.zipf(1.3, n) % N_MOVIES
+    data = TrainingData.from_triples(rng.integers(1, n_users + 1, n), np.asarray(items, dtype=object)[popular],
+                                     np.ones(n), np.zeros(n), np.zeros(n), snapshot_id="bench")  # fmt: skip
+    model = create("popularity").fit(data)
+    out = []
+    for k in range(1, count + 1):
+        v = folder / f"v{k:04d}"
+        model.save(v)
+        manifest = {"model": "popularity", "version": v.name, "snapshot_id": "bench", "code_version": "bench",
+                    "trained_at": f"2026-03-20T08:{k:02d}:00", "params": {}}  # fmt: skip
+        (v / "manifest.json").write_text(json.dumps(manifest))
+        out.append(v)
+    return out
+
+
+def wrk_command(url: str, connections: int, duration: int, script: Path) -> list[str]:
+    """wrk through nginx: 2 threads, random known users, a 2 s socket time-out (600 ms is counted apart)."""
+    return ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "2s", "-s", str(script), url]
+
+
+def figures(output: str) -> dict[str, float]:
+    """Parsed wrk figures plus requests, failures (socket errors + non-2xx) and requests over 600 ms."""
+    out = parse_wrk(output)
+    total = re.search(r"^\s*(\d+) requests in", output, re.MULTILINE)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    over = re.search(r"OVER600 (\d+) RECORDED (\d+) TIMEOUTS (\d+)", output)
+    socket_errors = sum(int(g) for g in errors.groups()) if errors else 0
+    for kind, value in zip(("connect", "read", "write", "timeout"), errors.groups() if errors else (0,) * 4,
+                           strict=True):  # fmt: skip
+        out[f"{kind}_errors"] = float(value)
+    out["requests"] = float(total.group(1)) if total else float("nan")
+    out["failed"] = float(socket_errors + out["non_2xx"])
+    out["over_600ms"] = float(int(over.group(1)) + int(over.group(3))) if over else float("nan")
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Build versions, start the fleet, measure baseline and rollouts; the figures."""
+    with tempfile.TemporaryDirectory(prefix="movielab-rollout-") as tmp:
+        tmp_path = Path(tmp)
+        t = time.perf_counter()
+        versions = save_versions(tmp_path / "models", args.users, args.rollouts + 1)
+        logger.info("saved %d versions in %.1f s", len(versions), time.perf_counter() - t)
+        script = tmp_path / "random.lua"
+        script.write_text(random_id_lua("/recommend/", args.users) + LUA_DONE)
+        with Fleet(tmp_path / "fleet", versions[0], replicas=2) as fleet:
+            url = fleet.url
+            subprocess.run(wrk_command(url, args.connections, 2, script), capture_output=True, check=True)  # warm-up
+            logger.info("baseline: wrk for %d s, no rollout", args.duration)
+            done = subprocess.run(wrk_command(url, args.connections, args.duration, script), capture_output=True,
+                                  text=True, check=True, timeout=args.duration + 60)  # fmt: skip
+            baseline = figures(done.stdout)
+            logger.info("rollouts: wrk until 1 s after the last of %d rollouts", args.rollouts)
+            wrk = subprocess.Popen(wrk_command(url, args.connections, 3600, script), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+            try:
+                time.sleep(1)
+                reports = [fleet.rollout(v) for v in versions[1:]]
+                time.sleep(1)
+            finally:
+                wrk.send_signal(signal.SIGINT)  # wrk stops and prints its figures
+                out, err = wrk.communicate(timeout=60)
+            during = figures(out)
+            served = {s["champion"]["provenance"]["model_version"] for s in fleet.state()}
+    return {"baseline": baseline, "rollouts": during, "served_after": sorted(served),
+            "rollout_seconds": [r.seconds for r in reports],
+            "replica_seconds": [list(r.replica_seconds.values()) for r in reports]}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the table; 2 if wrk or nginx is missing."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--duration", type=int, default=15, help="seconds of the baseline wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rollouts", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.rollouts < 3:
+        parser.error("--rollouts must be at least 3")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    missing = [b for b, found in (("wrk", shutil.which("wrk")), ("nginx", find_nginx())) if not found]
+    if missing:
+        print(f"{' and '.join(missing)} not installed: this benchmark needs them (Debian: apt-get install wrk "
+              "nginx-light)", file=sys.stderr)  # fmt: skip
+        return 2
+    r = run(args)
+    print(f"2 replicas behind nginx, {args.users:,} users x {N_MOVIES:,} movies, wrk -t2 -c{args.connections} "
+          "through nginx")  # fmt: skip
+    print(f"{'phase':28} {'requests':>9} {'failed':>7} {'>600 ms':>8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
+    for name, f in (("baseline (no rollout)", r["baseline"]), (f"during {args.rollouts} rollouts", r["rollouts"])):
+        print(f"{name:28} {f['requests']:9.0f} {f['failed']:7.0f} {f['over_600ms']:8.0f} {f['rps']:8.0f} "
+              f"{f['p50_ms']:7.2f} {f['p99_ms']:7.2f}")  # fmt: skip
+    d = r["rollouts"]
+    print(f"failed during rollouts by kind: connect {d['connect_errors']:.0f}, read {d['read_errors']:.0f}, "
+          f"write {d['write_errors']:.0f}, timeout {d['timeout_errors']:.0f}, non-2xx {d['non_2xx']:.0f}")
+    print("(a read error is a request wrk had sent on a kept-alive connection that a retiring nginx worker closed "
+          "at a reload; wrk does not retry, the world's aiohttp client retries such a GET once)")
+    for k, (total, per) in enumerate(zip(r["rollout_seconds"], r["replica_seconds"], strict=True), start=1):
+        print(f"rollout {k}: {total:.2f} s (replicas: {', '.join(f'{s:.2f} s' for s in per)})")
+    print(f"serving after the rollouts: {', '.join(r['served_after'])}")
+    print(json.dumps(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
