@@ -9,7 +9,12 @@ Statistics (each result a frozen dataclass with `as_dict()`):
 The controller (`Experiment`) follows a `CanaryPlan` like Flagger or Argo Rollouts: per step it checks
 SRM, then guardrails (conversion significantly worse, error rate clearly higher, p99 latency), then
 non-inferiority, and answers wait / advance / promote / rollback. Its whole state saves to JSON, so an
-operator that restarts continues the experiment. See `tick` for the one call an operator makes.
+operator that restarts continues the experiment.
+
+Driving it (a long-running operator): `Experiment.start(...)` once (or `Experiment.load(path)` after a
+restart); then every tick, with `t` the stream time the store has reached, `d = tick(store, exp, t)`,
+`exp.save(path)`, and make serving follow `exp.share` / `exp.salt` when `d.action` is advance, promote or
+rollback. Stop ticking once `exp.finished`. People use `pause` / `resume` / `promote` / `rollback`.
 """
 
 from __future__ import annotations
