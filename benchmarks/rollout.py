@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> dict:
                 time.sleep(1)
             finally:
                 wrk.send_signal(signal.SIGINT)  # wrk stops and prints its figures
-                out, err = wrk.communicate(timeout=60)
+                out, _ = wrk.communicate(timeout=60)
             during = figures(out)
             served = {s["champion"]["provenance"]["model_version"] for s in fleet.state()}
     return {"baseline": baseline, "rollouts": during, "served_after": sorted(served),

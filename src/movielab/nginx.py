@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Self
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ class Nginx:
         """`nginx -t` on the config file; NginxError quoting nginx's reason if it is refused."""
         path = path or self.config_path
         args = [self.binary, "-t", "-q", "-p", str(self.folder), "-c", str(path), "-e", str(self.folder / "error.log")]
-        done = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
         if done.returncode != 0:
             reason = " ".join(line for line in done.stderr.splitlines() if "[emerg]" in line or "[alert]" in line)
             raise NginxError(f"nginx refused the config {path}: {reason or done.stderr.strip()}")
@@ -224,7 +225,8 @@ class Nginx:
             raise NginxError(f"nginx on port {self.port} is not running")
         self.write_config(backends)
         before = _children(self.proc.pid)
-        done = subprocess.run([*self._args(), "-s", "reload"], capture_output=True, text=True, timeout=30)
+        done = subprocess.run([*self._args(), "-s", "reload"], capture_output=True, text=True, timeout=30,
+                              check=False)  # fmt: skip
         if done.returncode != 0:
             raise NginxError(f"nginx reload failed: {done.stderr.strip()}")
         deadline = time.monotonic() + timeout
@@ -252,7 +254,7 @@ class Nginx:
                        if (self.folder / n).exists())  # fmt: skip
         return " | ".join(text.strip().splitlines()[-lines:]) or "no error logged"
 
-    def __enter__(self) -> Nginx:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from movielab.recommender.answers import AnswerTable, Provenance
 from movielab.recommender import split
+from movielab.recommender.answers import AnswerTable, Provenance
 from movielab.recommender.serve import create_app, drop_challenger, serving, set_challenger, swap
 from movielab.webserver import ServerThread
 from movielab.world.client import HttpRecommender, Team

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+
 import pytest
 
 from movielab.nginx import Backend, Nginx, NginxError, Timeouts, find_nginx, render_config
@@ -13,7 +14,7 @@ needs_nginx = pytest.mark.skipif(find_nginx() is None, reason="nginx is not inst
 
 def test_config_proxies_to_every_replica_with_keepalive_and_drain_markers(tmp_path) -> None:
     text = render_config(tmp_path, 8082, BACKENDS)
-    upstream = re.search(r"upstream replicas \{(.*?)\}", text, re.S).group(1)
+    upstream = re.search(r"upstream replicas \{(.*?)\}", text, re.DOTALL).group(1)
     lines = [line.strip() for line in upstream.strip().splitlines()]
     assert lines == ["server 127.0.0.1:9001 max_fails=1 fail_timeout=2s;",
                      "server 127.0.0.1:9002 max_fails=1 fail_timeout=2s down;", "keepalive 64;"]  # fmt: skip

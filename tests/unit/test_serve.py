@@ -579,6 +579,13 @@ def test_explain_tells_the_arm_source_and_manifest(client, version) -> None:
     assert ",".join(e["answer"]) == client.get("/recommend/5").text
     assert e["header"] == client.get("/recommend/5").headers["x-model"]
     assert e["bucket"] == split.bucket(5, 0) and e["threshold"] == split.BUCKETS
+    assert e["explain_error"] == "KeyError: 'snapshot_hash'"  # this manifest has no lineage fields
+    manifest = json.loads((version / "manifest.json").read_text())
+    manifest.update(snapshot_hash="h", window=[None, None], snapshot_rows=400)
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    client.post("/admin/load", json={"folder": str(version), "arm": "challenger", "share": 1})
+    e = client.get("/explain/5").json()
+    assert e["explain"]["recommendations"] == e["answer"] and e["explain"]["model"]["version"] == "v0007"
     client.post("/admin/drop")
     e = client.get("/explain/12345").json()
     assert (e["arm"], e["source"], e["manifest"]) == ("champion", "global", None)

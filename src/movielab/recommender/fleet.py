@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Self
 
 from movielab.nginx import Backend, Nginx, Timeouts, stop_process_group
 from movielab.webserver import free_port
@@ -80,7 +81,7 @@ class Fleet:
     """N replicas of one version behind nginx, all under `folder`; `stop()` (or the context) ends every process."""
 
     def __init__(self, folder: Path, version: Path, replicas: int = 2, port: int | None = None,
-                 host: str = "127.0.0.1", segments: Path | None = None, timeouts: Timeouts = Timeouts(),
+                 host: str = "127.0.0.1", segments: Path | None = None, timeouts: Timeouts | None = None,
                  nginx_binary: str | None = None) -> None:  # fmt: skip
         if replicas < 1:
             raise ValueError(f"a fleet needs at least one replica, got {replicas}")
@@ -90,7 +91,7 @@ class Fleet:
         self.host = host
         self.port = port or free_port(host)
         self.segments = segments
-        self.timeouts = timeouts
+        self.timeouts = timeouts or Timeouts()
         self.nginx_binary = nginx_binary
         self.replicas: list[Replica] = []
         self.nginx: Nginx | None = None
@@ -147,7 +148,7 @@ class Fleet:
             stop_process_group(r.proc, signal.SIGTERM, 10.0)
         self.replicas = []
 
-    def __enter__(self) -> Fleet:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -291,7 +291,7 @@ def set_challenger(app: Starlette, table: AnswerTable, share: float = 0.0, salt:
 def set_share(app: Starlette, share: float, salt: int | None = None) -> Serving:
     """Route `share` (0..1) of the users to the challenger (salt: keep unless given); NoChallenger if none."""
     if not isinstance(share, int | float) or isinstance(share, bool):
-        raise ValueError(f"challenger share {share!r} must be a number between 0 and 1")
+        raise TypeError(f"challenger share {share!r} must be a number between 0 and 1")
     split.threshold(share)  # the range check, with its message
 
     def change(s: Serving) -> Serving:
@@ -369,7 +369,7 @@ def read_segments(path: str | Path) -> dict[int, int]:
                                   f"got {type(raw).__name__}")  # fmt: skip
             pairs = list(raw.items())
         elif path.suffix in (".arrow", ".feather"):
-            import pyarrow.feather as feather
+            from pyarrow import feather
 
             t = feather.read_table(path)
             missing = {"user_id", "segment"} - set(t.column_names)
@@ -401,7 +401,7 @@ def write_segments(path: str | Path, segments: dict[int, int]) -> Path:
         path.write_text(json.dumps({str(int(u)): int(s) for u, s in segments.items()}))
     elif path.suffix == ".arrow":
         import pyarrow as pa
-        import pyarrow.feather as feather
+        from pyarrow import feather
 
         table = pa.table({"user_id": pa.array([int(u) for u in segments], pa.int64()),
                           "segment": pa.array([int(s) for s in segments.values()], pa.int16())})  # fmt: skip
@@ -575,7 +575,15 @@ def explain_user(s: Serving, user_id: int) -> dict[str, object]:
             "the model does not know this user"  # fmt: skip
         reason = f"{why}: the {'segment' if source == 'segment' else 'overall'} popularity list"
     bucket = split.bucket(user_id, s.salt)
-    return {"user": user_id, "answer": body.decode("ascii").split(","), "source": source, "reason": reason,
+    lineage: dict[str, object] = {}
+    if arm.folder is not None:  # the version's lineage and the user's training data (movielab.recommender.explain)
+        from movielab.recommender import explain
+
+        try:
+            lineage["explain"] = explain.explain(user_id, arm.table, arm.folder)
+        except (KeyError, OSError, ValueError) as exc:  # a manifest from before lineage fields: say what is missing
+            lineage["explain_error"] = f"{type(exc).__name__}: {exc}"
+    return {**lineage, "user": user_id, "answer": body.decode("ascii").split(","), "source": source, "reason": reason,
             "arm": arm.name, "bucket": bucket, "threshold": s.threshold, "share": s.share, "salt": s.salt,
             "header": arm.headers[source].decode("ascii"), "provenance": arm.table.provenance.as_dict(),
             "folder": arm.folder, "manifest": arm.manifest}  # fmt: skip
