@@ -11,13 +11,23 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 import pytest
+import scipy.sparse as sp
 
 from movielab.recommender import evaluate, pipeline
 from movielab.recommender import models as model_registry
 from movielab.recommender.data import TrainingData
 from movielab.recommender.models import Model, create
 from movielab.recommender.registry import Registry
-from movielab.recommender.retrain import Retrainer, RetrainPolicy, check_output, gate, read_records, stream_time
+from movielab.recommender.retrain import (
+    Retrainer,
+    RetrainPolicy,
+    _same_recipe,
+    _sample_rows,
+    check_output,
+    gate,
+    read_records,
+    stream_time,
+)
 from movielab.recommender.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
 from movielab.recommender.worldapi import MovieInfo, UserInfo
 
@@ -168,6 +178,17 @@ def test_check_output_finds_nan_that_fit_did_not_sample(store: EventStore) -> No
     assert "NaN" in check_output(model)
     verdict = gate(model, snapshot_data(store), None, POLICY)
     assert not verdict.accepted and "candidate output" in verdict.reason and verdict.metrics == {}
+
+
+def test_gate_samples_test_users_reproducibly_and_knows_a_recipe() -> None:
+    test = sp.csr_matrix(np.array([[1, 0], [0, 0], [1, 1], [0, 1], [1, 0]], np.float32))
+    a, b = _sample_rows(test, 2), _sample_rows(test, 2)
+    kept = set(np.flatnonzero(np.asarray(a.sum(axis=1)).ravel()).tolist())
+    assert len(kept) == 2 and kept <= {0, 2, 3, 4} and (a != b).nnz == 0
+    assert a[sorted(kept)].toarray().tolist() == test[sorted(kept)].toarray().tolist()
+    assert _sample_rows(test, 4) is test
+    assert _same_recipe(("ease", {"lam": 10}), ("ease", {"lam": 10.0}))
+    assert not _same_recipe(("ease", {"lam": 10}), ("ease", {"lam": 11})) and not _same_recipe(("als", {}), ("ease", {}))
 
 
 # --- full runs with the registry ---------------------------------------------------------------------
