@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -241,3 +241,40 @@ def test_empty_snapshot_gives_empty_training_data(store: EventStore) -> None:
     snap = store.create_snapshot("empty", None, None)
     data = store.training_data(snap)
     assert snap.rows == 0 and data.watched.shape == (0, 0)
+
+
+# --- refreshed user and movie records ------------------------------------------------------------
+def test_a_refresh_replaces_changed_details_and_snapshots_keep_the_old_ones(store: EventStore) -> None:
+    fill(store)
+    before = store.create_snapshot("before-refresh", None, None)
+    old_segment = store.training_data(before).segment.tolist()
+    # user 1 turns 60; movie A turns out to last 30 minutes (user 1's 30 distinct minutes complete it)
+    store.refresh_records(users=[UserInfo(1, 60, "F", "retired"), UserInfo(2, 20, "M", "artist")],
+                          movies=[MovieInfo(A, 30, ("Drama",), "A")])  # fmt: skip
+    # Snapshots are content-addressed by their events: the same events would give back `before` itself.
+    store.append(batch([account_line(stamp(T0), 5)], first=900))
+    after = store.create_snapshot("after-refresh", None, None)
+    assert store.training_data(before).segment.tolist() == old_segment  # a snapshot reads what it was taken with
+    assert store.training_data(after).segment.tolist()[0] == segment_of(np.array([60]), np.array([0]))[0]
+    assert store.training_data(after).segment.tolist()[0] != old_segment[0]
+    sessions = {(r["user_id"], r["movie_id"]): r["completion"] for r in store.watch_sessions(after).to_pylist()}
+    old_sessions = {(r["user_id"], r["movie_id"]): r["completion"] for r in store.watch_sessions(before).to_pylist()}
+    assert sessions[(1, A)] == 1.0 and old_sessions[(1, A)] == pytest.approx(0.3)
+    assert store.read("SELECT count(*) FROM users")[0][0] == 2  # one current record per id
+    assert store.read("SELECT user_id, age FROM user_history") == [(1, 30)]  # unchanged user 2 made no history
+
+
+def test_stale_records_are_the_oldest_unchecked_and_a_refresh_or_check_makes_them_fresh(store: EventStore) -> None:
+    fill(store)
+    later = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1)
+    assert store.stale_records("users", later) == [1, 2]
+    assert sorted(store.stale_records("movies", later)) == [A, B, C]
+    assert store.stale_records("users", datetime(2000, 1, 1)) == []  # nothing fetched that long ago
+    checked = datetime.now(UTC).replace(tzinfo=None)
+    store.refresh_records(users=[UserInfo(1, 30, "F", "writer")])  # unchanged: only checked
+    store.mark_checked("movies", [B])  # e.g. the API no longer knows it: asked, kept as it was
+    assert store.stale_records("users", checked) == [2]
+    assert sorted(store.stale_records("movies", checked)) == [A, C]
+    assert store.stale_records("users", later, limit=1) == [2]  # oldest check first: user 2 was never asked again
+    with pytest.raises(ValueError, match="record kind 'ratings' is unknown"):
+        store.stale_records("ratings", later)

@@ -282,6 +282,14 @@ def test_bulk_lookups_are_chunked_and_cached(world: FakeWorld, api: WorldApi) ->
     assert known[7].age == 30 and known[7].gender == "F"
 
 
+def test_fresh_lookups_ask_the_api_again_past_the_cache(world: FakeWorld, api: WorldApi) -> None:
+    known, unknown = api.movies(["a+2000", "nope+1999"])
+    asked = len(world.paths)
+    assert api.movies(["a+2000", "nope+1999"]) == (known, unknown) and len(world.paths) == asked  # cached
+    assert api.movies(["a+2000", "nope+1999"], fresh=True) == (known, unknown)
+    assert len(world.paths) > asked and world.paths[asked].startswith("/movie/a+2000,nope+1999")
+
+
 def test_bulk_404_asks_again_without_the_unknown_ids(world: FakeWorld, api: WorldApi) -> None:
     known, unknown = api.movies(["a+2000", "nope+1999", "c+2002"])
     assert sorted(known) == ["a+2000", "c+2002"] and unknown == {"nope+1999"}

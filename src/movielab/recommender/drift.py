@@ -356,6 +356,4 @@ def profile_window(store, start: datetime, end: datetime, budget_ms: int = REQUE
 
 def read_rows(store, sql: str, params: dict[str, object] | None = None) -> list[tuple]:
     """Run read-only `sql` on the event store's connection under its lock (monitoring reads only)."""
-    # EventStore has no public read-only query method yet; its `_query` takes the store's lock, which
-    # the ingest writer shares, so a read never sees half a batch.
-    return store._query(sql, params)
+    return store.read(sql, params)  # under the lock the ingest writer shares: never half a batch

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -43,7 +44,7 @@ class Ingestor:
 
     def __init__(self, bootstrap: str, topics: Sequence[str], store: EventStore, api: WorldApi,
                  group_id: str = "recommender-ingest", batch_size: int = 20_000, batch_timeout: float = 1.0, *,
-                 fetch_users: bool = True, retry_max: float = 10.0,
+                 fetch_users: bool = True, retry_max: float = 10.0, refresh_after: float | None = 24 * 3600.0,
                  **consumer_overrides: object) -> None:  # fmt: skip
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -56,6 +57,7 @@ class Ingestor:
         self.batch_timeout = batch_timeout
         self.fetch_users = fetch_users
         self.retry_max = retry_max
+        self.refresh_after = refresh_after  # seconds after which stored user/movie records are fetched again
         self.validator = Validator(api, store)
         self._overrides = consumer_overrides
         self._consumer: Consumer | None = None
@@ -153,7 +155,7 @@ class Ingestor:
     def _start(self) -> Consumer:
         if self.fetch_users and self.users is None:
             api = WorldApi(self.api.base_url, self.api.timeout, negative_ttl=0, cache_users=False)
-            self.users = UserFetcher(self.store, api)
+            self.users = UserFetcher(self.store, api, refresh_after=self.refresh_after)
             self.users.start()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
@@ -286,14 +288,23 @@ def _ends(records: list[Record]) -> dict[tuple[str, int], int]:
 
 
 class UserFetcher(threading.Thread):
-    """Fetches and stores the records of users seen on the stream, off the ingest path (never blocks it)."""
+    """Fetches and stores the records of users seen on the stream, off the ingest path (never blocks it).
 
-    def __init__(self, store: EventStore, api: WorldApi, per_request: int = 200, retry_after: float = 30.0) -> None:
+    When idle it also refreshes stored records (users and movies) older than `refresh_after` seconds,
+    a bulk request at a time, since the world may change a user's or a movie's details; None never refreshes.
+    """
+
+    def __init__(self, store: EventStore, api: WorldApi, per_request: int = 200, retry_after: float = 30.0,
+                 refresh_after: float | None = 24 * 3600.0, refresh_every: float = 60.0) -> None:  # fmt: skip
         super().__init__(name="ingest-users", daemon=True)
         self.store = store
         self.api = api
         self.per_request = per_request
         self.retry_after = retry_after
+        self.refresh_after = refresh_after
+        self.refresh_every = refresh_every
+        self.refreshed = 0  # records fetched again and replaced
+        self._next_refresh = 0.0
         self.fetched = 0
         self.unknown = 0  # ids the API did not know when asked (asked again later)
         self._lock = threading.Lock()
@@ -346,7 +357,8 @@ class UserFetcher(threading.Thread):
                     self._idle.set()
                     self._wake.clear()
             if not ids:
-                self._wake.wait(1.0)
+                if not self._refresh():
+                    self._wake.wait(1.0)
                 continue
             try:
                 known, unknown = self.api.users(ids)
@@ -367,6 +379,41 @@ class UserFetcher(threading.Thread):
                 self.unknown += len(unknown)
                 later = time.monotonic() + self.retry_after
                 self._later.update((uid, later) for uid in unknown)  # the API may lag behind a new account
+
+
+    def _refresh(self) -> bool:
+        """Fetch again one bulk of records older than `refresh_after`; True if there was anything to refresh."""
+        now = time.monotonic()
+        if self.refresh_after is None or now < self._next_refresh:
+            return False
+        before = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=self.refresh_after)
+        try:
+            users = self.store.stale_records("users", before, self.per_request)
+            movies = self.store.stale_records("movies", before, self.per_request)
+            if not users and not movies:
+                self._next_refresh = now + self.refresh_every
+                return False
+            if len(users) < self.per_request and len(movies) < self.per_request:  # the last bulk of this pass
+                self._next_refresh = now + self.refresh_every
+            known_users, gone_users = self.api.users(users, fresh=True) if users else ({}, set())
+            known_movies, gone_movies = self.api.movies(movies, fresh=True) if movies else ({}, set())
+            if self._stopping.is_set():
+                return False
+            self.store.refresh_records(movies=known_movies.values(), users=known_users.values())
+            # Ids the API no longer knows keep their last record (better than none); their fetch time moves
+            # on so the oldest-first scan reaches the others, and they are asked again next period.
+            self.store.mark_checked("users", gone_users)
+            self.store.mark_checked("movies", gone_movies)
+        except (WorldApiUnavailable, StoreError, duckdb.Error) as exc:
+            logger.warning("records not refreshed now (next try in %.0f s): %s", self.refresh_every, exc)
+            self._next_refresh = now + self.refresh_every
+            return False
+        self.refreshed += len(known_users) + len(known_movies)
+        if gone_users or gone_movies:
+            logger.warning("the world API no longer knows %d users and %d movies whose records are stored; "
+                           "their old records are kept, e.g. %s", len(gone_users), len(gone_movies),
+                           sorted(map(str, gone_users | gone_movies))[:5])  # fmt: skip
+        return True
 
 
 def run_ingest(bootstrap: str, topics: Sequence[str], store_path: Path | str, api_url: str,

@@ -44,6 +44,16 @@ CREATE TABLE IF NOT EXISTS users (
     user_id BIGINT PRIMARY KEY, age INTEGER, gender VARCHAR, occupation VARCHAR, fetched_at TIMESTAMP NOT NULL);
 CREATE TABLE IF NOT EXISTS movies (
     movie_id VARCHAR PRIMARY KEY, runtime INTEGER, genres VARCHAR[], title VARCHAR, fetched_at TIMESTAMP NOT NULL);
+-- Records replaced by a refresh, kept so a snapshot still reads the details it was taken with.
+CREATE TABLE IF NOT EXISTS user_history (
+    user_id BIGINT, age INTEGER, gender VARCHAR, occupation VARCHAR, fetched_at TIMESTAMP NOT NULL,
+    replaced_at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS movie_history (
+    movie_id VARCHAR, runtime INTEGER, genres VARCHAR[], title VARCHAR, fetched_at TIMESTAMP NOT NULL,
+    replaced_at TIMESTAMP NOT NULL);
+-- When each stored record was last asked for again (its fetched_at changes only when its details do).
+CREATE TABLE IF NOT EXISTS record_checks (
+    kind VARCHAR, id VARCHAR, checked_at TIMESTAMP NOT NULL, PRIMARY KEY (kind, id));
 CREATE TABLE IF NOT EXISTS snapshots (
     id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL UNIQUE, start_time TIMESTAMP, end_time TIMESTAMP,
     max_seq BIGINT NOT NULL, "rows" BIGINT NOT NULL, content_hash VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL);
@@ -197,23 +207,75 @@ class EventStore:
         return Appended(int(n_ev), int(n_q))
 
     def add_records(self, movies: Iterable[MovieInfo] = (), users: Iterable[UserInfo] = ()) -> None:
-        """Store movie and user records (first record of an id wins: records never change once stored)."""
+        """Store new movie and user records (an id already stored keeps its record: see `refresh_records`)."""
         with self._lock:
             self._insert_records(list(movies), list(users), _utcnow())
 
+    def refresh_records(self, movies: Iterable[MovieInfo] = (), users: Iterable[UserInfo] = ()) -> None:
+        """Store records fetched again: changed details become the current record (the old one goes to history,
+        so snapshots keep reading what they were taken with); every given id counts as checked now."""
+        movies, users = list(movies), list(users)
+        now = _utcnow()
+        with self._lock:
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                for kind, records, fields in (("movies", movies, _MOVIE_FIELDS), ("users", users, _USER_FIELDS)):
+                    if records:
+                        self._replace_changed(kind, _records_table(kind, records), fields, now)
+                        self._checked(kind, [getattr(r, fields[0]) for r in records], now)
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+
+    def _replace_changed(self, kind: str, table: pa.Table, fields: tuple[str, ...], now: datetime) -> None:
+        key, history = fields[0], _HISTORY[kind]
+        changed = " OR ".join(f"c.{f} IS DISTINCT FROM r.{f}" for f in fields[1:])
+        cols = ", ".join(fields)
+        self._con.register("_records", table)
+        try:
+            self._con.execute(f"""INSERT INTO {history} SELECT {", ".join("c." + f for f in fields)}, c.fetched_at, $now
+                                  FROM {kind} c JOIN (SELECT DISTINCT ON ({key}) * FROM _records) r USING ({key})
+                                  WHERE {changed}""", {"now": now})  # fmt: skip
+            self._con.execute(f"""INSERT OR REPLACE INTO {kind} SELECT {cols}, $now FROM (
+                                      SELECT DISTINCT ON ({key}) r.* FROM _records r LEFT JOIN {kind} c USING ({key})
+                                      WHERE c.{key} IS NULL OR {changed})""", {"now": now})  # fmt: skip
+        finally:
+            self._con.unregister("_records")
+
+    def mark_checked(self, kind: str, ids: Iterable[int | str]) -> None:
+        """Record that `users` or `movies` ids were asked for again now (e.g. the API no longer knows them)."""
+        _check_kind(kind)
+        with self._lock:
+            self._checked(kind, list(ids), _utcnow())
+
+    def _checked(self, kind: str, ids: list, now: datetime) -> None:
+        if not ids:
+            return
+        self._con.register("_ids", pa.table({"id": pa.array([str(i) for i in ids], pa.string())}))
+        try:
+            self._con.execute("INSERT OR REPLACE INTO record_checks SELECT DISTINCT $kind, id, $now FROM _ids",
+                              {"kind": kind, "now": now})  # fmt: skip
+        finally:
+            self._con.unregister("_ids")
+
+    def stale_records(self, kind: str, checked_before: datetime, limit: int = 200) -> list:
+        """Ids of up to `limit` stored `users` or `movies` records last fetched or checked before
+        `checked_before`, oldest first (what a refresh asks for next)."""
+        _check_kind(kind)
+        key = "user_id" if kind == "users" else "movie_id"
+        rows = self._query(f"""SELECT {key} FROM {kind} LEFT JOIN record_checks c ON c.kind = $kind
+                                   AND c.id = {key}::VARCHAR
+                               WHERE coalesce(c.checked_at, fetched_at) < $before
+                               ORDER BY coalesce(c.checked_at, fetched_at), {key} LIMIT $limit""",
+                           {"kind": kind, "before": checked_before, "limit": int(limit)})  # fmt: skip
+        return [r[0] for r in rows]
+
     def _insert_records(self, movies: list[MovieInfo], users: list[UserInfo], now: datetime) -> None:
         if movies:
-            table = pa.table({"movie_id": pa.array([m.movie_id for m in movies], pa.string()),
-                              "runtime": pa.array([m.runtime for m in movies], pa.int32()),
-                              "genres": pa.array([list(m.genres) for m in movies], pa.list_(pa.string())),
-                              "title": pa.array([m.title for m in movies], pa.string())})  # fmt: skip
-            self._insert_table("movies", table, now)
+            self._insert_table("movies", _records_table("movies", movies), now)
         if users:
-            table = pa.table({"user_id": pa.array([u.user_id for u in users], pa.int64()),
-                              "age": pa.array([u.age for u in users], pa.int32()),
-                              "gender": pa.array([u.gender for u in users], pa.string()),
-                              "occupation": pa.array([u.occupation for u in users], pa.string())})  # fmt: skip
-            self._insert_table("users", table, now)
+            self._insert_table("users", _records_table("users", users), now)
 
     def _insert_table(self, name: str, table: pa.Table, now: datetime) -> None:
         self._con.register("_records", table)
@@ -401,9 +463,9 @@ class EventStore:
                    coalesce(r.rating, 0)::FLOAT AS rating, epoch_us(greatest(s.last_time, r.time)) / 1e6 AS t
             FROM s FULL OUTER JOIN r USING (user_id, movie_id)"""
         triples = self._arrow(sql, params)
-        users = self._arrow("""SELECT user_id, coalesce(age, -1) AS age,
+        users = self._arrow(f"""SELECT user_id, coalesce(age, -1) AS age,
                                       CASE gender WHEN 'F' THEN 0 WHEN 'M' THEN 1 ELSE -1 END AS gender
-                               FROM users WHERE fetched_at <= $created""", {"created": snap.created_at})  # fmt: skip
+                               FROM ({_as_of("users")})""", {"created": snap.created_at})  # fmt: skip
         seg = segment_of(users["age"].to_numpy(), users["gender"].to_numpy())
         segments = dict(zip(users["user_id"].to_numpy().tolist(), seg.tolist(), strict=True))
         movies = triples["movie_id"].to_numpy(zero_copy_only=False)
@@ -439,6 +501,10 @@ class EventStore:
     def _params(self, snap: Snapshot) -> dict[str, object]:
         return {**_window(snap.max_seq, snap.start, snap.end), "created": snap.created_at,
                 "default_runtime": self.default_runtime}  # fmt: skip
+
+    def read(self, sql: str, params: dict[str, object] | None = None) -> list[tuple]:
+        """Rows of a read-only query (`$name` parameters), under the lock the ingest writer takes too."""
+        return self._query(sql, params)
 
     def _query(self, sql: str, params: dict[str, object] | None = None) -> list[tuple]:
         with self._lock:
@@ -479,6 +545,36 @@ class EventStore:
                 self._con.unregister("_arms")
 
 
+_USER_FIELDS = ("user_id", "age", "gender", "occupation")
+_MOVIE_FIELDS = ("movie_id", "runtime", "genres", "title")
+_HISTORY = {"users": "user_history", "movies": "movie_history"}
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in _HISTORY:
+        raise ValueError(f"record kind {kind!r} is unknown: choose users or movies")
+
+
+def _records_table(kind: str, records: list) -> pa.Table:
+    """Arrow rows of `users` (UserInfo) or `movies` (MovieInfo) records, in the table's column order."""
+    if kind == "movies":
+        return pa.table({"movie_id": pa.array([m.movie_id for m in records], pa.string()),
+                         "runtime": pa.array([m.runtime for m in records], pa.int32()),
+                         "genres": pa.array([list(m.genres) for m in records], pa.list_(pa.string())),
+                         "title": pa.array([m.title for m in records], pa.string())})  # fmt: skip
+    return pa.table({"user_id": pa.array([u.user_id for u in records], pa.int64()),
+                     "age": pa.array([u.age for u in records], pa.int32()),
+                     "gender": pa.array([u.gender for u in records], pa.string()),
+                     "occupation": pa.array([u.occupation for u in records], pa.string())})  # fmt: skip
+
+
+def _as_of(kind: str) -> str:
+    """`users` or `movies` as they were at `$created`: the record then current (current or replaced later)."""
+    cols = ", ".join(_USER_FIELDS if kind == "users" else _MOVIE_FIELDS)
+    return f"""SELECT {cols} FROM {kind} WHERE fetched_at <= $created
+               UNION ALL SELECT {cols} FROM {_HISTORY[kind]} WHERE fetched_at <= $created AND replaced_at > $created"""
+
+
 def _bind(sql: str, params: dict[str, object] | None) -> dict[str, object] | None:
     """The parameters `sql` uses (DuckDB refuses unused named parameters)."""
     return None if params is None else {k: v for k, v in params.items() if f"${k}" in sql}
@@ -490,7 +586,7 @@ def _sessions_sql() -> str:
             FROM (SELECT user_id, movie_id, count(DISTINCT minute)::INTEGER AS minutes, max(minute) AS max_minute,
                          min(time) AS first_time, max(time) AS last_time
                   FROM events WHERE kind = 'watch' AND {_IN_SNAPSHOT} GROUP BY user_id, movie_id) w
-            LEFT JOIN movies m ON m.movie_id = w.movie_id AND m.fetched_at <= $created
+            LEFT JOIN ({_as_of("movies")}) m ON m.movie_id = w.movie_id
             ORDER BY w.user_id, w.movie_id"""
 
 

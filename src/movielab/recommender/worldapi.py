@@ -102,13 +102,14 @@ class WorldApi:
         self.rate_limited = 0
 
     # --- public ----------------------------------------------------------------------------------
-    def movies(self, ids: Iterable[str]) -> tuple[dict[str, MovieInfo], set[str]]:
-        """Look movies up (cache first, then bulk requests): (known id → info, unknown ids)."""
-        return self._lookup("movie", list(dict.fromkeys(ids)), self._movies, self._unknown_movies)
+    def movies(self, ids: Iterable[str], fresh: bool = False) -> tuple[dict[str, MovieInfo], set[str]]:
+        """Look movies up (cache first unless `fresh`, then bulk requests): (known id → info, unknown ids)."""
+        return self._lookup("movie", list(dict.fromkeys(ids)), self._movies, self._unknown_movies, fresh)
 
-    def users(self, ids: Iterable[int]) -> tuple[dict[int, UserInfo], set[int]]:
-        """Look users up (cache first, then bulk requests): (known id → info, unknown ids)."""
-        return self._lookup("user", list(dict.fromkeys(int(i) for i in ids)), self._users, self._unknown_users)
+    def users(self, ids: Iterable[int], fresh: bool = False) -> tuple[dict[int, UserInfo], set[int]]:
+        """Look users up (cache first unless `fresh`, then bulk requests): (known id → info, unknown ids)."""
+        return self._lookup("user", list(dict.fromkeys(int(i) for i in ids)), self._users, self._unknown_users,
+                            fresh)  # fmt: skip
 
     def prime(self, movies: Iterable[MovieInfo] = (), users: Iterable[UserInfo] = ()) -> None:
         """Fill the cache with records known from elsewhere (e.g. the event store after a restart)."""
@@ -128,10 +129,10 @@ class WorldApi:
         self.close()
 
     # --- lookups ---------------------------------------------------------------------------------
-    def _lookup(self, kind: str, ids: list, cache: dict, negative: dict) -> tuple[dict, set]:
+    def _lookup(self, kind: str, ids: list, cache: dict, negative: dict, fresh: bool = False) -> tuple[dict, set]:
         now = self._clock()
-        known = {i: cache[i] for i in ids if i in cache}
-        unknown = {i for i in ids if i not in known and negative.get(i, 0.0) > now}
+        known = {} if fresh else {i: cache[i] for i in ids if i in cache}
+        unknown = set() if fresh else {i for i in ids if i not in known and negative.get(i, 0.0) > now}
         missing = [i for i in ids if i not in known and i not in unknown]
         keep = kind == "movie" or self.cache_users
         for chunk in _chunks([str(i) for i in missing]):
