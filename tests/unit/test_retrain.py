@@ -267,6 +267,16 @@ def test_a_crash_in_any_stage_leaves_the_champion_untouched(stage, store, regist
     assert read_records(tmp_path / "retrain.jsonl")[-1]["status"] == "failed"
 
 
+def test_one_run_at_a_time(store, registry, tmp_path) -> None:
+    inner = []
+    r = retrainer(store, registry, tmp_path, RetrainPolicy(model="ease", params={"lam": 10.0}, min_events=100),
+                  rollout=lambda mv, rec: inner.append(r.run(trigger="request")))  # fmt: skip
+    outer = r.run()
+    assert outer.status == "accepted" and inner[0].status == "rejected"
+    assert inner[0].reason == "another retraining run is in progress" and len(registry.versions()) == 1
+    assert r.run().status == "accepted"  # the guard is released after a run
+
+
 def test_schedule_follows_stream_time_and_survives_a_restart(store, registry, tmp_path) -> None:
     policy = RetrainPolicy(model="popularity", min_events=100, every_hours=6)
     r = retrainer(store, registry, tmp_path, policy)

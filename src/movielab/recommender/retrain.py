@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ from movielab.recommender import evaluate, pipeline
 from movielab.recommender.data import TrainingData
 from movielab.recommender.models import Model, ModelFitError, create
 from movielab.recommender.pipeline import Trained
+from movielab.recommender.registry import RegisteredVersion
 from movielab.recommender.store import EventStore, Snapshot
 
 logger = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ class RegistryLike(Protocol):
     def folder(self, mv) -> Path: ...
 
 
-Rollout = Callable[[Any, RunRecord], None]  # (RegisteredVersion, record) → start serving / a canary
+Rollout = Callable[[RegisteredVersion, RunRecord], None]  # serve a new champion, or start a canary with a challenger
 
 
 class _Rejected(Exception):
@@ -257,6 +259,7 @@ class Retrainer:
         self.log_path = Path(log_path)
         self.rollout = rollout
         self.last_stream_time = self._last_stream_time()
+        self._running = threading.Lock()  # one run at a time, even if a schedule and a request meet
 
     @classmethod
     def from_config(cls, config, store: EventStore, rollout: Rollout | None = None) -> Retrainer:
@@ -294,6 +297,10 @@ class Retrainer:
         p = self.policy
         record = RunRecord(uuid.uuid4().hex[:12], trigger, _utc_iso(), p.model, dict(p.params))
         t0 = time.perf_counter()
+        if not self._running.acquire(blocking=False):
+            record.status, record.reason = "rejected", "another retraining run is in progress"
+            self._keep(record)
+            return record
         try:
             self._run(record)
         except _Rejected as rejected:
@@ -301,6 +308,8 @@ class Retrainer:
         except Exception as exc:  # the service boundary: the operator must survive any stage's error
             record.status, record.reason = "failed", f"{record.stage} failed: {type(exc).__name__}: {exc}"
             logger.exception("retraining run %s failed in stage %s", record.id, record.stage)
+        finally:
+            self._running.release()
         record.seconds["total"] = round(time.perf_counter() - t0, 3)
         if record.stream_time:
             self.last_stream_time = datetime.fromisoformat(record.stream_time)
