@@ -102,3 +102,34 @@ def test_unknown_versions_are_named(registry: Registry) -> None:
 def test_no_credentials_are_written_beside_a_model() -> None:
     assert _without_credentials("https://bob:s3cret@mlflow.example:5000/x") == "https://mlflow.example:5000/x"
     assert _without_credentials("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+
+
+def test_cli_retrain_registry_promote_explain(mlflow_template: Path, tmp_path: Path, capsys) -> None:
+    from movielab.cli import main
+
+    with EventStore(tmp_path / "store.duckdb") as store:
+        store.append(block_events())
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")  # the default backend: next to the artifacts
+    common = ["--store", str(tmp_path / "store.duckdb"), "--artifacts", str(tmp_path / "models"), "--team", "4"]
+    lam = ["--params", '{"lam": 10}']
+    assert main(["recommender", "retrain", *common, *lam]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert (first["status"], first["decision"], first["registered_version"]) == ("accepted", "champion", "1")
+    assert main(["recommender", "retrain", *common, "--model", "popularity"]) == 1  # not better than itself
+    assert "not better than popularity" in json.loads(capsys.readouterr().out)["reason"]
+    assert main(["recommender", "retrain", *common, *lam]) == 0
+    capsys.readouterr()
+    assert main(["recommender", "registry", *common, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(v["version"], v["aliases"]) for v in listed] == [("1", ["champion"]), ("2", ["challenger"])]
+    assert main(["recommender", "promote", "2", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["aliases"] == ["champion"]
+    assert main(["recommender", "registry", *common]) == 0
+    assert "movielab-team4" in capsys.readouterr().out
+    assert main(["recommender", "explain", "5", *common]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["user"], out["source"], out["registry"]["version"]) == (5, "model", "2")
+    assert out["training_data"]["snapshot_id"] == first["snapshot"]["id"]
+    assert main(["recommender", "promote", "7", *common]) == 2
+    assert main(["recommender", "explain", "-5", *common]) == 2
+    assert "user id '-5'" in capsys.readouterr().err
