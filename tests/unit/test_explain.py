@@ -41,8 +41,9 @@ def batch(lines: list[str], first: int) -> Batch:
 
 
 def first_day() -> list[str]:
-    """User 1 watches 30 minutes of A, rates it 5, then watches 10 minutes of B; users 2 and 3 watch C and A."""
-    lines = watching(1, A, 30, T0) + [rate_line(stamp(T0 + timedelta(hours=1)), 1, A, 5)]
+    """User 1 watches 30 minutes of A, rates it 3 then 5, then watches 10 minutes of B; users 2, 3 watch C and A."""
+    lines = watching(1, A, 30, T0) + [rate_line(stamp(T0 + timedelta(minutes=40)), 1, A, 3),
+                                      rate_line(stamp(T0 + timedelta(hours=1)), 1, A, 5)]  # fmt: skip
     lines += watching(1, B, 10, T0 + timedelta(hours=2)) + watching(2, C, 5, T0) + watching(3, A, 3, T0)
     return lines
 

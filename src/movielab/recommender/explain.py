@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 
 from movielab.recommender.answers import AnswerTable
 from movielab.recommender.registry import read_registration
@@ -100,28 +100,27 @@ def _seen_by_model(folder: Path, user_id: int) -> dict[str, Any] | None:
     return {"movies": len(cols), "movie_ids": sorted(str(items[c]) for c in cols)}
 
 
+_USER_EVENTS = """SELECT movie_id, count(DISTINCT minute) FILTER (WHERE kind = 'watch') AS minutes,
+        arg_max(rating, [epoch_us(time), seq]) FILTER (WHERE kind = 'rate') AS rating, max(time) AS last_time
+    FROM events WHERE user_id = $user AND kind IN ('watch', 'rate') AND seq <= $max_seq AND time >= $start
+        AND time < $end
+    GROUP BY movie_id ORDER BY last_time DESC, movie_id DESC"""  # the latest rating wins, as in store.ratings
+
+
 def _events(store: EventStore, snapshot_id: str, user_id: int, recent: int) -> dict[str, Any]:
     """The user's watches and ratings in the training snapshot, with the latest few movies."""
     try:
         snap = store.snapshot(snapshot_id)
     except UnknownSnapshot:
         return {"error": f"snapshot {snapshot_id} is not in this event store"}
-    sessions = store.watch_sessions(snap)
-    sessions = sessions.filter(pc.equal(sessions["user_id"], user_id))
-    ratings = store.ratings(snap)
-    ratings = ratings.filter(pc.equal(ratings["user_id"], user_id))
-    last: dict[str, Any] = {}
-    for m, t, minutes in zip(sessions["movie_id"].to_pylist(), sessions["last_time"].to_pylist(),
-                             sessions["minutes"].to_pylist(), strict=True):  # fmt: skip
-        last[m] = {"movie_id": m, "time": t, "minutes_watched": minutes, "rating": None}
-    for m, t, r in zip(ratings["movie_id"].to_pylist(), ratings["time"].to_pylist(), ratings["rating"].to_pylist(),
-                       strict=True):  # fmt: skip
-        entry = last.setdefault(m, {"movie_id": m, "time": t, "minutes_watched": 0, "rating": None})
-        entry["rating"], entry["time"] = r, max(entry["time"], t)
-    latest = sorted(last.values(), key=lambda e: (e["time"], e["movie_id"]), reverse=True)[:recent]
-    return {"snapshot_id": snap.id, "movies_watched": sessions.num_rows, "minutes_watched": int(pc.sum(
-        sessions["minutes"]).as_py() or 0), "ratings": ratings.num_rows, "movies": len(last),
-        "latest": [{**e, "time": e["time"].isoformat()} for e in latest]}  # fmt: skip
+    window = {"user": user_id, "max_seq": snap.max_seq, "start": snap.start or datetime.min,
+              "end": snap.end or datetime.max}  # fmt: skip
+    rows = store.read(_USER_EVENTS, window)
+    return {"snapshot_id": snap.id, "movies_watched": sum(1 for _, minutes, _, _ in rows if minutes),
+            "minutes_watched": sum(minutes for _, minutes, _, _ in rows),
+            "ratings": sum(1 for _, _, rating, _ in rows if rating is not None), "movies": len(rows),
+            "latest": [{"movie_id": m, "time": t.isoformat(), "minutes_watched": minutes, "rating": rating}
+                       for m, minutes, rating, t in rows[:recent]]}  # fmt: skip
 
 
 def explain_from_registry(config, user_id: int, alias: str = "champion", version: str | None = None,
