@@ -5,11 +5,14 @@ different version names: a rollout's cost is loading and precomputing, not what 
 `movielab.recommender.fleet.Fleet` of 2 replica processes behind nginx, then, in the same run:
 
 - baseline: `wrk -t2 -c32 --latency` through nginx for `--duration` seconds, no rollout;
-- rollouts: the same wrk while `--rollouts` (>= 3) rollouts run back to back (each drains one replica in
-  nginx, loads the new version on it, checks /healthz, puts it back, next), wrk stopped 1 s after the last.
+- drained rollouts: the same wrk while `--rollouts` (>= 3) rollouts run back to back, each replica
+  answering 503 while it loads (nginx passes those requests to the other one; no nginx reload), wrk
+  stopped 1 s after the last;
+- in-place rollouts: the same with `Fleet.rollout(drain=False)`: each replica keeps answering from its old
+  table while it builds the new one.
 
-Printed for both: requests, failed requests (socket errors and non-2xx), requests over the world's 600 ms
-time-out, requests/s and p50/p99; and the seconds each rollout took (per replica and overall).
+Printed for each: requests, failed requests (socket errors and non-2xx), requests over the world's 600 ms
+time-out, requests/s, p50/p99/p99.9/max; and the seconds each rollout took (per replica and overall).
 
     python benchmarks/rollout.py [--users 100000] [--duration 15] [--connections 32] [--rollouts 3]
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import re
 import shutil
 import signal
@@ -55,6 +59,7 @@ function done(summary, latency, requests)
   end
   io.write(string.format("OVER600 %d RECORDED %d TIMEOUTS %d REQUESTS %d\\n", over, seen, summary.errors.timeout,
                          summary.requests))
+  io.write(string.format("P999 %.0f MAX %.0f\\n", latency:percentile(99.9), latency.max))
 end
 """
 
@@ -97,7 +102,24 @@ def figures(output: str) -> dict[str, float]:
     out["requests"] = float(total.group(1)) if total else float("nan")
     out["failed"] = float(socket_errors + out["non_2xx"])
     out["over_600ms"] = float(int(over.group(1)) + int(over.group(3))) if over else float("nan")
+    tail = re.search(r"P999 (\d+) MAX (\d+)", output)
+    out["p999_ms"], out["max_ms"] = (int(tail.group(1)) / 1e3, int(tail.group(2)) / 1e3) if tail else (math.nan,) * 2
     return out
+
+
+def under_rollouts(fleet: Fleet, url: str, versions: list[Path], args: argparse.Namespace, script: Path,
+                   drain: bool) -> tuple[dict, list]:  # fmt: skip
+    """wrk through nginx while `versions` are rolled out back to back; wrk's figures and the rollout reports."""
+    wrk = subprocess.Popen(wrk_command(url, args.connections, 3600, script), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        time.sleep(1)
+        reports = [fleet.rollout(v, drain=drain) for v in versions]
+        time.sleep(1)
+    finally:
+        wrk.send_signal(signal.SIGINT)  # wrk stops and prints its figures
+        out, _ = wrk.communicate(timeout=60)
+    return figures(out), reports
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -105,7 +127,7 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="movielab-rollout-") as tmp:
         tmp_path = Path(tmp)
         t = time.perf_counter()
-        versions = save_versions(tmp_path / "models", args.users, args.rollouts + 1)
+        versions = save_versions(tmp_path / "models", args.users, 2 * args.rollouts + 1)
         logger.info("saved %d versions in %.1f s", len(versions), time.perf_counter() - t)
         script = tmp_path / "random.lua"
         script.write_text(random_id_lua("/recommend/", args.users) + LUA_DONE)
@@ -116,21 +138,15 @@ def run(args: argparse.Namespace) -> dict:
             done = subprocess.run(wrk_command(url, args.connections, args.duration, script), capture_output=True,
                                   text=True, check=True, timeout=args.duration + 60)  # fmt: skip
             baseline = figures(done.stdout)
-            logger.info("rollouts: wrk until 1 s after the last of %d rollouts", args.rollouts)
-            wrk = subprocess.Popen(wrk_command(url, args.connections, 3600, script), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
-            try:
-                time.sleep(1)
-                reports = [fleet.rollout(v) for v in versions[1:]]
-                time.sleep(1)
-            finally:
-                wrk.send_signal(signal.SIGINT)  # wrk stops and prints its figures
-                out, _ = wrk.communicate(timeout=60)
-            during = figures(out)
-            served = {s["champion"]["provenance"]["model_version"] for s in fleet.state()}
-    return {"baseline": baseline, "rollouts": during, "served_after": sorted(served),
-            "rollout_seconds": [r.seconds for r in reports],
-            "replica_seconds": [list(r.replica_seconds.values()) for r in reports]}  # fmt: skip
+            out: dict = {"baseline": baseline}
+            k = args.rollouts
+            for name, drain, vs in (("drained", True, versions[1 : k + 1]), ("in place", False, versions[k + 1 :])):
+                logger.info("%s rollouts: wrk until 1 s after the last of %d rollouts", name, k)
+                during, reports = under_rollouts(fleet, url, vs, args, script, drain)
+                out[name] = {**during, "rollout_seconds": [r.seconds for r in reports],
+                             "replica_seconds": [list(r.replica_seconds.values()) for r in reports]}  # fmt: skip
+            out["served_after"] = sorted({s["champion"]["provenance"]["model_version"] for s in fleet.state()})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,17 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     r = run(args)
     print(f"2 replicas behind nginx, {args.users:,} users x {N_MOVIES:,} movies, wrk -t2 -c{args.connections} "
           "through nginx")  # fmt: skip
-    print(f"{'phase':28} {'requests':>9} {'failed':>7} {'>600 ms':>8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
-    for name, f in (("baseline (no rollout)", r["baseline"]), (f"during {args.rollouts} rollouts", r["rollouts"])):
-        print(f"{name:28} {f['requests']:9.0f} {f['failed']:7.0f} {f['over_600ms']:8.0f} {f['rps']:8.0f} "
-              f"{f['p50_ms']:7.2f} {f['p99_ms']:7.2f}")  # fmt: skip
-    d = r["rollouts"]
-    print(f"failed during rollouts by kind: connect {d['connect_errors']:.0f}, read {d['read_errors']:.0f}, "
-          f"write {d['write_errors']:.0f}, timeout {d['timeout_errors']:.0f}, non-2xx {d['non_2xx']:.0f}")
-    print("(a read error is a request wrk had sent on a kept-alive connection that a retiring nginx worker closed "
-          "at a reload; wrk does not retry, the world's aiohttp client retries such a GET once)")
-    for k, (total, per) in enumerate(zip(r["rollout_seconds"], r["replica_seconds"], strict=True), start=1):
-        print(f"rollout {k}: {total:.2f} s (replicas: {', '.join(f'{s:.2f} s' for s in per)})")
+    print(f"{'phase':34} {'requests':>9} {'failed':>7} {'>600 ms':>8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'p99.9 ms':>8} {'max ms':>7}")  # fmt: skip
+    phases = (("baseline (no rollout)", "baseline"), (f"during {args.rollouts} drained rollouts", "drained"),
+              (f"during {args.rollouts} in-place rollouts", "in place"))  # fmt: skip
+    for label, key in phases:
+        f = r[key]
+        print(f"{label:34} {f['requests']:9.0f} {f['failed']:7.0f} {f['over_600ms']:8.0f} {f['rps']:8.0f} "
+              f"{f['p50_ms']:7.2f} {f['p99_ms']:7.2f} {f['p999_ms']:8.2f} {f['max_ms']:7.2f}")  # fmt: skip
+    for label, key in phases[1:]:
+        d = r[key]
+        print(f"{label}: failed by kind: connect {d['connect_errors']:.0f}, read {d['read_errors']:.0f}, "
+              f"write {d['write_errors']:.0f}, timeout {d['timeout_errors']:.0f}, non-2xx {d['non_2xx']:.0f}")
+        for k, (total, per) in enumerate(zip(d["rollout_seconds"], d["replica_seconds"], strict=True), start=1):
+            print(f"  rollout {k}: {total:.2f} s (replicas: {', '.join(f'{s:.2f} s' for s in per)})")
     print(f"serving after the rollouts: {', '.join(r['served_after'])}")
     print(json.dumps(r))
     return 0

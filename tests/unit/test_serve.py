@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from movielab.recommender import split
+from movielab.recommender import serve, split
 from movielab.recommender.answers import AnswerTable, Provenance
 from movielab.recommender.data import N_SEGMENTS, TrainingData
 from movielab.recommender.models import create
-from movielab.recommender.serve import (BadSegments, BadUserId, NoChallenger, create_app, drop_challenger,
+from movielab.recommender.serve import (BadSegments, BadUserId, NoChallenger, create_app, drain, drop_challenger,
                                         parse_user_id, promote, read_segments, serving, set_challenger, set_share,
                                         swap, write_segments)  # fmt: skip
 
@@ -249,7 +249,8 @@ def test_healthz_names_the_serving_table(client) -> None:
     r = client.get("/healthz")
     assert r.status_code == 200
     assert r.json() == {"status": "ok", "provenance": PROV.as_dict(), "model_users": 3, "segment_users": 2,
-                        "empty_rows": 1, "folder": None, "challenger": None, "share": 0.0, "salt": 0}  # fmt: skip
+                        "empty_rows": 1, "folder": None, "challenger": None, "share": 0.0, "salt": 0,
+                        "draining": False}  # fmt: skip
 
 
 def test_metrics_count_answers_by_source_and_fallbacks_by_kind(client) -> None:
@@ -514,6 +515,7 @@ def test_admin_load_uses_the_segments_file_next_to_the_artifact(client, version)
       "challenger share 2 must be between 0 and 1"),
      ("/admin/load", b'{"folder": "VERSION", "arm": "challenger", "salt": -1}', 400, "salt -1 must be an integer"),
      ("/admin/load", b'{"folder": "VERSION", "arm": "challenger", "share": true}', 400, "field 'share' must be"),
+     ("/admin/load", b'{"folder": "VERSION", "drain": 1}', 400, "field 'drain' must be bool, got 1"),
      ("/admin/load", b'{"folder": "/nonexistent/v1"}', 404, "version folder /nonexistent/v1 does not exist"),
      ("/admin/load", b'{"folder": "EMPTY"}', 404, "manifest.json is missing"),
      ("/admin/load", b'{"folder": "VERSION", "segments": "NOSEGS"}', 400, "cannot be read"),
@@ -545,6 +547,55 @@ def test_admin_load_of_a_broken_artifact_is_400_and_keeps_serving(client, versio
     r = client.post("/admin/load", json={"folder": str(version)})
     assert r.status_code == 400 and "has no field 'version'" in r.json()["error"]
     assert client.get("/recommend/10").headers["x-model"] == header("model")
+
+
+def test_a_draining_replica_answers_503_with_the_reason_until_it_serves_again(client) -> None:
+    drain(client.app, "loading v0008")
+    r = client.get("/recommend/10")
+    assert (r.status_code, r.headers["retry-after"]) == (503, "1")
+    assert r.text == "this replica does not answer right now: loading v0008" and "x-model" not in r.headers
+    assert client.get("/healthz").json()["draining"] is True
+    assert client.get("/admin/state").json()["draining"] is True
+    assert client.get("/recommend/abc").status_code == 400  # a bad id stays a bad id
+    drain(client.app, None)
+    r = client.get("/recommend/10")
+    assert r.status_code == 200 and r.headers["x-model"] == header("model")
+    assert client.get("/healthz").json()["draining"] is False
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_load_with_drain_answers_503_while_it_builds_then_serves(client, version, monkeypatch, fails) -> None:
+    seen: list[tuple[int, bool]] = []
+    real = serve.load_version
+
+    def load_and_look(folder, segments=None):
+        # runs in the worker thread while the event loop keeps answering
+        r = client.get("/recommend/10")
+        seen.append((r.status_code, client.get("/healthz").json()["draining"]))
+        if fails:
+            raise OSError("disk gone")
+        return real(folder, segments)
+
+    monkeypatch.setattr(serve, "load_version", load_and_look)
+    r = client.post("/admin/load", json={"folder": str(version), "drain": True})
+    assert seen == [(503, True)]
+    assert r.status_code == (400 if fails else 200), r.text
+    served = client.get("/recommend/10")
+    assert served.status_code == 200 and client.get("/admin/state").json()["draining"] is False
+    assert served.headers["x-model"].startswith("fake/3; " if fails else "popularity/v0007; ")
+
+
+def test_a_load_without_drain_keeps_answering_from_the_old_table(client, version, monkeypatch) -> None:
+    seen: list[str] = []
+    real = serve.load_version
+
+    def load_and_look(folder, segments=None):
+        seen.append(client.get("/recommend/10").headers["x-model"])
+        return real(folder, segments)
+
+    monkeypatch.setattr(serve, "load_version", load_and_look)
+    assert client.post("/admin/load", json={"folder": str(version)}).status_code == 200
+    assert seen == [header("model")]
 
 
 def test_admin_refuses_a_second_load_and_proxied_requests(client, version) -> None:

@@ -8,6 +8,11 @@ carries the header
 
     X-Model: <model>/<version>; snapshot=<snapshot id>; code=<code version>; source=<model|segment|global>; arm=<champion|challenger>
 
+A replica behind nginx can be drained without touching nginx: `POST /admin/load` with `"drain": true`
+makes `/recommend` answer 503 (`Retry-After: 1`) while the new table is built, and nginx, which treats a 503
+as a failed try (`proxy_next_upstream ... http_503`), passes the request to another replica and leaves this
+one out for its `fail_timeout`. No nginx reload, so no client connection is closed (see `movielab.nginx`).
+
 A user goes to the challenger iff `split.in_challenger(user, salt, share)`: sticky per user, and raising the
 share keeps the users already in the challenger there.
 
@@ -123,6 +128,7 @@ class Serving:
     share: float = 0.0
     salt: int = 0
     threshold: int = 0  # split.threshold(share) when a challenger is loaded, else 0 (hot path: no hashing)
+    draining: bytes | None = None  # while set, /recommend answers 503 with this body (see `drain`)
 
     def __post_init__(self) -> None:
         if self.challenger is None and self.share != 0.0:
@@ -141,7 +147,7 @@ class Serving:
         """Champion, challenger, share and salt, JSON-ready (for /admin/state and logs)."""
         return {"champion": self.champion.describe(),
                 "challenger": None if self.challenger is None else self.challenger.describe(),
-                "share": self.share, "salt": self.salt}  # fmt: skip
+                "share": self.share, "salt": self.salt, "draining": self.draining is not None}  # fmt: skip
 
 
 # --- the hot path --------------------------------------------------------------------------------
@@ -163,6 +169,9 @@ class RecommendEndpoint:
             await _send(send, 400, str(exc).encode("utf-8"), [])
             return
         s: Serving = self.state.serving  # one read: body and header come from the same configuration
+        if s.draining is not None:
+            await _send(send, 503, s.draining, [(b"retry-after", b"1")])
+            return
         arm = s.champion
         if s.threshold and split.bucket(user_id, s.salt) < s.threshold:
             arm = s.challenger
@@ -209,7 +218,8 @@ def create_app(table: AnswerTable, instrument: bool = True, *, folder: str | Pat
         s: Serving = request.app.state.serving
         challenger = None if s.challenger is None else s.challenger.describe()
         return JSONResponse({"status": "ok", **s.champion.table.describe(), "folder": s.champion.folder,
-                             "challenger": challenger, "share": s.share, "salt": s.salt})  # fmt: skip
+                             "challenger": challenger, "share": s.share, "salt": s.salt,
+                             "draining": s.draining is not None})  # fmt: skip
 
     async def metrics_page(request: Request) -> Response:
         if metrics is None:
@@ -316,6 +326,16 @@ def promote(app: Starlette) -> AnswerTable:
     logger.info("promoted challenger %s to champion (was %s)", new.champion.table.provenance.as_dict(),
                 old.champion.table.provenance.as_dict())  # fmt: skip
     return old.champion.table
+
+
+def drain(app: Starlette, reason: str | None) -> Serving:
+    """Answer `/recommend` with 503 and `reason` from now on (a proxy sends the request to another replica);
+    `None` serves again."""
+    body = None if reason is None else f"this replica does not answer right now: {reason}".encode()
+    old, new = _replace(app, lambda s: replace(s, draining=body), swapped=False)
+    if (old.draining is None) != (new.draining is None):
+        logger.info("%s", f"draining: {reason}" if reason is not None else "serving again after draining")
+    return new
 
 
 def drop_challenger(app: Starlette) -> AnswerTable:
@@ -481,12 +501,13 @@ async def _admin_state(request: Request) -> dict:
 
 @_admin
 async def _admin_load(request: Request) -> dict:
-    """Load a version folder as champion or challenger; the table is built in a worker thread."""
+    """Load a version folder as champion or challenger; the table is built in a worker thread, and with
+    `"drain": true` the replica answers `/recommend` with 503 until the new table is in."""
     from movielab.recommender.models.base import ModelLoadError
     from movielab.recommender.pipeline import NoModel
 
     body = await _json_body(request, {"folder": (str,), "arm": (str,), "segments": (str,), "share": (int, float),
-                                      "salt": (int,)}, required=("folder",))  # fmt: skip
+                                      "salt": (int,), "drain": (bool,)}, required=("folder",))  # fmt: skip
     arm = body.get("arm") or "champion"
     if arm not in ("champion", "challenger"):
         raise _AdminError(400, f"arm {arm!r} must be 'champion' or 'challenger'")
@@ -504,10 +525,16 @@ async def _admin_load(request: Request) -> dict:
     if app.state.loading is not None:
         raise _AdminError(409, f"a {app.state.loading} load is in progress; retry when it is done")
     app.state.loading = arm  # set and cleared on the event loop: no other request runs in between
+    if body.get("drain"):
+        drain(app, f"loading {folder} as {arm}")
     try:
         t = time.perf_counter()
         loaded = await asyncio.to_thread(load_version, folder, body.get("segments"))
         seconds = time.perf_counter() - t
+        if arm == "champion":
+            swap(app, loaded.table, loaded.folder, loaded.manifest)
+        else:
+            set_challenger(app, loaded.table, share or 0.0, salt, loaded.folder, loaded.manifest)
     except NoModel as exc:
         raise _AdminError(404, str(exc)) from None
     except KeyError as exc:
@@ -516,10 +543,8 @@ async def _admin_load(request: Request) -> dict:
         raise _AdminError(400, f"cannot load {folder}: {exc}") from None
     finally:
         app.state.loading = None
-    if arm == "champion":
-        swap(app, loaded.table, loaded.folder, loaded.manifest)
-    else:
-        set_challenger(app, loaded.table, share or 0.0, salt, loaded.folder, loaded.manifest)
+        if body.get("drain"):  # serve again, with the new table or, after a failed load, the old one
+            drain(app, None)
     return {**_state(app), "loaded": arm, "load_seconds": round(seconds, 3)}
 
 
