@@ -179,6 +179,9 @@ def gate(candidate: Model, data: TrainingData, champion: tuple[str, dict[str, An
         train, test = evaluate.time_split(data, policy.test_fraction)
     except ValueError as exc:
         return GateResult(False, f"the snapshot's time split has no train or test part: {exc}", {})
+    if test.getnnz() == 0:
+        return GateResult(False, "the snapshot's later part has no interaction of a training user with a training "
+                                 "movie: too little data to judge a model yet", {})  # fmt: skip
     test = _sample_rows(test, policy.gate_users)
     key = policy.metric
     metrics: dict[str, float] = {}

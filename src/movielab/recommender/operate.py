@@ -1,0 +1,412 @@
+"""The operator: the long-running process that runs the recommender without a person.
+
+One process owns the event store (DuckDB allows one) and does everything that needs it:
+- ingest: the Kafka consumer thread (`Ingestor`) fills the store;
+- retrain: on a schedule of stream time, `Retrainer` snapshots, checks, trains, gates and registers;
+- release: the first accepted version is rolled out to the serving fleet as champion; every later one
+  starts a canary (`Experiment`): sticky traffic split, per-arm metrics from the stream, SRM check and
+  sequential test at every tick, automatic promotion or rollback;
+- monitor: `MonitorLoop` sets the Prometheus gauges (ingest, availability, drift, feedback loop) that
+  the operator's `/metrics` serves next to its control endpoints.
+
+Serving is separate processes (`Fleet`: replicas behind nginx, or any object with the same operations),
+so a failed retraining run never touches what is served: it is a record with a reason, and the champion
+keeps answering. Every update is kept in `updates.jsonl` (what changed, when, how long from the start of
+the retraining run to the new version answering traffic), every experiment in `experiments/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from movielab.recommender import pipeline
+from movielab.recommender.experiments import CanaryPlan, Experiment, ExperimentError, salt_of
+from movielab.recommender.monitor import IngestorCollector, MonitorLoop, OperatorMetrics
+from movielab.recommender.online import arm_metrics, by_arm
+from movielab.recommender.retrain import Retrainer, RunRecord, stream_time
+from movielab.recommender.serve import write_segments
+from movielab.recommender.store import EventStore
+
+logger = logging.getLogger(__name__)
+
+
+class Serving(Protocol):
+    """What the operator asks of the serving side (`movielab.recommender.fleet.Fleet` has it)."""
+
+    def rollout(self, version: Path) -> Any: ...
+
+    def load_challenger(self, version: Path, share: float = 0.0, salt: int = 0) -> None: ...
+
+    def set_share(self, share: float, salt: int | None = None) -> Any: ...
+
+    def promote(self) -> Any: ...
+
+    def rollback(self) -> Any: ...
+
+
+class OneServer:
+    """Serving by one in-process server (demo, tests): the same operations as a `Fleet`, on one app."""
+
+    def __init__(self, version: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        from movielab.recommender.serve import create_app, load_version
+        from movielab.webserver import ServerThread
+
+        loaded = load_version(version)
+        self.app = create_app(loaded.table, folder=loaded.folder, manifest=loaded.manifest)
+        self.server = ServerThread(self.app, host, port).start()
+        self.url = self.server.url
+
+    def rollout(self, version: Path) -> None:
+        """Serve `version` as champion (built first, then swapped in with one assignment)."""
+        from movielab.recommender import serve
+
+        loaded = serve.load_version(version)
+        serve.swap(self.app, loaded.table, loaded.folder, loaded.manifest)
+
+    def load_challenger(self, version: Path, share: float = 0.0, salt: int = 0) -> None:
+        """Serve `version` to `share` of the users, bucketed by `salt`."""
+        from movielab.recommender import serve
+
+        loaded = serve.load_version(version)
+        serve.set_challenger(self.app, loaded.table, share, salt, loaded.folder, loaded.manifest)
+
+    def set_share(self, share: float, salt: int | None = None) -> None:
+        """Route `share` of the users to the challenger."""
+        from movielab.recommender import serve
+
+        serve.set_share(self.app, share, salt)
+
+    def promote(self) -> None:
+        """The challenger becomes the champion."""
+        from movielab.recommender import serve
+
+        serve.promote(self.app)
+
+    def rollback(self) -> None:
+        """Every user back to the champion."""
+        from movielab.recommender import serve
+
+        serve.drop_challenger(self.app)
+
+    def stop(self) -> None:
+        """Stop the server."""
+        self.server.stop()
+
+
+class OperatorError(RuntimeError):
+    """An operation the operator's state does not allow; names the operation and why."""
+
+
+@dataclass
+class Update:
+    """One change of what is served: kind, versions, and the time from the run's start to serving."""
+
+    kind: str  # champion | canary | promote | rollback
+    version: str  # model/version now served (or dropped, for a rollback)
+    stream_time: str
+    wall_time: str
+    seconds_to_serving: float | None = None  # retraining run start → the version answers traffic
+    detail: str = ""
+
+
+class Operator:
+    """Ingest, retrain, release by canary, monitor; call `tick()` from a loop (or run `start()`'s thread)."""
+
+    def __init__(self, store: EventStore, retrainer: Retrainer, start_serving: Callable[[Path], Serving],
+                 folder: Path, plan: CanaryPlan | None = None, ingestor=None,
+                 metrics: OperatorMetrics | None = None, monitor_every: int = 5) -> None:  # fmt: skip
+        self.store = store
+        self.retrainer = retrainer
+        self.registry = retrainer.registry
+        self.retrainer.rollout = self._release
+        self.start_serving = start_serving
+        self.serving: Serving | None = None
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.plan = plan or CanaryPlan()
+        self.ingestor = ingestor
+        self.metrics = metrics or OperatorMetrics()
+        if ingestor is not None:
+            self.metrics.registry.register(IngestorCollector(ingestor))
+        self.monitor = MonitorLoop(self.metrics)
+        self.monitor_every = monitor_every
+        self.experiment: Experiment | None = None
+        self.experiment_versions: dict[str, str] = {}  # arm -> registry version of the running experiment
+        self.updates: list[Update] = []
+        self.runs: list[RunRecord] = []
+        self.ticks = 0
+        self._lock = threading.RLock()  # ticks, manual overrides and the HTTP control take turns
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._run_started: float | None = None
+
+    # --- the loop --------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """One step: monitor, judge a running canary, or retrain when the schedule says so."""
+        with self._lock:
+            self.ticks += 1
+            now = stream_time(self.store)
+            if now is None:
+                return
+            if self.ticks % self.monitor_every == 1 or self.monitor_every == 1:
+                try:
+                    self.monitor.update(self.store, now)
+                except Exception:  # monitoring must never stop releases
+                    logger.exception("monitor update failed at stream time %s", now)
+            if self.experiment is not None and not self.experiment.finished:
+                self._judge(now)
+            elif self.retrainer.due(now):
+                self.retrain("schedule")
+
+    def retrain(self, trigger: str = "on demand") -> RunRecord:
+        """One retraining run now (rolled out or canaried when accepted); the record says what happened."""
+        with self._lock:
+            if self.experiment is not None and not self.experiment.finished:
+                raise OperatorError(f"retraining now would replace the running canary {self.experiment.name!r}; "
+                                    "promote or roll it back first")  # fmt: skip
+            self._run_started = time.perf_counter()
+            record = self.retrainer.run(trigger)
+            self.runs.append(record)
+            if record.status == "rejected" and record.snapshot and self.registry.champion_version() is None:
+                self._bootstrap(record)
+            return record
+
+    def _bootstrap(self, record: RunRecord) -> None:
+        """Nothing serves and no model beat popularity yet: popularity itself becomes the first champion,
+        so the world gets answers (a team without a model answers nothing) until a model beats it."""
+        try:
+            trained = pipeline.train(self.store, "popularity", self.retrainer.artifacts, snapshot=record.snapshot["id"])
+            registered = self.registry.register(trained, tags={"bootstrap": f"run {record.id}: {record.reason}"[:500]})
+            self.registry.promote(registered.version)
+            folder = self._prepare(trained.folder)
+            if self.serving is None:
+                self.serving = self.start_serving(folder)
+            else:
+                self.serving.rollout(folder)
+        except Exception:  # the next scheduled run tries again
+            logger.exception("bootstrapping popularity as the first champion failed")
+            return
+        self._updated("champion", f"popularity/{trained.manifest['version']}", record.stream_time,
+                      f"bootstrap: registry version {registered.version}; {record.reason}")  # fmt: skip
+
+    def start(self, tick_seconds: float = 2.0) -> Operator:
+        """Tick in a background thread every `tick_seconds` until `stop()`."""
+        self.resume()
+
+        def loop() -> None:
+            while not self._stop.wait(tick_seconds):
+                try:
+                    self.tick()
+                except Exception:  # the service boundary: log, keep operating
+                    logger.exception("operator tick failed")
+
+        self._thread = threading.Thread(target=loop, name="operator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop ticking (serving and ingest belong to whoever started them)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=120)
+
+    def resume(self) -> None:
+        """After a restart: serve the registry's champion and continue an unfinished experiment."""
+        with self._lock:
+            champ = self.registry.champion_version()
+            if champ is None or self.serving is not None:
+                return
+            self.serving = self.start_serving(self._prepare(self.registry.folder(champ)))
+            path = self.folder / "experiment.json"
+            if path.is_file():
+                exp = Experiment.load(path)
+                challenger = self.registry.challenger_version()
+                if not exp.finished and challenger is not None:
+                    self.experiment = exp
+                    self.experiment_versions = {"champion": champ.version, "challenger": challenger.version}
+                    self.serving.load_challenger(self._prepare(self.registry.folder(challenger)), exp.share, exp.salt)
+                    logger.info("continuing experiment %s at share %g", exp.name, exp.share)
+
+    # --- releases --------------------------------------------------------------------------------
+    def _release(self, registered, record: RunRecord) -> None:
+        """The retrainer's rollout step: the first champion starts serving, a challenger starts a canary."""
+        folder = self._prepare(Path(record.folder))
+        label = f"{record.model}/{record.artifact_version}"
+        if record.decision == "champion":
+            if self.serving is None:
+                self.serving = self.start_serving(folder)
+            else:
+                self.serving.rollout(folder)
+            self._updated("champion", label, record.stream_time, f"registry version {registered.version}")
+        else:
+            self._start_canary(folder, registered, label, record.stream_time)
+
+    def start_canary(self, registered) -> Experiment:
+        """Canary a registered version by hand (e.g. one the gate never saw): it becomes the challenger."""
+        with self._lock:
+            if self.serving is None:
+                raise OperatorError("nothing is served yet: a canary needs a champion to compare with")
+            if self.experiment is not None and not self.experiment.finished:
+                raise OperatorError(f"experiment {self.experiment.name!r} is still running")
+            registered = self.registry.set_challenger(registered.version)
+            folder = self._prepare(self.registry.folder(registered))
+            label = f"{registered.model}/{registered.tags.get('artifact_version', registered.version)}"
+            self._run_started = time.perf_counter()
+            now = stream_time(self.store)
+            return self._start_canary(folder, registered, label, now.isoformat() if now else None)
+
+    def _start_canary(self, folder: Path, registered, label: str, at: str | None) -> Experiment:
+        champ = self.registry.champion_version()
+        champion_label = f"{champ.model}/{champ.tags.get('artifact_version', champ.version)}" if champ else "none"
+        stamp = datetime.fromisoformat(at) if at else datetime.now(UTC).replace(tzinfo=None)
+        name = f"canary-v{registered.version}-{stamp:%Y%m%dT%H%M%S}"
+        self.serving.load_challenger(folder, self.plan.steps[0], salt_of(name))
+        # The step starts once the challenger answers: stream time after the load (events still in flight
+        # from before it count for the champion's answers; the ingest lag bounds that share).
+        now = max(stamp, stream_time(self.store) or stamp)
+        exp = Experiment.start(name, champion_label, label, self.plan, now)
+        self.experiment = exp
+        self.experiment_versions = {"champion": champ.version if champ else "", "challenger": registered.version}
+        self._save_experiment()
+        self._updated("canary", label, now.isoformat(), f"{name}: {exp.share:.0%} of users, salt {exp.salt}")
+        return exp
+
+    def _judge(self, now: datetime) -> None:
+        exp = self.experiment
+        if now <= exp.step_started_at:
+            return
+        metrics = arm_metrics(self.store, exp.step_started_at, now, exp.salt, exp.share)
+        self.metrics.set_conversion(by_arm(metrics, "conversion"), self._arm_labels())
+        decision = exp.evaluate(now, metrics["champion"], metrics["challenger"])
+        self._apply(decision.action, now)
+
+    def _apply(self, action: str, now: datetime) -> None:
+        exp = self.experiment
+        if action == "advance":
+            self.serving.set_share(exp.share, exp.salt)
+            logger.info("experiment %s: challenger share now %g", exp.name, exp.share)
+        elif action == "promote":
+            self.serving.promote()
+            self.registry.promote(self.experiment_versions["challenger"])
+            self._run_started = None
+            self._updated("promote", exp.challenger, now.isoformat(), exp.decisions[-1]["reason"])
+        elif action == "rollback":
+            self.serving.rollback()
+            self.registry.clear_challenger()
+            self._run_started = None
+            self._updated("rollback", exp.challenger, now.isoformat(), exp.decisions[-1]["reason"])
+        self._save_experiment()  # every verdict, waits included: `status` and a restart see the latest
+
+    def override(self, action: str, by: str, reason: str) -> dict:
+        """Manual promote / rollback / pause / resume of the running canary; the decision it recorded."""
+        with self._lock:
+            exp = self.experiment
+            if exp is None or exp.finished:
+                raise OperatorError(f"no running experiment to {action}")
+            if action not in ("promote", "rollback", "pause", "resume"):
+                raise OperatorError(f"unknown override {action!r}: choose promote, rollback, pause or resume")
+            now = stream_time(self.store) or exp.last_time
+            now = max(now, exp.last_time)
+            decision = getattr(exp, action)(now, by, reason)
+            self._apply(action, now)
+            return decision.as_dict()
+
+    def _prepare(self, folder: Path) -> Path:
+        """Write the store's user segments next to a version, for replicas (they have no store)."""
+        write_segments(Path(folder) / "segments.json", self.store.user_segments())
+        return Path(folder)
+
+    def _arm_labels(self) -> dict[str, str]:
+        exp = self.experiment
+        return {"champion": exp.champion, "challenger": exp.challenger} if exp else {}
+
+    def _save_experiment(self) -> None:
+        exp = self.experiment
+        exp.save(self.folder / "experiment.json")
+        if exp.finished:
+            done = self.folder / "experiments"
+            done.mkdir(exist_ok=True)
+            exp.save(done / f"{exp.name}.json")
+
+    def _updated(self, kind: str, version: str, at: str | None, detail: str) -> None:
+        seconds = None
+        if kind in ("champion", "canary") and self._run_started is not None:
+            seconds = round(time.perf_counter() - self._run_started, 2)
+        update = Update(kind, version, at or "", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"), seconds, detail)
+        self.updates.append(update)
+        with (self.folder / "updates.jsonl").open("a") as f:
+            f.write(json.dumps(update.__dict__) + "\n")
+        logger.info("update: %s %s at stream time %s (%s s from retraining start) %s", kind, version, at, seconds,
+                    detail)  # fmt: skip
+
+    # --- what the operator tells -----------------------------------------------------------------
+    def status(self) -> dict:
+        """What is served, the running experiment, the last runs and updates (JSON)."""
+        with self._lock:
+            champ = self.registry.champion_version()
+            challenger = self.registry.challenger_version()
+            exp = self.experiment
+            return {
+                "stream_time": (t.isoformat() if (t := stream_time(self.store)) else None),
+                "champion": champ.as_dict() if champ else None,
+                "challenger": challenger.as_dict() if challenger else None,
+                "experiment": None if exp is None else {"name": exp.name, "status": exp.status, "share": exp.share,
+                                                        "step": exp.step, "decisions": exp.decisions[-5:]},
+                "runs": [r.as_dict() for r in self.runs[-5:]],
+                "updates": [u.__dict__ for u in self.updates[-10:]],
+            }  # fmt: skip
+
+
+def create_control_app(operator: Operator) -> Starlette:
+    """The operator's HTTP face: `/metrics` (Prometheus), `/status`, and the manual overrides
+    `POST /canary/{promote,rollback,pause,resume}` with JSON `{"by": ..., "reason": ...}` and `POST /retrain`."""
+
+    async def metrics(request: Request) -> Response:
+        from movielab.recommender.metrics import CONTENT_TYPE
+
+        return Response(operator.metrics.exposition(), media_type=CONTENT_TYPE)
+
+    async def status(request: Request) -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(operator.status))  # waits for a tick, not the event loop
+
+    async def override(request: Request) -> JSONResponse:
+        action = request.path_params["action"]
+        try:
+            body = await request.json() if await request.body() else {}
+        except ValueError:
+            return JSONResponse({"error": "the body is not JSON: send {\"by\": ..., \"reason\": ...}"}, 400)
+        if not isinstance(body, dict):
+            return JSONResponse({"error": "the body must be a JSON object with by and reason"}, 400)
+        by, reason = str(body.get("by") or "cli"), str(body.get("reason") or "manual override")
+        try:
+            return JSONResponse(await run_in_threadpool(operator.override, action, by, reason))
+        except (OperatorError, ExperimentError) as exc:
+            return JSONResponse({"error": str(exc)}, 409)
+
+    async def retrain(request: Request) -> JSONResponse:
+        try:  # seconds of training: off the event loop, so /metrics and /status keep answering
+            record = await run_in_threadpool(operator.retrain, "on demand")
+        except OperatorError as exc:
+            return JSONResponse({"error": str(exc)}, 409)
+        return JSONResponse(record.as_dict())
+
+    return Starlette(routes=[
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/status", status, methods=["GET"]),
+        Route("/canary/{action}", override, methods=["POST"]),
+        Route("/retrain", retrain, methods=["POST"]),
+    ])  # fmt: skip
