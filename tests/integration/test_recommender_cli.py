@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from movielab.cli import main
@@ -81,3 +82,25 @@ def test_bad_arguments_are_named(store_file: Path, tmp_path: Path, capsys) -> No
     assert "unknown model 'svd'" in capsys.readouterr().err
     assert main(["recommender", "serve", "--artifacts", str(tmp_path / "none"), "--store", str(store_file)]) == 2
     assert "no trained model" in capsys.readouterr().err
+
+
+def test_evaluate_on_a_ratings_file_runs_the_published_protocol(tmp_path: Path, capsys) -> None:
+    # 40 users in two taste groups over 30 movies: group A rates movies 0-14, group B movies 15-29
+    rng = np.random.default_rng(0)
+    lines = []
+    for u in range(40):
+        pool = np.arange(15) if u % 2 == 0 else np.arange(15, 30)
+        for m in rng.choice(pool, 12, replace=False):
+            lines.append(f"{u + 1}\t{m + 1}\t{rng.integers(1, 6)}\t{880000000 + len(lines)}")
+    (tmp_path / "u.data").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "table.md"
+    assert main(["recommender", "evaluate", "--ratings", str(tmp_path), "--models", "popularity,ease",
+                 "--params", '{"ease": {"lam": 10}}', "--seeds", "0,1", "--out", str(out)]) == 0  # fmt: skip
+    table = out.read_text()
+    assert "u.data: 480 ratings, per-user random 80/20 split" in table and "seeds 0,1" in table
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    ndcg = {name.split(" ")[0]: float(row.split("|")[2].split("±")[0]) for name, row in rows.items() if name != "model"}
+    assert ndcg["ease"] > ndcg["popularity"]  # the groups are learnable; popularity mixes them
+    capsys.readouterr()
+    assert main(["recommender", "evaluate", "--ratings", str(tmp_path), "--models", "ease", "--params", '{"als": {}}']) != 0
+    assert "--params names models not in --models: als" in capsys.readouterr().err

@@ -54,19 +54,38 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """The comparison table on the store's time-aware split (ml-100k's protocol: benchmarks/offline.py)."""
+    """The comparison table: on the store's time-aware split, or with `--ratings` on a ratings file
+    (e.g. ml-100k's u.data) under the published protocol (per-user random 80/20, seeds 0-4, mean ± std)."""
     from movielab.recommender import evaluate
     from movielab.recommender.models import create
-    from movielab.recommender.store import EventStore
 
     names = args.models.split(",")
-    c = _config(args)
-    with EventStore(c.store) as store:
-        snap = store.snapshot(args.snapshot) if args.snapshot else store.create_snapshot(
-            f"evaluate-{datetime.now().strftime('%Y%m%dT%H%M%S%f')}", None, None)  # fmt: skip
-        train, test = evaluate.time_split(store.training_data(snap))
-    rows = evaluate.compare([create(n) for n in names], train, test)
-    title = f"store snapshot {snap.id} ({snap.rows:,} events), time-aware 80/20 split"
+    params = json.loads(args.params) if args.params else {}
+    unknown = set(params) - set(names)
+    if unknown:
+        raise ValueError(f"--params names models not in --models: {', '.join(sorted(unknown))}")
+
+    def models() -> list:
+        return [create(n, **params.get(n, {})) for n in names]
+
+    if args.ratings:
+        from movielab.recommender import ratingsfile
+
+        r = ratingsfile.read(args.ratings)
+        seeds = [int(s) for s in args.seeds.split(",")]
+        rows = evaluate.ml100k_protocol(r.user, r.item, r.rating, r.timestamp, models, seeds)
+        title = (f"{ratingsfile.find(args.ratings).name}: {len(r.user):,} ratings, per-user random 80/20 split "
+                 f"(all ratings positive), seeds {args.seeds}, mean ± std")  # fmt: skip
+    else:
+        from movielab.recommender.store import EventStore
+
+        c = _config(args)
+        with EventStore(c.store) as store:
+            snap = store.snapshot(args.snapshot) if args.snapshot else store.create_snapshot(
+                f"evaluate-{datetime.now().strftime('%Y%m%dT%H%M%S%f')}", None, None)  # fmt: skip
+            train, test = evaluate.time_split(store.training_data(snap))
+        rows = evaluate.compare(models(), train, test)
+        title = f"store snapshot {snap.id} ({snap.rows:,} events), time-aware 80/20 split"
     table = f"# Offline comparison\n\n{title}\n\n{evaluate.to_markdown(rows)}\n"
     if args.out:
         Path(args.out).write_text(table)
@@ -75,23 +94,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve the newest trained version on `/recommend/<user>` (blocking)."""
+    """Serve a trained version on `/recommend/<user>` (blocking), with the admin and explain endpoints."""
     import uvicorn
 
-    from movielab.recommender.pipeline import answer_table, latest, load
-    from movielab.recommender.serve import create_app
+    from movielab.recommender.pipeline import latest
+    from movielab.recommender.serve import create_app, load_version, write_segments
     from movielab.recommender.store import EventStore
 
     c = _config(args)
-    trained = load(Path(args.version) if args.version else latest(c.artifacts, args.model))
-    if c.store.exists():
+    folder = Path(args.version) if args.version else latest(c.artifacts, args.model)
+    segments = args.segments
+    if segments is None and c.store.exists():  # replicas have no store: the segments travel as a file
         with EventStore(c.store) as store:
-            table = answer_table(trained, store)
-    else:
-        table = answer_table(trained)
-    print(f"serving {trained.provenance.header('model')} for {len(table):,} users on http://{c.host}:{c.port}",
-          flush=True)  # fmt: skip
-    uvicorn.run(create_app(table), host=c.host, port=c.port, log_level="warning", access_log=False)
+            segments = write_segments(folder / "segments.json", store.user_segments())
+    loaded = load_version(folder, segments)
+    print(f"serving {loaded.table.provenance.header('model')} for {len(loaded.table):,} users on "
+          f"http://{c.host}:{c.port}", flush=True)  # fmt: skip
+    app = create_app(loaded.table, folder=loaded.folder, manifest=loaded.manifest)
+    uvicorn.run(app, host=c.host, port=c.port, log_level="warning", access_log=False)
     return 0
 
 
@@ -172,13 +192,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = rec.add_parser("evaluate", help="offline comparison table (Markdown)")
     common(p)
     p.add_argument("--models", default="popularity,itemknn,als,ease")
+    p.add_argument("--params", help='JSON hyper-parameters per model, e.g. \'{"ease": {"lam": 500}}\'')
     p.add_argument("--snapshot")
+    p.add_argument("--ratings", type=Path, help="a ratings file (u.data or RecBole .inter) or its folder: "
+                   "the published protocol instead of the store's split")  # fmt: skip
+    p.add_argument("--seeds", default="0,1,2,3,4", help="seeds of the published protocol (comma-separated)")
     p.add_argument("--out", help="also write the table to this file")
     p.set_defaults(func=cmd_evaluate)
     p = rec.add_parser("serve", help="serve the newest trained version")
     common(p)
     p.add_argument("--model", help="newest version of this model (default: newest of any)")
     p.add_argument("--version", help="folder of the version to serve")
+    p.add_argument("--segments", type=Path, help="user segments file (JSON/Arrow) for cold-start fallbacks")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_serve)
@@ -208,3 +233,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     registry_args(p)
     p.add_argument("version", help="registered version number")
     p.set_defaults(func=cmd_promote)
+    from movielab.recommender import opscommands
+
+    opscommands.register(rec, common)

@@ -410,3 +410,59 @@ def create_control_app(operator: Operator) -> Starlette:
         Route("/canary/{action}", override, methods=["POST"]),
         Route("/retrain", retrain, methods=["POST"]),
     ])  # fmt: skip
+
+
+def run(config, replicas: int = 2, control_port: int = 8083, tick_seconds: float = 2.0,
+        plan: CanaryPlan | None = None, stop: threading.Event | None = None,
+        on_ready: Callable[[Operator, str], None] | None = None) -> Operator:  # fmt: skip
+    """The whole recommender from a `RecommenderConfig`, until `stop` is set (or SIGINT/SIGTERM in the main
+    thread): ingest, operator ticks, serving (`replicas` processes behind nginx on `config.port`, or with 0 one
+    in-process server), `/metrics` and the control endpoints on `control_port`."""
+    import signal
+
+    from movielab.kafka.admin import topic_name
+    from movielab.recommender.ingest import Ingestor
+    from movielab.recommender.worldapi import WorldApi
+    from movielab.webserver import ServerThread
+
+    stop = stop or threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    base = Path(config.store).parent
+    base.mkdir(parents=True, exist_ok=True)
+    servings: list = []
+
+    def start_serving(version: Path) -> Serving:
+        if replicas == 0:
+            servings.append(OneServer(version, config.host, config.port))
+        else:
+            from movielab.recommender.fleet import Fleet
+
+            servings.append(Fleet(base / "fleet", version, replicas, config.port, config.host).start())
+        return servings[-1]
+
+    with EventStore(config.store) as store, WorldApi(config.world_api) as api:
+        ingestor = Ingestor(config.kafka, [topic_name(config.team)], store, api)
+        operator = Operator(store, Retrainer.from_config(config, store), start_serving, base / "operator", plan,
+                            ingestor)  # fmt: skip
+        ingest = threading.Thread(target=lambda: ingestor.run(stop), name="ingest", daemon=True)
+        control = ServerThread(create_control_app(operator), config.host, control_port).start()
+        try:
+            ingest.start()
+            operator.start(tick_seconds)
+            logger.info("operator on %s (metrics, status, canary overrides); serving on http://%s:%d",
+                        control.url, config.host, config.port)  # fmt: skip
+            if on_ready is not None:
+                on_ready(operator, control.url)
+            stop.wait()
+        finally:
+            operator.stop()
+            control.stop()
+            stop.set()
+            ingest.join(timeout=60)
+            for s in servings:
+                s.stop()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    return operator

@@ -1,0 +1,101 @@
+"""`movielab recommender operate | fleet | canary …`: the commands that run and steer the service in production."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from pathlib import Path
+
+
+def _config(args: argparse.Namespace):
+    from movielab.recommender.commands import _config
+
+    return _config(args)
+
+
+def cmd_operate(args: argparse.Namespace) -> int:
+    """Ingest, retrain, canary, monitor and serve until SIGINT/SIGTERM."""
+    from movielab.recommender.experiments import CanaryPlan
+    from movielab.recommender.operate import run
+
+    c = _config(args)
+    plan = CanaryPlan(steps=tuple(float(s) for s in args.steps.split(",")), min_requests=args.min_requests)
+
+    def ready(operator, control_url: str) -> None:
+        print(f"operator: {control_url}/status, {control_url}/metrics; serving on http://{c.host}:{c.port} "
+              f"once the first model is trained", flush=True)  # fmt: skip
+
+    run(c, replicas=args.replicas, control_port=args.control_port, tick_seconds=args.tick, plan=plan,
+        on_ready=ready)  # fmt: skip
+    return 0
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """Serve one version from replicas behind nginx until SIGINT/SIGTERM."""
+    import signal
+
+    from movielab.recommender.fleet import Fleet
+    from movielab.recommender.pipeline import latest
+
+    c = _config(args)
+    version = Path(args.version) if args.version else latest(c.artifacts, args.model)
+    stop = threading.Event()
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda *_: stop.set())
+    with Fleet(Path(c.store).parent / "fleet", version, args.replicas, c.port, c.host) as fleet:
+        print(f"serving {version} on {fleet.url} from replicas {', '.join(r.url for r in fleet.replicas)}",
+              flush=True)  # fmt: skip
+        stop.wait()
+    return 0
+
+
+def cmd_canary(args: argparse.Namespace) -> int:
+    """Show the running experiment, or promote / roll back / pause / resume it by hand (through the operator)."""
+    import httpx
+
+    url = args.operator.rstrip("/")
+    try:
+        if args.action == "status":
+            r = httpx.get(f"{url}/status", timeout=30)
+        else:
+            r = httpx.post(f"{url}/canary/{args.action}", json={"by": args.by, "reason": args.reason}, timeout=120)
+    except httpx.HTTPError as exc:
+        raise SystemExit(f"the operator at {url} did not answer: {exc}") from None
+    print(json.dumps(r.json(), indent=2))
+    return 0 if r.status_code == 200 else 1
+
+
+def register(rec: argparse._SubParsersAction, common) -> None:
+    """Add `operate`, `fleet` and `canary` to `movielab recommender`."""
+    p = rec.add_parser("operate", help="run the recommender: ingest, retrain, canary, monitor, serve")
+    common(p)
+    p.add_argument("--kafka", help="bootstrap host:port")
+    p.add_argument("--team", type=int)
+    p.add_argument("--world-api", dest="world_api", help="base URL of the world API")
+    p.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI")
+    p.add_argument("--model", help="model retrained on schedule (default ease)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int, help="serving port (nginx in front of the replicas)")
+    p.add_argument("--replicas", type=int, default=2, help="serving processes behind nginx; 0: one in-process server")
+    p.add_argument("--control-port", dest="control_port", type=int, default=8083,
+                   help="the operator's /metrics, /status and canary overrides")  # fmt: skip
+    p.add_argument("--tick", type=float, default=2.0, help="seconds between operator ticks")
+    p.add_argument("--steps", default="0.1,0.5,1.0", help="canary shares, comma-separated")
+    p.add_argument("--min-requests", dest="min_requests", type=int, default=1000,
+                   help="requests per arm before a canary step may be judged")  # fmt: skip
+    p.set_defaults(func=cmd_operate)
+    p = rec.add_parser("fleet", help="serve a version from replicas behind nginx")
+    common(p)
+    p.add_argument("--model", help="newest version of this model (default: newest of any)")
+    p.add_argument("--version", help="folder of the version to serve")
+    p.add_argument("--replicas", type=int, default=2)
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_fleet)
+    p = rec.add_parser("canary", help="the running canary: status, or a manual promote/rollback/pause/resume")
+    p.add_argument("action", choices=["status", "promote", "rollback", "pause", "resume"])
+    p.add_argument("--operator", default="http://127.0.0.1:8083", help="the operator's control URL")
+    p.add_argument("--by", default="cli", help="who decides (recorded with the decision)")
+    p.add_argument("--reason", default="manual override", help="why (recorded with the decision)")
+    p.set_defaults(func=cmd_canary)
