@@ -37,6 +37,7 @@ from movielab.recommender import pipeline
 from movielab.recommender.experiments import CanaryPlan, Experiment, ExperimentError, salt_of
 from movielab.recommender.monitor import IngestorCollector, MonitorLoop, OperatorMetrics
 from movielab.recommender.online import arm_metrics, by_arm
+from movielab.recommender.registry import RegistryError
 from movielab.recommender.retrain import Retrainer, RunRecord, stream_time
 from movielab.recommender.serve import write_segments
 from movielab.recommender.store import EventStore
@@ -372,8 +373,9 @@ class Operator:
 
 
 def create_control_app(operator: Operator) -> Starlette:
-    """The operator's HTTP face: `/metrics` (Prometheus), `/status`, and the manual overrides
-    `POST /canary/{promote,rollback,pause,resume}` with JSON `{"by": ..., "reason": ...}` and `POST /retrain`."""
+    """The operator's HTTP face: `/metrics` (Prometheus), `/status`, the manual overrides
+    `POST /canary/{promote,rollback,pause,resume}` with JSON `{"by": ..., "reason": ...}`, a hand-started canary
+    `POST /canary/start` with `{"version": <registered version>}`, and `POST /retrain`."""
 
     async def metrics(request: Request) -> Response:
         from movielab.recommender.metrics import CONTENT_TYPE
@@ -393,9 +395,19 @@ def create_control_app(operator: Operator) -> Starlette:
             return JSONResponse({"error": "the body must be a JSON object with by and reason"}, 400)
         by, reason = str(body.get("by") or "cli"), str(body.get("reason") or "manual override")
         try:
+            if action == "start":
+                return JSONResponse(await run_in_threadpool(_start, body.get("version")))
             return JSONResponse(await run_in_threadpool(operator.override, action, by, reason))
         except (OperatorError, ExperimentError) as exc:
             return JSONResponse({"error": str(exc)}, 409)
+        except RegistryError as exc:
+            return JSONResponse({"error": str(exc)}, 404)
+
+    def _start(version: object) -> dict:
+        if not isinstance(version, str | int) or isinstance(version, bool) or not str(version).strip():
+            raise OperatorError(f"canary start needs {{\"version\": <registered version>}}, got {version!r}")
+        exp = operator.start_canary(operator.registry.get(str(version)))
+        return {"experiment": exp.name, "challenger": exp.challenger, "share": exp.share, "salt": exp.salt}
 
     async def retrain(request: Request) -> JSONResponse:
         try:  # seconds of training: off the event loop, so /metrics and /status keep answering

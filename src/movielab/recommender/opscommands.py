@@ -20,7 +20,8 @@ def cmd_operate(args: argparse.Namespace) -> int:
     from movielab.recommender.operate import run
 
     c = _config(args)
-    plan = CanaryPlan(steps=tuple(float(s) for s in args.steps.split(",")), min_requests=args.min_requests)
+    plan = CanaryPlan(steps=tuple(float(s) for s in args.steps.split(",")), min_requests=args.min_requests,
+                      margin=args.margin, tau=args.tau)  # fmt: skip
 
     def ready(operator, control_url: str) -> None:
         print(f"operator: {control_url}/status, {control_url}/metrics; serving on http://{c.host}:{c.port} "
@@ -51,13 +52,17 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 
 def cmd_canary(args: argparse.Namespace) -> int:
-    """Show the running experiment, or promote / roll back / pause / resume it by hand (through the operator)."""
+    """Show the running experiment, start one by hand, or promote / roll back / pause / resume it."""
     import httpx
 
     url = args.operator.rstrip("/")
     try:
         if args.action == "status":
             r = httpx.get(f"{url}/status", timeout=30)
+        elif args.action == "start":
+            if not args.version:
+                raise SystemExit("canary start needs --version <registered version>")
+            r = httpx.post(f"{url}/canary/start", json={"version": args.version}, timeout=600)
         else:
             r = httpx.post(f"{url}/canary/{args.action}", json={"by": args.by, "reason": args.reason}, timeout=120)
     except httpx.HTTPError as exc:
@@ -84,6 +89,8 @@ def register(rec: argparse._SubParsersAction, common) -> None:
     p.add_argument("--steps", default="0.1,0.5,1.0", help="canary shares, comma-separated")
     p.add_argument("--min-requests", dest="min_requests", type=int, default=1000,
                    help="requests per arm before a canary step may be judged")  # fmt: skip
+    p.add_argument("--margin", type=float, default=0.02, help="canary non-inferiority margin on conversion")
+    p.add_argument("--tau", type=float, default=0.02, help="sequential test's mixing sd: the effect size that matters")
     p.set_defaults(func=cmd_operate)
     p = rec.add_parser("fleet", help="serve a version from replicas behind nginx")
     common(p)
@@ -94,7 +101,8 @@ def register(rec: argparse._SubParsersAction, common) -> None:
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_fleet)
     p = rec.add_parser("canary", help="the running canary: status, or a manual promote/rollback/pause/resume")
-    p.add_argument("action", choices=["status", "promote", "rollback", "pause", "resume"])
+    p.add_argument("action", choices=["status", "start", "promote", "rollback", "pause", "resume"])
+    p.add_argument("--version", help="start: the registered version to canary (past the offline gate)")
     p.add_argument("--operator", default="http://127.0.0.1:8083", help="the operator's control URL")
     p.add_argument("--by", default="cli", help="who decides (recorded with the decision)")
     p.add_argument("--reason", default="manual override", help="why (recorded with the decision)")
