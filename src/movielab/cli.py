@@ -53,7 +53,8 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from movielab.demo import run_demo
 
-    return run_demo(users=args.users or 20_000, hours=args.hours, seed=args.seed or 0, model=args.model)
+    return run_demo(users=args.users or 20_000, hours=args.hours, seed=args.seed or 0, model=args.model,
+                    linger=args.linger)  # fmt: skip
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
@@ -94,7 +95,8 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the live world against the recommender and the random placeholder")
     demo.add_argument("--users", type=int)
     demo.add_argument("--hours", type=float, default=36.0)
-    demo.add_argument("--model", default="ease", help="model team 1 trains (popularity, itemknn, als, ease)")
+    demo.add_argument("--model", default="als", help="model team 1 retrains (popularity, itemknn, als, ease)")
+    demo.add_argument("--linger", type=float, default=0.0, help="keep Prometheus up this many seconds at the end")
     demo.add_argument("--seed", type=int)
     demo.set_defaults(func=_cmd_demo)
     broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (tansu) until interrupted")

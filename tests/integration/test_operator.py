@@ -11,8 +11,6 @@ topic, and every simulated half hour it ticks:
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -21,13 +19,10 @@ import pytest
 
 from movielab.recommender import pipeline
 from movielab.recommender.experiments import CanaryPlan
-from movielab.recommender.ingest import Ingestor
-from movielab.recommender.operate import OneServer, Operator
+from movielab.demo import OperatedTeam
 from movielab.recommender.pipeline import load, train
-from movielab.recommender.registry import Registry
-from movielab.recommender.retrain import Retrainer, RetrainPolicy
+from movielab.recommender.retrain import RetrainPolicy
 from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import WorldApi
 from movielab.webserver import free_port
 from movielab.world.config import WorldConfig
 from movielab.world.live import LiveWorld, run_live
@@ -45,42 +40,18 @@ def bad_version(store: EventStore, artifacts: Path):
     return load(trained.folder)
 
 
-class Harness:
-    """The recommender side of the run: store, ingest thread, registry, operator; driven from the world's ticks."""
+class Harness(OperatedTeam):
+    """Team 1 as the demo runs it (store, ingest thread, MLflow on sqlite, operator, one HTTP server), plus the
+    test's interventions, driven from the world's ticks."""
 
     def __init__(self, live: LiveWorld, folder: Path, port: int) -> None:
-        self.store = EventStore(folder / "store.duckdb")
-        self.api = WorldApi(live.api_url)
-        self.ingestor = Ingestor(live.bootstrap, [live.topics[0]], self.store, self.api)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._ingest, daemon=True)
-        self.thread.start()
-        self.registry = Registry(f"sqlite:///{folder / 'mlflow.db'}", "movielab-team1", folder / "cache",
-                                 folder / "mlruns")  # fmt: skip
         policy = RetrainPolicy(model="ease", every_hours=10.0, window_days=7.0)
-        self.retrainer = Retrainer(self.store, self.registry, folder / "models", policy, folder / "retrain.jsonl")
-        self.servers: list[OneServer] = []
-
-        def start_serving(version: Path) -> OneServer:
-            self.servers.append(OneServer(version, port=port))
-            return self.servers[-1]
-
         plan = CanaryPlan(steps=(0.5, 1.0), min_requests=300, max_step_seconds=12 * HOUR, tau=0.08)
-        self.operator = Operator(self.store, self.retrainer, start_serving, folder / "operator", plan,
-                                 self.ingestor, monitor_every=1)  # fmt: skip
+        super().__init__(live, live.topics[0], folder, port, policy, plan)
         self.folder = folder
         self.url = f"http://127.0.0.1:{port}"
         self.start = live.world.now
         self.events: dict[str, object] = {}
-
-    def _ingest(self) -> None:
-        while not self.stop.is_set():
-            self.ingestor.step(self.stop)
-
-    def catch_up(self, produced: int, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while self.ingestor.lines_consumed < produced and time.monotonic() < deadline:
-            time.sleep(0.05)
 
     def served_model(self, user: int = 1) -> str:
         r = httpx.get(f"{self.url}/recommend/{user}", timeout=5)
@@ -107,15 +78,6 @@ class Harness:
             bad = bad_version(self.store, self.folder / "bad")
             registered = self.registry.register(bad, tags={"note": "deliberately bad: least popular first"})
             self.events["canary"] = self.operator.start_canary(registered)
-
-    def close(self) -> None:
-        for s in self.servers:
-            s.stop()
-        self.stop.set()
-        self.thread.join(timeout=30)
-        self.ingestor.close()
-        self.api.close()
-        self.store.close()
 
 
 @pytest.fixture(scope="module")

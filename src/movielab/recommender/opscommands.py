@@ -19,6 +19,8 @@ def cmd_operate(args: argparse.Namespace) -> int:
     from movielab.recommender.experiments import CanaryPlan
     from movielab.recommender.operate import run
 
+    if args.params:
+        args.model_params = json.loads(args.params)
     c = _config(args)
     plan = CanaryPlan(steps=tuple(float(s) for s in args.steps.split(",")), min_requests=args.min_requests,
                       margin=args.margin, tau=args.tau)  # fmt: skip
@@ -80,6 +82,7 @@ def register(rec: argparse._SubParsersAction, common) -> None:
     p.add_argument("--world-api", dest="world_api", help="base URL of the world API")
     p.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI")
     p.add_argument("--model", help="model retrained on schedule (default ease)")
+    p.add_argument("--params", help='its hyper-parameters as JSON, e.g. \'{"popularity_weight": 8}\'')
     p.add_argument("--host")
     p.add_argument("--port", type=int, help="serving port (nginx in front of the replicas)")
     p.add_argument("--replicas", type=int, default=2, help="serving processes behind nginx; 0: one in-process server")

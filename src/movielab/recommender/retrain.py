@@ -170,8 +170,13 @@ def check_output(model: Model, rows: int = CHECK_ROWS) -> str | None:
 
 
 def gate(candidate: Model, data: TrainingData, champion: tuple[str, dict[str, Any]] | None,
-         policy: RetrainPolicy) -> GateResult:  # fmt: skip
-    """Score the candidate's, the champion's and popularity's recipes on the snapshot's time split; decide."""
+         policy: RetrainPolicy, caused: set[tuple[int, str]] | None = None) -> GateResult:  # fmt: skip
+    """Score the candidate's, the champion's and popularity's recipes on the snapshot's time split; decide.
+
+    `caused`: (user, movie) pairs the user picked from a served recommendation list. They leave the test
+    part: a watch the served model caused would credit that model (and popularity, which a popularity
+    champion serves) for its own influence, the feedback loop that otherwise keeps any champion unbeatable.
+    """
     problem = check_output(candidate)
     if problem:
         return GateResult(False, f"candidate output: {problem}", {})
@@ -179,6 +184,8 @@ def gate(candidate: Model, data: TrainingData, champion: tuple[str, dict[str, An
         train, test = evaluate.time_split(data, policy.test_fraction)
     except ValueError as exc:
         return GateResult(False, f"the snapshot's time split has no train or test part: {exc}", {})
+    if caused:
+        test = _without(test, train, caused)
     if test.getnnz() == 0:
         return GateResult(False, "the snapshot's later part has no interaction of a training user with a training "
                                  "movie: too little data to judge a model yet", {})  # fmt: skip
@@ -222,6 +229,19 @@ def _same_recipe(a: tuple[str, dict[str, Any]], b: tuple[str, dict[str, Any]]) -
         return {k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for k, v in params.items()}
 
     return a[0] == b[0] and numbers(a[1]) == numbers(b[1])
+
+
+def _without(test: sp.csr_matrix, train: TrainingData, pairs: set[tuple[int, str]]) -> sp.csr_matrix:
+    """The test matrix less the cells of (user id, movie id) `pairs`."""
+    col = {m: j for j, m in enumerate(train.items)}
+    cells = [(r, col[m]) for u, m in pairs if (r := train.row_of(u)) is not None and m in col]
+    if not cells:
+        return test
+    rows, cols = np.array(cells).T
+    mask = sp.csr_matrix((np.ones(len(cells), np.float32), (rows, cols)), shape=test.shape)
+    out = sp.csr_matrix(test - test.multiply(mask))
+    out.eliminate_zeros()
+    return out
 
 
 def _sample_rows(test: sp.csr_matrix, n: int) -> sp.csr_matrix:
@@ -348,8 +368,9 @@ class Retrainer:
         with _stage(record, "gate"):
             champ = self.registry.champion_version()
             recipe = None if champ is None else (champ.model, champ.params)
-            verdict = gate(trained.model, data, recipe, p)
-            record.metrics = verdict.metrics
+            caused = self.store.recommended_picks(snap)
+            verdict = gate(trained.model, data, recipe, p, caused)
+            record.metrics = {**verdict.metrics, "caused_picks": float(len(caused))}
             if not verdict.accepted:
                 raise _Rejected(f"gate: {verdict.reason}")
             record.reason = verdict.reason
