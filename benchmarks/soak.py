@@ -53,6 +53,7 @@ def bad_version(champion_folder: Path, folder: Path) -> Path:
         setattr(bad, name, getattr(champ, name))
     counts = np.bincount(champ.seen_indices, minlength=len(champ.items)).astype(np.float32)
     bad.counts = (counts.max() - counts + 1).astype(np.float32)
+    bad._fitted = True  # its arrays are set by hand, as Model.load would set them
     bad.save(folder)
     manifest = json.loads((champion_folder / "manifest.json").read_text())
     manifest.update(model="popularity", version="v0001", params={}, train_seconds=0.0,
@@ -127,7 +128,11 @@ def main() -> None:
                 idle = exp is None or exp["status"] in ("promoted", "rolled_back")
                 due = now - start_stream >= timedelta(hours=args.bad_after_hours)
                 if injected is None and due and idle and (promoted or now - start_stream >= timedelta(days=2)):
-                    injected = inject_bad(rec, s, ctrl)
+                    try:
+                        injected = inject_bad(rec, s, ctrl)
+                    except Exception as exc:  # report what happened; the soak's other figures still count
+                        injected = {"error": repr(exc)}
+                        print(f"  injecting the bad version failed: {exc!r}", flush=True)
             world.wait()
             print(f"world finished after {time.perf_counter() - t0:.0f} s; waiting for the ingest to catch up",
                   flush=True)  # fmt: skip

@@ -117,17 +117,20 @@ def test_second_update_counts_only_new_lines(store: EventStore) -> None:
     assert value(m, "ingest_committed_offset", topic="movielog1", partition="0") == 6
 
 
-def test_drift_against_the_first_window_with_traffic(store: EventStore) -> None:
-    # First hour: user 1 (F, 30) rates high; second hour: user 2 (M, 40) rates low.
+def test_drift_day_over_day_and_against_a_given_reference(store: EventStore) -> None:
+    # First day's first hour: user 1 (F, 30) rates high; the next day's first hour: user 2 (M, 40) rates low.
     store.append(batch([rec(i, 1) for i in range(0, 50, 5)] + [rate(i + 1, 1, 5) for i in range(0, 50, 5)], first=0))
     m = OperatorMetrics()
     loop = MonitorLoop(m, window=timedelta(hours=1))
-    assert loop.update(store, T0 + timedelta(hours=1)) is None  # becomes the reference
-    assert loop.reference is not None and loop.reference.requests == 10
+    assert loop.update(store, T0 + timedelta(hours=1)) is None  # nothing a day earlier to compare with
     assert value(m, "drift_psi", feature="rating") is None
-    late = [rec(60 + i, 2) for i in range(0, 50, 5)] + [rate(61 + i, 2, 1, B) for i in range(0, 50, 5)]
+    day = 24 * 60
+    late = [rec(day + i, 2) for i in range(0, 50, 5)] + [rate(day + i + 1, 2, 1, B) for i in range(0, 50, 5)]
     store.append(batch(late, first=20))
-    report = loop.update(store, T0 + timedelta(hours=2))
+    assert loop.update(store, T0 + timedelta(hours=12)) is None  # the same hours a day earlier were quiet
+    report = loop.update(store, T0 + timedelta(days=1, hours=1))
+    fixed = MonitorLoop(OperatorMetrics(), window=timedelta(hours=1), reference=loop.last_window)
+    assert fixed.update(store, T0 + timedelta(days=1, hours=1)).features["rating"].psi == 0.0  # same window
     assert report is not None and {"rating", "gender", "age", "occupation"} <= set(report.strong)
     assert value(m, "drift_psi", feature="rating") == pytest.approx(report.features["rating"].psi)
     assert value(m, "drift_psi", feature="rating") > 0.25

@@ -152,24 +152,11 @@ def test_gate_accepts_a_personalised_model_and_measures_all_three(store: EventSt
     assert 0 < m["popularity.ndcg@10"] < m["ndcg@10"] <= 1 and m["test_users"] > 0
 
 
-def test_gate_leaves_out_of_the_test_the_picks_a_served_list_caused(store: EventStore) -> None:
-    data = snapshot_data(store)
-    train, test = evaluate.time_split(data, POLICY.test_fraction)
-    later = test.tocoo()
-    pairs = {(int(train.users[r]), train.items[c]) for r, c in zip(later.row, later.col, strict=True)}
-    model = create("ease", lam=10.0).fit(data)
-    kept = gate(model, data, None, POLICY, caused=set(list(pairs)[: len(pairs) // 2]))
-    assert kept.accepted and kept.metrics["test_users"] > 0
-    assert kept.metrics["ndcg@10"] != gate(model, data, None, POLICY).metrics["ndcg@10"]  # the test part changed
-    none_left = gate(model, data, None, POLICY, caused=pairs)
-    assert not none_left.accepted and "too little data" in none_left.reason
-
-
 def test_gate_rejects_a_model_worse_than_popularity(store: EventStore, extra_models) -> None:
     data = snapshot_data(store)
     verdict = gate(create("unpopular").fit(data), data, None, POLICY)
     assert not verdict.accepted
-    assert "not better than popularity" in verdict.reason
+    assert "below popularity's" in verdict.reason or "ranks no held-out interaction" in verdict.reason
     assert verdict.metrics["ndcg@10"] < verdict.metrics["popularity.ndcg@10"]
 
 
@@ -232,7 +219,7 @@ def test_rejected_models_never_reach_the_registry(store, registry, tmp_path, ext
         assert rec.status == "rejected", rec
         assert rec.registered_version is None
     reasons = [k["reason"] for k in read_records(tmp_path / "retrain.jsonl")]
-    assert "not better than popularity" in reasons[0]
+    assert "below popularity's" in reasons[0] or "ranks no held-out interaction" in reasons[0]
     assert reasons[1].startswith("training gave no safe model") and "NaN" in reasons[1]
     assert registry.versions() == [] and registry.champion() is None
 

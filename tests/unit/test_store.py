@@ -279,13 +279,3 @@ def test_stale_records_are_the_oldest_unchecked_and_a_refresh_or_check_makes_the
     with pytest.raises(ValueError, match="record kind 'ratings' is unknown"):
         store.stale_records("ratings", later)
 
-
-def test_recommended_picks_are_the_pairs_picked_from_a_served_list(store: EventStore) -> None:
-    t = T0 + timedelta(days=1)
-    lines = [recommendation_line(stamp(t) + ".000001", 7, "team1:8082", 200, f"{A}, {B}", 5),
-             *watching(7, B, [1, 2], t + timedelta(seconds=30)),  # picked B from the list
-             recommendation_line(stamp(t + timedelta(hours=1)) + ".000001", 7, "team1:8082", 200, A, 5),
-             *watching(7, C, [1], t + timedelta(hours=1, seconds=30)),  # picked C, not recommended
-             *watching(8, A, [1], t)]  # no request at all  # fmt: skip
-    store.append(batch(lines))
-    assert store.recommended_picks(store.create_snapshot("s", None, None)) == {(7, B)}

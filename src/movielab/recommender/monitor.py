@@ -8,7 +8,8 @@
    quarantine table per reason kind. Counting by `seq`, not by event time, counts every line
    exactly once even when it arrives late.
 2. the last event-time window (`window`, default 1 h) as a `drift.WindowProfile`, compared with a
-   reference profile: drift, availability, conversion and feedback-loop gauges.
+   reference profile (a given one, else the same hours a day earlier): drift, availability, conversion
+   and feedback-loop gauges.
 
 Consumer lag is not computed here: the world exports `world_lines_produced_total{topic}` and the
 recording rule `topic:consumer_lag:lines` subtracts `ingest_committed_offset` (broker watermarks
@@ -205,6 +206,8 @@ class MonitorLoop:
         self.topic_latest: dict[str, datetime] = {}
         self._topics: set[str] = set()
         self.last_report: DriftReport | None = None
+        self._strong: tuple[str, ...] = ()
+        self.last_window: WindowProfile | None = None
         self._updates = 0
 
     def update(self, store, now: datetime | None = None) -> DriftReport | None:
@@ -215,21 +218,24 @@ class MonitorLoop:
         end = now or self.latest_time
         report = None
         if end is not None and self._updates % self.profile_every == 0:
-            current = profile_window(store, end - self.window, end, self.budget_ms)
-            if self.reference is None:
-                if current.requests or current.watches:
-                    # The first window with traffic is the baseline, unless the operator gave one (e.g. the
-                    # training snapshot's last window); later windows drift from it.
-                    logger.info("drift reference: window [%s, %s) (%d requests, %d watches)", current.start,
-                                current.end, current.requests, current.watches)  # fmt: skip
-                    self.reference = current
-                self.metrics.set_window(current)
-            else:
-                report = compare(self.reference, current)
+            current = self.last_window = profile_window(store, end - self.window, end, self.budget_ms)
+            self.metrics.set_window(current)
+            reference = self.reference
+            if reference is None:
+                # Day over day: the same hours a day earlier, so the diurnal cycle (night vs evening activity,
+                # who is awake where) is not mistaken for drift. The first day has nothing to compare with.
+                day = timedelta(days=1)
+                earlier = profile_window(store, end - day - self.window, end - day, self.budget_ms)
+                reference = earlier if (earlier.requests or earlier.watches) else None
+            if reference is not None:
+                report = compare(reference, current)
                 self.metrics.set_drift(report)
-                if report.strong:
-                    logger.warning("strong drift (PSI >= 0.25) in window [%s, %s): %s", current.start, current.end,
-                                   ", ".join(f"{f}={report.features[f].psi:.3f}" for f in report.strong))  # fmt: skip
+                strong = tuple(report.strong)
+                if strong != self._strong:  # a change of what drifts is news; the same drift every update is not
+                    log = logger.warning if strong else logger.info
+                    log("strong drift (PSI >= 0.25) in window [%s, %s): %s", current.start, current.end,
+                        ", ".join(f"{f}={report.features[f].psi:.3f}" for f in strong) or "none any more")  # fmt: skip
+                    self._strong = strong
                 self.last_report = report
         self._updates += 1
         m = self.metrics

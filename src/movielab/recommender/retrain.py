@@ -10,7 +10,7 @@ the registry's champion alias moves only as the last step of an accepted run.
 The gate's fixed protocol: the snapshot's time-aware split (`evaluate.time_split`); the candidate's
 model class + parameters, the champion's (from its registry tags) and popularity are each fitted on the
 train part and scored on the test part (NDCG@10, full ranking). The candidate is rejected when its
-output has NaNs or is empty, when it is not better than popularity, or when it is below the champion
+output has NaNs or is empty, when it ranks no held-out item, or when it is below popularity or the champion
 by more than `tolerance` (a share of the champion's NDCG). With no champion yet, the first accepted
 version becomes the champion; later ones become the challenger, which the rollout callback receives.
 """
@@ -170,12 +170,12 @@ def check_output(model: Model, rows: int = CHECK_ROWS) -> str | None:
 
 
 def gate(candidate: Model, data: TrainingData, champion: tuple[str, dict[str, Any]] | None,
-         policy: RetrainPolicy, caused: set[tuple[int, str]] | None = None) -> GateResult:  # fmt: skip
+         policy: RetrainPolicy) -> GateResult:  # fmt: skip
     """Score the candidate's, the champion's and popularity's recipes on the snapshot's time split; decide.
 
-    `caused`: (user, movie) pairs the user picked from a served recommendation list. They leave the test
-    part: a watch the served model caused would credit that model (and popularity, which a popularity
-    champion serves) for its own influence, the feedback loop that otherwise keeps any champion unbeatable.
+    A candidate is rejected when it is worse than popularity or the champion by more than the tolerance,
+    not merely when it fails to beat them: the stream's later part carries the feedback loop of what was
+    served (a popularity champion's own picks credit popularity), so near-ties are for the canary to judge.
     """
     problem = check_output(candidate)
     if problem:
@@ -184,8 +184,6 @@ def gate(candidate: Model, data: TrainingData, champion: tuple[str, dict[str, An
         train, test = evaluate.time_split(data, policy.test_fraction)
     except ValueError as exc:
         return GateResult(False, f"the snapshot's time split has no train or test part: {exc}", {})
-    if caused:
-        test = _without(test, train, caused)
     if test.getnnz() == 0:
         return GateResult(False, "the snapshot's later part has no interaction of a training user with a training "
                                  "movie: too little data to judge a model yet", {})  # fmt: skip
@@ -213,8 +211,11 @@ def gate(candidate: Model, data: TrainingData, champion: tuple[str, dict[str, An
     if bad:
         return GateResult(False, f"non-finite offline metrics: {', '.join(bad)}", metrics)
     mine, pop = metrics[key], metrics[f"popularity.{key}"]
-    if mine <= pop:
-        return GateResult(False, f"{key} {mine:.4f} is not better than popularity's {pop:.4f}", metrics)
+    if mine <= 0.0:
+        return GateResult(False, f"{key} is 0: the candidate ranks no held-out interaction in its top lists", metrics)
+    if mine < pop * (1.0 - policy.tolerance):
+        return GateResult(False, f"{key} {mine:.4f} is below popularity's {pop:.4f} by more than "
+                                 f"{policy.tolerance:.0%}", metrics)  # fmt: skip
     champ = metrics.get(f"champion.{key}")
     if champ is not None and mine < champ * (1.0 - policy.tolerance):
         return GateResult(False, f"{key} {mine:.4f} is below the champion's {champ:.4f} by more than "
@@ -229,19 +230,6 @@ def _same_recipe(a: tuple[str, dict[str, Any]], b: tuple[str, dict[str, Any]]) -
         return {k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for k, v in params.items()}
 
     return a[0] == b[0] and numbers(a[1]) == numbers(b[1])
-
-
-def _without(test: sp.csr_matrix, train: TrainingData, pairs: set[tuple[int, str]]) -> sp.csr_matrix:
-    """The test matrix less the cells of (user id, movie id) `pairs`."""
-    col = {m: j for j, m in enumerate(train.items)}
-    cells = [(r, col[m]) for u, m in pairs if (r := train.row_of(u)) is not None and m in col]
-    if not cells:
-        return test
-    rows, cols = np.array(cells).T
-    mask = sp.csr_matrix((np.ones(len(cells), np.float32), (rows, cols)), shape=test.shape)
-    out = sp.csr_matrix(test - test.multiply(mask))
-    out.eliminate_zeros()
-    return out
 
 
 def _sample_rows(test: sp.csr_matrix, n: int) -> sp.csr_matrix:
@@ -368,9 +356,8 @@ class Retrainer:
         with _stage(record, "gate"):
             champ = self.registry.champion_version()
             recipe = None if champ is None else (champ.model, champ.params)
-            caused = self.store.recommended_picks(snap)
-            verdict = gate(trained.model, data, recipe, p, caused)
-            record.metrics = {**verdict.metrics, "caused_picks": float(len(caused))}
+            verdict = gate(trained.model, data, recipe, p)
+            record.metrics = verdict.metrics
             if not verdict.accepted:
                 raise _Rejected(f"gate: {verdict.reason}")
             record.reason = verdict.reason

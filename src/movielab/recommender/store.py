@@ -454,11 +454,6 @@ class EventStore:
             ORDER BY r.time, r.seq"""
         return self._arrow(sql, self._params(self.snapshot(snapshot)))
 
-    def recommended_picks(self, snapshot: str | Snapshot) -> set[tuple[int, str]]:
-        """(user, movie) pairs the user picked from a recommendation list served to them (see `requests`)."""
-        t = self.requests(snapshot).filter(pc.field("picked_recommended"))
-        return set(zip(t["user_id"].to_pylist(), t["picked"].to_pylist(), strict=True))
-
     def training_data(self, snapshot: str | Snapshot) -> TrainingData:
         """The snapshot as `TrainingData`: watch shares, latest ratings, last times, demographic segments."""
         snap = self.snapshot(snapshot)
