@@ -127,9 +127,17 @@ def main() -> None:
                 promoted = any(u["kind"] == "promote" for u in s["updates"])
                 idle = exp is None or exp["status"] in ("promoted", "rolled_back")
                 due = now - start_stream >= timedelta(hours=args.bad_after_hours)
-                if injected is None and due and idle and (promoted or now - start_stream >= timedelta(days=2)):
+                ready = due and (promoted or now - start_stream >= timedelta(days=2))
+                if ready and injected is None and not s["schedule_paused"]:
+                    # A freeze, as an engineer would before a manual canary: no scheduled canary starts meanwhile.
+                    httpx.post(f"{ctrl}/schedule/pause", timeout=30)
+                    print(f"  paused the retraining schedule at stream time {s['stream_time']}", flush=True)
+                elif injected and "answer" in injected and idle and s["schedule_paused"]:
+                    httpx.post(f"{ctrl}/schedule/resume", timeout=30)
+                    print(f"  resumed the retraining schedule at stream time {s['stream_time']}", flush=True)
+                if (injected is None or "answer" not in injected) and ready and idle and s["schedule_paused"]:
                     try:
-                        injected = inject_bad(rec, s, ctrl)
+                        injected = inject_bad(rec, s, ctrl, injected)
                     except Exception as exc:  # report what happened; the soak's other figures still count
                         injected = {"error": repr(exc)}
                         print(f"  injecting the bad version failed: {exc!r}", flush=True)
@@ -152,17 +160,21 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def inject_bad(rec: Path, s: dict, ctrl: str) -> dict:
-    """Register the bad version and start its canary through the operator; what was done."""
-    registry = Registry(default_tracking_uri(rec / "models"), registered_name(1), rec / "registry-cache",
-                        rec / "mlruns")  # fmt: skip
-    champ = registry.champion_version()
-    folder = bad_version(registry.folder(champ), rec / "bad" / "popularity" / "v0001")
-    registered = registry.register(load(folder), tags={"note": "deliberately bad: least popular movies first"})
-    r = httpx.post(f"{ctrl}/canary/start", json={"version": registered.version}, timeout=600)
-    print(f"  injected a deliberately bad version (registry v{registered.version}) at stream time "
+def inject_bad(rec: Path, s: dict, ctrl: str, done: dict | None) -> dict:
+    """Register the bad version (once) and start its canary through the operator; what was done. A scheduled
+    canary may start between the check and the request (409): then it is tried again when that one ends."""
+    if done is None:
+        registry = Registry(default_tracking_uri(rec / "models"), registered_name(1), rec / "registry-cache",
+                            rec / "mlruns")  # fmt: skip
+        folder = bad_version(registry.folder(registry.champion_version()), rec / "bad" / "popularity" / "v0001")
+        registered = registry.register(load(folder), tags={"note": "deliberately bad: least popular movies first"})
+        done = {"version": registered.version}
+    r = httpx.post(f"{ctrl}/canary/start", json={"version": done["version"]}, timeout=600)
+    print(f"  canary of the deliberately bad version (registry v{done['version']}) at stream time "
           f"{s['stream_time']}: {r.status_code} {r.text[:200]}", flush=True)  # fmt: skip
-    return {"version": registered.version, "stream_time": s["stream_time"], "answer": r.json()}
+    if r.status_code == 200:
+        done.update(stream_time=s["stream_time"], answer=r.json())
+    return done
 
 
 def settle(ctrl: str, quiet: float = 20.0, timeout: float = 900.0) -> None:

@@ -150,6 +150,7 @@ class Operator:
         self.updates: list[Update] = []
         self.runs: list[RunRecord] = []
         self.ticks = 0
+        self.schedule_paused = False  # a freeze: no scheduled retraining (on-demand runs and canaries go on)
         self._lock = threading.RLock()  # ticks, manual overrides and the HTTP control take turns
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -170,7 +171,7 @@ class Operator:
                     logger.exception("monitor update failed at stream time %s", now)
             if self.experiment is not None and not self.experiment.finished:
                 self._judge(now)
-            elif self.retrainer.due(now):
+            elif self.retrainer.due(now) and not self.schedule_paused:
                 self.retrain("schedule")
 
     def retrain(self, trigger: str = "on demand") -> RunRecord:
@@ -363,6 +364,7 @@ class Operator:
             exp = self.experiment
             return {
                 "stream_time": (t.isoformat() if (t := stream_time(self.store)) else None),
+                "schedule_paused": self.schedule_paused,
                 "champion": champ.as_dict() if champ else None,
                 "challenger": challenger.as_dict() if challenger else None,
                 "experiment": None if exp is None else {"name": exp.name, "status": exp.status, "share": exp.share,
@@ -375,7 +377,8 @@ class Operator:
 def create_control_app(operator: Operator) -> Starlette:
     """The operator's HTTP face: `/metrics` (Prometheus), `/status`, the manual overrides
     `POST /canary/{promote,rollback,pause,resume}` with JSON `{"by": ..., "reason": ...}`, a hand-started canary
-    `POST /canary/start` with `{"version": <registered version>}`, and `POST /retrain`."""
+    `POST /canary/start` with `{"version": <registered version>}`, `POST /retrain`, and a freeze of the
+    schedule: `POST /schedule/pause` / `POST /schedule/resume`."""
 
     async def metrics(request: Request) -> Response:
         from movielab.recommender.metrics import CONTENT_TYPE
@@ -409,6 +412,14 @@ def create_control_app(operator: Operator) -> Starlette:
         exp = operator.start_canary(operator.registry.get(str(version)))
         return {"experiment": exp.name, "challenger": exp.challenger, "share": exp.share, "salt": exp.salt}
 
+    async def schedule(request: Request) -> JSONResponse:
+        action = request.path_params["action"]
+        if action not in ("pause", "resume"):
+            return JSONResponse({"error": f"schedule action {action!r} is unknown: choose pause or resume"}, 404)
+        operator.schedule_paused = action == "pause"
+        logger.info("scheduled retraining %s", "paused" if operator.schedule_paused else "resumed")
+        return JSONResponse({"schedule_paused": operator.schedule_paused})
+
     async def retrain(request: Request) -> JSONResponse:
         try:  # seconds of training: off the event loop, so /metrics and /status keep answering
             record = await run_in_threadpool(operator.retrain, "on demand")
@@ -421,6 +432,7 @@ def create_control_app(operator: Operator) -> Starlette:
         Route("/status", status, methods=["GET"]),
         Route("/canary/{action}", override, methods=["POST"]),
         Route("/retrain", retrain, methods=["POST"]),
+        Route("/schedule/{action:str}", schedule, methods=["POST"]),
     ])  # fmt: skip
 
 
