@@ -270,6 +270,18 @@ def test_sample_ratio_mismatch_stops_the_experiment_first() -> None:
     assert last["srm"]["mismatch"] and last["srm"]["p_value"] < 0.001 and last["test"] is None
 
 
+def test_the_mismatch_check_waits_for_enough_users() -> None:
+    # 12 vs 18 users at a 25% share would be p < 0.001, but a few dozen users say little (an early burst)
+    exp = new(CanaryPlan(steps=(0.25, 1.0), min_requests=2000, srm_min_users=200))
+    t = exp.last_time + timedelta(minutes=9)
+    arms = [ArmMetrics(a, exp.salt, exp.share, exp.step_started_at, t, users=n, requests=n, ok=n, conversions=n // 2)
+            for a, n in (("champion", 12), ("challenger", 18))]  # fmt: skip
+    d = exp.evaluate(t, *arms)
+    assert d.action == "wait" and d.srm is None
+    with pytest.raises(ValueError, match="srm_min_users"):
+        CanaryPlan(srm_min_users=-1)
+
+
 def test_a_challenger_with_more_errors_is_rolled_back() -> None:
     exp = new()
     Traffic((0.30, 0.30), error=(0.01, 0.08), seed=8).run(exp)

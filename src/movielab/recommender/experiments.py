@@ -285,6 +285,7 @@ class CanaryPlan:
     - `tau`: mixing standard deviation of the mSPRT, about the effect size that matters.
     - `max_latency_p99_ms`: optional ceiling on the challenger's p99 response time (None: not checked).
     - `srm_alpha`: sample-ratio mismatch alarm level.
+    - `srm_min_users`: users (both arms) a step needs before the mismatch check runs.
     """
 
     steps: tuple[float, ...] = (0.1, 0.5, 1.0)
@@ -297,6 +298,7 @@ class CanaryPlan:
     tau: float = 0.02
     max_latency_p99_ms: float | None = None
     srm_alpha: float = SRM_ALPHA
+    srm_min_users: int = 200
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(float(s) for s in self.steps))
@@ -306,6 +308,7 @@ class CanaryPlan:
         if s[0] >= 1.0:
             raise ValueError(f"canary steps {s!r} need a first share below 1 to compare the arms")
         _check_count("min_requests", self.min_requests)
+        _check_count("srm_min_users", self.srm_min_users)
         _check_alpha(self.alpha)
         _check_alpha(self.srm_alpha)
         for name in ("margin", "error_margin"):
@@ -425,8 +428,10 @@ class Experiment:
         if self.status == PAUSED:
             return self._record(Decision("wait", t, self.step, self.share, "paused", **counts))
         plan = self.plan
-        srm = srm_check(champion.users, challenger.users, self.share, plan.srm_alpha)
-        if srm.mismatch:
+        # The chi-square needs a sample: with a few dozen users one early burst looks like a mismatch.
+        srm = (srm_check(champion.users, challenger.users, self.share, plan.srm_alpha)
+               if champion.users + challenger.users >= plan.srm_min_users else None)  # fmt: skip
+        if srm is not None and srm.mismatch:
             why = (f"sample ratio mismatch: {champion.users} champion vs {challenger.users} challenger users at "
                    f"share {self.share:g} (chi2={srm.chi2:.1f}, p={srm.p_value:.2g} < {plan.srm_alpha:g})")
             return self._finish(Decision("rollback", t, self.step, 0.0, why, srm=srm, **counts))
