@@ -116,7 +116,7 @@ def test_cli_retrain_registry_promote_explain(mlflow_template: Path, tmp_path: P
     first = json.loads(capsys.readouterr().out)
     assert (first["status"], first["decision"], first["registered_version"]) == ("accepted", "champion", "1")
     assert main(["recommender", "retrain", *common, "--model", "popularity"]) == 1  # not better than itself
-    assert "not better than popularity" in json.loads(capsys.readouterr().out)["reason"]
+    assert "below the champion" in json.loads(capsys.readouterr().out)["reason"]
     assert main(["recommender", "retrain", *common, *lam]) == 0
     capsys.readouterr()
     assert main(["recommender", "registry", *common, "--json"]) == 0
