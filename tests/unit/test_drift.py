@@ -110,10 +110,14 @@ def test_gini_known_values() -> None:
 def test_compare_skips_empty_features_with_the_reason() -> None:
     ref = WindowProfile(T0, T0 + timedelta(hours=1), ratings={"4": 10, "5": 10}, gender={"F": 5, "M": 5})
     cur = WindowProfile(T0, T0 + timedelta(hours=1), ratings={"1": 10, "2": 10}, gender={"F": 5, "M": 5})
-    report = compare(ref, cur)
+    report = compare(ref, cur, min_sample=1)
     assert set(report.features) == {"rating", "gender"}
     assert report.strong == ["rating"] and report.features["rating"].ks_statistic == pytest.approx(1.0)
     assert "activity" in report.skipped and "empty" in report.skipped["activity"]
+    # By default 20 ratings and 10 users are too few for a PSI worth alerting on: skipped, saying why.
+    small = compare(ref, cur)
+    assert small.features == {} and small.strong == []
+    assert "too few observations for a stable PSI: 20 in the reference, 20 now" in small.skipped["rating"]
 
 
 # --- profiles read from a store ----------------------------------------------------------------------

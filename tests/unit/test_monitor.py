@@ -79,7 +79,7 @@ def test_update_counts_events_outcomes_offsets_and_quarantine(store: EventStore)
                        quarantine=[(4, "malformed"), (5, "malformed")]))  # fmt: skip
     store.append(batch([rec(4, 2, ms=700), watch(5, 2, B)], first=0, partition=1, quarantine=[(2, "bad_time")]))
     m = OperatorMetrics()
-    loop = MonitorLoop(m, window=timedelta(hours=1))
+    loop = MonitorLoop(m, window=timedelta(hours=1), min_sample=1)
     loop.update(store, T0 + timedelta(minutes=30))
     assert value(m, "stream_events_total", topic="movielog1", kind="recommendation") == 3
     assert value(m, "stream_events_total", topic="movielog1", kind="watch") == 2
@@ -121,7 +121,7 @@ def test_drift_day_over_day_and_against_a_given_reference(store: EventStore) -> 
     # First day's first hour: user 1 (F, 30) rates high; the next day's first hour: user 2 (M, 40) rates low.
     store.append(batch([rec(i, 1) for i in range(0, 50, 5)] + [rate(i + 1, 1, 5) for i in range(0, 50, 5)], first=0))
     m = OperatorMetrics()
-    loop = MonitorLoop(m, window=timedelta(hours=1))
+    loop = MonitorLoop(m, window=timedelta(hours=1), min_sample=1)
     assert loop.update(store, T0 + timedelta(hours=1)) is None  # nothing a day earlier to compare with
     assert value(m, "drift_psi", feature="rating") is None
     day = 24 * 60
@@ -129,7 +129,7 @@ def test_drift_day_over_day_and_against_a_given_reference(store: EventStore) -> 
     store.append(batch(late, first=20))
     assert loop.update(store, T0 + timedelta(hours=12)) is None  # the same hours a day earlier were quiet
     report = loop.update(store, T0 + timedelta(days=1, hours=1))
-    fixed = MonitorLoop(OperatorMetrics(), window=timedelta(hours=1), reference=loop.last_window)
+    fixed = MonitorLoop(OperatorMetrics(), window=timedelta(hours=1), reference=loop.last_window, min_sample=1)
     assert fixed.update(store, T0 + timedelta(days=1, hours=1)).features["rating"].psi == 0.0  # same window
     assert report is not None and {"rating", "gender", "age", "occupation"} <= set(report.strong)
     assert value(m, "drift_psi", feature="rating") == pytest.approx(report.features["rating"].psi)

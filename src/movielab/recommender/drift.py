@@ -250,8 +250,12 @@ class DriftReport:
         return [f for f, d in self.features.items() if d.psi >= PSI_STRONG]
 
 
-def compare(reference: WindowProfile, current: WindowProfile) -> DriftReport:
-    """Drift of every feature of `current` against `reference`; a feature with an empty window is skipped, with why."""
+MIN_SAMPLE = 100  # observations per window below which PSI is noise (an hour of a small team: a few ratings)
+
+
+def compare(reference: WindowProfile, current: WindowProfile, min_sample: int = MIN_SAMPLE) -> DriftReport:
+    """Drift of every feature of `current` against `reference`; a feature with an empty window, or fewer than
+    `min_sample` observations in either window, is skipped, with why."""
     features: dict[str, FeatureDrift] = {}
     skipped: dict[str, str] = {}
     jobs = {
@@ -264,10 +268,16 @@ def compare(reference: WindowProfile, current: WindowProfile) -> DriftReport:
     }
     for name, job in jobs.items():
         try:
-            features[name] = job()
+            found = job()
         except DriftError as exc:
             skipped[name] = str(exc)
             logger.info("drift of %s not computed: %s", name, exc)
+            continue
+        if min(found.reference_n, found.current_n) < min_sample:
+            skipped[name] = (f"too few observations for a stable PSI: {found.reference_n} in the reference, "
+                             f"{found.current_n} now (at least {min_sample} each)")  # fmt: skip
+            continue
+        features[name] = found
     return DriftReport(features, current, skipped)
 
 

@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from movielab.recommender.drift import (
     FEATURES,
+    MIN_SAMPLE,
     REQUEST_BUDGET_MS,
     DriftReport,
     WindowProfile,
@@ -189,7 +190,7 @@ class MonitorLoop:
 
     def __init__(self, metrics: OperatorMetrics, window: timedelta = DEFAULT_WINDOW,
                  reference: WindowProfile | None = None, budget_ms: int = REQUEST_BUDGET_MS,
-                 profile_every: int = 1) -> None:  # fmt: skip
+                 profile_every: int = 1, min_sample: int = MIN_SAMPLE) -> None:  # fmt: skip
         if window <= timedelta(0):
             raise MonitorError(f"monitor window must be positive, got {window}")
         if profile_every < 1:
@@ -199,6 +200,7 @@ class MonitorLoop:
         self.reference = reference
         self.budget_ms = budget_ms
         self.profile_every = profile_every
+        self.min_sample = min_sample  # observations per window a feature needs before its drift counts
         self.last_seq = 0
         self.latest_time: datetime | None = None
         self.offsets: dict[tuple[str, int], int] = {}  # next offset per (topic, partition), events and quarantine
@@ -228,7 +230,7 @@ class MonitorLoop:
                 earlier = profile_window(store, end - day - self.window, end - day, self.budget_ms)
                 reference = earlier if (earlier.requests or earlier.watches) else None
             if reference is not None:
-                report = compare(reference, current)
+                report = compare(reference, current, self.min_sample)
                 self.metrics.set_drift(report)
                 strong = tuple(report.strong)
                 if strong != self._strong:  # a change of what drifts is news; the same drift every update is not
