@@ -303,3 +303,17 @@ def test_policy_from_config_and_records_are_json(tmp_path) -> None:
         rec = r.run()
     assert rec.status == "rejected" and rec.reason == "the store holds no events yet"
     assert json.loads((tmp_path / "log.jsonl").read_text())["reason"] == rec.reason
+
+
+def test_training_reuses_the_checked_data_and_refuses_data_of_another_snapshot(store, tmp_path, monkeypatch) -> None:
+    snap = store.create_snapshot("all", None, None)
+    data = store.training_data(snap)
+    monkeypatch.setattr(store, "training_data", lambda *a: pytest.fail("the snapshot was queried again"))
+    trained = pipeline.train(store, "popularity", tmp_path / "models", snapshot=snap, data=data)
+    assert trained.manifest["snapshot_id"] == snap.id and trained.manifest["users"] == len(data.users)
+    store.append(block_events(seed=1, first_user=500))
+    other = store.create_snapshot("more", None, None)
+    with pytest.raises(ValueError, match=f"the data given is of snapshot {snap.id}, not of {other.id}"):
+        pipeline.train(store, "popularity", tmp_path / "models", snapshot=other, data=data)
+    with pytest.raises(ValueError, match="name the snapshot it was built from"):
+        pipeline.train(store, "popularity", tmp_path / "models", data=data)

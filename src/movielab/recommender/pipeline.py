@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from movielab.recommender.answers import AnswerTable, Provenance
+from movielab.recommender.data import TrainingData
 from movielab.recommender.models import create
 from movielab.recommender.models.base import Model
 from movielab.recommender.provenance import code_version
@@ -53,13 +54,23 @@ def train(
     start: datetime | None = None,
     end: datetime | None = None,
     params: dict | None = None,
+    data: TrainingData | None = None,
 ) -> Trained:
-    """Fit `model_name` on a snapshot (a new one over [start, end) unless named) and save a new version."""
+    """Fit `model_name` on a snapshot (a new one over [start, end) unless named) and save a new version.
+
+    `data`: the named snapshot's training data when the caller has already built it (the costliest query of
+    a run); it must be `store.training_data(snapshot)`.
+    """
     if snapshot is None:
+        if data is not None:
+            raise ValueError("train: `data` belongs to a named snapshot; name the snapshot it was built from")
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         snapshot = store.create_snapshot(f"train-{model_name}-{stamp}", start, end)
     snap = store.snapshot(snapshot)
-    data = store.training_data(snap)
+    if data is None:
+        data = store.training_data(snap)
+    elif data.snapshot_id != snap.id:
+        raise ValueError(f"train: the data given is of snapshot {data.snapshot_id}, not of {snap.id}")
     t = time.perf_counter()
     model = create(model_name, **(params or {})).fit(data)
     seconds = time.perf_counter() - t

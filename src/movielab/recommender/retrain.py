@@ -347,8 +347,9 @@ class Retrainer:
                 raise _Rejected(f"data check: {problem}")
         with _stage(record, "train"):
             try:
-                prepared = _Prepared(self.store, snap, data)  # duck-types the two EventStore methods train uses
-                trained = pipeline.train(prepared, p.model, self.artifacts, snapshot=snap, params=p.params)
+                # The checks just built the snapshot's training data: training reuses it, not the query.
+                trained = pipeline.train(self.store, p.model, self.artifacts, snapshot=snap, params=p.params,
+                                         data=data)  # fmt: skip
             except ModelFitError as exc:
                 raise _Rejected(f"training gave no safe model: {exc}") from None
             record.artifact_version, record.folder = trained.manifest["version"], str(trained.folder)
@@ -392,26 +393,6 @@ class Retrainer:
                 f.write(json.dumps(record.as_dict(), default=str) + "\n")
         except OSError:
             logger.exception("retraining run %s could not be kept in %s", record.id, self.log_path)
-
-
-class _Prepared:
-    """The store as `pipeline.train` reads it, with the checked snapshot's training data already built.
-
-    Building training data is the costliest query of a run (seconds for 100,000 users); the checks have
-    just built it from the same immutable snapshot, so training reuses it instead of asking again.
-    """
-
-    def __init__(self, store: EventStore, snap: Snapshot, data: TrainingData) -> None:
-        self._store, self._snap, self._data = store, snap, data
-
-    def snapshot(self, name_or_id: str | Snapshot) -> Snapshot:
-        """The store's snapshot lookup."""
-        return self._store.snapshot(name_or_id)
-
-    def training_data(self, snapshot: str | Snapshot) -> TrainingData:
-        """The prepared data for the checked snapshot, else the store's."""
-        snap = self._store.snapshot(snapshot)
-        return self._data if snap.id == self._snap.id else self._store.training_data(snap)
 
 
 @contextmanager
