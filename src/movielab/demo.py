@@ -48,7 +48,7 @@ class OperatedTeam:
         self.api = WorldApi(live.api_url)
         self.ingestor = Ingestor(live.bootstrap, [topic], self.store, self.api)
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._ingest, name="team-ingest", daemon=True)
+        self.thread = threading.Thread(target=self.ingestor.run, args=(self.stop,), name="team-ingest", daemon=True)
         self.thread.start()
         self.registry = Registry(f"sqlite:///{folder / 'mlflow.db'}", "movielab-team1", folder / "registry-cache",
                                  folder / "mlruns")  # fmt: skip
@@ -63,10 +63,6 @@ class OperatedTeam:
         self.servers.append(OneServer(version, port=self.port))
         return self.servers[-1]
 
-    def _ingest(self) -> None:
-        while not self.stop.is_set():
-            self.ingestor.step(self.stop)
-
     def catch_up(self, produced: int, timeout: float = 120) -> None:
         """Wait until the ingestor has consumed `produced` lines."""
         deadline = time.monotonic() + timeout
@@ -79,8 +75,7 @@ class OperatedTeam:
             s.stop()
         self.control.stop()
         self.stop.set()
-        self.thread.join(timeout=30)
-        self.ingestor.close()
+        self.thread.join(timeout=30)  # Ingestor.run closes the consumer when it stops
         self.api.close()
         self.store.close()
 
@@ -206,12 +201,14 @@ def _first_answer(live: LiveWorld, team: OperatedTeam) -> float:
 
 def show_prometheus(prom) -> None:
     """A few figures as Prometheus has them, to show it scraped and evaluated the rules."""
+    from movielab.prometheus import PrometheusError
+
     queries = {"targets up": "sum(up)", "availability (stream)": "stream_availability_ratio",
                "serving requests": "sum(recommend_requests_total)", "firing alerts": "count(ALERTS{alertstate=\"firing\"})"}
     print("\nPrometheus now says:")
     for name, expr in queries.items():
         try:
             value = prom.value(expr)
-        except Exception as exc:  # a figure Prometheus cannot give is reported, not fatal
+        except (PrometheusError, ValueError) as exc:  # a figure Prometheus cannot give is reported, not fatal
             value = f"n/a ({exc})"
         print(f"  {name:24} {expr:45} {value}")

@@ -30,17 +30,17 @@ from typing import Any, Protocol
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from movielab.recommender import pipeline
+from movielab.recommender import pipeline, serve
 from movielab.recommender.experiments import CanaryPlan, Experiment, ExperimentError, salt_of
-from movielab.recommender.monitor import IngestorCollector, MonitorLoop, OperatorMetrics
+from movielab.recommender.monitor import IngestorCollector, MonitorLoop, OperatorMetrics, create_metrics_app
 from movielab.recommender.online import arm_metrics, by_arm
 from movielab.recommender.registry import RegistryError
 from movielab.recommender.retrain import Retrainer, RunRecord, stream_time
-from movielab.recommender.serve import write_segments
 from movielab.recommender.store import EventStore
+from movielab.webserver import ServerThread
 
 logger = logging.getLogger(__name__)
 
@@ -63,44 +63,31 @@ class OneServer:
     """Serving by one in-process server (demo, tests): the same operations as a `Fleet`, on one app."""
 
     def __init__(self, version: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
-        from movielab.recommender.serve import create_app, load_version
-        from movielab.webserver import ServerThread
-
-        loaded = load_version(version)
-        self.app = create_app(loaded.table, folder=loaded.folder, manifest=loaded.manifest)
+        loaded = serve.load_version(version)
+        self.app = serve.create_app(loaded.table, folder=loaded.folder, manifest=loaded.manifest)
         self.server = ServerThread(self.app, host, port).start()
         self.url = self.server.url
 
     def rollout(self, version: Path) -> None:
         """Serve `version` as champion (built first, then swapped in with one assignment)."""
-        from movielab.recommender import serve
-
         loaded = serve.load_version(version)
         serve.swap(self.app, loaded.table, loaded.folder, loaded.manifest)
 
     def load_challenger(self, version: Path, share: float = 0.0, salt: int = 0) -> None:
         """Serve `version` to `share` of the users, bucketed by `salt`."""
-        from movielab.recommender import serve
-
         loaded = serve.load_version(version)
         serve.set_challenger(self.app, loaded.table, share, salt, loaded.folder, loaded.manifest)
 
     def set_share(self, share: float, salt: int | None = None) -> None:
         """Route `share` of the users to the challenger."""
-        from movielab.recommender import serve
-
         serve.set_share(self.app, share, salt)
 
     def promote(self) -> None:
         """The challenger becomes the champion."""
-        from movielab.recommender import serve
-
         serve.promote(self.app)
 
     def rollback(self) -> None:
         """Every user back to the champion."""
-        from movielab.recommender import serve
-
         serve.drop_challenger(self.app)
 
     def stop(self) -> None:
@@ -266,14 +253,14 @@ class Operator:
                 raise OperatorError(f"experiment {self.experiment.name!r} is still running")
             registered = self.registry.set_challenger(registered.version)
             folder = self._prepare(self.registry.folder(registered))
-            label = f"{registered.model}/{registered.tags.get('artifact_version', registered.version)}"
+            label = _label(registered)
             self._run_started = time.perf_counter()
             now = stream_time(self.store)
             return self._start_canary(folder, registered, label, now.isoformat() if now else None)
 
     def _start_canary(self, folder: Path, registered, label: str, at: str | None) -> Experiment:
         champ = self.registry.champion_version()
-        champion_label = f"{champ.model}/{champ.tags.get('artifact_version', champ.version)}" if champ else "none"
+        champion_label = _label(champ) if champ else "none"
         stamp = datetime.fromisoformat(at) if at else datetime.now(UTC).replace(tzinfo=None)
         name = f"canary-v{registered.version}-{stamp:%Y%m%dT%H%M%S}"
         self.serving.load_challenger(folder, self.plan.steps[0], salt_of(name))
@@ -329,7 +316,7 @@ class Operator:
 
     def _prepare(self, folder: Path) -> Path:
         """Write the store's user segments next to a version, for replicas (they have no store)."""
-        write_segments(Path(folder) / "segments.json", self.store.user_segments())
+        serve.write_segments(Path(folder) / "segments.json", self.store.user_segments())
         return Path(folder)
 
     def _arm_labels(self) -> dict[str, str]:
@@ -374,16 +361,16 @@ class Operator:
             }  # fmt: skip
 
 
+def _label(mv) -> str:
+    """`model/artifact version` of a registered version, as serving's X-Model header names it."""
+    return f"{mv.model}/{mv.tags.get('artifact_version', mv.version)}"
+
+
 def create_control_app(operator: Operator) -> Starlette:
     """The operator's HTTP face: `/metrics` (Prometheus), `/status`, the manual overrides
     `POST /canary/{promote,rollback,pause,resume}` with JSON `{"by": ..., "reason": ...}`, a hand-started canary
     `POST /canary/start` with `{"version": <registered version>}`, `POST /retrain`, and a freeze of the
     schedule: `POST /schedule/pause` / `POST /schedule/resume`."""
-
-    async def metrics(request: Request) -> Response:
-        from movielab.recommender.metrics import CONTENT_TYPE
-
-        return Response(operator.metrics.exposition(), media_type=CONTENT_TYPE)
 
     async def status(request: Request) -> JSONResponse:
         return JSONResponse(await run_in_threadpool(operator.status))  # waits for a tick, not the event loop
@@ -427,13 +414,14 @@ def create_control_app(operator: Operator) -> Starlette:
             return JSONResponse({"error": str(exc)}, 409)
         return JSONResponse(record.as_dict())
 
-    return Starlette(routes=[
-        Route("/metrics", metrics, methods=["GET"]),
+    app = create_metrics_app(operator.metrics)
+    app.router.routes.extend([
         Route("/status", status, methods=["GET"]),
         Route("/canary/{action}", override, methods=["POST"]),
         Route("/retrain", retrain, methods=["POST"]),
         Route("/schedule/{action:str}", schedule, methods=["POST"]),
     ])  # fmt: skip
+    return app
 
 
 def run(config, replicas: int = 2, control_port: int = 8083, tick_seconds: float = 2.0,
@@ -447,7 +435,6 @@ def run(config, replicas: int = 2, control_port: int = 8083, tick_seconds: float
     from movielab.kafka.admin import topic_name
     from movielab.recommender.ingest import Ingestor
     from movielab.recommender.worldapi import WorldApi
-    from movielab.webserver import ServerThread
 
     stop = stop or threading.Event()
     previous = {}
