@@ -10,8 +10,8 @@ from typing import ClassVar
 
 import httpx
 import numpy as np
-import pyarrow as pa
 import pytest
+from batches import lines_batch
 from prometheus_client import CollectorRegistry
 
 from movielab.contract import format_time_us, recommendation_line
@@ -24,8 +24,7 @@ from movielab.recommender.monitor import (
     create_metrics_app,
 )
 from movielab.recommender.serve import create_app as serve_app
-from movielab.recommender.store import QUARANTINE_SCHEMA, Batch, EventStore
-from movielab.recommender.validate import parse_values
+from movielab.recommender.store import EventStore
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app as world_app
 from movielab.world.bootstrap import build_world
@@ -70,21 +69,11 @@ def request_lines(n: int, status: int, first_minute: int = 0) -> list[str]:
                                 "team1.local:8082", status, result, 12) for i in range(n)]  # fmt: skip
 
 
-def store_batch(lines: list[str], first: int) -> Batch:
-    parsed, bad = parse_values(lines)
-    assert not bad, bad
-    n = parsed.num_rows
-    events = (parsed.drop_columns(["idx"]).append_column("topic", pa.array(["movielog1"] * n))
-              .append_column("partition", pa.array([0] * n, pa.int32()))
-              .append_column("offset", pa.array(range(first, first + n), pa.int64())))  # fmt: skip
-    return Batch(events, QUARANTINE_SCHEMA.empty_table())
-
-
 @pytest.fixture(scope="module")
 def operator():
     """The operator's /metrics over a real store holding STORED healthy request lines."""
     store = EventStore(None)
-    store.append(store_batch(request_lines(STORED, 200), first=0))
+    store.append(lines_batch(request_lines(STORED, 200), first=0))
     metrics = OperatorMetrics()
     loop = MonitorLoop(metrics)
     loop.update(store)
@@ -151,7 +140,7 @@ def test_alerts_fire_when_the_service_breaks_and_clear_when_fixed(operator, worl
                           "ServingReplicaDown resolved")  # fmt: skip
 
             # Break 2: the stream shows the service answering 500s; the operator's monitor counts them.
-            operator.store.append(store_batch(request_lines(20, 500, first_minute=STORED), first=STORED))
+            operator.store.append(lines_batch(request_lines(20, 500, first_minute=STORED), first=STORED))
             operator.loop.update(operator.store)
             prom.wait_for(lambda: prom.alert_state("RecommendationErrorsInStream") == "firing", 30,
                           "RecommendationErrorsInStream firing")  # fmt: skip

@@ -6,8 +6,8 @@ import math
 from datetime import datetime, timedelta
 
 import numpy as np
-import pyarrow as pa
 import pytest
+from batches import lines_batch
 
 from movielab.contract import format_time_us, rate_line, recommendation_line, watch_line
 from movielab.recommender.drift import (
@@ -27,8 +27,7 @@ from movielab.recommender.drift import (
     psi,
     psi_samples,
 )
-from movielab.recommender.store import QUARANTINE_SCHEMA, Batch, EventStore
-from movielab.recommender.validate import parse_values
+from movielab.recommender.store import EventStore
 from movielab.recommender.worldapi import MovieInfo, UserInfo
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
@@ -121,14 +120,6 @@ def test_compare_skips_empty_features_with_the_reason() -> None:
 
 
 # --- profiles read from a store ----------------------------------------------------------------------
-def store_batch(lines: list[str], first: int = 0) -> Batch:
-    parsed, bad = parse_values(lines)
-    assert not bad, bad
-    n = parsed.num_rows
-    events = (parsed.drop_columns(["idx"]).append_column("topic", pa.array(["movielog1"] * n))
-              .append_column("partition", pa.array([0] * n, pa.int32()))
-              .append_column("offset", pa.array(range(first, first + n), pa.int64())))  # fmt: skip
-    return Batch(events, QUARANTINE_SCHEMA.empty_table())
 
 
 def rec(t: datetime, user: int, movies: list[str], status: int = 200, ms: int = 20) -> str:
@@ -166,7 +157,7 @@ def known_window() -> list[str]:
 
 
 def test_profile_window_counts_a_known_window(store: EventStore) -> None:
-    store.append(store_batch(known_window()))
+    store.append(lines_batch(known_window()))
     p = profile_window(store, T0, T0 + timedelta(hours=1))
     assert p.ratings == {"5": 1, "2": 1}
     assert p.requests == 4 and p.answered == 3 and p.availability == pytest.approx(3 / 4)

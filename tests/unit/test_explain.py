@@ -6,16 +6,15 @@ import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
+from batches import lines_batch
 
 from movielab.contract import rate_line, watch_line
 from movielab.recommender import pipeline
 from movielab.recommender.config import RecommenderConfig
 from movielab.recommender.explain import BadVersionFolder, explain, explain_from_registry
 from movielab.recommender.registry import Registry, default_tracking_uri, registered_name
-from movielab.recommender.store import QUARANTINE_SCHEMA, Batch, EventStore
-from movielab.recommender.validate import parse_values
+from movielab.recommender.store import EventStore
 from movielab.recommender.worldapi import MovieInfo, UserInfo
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
@@ -30,16 +29,6 @@ def watching(user: int, movie: str, minutes: int, start: datetime) -> list[str]:
     return [watch_line(stamp(start + timedelta(minutes=i)), user, movie, i + 1) for i in range(minutes)]
 
 
-def batch(lines: list[str], first: int) -> Batch:
-    parsed, bad = parse_values(lines)
-    assert not bad, bad
-    n = parsed.num_rows
-    events = (parsed.drop_columns(["idx"]).append_column("topic", pa.array(["movielog1"] * n))
-              .append_column("partition", pa.array([0] * n, pa.int32()))
-              .append_column("offset", pa.array(range(first, first + n), pa.int64())))  # fmt: skip
-    return Batch(events, QUARANTINE_SCHEMA.empty_table())
-
-
 def first_day() -> list[str]:
     """User 1 watches 30 minutes of A, rates it 3 then 5, then watches 10 minutes of B; users 2, 3 watch C and A."""
     lines = watching(1, A, 30, T0) + [rate_line(stamp(T0 + timedelta(minutes=40)), 1, A, 3),
@@ -52,9 +41,9 @@ def fill(store: EventStore, artifacts: Path) -> tuple[pipeline.Trained, pipeline
     """Version 1 trained on the first day; version 2 after user 1 also watched D."""
     store.add_records(movies=[MovieInfo(m, 100, (), m) for m in (A, B, C, D)],
                       users=[UserInfo(u, 30, "F", "writer") for u in (1, 2, 3, 4)])  # fmt: skip
-    store.append(batch(first_day(), 0))
+    store.append(lines_batch(first_day(), 0))
     one = pipeline.train(store, "popularity", artifacts, snapshot=store.create_snapshot("day-1", None, None))
-    store.append(batch(watching(1, D, 20, T0 + timedelta(days=1)), 1000))
+    store.append(lines_batch(watching(1, D, 20, T0 + timedelta(days=1)), 1000))
     two = pipeline.train(store, "popularity", artifacts, snapshot=store.create_snapshot("day-2", None, None))
     return one, two
 
@@ -100,16 +89,6 @@ def test_explain_refuses_a_folder_of_another_version_and_a_bad_user(store: Event
         explain(1, pipeline.answer_table(two), one.folder)
     with pytest.raises(TypeError, match="'1' must be an integer"):
         explain("1", pipeline.answer_table(one), one.folder)  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory) -> Path:
-    """An initialized MLflow sqlite database (copying it spares each test the schema migrations)."""
-    from mlflow.tracking import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
 
 
 def test_explain_from_registry_gives_the_registered_version_and_run(tmp_path: Path, mlflow_template: Path) -> None:

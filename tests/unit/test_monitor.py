@@ -7,8 +7,8 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import ClassVar
 
-import pyarrow as pa
 import pytest
+from batches import lines_batch
 from prometheus_client.parser import text_string_to_metric_families
 
 from movielab.contract import format_time_us, rate_line, recommendation_line, watch_line
@@ -19,8 +19,7 @@ from movielab.recommender.monitor import (
     OperatorMetrics,
     create_metrics_app,  # fmt: skip
 )
-from movielab.recommender.store import QUARANTINE_SCHEMA, Batch, EventStore
-from movielab.recommender.validate import parse_values
+from movielab.recommender.store import Batch, EventStore
 from movielab.recommender.worldapi import MovieInfo, UserInfo
 
 with warnings.catch_warnings():
@@ -33,19 +32,7 @@ A, B = "a+2000", "b+2001"
 
 def batch(lines: list[str], first: int, partition: int = 0, quarantine: list[tuple[int, str]] = ()) -> Batch:
     """Good lines at offsets first.. on `partition` of movielog1, plus quarantined (offset, reason kind)."""
-    parsed, bad = parse_values(lines)
-    assert not bad, bad
-    n = parsed.num_rows
-    events = (parsed.drop_columns(["idx"]).append_column("topic", pa.array(["movielog1"] * n))
-              .append_column("partition", pa.array([partition] * n, pa.int32()))
-              .append_column("offset", pa.array(range(first, first + n), pa.int64())))  # fmt: skip
-    q = pa.table({"topic": ["movielog1"] * len(quarantine),
-                  "partition": pa.array([partition] * len(quarantine), pa.int32()),
-                  "offset": pa.array([o for o, _ in quarantine], pa.int64()),
-                  "line": pa.array([b"garbage"] * len(quarantine), pa.binary()),
-                  "reason_kind": [k for _, k in quarantine], "reason": ["test"] * len(quarantine)},
-                 schema=QUARANTINE_SCHEMA)  # fmt: skip
-    return Batch(events, q)
+    return lines_batch(lines, first, partition, quarantine=[(o, b"garbage", k, "test") for o, k in quarantine])
 
 
 def rec(minutes: float, user: int, status: int = 200, ms: int = 20, movies: tuple[str, ...] = (A, B)) -> str:

@@ -6,16 +6,15 @@ import math
 from datetime import datetime, timedelta
 
 import numpy as np
-import pyarrow as pa
 import pytest
+from batches import lines_batch
 from prometheus_client import generate_latest
 
 from movielab.contract import rate_line, recommendation_line, watch_line
 from movielab.recommender.experiments import CanaryPlan, Experiment, tick
 from movielab.recommender.online import ArmGauges, ArmMetrics, arm_metrics, assign_arms, by_arm
 from movielab.recommender.split import in_challenger
-from movielab.recommender.store import QUARANTINE_SCHEMA, Batch, EventStore
-from movielab.recommender.validate import parse_values
+from movielab.recommender.store import EventStore
 from movielab.recommender.worldapi import MovieInfo
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
@@ -23,17 +22,6 @@ END = T0 + timedelta(hours=3)
 A, B, C = "a+2000", "b+2001", "c+2002"
 SERVER = "team1.local:8082"
 SALT, SHARE = 4242, 0.5
-
-
-def batch(lines: list[str], first: int = 0) -> Batch:
-    """Good lines at offsets first, first + 1, … of partition 0 (as tests/unit/test_store.py builds them)."""
-    parsed, bad = parse_values(lines)
-    assert not bad, bad
-    n = parsed.num_rows
-    events = (parsed.drop_columns(["idx"]).append_column("topic", pa.array(["movielog1"] * n))
-              .append_column("partition", pa.array([0] * n, pa.int32()))
-              .append_column("offset", pa.array(range(first, first + n), pa.int64())))  # fmt: skip
-    return Batch(events, QUARANTINE_SCHEMA.empty_table())
 
 
 def users_of(salt: int, share: float, n: int) -> tuple[list[int], list[int]]:
@@ -95,7 +83,7 @@ def store():
 
 
 def fill(store: EventStore, lines: list[str]) -> None:
-    store.append(batch(lines))
+    store.append(lines_batch(lines))
 
 
 def test_known_answer_per_arm(store: EventStore) -> None:
@@ -148,7 +136,7 @@ def test_events_arriving_later_extend_the_counts(store: EventStore) -> None:
     lines = known_lines()
     fill(store, lines[:5])
     first = arm_metrics(store, T0, END, SALT, SHARE)["champion"].requests
-    store.append(batch(lines[5:], first=5))
+    store.append(lines_batch(lines[5:], first=5))
     assert first < arm_metrics(store, T0, END, SALT, SHARE)["champion"].requests == 6
 
 

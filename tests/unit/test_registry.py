@@ -21,16 +21,6 @@ from movielab.recommender.registry import (
 from movielab.recommender.store import EventStore
 
 
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory) -> Path:
-    """An initialized MLflow sqlite database (copying it spares each test the schema migrations)."""
-    from mlflow.tracking import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def registry(mlflow_template: Path, tmp_path: Path) -> Registry:
     shutil.copy(mlflow_template, tmp_path / "mlflow.db")

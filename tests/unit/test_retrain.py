@@ -6,7 +6,7 @@ import json
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -16,7 +16,8 @@ import scipy.sparse as sp
 from movielab.recommender import evaluate, pipeline
 from movielab.recommender import models as model_registry
 from movielab.recommender.data import TrainingData
-from movielab.recommender.models import Model, create
+from movielab.recommender.models import create
+from movielab.recommender.models.popularity import Popularity
 from movielab.recommender.registry import Registry
 from movielab.recommender.retrain import (
     Retrainer,
@@ -82,16 +83,6 @@ def store():
         yield s
 
 
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory) -> Path:
-    """An initialized MLflow sqlite database; copying it spares each test the schema migrations (seconds)."""
-    from mlflow.tracking import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def registry(mlflow_template: Path, tmp_path: Path) -> Registry:
     shutil.copy(mlflow_template, tmp_path / "mlflow.db")
@@ -103,24 +94,14 @@ def retrainer(store: EventStore, registry: Registry, tmp_path: Path, policy: Ret
     return Retrainer(store, registry, tmp_path / "models", policy, tmp_path / "retrain.jsonl", rollout)
 
 
-class Unpopular(Model):
+class Unpopular(Popularity):
     """Ranks the least-watched movies first: a working model that is worse than popularity here."""
 
     name: ClassVar[str] = "unpopular"
-    arrays: ClassVar[tuple[str, ...]] = ("counts",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts = np.zeros(0, np.float32)
-
-    def params(self) -> dict[str, Any]:
-        return {}
-
-    def _fit(self, data: TrainingData) -> None:
-        self.counts = np.bincount(self.seen_indices, minlength=self.n_items).astype(np.float32)
 
     def scores(self, rows: np.ndarray) -> np.ndarray:
-        return np.repeat(-self.counts[None, :], len(np.asarray(rows).reshape(-1)), axis=0)
+        """Popularity's scores, negated."""
+        return -super().scores(rows)
 
 
 class NaNScores(Unpopular):

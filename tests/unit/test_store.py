@@ -6,13 +6,12 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-import pyarrow as pa
 import pytest
+from batches import lines_batch
 
 from movielab.contract import account_line, rate_line, recommendation_line, watch_line
 from movielab.recommender.data import segment_of
-from movielab.recommender.store import QUARANTINE_SCHEMA, Batch, EventStore, SnapshotConflict, UnknownSnapshot
-from movielab.recommender.validate import parse_values
+from movielab.recommender.store import EventStore, SnapshotConflict, UnknownSnapshot
 from movielab.recommender.worldapi import MovieInfo, UserInfo
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
@@ -21,23 +20,6 @@ A, B, C = "a+2000", "b+2001", "c+2002"
 
 def stamp(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def batch(lines: list[str], first: int = 0, partition: int = 0, topic: str = "movielog1",
-          quarantine: list[tuple[int, bytes, str, str]] = ()) -> Batch:  # fmt: skip
-    """A batch of good lines at offsets first, first + 1, … plus quarantined (offset, line, kind, reason)."""
-    parsed, bad = parse_values(lines)
-    assert not bad, bad
-    n = parsed.num_rows
-    events = (parsed.drop_columns(["idx"]).append_column("topic", pa.array([topic] * n))
-              .append_column("partition", pa.array([partition] * n, pa.int32()))
-              .append_column("offset", pa.array(range(first, first + n), pa.int64())))  # fmt: skip
-    q = pa.table({"topic": [topic] * len(quarantine), "partition": pa.array([partition] * len(quarantine), pa.int32()),
-                  "offset": pa.array([o for o, *_ in quarantine], pa.int64()),
-                  "line": pa.array([line for _, line, _, _ in quarantine], pa.binary()),
-                  "reason_kind": [k for _, _, k, _ in quarantine], "reason": [r for *_, r in quarantine]},
-                 schema=QUARANTINE_SCHEMA)  # fmt: skip
-    return Batch(events, q)
 
 
 def watching(user: int, movie: str, minutes: list[int], start: datetime) -> list[str]:
@@ -66,12 +48,12 @@ def known_events() -> list[str]:
 def fill(store: EventStore) -> None:
     movies = [MovieInfo(A, 100, ("Drama",), "A"), MovieInfo(B, 90, (), "B"), MovieInfo(C, None, (), "C")]
     store.add_records(movies=movies, users=[UserInfo(1, 30, "F", "writer"), UserInfo(2, 20, "M", "artist")])
-    store.append(batch(known_events()))
+    store.append(lines_batch(known_events()))
 
 
 # --- appends ---------------------------------------------------------------------------------------
 def test_append_is_idempotent(store: EventStore) -> None:
-    b = batch(watching(1, A, [1, 2, 3], T0), quarantine=[(3, b"garbage", "malformed", "expected …")])
+    b = lines_batch(watching(1, A, [1, 2, 3], T0), quarantine=[(3, b"garbage", "malformed", "expected …")])
     first = store.append(b)
     keys, counts = store.event_keys(), store.counts()
     again = store.append(b)
@@ -83,21 +65,21 @@ def test_append_is_idempotent(store: EventStore) -> None:
 
 
 def test_a_replayed_line_is_never_moved_between_events_and_quarantine(store: EventStore) -> None:
-    store.append(batch([], quarantine=[(0, b"x", "unknown_movie", "movie 'a+2000' is unknown")]))
-    store.append(batch(watching(1, A, [1, 2], T0)))  # offsets 0 and 1; 0 was quarantined already
+    store.append(lines_batch([], quarantine=[(0, b"x", "unknown_movie", "movie 'a+2000' is unknown")]))
+    store.append(lines_batch(watching(1, A, [1, 2], T0)))  # offsets 0 and 1; 0 was quarantined already
     assert store.event_keys() == [("movielog1", 0, 1)]
     assert store.quarantine_counts() == {"unknown_movie": 1}
 
 
 def test_committed_offsets_per_partition_count_quarantined_lines(store: EventStore) -> None:
-    store.append(batch(watching(1, A, [1, 2], T0), first=10, partition=0))
-    store.append(batch(watching(2, A, [1], T0), first=0, partition=1, quarantine=[(1, b"?", "malformed", "r")]))
+    store.append(lines_batch(watching(1, A, [1, 2], T0), first=10, partition=0))
+    store.append(lines_batch(watching(2, A, [1], T0), first=0, partition=1, quarantine=[(1, b"?", "malformed", "r")]))
     assert store.committed_offsets() == {("movielog1", 0): 12, ("movielog1", 1): 2}
     assert store.latest_times() == {("movielog1", 0): T0 + timedelta(minutes=1), ("movielog1", 1): T0}
 
 
 def test_quarantine_keeps_line_and_reason(store: EventStore) -> None:
-    store.append(batch([], quarantine=[(0, b"\xff\xfe", "malformed", "not UTF-8"), (1, b"l", "bad_time", "1970")]))
+    store.append(lines_batch([], quarantine=[(0, b"\xff\xfe", "malformed", "not UTF-8"), (1, b"l", "bad_time", "1970")]))
     assert store.quarantine_counts() == {"bad_time": 1, "malformed": 1}
     assert store.quarantined("malformed") == [("movielog1", 0, 0, b"\xff\xfe", "malformed", "not UTF-8")]
 
@@ -116,7 +98,7 @@ def test_snapshot_is_immutable(store: EventStore) -> None:
     snap = store.create_snapshot("day1", T0, T0 + timedelta(days=1))
     sessions = store.watch_sessions(snap)
     late = watching(1, B, [1, 2, 3], T0 + timedelta(hours=3))  # inside the window, appended afterwards
-    store.append(batch(late, first=1000))
+    store.append(lines_batch(late, first=1000))
     assert store.snapshot("day1") == snap and store.snapshot(snap.id) == snap
     assert store.watch_sessions("day1").equals(sessions)
     assert store.verify_snapshot("day1")
@@ -135,11 +117,11 @@ def test_snapshot_id_is_the_hash_prefix_and_the_window_filters(store: EventStore
 def test_snapshot_hash_is_stable_and_content_sensitive() -> None:
     lines = known_events()
     with EventStore(None) as one, EventStore(None) as two, EventStore(None) as three:
-        one.append(batch(lines))
-        two.append(batch(lines[100:], first=100))  # other batches, other order: same content
-        two.append(batch(lines[:100]))
+        one.append(lines_batch(lines))
+        two.append(lines_batch(lines[100:], first=100))  # other batches, other order: same content
+        two.append(lines_batch(lines[:100]))
         changed = [line.replace("=5", "=4") for line in lines]
-        three.append(batch(changed))
+        three.append(lines_batch(changed))
         h1, h2, h3 = (s.create_snapshot("all", None, None).content_hash for s in (one, two, three))
     assert h1 == h2
     assert h3 != h1
@@ -150,7 +132,7 @@ def test_snapshot_names_and_conflicts(store: EventStore) -> None:
     snap = store.create_snapshot("all", None, None)
     assert store.create_snapshot("all", None, None) == snap  # same name, same content
     assert store.create_snapshot("other", None, None) == snap  # same content: the same snapshot
-    store.append(batch(watching(5, A, [1], T0), first=500))
+    store.append(lines_batch(watching(5, A, [1], T0), first=500))
     with pytest.raises(SnapshotConflict, match="'all'"):
         store.create_snapshot("all", None, None)
     with pytest.raises(UnknownSnapshot, match="'nope'"):
@@ -167,7 +149,7 @@ def test_snapshot_survives_reopening(tmp_path) -> None:
         snap = s.create_snapshot("all", None, None)
     with EventStore(path) as s:
         assert s.snapshot("all") == snap and s.verify_snapshot(snap.id)
-        s.append(batch(watching(9, A, [1], T0), first=999))
+        s.append(lines_batch(watching(9, A, [1], T0), first=999))
         assert s.event_keys()[-1] == ("movielog1", 0, 999)
         assert s.create_snapshot("more", None, None).max_seq == snap.max_seq + 1
 
@@ -191,7 +173,7 @@ def test_ratings_latest_wins(store: EventStore) -> None:
     fill(store)
     # Two ratings at the same second: the later ingested one wins.
     same = stamp(T0 + timedelta(hours=5))
-    store.append(batch([rate_line(same, 2, A, 1), rate_line(same, 2, A, 2)], first=900))
+    store.append(lines_batch([rate_line(same, 2, A, 1), rate_line(same, 2, A, 2)], first=900))
     rows = {(r["user_id"], r["movie_id"]): r["rating"] for r in store.ratings(store.create_snapshot("s", None, None))
             .to_pylist()}  # fmt: skip
     assert rows == {(1, A): 5, (2, B): 4, (2, A): 2}
@@ -205,7 +187,7 @@ def test_requests_with_outcome_and_pick(store: EventStore) -> None:
                                  "Request timeout to t:8082 after 600 ms", 601),
              recommendation_line((T0 + timedelta(hours=2)).strftime(us), 7, "t:8082", 200, f"{B}", 3),
              watch_line(stamp(T0 + timedelta(hours=2, seconds=9)), 7, C, 1)]  # fmt: skip
-    store.append(batch(lines))
+    store.append(lines_batch(lines))
     rows = store.requests(store.create_snapshot("s", None, None)).to_pylist()
     assert [(r["outcome"], r["ok"], r["picked"], r["picked_recommended"]) for r in rows] == [
         ("ok", True, A, True), ("no_answer", False, None, False), ("ok", True, C, False)]
@@ -233,7 +215,7 @@ def test_training_data_reads_users_as_of_the_snapshot(store: EventStore) -> None
     snap = store.create_snapshot("before-user-3", None, None)
     store.add_records(users=[UserInfo(3, 40, "F", "other")])
     assert store.training_data(snap).segment.tolist()[2] == -1  # user 3's record came after the snapshot
-    store.append(batch(watching(3, A, [1], T0), first=700))
+    store.append(lines_batch(watching(3, A, [1], T0), first=700))
     assert store.training_data(store.create_snapshot("after", None, None)).segment.tolist()[2] >= 0
 
 
@@ -252,7 +234,7 @@ def test_a_refresh_replaces_changed_details_and_snapshots_keep_the_old_ones(stor
     store.refresh_records(users=[UserInfo(1, 60, "F", "retired"), UserInfo(2, 20, "M", "artist")],
                           movies=[MovieInfo(A, 30, ("Drama",), "A")])  # fmt: skip
     # Snapshots are content-addressed by their events: the same events would give back `before` itself.
-    store.append(batch([account_line(stamp(T0), 5)], first=900))
+    store.append(lines_batch([account_line(stamp(T0), 5)], first=900))
     after = store.create_snapshot("after-refresh", None, None)
     assert store.training_data(before).segment.tolist() == old_segment  # a snapshot reads what it was taken with
     assert store.training_data(after).segment.tolist()[0] == segment_of(np.array([60]), np.array([0]))[0]
