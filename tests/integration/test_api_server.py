@@ -36,7 +36,7 @@ def world_universe():
 def base_url(world_universe) -> Iterator[str]:
     world, universe = world_universe
     # Generous enough that the fuzzing below is never refused.
-    app = create_app(world.pop, universe.catalog, rate_limit=RateLimit(rate_per_s=10_000, burst=10_000))
+    app = create_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=RateLimit(rate_per_s=10_000, burst=10_000))
     server = ServerThread(app).start()
     try:
         yield server.url
@@ -129,7 +129,7 @@ def test_documented_answers_over_http(http, world_universe) -> None:
 
 def test_hammering_a_small_limit_gets_429_with_retry_after_and_waiting_helps(world_universe) -> None:
     world, universe = world_universe
-    app = create_app(world.pop, universe.catalog, rate_limit=RateLimit(rate_per_s=5, burst=10))
+    app = create_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=RateLimit(rate_per_s=5, burst=10))
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=10) as c:
         answers = [c.get(f"/user/{1 + i % USERS}") for i in range(60)]
         for r in answers:

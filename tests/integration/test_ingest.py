@@ -98,7 +98,7 @@ def live(universe):
             at = [(p, o) for p, o, v in records if v == value]
             bad_at[max(at)] = kind  # a duplicate is the later copy
         assert len(bad_at) == len(expected) == 20
-        with ServerThread(create_app(world.pop, universe.catalog)) as api:
+        with ServerThread(create_app(world.pop, universe.catalog, taste=universe.taste)) as api:
             yield Live(broker.bootstrap, api.url, records, bad_at)
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from movielab.contract import edition
 from movielab.world.api import MAX_IDS, Error, Movie, User, create_app
 from movielab.world.bootstrap import build_world
 from movielab.world.config import WorldConfig
@@ -27,8 +29,9 @@ MOVIE_FIELDS = {
     "id", "tmdb_id", "imdb_id", "title", "original_title", "adult", "belongs_to_collection", "budget", "genres",
     "homepage", "original_language", "overview", "popularity", "poster_path", "production_companies",
     "production_countries", "release_date", "revenue", "runtime", "spoken_languages", "status", "tagline",
-    "vote_average", "vote_count",
+    "vote_average", "vote_count", "license_cost",
 }  # fmt: skip
+COURSE = Path(__file__).parent.parent / "data" / "course"
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,7 @@ def catalog(world_universe):
 
 @pytest.fixture(scope="module")
 def client(world, catalog):
-    with TestClient(create_app(world.pop, catalog, rate_limit=None)) as c:
+    with TestClient(create_app(world.pop, catalog, taste=world.taste, rate_limit=None)) as c:
         yield c
 
 
@@ -65,18 +68,52 @@ def _error(response, status: int) -> dict:
 
 
 # --- users -------------------------------------------------------------------------------------
+def _public(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in ("likes", "dislikes")}
+
+
 def test_one_user_has_exactly_the_contract_fields(client, world) -> None:
     body = _json(client.get("/user/42"))
-    assert list(body) == ["user_id", "age", "occupation", "gender"]
-    assert body == world.pop.describe(42)
+    assert list(body) == ["user_id", "age", "occupation", "gender", "likes", "dislikes"]  # the 2026 edition
+    assert _public(body) == world.pop.describe(42)
     assert body["occupation"] in OCCUPATIONS and body["gender"] in GENDERS
+    assert isinstance(body["likes"], str) and isinstance(body["dislikes"], str)
+    assert _json(client.get("/user/42")) == body  # an answer is drawn once
     User.model_validate(body)
 
 
 def test_bulk_users_answer_a_list_in_the_order_given(client, world) -> None:
     body = _json(client.get("/user/7,3,500,3,1"))
     assert [u["user_id"] for u in body] == [7, 3, 500, 3, 1]
-    assert body == [world.pop.describe(i) for i in (7, 3, 500, 3, 1)]
+    assert [_public(u) for u in body] == [world.pop.describe(i) for i in (7, 3, 500, 3, 1)]
+    assert body[1] == body[3]
+
+
+@pytest.mark.parametrize("name", ["2019", "2024"])
+def test_editions_before_2026_serve_the_2019_shapes(world, catalog, name) -> None:
+    with TestClient(create_app(world.pop, catalog, rate_limit=None, edition=edition(name))) as c:
+        user = _json(c.get("/user/42"))
+        movie = _json(c.get(f"/movie/{quote(catalog.slug[0])}"))
+    real_user = json.loads((COURSE / "users_2019.jsonl").read_text("utf-8").splitlines()[0])
+    real_movie = json.loads((COURSE / "movies_2019.jsonl").read_text("utf-8").splitlines()[0])
+    assert list(user) == list(real_user)
+    assert set(movie) - {"simulated"} == set(real_movie)  # no license cost before 2026
+
+
+def test_json_types_match_the_real_course_records_field_by_field(client, catalog) -> None:
+    real_users = [json.loads(line) for line in (COURSE / "users_2019.jsonl").read_text("utf-8").splitlines()]
+    real_movies = [json.loads(line) for line in (COURSE / "movies_2019.jsonl").read_text("utf-8").splitlines()]
+    ours_user = _json(client.get("/user/42"))
+    ours_movies = [_json(client.get(f"/movie/{quote(catalog.slug[i])}")) for i in range(50)]
+    for real in real_users:
+        for field, value in real.items():
+            assert type(ours_user[field]) is type(value), field
+    for real in real_movies:
+        for field, value in real.items():
+            # "null" strings stand where the course has no value; ours must have the same JSON type then too
+            kinds = {type(m[field]) for m in ours_movies}
+            assert kinds == {type(value)}, (field, kinds, type(value))
+    assert {type(m["license_cost"]) for m in ours_movies} == {float}
 
 
 def test_bulk_of_max_ids_is_served_and_one_more_is_refused(client) -> None:
@@ -87,7 +124,7 @@ def test_bulk_of_max_ids_is_served_and_one_more_is_refused(client) -> None:
 
 
 def test_user_created_after_the_app_was_built_is_served(world, catalog) -> None:
-    with TestClient(create_app(world.pop, catalog, rate_limit=None)) as c:
+    with TestClient(create_app(world.pop, catalog, taste=world.taste, rate_limit=None)) as c:
         first_new = world.pop.size + 1
         assert c.get(f"/user/{first_new}").status_code == 404
         for _ in range(5000):  # about one arrival a simulated minute
@@ -95,7 +132,7 @@ def test_user_created_after_the_app_was_built_is_served(world, catalog) -> None:
             if world.pop.size >= first_new + 1:
                 break
         assert world.pop.size >= first_new + 1
-        assert _json(c.get(f"/user/{first_new}")) == world.pop.describe(first_new)
+        assert _public(_json(c.get(f"/user/{first_new}"))) == world.pop.describe(first_new)
         bulk = _json(c.get(f"/user/1,{first_new},{first_new + 1}"))
         assert [u["user_id"] for u in bulk] == [1, first_new, first_new + 1]
         assert _json(c.get("/healthz"))["users"] == world.pop.size
@@ -106,7 +143,8 @@ def test_one_movie_has_every_design_field_and_names_the_simulated_ones(client, c
     slug = catalog.slug[0]
     body = _json(client.get(f"/movie/{quote(slug)}"))
     assert MOVIE_FIELDS <= set(body) and set(body) - MOVIE_FIELDS == {"simulated"}
-    assert body["id"] == slug and body == catalog.tmdb_record(0)
+    assert body["id"] == slug and body == catalog.tmdb_record(0, license_cost=True)
+    assert isinstance(body["runtime"], int) and "license_cost" in body["simulated"]
     assert set(SIMULATED_ALWAYS) <= set(body["simulated"]) and "title" not in body["simulated"]
     Movie.model_validate(body)
     assert _json(client.get(f"/movie/{slug}")) == body  # the cached answer is the same
@@ -116,7 +154,7 @@ def test_bulk_movies_answer_a_list_in_the_order_given(client, catalog) -> None:
     slugs = [catalog.slug[i] for i in (5, 0, 99, 5)]
     body = _json(client.get("/movie/" + ",".join(slugs)))
     assert [m["id"] for m in body] == slugs
-    assert body == [catalog.tmdb_record(i) for i in (5, 0, 99, 5)]
+    assert body == [catalog.tmdb_record(i, license_cost=True) for i in (5, 0, 99, 5)]
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -125,8 +163,8 @@ def test_bulk_movies_answer_a_list_in_the_order_given(client, catalog) -> None:
     [("/user/0", "0"), ("/user/007", "007"), ("/user/-1", "-1"), ("/user/+1", "+1"), ("/user/1.0", "1.0"),
      ("/user/abc", "abc"), ("/user/%201", " 1"), ("/user/1%0A", "1\n"), ("/user/%D9%A1", "\u0661"),
      ("/user/1_000", "1_000"), ("/user/1e3", "1e3"), ("/user/" + "9" * 19, "9" * 19), ("/user/1,,2", ""),
-     ("/user/,1", ""), ("/user/1,", ""), ("/user/1,x,2,y", "x"), ("/movie/Toy+Story+1995", "Toy+Story+1995"),
-     ("/movie/toy%20story", "toy story"), ("/movie/toy++story", "toy++story"), ("/movie/+toy", "+toy"),
+     ("/user/,1", ""), ("/user/1,", ""), ("/user/1,x,2,y", "x"),
+     ("/movie/toy%20story", "toy story"), ("/movie/t%C3%B6y", "t\u00f6y"),
      ("/movie/" + "a" * 201, "a" * 100 + "…"), ("/movie/toy+story+1995,", ""), ("/movie/%FF", "\ufffd")],
 )  # fmt: skip
 def test_malformed_ids_are_400_naming_the_id_and_the_reason(client, path, bad) -> None:
@@ -134,6 +172,13 @@ def test_malformed_ids_are_400_naming_the_id_and_the_reason(client, path, bad) -
     assert body["id"] == bad
     assert body["error"].startswith(("malformed user id", "malformed movie id"))
     assert ": " in body["error"]  # the reason follows the id
+
+
+@pytest.mark.parametrize("movie", ["Toy+Story+1995", "toy++story", "+toy", "ben-hur+1901", "monsters_+inc.+1900",
+                                   "dr.+no+1900", "carcasses+"])
+def test_ids_of_the_course_alphabet_are_looked_up_not_refused(client, movie) -> None:
+    body = _error(client.get(f"/movie/{quote(movie)}"), 404)
+    assert body["ids"] == [movie]
 
 
 def test_unknown_user_is_404_naming_it(client) -> None:
@@ -169,7 +214,7 @@ def test_unexpected_errors_are_json_too(catalog) -> None:
         def describe(self, user_id: int) -> dict:
             raise RuntimeError("boom")
 
-    app = create_app(BrokenPopulation(), catalog, rate_limit=None)  # type: ignore[arg-type]
+    app = create_app(BrokenPopulation(), catalog, rate_limit=None, edition=edition("2019"))  # type: ignore[arg-type]
     with TestClient(app, raise_server_exceptions=False) as c:
         body = _error(c.get("/user/1"), 500)
     assert body["error"] == "internal error serving GET /user/1: RuntimeError"
@@ -188,7 +233,7 @@ def test_openapi_documents_the_answers(client) -> None:
     error_ref = {"$ref": "#/components/schemas/Error"}
     assert all(user_op["responses"][s]["content"]["application/json"]["schema"] == error_ref for s in ("400", "404", "429"))
     schemas = doc["components"]["schemas"]
-    assert set(schemas["User"]["properties"]) == {"user_id", "age", "occupation", "gender"}
+    assert set(schemas["User"]["properties"]) == {"user_id", "age", "occupation", "gender", "likes", "dislikes"}
     assert MOVIE_FIELDS | {"simulated"} == set(schemas["Movie"]["properties"])
     assert "simulated" in schemas["Movie"]["description"]
 
@@ -221,7 +266,7 @@ class FakeClock:
 
 def test_rate_limit_answers_429_with_retry_after_then_recovers(world, catalog) -> None:
     clock = FakeClock()
-    app = create_app(world.pop, catalog, rate_limit=RateLimit(rate_per_s=0.5, burst=3), clock=clock)
+    app = create_app(world.pop, catalog, taste=world.taste, rate_limit=RateLimit(rate_per_s=0.5, burst=3), clock=clock)
     with TestClient(app) as c:
         assert [c.get("/user/1").status_code for _ in range(3)] == [200, 200, 200]
         refused = c.get(f"/movie/{catalog.slug[0]}")
@@ -284,12 +329,12 @@ def test_metrics_page_counts_lines_produced_per_topic_and_is_absent_without_a_re
     sinks = [_CountingSink("movielog1", 5, 0), _CountingSink("movielog2", 7, 1)]
     registry = CollectorRegistry()
     registry.register(ProducedLinesCollector(sinks))
-    with TestClient(create_app(world.pop, catalog, rate_limit=None, metrics=registry)) as c:
+    with TestClient(create_app(world.pop, catalog, taste=world.taste, rate_limit=None, metrics=registry)) as c:
         first = c.get("/metrics")
         sinks[0].delivered = 9  # read at scrape time, not copied when the app was built
         text = c.get("/metrics").text
     assert first.status_code == 200 and 'world_lines_produced_total{topic="movielog1"} 5.0' in first.text
     assert 'world_lines_produced_total{topic="movielog1"} 9.0' in text
     assert 'world_lines_failed_total{topic="movielog2"} 1.0' in text
-    with TestClient(create_app(world.pop, catalog, rate_limit=None)) as c:
+    with TestClient(create_app(world.pop, catalog, taste=world.taste, rate_limit=None)) as c:
         assert c.get("/metrics").status_code == 404

@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from movielab.contract import is_slug
+from movielab.contract import is_movie_id
 from movielab.world.data.catalog import Catalog, build_catalog, display_title, scale_catalog
 from movielab.world.data.errors import UnknownMovie
 from movielab.world.data.types import GENRES, MovieLensData, Movies, Ratings
@@ -60,7 +60,7 @@ def test_build_catalog_keeps_movielens_facts(catalog):
     assert len(catalog) == 500 and not catalog.synthetic.any()
     assert catalog.title[:3] == ["The Usual Suspects", "L'Avventura", "Heat"]
     year0, year1 = data.movies.year[:2]
-    assert catalog.slug[:4] == [f"the+usual+suspects+{year0}", f"l+avventura+{year1}", "heat+1995", "heat+1995+2"]
+    assert catalog.slug[:4] == [f"the+usual+suspects+{year0}", f"lavventura+{year1}", "heat+1995", "heat+1995+2"]
     assert np.array_equal(catalog.source_id, data.movies.source_id)
     assert np.array_equal(catalog.genres, data.movies.genres)
     counts = np.bincount(data.ratings.movie, minlength=500)
@@ -84,7 +84,7 @@ def test_display_title_moves_the_article_to_the_front(title, shown):
 
 
 def test_slugs_are_unique_valid_and_indexed(scaled):
-    assert len(set(scaled.slug)) == len(scaled) and all(is_slug(s) for s in scaled.slug)
+    assert len(set(scaled.slug)) == len(scaled) and all(is_movie_id(s) for s in scaled.slug)
     assert all(scaled.index_of(scaled.slug[i]) == i for i in (0, 3, 499, 500, 19_999))
 
 
@@ -156,9 +156,11 @@ def test_tmdb_record_has_every_field_and_is_json(catalog, scaled):
     assert TMDB_FIELDS <= set(record) and json.loads(json.dumps(record)) == record
     assert record["id"] == catalog.slug[0] and record["title"] == "The Usual Suspects"
     assert record["adult"] == "False" and record["belongs_to_collection"] == {} and record["status"] == "Released"
-    for field in ("budget", "popularity", "revenue", "runtime", "vote_average", "vote_count"):
+    for field in ("budget", "popularity", "revenue", "vote_average", "vote_count"):
         assert isinstance(record[field], str), field
-    assert record["runtime"] == str(catalog.runtime[0]) and record["vote_count"] == str(catalog.vote_count[0])
+    assert record["runtime"] == int(catalog.runtime[0]) and "license_cost" not in record  # an integer, as the course
+    assert catalog.tmdb_record(0, license_cost=True)["license_cost"] == pytest.approx(float(catalog.license_cost[0]))
+    assert record["vote_count"] == str(catalog.vote_count[0])
     assert record["release_date"].startswith(str(catalog.year[0]))
     assert record["homepage"] == "null" or record["homepage"].startswith("https://")
     assert "title" not in record["simulated"] and "runtime" in record["simulated"]

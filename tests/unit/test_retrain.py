@@ -70,6 +70,7 @@ def block_events(seed: int = 0, first_user: int = 1, hours: float = 48.0) -> Bat
         "user_id": pa.array(np.repeat(np.array(users, np.int64), MINUTES)), "kind": pa.array(["watch"] * n),
         "movie_id": pa.array(np.repeat(np.array(movies), MINUTES).tolist()), "minute": pa.array(minute),
         "rating": none, "server": none, "status": none, "recommendations": none, "error": none, "response_ms": none,
+        "nanosecond": none,
     }).cast(EVENT_SCHEMA)  # fmt: skip
     films = [MovieInfo(movie(g, i), MINUTES, ("Drama",), None) for g in range(len(GROUP_USERS)) for i in range(BLOCK)]
     people = [UserInfo(u, 20 + u % 40, "FM"[u % 2], "other") for u in range(first_user, uid)]

@@ -178,7 +178,7 @@ def test_build_refuses_what_would_break_the_contract() -> None:
         AnswerTable.build(OutOfRange(), PROV)
     with pytest.raises(ValueError, match="model 'fake': the global fallback list is empty"):
         AnswerTable.build(NoGlobal(), PROV)
-    with pytest.raises(ValueError, match="movie id 'Not A Slug' is not a contract slug"):
+    with pytest.raises(ValueError, match="movie id 'Not A Slug' is not a contract movie id"):
         AnswerTable.build(bad_slug, PROV)
     with pytest.raises(ValueError, match=r"n=21, expected 1\.\.20"):
         AnswerTable.build(FakeModel(), PROV, n=21)

@@ -16,6 +16,7 @@ from movielab.contract import (
     RateEvent,
     RecommendationEvent,
     WatchEvent,
+    edition,
     parse_line,
     rate_line,
     watch_line,
@@ -99,7 +100,7 @@ def event_row(ev) -> dict:
             "minute": getattr(ev, "minute", None), "rating": getattr(ev, "rating", None),
             "server": ev.server if rec else None, "status": ev.status if rec else None,
             "recommendations": list(ev.recommendations) if rec else None, "error": ev.error if rec else None,
-            "response_ms": ev.response_ms if rec else None}  # fmt: skip
+            "response_ms": ev.response_ms if rec else None, "nanosecond": ev.nanosecond or None}  # fmt: skip
 
 
 def assert_agrees(lines: list[str | bytes]) -> None:
@@ -198,18 +199,20 @@ def quarantined(store: EventStore) -> dict[int, tuple[str, str]]:
 def test_every_reason_kind(api: WorldApi, store: EventStore) -> None:
     good = watches(1, "a+2000", 30)
     bad = {
-        30: ("2026-03-20T08:12:38,614,GET /rate/a+2000=7", "malformed"),
+        30: ("2026-03-20T08:12:38,614,GET /rate/a+2000=11", "malformed"),
         31: (b"\xff\xfe\x00garbage", "malformed"),
         32: ("2026-02-30T08:12:38,614,GET /data/m/a+2000/1.mpg", "malformed"),
         33: (watch_line(stamp(T0), 2, "no+such+movie+1899", 1), "unknown_movie"),
         34: (rate_line("1970-01-01T00:00:00", 2, "a+2000", 4), "bad_time"),
         35: (rate_line(stamp(T0 + timedelta(days=2)), 2, "a+2000", 4), "bad_time"),
         36: (good[3], "duplicate"),
+        37: (rate_line(stamp(T0), 2, "a+2000", 7), "bad_rating"),
     }
     lines = good + [line for line, _ in bad.values()] + [watch_line(stamp(T0), 99_999, "b+2001", 1)]
-    store.append(Validator(api, store).check(records(lines)))
+    store.append(Validator(api, store, edition=edition("2019")).check(records(lines)))
     found = quarantined(store)
     assert {o: kind for o, (kind, _) in found.items()} == {o: kind for o, (_, kind) in bad.items()}
+    assert found[37][1] == "rating 7 is outside 1..5 of the 2019-2023 edition"
     with pytest.raises(MalformedEvent) as exc:
         parse_line(bad[30][0])
     assert found[30][1] == exc.value.reason  # the parser's reason, verbatim
@@ -217,7 +220,7 @@ def test_every_reason_kind(api: WorldApi, store: EventStore) -> None:
     assert "before 1995-01-01" in found[34][1] and "more than 1 day" in found[35][1]
     assert found[36][1] == "identical to the line at movielog1/0@3 earlier in the batch"
     # Every other line is stored, the unknown user's too (the API may lag behind a new account).
-    assert {o for _, _, o in store.event_keys()} == set(range(30)) | {37}
+    assert {o for _, _, o in store.event_keys()} == set(range(30)) | {38}
 
 
 def test_duplicate_of_a_stored_line_but_not_a_replay(api: WorldApi, store: EventStore) -> None:

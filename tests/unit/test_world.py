@@ -14,8 +14,9 @@ from movielab.world.recs import FixedService, RandomService
 from movielab.world.sinks import MemorySink
 
 
-def _run(universe, service=None, users=3000, hours=8.0, seed=0, arrivals=0.002):
-    config = WorldConfig(users=users, days=hours / 24, seed=seed, arrivals_per_day=arrivals, allow_download=False)
+def _run(universe, service=None, users=3000, hours=8.0, seed=0, arrivals=0.002, edition="current"):
+    config = WorldConfig(users=users, days=hours / 24, seed=seed, arrivals_per_day=arrivals, allow_download=False,
+                         edition=edition)  # fmt: skip
     sink, journal = MemorySink(), []
     world, _ = build_world(config, universe=universe, sink=sink, journal=journal, service=service)
     stats = world.run(until=run_until(config))
@@ -41,7 +42,19 @@ def test_stream_shape(run) -> None:
     assert {e[0] for e in journal} == {"session", "start", "resume", "seek"}  # all behaviours occur
     assert sink.keys == [parse_line(line).user_id for line in sink.lines[:2000]] + sink.keys[2000:]
     ratings = [e.rating for e in map(parse_line, sink.lines) if isinstance(e, RateEvent)]
-    assert set(ratings) <= {1, 2, 3, 4, 5} and len(set(ratings)) == 5
+    assert set(ratings) <= set(range(1, 11)) and len(set(ratings)) >= 8  # the current (2026) edition: 1..10 stars
+
+
+@pytest.mark.parametrize(("name", "stars", "digits"), [("2019", 5, 6), ("2024", 5, 9), ("2026", 10, 9)])
+def test_each_edition_writes_its_rating_scale_and_stamp_precision(universe, name, stars, digits) -> None:
+    _, stats, sink, _ = _run(universe, FixedService(list(range(20)), universe.catalog.slug), users=2000, hours=4.0, edition=name)
+    events = [parse_line(line) for line in sink.lines]
+    ratings = {e.rating for e in events if isinstance(e, RateEvent)}
+    assert ratings <= set(range(1, stars + 1)) and max(ratings) == stars and len(stats.rating_hist) == stars + 1
+    recs = [line for line in sink.lines if "recommendation request" in line]
+    assert recs and all(len(line.split(",", 1)[0].split(".")[1]) == digits for line in recs)
+    watch = next(line for line in sink.lines if "/data/m/" in line)
+    assert "." not in watch.split(",", 1)[0]  # watch lines carry whole seconds
 
 
 def test_new_accounts_come_before_their_users_other_lines(run) -> None:

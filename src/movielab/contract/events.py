@@ -14,16 +14,18 @@ class WatchEvent:
     user_id: int
     movie_id: str
     minute: int
+    nanosecond: int = 0  # sub-microsecond part of the time stamp (0..999), from 7–9 fractional digits
 
 
 @dataclass(frozen=True, slots=True)
 class RateEvent:
-    """A user rated a movie 1..5: `<time>,<user>,GET /rate/<movie>=<rating>`."""
+    """A user rated a movie 1..10 (the edition fixes the scale): `<time>,<user>,GET /rate/<movie>=<rating>`."""
 
     time: datetime
     user_id: int
     movie_id: str
     rating: int
+    nanosecond: int = 0  # sub-microsecond part of the time stamp (0..999), from 7–9 fractional digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,7 @@ class RecommendationEvent:
     recommendations: tuple[str, ...]
     error: str | None
     response_ms: int
+    nanosecond: int = 0  # sub-microsecond part of the time stamp (0..999), from 7–9 fractional digits
 
     @property
     def ok(self) -> bool:
@@ -54,6 +57,7 @@ class AccountEvent:
 
     time: datetime
     user_id: int
+    nanosecond: int = 0  # sub-microsecond part of the time stamp (0..999), from 7–9 fractional digits
 
 
 Event = WatchEvent | RateEvent | RecommendationEvent | AccountEvent

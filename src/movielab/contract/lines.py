@@ -7,34 +7,70 @@ from datetime import datetime
 
 from movielab.contract.errors import MalformedEvent
 from movielab.contract.events import AccountEvent, Event, RateEvent, RecommendationEvent, WatchEvent
-from movielab.contract.slug import MAX_SLUG_LENGTH, SLUG_PATTERN
+from movielab.contract.slug import MAX_MOVIE_ID_LENGTH, MOVIE_ID_PATTERN
 
 MAX_RECOMMENDATIONS = 20
+MAX_RATING = 10  # the largest scale of any edition; an edition may allow less (see `editions`)
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 TIME_FORMAT_US = "%Y-%m-%dT%H:%M:%S.%f"
 
-_TIME = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}"
+#: A time stamp of the stream: minutes only, seconds, or seconds with 1–9 fractional digits.
+TIME_PATTERN = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?"
 _USER = r"[1-9]\d{0,9}"
-_HEAD = re.compile(rf"(?P<time>{_TIME}(?P<us>\.\d{{6}})?),(?P<user>{_USER}),(?P<rest>.*)", re.DOTALL | re.ASCII)
-_WATCH = re.compile(rf"GET /data/m/(?P<movie>{SLUG_PATTERN})/(?P<minute>[1-9]\d{{0,4}})\.mpg", re.ASCII)
-_RATE = re.compile(rf"GET /rate/(?P<movie>{SLUG_PATTERN})=(?P<rating>[1-5])", re.ASCII)
+_HEAD = re.compile(
+    r"(?P<time>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2})?)(?:\.(?P<frac>\d{1,9}))?,(?P<user>"
+    + _USER
+    + r"),(?P<rest>.*)",
+    re.DOTALL | re.ASCII,
+)
+_WATCH = re.compile(rf"GET /data/m/(?P<movie>{MOVIE_ID_PATTERN})/(?P<minute>[1-9]\d{{0,4}})\.mpg", re.ASCII)
+_RATE = re.compile(rf"GET /rate/(?P<movie>{MOVIE_ID_PATTERN})=(?P<rating>0|[1-9]\d{{0,2}})", re.ASCII)
 _ACCOUNT = "GET /create_account"
 _REC = re.compile(
     r"recommendation request (?P<server>[A-Za-z0-9._-]+:\d{1,5}), status (?P<status>0|[1-9]\d{2}), "
     r"result: (?P<result>.*), (?P<ms>0|[1-9]\d{0,8}) ms",
     re.DOTALL | re.ASCII,
 )
-_REC_LIST = re.compile(rf"{SLUG_PATTERN}(?:, {SLUG_PATTERN})*")
+_REC_LIST = re.compile(rf"{MOVIE_ID_PATTERN}(?:, {MOVIE_ID_PATTERN})*", re.ASCII)
 
 
-def format_time(t: datetime) -> str:
-    """Time stamp of watch, rate and account lines: `YYYY-MM-DDTHH:MM:SS`."""
-    return t.replace(tzinfo=None).isoformat(timespec="seconds")  # strftime does not pad years below 1000
+def format_time(t: datetime, digits: int = 0, nanosecond: int = 0) -> str:
+    """`YYYY-MM-DDTHH:MM:SS`, with `digits` (0–9) fractional digits of `t` and its sub-µs `nanosecond`."""
+    base = t.replace(tzinfo=None, microsecond=0).isoformat(timespec="seconds")  # strftime does not pad years < 1000
+    if digits <= 0:
+        return base
+    if not 0 <= nanosecond <= 999:
+        raise ValueError(f"nanosecond {nanosecond} is outside 0..999")
+    frac = f"{t.microsecond * 1000 + nanosecond:09d}"
+    return f"{base}.{frac[: min(digits, 9)]}"
 
 
 def format_time_us(t: datetime) -> str:
     """Time stamp of recommendation lines, with microseconds: `YYYY-MM-DDTHH:MM:SS.ffffff`."""
     return t.replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def parse_time(text: str) -> tuple[datetime, int]:
+    """(time to the microsecond, sub-microsecond nanoseconds 0..999) of a stream time stamp.
+
+    Accepts `TIME_PATTERN`: `2024-10-14T15:22`, `2019-09-05T19:27:01`, `2026-02-14T00:09:20.426`,
+    `2025-10-17T01:33:45.122692921`. Raises `ValueError` naming the stamp for any other text.
+    """
+    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,9}))?", text, re.ASCII)
+    if m is None:
+        raise ValueError(f"time stamp {text!r} is not YYYY-MM-DDTHH:MM[:SS[.f…]] (1–9 fractional digits)")
+    try:
+        t = datetime.fromisoformat(m[1])
+    except ValueError:
+        raise ValueError(f"time stamp {text!r} is not a valid date and time") from None
+    return _with_fraction(t, m[2])
+
+
+def _with_fraction(t: datetime, frac: str | None) -> tuple[datetime, int]:
+    if not frac:
+        return t, 0
+    ns = int(frac.ljust(9, "0"))
+    return t.replace(microsecond=ns // 1000), ns % 1000
 
 
 def watch_line(time: str, user_id: int, movie_id: str, minute: int) -> str:
@@ -57,31 +93,41 @@ def recommendation_line(time_us: str, user_id: int, server: str, status: int, re
     return f"{time_us},{user_id},recommendation request {server}, status {status}, result: {result}, {ms} ms"
 
 
+def _digits(event: Event, at_least: int) -> int:
+    if event.nanosecond:
+        return 9
+    return 6 if event.time.microsecond or at_least else 0
+
+
 def format_event(event: Event) -> str:
-    """The one line of the stream that says `event`."""
+    """The one line of the stream that says `event`.
+
+    Watch, rate and account lines carry seconds (plus 6 or 9 fractional digits when the event has
+    a fraction); recommendation lines carry 6 fractional digits, or 9 when the event has nanoseconds.
+    """
     if isinstance(event, WatchEvent):
-        return watch_line(format_time(event.time), event.user_id, event.movie_id, event.minute)
+        stamp = format_time(event.time, _digits(event, 0), event.nanosecond)
+        return watch_line(stamp, event.user_id, event.movie_id, event.minute)
     if isinstance(event, RateEvent):
-        return rate_line(format_time(event.time), event.user_id, event.movie_id, event.rating)
+        return rate_line(format_time(event.time, _digits(event, 0), event.nanosecond), event.user_id,
+                         event.movie_id, event.rating)  # fmt: skip
     if isinstance(event, AccountEvent):
-        return account_line(format_time(event.time), event.user_id)
+        return account_line(format_time(event.time, _digits(event, 0), event.nanosecond), event.user_id)
     if isinstance(event, RecommendationEvent):
         result = ", ".join(event.recommendations) if event.error is None else event.error
-        return recommendation_line(
-            format_time_us(event.time), event.user_id, event.server, event.status, result, event.response_ms
-        )
+        stamp = format_time(event.time, _digits(event, 6), event.nanosecond)
+        return recommendation_line(stamp, event.user_id, event.server, event.status, result, event.response_ms)
     raise TypeError(f"not an event of the contract: {type(event).__name__}")
 
 
-def _parse_time(text: str, with_us: bool, line: str | bytes) -> datetime:
-    try:  # the shape was checked by the regex; fromisoformat checks the date and is ~10x faster than strptime
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise MalformedEvent(line, f"time stamp {text!r} is not a valid date and time") from None
-
-
 def parse_line(line: str | bytes) -> Event:
-    """Parse one line into a typed event, or raise `MalformedEvent` naming the line and the reason."""
+    """Parse one line into a typed event, or raise `MalformedEvent` naming the line and the reason.
+
+    Structure is strict (the four line shapes, a valid date, a user id of 1–10 digits, minutes
+    1..99999, ratings 1..10, at most 20 distinct ids in a list); movie ids are opaque tokens of the
+    course's alphabet (see `movielab.contract.slug`); time stamps may have minutes only, seconds,
+    or 1–9 fractional digits, kept to the nanosecond (`event.nanosecond`).
+    """
     try:
         return _parse(line)
     except MalformedEvent:
@@ -106,34 +152,36 @@ def _parse(raw: str | bytes) -> Event:
         raise MalformedEvent(raw, "contains a line break; a value is exactly one line")
     head = _HEAD.fullmatch(line)
     if head is None:
-        raise MalformedEvent(raw, "expected '<time>,<userid>,<request>' with time YYYY-MM-DDTHH:MM:SS[.ffffff]")
+        raise MalformedEvent(
+            raw, "expected '<time>,<userid>,<request>' with time YYYY-MM-DDTHH:MM[:SS[.f…]] (1–9 fractional digits)"
+        )
+    try:  # the shape was checked by the regex; fromisoformat checks the date and is ~10x faster than strptime
+        time, ns = _with_fraction(datetime.fromisoformat(head["time"]), head["frac"])
+    except ValueError:
+        raise MalformedEvent(raw, f"time stamp {head['time']!r} is not a valid date and time") from None
     user_id = int(head["user"])
     rest = head["rest"]
-    with_us = head["us"] is not None
     if rest.startswith("GET "):
-        if with_us:
-            raise MalformedEvent(raw, "only recommendation lines carry microseconds in the time stamp")
-        time = _parse_time(head["time"], False, raw)
         if (m := _WATCH.fullmatch(rest)) is not None:
-            return WatchEvent(time, user_id, _movie(m["movie"], raw), int(m["minute"]))
+            return WatchEvent(time, user_id, _movie(m["movie"], raw), int(m["minute"]), ns)
         if (m := _RATE.fullmatch(rest)) is not None:
-            return RateEvent(time, user_id, _movie(m["movie"], raw), int(m["rating"]))
+            rating = int(m["rating"])
+            if not 1 <= rating <= MAX_RATING:
+                raise MalformedEvent(raw, f"rating {m['rating']} is outside 1..{MAX_RATING}")
+            return RateEvent(time, user_id, _movie(m["movie"], raw), rating, ns)
         if rest == _ACCOUNT:
-            return AccountEvent(time, user_id)
+            return AccountEvent(time, user_id, ns)
         if rest.startswith("GET /rate/"):
-            raise MalformedEvent(raw, "rate request must be 'GET /rate/<movie id>=<rating 1..5>'")
+            raise MalformedEvent(raw, f"rate request must be 'GET /rate/<movie id>=<rating 1..{MAX_RATING}>'")
         if rest.startswith("GET /data/m/"):
             raise MalformedEvent(raw, "watch request must be 'GET /data/m/<movie id>/<minute ≥ 1>.mpg'")
         raise MalformedEvent(raw, f"unknown request {rest[:60]!r}")
     if rest.startswith("recommendation request "):
-        if not with_us:
-            raise MalformedEvent(raw, "recommendation lines carry microseconds: YYYY-MM-DDTHH:MM:SS.ffffff")
         m = _REC.fullmatch(rest)
         if m is None:
             raise MalformedEvent(
                 raw, "expected 'recommendation request <host:port>, status <code>, result: <result>, <ms> ms'"
             )
-        time = _parse_time(head["time"], True, raw)
         status = int(m["status"])
         result = m["result"]
         port = int(m["server"].rsplit(":", 1)[1])
@@ -147,14 +195,14 @@ def _parse(raw: str | bytes) -> Event:
                 raise MalformedEvent(raw, "recommended movie ids repeat")
             for movie in ids:
                 _movie(movie, raw)
-            return RecommendationEvent(time, user_id, m["server"], status, ids, None, int(m["ms"]))
+            return RecommendationEvent(time, user_id, m["server"], status, ids, None, int(m["ms"]), ns)
         if not result.strip():
             raise MalformedEvent(raw, "a failed recommendation request must carry an error text")
-        return RecommendationEvent(time, user_id, m["server"], status, (), result, int(m["ms"]))
+        return RecommendationEvent(time, user_id, m["server"], status, (), result, int(m["ms"]), ns)
     raise MalformedEvent(raw, f"unknown request {rest[:60]!r}")
 
 
 def _movie(movie_id: str, raw: str | bytes) -> str:
-    if len(movie_id) > MAX_SLUG_LENGTH:
-        raise MalformedEvent(raw, f"movie id longer than {MAX_SLUG_LENGTH} characters")
+    if len(movie_id) > MAX_MOVIE_ID_LENGTH:
+        raise MalformedEvent(raw, f"movie id longer than {MAX_MOVIE_ID_LENGTH} characters")
     return movie_id

@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from movielab.contract import MAX_RECOMMENDATIONS, is_slug
+from movielab.contract import MAX_RECOMMENDATIONS, is_movie_id
 from movielab.recommender.data import N_SEGMENTS
 
 logger = logging.getLogger(__name__)
@@ -156,10 +156,10 @@ class AnswerTable:
 
 
 def _item_bytes(model: Model) -> list[bytes]:
-    """The model's movie ids as bytes; an id that is not a contract slug is an error."""
+    """The model's movie ids as bytes; an id outside the contract's id alphabet is an error."""
     for movie in model.items:
-        if not isinstance(movie, str) or not is_slug(movie):
-            raise ValueError(f"model {model.name!r}: movie id {movie!r} is not a contract slug")
+        if not isinstance(movie, str) or not is_movie_id(movie):
+            raise ValueError(f"model {model.name!r}: movie id {movie!r} is not a contract movie id")
     return [m.encode("ascii") for m in model.items]
 
 
@@ -193,8 +193,8 @@ def _fallback_body(model: Model, segment: int, n: int) -> bytes:
     """The body of a fallback list: its first n distinct valid ids (empty if none)."""
     ids: list[str] = []
     for movie in model.fallback(segment):
-        if not isinstance(movie, str) or not is_slug(movie):
-            raise ValueError(f"model {model.name!r}: fallback({segment}) has movie id {movie!r}, not a contract slug")
+        if not isinstance(movie, str) or not is_movie_id(movie):
+            raise ValueError(f"model {model.name!r}: fallback({segment}) has movie id {movie!r}, not a contract movie id")
         if movie not in ids:
             ids.append(movie)
         if len(ids) == n:

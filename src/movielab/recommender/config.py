@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from movielab.contract import editions
 
 
 class RecommenderConfig(BaseSettings):
@@ -16,6 +18,7 @@ class RecommenderConfig(BaseSettings):
 
     kafka: str = Field("127.0.0.1:9092", description="bootstrap host:port of the world's Kafka")
     team: int = Field(1, ge=1, description="team number: the recommender reads topic movielog<team>")
+    edition: str = Field("current", description="course edition of the world (2019..2026, 'current'): rating scale")
     world_api: str = Field("http://127.0.0.1:8080", description="base URL of the world's user/movie API")
     store: Path = Field(Path(".movielab/recommender/store.duckdb"), description="DuckDB event store file")
     artifacts: Path = Field(Path(".movielab/recommender/models"), description="folder of trained model versions")
@@ -32,3 +35,9 @@ class RecommenderConfig(BaseSettings):
                                   "the champion's by more than this share")  # fmt: skip
     host: str = "127.0.0.1"
     port: int = Field(8082, ge=0, le=65535)
+
+    @field_validator("edition")
+    @classmethod
+    def _known_edition(cls, v: str) -> str:
+        editions.edition(v)  # raises UnknownEdition (a ValueError) naming the value
+        return v

@@ -27,6 +27,7 @@ from pathlib import Path
 import duckdb
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from movielab.contract.editions import CURRENT, Edition
 from movielab.kafka import consumer_config
 from movielab.recommender.store import Appended, Batch, EventStore, StoreError
 from movielab.recommender.validate import Prepared, Record, Validator
@@ -45,7 +46,7 @@ class Ingestor:
     def __init__(self, bootstrap: str, topics: Sequence[str], store: EventStore, api: WorldApi,
                  group_id: str = "recommender-ingest", batch_size: int = 20_000, batch_timeout: float = 1.0, *,
                  fetch_users: bool = True, retry_max: float = 10.0, refresh_after: float | None = 24 * 3600.0,
-                 **consumer_overrides: object) -> None:  # fmt: skip
+                 edition: Edition = CURRENT, **consumer_overrides: object) -> None:  # fmt: skip
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.bootstrap = bootstrap
@@ -58,7 +59,7 @@ class Ingestor:
         self.fetch_users = fetch_users
         self.retry_max = retry_max
         self.refresh_after = refresh_after  # seconds after which stored user/movie records are fetched again
-        self.validator = Validator(api, store)
+        self.validator = Validator(api, store, edition=edition)  # the edition fixes the rating scale
         self._overrides = consumer_overrides
         self._consumer: Consumer | None = None
         self.assigned = threading.Event()  # set once the group gave this consumer its partitions

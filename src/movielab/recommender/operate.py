@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from movielab.contract.editions import edition
 from movielab.recommender import pipeline, serve
 from movielab.recommender.experiments import CanaryPlan, Experiment, ExperimentError, salt_of
 from movielab.recommender.monitor import IngestorCollector, MonitorLoop, OperatorMetrics, create_metrics_app
@@ -454,7 +455,7 @@ def run(config, replicas: int = 2, control_port: int = 8083, tick_seconds: float
         return servings[-1]
 
     with EventStore(config.store) as store, WorldApi(config.world_api) as api:
-        ingestor = Ingestor(config.kafka, [topic_name(config.team)], store, api)
+        ingestor = Ingestor(config.kafka, [topic_name(config.team)], store, api, edition=edition(config.edition))
         operator = Operator(store, Retrainer.from_config(config, store), start_serving, base / "operator", plan,
                             ingestor)  # fmt: skip
         ingest = threading.Thread(target=lambda: ingestor.run(stop), name="ingest", daemon=True)

@@ -36,7 +36,9 @@ _DDL = """
 CREATE TABLE IF NOT EXISTS events (
     seq BIGINT, topic VARCHAR, partition INTEGER, "offset" BIGINT, time TIMESTAMP, user_id BIGINT, kind VARCHAR,
     movie_id VARCHAR, minute INTEGER, rating INTEGER, server VARCHAR, status INTEGER, recommendations VARCHAR[],
-    error VARCHAR, response_ms INTEGER, PRIMARY KEY (topic, partition, "offset"));
+    error VARCHAR, response_ms INTEGER, nanosecond SMALLINT, PRIMARY KEY (topic, partition, "offset"));
+-- Stores made before time stamps kept their sub-microsecond digits get the column (NULL: none).
+ALTER TABLE events ADD COLUMN IF NOT EXISTS nanosecond SMALLINT;
 CREATE TABLE IF NOT EXISTS quarantine (
     topic VARCHAR, partition INTEGER, "offset" BIGINT, line BLOB, reason_kind VARCHAR, reason VARCHAR,
     ingested_at TIMESTAMP, PRIMARY KEY (topic, partition, "offset"));
@@ -60,12 +62,13 @@ CREATE TABLE IF NOT EXISTS snapshots (
 """
 
 CONTENT_COLUMNS = ("time", "user_id", "kind", "movie_id", "minute", "rating", "server", "status", "recommendations",
-                   "error", "response_ms")  # what a line says: identical lines have identical content  # fmt: skip
+                   "error", "response_ms", "nanosecond")  # what a line says: identical lines, identical content  # fmt: skip
 EVENT_SCHEMA = pa.schema([
     ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()), ("time", pa.timestamp("us")),
     ("user_id", pa.int64()), ("kind", pa.string()), ("movie_id", pa.string()), ("minute", pa.int32()),
     ("rating", pa.int32()), ("server", pa.string()), ("status", pa.int32()), ("recommendations", pa.list_(pa.string())),
     ("error", pa.string()), ("response_ms", pa.int32()),
+    ("nanosecond", pa.int16()),  # sub-microsecond digits of the time stamp (7–9 fractional digits); NULL: none
 ])  # fmt: skip
 QUARANTINE_SCHEMA = pa.schema([
     ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()), ("line", pa.binary()),
@@ -73,13 +76,14 @@ QUARANTINE_SCHEMA = pa.schema([
 ])  # fmt: skip
 
 # One line of text per event, in (topic, partition, offset) order, is what a snapshot's hash covers.
-# Fields are tab-separated, NULL is \N, and backslashes and tabs in free text are escaped.
+# Fields are tab-separated, NULL is \N, and backslashes and tabs in free text are escaped; sub-microsecond
+# digits, where a line had them, follow as one more field (so hashes of lines without them are unchanged).
 _CANONICAL_ROW = r"""concat_ws(chr(9), topic, partition::VARCHAR, "offset"::VARCHAR,
     strftime(time, '%Y-%m-%dT%H:%M:%S.%f'), user_id::VARCHAR, kind, coalesce(movie_id, '\N'),
     coalesce(minute::VARCHAR, '\N'), coalesce(rating::VARCHAR, '\N'), coalesce(server, '\N'),
     coalesce(status::VARCHAR, '\N'), coalesce(array_to_string(recommendations, ','), '\N'),
     coalesce(replace(replace(error, '\', '\\'), chr(9), '\t'), '\N'),
-    coalesce(response_ms::VARCHAR, '\N')) || chr(10)"""
+    coalesce(response_ms::VARCHAR, '\N')) || coalesce(chr(9) || nullif(nanosecond, 0)::VARCHAR, '') || chr(10)"""
 # Rows of batch `b` whose key is in `table` already (the offset range lets DuckDB skip old row groups).
 _NEW_KEYS = """WHERE NOT EXISTS (SELECT 1 FROM {table} x WHERE x.topic = b.topic AND x.partition = b.partition
                 AND x."offset" = b."offset" AND x."offset" BETWEEN (SELECT min("offset") FROM {batch})

@@ -2,6 +2,7 @@
 
 A line is quarantined with the first reason that applies, checked in this order:
 - `malformed`: the contract parser refused it (its reason is kept verbatim);
+- `bad_rating`: a rating the contract parses (1..10) but the course edition does not allow (1..5 before 2026);
 - `bad_time`: before 1995-01-01, or more than a day after the latest time seen on its partition.
   The world runs in simulated time, so times are only ever compared with other event times, never
   with the wall clock. A partition's reference is the latest time stored for it (for a partition new
@@ -36,7 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from movielab.contract import MalformedEvent, RateEvent, RecommendationEvent, WatchEvent, parse_line
-from movielab.contract.slug import MAX_SLUG_LENGTH, SLUG_PATTERN
+from movielab.contract.editions import CURRENT, Edition
+from movielab.contract.slug import MAX_MOVIE_ID_LENGTH, MOVIE_ID_PATTERN
 from movielab.recommender.store import CONTENT_COLUMNS, EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
 from movielab.recommender.worldapi import MovieInfo, WorldApi
 
@@ -44,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 EARLIEST = datetime(1995, 1, 1)
 MAX_AHEAD = timedelta(days=1)
-REASON_KINDS = ("malformed", "bad_time", "unknown_movie", "duplicate")
+REASON_KINDS = ("malformed", "bad_rating", "bad_time", "unknown_movie", "duplicate")
 
 #: One consumed message: (topic, partition, offset, value).
 Record = tuple[str, int, int, bytes | None]
@@ -52,13 +54,13 @@ Record = tuple[str, int, int, bytes | None]
 #: A parsed batch: `idx` is the record index; the other columns are those of the events table.
 PARSED_SCHEMA = pa.schema([pa.field("idx", pa.int64())] + [
     EVENT_SCHEMA.field(n) for n in ("time", "user_id", "kind", "movie_id", "minute", "rating", "server", "status",
-                                    "recommendations", "error", "response_ms")])  # fmt: skip
+                                    "recommendations", "error", "response_ms", "nanosecond")])  # fmt: skip
 
 _TIME = r"(?P<time>[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})"
 _USER = r"(?P<user>[1-9][0-9]{0,9})"
 _FAST = {  # ASCII-only, anchored: a subset of the contract's line shapes (its \d also takes other digits)
-    "watch": rf"^{_TIME},{_USER},GET /data/m/(?P<movie>{SLUG_PATTERN})/(?P<minute>[1-9][0-9]{{0,4}})\.mpg$",
-    "rate": rf"^{_TIME},{_USER},GET /rate/(?P<movie>{SLUG_PATTERN})=(?P<rating>[1-5])$",
+    "watch": rf"^{_TIME},{_USER},GET /data/m/(?P<movie>{MOVIE_ID_PATTERN})/(?P<minute>[1-9][0-9]{{0,4}})\.mpg$",
+    "rate": rf"^{_TIME},{_USER},GET /rate/(?P<movie>{MOVIE_ID_PATTERN})=(?P<rating>10|[1-9])$",
     "account": rf"^{_TIME},{_USER},GET /create_account$",
 }
 _EPOCH = datetime(1970, 1, 1)
@@ -101,7 +103,7 @@ def _fast(kind: str, pattern: str, raw: pa.Array, idx: np.ndarray) -> tuple[pa.T
     movie = None
     if kind != "account":
         movie = pc.cast(pc.struct_field(m, "movie"), pa.string())
-        ok = pc.and_kleene(ok, pc.less_equal(pc.utf8_length(movie), MAX_SLUG_LENGTH))
+        ok = pc.and_kleene(ok, pc.less_equal(pc.utf8_length(movie), MAX_MOVIE_ID_LENGTH))
     ok = pc.fill_null(ok, False)
     mask = ok.to_numpy(zero_copy_only=False)
     n = int(mask.sum())
@@ -135,6 +137,7 @@ def _events_columns(events: list[tuple[int, object]]) -> pa.Table:
         cols["recommendations"].append(list(ev.recommendations) if rec else None)  # type: ignore[attr-defined]
         cols["error"].append(ev.error if rec else None)  # type: ignore[attr-defined]
         cols["response_ms"].append(ev.response_ms if rec else None)  # type: ignore[attr-defined]
+        cols["nanosecond"].append(ev.nanosecond or None)  # type: ignore[attr-defined]
     return pa.table({f.name: pa.array(cols[f.name], f.type) for f in PARSED_SCHEMA}, PARSED_SCHEMA)
 
 
@@ -155,8 +158,9 @@ class Validator:
     """Turns consumed records into a `Batch` of good events and quarantined lines with reasons."""
 
     def __init__(self, api: WorldApi, store: EventStore, *, earliest: datetime = EARLIEST,
-                 max_ahead: timedelta = MAX_AHEAD, min_jump_lines: int = 20) -> None:  # fmt: skip
+                 max_ahead: timedelta = MAX_AHEAD, min_jump_lines: int = 20, edition: Edition = CURRENT) -> None:  # fmt: skip
         self.api = api
+        self.edition = edition
         self.store = store
         self.earliest = earliest
         self.max_ahead = max_ahead
@@ -180,7 +184,8 @@ class Validator:
         idx = parsed["idx"].to_numpy()
         keys = _keys(records, idx)
         stored_until = max(self._refs.values(), default=None)  # no stored event is later than this
-        good = self._check_times(keys, parsed, quarantine)
+        good = self._check_ratings(parsed, quarantine)
+        good &= self._check_times(keys, parsed, quarantine, good)
         if unknown:
             bad = pc.is_in(parsed["movie_id"], value_set=pa.array(sorted(unknown), pa.string()))
             bad = pc.and_(has_movie, bad).to_numpy() & good
@@ -213,8 +218,18 @@ class Validator:
         self._stored_movies = {m.movie_id for m in movies}
         self.api.prime(movies=movies)
 
-    def _check_times(self, keys: dict[str, np.ndarray], parsed: pa.Table, quarantine: list) -> np.ndarray:
-        """Mask of parsed rows with a sane time; the others are quarantined as `bad_time`."""
+    def _check_ratings(self, parsed: pa.Table, quarantine: list) -> np.ndarray:
+        """Mask of parsed rows whose rating (if any) is on the edition's scale; the others are `bad_rating`."""
+        rating = parsed["rating"].to_numpy(zero_copy_only=False)
+        bad = (parsed["kind"].to_numpy(zero_copy_only=False) == "rate") & (np.nan_to_num(rating, nan=1) > self.edition.rating_max)
+        idx = parsed["idx"].to_numpy()
+        for row in np.flatnonzero(bad).tolist():
+            quarantine.append((int(idx[row]), "bad_rating", self.edition.check_rating(int(rating[row]))))
+        return ~bad
+
+    def _check_times(self, keys: dict[str, np.ndarray], parsed: pa.Table, quarantine: list,
+                     considered: np.ndarray) -> np.ndarray:  # fmt: skip
+        """Mask of parsed rows with a sane time; the others (of those `considered`) are quarantined as `bad_time`."""
         refs = self._refs
         assert refs is not None
         t_all = pc.cast(parsed["time"], pa.int64()).to_numpy()
@@ -223,8 +238,8 @@ class Validator:
         earliest, ahead = _micros(self.earliest), self.max_ahead // timedelta(microseconds=1)
         fallback = max(refs.values(), default=None)
         topics, partitions = keys["topic"], keys["partition"]
-        for topic in np.unique(topics).tolist():
-            in_topic = topics == topic
+        for topic in np.unique(topics[considered]).tolist():
+            in_topic = (topics == topic) & considered
             for partition in np.unique(partitions[in_topic]).tolist():
                 key, rows = (topic, partition), np.flatnonzero(in_topic & (partitions == partition))
                 t = t_all[rows]

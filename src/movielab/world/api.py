@@ -26,15 +26,18 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from movielab.contract.slug import MAX_SLUG_LENGTH, is_slug
+from movielab.contract.editions import CURRENT, Edition
+from movielab.contract.slug import MAX_MOVIE_ID_LENGTH, MOVIE_ID_PATTERN, movie_id_problem
 from movielab.world.data.catalog import Catalog
 from movielab.world.data.errors import UnknownMovie
 from movielab.world.population import Population, UnknownUser
 from movielab.world.ratelimit import DEFAULT_RATE_LIMIT, RateLimit, RateLimitMiddleware
+from movielab.world.selfdesc import SelfDescriptions
+from movielab.world.truth import TasteModel
 
 MAX_IDS = 200
 MAX_USER_ID_DIGITS = 18  # every id fits an int64
-MAX_IDS_LENGTH = MAX_IDS * (MAX_SLUG_LENGTH + 1)  # longest well-formed movie bulk request
+MAX_IDS_LENGTH = MAX_IDS * (MAX_MOVIE_ID_LENGTH + 1)  # longest well-formed movie bulk request
 SHOWN_ID_LENGTH = 100  # error bodies echo at most this much of a refused id
 _USER_ID = re.compile(r"[1-9][0-9]*")
 _JSON = "application/json"
@@ -90,11 +93,10 @@ def parse_user_id(raw: str) -> int:
 
 
 def parse_movie_id(raw: str) -> str:
-    """The movie id in `raw` (a contract slug like `toy+story+1995`), or `MalformedId`."""
-    if len(raw) > MAX_SLUG_LENGTH:
-        raise MalformedId("movie", raw, f"longer than {MAX_SLUG_LENGTH} characters")
-    if not is_slug(raw):
-        raise MalformedId("movie", raw, "expected lower-case words of a-z0-9 joined by '+', like toy+story+1995")
+    """The movie id in `raw` (a token of the contract's id alphabet, like `ben-hur+1959`), or `MalformedId`."""
+    problem = movie_id_problem(raw)
+    if problem is not None:
+        raise MalformedId("movie", raw, problem)
     return raw
 
 
@@ -102,19 +104,30 @@ def parse_movie_id(raw: str) -> str:
 class Lookup:
     """Answers id requests as JSON bytes from a live population and a catalog."""
 
-    def __init__(self, population: Population, catalog: Catalog, movie_cache_size: int = 20_000) -> None:
+    def __init__(self, population: Population, catalog: Catalog, movie_cache_size: int = 20_000, *,
+                 edition: Edition = CURRENT, descriptions: SelfDescriptions | None = None) -> None:  # fmt: skip
         self.population = population  # held, not copied: accounts created while the world runs are served
         self.catalog = catalog
+        self.edition = edition
+        if edition.self_descriptions and descriptions is None:
+            raise ValueError(f"the {edition.name} edition's user records need self-descriptions (pass descriptions=)")
+        self.descriptions = descriptions if edition.self_descriptions else None
         self._movie_json: Callable[[int], bytes] = functools.lru_cache(maxsize=movie_cache_size)(self._render_movie)
 
     def _render_movie(self, row: int) -> bytes:
-        return json.dumps(self.catalog.tmdb_record(row)).encode()
+        return json.dumps(self.catalog.tmdb_record(row, license_cost=self.edition.license_cost)).encode()
+
+    def _user(self, user_id: int) -> dict[str, object]:
+        record = self.population.describe(user_id)
+        if self.descriptions is not None:
+            record["likes"], record["dislikes"] = self.descriptions.answers(user_id)
+        return record
 
     def users(self, raw: str) -> bytes:
         """JSON of the user (one id) or users (comma-separated ids) named by `raw`."""
         if "," not in raw:
             try:
-                return json.dumps(self.population.describe(parse_user_id(raw))).encode()
+                return json.dumps(self._user(parse_user_id(raw))).encode()
             except UnknownUser:
                 raise UnknownIds("user", [raw]) from None
         ids = [parse_user_id(part) for part in split_ids(raw, "user")]
@@ -122,7 +135,7 @@ class Lookup:
         unknown = [str(i) for i in ids if i > size]
         if unknown:
             raise UnknownIds("user", unknown)
-        return json.dumps([self.population.describe(i) for i in ids]).encode()
+        return json.dumps([self._user(i) for i in ids]).encode()
 
     def movies(self, raw: str) -> bytes:
         """JSON of the movie (one id) or movies (comma-separated ids) named by `raw`."""
@@ -152,6 +165,11 @@ class User(BaseModel):
     age: int = Field(examples=[27])
     occupation: str = Field(examples=["self-employed"])
     gender: str = Field(examples=["F"])
+    likes: str | None = Field(None, examples=["Big fan of Comedy. Favorites: Toy Story (1995)"],
+                              description="2026 edition: free-text answer to 'what movies do you like' "
+                                          "(empty when not answered; generated from the hidden taste)")
+    dislikes: str | None = Field(None, examples=["Not into Horror."],
+                                 description="2026 edition: free-text answer to 'what movies do you not like'")
 
 
 class Genre(BaseModel):
@@ -213,12 +231,14 @@ class Movie(BaseModel):
     production_countries: list[Country]
     release_date: str = Field(examples=["1995-10-30"])
     revenue: str
-    runtime: str = Field(examples=["81"])
+    runtime: int = Field(examples=[81], description="minutes (an integer, as in the course's records)")
     spoken_languages: list[Language]
     status: str
     tagline: str
     vote_average: str = Field(examples=["7.7"])
     vote_count: str = Field(examples=["452"])
+    license_cost: float | None = Field(None, examples=[0.1834],
+                                       description="2026 edition: USD paid per play (simulated)")
     simulated: list[str] = Field(description="the fields of this record that are simulated, not from MovieLens")
 
 
@@ -295,10 +315,8 @@ _ID_ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _ids_parameter(kind: str) -> dict[str, Any]:
     example = "21303" if kind == "user" else "toy+story+1995"
-    pattern = r"^[1-9][0-9]{0,17}(,[1-9][0-9]{0,17}){0,199}$" if kind == "user" else None
-    schema: dict[str, Any] = {"type": "string", "maxLength": MAX_IDS_LENGTH}
-    if pattern:
-        schema["pattern"] = pattern
+    one = "[1-9][0-9]{0,17}" if kind == "user" else MOVIE_ID_PATTERN
+    schema: dict[str, Any] = {"type": "string", "maxLength": MAX_IDS_LENGTH, "pattern": f"^{one}(,{one}){{0,199}}$"}
     return {"parameters": [{
         "name": "ids", "in": "path", "required": True, "schema": schema, "example": example,
         "description": f"a {kind} id, or up to {MAX_IDS} {kind} ids joined by commas",
@@ -306,7 +324,7 @@ def _ids_parameter(kind: str) -> dict[str, Any]:
 
 
 _DESCRIPTION = """The world's user and movie API (movielab). Ids: user ids are positive integers, movie ids are
-slugs like `toy+story+1995`. Up to 200 comma-separated ids give a JSON list in the order given; one
+tokens of printable ASCII without spaces, `,` or `/`, like `ben-hur+1959` or `monsters_+inc.+2001`. Up to 200 comma-separated ids give a JSON list in the order given; one
 unknown id makes the whole request 404. Movie records are TMDB-shaped; only id, title, genres, the year
 and the rating-derived numbers come from MovieLens — every field listed in a record's `simulated` is
 simulated. Requests are rate-limited per client host (429 with `Retry-After`)."""
@@ -320,13 +338,21 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     movie_cache_size: int = 20_000,
     metrics: CollectorRegistry | None = None,
+    edition: Edition = CURRENT,
+    taste: TasteModel | None = None,
+    seed: int = 0,
 ) -> FastAPI:
     """Build the world API over a live `population` and a `catalog`; `rate_limit=None` disables limiting.
 
     With a `metrics` registry (e.g. holding `movielab.kafka.metrics.ProducedLinesCollector`), `GET /metrics`
     serves it in the Prometheus text format (not rate-limited).
     """
-    lookup = Lookup(population, catalog, movie_cache_size)
+    descriptions = None
+    if edition.self_descriptions:
+        if taste is None:
+            raise ValueError(f"the {edition.name} edition's user records are drawn from the hidden taste: pass taste=")
+        descriptions = SelfDescriptions(population, taste, catalog, seed)
+    lookup = Lookup(population, catalog, movie_cache_size, edition=edition, descriptions=descriptions)
     if len(catalog):
         catalog.index_of(catalog.slug[0])  # build the slug index now, not during the first request
     app = FastAPI(title="movielab world API", version="1", description=_DESCRIPTION, redirect_slashes=False)

@@ -99,9 +99,12 @@ def seek(minute: np.ndarray, params: BehaviorParams, rng: np.random.Generator) -
 
 def rate(
     true_score: np.ndarray, user_mean: np.ndarray, watched: np.ndarray, completed: np.ndarray,
-    recommended: np.ndarray, noise_std: float, params: BehaviorParams, rng: np.random.Generator,
+    recommended: np.ndarray, noise_std: float, params: BehaviorParams, rng: np.random.Generator, scale: int = 5,
 ) -> np.ndarray:  # fmt: skip
-    """Rating 1..5 per ended viewing, 0 where the user does not rate.
+    """Rating 1..`scale` per ended viewing (5 or 10 stars, by edition), 0 where the user does not rate.
+
+    The opinion is drawn on MovieLens's 1..5 scale (the truth is fitted to it); a 10-star edition maps
+    it linearly onto 1..10 before rounding, so 1 → 1, 3 → 5.5, 5 → 10.
 
     Missing not at random: the further a movie is from what the user usually thinks of
     movies (`user_mean`), the likelier a rating.
@@ -111,4 +114,6 @@ def rate(
     rates = eligible & (rng.random(len(true_score)) < np.clip(p, 0, 0.95))
     value = (true_score + params.rating_shift + noise_std * rng.standard_normal(len(true_score))
              + params.rating_rec_bonus * recommended)
-    return np.where(rates, np.clip(np.rint(value), 1, 5), 0).astype(np.int8)
+    if scale != 5:
+        value = 1 + (value - 1) * (scale - 1) / 4
+    return np.where(rates, np.clip(np.rint(value), 1, scale), 0).astype(np.int8)

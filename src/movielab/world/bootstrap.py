@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from movielab.contract.editions import edition
+from movielab.world.behavior import BehaviorParams
 from movielab.world.clock import SimClock, parse_start
 from movielab.world.config import WorldConfig
 from movielab.world.data.catalog import Catalog, build_catalog, scale_catalog
@@ -20,7 +22,6 @@ from movielab.world.population import ActivityModel, Demographics, draw_populati
 from movielab.world.recs import NoService, RecommendationService
 from movielab.world.sinks import EventSink, NullSink
 from movielab.world.truth import TasteModel, build_taste_model, fit_factors
-from movielab.world.behavior import BehaviorParams
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ def build_world(
         demographics=universe.demographics, activity=activity, service=service or NoService(),
         sink=sink if sink is not None else NullSink(), clock=SimClock(start, config.speed), seed=config.seed,
         arrivals_per_day=config.arrivals_per_day * config.users, params=params, journal=journal,
+        edition=edition(config.edition),
     )  # fmt: skip
     return world, universe
 

@@ -21,12 +21,12 @@ import aiohttp
 import numpy as np
 
 from movielab.contract import MAX_RECOMMENDATIONS
-from movielab.contract.slug import SLUG_PATTERN
+from movielab.contract.slug import MOVIE_ID_PATTERN
 from movielab.world.recs import RecAnswers
 
 logger = logging.getLogger(__name__)
 
-_BODY = re.compile(rf"{SLUG_PATTERN}(?:,{SLUG_PATTERN})*")
+_BODY = re.compile(rf"{MOVIE_ID_PATTERN}(?:,{MOVIE_ID_PATTERN})*", re.ASCII)
 MAX_BODY = 64 * 1024
 
 

@@ -6,6 +6,7 @@ paced run emits each event when its simulated moment comes.
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 
@@ -57,5 +58,18 @@ def second_stamps(t0: int, n: int) -> list[str]:
 
 
 def stamp_us(t: float) -> str:
-    """`YYYY-MM-DDTHH:MM:SS.ffffff` of a simulated time (recommendation lines)."""
+    """`YYYY-MM-DDTHH:MM:SS.ffffff` of a simulated time (recommendation lines up to the 2023 edition)."""
     return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def fraction_stamp(t: float, digits: int) -> str:
+    """`YYYY-MM-DDTHH:MM:SS.f…` of a simulated time with `digits` (1–9) fractional digits.
+
+    Nine digits are the float's nanoseconds (below ~100 ns they are rounding, but deterministic).
+    """
+    if digits == 6:
+        return stamp_us(t)
+    whole = math.floor(t)
+    ns = min(int(round((t - whole) * 1e9)), 999_999_999)
+    base = datetime.fromtimestamp(whole, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{ns:09d}"[: len(base) + 1 + digits]

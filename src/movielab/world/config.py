@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from movielab.contract import editions
 from movielab.world.client import Team
 from movielab.world.clock import parse_start
 
@@ -23,6 +24,8 @@ class WorldConfig(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MOVIELAB_WORLD_", extra="forbid", frozen=True)
 
+    edition: str = Field("current", description="course edition (a year 2019..2026, '2019-2023', '2024-2025', "
+                         "'2026' or 'current'): rating scale, time-stamp precision, API fields")
     dataset: Dataset = "ml-100k"
     data_dir: Path | None = Field(None, description="folder with the data set in its native format")
     cache_dir: Path | None = Field(None, description="where fetched data is cached (default ~/.cache/movielab)")
@@ -52,6 +55,12 @@ class WorldConfig(BaseSettings):
             raise ValueError("at least one team URL is needed")
         for i, url in enumerate(v, start=1):
             Team.parse(i, url)
+        return v
+
+    @field_validator("edition")
+    @classmethod
+    def _known_edition(cls, v: str) -> str:
+        editions.edition(v)  # raises UnknownEdition (a ValueError) naming the value
         return v
 
     @field_validator("start")

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from movielab.contract import account_line, rate_line, recommendation_line
+from movielab.contract import CURRENT, Edition, account_line, rate_line, recommendation_line
 from movielab.world.behavior import BehaviorParams, choose, plan_stop, rate, rec_rank_bonus, seek
-from movielab.world.clock import SimClock, second_stamps, stamp_us
+from movielab.world.clock import SimClock, fraction_stamp, second_stamps
 from movielab.world.population import ActivityModel, Demographics, Population, draw_population
 from movielab.world.recs import RecommendationService
 from movielab.world.schedule import DAY, SessionQueue, plan_day
@@ -56,7 +56,7 @@ class Stats:
     def mean_rating(self) -> float:
         """Mean of the ratings given (nan when none)."""
         n = self.rating_hist.sum()
-        return float((self.rating_hist * np.arange(6)).sum() / n) if n else float("nan")
+        return float((self.rating_hist * np.arange(len(self.rating_hist))).sum() / n) if n else float("nan")
 
 
 class _Viewings:
@@ -125,8 +125,10 @@ class World:
         arrivals_per_day: float = 0.0,
         params: BehaviorParams | None = None,
         journal: list[tuple] | None = None,
+        edition: Edition = CURRENT,
     ) -> None:
         self.slugs = slugs
+        self.edition = edition  # fixes the rating scale and the precision of recommendation-line stamps
         self.runtime = np.asarray(runtime, np.int32)
         cdf = np.cumsum(np.asarray(browse_weights, np.float64))
         self.browse_cdf = cdf / cdf[-1]
@@ -146,7 +148,8 @@ class World:
         self.queue = SessionQueue()
         self.viewings = _Viewings()
         self.stats = Stats(viewings_per_movie=np.zeros(len(slugs), np.int64),
-                           watch_lines_per_movie=np.zeros(len(slugs), np.int64))  # fmt: skip
+                           watch_lines_per_movie=np.zeros(len(slugs), np.int64),
+                           rating_hist=np.zeros(edition.rating_max + 1, np.int64))  # fmt: skip
         self._planned_until = self.now
         self._pending_rates: list[tuple[float, int, int, int]] = []  # (time, row, movie, rating)
         self._grow_user_state()
@@ -280,7 +283,8 @@ class World:
         p = self.params
         ids = rows.astype(np.int64) + 1
         answers = self.service.recommend(ids, times)
-        out.add(times, ids, [recommendation_line(stamp_us(t), u, srv, s, r, ms) for t, u, srv, s, r, ms in
+        digits = self.edition.rec_fraction_digits
+        out.add(times, ids, [recommendation_line(fraction_stamp(t, digits), u, srv, s, r, ms) for t, u, srv, s, r, ms in
                              zip(times.tolist(), ids.tolist(), answers.servers, answers.status.tolist(), answers.result,
                                  answers.ms.tolist())])  # fmt: skip
         self.stats.sessions += n
@@ -381,7 +385,8 @@ class World:
         completed = v.last[idx] >= v.runtime[idx]
         watched = v.watched[idx]
         user_mean = self.taste.mu + self.pop.bias[rows]
-        rating = rate(v.score[idx], user_mean, watched, completed, v.rec[idx], self.taste.noise_std, p, rng)
+        rating = rate(v.score[idx], user_mean, watched, completed, v.rec[idx], self.taste.noise_std, p, rng,
+                      scale=self.edition.rating_max)
         rated = rating > 0
         rate_t = end_t + rng.integers(3, 45, len(idx))
         for t, r, m, val in zip(rate_t[rated].tolist(), rows[rated].tolist(), movie[rated].tolist(),

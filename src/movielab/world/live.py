@@ -78,8 +78,9 @@ def run_live(
         # The API's /metrics says how many lines each topic got: consumers' lag is measured against it.
         registry = CollectorRegistry()
         registry.register(ProducedLinesCollector(kafka_sinks))
-        api = ServerThread(create_app(world.pop, universe.catalog, metrics=registry), config.api_host,
-                           config.api_port or None).start()  # fmt: skip
+        app = create_app(world.pop, universe.catalog, metrics=registry, edition=world.edition, taste=universe.taste,
+                         seed=config.seed)  # fmt: skip
+        api = ServerThread(app, config.api_host, config.api_port or None).start()
         live = LiveWorld(world, universe, bootstrap, topics, api.url, teams)
         logger.info("world API on %s; topics %s on %s", api.url, ", ".join(topics), bootstrap)
         if on_ready is not None:

@@ -106,8 +106,12 @@ class Catalog:
         except KeyError:
             raise UnknownMovie(slug) from None
 
-    def tmdb_record(self, i: int) -> dict[str, Any]:
-        """Return the TMDB-shaped JSON record of row `i` (the world API's `/movie/<id>` body)."""
+    def tmdb_record(self, i: int, license_cost: bool = False) -> dict[str, Any]:
+        """Return the TMDB-shaped JSON record of row `i` (the world API's `/movie/<id>` body).
+
+        Field types follow the course's real records (numbers as strings, `runtime` an integer,
+        absent values `"null"`); `license_cost` (2026 edition) adds the simulated USD per play.
+        """
         i = operator.index(i)
         if not 0 <= i < len(self):
             raise IndexError(f"movie row {i} is outside the catalog of {len(self)} movies")
@@ -124,7 +128,7 @@ class Catalog:
         overview = f"{article} {kind} about {_pick(rng, _WHO)} who {_pick(rng, _WHAT)} {_pick(rng, _WHERE)}."
         release = "null" if year == 0 else f"{year:04d}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}"
         simulated = list(SIMULATED_ALWAYS) + (list(SIMULATED_IF_SYNTHETIC) if self.synthetic[i] else [])
-        return {
+        record = {
             "id": self.slug[i], "tmdb_id": int(self.tmdb_id[i]), "imdb_id": self.imdb_id[i],
             "title": self.title[i], "original_title": self.title[i], "adult": "False",
             "belongs_to_collection": {}, "budget": str(budget),
@@ -134,11 +138,15 @@ class Catalog:
             "poster_path": "/" + "".join(rng.choice(_POSTER_CHARS, 27)) + ".jpg",
             "production_companies": [{"name": _COMPANIES[c], "id": 1000 + int(c)} for c in companies],
             "production_countries": [{"iso_3166_1": country[0], "name": country[1]}],
-            "release_date": release, "revenue": str(revenue), "runtime": str(int(self.runtime[i])),
+            "release_date": release, "revenue": str(revenue), "runtime": int(self.runtime[i]),
             "spoken_languages": [{"iso_639_1": "en", "name": "English"}], "status": "Released",
             "tagline": _pick(rng, _TAGLINES), "vote_average": f"{float(self.vote_average[i]):.1f}",
             "vote_count": str(int(self.vote_count[i])), "simulated": simulated,
         }  # fmt: skip
+        if license_cost:
+            record["license_cost"] = round(float(self.license_cost[i]), 4)
+            simulated.append("license_cost")
+        return record
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
@@ -240,9 +248,8 @@ def scale_catalog(catalog: Catalog, n_movies: int, seed: int = 0) -> Catalog:
     vote_count = catalog.vote_count[donor].astype(np.int32)
     vote_average = np.where(vote_count > 0, np.clip(catalog.vote_average[donor] + rng.normal(0, 0.2, n), 0, 10), 0)
     titles = _synthetic_titles(_title_vocabulary([catalog.title[i] for i in real]), n, rng)
-    # Old slugs re-slug to themselves (they are already slugs), so unique_slugs keeps them and
-    # gives any clashing synthetic title a suffix instead.
-    slugs = unique_slugs([(s.replace("+", " "), None) for s in catalog.slug] + list(zip(titles, years.tolist())))
+    # Old slugs stay; a synthetic title whose slug clashes with one gets a suffix instead.
+    slugs = catalog.slug + unique_slugs(zip(titles, years.tolist()), taken=catalog.slug)
     old_imdb = np.array([int(s[2:]) for s in catalog.imdb_id], dtype=np.int64)
     return Catalog(
         slug=slugs, title=catalog.title + titles, year=np.concatenate([catalog.year, years]),
