@@ -16,10 +16,16 @@ def _world_config(args: argparse.Namespace):
         "users": args.users, "movies": args.movies, "seed": args.seed, "start": args.start, "speed": args.speed,
         "days": args.days, "data_dir": args.data_dir, "dataset": args.dataset, "kafka": args.kafka,
         "partitions": args.partitions, "api_port": args.api_port, "timeout_ms": args.timeout_ms,
-        "teams": args.teams.split(",") if args.teams else None,
+        "teams": args.teams.split(",") if args.teams else None, "edition": args.edition,
     }.items() if v is not None}  # fmt: skip
     if args.forever:
         given["days"] = None
+    if args.course_size:
+        from movielab.contract import edition
+
+        course = edition(given.get("edition", "current"))
+        given.setdefault("users", course.users)
+        given.setdefault("movies", course.movies)
     return WorldConfig(**given)
 
 
@@ -66,6 +72,10 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def _world_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--edition", help="course edition: a year 2019..2026 or 'current' (default); fixes the rating "
+                   "scale, time-stamp precision and API fields")
+    p.add_argument("--course-size", action="store_true",
+                   help="the edition's population and catalog size (2026: 1,000,000 users, 20,000 movies)")
     p.add_argument("--users", type=int, help="initial population (default 10,000)")
     p.add_argument("--movies", type=int, help="catalog size; synthetic movies fill up the real catalog")
     p.add_argument("--dataset", choices=["ml-100k", "ml-1m", "ml-latest-small", "ml-25m"])

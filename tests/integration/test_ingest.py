@@ -59,7 +59,7 @@ def _bad_lines(now: float, slug: str, user: int, earlier: str) -> list[tuple[int
         (user, f"{t},{user}", "malformed"),  # too few fields
         (user, f"{good},GET /rate/{slug}=4", "malformed"),  # too many fields
         (user, watch_line(t, user, "no+such+movie+1899", 1), "unknown_movie"),
-        (user, rate_line(t, user, slug, 4).replace("=4", "=7"), "malformed"),  # rating 7
+        (user, rate_line(t, user, slug, 4).replace("=4", "=11"), "malformed"),  # rating 11: beyond every scale
         (user, good.replace(t[:10], "2026-02-30"), "malformed"),  # no such day
         (user, good.replace(t[:4], "1970"), "bad_time"),
         (user, good.replace(t[:4], "2099"), "bad_time"),

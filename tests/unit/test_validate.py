@@ -151,6 +151,16 @@ TRICKY = [
     "",
     b"\xff\xfe\x00garbage",
     b"2026-03-20T08:12:38,614,GET /data/m/br\xc3\xa9des+2004/20.mpg",
+    "2026-03-20T08:12:38,614,GET /data/m/monsters_+inc.+2001/20.mpg",  # the course's alphabet
+    "2026-03-20T08:12:38,614,GET /rate/ben-hur+1959=10",
+    "2026-03-20T08:12:38,614,GET /rate/a=b=10",
+    "2026-03-20T08:12:38,614,GET /rate/carcasses+=4",
+    "2026-03-20T08:12,614,GET /rate/dr.+no+1962=5",  # minutes only
+    "2026-02-14T00:09:20.426,614,GET /data/m/escape+to+athena+1979/73.mpg",
+    "2025-10-17T01:33:45.122692921,6,recommendation request t:80, status 200, result: big+hero+6+2014, "
+    "the+hunger+games+mockingjay+-+part+1+2014, 25 ms",
+    "2024-10-14T15 :42:39,100015,GET /rate/robots+2005=3",  # broken lines of the real stream
+    "2024-10-14T16G:55:12,100016,GET /rate/el+dorado+1988=4",
 ]
 
 
@@ -159,12 +169,17 @@ def test_columnar_parser_agrees_on_tricky_lines() -> None:
 
 
 _digits = st.text("0123456789", min_size=1, max_size=3)
-_time = st.builds(lambda y, mo, d, h, mi, s: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}",
+_time = st.builds(lambda y, mo, d, h, mi, s, short: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}"
+                  + ("" if short else f":{s:02d}"),
                   st.integers(0, 9999), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25), st.integers(0, 61),
-                  st.integers(0, 61))  # fmt: skip
+                  st.integers(0, 61), st.booleans())  # fmt: skip
 _user = st.one_of(st.integers(1, 10**11).map(str), st.sampled_from(["0", "007", "-3", "１２", ""]))
+_ID_ALPHABET = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ",/")  # the course's id alphabet
 _slug = st.one_of(st.from_regex(r"[a-z0-9]{1,6}(\+[a-z0-9]{1,6}){0,3}", fullmatch=True),
-                  st.sampled_from(["Toy+Story", "a++b", "+a", "é+1995", "a" * 201, "a" * 200]))  # fmt: skip
+                  st.text(_ID_ALPHABET + " ,/é", min_size=1, max_size=12),
+                  st.sampled_from(["Toy+Story", "a++b", "+a", "é+1995", "a" * 201, "a" * 200, "monsters_+inc.+2001",
+                                   "ben-hur+1959", "x=1", "carcasses+"]))  # fmt: skip
+_fraction = st.one_of(st.just(""), st.text("0123456789", min_size=0, max_size=10).map(lambda d: "." + d))
 _tail = st.sampled_from(["", "", "", "\n", " ", ",x", "\r"])
 
 
@@ -172,15 +187,17 @@ _tail = st.sampled_from(["", "", "", "\n", " ", ",x", "\r"])
 def near_lines(draw) -> str:
     """Lines of every shape, mostly well-formed, often off by a little."""
     t, u, slug = draw(_time), draw(_user), draw(_slug)
+    if draw(st.integers(0, 4)) == 0:
+        t += draw(_fraction)
     shape = draw(st.sampled_from(["watch", "rate", "account", "rec"]))
     if shape == "watch":
         body = f"GET /data/m/{slug}/{draw(st.one_of(st.integers(0, 100_001).map(str), _digits))}.mpg"
     elif shape == "rate":
-        body = f"GET /rate/{slug}={draw(st.integers(0, 7))}"
+        body = f"GET /rate/{slug}={draw(st.integers(0, 12))}"
     elif shape == "account":
         body = "GET /create_account"
     else:
-        t += draw(st.sampled_from([".123456", ""]))
+        t += draw(st.sampled_from([".123456", ".122692921", ".426", ""]))
         body = f"recommendation request t:80, status {draw(st.sampled_from(['200', '0', '500']))}, result: {slug}, 5 ms"
     return f"{t},{u},{body}{draw(_tail)}"
 

@@ -2,7 +2,7 @@
 
 Implicit feedback comes from watching: the value of (user, movie) is the share of the movie
 the user watched (distinct minutes watched / runtime, capped at 1; runtime from the world's
-movie API). Explicit feedback comes from ratings (1..5, the latest one counts). Both are kept
+movie API). Explicit feedback comes from ratings (1..5, or 1..10 in the 2026 edition; the latest one counts). Both are kept
 so each model can choose; see each model's docstring for what it uses.
 """
 
@@ -34,7 +34,7 @@ class TrainingData:
     users: np.ndarray  # int64 user ids, sorted ascending
     items: list[str]  # movie ids (slugs)
     watched: sp.csr_matrix  # float32 (n_users, n_items): share watched in (0, 1]
-    ratings: sp.csr_matrix  # float32 (n_users, n_items): latest rating 1..5, 0 = none
+    ratings: sp.csr_matrix  # float32 (n_users, n_items): latest rating 1..5 or 1..10, 0 = none
     times: sp.csr_matrix  # float64 (n_users, n_items): unix time of the last interaction
     segment: np.ndarray  # int16 per user row: segment_of(age, gender), -1 when unknown
     snapshot_id: str = "unnamed"

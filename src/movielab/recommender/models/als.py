@@ -15,11 +15,12 @@ VALUES = ("binary", "strength")
 
 
 def confidence(data: TrainingData, alpha: float, value: str) -> sp.csr_matrix:
-    """C = 1 + alpha·v on the interactions; v = 1 ("binary") or max(share watched, rating / 5) ("strength")."""
+    """C = 1 + alpha·v on the interactions; v = 1 ("binary") or max(share watched, rating / stars) ("strength")."""
     if value not in VALUES:
         raise ValueError(f"value must be one of {VALUES}, got {value!r}")
     x = data.interactions
-    v = x if value == "binary" else sp.csr_matrix(data.watched.maximum(data.ratings * np.float32(0.2)))
+    stars = 10 if data.ratings.nnz and data.ratings.max() > 5 else 5  # the 2026 edition rates 1..10
+    v = x if value == "binary" else sp.csr_matrix(data.watched.maximum(data.ratings * np.float32(1 / stars)))
     c = sp.csr_matrix(v, dtype=np.float32, copy=True)
     c.sort_indices()
     c.data = (1.0 + alpha * c.data).astype(np.float32)
@@ -34,7 +35,7 @@ class ALS(Model):
     """score(u, i) = user_factors[u] · item_factors[i], fitted by implicit's CPU conjugate-gradient ALS.
 
     Feedback: implicit; every watch or rating is a positive with confidence 1 + alpha·v, where v = 1
-    (`value="binary"`) or the interaction's strength max(share watched, rating / 5) (`value="strength"`);
+    (`value="binary"`) or the interaction's strength max(share watched, rating / stars), stars 5 or 10 (`value="strength"`);
     cells without an interaction are negatives with confidence 1. `num_threads=0` uses every core the
     process may run on; BLAS is held to one thread while fitting, as `implicit` recommends.
     """
