@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("world of %d users, %d movies built in %.1f s", world.pop.size, len(universe.catalog),
                 time.perf_counter() - t)  # fmt: skip
     # The limiter runs (its cost is measured) but never refuses: wrk is one client.
-    api = create_app(world.pop, universe.catalog, rate_limit=RateLimit(rate_per_s=1e9, burst=10**9))
+    api = create_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=RateLimit(rate_per_s=1e9, burst=10**9))
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "random_user.lua"

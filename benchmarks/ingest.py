@@ -53,7 +53,7 @@ def serve_api(world, universe) -> tuple[str, multiprocessing.Process]:
     port = free_port()
 
     def serve() -> None:
-        uvicorn.run(create_app(world.pop, universe.catalog), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.run(create_app(world.pop, universe.catalog, taste=universe.taste), host="127.0.0.1", port=port, log_level="warning")
 
     process = multiprocessing.get_context("fork").Process(target=serve, name="world-api", daemon=True)
     process.start()

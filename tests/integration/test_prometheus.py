@@ -88,7 +88,7 @@ def world_api(universe):
     world, _ = build_world(WorldConfig(users=50, allow_download=False), universe=universe)
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ProducedLinesCollector([SentLines("movielog1", PRODUCED)]))
-    with ServerThread(world_app(world.pop, universe.catalog, rate_limit=None, metrics=registry)) as server:
+    with ServerThread(world_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=None, metrics=registry)) as server:
         yield server
 
 

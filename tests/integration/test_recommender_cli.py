@@ -34,7 +34,7 @@ def store_file(universe, tmp_path_factory) -> Path:
         config = WorldConfig(users=3000, days=0.5, allow_download=False)
         world, _ = build_world(config, universe=universe, sink=KafkaSink(broker.bootstrap, "movielog1"))
         world.run(until=world.now + 12 * 3600)
-        with ServerThread(create_app(world.pop, universe.catalog, rate_limit=None)) as api, WorldApi(api.url) as wapi:
+        with ServerThread(create_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=None)) as api, WorldApi(api.url) as wapi:
             with EventStore(path) as store:
                 Ingestor(broker.bootstrap, ["movielog1"], store, wapi).run_until_idle(idle_seconds=2.0)
                 assert store.counts()["events"] == sum(world.stats.lines.values())
