@@ -278,7 +278,7 @@ class Operator:
         exp = self.experiment
         if now <= exp.step_started_at:
             return
-        metrics = arm_metrics(self.store, exp.step_started_at, now, exp.salt, exp.share)
+        metrics = arm_metrics(self.store, exp.step_started_at, now, exp.salt, exp.share, pre_end=exp.started_at)
         self.metrics.set_conversion(by_arm(metrics, "conversion"), self._arm_labels())
         decision = exp.evaluate(now, metrics["champion"], metrics["challenger"])
         self._apply(decision.action, now)
