@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ import pytest
 
 from movielab.contract import rate_line, watch_line
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics, read_topic
-from movielab.recommender.ingest import Ingestor
+from movielab.recommender.ingest import EndOffsets, Ingestor
 from movielab.recommender.store import EventStore
 from movielab.recommender.worldapi import WorldApi
 from movielab.webserver import ServerThread
@@ -204,3 +205,25 @@ def test_a_killed_ingest_process_resumes_without_loss_or_double(live: Live, tmp_
     assert len(events) + len(quarantine) == len(topic)  # nothing twice
     assert set(events) | quarantine.keys() == topic  # nothing lost
     assert quarantine == live.bad
+
+
+def test_end_offsets_are_read_from_the_broker_per_partition(live: Live) -> None:
+    topic = "endoffsets1"
+    ensure_topics(live.bootstrap, [topic], partitions=2)
+    written = Counter()
+    with KafkaSink(live.bootstrap, topic) as sink:
+        for i in range(9):  # one line per produce request: the embedded broker's watermark is exact for those
+            sink.write([i], [f"line {i}"])
+            sink.flush()
+    for _, _, partition, offset in read_topic(live.bootstrap, topic, group_id="endoffsets-truth"):
+        written[partition] = max(written[partition], offset + 1)
+    reader = EndOffsets(live.bootstrap, [topic], "endoffsets-reader", every=0.2)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not reader.read_at and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reader.ends == {(topic, p): n for p, n in written.items()} and sum(written.values()) == 9
+    finally:
+        reader.stop()
+    assert not reader.is_alive() and reader.failures == 0

@@ -15,10 +15,13 @@ from batches import lines_batch
 from prometheus_client import CollectorRegistry
 
 from movielab.contract import format_time_us, recommendation_line
+from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
 from movielab.kafka.metrics import ProducedLinesCollector
 from movielab.prometheus import PrometheusServer, ScrapeJob, find_prometheus
 from movielab.recommender.answers import AnswerTable, Provenance
+from movielab.recommender.ingest import EndOffsets
 from movielab.recommender.monitor import (
+    EndOffsetsCollector,
     MonitorLoop,
     OperatorMetrics,
     create_metrics_app,
@@ -35,7 +38,7 @@ pytestmark = [pytest.mark.integration,
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 T0 = datetime(2026, 3, 20, 8, 0, 0)
-PRODUCED = 100  # lines the world says it produced on movielog1
+PRODUCED = 100  # lines on movielog1 in the broker (offsets 0..99)
 STORED = 40  # lines the operator's store holds (offsets 0..39)
 
 
@@ -71,15 +74,28 @@ def request_lines(n: int, status: int, first_minute: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def operator():
-    """The operator's /metrics over a real store holding STORED healthy request lines."""
+    """The operator's /metrics over a real store holding STORED healthy request lines, and the end offsets of a
+    real broker's movielog1 holding PRODUCED lines (read by the ingestor's own reader)."""
     store = EventStore(None)
     store.append(lines_batch(request_lines(STORED, 200), first=0))
     metrics = OperatorMetrics()
     loop = MonitorLoop(metrics)
     loop.update(store)
-    with ServerThread(create_metrics_app(metrics)) as server:
-        server.store, server.loop = store, loop
-        yield server
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker.bootstrap, ["movielog1"], partitions=1)
+        with KafkaSink(broker.bootstrap, "movielog1") as sink:
+            for line in request_lines(PRODUCED, 200):  # one line per request: the embedded broker's watermark is exact
+                sink.write([1], [line])
+                sink.flush()
+        ends = EndOffsets(broker.bootstrap, ["movielog1"], "prometheus-test-ends", every=0.5)
+        ends.start()
+        metrics.registry.register(EndOffsetsCollector(ends))
+        try:
+            with ServerThread(create_metrics_app(metrics)) as server:
+                server.store, server.loop = store, loop
+                yield server
+        finally:
+            ends.stop()
     store.close()
 
 
@@ -120,7 +136,7 @@ def test_alerts_fire_when_the_service_breaks_and_clear_when_fixed(operator, worl
                 assert http.get("/recommend/1").status_code == 200
             prom.wait_for(lambda: prom.value('sum(recommend_requests_total{job="recommender"})') == 1, 20,
                           "the serving request counted by Prometheus")  # fmt: skip
-            # Lag across two jobs: produced by the world minus stored by the operator.
+            # Lag in the broker's offset space: end offsets read from the broker minus offsets stored.
             prom.wait_for(lambda: prom.value('topic:consumer_lag:lines{topic="movielog1"}') is not None, 20,
                           "the lag recording rule")  # fmt: skip
             assert prom.value('topic:consumer_lag:lines{topic="movielog1"}') == PRODUCED - STORED

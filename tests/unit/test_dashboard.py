@@ -6,6 +6,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
@@ -28,6 +29,7 @@ class FakeIngestor:
     lines_consumed = events_stored = replayed = batches = api_outages = 0
     last_batch_seconds = 0.0
     quarantined: ClassVar[Counter[str]] = Counter()
+    end_offsets = SimpleNamespace(ends={("movielog1", 0): 0}, read_at=1.0)
 
 
 class FakeSink:

@@ -247,3 +247,42 @@ def test_real_ml100k_loads_with_every_title_year_and_occupation(tmp_path):
     assert (data.movies.year[np.arange(len(data.movies)) != 266] > 1900).all()
     assert data.movies.title[1411] == "Land Before Time III: The Time of the Great Giving"
     assert data.users.occupation.max() < len(OCCUPATIONS) and (data.users.occupation == 10).sum() > 0
+
+
+def test_u_item_re_saved_as_utf8_loads_the_real_titles(tmp_path):
+    write_ml100k_native(tmp_path)
+    item = tmp_path / "u.item"
+    item.write_text(item.read_bytes().decode("latin-1"), encoding="utf-8")  # the common workaround
+    assert load_ml100k_native(tmp_path).movies.title[2] == "Misérables, Les"
+
+
+def test_mojibake_in_u_item_is_refused_with_its_line(tmp_path):
+    write_ml100k_native(tmp_path)
+    item = tmp_path / "u.item"
+    # UTF-8 read as latin-1 once, then saved as UTF-8: "MisÃ©rables" is in the file itself
+    item.write_text(item.read_bytes().decode("latin-1").encode("utf-8").decode("latin-1"), encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"u.item, line 3: 'Ã©' is UTF-8 text decoded with a wrong encoding"):
+        load_ml100k_native(tmp_path)
+
+
+def test_repeated_ratings_of_a_pair_keep_the_latest(tmp_path, caplog):
+    write_ml100k_native(tmp_path)
+    with (tmp_path / "u.data").open("a") as f:  # user 1 re-rates movie 1 later, user 5 rates movie 1 earlier
+        f.write("1\t1\t2\t881250999\n5\t1\t1\t886390000\n")
+    data = load_ml100k_native(tmp_path)
+    pairs = list(zip(data.ratings.user.tolist(), data.ratings.movie.tolist(), data.ratings.rating.tolist(),
+                     strict=True))  # fmt: skip
+    assert len(pairs) == 6 and len({(u, m) for u, m, _ in pairs}) == 6
+    assert (0, 0, 2.0) in pairs and (3, 0, 4.0) in pairs  # user 1's later rating, user 5's later one
+    assert "2 repeated (user, movie) ratings merged" in caplog.text
+
+
+def test_recbole_tokens_that_are_not_plain_integers_are_refused(tmp_path):
+    write_ml100k_recbole(tmp_path)
+    _replace_line(tmp_path / "ml-100k.inter", 3, "01\t2\t3\t881250950")
+    with pytest.raises(DataFormatError, match=r"ml-100k.inter, line 3: user id '01' is not a plain integer"):
+        load_ml100k_recbole(tmp_path)
+    write_ml100k_recbole(tmp_path)
+    _replace_line(tmp_path / "ml-100k.user", 3, "02\t53\tF\tother\t94043")
+    with pytest.raises(DataFormatError, match=r"ml-100k.user, line 3: user id '02' is not a plain integer"):
+        load_ml100k_recbole(tmp_path)

@@ -142,3 +142,11 @@ def test_ease_beats_popularity_on_ml100k(ml100k) -> None:
     pop = evaluate_model(create("popularity").fit(train), train, test)["ndcg@10"]
     ease = evaluate_model(create("ease", lam=250).fit(train), train, test)["ndcg@10"]
     assert 0.18 < pop < 0.26 and ease > pop + 0.15
+
+
+def test_a_pair_given_twice_keeps_its_latest_rating_not_the_sum() -> None:
+    data = ratings_data(np.array([0, 0, 1]), np.array([2, 2, 2]), np.array([5.0, 2.0, 4.0]), np.array([9, 3, 1]), 2, 3)
+    assert data.ratings.toarray().tolist() == [[0, 0, 5], [0, 0, 4]]  # user 0's rating at time 9, not 5 + 2
+    triples = TrainingData.from_triples(np.array([7, 7]), ["a", "a"], np.array([0.2, 0.9]), np.zeros(2),
+                                        np.array([5.0, 4.0]))  # fmt: skip
+    assert triples.watched.toarray().tolist() == [[pytest.approx(0.2)]] and triples.times.toarray()[0, 0] == 5.0

@@ -16,12 +16,16 @@ from movielab.recommender.experiments import (
     Experiment,
     ExperimentError,
     SequentialTest,
+    UserRatio,
+    delta_difference,
+    delta_ztest,
     mixture_likelihood_ratio,
+    msprt_likelihood_ratio,
     salt_of,
     srm_check,
     two_proportion_ztest,
 )
-from movielab.recommender.online import ArmMetrics
+from movielab.recommender.online import ArmMetrics, UserTotals
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 
@@ -97,18 +101,27 @@ def test_msprt_equals_the_papers_form_for_equal_arms() -> None:
                                                                  (4 * s2 * (2 * s2 + n * tau**2)))  # fmt: skip
     assert float(mixture_likelihood_ratio(a, n, b, n, tau)) == pytest.approx(want, rel=1e-9)
     assert float(mixture_likelihood_ratio(0, n, 0, n, tau)) == 1.0  # no variation: no evidence
+    assert float(msprt_likelihood_ratio(delta, 2 * s2 / n, tau)) == pytest.approx(want, rel=1e-9)
+    assert float(msprt_likelihood_ratio(0.1, 0.0, tau)) == 1.0
+
+
+def users(rng: np.random.Generator, n: int, rate: float, per_user: int = 3) -> UserRatio:
+    """`n` users with 1 + Poisson(per_user − 1) requests, each converting at its own Beta rate of mean `rate`."""
+    req = 1 + rng.poisson(per_user - 1, n)
+    own = rng.beta(2 * rate / (1 - rate), 2, n)  # Beta(a, 2) with mean `rate`
+    return UserRatio(rng.binomial(req, own), req)
 
 
 def test_sequential_p_value_never_rises_and_cis_nest() -> None:
     rng = np.random.default_rng(3)
     test = SequentialTest(alpha=0.05, tau=0.02)
-    a = b = n = 0
+    a, b = users(rng, 0, 0.30), users(rng, 0, 0.27)
     results = []
-    for _ in range(60):
-        n += 200
-        a += int(rng.binomial(200, 0.30))
-        b += int(rng.binomial(200, 0.27))
-        results.append(test.update(a, n, b, n))
+    for _ in range(40):
+        more_a, more_b = users(rng, 150, 0.30), users(rng, 150, 0.27)
+        a = UserRatio(np.r_[a.num, more_a.num], np.r_[a.den, more_a.den])
+        b = UserRatio(np.r_[b.num, more_b.num], np.r_[b.den, more_b.den])
+        results.append(test.update(delta_difference(a, b)))
     ps = [r.p_value for r in results]
     assert all(q <= p for p, q in pairwise(ps))
     assert all(r.p_value == pytest.approx(min(1.0, min(1 / s.likelihood_ratio for s in results[: i + 1])))
@@ -116,16 +129,87 @@ def test_sequential_p_value_never_rises_and_cis_nest() -> None:
     lows, highs = [r.ci_low for r in results], [r.ci_high for r in results]
     assert all(q >= p for p, q in pairwise(lows))
     assert all(q <= p for p, q in pairwise(highs))
-    assert ps[-1] < 0.05 and highs[-1] < 0  # a 3-point drop over 12k a side is found
+    assert ps[-1] < 0.05 and highs[-1] < 0  # a 3-point drop over 6000 users a side is found
+    assert results[-1].variance_reduction is None and results[-1].unadjusted_p_value == results[-1].p_value
 
 
-def test_sequential_test_waits_for_min_n_and_restores() -> None:
+def test_sequential_test_waits_for_min_users_and_restores() -> None:
+    rng = np.random.default_rng(1)
     test = SequentialTest(min_n=100)
-    r = test.update(10, 50, 40, 50)
+    r = test.update(delta_difference(users(rng, 50, 0.2), users(rng, 50, 0.8)))
     assert (r.looks, r.p_value, r.likelihood_ratio) == (0, 1.0, 1.0)
-    test.update(30, 200, 90, 200)
+    test.update(delta_difference(users(rng, 200, 0.15), users(rng, 200, 0.45)))
     again = SequentialTest.from_dict(json.loads(json.dumps(test.as_dict())))
     assert again == test and again.p_value < 0.05
+
+
+def test_delta_method_by_hand() -> None:
+    # control: users (1/2, 0/1, 3/3), R = 4/6; treatment: (2/2, 1/4), R = 3/6
+    c, t = UserRatio([1, 0, 3], [2, 1, 3]), UserRatio([2, 1], [2, 4])
+
+    def var(x, r):  # Var(R) ≈ Var(num − R·den) / (users · mean(den)²)
+        d = np.asarray(x.num) - r * np.asarray(x.den)
+        return d.var(ddof=1) / (len(d) * np.mean(x.den) ** 2)
+
+    e = delta_difference(c, t)
+    assert (e.control_rate, e.treatment_rate) == (pytest.approx(4 / 6), pytest.approx(3 / 6))
+    assert e.difference == pytest.approx(-1 / 6) and e.theta is None and e.variance_reduction is None
+    assert e.variance == pytest.approx(var(c, 4 / 6) + var(t, 3 / 6))
+    z = delta_ztest(c, t)
+    assert z.p_value == pytest.approx(2 * (1 - 0.5 * (1 + math.erf(abs(z.z) / math.sqrt(2)))))
+    assert z.z == pytest.approx(-1 / 6 / math.sqrt(e.variance)) and z.ci_low < -1 / 6 < z.ci_high
+    # one request per user: the delta method is the unpooled two-proportion variance (n/(n−1) apart)
+    rng = np.random.default_rng(0)
+    a, b = rng.binomial(1, 0.3, 400), rng.binomial(1, 0.35, 500)
+    e = delta_difference(UserRatio(a, np.ones(400)), UserRatio(b, np.ones(500)))
+    pa, pb = a.mean(), b.mean()
+    assert e.variance == pytest.approx(pa * (1 - pa) / 399 + pb * (1 - pb) / 499)
+    with pytest.raises(ValueError, match="needs 2 users per arm"):
+        delta_difference(UserRatio([1], [1]), t)
+    with pytest.raises(ValueError, match="denominator ≥ 1"):
+        UserRatio([1, 0], [1, 0])
+    with pytest.raises(ValueError, match="both pre-period arrays"):
+        UserRatio([1], [1], pre_num=[0])
+
+
+def test_cuped_removes_the_variance_a_pre_period_explains() -> None:
+    rng = np.random.default_rng(5)
+
+    def arm(n: int, drop: float) -> UserRatio:
+        own = rng.beta(2, 6, n)  # each user's conversion, the same before and during the experiment
+        req, pre = 1 + rng.poisson(8, n), 1 + rng.poisson(8, n)
+        return UserRatio(rng.binomial(req, own * (1 - drop)), req, rng.binomial(pre, own), pre)
+
+    c, t = arm(3000, 0.0), arm(3000, 0.2)
+    e = delta_difference(c, t)
+    plain = delta_difference(c, t, cuped=False)
+    assert plain.theta is None and plain.variance == e.unadjusted_variance
+    # per user, binomial noise and taste each make about half of the variance; the pre-period's own noise
+    # leaves a squared correlation of about 1/4 with the experiment's metric
+    assert 0.15 < e.variance_reduction < 0.35 and e.variance == pytest.approx((1 - e.variance_reduction)
+                                                                               * e.unadjusted_variance)  # fmt: skip
+    assert e.difference == pytest.approx(-0.2 * 0.25, abs=3 * math.sqrt(e.variance))
+    z = delta_ztest(c, t)
+    assert z.p_value < z.unadjusted_p_value and z.ci_high - z.ci_low < z.unadjusted_ci_high - z.unadjusted_ci_low
+    no_pre = UserRatio(c.num, c.den, np.zeros(3000), np.zeros(3000))  # nobody seen before: nothing to adjust
+    assert delta_difference(no_pre, UserRatio(t.num, t.den, np.zeros(3000), np.zeros(3000))).theta is None
+
+
+def test_per_user_tests_keep_their_level_where_per_request_tests_do_not() -> None:
+    # The issue's A/A case: 600 users per arm, 1 + Poisson(8) requests, own conversion from Beta(0.5, 1.5)
+    rng = np.random.default_rng(11)
+    runs, k = 400, 600
+    req = 1 + rng.poisson(8, (runs, 2, k))
+    conv = rng.binomial(req, rng.beta(0.5, 1.5, (runs, 2, k)))
+    per_request = per_user = 0
+    for i in range(runs):
+        c, t = UserRatio(conv[i, 0], req[i, 0]), UserRatio(conv[i, 1], req[i, 1])
+        per_user += delta_ztest(c, t).p_value < 0.05
+        n = req[i].sum(axis=1)
+        per_request += two_proportion_ztest(int(conv[i, 0].sum()), int(n[0]), int(conv[i, 1].sum()),
+                                            int(n[1])).p_value < 0.05  # fmt: skip
+    assert per_request / runs > 0.2  # requests as if independent: about a third of identical models "differ"
+    assert per_user / runs < 0.05 + 2 * math.sqrt(0.05 * 0.95 / runs)
 
 
 def test_sequential_false_alarms_on_aa_stay_below_alpha() -> None:
@@ -160,22 +244,27 @@ def test_sequential_test_has_power() -> None:
 # --- the canary controller -------------------------------------------------------------------------
 @dataclass
 class Arm:
-    """Cumulative counts of one arm since its step started."""
+    """Cumulative per-user totals of one arm since its step started."""
 
-    users: int = 0
-    requests: int = 0
-    ok: int = 0
-    conversions: int = 0
+    requests: list = field(default_factory=list)
+    ok: list = field(default_factory=list)
+    conversions: list = field(default_factory=list)
     errors: dict = field(default_factory=dict)
+
+    def totals(self) -> UserTotals:
+        n = len(self.requests)
+        return UserTotals(np.arange(n, dtype=np.int64), np.array(self.requests, np.int64), np.array(self.ok, np.int64),
+                          np.array(self.conversions, np.int64), np.zeros(n), np.zeros(n, np.int64),
+                          np.zeros(n, np.int64))  # fmt: skip
 
 
 @dataclass
 class Traffic:
-    """Seeded traffic: each tick `users` users make `per_user` requests; users split by the current share."""
+    """Seeded traffic: each tick `users` new users make `per_user` requests; users split by the current share."""
 
     conversion: tuple[float, float]  # champion, challenger
     error: tuple[float, float] = (0.0, 0.0)
-    users: int = 2000
+    users: int = 1000
     per_user: int = 2
     srm_bias: float = 0.0  # extra share of users that shows up in the challenger arm
     p99: tuple[float, float] = (40.0, 40.0)
@@ -189,20 +278,17 @@ class Traffic:
         n_chal = int(self.rng.binomial(self.users, min(1.0, exp.share + self.srm_bias)))
         for i, (name, users) in enumerate((("champion", self.users - n_chal), ("challenger", n_chal))):
             arm = self.arms[name]
-            req = users * self.per_user
-            err = int(self.rng.binomial(req, self.error[i]))
-            ok = req - err
-            arm.users += users
-            arm.requests += req
-            arm.ok += ok
-            arm.conversions += int(self.rng.binomial(ok, self.conversion[i]))
-            if err:
-                arm.errors["timeout"] = arm.errors.get("timeout", 0) + err
-        return tuple(ArmMetrics(name, exp.salt, exp.share, start, t, users=a.users, requests=a.requests, ok=a.ok,
-                                errors=dict(a.errors), latency_p50_ms=10.0, latency_p99_ms=self.p99[i],
-                                conversions=a.conversions)
+            err = self.rng.binomial(self.per_user, self.error[i], users)
+            ok = self.per_user - err
+            arm.requests += [self.per_user] * users
+            arm.ok += ok.tolist()
+            arm.conversions += self.rng.binomial(ok, self.conversion[i]).tolist()
+            if err.sum():
+                arm.errors["timeout"] = arm.errors.get("timeout", 0) + int(err.sum())
+        return tuple(ArmMetrics(name, exp.salt, exp.share, start, t, users=len(a.requests),
+                                requests=sum(a.requests), ok=sum(a.ok), errors=dict(a.errors), latency_p50_ms=10.0,
+                                latency_p99_ms=self.p99[i], conversions=sum(a.conversions), per_user=a.totals())
                      for i, (name, a) in enumerate(self.arms.items()))  # fmt: skip
-
     def run(self, exp: Experiment, ticks: int = 200, every: timedelta = timedelta(minutes=5)) -> list[str]:
         """Evaluate once per tick until the experiment finishes; the actions taken."""
         t = exp.last_time
@@ -270,11 +356,45 @@ def test_sample_ratio_mismatch_stops_the_experiment_first() -> None:
     assert last["srm"]["mismatch"] and last["srm"]["p_value"] < 0.001 and last["test"] is None
 
 
+def one_request_each(n: int, converted: int) -> UserTotals:
+    """`n` users with one answered request each, the first `converted` of them converted."""
+    one, zero = np.ones(n, np.int64), np.zeros(n, np.int64)
+    return UserTotals(np.arange(n), one, one, (np.arange(n) < converted).astype(np.int64), np.zeros(n), zero, zero)
+
+
+def test_the_mismatch_check_counts_users_not_requests() -> None:
+    # 300 vs 300 users at a 50% share, but the challenger's users make 5 requests each: no mismatch
+    exp = new(CanaryPlan(steps=(0.5, 1.0), min_requests=10**6))
+    t = exp.last_time + timedelta(minutes=9)
+    heavy = one_request_each(300, 100)
+    heavy = UserTotals(heavy.user_id, heavy.requests * 5, heavy.ok * 5, heavy.conversions * 5, heavy.latency_ms,
+                       heavy.pre_requests, heavy.pre_conversions)  # fmt: skip
+    arms = [ArmMetrics("champion", exp.salt, 0.5, exp.step_started_at, t, users=300, requests=300, ok=300,
+                       conversions=100, per_user=one_request_each(300, 100)),
+            ArmMetrics("challenger", exp.salt, 0.5, exp.step_started_at, t, users=300, requests=1500, ok=1500,
+                       conversions=500, per_user=heavy)]  # fmt: skip
+    d = exp.evaluate(t, *arms)
+    assert d.srm is not None and not d.srm.mismatch and d.srm.p_value == 1.0 and d.action == "wait"
+
+
+def test_metrics_without_per_user_totals_are_refused() -> None:
+    exp = new()
+    t = exp.last_time + timedelta(minutes=9)
+    bare = [ArmMetrics(a, exp.salt, exp.share, exp.step_started_at, t, users=5, requests=9, ok=9, conversions=2)
+            for a in ("champion", "challenger")]  # fmt: skip
+    with pytest.raises(ValueError, match="lack per-user totals"):
+        exp.evaluate(t, *bare)
+    with pytest.raises(ValueError, match="do not add up"):
+        ArmMetrics("champion", 1, 0.5, T0, t, users=12, requests=12, ok=12, conversions=7,
+                   per_user=one_request_each(12, 6))  # fmt: skip
+
+
 def test_the_mismatch_check_waits_for_enough_users() -> None:
     # 12 vs 18 users at a 25% share would be p < 0.001, but a few dozen users say little (an early burst)
     exp = new(CanaryPlan(steps=(0.25, 1.0), min_requests=2000, srm_min_users=200))
     t = exp.last_time + timedelta(minutes=9)
-    arms = [ArmMetrics(a, exp.salt, exp.share, exp.step_started_at, t, users=n, requests=n, ok=n, conversions=n // 2)
+    arms = [ArmMetrics(a, exp.salt, exp.share, exp.step_started_at, t, users=n, requests=n, ok=n, conversions=n // 2,
+                       per_user=one_request_each(n, n // 2))
             for a, n in (("champion", 12), ("challenger", 18))]  # fmt: skip
     d = exp.evaluate(t, *arms)
     assert d.action == "wait" and d.srm is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
@@ -167,6 +168,7 @@ class FakeIngestor:
 
     lines_consumed, events_stored, replayed, batches, api_outages, last_batch_seconds = 120, 100, 5, 3, 1, 0.25
     quarantined: ClassVar[Counter[str]] = Counter({"malformed": 12, "duplicate": 3})
+    end_offsets = SimpleNamespace(ends={("movielog1", 1): 900, ("movielog1", 0): 1500}, read_at=1.7e9)
 
 
 def test_ingestor_counters_and_metrics_page() -> None:
@@ -181,4 +183,7 @@ def test_ingestor_counters_and_metrics_page() -> None:
     assert samples[("ingest_lines_consumed_total", ())] == 120
     assert samples[("ingest_events_stored_total", ())] == 100
     assert samples[("ingest_quarantined_lines_total", (("reason_kind", "malformed"),))] == 12
+    assert samples[("ingest_end_offset", (("partition", "0"), ("topic", "movielog1")))] == 1500
+    assert samples[("ingest_end_offset", (("partition", "1"), ("topic", "movielog1")))] == 900
+    assert samples[("ingest_end_offset_read_timestamp_seconds", ())] == 1.7e9
     assert samples[("operator_model_info", (("arm", "champion"), ("model_version", "v1")))] == 1

@@ -106,6 +106,29 @@ def test_known_answer_per_arm(store: EventStore) -> None:
     assert (challenger.salt, challenger.share, challenger.start, challenger.end) == (SALT, SHARE, T0, END)
 
 
+def test_each_arm_carries_its_users_totals_and_their_pre_period(store: EventStore) -> None:
+    fill(store, known_lines())
+    (c1, c2, c3), (h1, h2) = users_of(SALT, SHARE, 3)[0], users_of(SALT, SHARE, 2)[1]
+    m = arm_metrics(store, T0, END, SALT, SHARE)
+    champion, challenger = m["champion"].per_user, m["challenger"].per_user
+
+    def rows(u) -> dict[int, tuple]:
+        cols = zip(u.requests.tolist(), u.ok.tolist(), u.conversions.tolist(), u.latency_ms.tolist(),
+                   u.pre_requests.tolist(), u.pre_conversions.tolist(), strict=True)  # fmt: skip
+        return dict(zip(u.user_id.tolist(), cols, strict=True))
+
+    # c1 made a converted request an hour before the window: its pre-period (the default day before)
+    assert rows(champion) == {c1: (2, 2, 1, 30.0, 1, 1), c2: (2, 1, 0, 631.0, 0, 0), c3: (2, 2, 1, 40.0, 0, 0)}
+    assert rows(challenger) == {h1: (2, 1, 1, 12.0, 0, 0), h2: (3, 1, 0, 44.0, 0, 0)}
+    assert list(challenger.errors) == [1, 2]  # h2: a refused connection and an invalid body
+    later = arm_metrics(store, at(30), END, SALT, SHARE, pre_end=T0)  # a later step: pre-period before the start
+    assert rows(later["champion"].per_user) == {c1: (1, 1, 0, 20.0, 1, 1)}
+    none = arm_metrics(store, T0, END, SALT, SHARE, pre_period=timedelta(0))
+    assert none["champion"].per_user.pre_requests.sum() == 0
+    with pytest.raises(ValueError, match="pre-period end .* is after the window start"):
+        arm_metrics(store, T0, END, SALT, SHARE, pre_end=END)
+
+
 def test_a_longer_conversion_window_credits_the_late_watch(store: EventStore) -> None:
     fill(store, known_lines())
     m = arm_metrics(store, T0, END, SALT, SHARE, conversion_window=timedelta(minutes=70))
@@ -188,4 +211,5 @@ def test_tick_feeds_the_controller_from_the_store(store: EventStore) -> None:
     fill(store, known_lines(exp.salt, exp.share))
     d = tick(store, exp, END)
     assert d.champion["requests"] == 6 and d.challenger["requests"] == 5 and d.challenger["errors"] == 3
-    assert d.action == "wait" and "requests in the smaller arm" in d.reason and exp.decisions[-1]["action"] == "wait"
+    assert d.action == "wait" and "2 of 50 users in the smaller arm" in d.reason
+    assert exp.decisions[-1]["action"] == "wait" and d.p_value is None  # no test looks at two users

@@ -51,3 +51,46 @@ def test_a_folder_without_ratings_is_an_error(tmp_path) -> None:
         read(tmp_path)
     with pytest.raises(RatingsFileError, match="does not exist"):
         read(tmp_path / "missing.data")
+
+
+def _ratings_file(path, rerated: bool) -> None:
+    """20 users rating 4..10 of 30 movies (popular ones more often), plus 3 users of 5 ratings each.
+
+    With `rerated`, each of the 3 also rated one of its movies a second time, earlier, with another value.
+    """
+    rng = np.random.default_rng(7)
+    rows = []
+    for user in range(1, 24):
+        n = 5 if user > 20 else int(rng.integers(4, 11))
+        movies = rng.choice(30, n, replace=False, p=np.linspace(2, 0.2, 30) / np.linspace(2, 0.2, 30).sum())
+        rows += [(user, int(m) + 1, int(rng.integers(1, 6)), 880000000 + 1000 * user + k) for k, m in enumerate(movies)]
+    if rerated:
+        rows += [(user, next(r for r in rows if r[0] == user)[1], 1, 870000000 + user) for user in (21, 22, 23)]
+    path.write_text("".join("\t".join(map(str, row)) + "\n" for row in rows))
+
+
+def test_a_movie_rated_twice_keeps_the_latest_rating_and_says_so(tmp_path, caplog) -> None:
+    from movielab.recommender.evaluate import ml100k_protocol
+    from movielab.recommender.models import create
+
+    _ratings_file(tmp_path / "twice.data", rerated=True)
+    _ratings_file(tmp_path / "once.data", rerated=False)
+    twice, once = read(tmp_path / "twice.data"), read(tmp_path / "once.data")
+    assert (twice.merged, once.merged) == (3, 0) and "3 repeated (user, item) ratings merged" in caplog.text
+    for name in ("user", "item", "rating", "timestamp"):
+        assert np.array_equal(getattr(twice, name), getattr(once, name)), name
+
+    def ndcg(r) -> float:
+        rows = ml100k_protocol(r.user, r.item, r.rating, r.timestamp, lambda: [create("popularity")], seeds=(0,),
+                               latency_users=5)  # fmt: skip
+        return rows[0].metrics["ndcg@10"]
+
+    assert ndcg(twice) == ndcg(once) > 0
+
+
+def test_recbole_tokens_are_text(tmp_path) -> None:
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    (tmp_path / "a.inter").write_text(header + "1\t10\t4\t1\n01\t10\t5\t2\n1\t9\t3\t3\n")
+    r = read(tmp_path / "a.inter")
+    assert r.user.tolist() == [1, 0, 1]  # "01" and "1" are two users (text order: "01" < "1")
+    assert r.item.tolist() == [1, 1, 0] and r.merged == 0

@@ -20,6 +20,7 @@ from movielab.recommender.models import create
 from movielab.recommender.models.popularity import Popularity
 from movielab.recommender.registry import Registry
 from movielab.recommender.retrain import (
+    Reference,
     Retrainer,
     RetrainPolicy,
     _same_recipe,
@@ -299,3 +300,52 @@ def test_training_reuses_the_checked_data_and_refuses_data_of_another_snapshot(s
         pipeline.train(store, "popularity", tmp_path / "models", snapshot=other, data=data)
     with pytest.raises(ValueError, match="name the snapshot it was built from"):
         pipeline.train(store, "popularity", tmp_path / "models", data=data)
+
+
+def test_a_deleted_champion_does_not_hand_the_next_candidate_full_traffic(store, registry, tmp_path, caplog) -> None:
+    rolled = []
+    r = retrainer(store, registry, tmp_path, rollout=lambda mv, rec: rolled.append((mv.version, mv.aliases)))
+    first = r.run()
+    assert first.decision == "champion" and first.reference is None and not first.champion_alias_missing
+    served = Reference.of(registry.champion())  # what the operator serves: the reference from now on
+    registry._client.delete_model_version(registry.name, "1")  # an operator cleans up the registry
+    assert registry.champion_version() is None  # the alias went with the version
+    second = r.run(serving=served)
+    assert second.status == "accepted", second.reason
+    assert second.decision == "challenger" and second.champion_alias_missing
+    assert second.reference == f"serving {first.model}/{first.artifact_version}"
+    assert "champion.ndcg@10" in second.metrics  # gated against the serving model's recipe
+    assert registry.champion_version() is None and registry.challenger_version().version == "2"
+    assert rolled[-1] == ("2", ("challenger",))
+    assert "no champion alias" in caplog.text
+    with pytest.raises(ValueError, match="cannot read model, params and version"):
+        Reference.of(tmp_path / "nowhere")
+
+
+def test_the_operator_canaries_against_what_serves_when_the_champion_was_deleted(store, registry, tmp_path,
+                                                                                   caplog) -> None:  # fmt: skip
+    from movielab.recommender.operate import OneServer, Operator
+
+    servers = []
+
+    def start_serving(folder: Path) -> OneServer:
+        servers.append(OneServer(folder))
+        return servers[-1]
+
+    op = Operator(store, retrainer(store, registry, tmp_path), start_serving, tmp_path / "operator")
+    try:
+        first = op.retrain()
+        assert first.decision == "champion" and op.serving is servers[0]
+        served = op.serving.champion
+        registry._client.delete_model_version(registry.name, first.registered_version)
+        second = op.retrain()
+        assert second.status == "accepted" and second.decision == "challenger" and second.champion_alias_missing
+        assert op.serving.champion == served  # the old model still serves everyone but the canary's share
+        exp = op.experiment
+        assert exp is not None and not exp.finished and exp.share == op.plan.steps[0] < 1.0
+        assert exp.champion == f"{first.model}/{first.artifact_version}"  # the reference is what serves
+        assert op.serving.app.state.serving.challenger is not None and len(servers) == 1
+        assert "champion alias is missing" in caplog.text
+    finally:
+        for server in servers:
+            server.stop()

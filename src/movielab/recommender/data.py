@@ -4,14 +4,21 @@ Implicit feedback comes from watching: the value of (user, movie) is the share o
 the user watched (distinct minutes watched / runtime, capped at 1; runtime from the world's
 movie API). Explicit feedback comes from ratings (1..5, or 1..10 in the 2026 edition; the latest one counts). Both are kept
 so each model can choose; see each model's docstring for what it uses.
+
+A (user, movie) pair appears once: where input repeats a pair (a user who re-rated a movie), the
+latest row counts and the number merged is logged (`latest_per_pair`). Kept twice, the pair would
+land in both train and test of a split, and a held-out movie already seen can never be recommended.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+
+logger = logging.getLogger(__name__)
 
 # Demographic segments for cold-start popularity: ML-1M age buckets × gender.
 AGE_EDGES = (18, 25, 35, 45, 50, 56)
@@ -25,6 +32,24 @@ def segment_of(age: np.ndarray, gender: np.ndarray) -> np.ndarray:
 
 
 N_SEGMENTS = (len(AGE_EDGES) + 1) * 2
+
+
+def latest_per_pair(user: np.ndarray, item: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """Sorted row indices that keep, of each (user, item) pair, the row with the latest time (the later row on ties).
+
+    `user` and `item` are integer arrays of one length n (ids or indices), `time` numbers; returns int64
+    indices into the n rows. `len(user) - len(result)` rows were merged into a later one of their pair.
+    """
+    user, item, time = np.asarray(user), np.asarray(item), np.asarray(time)
+    if not len(user) == len(item) == len(time):
+        raise ValueError(f"user, item and time have different lengths: {len(user)}, {len(item)}, {len(time)}")
+    if len(user) == 0:
+        return np.zeros(0, np.int64)
+    order = np.lexsort((np.arange(len(user)), time, item, user))
+    u, i = user[order], item[order]
+    last = np.ones(len(order), bool)
+    last[:-1] = (u[1:] != u[:-1]) | (i[1:] != i[:-1])
+    return np.sort(order[last]).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -71,10 +96,20 @@ class TrainingData:
         segments: dict[int, int] | None = None,
         snapshot_id: str = "unnamed",
     ) -> TrainingData:
-        """Build from one row per (user, movie): share watched (0 if only rated), rating (0 if none), time."""
+        """Build from rows per (user, movie): share watched (0 if only rated), rating (0 if none), time.
+
+        A pair given twice keeps its row with the latest time (a sparse matrix would add the two up);
+        how many were merged is logged.
+        """
         users, u_idx = np.unique(np.asarray(user_ids, np.int64), return_inverse=True)
         items, i_idx = np.unique(np.asarray(movie_ids, dtype=object).astype(str), return_inverse=True)
         shape = (len(users), len(items))
+        keep = latest_per_pair(u_idx, i_idx, np.asarray(times))
+        if len(keep) < len(u_idx):
+            logger.info("training data %s: %d repeated (user, movie) rows merged into their latest",
+                        snapshot_id, len(u_idx) - len(keep))  # fmt: skip
+            u_idx, i_idx = u_idx[keep], i_idx[keep]
+            watched, ratings, times = (np.asarray(a)[keep] for a in (watched, ratings, times))
 
         def mat(values: np.ndarray, dtype) -> sp.csr_matrix:
             m = sp.csr_matrix((np.asarray(values, dtype), (u_idx, i_idx)), shape=shape, dtype=dtype)

@@ -16,7 +16,8 @@ Protocols.
 1. Published (`ml100k_protocol`): per user, a random floor(20%) of ALL their ratings (at least one when
    they have two) is held out; every rating counts as a positive whatever its value. The catalog is
    every movie of the data set. Fit on the 80%, evaluate on the 20%, for each seed (0..4 by default);
-   report the mean and the sample standard deviation over seeds.
+   report the mean and the sample standard deviation over seeds. A (user, movie) pair rated twice
+   keeps its latest rating (the number merged is logged): kept twice, it could be in train and test.
 2. Time-aware (`time_split`, for store snapshots): one global cut-off at the (1 - test_fraction)
    quantile of interaction times (a cell's time is its last interaction). Train = cells before the
    cut-off; users and items first seen at or after it are not in the training data at all, so nothing
@@ -39,7 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
-from movielab.recommender.data import TrainingData
+from movielab.recommender.data import TrainingData, latest_per_pair
 from movielab.recommender.models import Model
 
 logger = logging.getLogger(__name__)
@@ -125,7 +126,11 @@ def random_split(user: np.ndarray, seed: int, test_fraction: float = 0.2) -> np.
 
 def ratings_data(user: np.ndarray, item: np.ndarray, rating: np.ndarray, timestamp: np.ndarray,
                  n_users: int, n_items: int, snapshot_id: str = "ratings") -> TrainingData:  # fmt: skip
-    """TrainingData from rating rows (row indices), keeping the whole n_users × n_items catalog."""
+    """TrainingData from rating rows (row indices), keeping the whole n_users × n_items catalog.
+
+    A (user, item) pair given twice keeps its latest row (a sparse matrix would add the two ratings).
+    """
+    user, item, rating, timestamp = _latest_ratings(user, item, rating, timestamp, snapshot_id)
 
     def mat(values: np.ndarray, dtype) -> sp.csr_matrix:
         return sp.csr_matrix((np.asarray(values, dtype), (user, item)), shape=(n_users, n_items), dtype=dtype)
@@ -133,6 +138,17 @@ def ratings_data(user: np.ndarray, item: np.ndarray, rating: np.ndarray, timesta
     return TrainingData(np.arange(n_users, dtype=np.int64), [str(i) for i in range(n_items)],
                         sp.csr_matrix((n_users, n_items), dtype=np.float32), mat(rating, np.float32),
                         mat(timestamp, np.float64), np.full(n_users, -1, np.int16), snapshot_id)  # fmt: skip
+
+
+def _latest_ratings(user: np.ndarray, item: np.ndarray, rating: np.ndarray, timestamp: np.ndarray,
+                    what: str) -> tuple[np.ndarray, ...]:  # fmt: skip
+    """The rows with the latest rating of each (user, item) pair; logs how many were merged."""
+    keep = latest_per_pair(user, item, timestamp)
+    if len(keep) == len(user):
+        return user, item, rating, timestamp
+    logger.warning("%s: %d repeated (user, item) ratings merged into the latest of their pair", what,
+                   len(user) - len(keep))  # fmt: skip
+    return tuple(np.asarray(a)[keep] for a in (user, item, rating, timestamp))
 
 
 def time_split(data: TrainingData, test_fraction: float = 0.2) -> tuple[TrainingData, sp.csr_matrix]:
@@ -222,6 +238,7 @@ def ml100k_protocol(user: np.ndarray, item: np.ndarray, rating: np.ndarray, time
                     test_fraction: float = 0.2, latency_users: int = 500) -> list[Row]:  # fmt: skip
     """The published protocol: per-user random 80/20 split of all ratings, per seed; rows of mean ± std."""
     n_users, n_items = int(np.max(user)) + 1, int(np.max(item)) + 1
+    user, item, rating, timestamp = _latest_ratings(user, item, rating, timestamp, "the protocol's ratings")
     runs: dict[str, list[Row]] = {}
     for seed in seeds:
         held = random_split(user, seed, test_fraction)

@@ -6,6 +6,11 @@ assignment each partition starts at the later of the group's committed offset an
 own next offset, so the store, not Kafka, is the authority on what has been ingested.
 When the world API is down the batch is retried as it is (nothing quarantined, nothing committed).
 
+Consumer lag is end offsets − committed offsets, both in the broker's offset space: `EndOffsets` reads
+each partition's end (high watermark) from the broker in a thread of its own, so the figure keeps growing
+while ingestion is stuck and stays right when a producer restarts (a producer's own line counter starts
+again at 0, the topic's offsets do not).
+
     python -m movielab.recommender.ingest --kafka HOST:PORT --topic movielog1 --store events.duckdb \
         --api http://127.0.0.1:8080 [--until-idle 5]
 """
@@ -25,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from movielab.contract.editions import CURRENT, Edition
 from movielab.kafka import consumer_config
@@ -64,6 +69,7 @@ class Ingestor:
         self._consumer: Consumer | None = None
         self.assigned = threading.Event()  # set once the group gave this consumer its partitions
         self.users: UserFetcher | None = None  # started with the consumer when fetch_users
+        self.end_offsets: EndOffsets | None = None  # started with the consumer: the topics' end offsets
         self._writer: ThreadPoolExecutor | None = None
         self._pending: _InFlight | None = None
         # Counters (monitoring exports them).
@@ -151,6 +157,9 @@ class Ingestor:
             users, self.users = self.users, None
             if users is not None:
                 users.stop()
+            ends, self.end_offsets = self.end_offsets, None
+            if ends is not None:
+                ends.stop()
 
     # --- internals -------------------------------------------------------------------------------
     def _start(self) -> Consumer:
@@ -158,6 +167,10 @@ class Ingestor:
             api = WorldApi(self.api.base_url, self.api.timeout, negative_ttl=0, cache_users=False)
             self.users = UserFetcher(self.store, api, refresh_after=self.refresh_after)
             self.users.start()
+        if self.end_offsets is None:
+            self.end_offsets = EndOffsets(self.bootstrap, self.topics, f"{self.group_id}-end-offsets",
+                                          **self._overrides)  # fmt: skip
+            self.end_offsets.start()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
         if self._consumer is None:
@@ -286,6 +299,64 @@ def _ends(records: list[Record]) -> dict[tuple[str, int], int]:
         if offset >= ends.get((topic, partition), -1):
             ends[(topic, partition)] = offset + 1
     return ends
+
+
+class EndOffsets(threading.Thread):
+    """Reads every partition's end offset (high watermark) of `topics` from the broker every `every` seconds.
+
+    Its own consumer, never subscribed (no group join, nothing committed), in its own thread: the ends
+    keep moving while the ingest loop is stuck, which is when lag matters. `ends` maps (topic, partition)
+    to the offset the next produced message will get; `read_at` is the wall time (epoch s) of the last
+    complete read, 0 before the first. A failed read is logged and leaves the last values.
+    """
+
+    def __init__(self, bootstrap: str, topics: Sequence[str], group_id: str, every: float = 5.0,
+                 timeout: float = 5.0, **consumer_overrides: object) -> None:  # fmt: skip
+        super().__init__(name="ingest-end-offsets", daemon=True)
+        self.bootstrap = bootstrap
+        self.topics = list(topics)
+        self.every = every
+        self.timeout = timeout
+        self.ends: dict[tuple[str, int], int] = {}
+        self.read_at = 0.0
+        self.failures = 0
+        self._settings = consumer_config(bootstrap, group_id, **{**consumer_overrides, "logger": logger})
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        """Read until `stop`; the consumer lives and dies in this thread."""
+        consumer = Consumer(self._settings)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self.read(consumer)
+                except (KafkaException, IngestError, KeyError) as exc:  # a broker hiccup: the next read tries again
+                    self.failures += 1
+                    logger.warning("end offsets of %s on %s cannot be read: %s", self.topics, self.bootstrap, exc)
+                self._stopping.wait(self.every)
+        finally:
+            consumer.close()
+
+    def read(self, consumer: Consumer) -> dict[tuple[str, int], int]:
+        """One read of every partition's end offset; returns and keeps them."""
+        ends = {}
+        for topic in self.topics:
+            meta = consumer.list_topics(topic, timeout=self.timeout).topics[topic]
+            if meta.error is not None:
+                raise IngestError(f"topic {topic}: {meta.error.str()}")
+            for partition in sorted(meta.partitions):
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.timeout,
+                                                         cached=False)  # fmt: skip
+                ends[(topic, partition)] = int(high)
+        self.ends = ends  # one assignment: a scrape sees the old read or the new one, never half
+        self.read_at = time.time()
+        return ends
+
+    def stop(self) -> None:
+        """Stop reading and close the consumer."""
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout=self.timeout + 5.0)
 
 
 class UserFetcher(threading.Thread):

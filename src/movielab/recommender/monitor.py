@@ -11,9 +11,11 @@
    reference profile (a given one, else the same hours a day earlier): drift, availability, conversion
    and feedback-loop gauges.
 
-Consumer lag is not computed here: the world exports `world_lines_produced_total{topic}` and the
-recording rule `topic:consumer_lag:lines` subtracts `ingest_committed_offset` (broker watermarks
-are wrong on tansu, see DESIGN.md).
+Consumer lag is not computed here: the ingestor exports each partition's end offset, read from the
+broker (`ingest_end_offset`, see `ingest.EndOffsets`), this loop the store's next offset per partition
+(`ingest_committed_offset`), and the recording rule `topic:consumer_lag:lines` subtracts the two. Both
+are in the broker's offset space, so a producer that restarts (its own line counter back at 0) cannot
+make the lag negative.
 """
 
 from __future__ import annotations
@@ -308,6 +310,27 @@ class IngestorCollector(Collector):
         yield q
         yield GaugeMetricFamily("ingest_last_batch_seconds", "Wall time of the last stored batch",
                                 value=ing.last_batch_seconds)  # fmt: skip
+        if ing.end_offsets is not None:
+            yield from EndOffsetsCollector(ing.end_offsets).collect()
+
+
+class EndOffsetsCollector(Collector):
+    """Exports an `ingest.EndOffsets` reader's last read: `ingest_end_offset{topic, partition}` and its time."""
+
+    def __init__(self, end_offsets) -> None:
+        self.end_offsets = end_offsets
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        """The end offsets of the last complete read (none before the first)."""
+        ends = self.end_offsets
+        family = GaugeMetricFamily("ingest_end_offset", "End offset (high watermark) of each partition, read from "
+                                   "the broker: the offset the next produced line gets", labels=["topic", "partition"])  # fmt: skip
+        for (topic, partition), offset in sorted(ends.ends.items()):
+            family.add_metric([topic, str(partition)], offset)
+        yield family
+        if ends.read_at:
+            yield GaugeMetricFamily("ingest_end_offset_read_timestamp_seconds", "Wall time of the last complete "
+                                    "read of the end offsets", value=ends.read_at)  # fmt: skip
 
 
 def create_metrics_app(metrics: OperatorMetrics) -> Starlette:

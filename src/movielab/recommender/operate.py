@@ -39,7 +39,7 @@ from movielab.recommender.experiments import CanaryPlan, Experiment, ExperimentE
 from movielab.recommender.monitor import IngestorCollector, MonitorLoop, OperatorMetrics, create_metrics_app
 from movielab.recommender.online import arm_metrics, by_arm
 from movielab.recommender.registry import RegistryError
-from movielab.recommender.retrain import Retrainer, RunRecord, stream_time
+from movielab.recommender.retrain import Reference, Retrainer, RunRecord, stream_time
 from movielab.recommender.store import EventStore
 from movielab.webserver import ServerThread
 
@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 class Serving(Protocol):
     """What the operator asks of the serving side (`movielab.recommender.fleet.Fleet` has it)."""
+
+    champion: Path  # the version folder served as champion: the reference a candidate is canaried against
 
     def rollout(self, version: Path) -> Any: ...
 
@@ -68,6 +70,11 @@ class OneServer:
         self.app = serve.create_app(loaded.table, folder=loaded.folder, manifest=loaded.manifest)
         self.server = ServerThread(self.app, host, port).start()
         self.url = self.server.url
+
+    @property
+    def champion(self) -> Path:
+        """The version folder served as champion."""
+        return Path(self.app.state.serving.champion.folder)
 
     def rollout(self, version: Path) -> None:
         """Serve `version` as champion (built first, then swapped in with one assignment)."""
@@ -169,9 +176,11 @@ class Operator:
                 raise OperatorError(f"retraining now would replace the running canary {self.experiment.name!r}; "
                                     "promote or roll it back first")  # fmt: skip
             self._run_started = time.perf_counter()
-            record = self.retrainer.run(trigger)
+            # What serves is the reference, whatever the registry says (its champion may have been deleted)
+            record = self.retrainer.run(trigger, self._reference())
             self.runs.append(record)
-            if record.status == "rejected" and record.snapshot and self.registry.champion_version() is None:
+            if (record.status == "rejected" and record.snapshot and self.serving is None
+                    and self.registry.champion_version() is None):  # fmt: skip
                 self._bootstrap(record)
             return record
 
@@ -236,6 +245,9 @@ class Operator:
         """The retrainer's rollout step: the first champion starts serving, a challenger starts a canary."""
         folder = self._prepare(Path(record.folder))
         label = f"{record.model}/{record.artifact_version}"
+        if record.champion_alias_missing:
+            logger.warning("the registry's champion alias is missing (version deleted?); %s is canaried against "
+                           "the serving %s", label, record.reference)  # fmt: skip
         if record.decision == "champion":
             if self.serving is None:
                 self.serving = self.start_serving(folder)
@@ -261,7 +273,8 @@ class Operator:
 
     def _start_canary(self, folder: Path, registered, label: str, at: str | None) -> Experiment:
         champ = self.registry.champion_version()
-        champion_label = _label(champ) if champ else "none"
+        ref = None if champ else self._reference()
+        champion_label = _label(champ) if champ else (ref.label if ref else "none")
         stamp = datetime.fromisoformat(at) if at else datetime.now(UTC).replace(tzinfo=None)
         name = f"canary-v{registered.version}-{stamp:%Y%m%dT%H%M%S}"
         self.serving.load_challenger(folder, self.plan.steps[0], salt_of(name))
@@ -279,7 +292,7 @@ class Operator:
         exp = self.experiment
         if now <= exp.step_started_at:
             return
-        metrics = arm_metrics(self.store, exp.step_started_at, now, exp.salt, exp.share)
+        metrics = arm_metrics(self.store, exp.step_started_at, now, exp.salt, exp.share, pre_end=exp.started_at)
         self.metrics.set_conversion(by_arm(metrics, "conversion"), self._arm_labels())
         decision = exp.evaluate(now, metrics["champion"], metrics["challenger"])
         self._apply(decision.action, now)
@@ -314,6 +327,10 @@ class Operator:
             decision = getattr(exp, action)(now, by, reason)
             self._apply(action, now)
             return decision.as_dict()
+
+    def _reference(self) -> Reference | None:
+        """The champion actually serving (from its folder's manifest), None when nothing serves."""
+        return None if self.serving is None else Reference.of(self.serving.champion)
 
     def _prepare(self, folder: Path) -> Path:
         """Write the store's user segments next to a version, for replicas (they have no store)."""

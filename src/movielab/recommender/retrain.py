@@ -13,6 +13,12 @@ train part and scored on the test part (NDCG@10, full ranking). The candidate is
 output has NaNs or is empty, when it ranks no held-out item, or when it is below popularity or the champion
 by more than `tolerance` (a share of the champion's NDCG). With no champion yet, the first accepted
 version becomes the champion; later ones become the challenger, which the rollout callback receives.
+
+The model actually serving is the reference, whatever the registry says: when the caller names what
+serves (`run(serving=Reference.of(folder))`) and the registry has no champion alias (its version was
+deleted, and the alias with it), the candidate is gated against the serving model's recipe and becomes
+the challenger, to be canaried against it; it never becomes champion without a canary. The record says
+so (`champion_alias_missing`), and it is logged.
 """
 
 from __future__ import annotations
@@ -93,10 +99,32 @@ class RunRecord:
     run_id: str | None = None
     decision: str | None = None  # "champion" or "challenger" for an accepted run
     seconds: dict[str, float] = field(default_factory=dict)
+    reference: str | None = None  # what the candidate was judged against: "registry version 3", "serving ease/v0002"
+    champion_alias_missing: bool = False  # a model serves but the registry names no champion
 
     def as_dict(self) -> dict[str, Any]:
         """The record as a JSON-ready dict."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The model actually serving as champion: its recipe (model class and parameters) and its label."""
+
+    model: str
+    params: dict[str, Any]
+    label: str  # "<model>/<artifact version>", e.g. "ease/v0002"
+
+    @classmethod
+    def of(cls, folder: Path | str) -> Reference:
+        """The reference a served version folder describes (its manifest.json); ValueError names the folder."""
+        path = Path(folder) / "manifest.json"
+        try:
+            m = json.loads(path.read_text())
+            return cls(str(m["model"]), dict(m.get("params") or {}), f"{m['model']}/{m['version']}")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"served version {folder}: cannot read model, params and version from {path}: "
+                             f"{exc!r}") from None  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -303,8 +331,12 @@ class Retrainer:
             return None
         return self.run(trigger="schedule")
 
-    def run(self, trigger: str = "on demand") -> RunRecord:
-        """One full run now; never raises (a failure is a record with status `failed`)."""
+    def run(self, trigger: str = "on demand", serving: Reference | None = None) -> RunRecord:
+        """One full run now; never raises (a failure is a record with status `failed`).
+
+        `serving`: the model actually serving as champion, if any; with it, a candidate is never made
+        champion directly, even when the registry has lost its champion alias.
+        """
         p = self.policy
         record = RunRecord(uuid.uuid4().hex[:12], trigger, _utc_iso(), p.model, dict(p.params))
         t0 = time.perf_counter()
@@ -313,7 +345,7 @@ class Retrainer:
             self._keep(record)
             return record
         try:
-            self._run(record)
+            self._run(record, serving)
         except _Rejected as rejected:
             record.status, record.reason = "rejected", str(rejected)
         except Exception as exc:  # the service boundary: the operator must survive any stage's error
@@ -327,7 +359,7 @@ class Retrainer:
         self._keep(record)
         return record
 
-    def _run(self, record: RunRecord) -> None:
+    def _run(self, record: RunRecord, serving: Reference | None = None) -> None:
         p = self.policy
         with _stage(record, "snapshot"):
             now = stream_time(self.store)
@@ -357,6 +389,13 @@ class Retrainer:
         with _stage(record, "gate"):
             champ = self.registry.champion_version()
             recipe = None if champ is None else (champ.model, champ.params)
+            record.reference = None if champ is None else f"registry version {champ.version}"
+            if champ is None and serving is not None:
+                record.champion_alias_missing = True
+                recipe, record.reference = (serving.model, serving.params), f"serving {serving.label}"
+                logger.warning("retraining run %s: the registry has no champion alias but %s serves; the "
+                               "candidate is judged against it and canaried, not made champion", record.id,
+                               serving.label)  # fmt: skip
             verdict = gate(trained.model, data, recipe, p)
             record.metrics = verdict.metrics
             if not verdict.accepted:
@@ -366,7 +405,7 @@ class Retrainer:
             registered = self.registry.register(trained, verdict.metrics,
                                                 tags={"retrain_run": record.id, "gate": verdict.reason})  # fmt: skip
             record.registered_version, record.run_id = registered.version, registered.run_id
-            if champ is None:
+            if champ is None and serving is None:  # nothing serves: there is nothing to canary against
                 registered = self.registry.promote(registered.version)
                 record.decision = "champion"
             else:

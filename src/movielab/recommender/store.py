@@ -532,11 +532,14 @@ class EventStore:
         return table["user_id"].to_numpy()
 
     def arm_request_metrics(self, arms: pa.Table, start: datetime, end: datetime, conversion_window: timedelta,
-                            max_seq: int) -> pa.Table:  # fmt: skip
-        """Per arm: users, requests, ok, errors by kind, latency p50/p99, conversions, completion, ratings.
+                            max_seq: int) -> tuple[pa.Table, pa.Table]:  # fmt: skip
+        """Per arm and per user of each arm: request outcomes, conversions, completion, ratings.
 
         `arms` maps `user_id` → `arm`; requests are those in [start, end) ingested up to `max_seq`. See
-        `_arm_metrics_sql` for what counts as a conversion. Arms without requests have no row.
+        `_arm_requests_sql` for what counts as a conversion. Returns two tables:
+        - per arm: users, requests, ok, errors by kind, latency p50/p99, conversions, completion, ratings;
+        - per user (the unit of randomization): arm, user_id, requests, ok, conversions, latency_ms (sum).
+        Arms and users without requests have no row.
         """
         arms = arms.select(["user_id", "arm"]).cast(pa.schema([("user_id", pa.int64()), ("arm", pa.string())]))
         params = {"start": start, "end": end, "max_seq": max_seq, "window": conversion_window,
@@ -544,9 +547,13 @@ class EventStore:
         with self._lock:
             self._con.register("_arms", arms)
             try:
-                return self._con.execute(_arm_metrics_sql(), params).to_arrow_table()
+                requests = self._con.execute(_arm_requests_sql(), params).to_arrow_table()
+                self._con.register("_arm_requests", requests)
+                return (self._con.execute(_PER_ARM_SQL).to_arrow_table(),
+                        self._con.execute(_PER_USER_SQL).to_arrow_table())  # fmt: skip
             finally:
                 self._con.unregister("_arms")
+                self._con.unregister("_arm_requests")
 
 
 _USER_FIELDS = ("user_id", "age", "gender", "occupation")
@@ -626,8 +633,8 @@ def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _arm_metrics_sql() -> str:
-    """Per-arm request outcomes with last-touch conversions (see `arm_request_metrics`).
+def _arm_requests_sql() -> str:
+    """One row per request with its arm and outcome, and last-touch conversions (see `arm_request_metrics`).
 
     A watch line is credited to the user's latest request at or before it (last touch, so a refresh
     never counts one watch twice). A request converts when such a line is of one of its recommended
@@ -666,12 +673,21 @@ def _arm_metrics_sql() -> str:
             FROM hit h JOIN events e ON e.user_id = h.user_id AND e.movie_id = h.movie_id AND e.kind = 'rate'
                  AND e.time >= h.at AND e.time < $end AND e.seq <= $max_seq
             GROUP BY h.rseq)
-        SELECT r.arm, count(DISTINCT r.user_id) AS users, count(*) AS requests,
-               count(*) FILTER (WHERE r.error IS NULL) AS ok,
-               quantile_cont(r.response_ms, 0.5)::DOUBLE AS latency_p50_ms,
-               quantile_cont(r.response_ms, 0.99)::DOUBLE AS latency_p99_ms,
-               count(h.rseq) AS conversions, avg(d.completion)::DOUBLE AS completion_mean,
-               count(t.rating) AS ratings, avg(t.rating)::DOUBLE AS rating_mean,
-               histogram(r.error_kind) FILTER (WHERE r.error_kind IS NOT NULL) AS errors
-        FROM r LEFT JOIN hit h ON h.rseq = r.seq LEFT JOIN done d ON d.rseq = r.seq LEFT JOIN rated t ON t.rseq = r.seq
-        GROUP BY r.arm ORDER BY r.arm"""
+        SELECT r.arm, r.user_id, r.error IS NULL AS ok, r.error_kind, r.response_ms, h.rseq IS NOT NULL AS converted,
+               d.completion, t.rating
+        FROM r LEFT JOIN hit h ON h.rseq = r.seq LEFT JOIN done d ON d.rseq = r.seq LEFT JOIN rated t ON t.rseq = r.seq"""
+
+
+_PER_ARM_SQL = """
+SELECT arm, count(DISTINCT user_id) AS users, count(*) AS requests, count(*) FILTER (WHERE ok) AS ok,
+       quantile_cont(response_ms, 0.5)::DOUBLE AS latency_p50_ms,
+       quantile_cont(response_ms, 0.99)::DOUBLE AS latency_p99_ms,
+       count(*) FILTER (WHERE converted) AS conversions, avg(completion)::DOUBLE AS completion_mean,
+       count(rating) AS ratings, avg(rating)::DOUBLE AS rating_mean,
+       histogram(error_kind) FILTER (WHERE error_kind IS NOT NULL) AS errors
+FROM _arm_requests GROUP BY arm ORDER BY arm"""
+
+_PER_USER_SQL = """
+SELECT arm, user_id, count(*) AS requests, count(*) FILTER (WHERE ok) AS ok,
+       count(*) FILTER (WHERE converted) AS conversions, coalesce(sum(response_ms), 0)::DOUBLE AS latency_ms
+FROM _arm_requests GROUP BY arm, user_id ORDER BY arm, user_id"""

@@ -3,6 +3,14 @@
 Each reader returns a `MovieLensData`; every malformed line raises `DataFormatError` naming the file
 and the line. Ratings are parsed with pyarrow (ml-25m has 25M lines); the small movie and user files
 are parsed line by line, which also gives exact line numbers for free.
+
+Input is not taken as it comes:
+- Text files GroupLens ships in latin-1 (u.item, u.user, movies.dat, users.dat) are often re-saved as
+  UTF-8; each is decoded as UTF-8 first, then latin-1, and text that still reads as UTF-8 decoded as
+  latin-1 (`MisÃ©rables`) is refused with the line: mojibake never becomes a title.
+- RecBole `:token` ids are text; an id that is not a plain integer (`01`) is refused, since read as a
+  number it would silently merge with `1`.
+- A user who rated a movie twice keeps the latest rating of the pair; how many were merged is logged.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from movielab.contract.slug import split_title_year
@@ -51,12 +60,26 @@ def _require(folder: Path, name: str) -> Path:
     return path
 
 
+# UTF-8 of é, ü, ’ … read as latin-1 or cp1252: "Ã" or "Â" (or "â" before "€") then a character of 0x80..0xBF
+# (or its cp1252 look-alike). Real titles do not have these pairs; re-saved files do.
+_MOJIBAKE = re.compile("[\u00c2\u00c3][\u0080-\u00bf\u2018-\u203a\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc]|\u00e2\u20ac")
+AUTO = "utf-8, else latin-1"  # the encoding argument of `_lines` that detects it
+
+
 def _lines(path: Path, encoding: str) -> list[str]:
+    """The file's lines; `encoding` AUTO tries UTF-8, then latin-1. Mojibake is a DataFormatError at its line."""
     raw = path.read_bytes()
     try:
-        text = raw.decode(encoding)
+        text = raw.decode("utf-8" if encoding == AUTO else encoding)
     except UnicodeDecodeError as exc:
-        raise DataFormatError(path, raw[: exc.start].count(b"\n") + 1, f"not valid {encoding}") from None
+        if encoding != AUTO:
+            raise DataFormatError(path, raw[: exc.start].count(b"\n") + 1, f"not valid {encoding}") from None
+        text = raw.decode("latin-1")  # every byte is a latin-1 character: this cannot fail
+    bad = _MOJIBAKE.search(text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        raise DataFormatError(path, line, f"{bad.group()!r} is UTF-8 text decoded with a wrong encoding (mojibake); "
+                              "the file was re-saved badly: restore the original download")  # fmt: skip
     # split on "\n" only: str.splitlines would also split latin-1 text on \x85 and friends.
     lines = [line.rstrip("\r") for line in text.split("\n")]
     return lines[:-1] if lines and lines[-1] == "" else lines
@@ -96,6 +119,18 @@ def _num(value: str, what: str, kind: type = int) -> Any:
         return kind(value)
     except ValueError:
         raise ValueError(f"{what} {value!r} is not {'an integer' if kind is int else 'a number'}") from None
+
+
+_PLAIN_ID = re.compile(r"0|[1-9][0-9]{0,17}")
+
+
+def _id(value: str, what: str) -> int:
+    """An id that must be a plain integer: `01` is refused (as text it is another id than `1`)."""
+    if not _PLAIN_ID.fullmatch(value):
+        plain = value.isascii() and value.isdigit()
+        raise ValueError(f"{what} {value!r} is not " + ("a plain integer (a token like '01' is not the id 1)"
+                                                        if plain else "an integer"))  # fmt: skip
+    return int(value)
 
 
 def _genre_list(names: list[str], vocabulary: dict[str, int | None]) -> list[int]:
@@ -150,7 +185,9 @@ def _read_ratings(path: Path, sep: str, header: str | None) -> tuple[dict[str, n
     source: Any = path
     if sep == "::":  # pyarrow wants a one-character delimiter
         source = io.BytesIO(path.read_bytes().replace(b"::", b"\t"))
-    types = {"user": pa.int64(), "movie": pa.int64(), "rating": pa.float64(), "timestamp": pa.float64()}
+    tokens = header == _RECBOLE_HEADERS["inter"]  # RecBole ids are `:token`, text: checked, then numbers
+    id_type = pa.string() if tokens else pa.int64()
+    types = {"user": id_type, "movie": id_type, "rating": pa.float64(), "timestamp": pa.float64()}
     try:
         table = pacsv.read_csv(
             source,
@@ -161,6 +198,8 @@ def _read_ratings(path: Path, sep: str, header: str | None) -> tuple[dict[str, n
         )  # fmt: skip
     except pa.ArrowException as exc:
         raise _diagnose_ratings(path, sep, first_line, str(exc)) from None
+    if tokens:
+        table = _token_ids(table, path, first_line)
     cols = {name: table.column(name).to_numpy() for name in _RATING_COLUMNS}
     for name, ok, reason in (
         ("rating", (cols["rating"] >= 0.5) & (cols["rating"] <= 5.0), "is outside 0.5..5"),
@@ -170,6 +209,19 @@ def _read_ratings(path: Path, sep: str, header: str | None) -> tuple[dict[str, n
             i = int(np.argmin(ok))
             raise DataFormatError(path, first_line + i, f"{name} {cols[name][i]} {reason}")
     return cols, first_line
+
+
+def _token_ids(table: pa.Table, path: Path, first_line: int) -> pa.Table:
+    """User and movie token columns as int64, refusing a token that is not a plain integer (`01`)."""
+    for name, what in (("user", "user id"), ("movie", "item id")):
+        column = table.column(name)
+        plain = pc.match_substring_regex(column, f"^(?:{_PLAIN_ID.pattern})$").to_numpy(zero_copy_only=False)
+        if not plain.all():
+            i = int(np.argmin(plain))
+            raise DataFormatError(path, first_line + i, f"{what} {column[i].as_py()!r} is not a plain integer "
+                                  "(a token like '01' is not the id 1)")  # fmt: skip
+        table = table.set_column(table.schema.get_field_index(name), name, pc.cast(column, pa.int64()))
+    return table
 
 
 def _diagnose_ratings(path: Path, sep: str, first_line: int, arrow_reason: str) -> DataFormatError:
@@ -223,18 +275,34 @@ def _data(name: str, folder: Path, movies: Movies, users: Users | None, path: Pa
         n_users, user = len(users), _row_index(cols["user"], users.source_id, path, first_line, "user")
     else:
         n_users, user = _dense_index(cols["user"])
-    ratings = Ratings(user=user, movie=movie, rating=cols["rating"].astype(np.float32),
-                      timestamp=cols["timestamp"].astype(np.int64))  # fmt: skip
+    keep = _latest_per_pair(user, movie, cols["timestamp"])
+    if len(keep) < len(user):
+        logger.warning("%s: %d repeated (user, movie) ratings merged into the latest of their pair", path,
+                       len(user) - len(keep))  # fmt: skip
+    ratings = Ratings(user=user[keep], movie=movie[keep], rating=cols["rating"][keep].astype(np.float32),
+                      timestamp=cols["timestamp"][keep].astype(np.int64))  # fmt: skip
     logger.info("loaded %s from %s: %d users, %d movies, %d ratings", name, folder, n_users, len(movies), len(ratings))
     return MovieLensData(name=name, movies=movies, ratings=ratings, users=users, n_users=n_users,
                          source=f"folder {folder}")  # fmt: skip
+
+
+def _latest_per_pair(user: np.ndarray, movie: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """Sorted row indices keeping the latest rating of each (user, movie) pair (the later line on equal times).
+
+    A pair kept twice would be in train and test of a split: the held-out movie is already seen.
+    """
+    key = user.astype(np.int64) << 32 | movie.astype(np.int64)
+    order = np.lexsort((np.arange(len(key)), time, key))
+    last = np.ones(len(order), bool)
+    last[:-1] = key[order][1:] != key[order][:-1]
+    return np.sort(order[last])
 
 
 def _ml100k_user(sep: str) -> Callable[[str], _UserRow]:
     def parse(line: str) -> _UserRow:
         uid, age, gender, occupation, zip_code = _fields(line, sep, 5)
         years = _num(age, "age")
-        return _num(uid, "user id"), years, _gender(gender), ml1m_occupation(occupation, years), zip_code
+        return _id(uid, "user id"), years, _gender(gender), ml1m_occupation(occupation, years), zip_code
 
     return parse
 
@@ -245,7 +313,7 @@ def _ml100k_native_movie(line: str) -> _MovieRow:
     if any(flag not in ("0", "1") for flag in flags):
         raise ValueError(f"genre flags must be 0 or 1, got {'|'.join(flags)!r}")
     genres = [i - 1 for i, flag in enumerate(flags) if flag == "1" and i > 0]  # flag 0 is "unknown"
-    return (_num(fields[0], "movie id"), *_title_year(fields[1]), genres)
+    return (_id(fields[0], "movie id"), *_title_year(fields[1]), genres)
 
 
 def _ml100k_recbole_movie(line: str) -> _MovieRow:
@@ -258,12 +326,12 @@ def _ml100k_recbole_movie(line: str) -> _MovieRow:
         title, year_value = _title_year(title)
     else:
         raise ValueError(f"release year {year!r} is not a year")
-    return _num(item_id, "item id"), title, year_value, _genre_list(classes.split(), _RECBOLE_GENRES)
+    return _id(item_id, "item id"), title, year_value, _genre_list(classes.split(), _RECBOLE_GENRES)
 
 
 def _ml1m_movie(line: str) -> _MovieRow:
     movie_id, title, genres = _fields(line, "::", 3)
-    return (_num(movie_id, "movie id"), *_title_year(title), _genre_list(genres.split("|"), GENRE_INDEX))
+    return (_id(movie_id, "movie id"), *_title_year(title), _genre_list(genres.split("|"), GENRE_INDEX))
 
 
 def _ml1m_user(line: str) -> _UserRow:
@@ -271,7 +339,7 @@ def _ml1m_user(line: str) -> _UserRow:
     code = _num(occupation, "occupation")
     if not 0 <= code < len(OCCUPATIONS):
         raise ValueError(f"occupation code {code} is outside 0..{len(OCCUPATIONS) - 1}")
-    return _num(uid, "user id"), _num(age, "age"), _gender(gender), code, zip_code
+    return _id(uid, "user id"), _num(age, "age"), _gender(gender), code, zip_code
 
 
 def _latest_movies(path: Path) -> Movies:
@@ -284,7 +352,7 @@ def _latest_movies(path: Path) -> Movies:
             if len(row) != 3:
                 raise ValueError(f"expected 3 comma-separated fields, got {len(row)}")
             genres = _genre_list(row[2].split("|"), _LATEST_GENRES)
-            rows.append((_num(row[0], "movie id"), *_title_year(row[1]), genres))
+            rows.append((_id(row[0], "movie id"), *_title_year(row[1]), genres))
     except (ValueError, csv.Error) as exc:
         raise DataFormatError(path, reader.line_num + 1, str(exc)) from None
     return _movies(path, (rows, 2))
@@ -294,8 +362,8 @@ def load_ml100k_native(folder: Path | str) -> MovieLensData:
     """Load GroupLens' ml-100k files (u.data, u.item, u.user) from `folder`."""
     folder = Path(folder)
     item_path, user_path, data_path = (_require(folder, f) for f in ("u.item", "u.user", "u.data"))
-    movies = _movies(item_path, _table(item_path, "latin-1", _ml100k_native_movie))
-    users = _users(user_path, _table(user_path, "latin-1", _ml100k_user("|")))
+    movies = _movies(item_path, _table(item_path, AUTO, _ml100k_native_movie))
+    users = _users(user_path, _table(user_path, AUTO, _ml100k_user("|")))
     return _data("ml-100k", folder, movies, users, data_path, "\t")
 
 
@@ -312,8 +380,8 @@ def load_ml1m(folder: Path | str) -> MovieLensData:
     """Load GroupLens' ml-1m files (ratings.dat, users.dat, movies.dat; latin-1, "::"-separated) from `folder`."""
     folder = Path(folder)
     movie_path, user_path, rating_path = (_require(folder, f) for f in ("movies.dat", "users.dat", "ratings.dat"))
-    movies = _movies(movie_path, _table(movie_path, "latin-1", _ml1m_movie))
-    users = _users(user_path, _table(user_path, "latin-1", _ml1m_user))
+    movies = _movies(movie_path, _table(movie_path, AUTO, _ml1m_movie))
+    users = _users(user_path, _table(user_path, AUTO, _ml1m_user))
     return _data("ml-1m", folder, movies, users, rating_path, "::")
 
 
