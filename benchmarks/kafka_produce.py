@@ -1,4 +1,4 @@
-"""Watch lines/s into the embedded tansu broker: raw confluent-kafka loop (the ceiling) vs KafkaSink.
+"""Watch lines/s into the embedded broker: raw confluent-kafka loop (the ceiling) vs KafkaSink.
 
 Starts its own broker, pre-formats N course-shaped watch lines (`<time>,<user>,GET /data/m/<movie>/<minute>.mpg`,
 users drawn from 1..1,000,000), then for each producer: produces all of them into a fresh topic, flushes,
@@ -130,7 +130,7 @@ def main() -> None:
             if got != args.n:
                 raise SystemExit(f"{name}: read back {got:,} of {args.n:,} messages from {topic!r}")
             rows.append((name, args.n / (t1 - t0), args.n / (t2 - t1 - join), args.n / (t2 - t0), join))
-    print(f"\n{args.n:,} lines, {args.partitions} partitions, embedded tansu on loopback")
+    print(f"\n{args.n:,} lines, {args.partitions} partitions, embedded broker on loopback")
     print(f"{'producer':<26}{'produce msg/s':>15}{'read msg/s*':>13}{'produce+read msg/s':>21}{'group join s':>14}")
     for name, p, r, pr, join in rows:
         print(f"{name:<26}{p:>15,.0f}{r:>13,.0f}{pr:>21,.0f}{join:>14.1f}")

@@ -24,7 +24,7 @@ from typing import Protocol
 # since Python 3.11; the warning is about its packaging, not about how it is used here.
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "(read|open)_text is deprecated", DeprecationWarning)
-    import kafka  # noqa: F401
+    import kafka
     import kafka.structs  # noqa: F401
 
 Record = tuple[int, int, bytes | None, bytes]

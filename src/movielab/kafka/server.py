@@ -79,9 +79,10 @@ class PartitionLog:
         self._producers: dict[int, deque[tuple[int, int]]] = {}
 
     def append(self, records: bytes) -> int:
-        """Append the batches in `records`; return the first offset they got. Raises InvalidRecords."""
+        """Append the batches in `records`, all or none; return the first offset they got. Raises InvalidRecords."""
         view = memoryview(records)
-        pos, first = 0, None
+        found = []  # (start, size, last offset delta, max timestamp, producer id, base sequence)
+        pos = 0
         while pos < len(view):
             if len(view) - pos < _BATCH_HEADER:
                 raise InvalidRecords(f"{len(view) - pos} trailing byte(s) are shorter than a batch header")
@@ -93,28 +94,31 @@ class PartitionLog:
             if magic != 2:
                 raise InvalidRecords(f"batch at byte {pos} has magic {magic}; only v2 record batches are served")
             (last_delta,) = _I32.unpack_from(view, pos + 23)
+            if last_delta < 0:
+                raise InvalidRecords(f"batch at byte {pos} has a negative last offset delta {last_delta}")
             (max_ts,) = _I64.unpack_from(view, pos + 35)
             (producer_id,) = _I64.unpack_from(view, pos + 43)
             (base_sequence,) = _I32.unpack_from(view, pos + 53)
-            if last_delta < 0:
-                raise InvalidRecords(f"batch at byte {pos} has a negative last offset delta {last_delta}")
-            seen = self._producers.get(producer_id) if producer_id >= 0 and base_sequence >= 0 else None
+            found.append((pos, size, last_delta, max_ts, producer_id, base_sequence))
+            pos += size
+        first = None
+        for start, size, last_delta, max_ts, producer_id, base_sequence in found:
+            idempotent = producer_id >= 0 and base_sequence >= 0
+            seen = self._producers.get(producer_id) if idempotent else None
             duplicate = next((off for seq, off in seen if seq == base_sequence), None) if seen else None
             if duplicate is not None:  # a retry of a batch we already have
                 first = duplicate if first is None else first
-                pos += size
                 continue
-            batch = bytearray(view[pos : pos + size])
+            batch = bytearray(view[start : start + size])
             _I64.pack_into(batch, 0, self.end)
             if first is None:
                 first = self.end
-            if producer_id >= 0 and base_sequence >= 0:
+            if idempotent:
                 self._producers.setdefault(producer_id, deque(maxlen=_DEDUP_WINDOW)).append((base_sequence, self.end))
             self.bases.append(self.end)
             self.batches.append(bytes(batch))
             self.max_timestamps.append(max_ts)
             self.end += last_delta + 1
-            pos += size
         return self.end if first is None else first
 
     def read(self, offset: int, max_bytes: int) -> bytes:
@@ -245,10 +249,9 @@ class Broker:
         r = Reader(frame)
         api_key, version, correlation_id = r.int16(), r.int16(), r.int32()
         client_id = r.nullable_string() or ""
-        flexible = api_key == 18 and version >= 3  # the only flexible version advertised
-        if flexible:
-            r.skip_tags()
         handler = self._handlers.get(api_key)
+        if api_key == 18 and version == 3:  # the only flexible version served: header v2 has tagged fields
+            r.skip_tags()
         if handler is None or not handler[0] <= version <= handler[1]:
             if api_key == 18:  # answer in v0 so the client can learn what is supported
                 return _I32.pack(correlation_id) + self._api_versions_body(UNSUPPORTED_VERSION, 0).getvalue()
