@@ -5,7 +5,8 @@ Every driver reads a topic with its client's own API: `beginning` reads the whol
 beginning), takes the first `take` messages, commits the offsets after them and closes, `committed` asks
 the broker for the group's committed offsets, and `end_offsets` for the high watermarks. A record is
 (partition, offset, key, value). Drivers: kafka-python, aiokafka, confluent-kafka and kcat (Debian's
-binary, librdkafka 2.0). Time-outs are generous: a driver stops early as soon as it has what it waits for.
+binary, librdkafka 2.0). Time-outs are generous: a driver stops early as soon as it has what it waits for. After `beginning`,
+`reached_at - started_at` is how long the client took to read the expected count (monotonic seconds).
 """
 
 from __future__ import annotations
@@ -71,10 +72,12 @@ class KafkaPython:
             for records in batches.values():
                 out.extend((m.partition, m.offset, m.key, m.value) for m in records)
             if len(out) >= want and quiet_until is None:
-                quiet_until = time.monotonic() + _QUIET_S
+                self.reached_at = time.monotonic()
+                quiet_until = self.reached_at + _QUIET_S
         return out
 
     def beginning(self, bootstrap: str, topic: str, partitions: int, expect: int) -> list[Record]:
+        self.started_at = self.reached_at = time.monotonic()
         from kafka import TopicPartition
 
         consumer = self._consumer(bootstrap, None)
@@ -149,10 +152,12 @@ class AioKafka:
             for records in (await consumer.getmany(timeout_ms=200, max_records=limit)).values():
                 out.extend((m.partition, m.offset, m.key, m.value) for m in records)
             if not exact and len(out) >= want and quiet_until is None:
-                quiet_until = time.monotonic() + _QUIET_S
+                self.reached_at = time.monotonic()
+                quiet_until = self.reached_at + _QUIET_S
         return out
 
     def beginning(self, bootstrap: str, topic: str, partitions: int, expect: int) -> list[Record]:
+        self.started_at = self.reached_at = time.monotonic()
         from aiokafka import TopicPartition
 
         async def run() -> list[Record]:
@@ -218,7 +223,7 @@ class ConfluentKafka:
     def version(self) -> str:
         import confluent_kafka
 
-        return f"{confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})"
+        return f"{version('confluent-kafka')} (librdkafka {confluent_kafka.libversion()[0]})"
 
     def _consumer(self, bootstrap: str, group: str):
         from confluent_kafka import Consumer
@@ -238,10 +243,12 @@ class ConfluentKafka:
                 if m.error() is None:
                     out.append((m.partition(), m.offset(), m.key(), m.value()))
             if not exact and len(out) >= want and quiet_until is None:
-                quiet_until = time.monotonic() + _QUIET_S
+                self.reached_at = time.monotonic()
+                quiet_until = self.reached_at + _QUIET_S
         return out
 
     def beginning(self, bootstrap: str, topic: str, partitions: int, expect: int) -> list[Record]:
+        self.started_at = self.reached_at = time.monotonic()
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
         consumer = self._consumer(bootstrap, "unused-no-subscribe")  # assign(): the group is never joined
@@ -297,7 +304,8 @@ class Kcat:
             raise FileNotFoundError("kcat is not installed (Debian package kcat)")
         done = subprocess.run([self.binary, *args], capture_output=True, text=True, timeout=timeout, check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"kcat {' '.join(args)} exited with {done.returncode}: {done.stderr.strip()[-2000:]}")
+            last = (done.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
+            raise RuntimeError(f"kcat {' '.join(args)} exited with {done.returncode}: {last}")
         return done.stdout
 
     def version(self) -> str:
@@ -312,7 +320,10 @@ class Kcat:
                  r["payload"].encode()) for r in rows]  # fmt: skip
 
     def beginning(self, bootstrap: str, topic: str, partitions: int, expect: int) -> list[Record]:
-        return self._records(self._run(["-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-J", "-q"]))
+        self.started_at = time.monotonic()
+        out = self._run(["-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-J", "-q"])
+        self.reached_at = time.monotonic()
+        return self._records(out)
 
     def group_read(self, bootstrap: str, topic: str, group: str, take: int) -> list[Record]:
         # A balanced consumer (-G) that exits after `take` messages; it commits the offsets of the messages it
