@@ -2,8 +2,8 @@
 
 For each client (kafka-python, aiokafka, confluent-kafka, Debian's kcat) on a fresh broker: produce N course
 watch lines keyed by user into movielog1 (3 partitions, as the world creates it), then
-- reads from the beginning: every line exactly once, offsets 0, 1, 2, … per partition; messages/s read
-  (client start-up and connection included, kcat's process start too);
+- reads from the beginning: every line exactly once, offsets 0, 1, 2, … per partition; messages/s read,
+  the best of --reads reads (client start-up and connection included, kcat's process start too);
 - group commit: a consumer group takes the first half, commits, is restarted, resumes exactly at the committed
   offsets, and between the two runs reads every line exactly once;
 - end offsets right: the client's high watermarks add up to N.
@@ -56,20 +56,22 @@ def short(exc: BaseException) -> str:
     return f"no: {text}"[:60]
 
 
-def check(driver: Driver, start: AbstractContextManager, n: int) -> dict[str, str]:
+def check(driver: Driver, start: AbstractContextManager, n: int, reads: int) -> dict[str, str]:
     row = {"beginning": "-", "msg/s": "-", "group": "-", "end offsets": "-"}
     with start as bootstrap:
         expected = produce(bootstrap, n)
         try:
-            records = driver.beginning(bootstrap, TOPIC, PARTITIONS, n)
+            best = float("inf")
+            for _ in range(reads):  # the best of a few reads: the machine is shared, a single one is noisy
+                records = driver.beginning(bootstrap, TOPIC, PARTITIONS, n)
+                best = min(best, driver.reached_at - driver.started_at)
             got = Counter((k, v) for *_, k, v in records)
             in_order = all(
                 [o for p2, o, *_ in records if p2 == p] == list(range(next_offsets(records).get(p, 0)))
                 for p in range(PARTITIONS)
             )
             row["beginning"] = "yes" if got == expected and in_order else f"no: {sum(got.values())} of {n} lines"
-            seconds = driver.reached_at - driver.started_at
-            row["msg/s"] = f"{len(records) / seconds:,.0f}" if seconds > 0 and got == expected else "-"
+            row["msg/s"] = f"{len(records) / best:,.0f}" if best > 0 and got == expected else "-"
         except Exception as exc:  # noqa: BLE001 (whatever a client fails with is its answer: no)
             row["beginning"] = short(exc)
         try:
@@ -97,6 +99,7 @@ def check(driver: Driver, start: AbstractContextManager, n: int) -> dict[str, st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=100_000, help="lines produced per client")
+    ap.add_argument("--reads", type=int, default=3, help="reads from the beginning per client (msg/s: the best)")
     ap.add_argument("--clients", default=",".join(DRIVERS), help="comma-separated: " + ", ".join(DRIVERS))
     ap.add_argument("--no-tansu", action="store_true", help="skip the tansu baseline")
     args = ap.parse_args()
@@ -117,7 +120,7 @@ def main() -> None:
                 rows.append((broker_name, driver.name, "not installed", {}))
                 continue
             t = time.perf_counter()
-            row = check(driver, start(), args.n)
+            row = check(driver, start(), args.n, args.reads)
             print(f"  {broker_name} / {driver.name}: {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
             rows.append((broker_name, driver.name, driver.version(), row))
     print(f"\n{args.n:,} lines into {TOPIC} ({PARTITIONS} partitions) per client, loopback\n")
