@@ -199,3 +199,37 @@ def test_movielab_broker_serves_until_sigterm(tmp_path):
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_kafka_python_admin_creates_lists_and_deletes_topics(broker):
+    import kafka_drivers  # noqa: F401 (imports kafka-python without its import-time deprecation warnings)
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        admin.create_topics([NewTopic("admin-made", num_partitions=4, replication_factor=1)])
+        assert "admin-made" in admin.list_topics()
+        assert end_offset(broker.bootstrap, "admin-made", 3) == 0  # partition 3 exists
+        admin.delete_topics(["admin-made"])
+        assert "admin-made" not in admin.list_topics()
+    finally:
+        admin.close()
+
+
+def test_offsets_for_times_point_at_the_first_batch_at_or_after_the_time(broker):
+    ensure_topics(broker.bootstrap, ["timed"], partitions=1)
+    with KafkaSink(broker.bootstrap, "timed") as sink:
+        sink.write([1] * 10, [f"early {i}" for i in range(10)])
+    time.sleep(0.05)
+    cut = int(time.time() * 1000)
+    time.sleep(0.05)
+    with KafkaSink(broker.bootstrap, "timed") as sink:
+        sink.write([1] * 5, [f"late {i}" for i in range(5)])
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "timed"})
+    try:
+        (found,) = c.offsets_for_times([TopicPartition("timed", 0, cut)], timeout=10)
+        (future,) = c.offsets_for_times([TopicPartition("timed", 0, cut + 3_600_000)], timeout=10)
+    finally:
+        c.close()
+    assert found.offset == 10
+    assert future.offset == -1  # nothing that late (Kafka answers -1 too)

@@ -53,7 +53,7 @@ def test_offset_for_time_finds_the_first_batch_at_or_after_it():
     log = PartitionLog()
     for ts in (1000, 2000, 3000):
         log.append(batch(10, max_ts=ts))
-    assert [log.offset_for_time(t) for t in (0, 1000, 1500, 3000, 3001)] == [0, 0, 10, 20, 30]
+    assert [log.offset_for_time(t) for t in (0, 1000, 1500, 3000, 3001)] == [0, 0, 10, 20, -1]
 
 
 @pytest.mark.parametrize(("records", "reason"), [

@@ -125,7 +125,8 @@ class PartitionLog:
         """Whole batches from the one holding `offset`, up to `max_bytes` (but at least one batch)."""
         i = max(0, bisect.bisect_right(self.bases, offset) - 1)
         out, total = [], 0
-        for batch in itertools.islice(self.batches, i, None):
+        for j in range(i, len(self.batches)):  # by index: a slice or islice would walk from the start
+            batch = self.batches[j]
             if out and total + len(batch) > max_bytes:
                 break
             out.append(batch)
@@ -133,11 +134,11 @@ class PartitionLog:
         return b"".join(out)
 
     def offset_for_time(self, timestamp: int) -> int:
-        """Base offset of the first batch holding a record at or after `timestamp` (ms); the end if none."""
+        """Base offset of the first batch holding a record at or after `timestamp` (ms); -1 if none (as Kafka)."""
         for base, ts in zip(self.bases, self.max_timestamps, strict=True):
             if ts >= timestamp:
                 return base
-        return self.end
+        return -1
 
 
 @dataclass
