@@ -201,19 +201,27 @@ def test_movielab_broker_serves_until_sigterm(tmp_path):
         proc.stderr.close()
 
 
-def test_kafka_python_admin_creates_lists_and_deletes_topics(broker):
+def test_kafka_python_admin_creates_and_lists_topics_but_deletes_only_where_allowed(broker):
     import kafka_drivers  # noqa: F401 (imports kafka-python without its import-time deprecation warnings)
     from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicDeletionDisabledError
 
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    try:
-        admin.create_topics([NewTopic("admin-made", num_partitions=4, replication_factor=1)])
-        assert "admin-made" in admin.list_topics()
-        assert end_offset(broker.bootstrap, "admin-made", 3) == 0  # partition 3 exists
-        admin.delete_topics(["admin-made"])
-        assert "admin-made" not in admin.list_topics()
-    finally:
-        admin.close()
+    with EmbeddedBroker(allow_topic_deletion=True) as deleting:
+        for b, deletes in ((broker, False), (deleting, True)):
+            admin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+            try:
+                admin.create_topics([NewTopic("admin-made", num_partitions=4, replication_factor=1)])
+                assert "admin-made" in admin.list_topics()
+                assert end_offset(b.bootstrap, "admin-made", 3) == 0  # partition 3 exists
+                if deletes:
+                    admin.delete_topics(["admin-made"])
+                    assert "admin-made" not in admin.list_topics()
+                else:
+                    with pytest.raises(TopicDeletionDisabledError):
+                        admin.delete_topics(["admin-made"])
+                    assert "admin-made" in admin.list_topics()
+            finally:
+                admin.close()
 
 
 def test_offsets_for_times_point_at_the_first_batch_at_or_after_the_time(broker):

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -51,11 +52,14 @@ class EmbeddedBroker:
 
     It runs in its own process (`python -m movielab.kafka.server`), so it keeps serving while the caller's
     interpreter is busy. `binary` replaces that command by an executable taking `--host` and `--port`.
+    Topics cannot be deleted unless `allow_topic_deletion` (clients get TOPIC_DELETION_DISABLED).
     """
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1", start_timeout: float = 15.0,
-                 stop_timeout: float = 3.0, binary: Path | str | None = None) -> None:  # fmt: skip
+                 stop_timeout: float = 3.0, binary: Path | str | None = None,
+                 allow_topic_deletion: bool = False) -> None:  # fmt: skip
         self.host = host
+        self.allow_topic_deletion = allow_topic_deletion
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._requested_port = port
@@ -112,7 +116,7 @@ class EmbeddedBroker:
         self._port = None
         logger.info("Kafka broker (pid %d) stopped", pid)
 
-    def __enter__(self) -> EmbeddedBroker:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -120,13 +124,15 @@ class EmbeddedBroker:
 
     def _spawn(self, command: list[str], port: int) -> None:
         cmd = [*command, "--host", self.host, "--port", str(port)]
+        if self.allow_topic_deletion:
+            cmd.append("--allow-topic-deletion")
         fd, name = tempfile.mkstemp(prefix=f"movielab-kafka-{port}-", suffix=".log")
         self._log_path = Path(name)
         # Own session: a Ctrl-C reaches only us, and we stop the broker in order.
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
                                           env={**os.environ, "NO_COLOR": "1"}, start_new_session=True,
-                                          preexec_fn=_die_with_parent_hook())  # fmt: skip
+                                          preexec_fn=_die_with_parent_hook())  # fmt: skip  # noqa: PLW1509 (prctl only, no locks)
         except OSError as exc:
             self._remove_log()
             raise BrokerError(f"cannot run the Kafka broker {cmd[0]}: {exc}") from exc

@@ -10,7 +10,9 @@ so the high watermark is exactly the next offset to be written (the sum over par
 messages a consumer can read). Record CRCs are checked by consumers, not here. Idempotent producers get a
 producer id, and a retried batch (same producer id and base sequence as one of the last five) is answered
 with its first offset instead of being written twice. Transactions, ACLs, SASL/TLS, quotas and
-replication are not served: the broker is for one machine, and binds to loopback by default.
+replication are not served: the broker is for one machine, and binds to loopback by default. Any client
+can create topics and produce (as on an open Kafka cluster); deleting topics is refused with
+TOPIC_DELETION_DISABLED unless the broker runs with --allow-topic-deletion.
 
 Run it with `python -m movielab.kafka.server --port 9092` (or `movielab broker`); `EmbeddedBroker` in
 `movielab.kafka.broker` starts and stops it as a child process.
@@ -48,6 +50,7 @@ INVALID_TOPIC, ILLEGAL_GENERATION, INCONSISTENT_GROUP_PROTOCOL, INVALID_GROUP_ID
 UNKNOWN_MEMBER_ID, INVALID_SESSION_TIMEOUT, REBALANCE_IN_PROGRESS = 25, 26, 27
 UNSUPPORTED_VERSION, TOPIC_ALREADY_EXISTS, INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR = 35, 36, 37, 38
 INVALID_REQUEST, UNSUPPORTED_FOR_MESSAGE_FORMAT, FETCH_SESSION_ID_NOT_FOUND = 42, 43, 70
+TOPIC_DELETION_DISABLED = 73
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -180,8 +183,9 @@ class Broker:
     """The broker's state and request handlers; `serve()` runs it on an asyncio loop."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9092, advertised_host: str | None = None,
-                 default_partitions: int = 1) -> None:  # fmt: skip
+                 default_partitions: int = 1, allow_topic_deletion: bool = False) -> None:  # fmt: skip
         self.host = host
+        self.allow_topic_deletion = allow_topic_deletion
         self.port = port
         self.advertised_host = advertised_host or host
         self.default_partitions = default_partitions
@@ -381,6 +385,10 @@ class Broker:
         r.int32()
         results = []
         for name in names:
+            if not self.allow_topic_deletion:  # as Kafka with delete.topic.enable=false: a team cannot wipe a stream
+                logger.warning("client %r asked to delete topic %r: deletion is disabled", client, name)
+                results.append((name, TOPIC_DELETION_DISABLED))
+                continue
             results.append((name, NONE if self.topics.pop(name, None) is not None else UNKNOWN_TOPIC_OR_PARTITION))
             for group in self.groups.values():
                 for key in [k for k in group.offsets if k[0] == name]:
@@ -877,9 +885,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9092, help="TCP port (0: any free one)")
     parser.add_argument("--advertised-host", default=None, help="host clients are told to connect to")
     parser.add_argument("--default-partitions", type=int, default=1, help="partitions of auto-created topics")
+    parser.add_argument("--allow-topic-deletion", action="store_true",
+                        help="serve DeleteTopics (off by default: any client could wipe a team's stream)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    broker = Broker(args.host, args.port, args.advertised_host, args.default_partitions)
+    broker = Broker(args.host, args.port, args.advertised_host, args.default_partitions, args.allow_topic_deletion)
 
     async def run() -> None:
         stop = asyncio.Event()
