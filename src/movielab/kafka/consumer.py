@@ -1,4 +1,4 @@
-"""Consumer settings that suit tansu and real clusters alike, and a whole-topic reader for tests and demos."""
+"""Consumer settings that suit the embedded broker and real clusters alike, and a whole-topic reader for tests and demos."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ class ConsumeError(RuntimeError):
 
 
 def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str, Any]:
-    """Consumer settings: manual commits, start at the earliest offset, 6 s session (tansu joins in ~3 s)."""
+    """Consumer settings: manual commits, start at the earliest offset, 6 s session."""
     return {"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-            # A group join on tansu takes about half of session.timeout.ms: 23 s at the 45 s default.
+            # A consumer that dies without leaving holds its partitions for this long (45 s by default).
             "session.timeout.ms": 6000,
             # librdkafka pauses a partition's fetching for this long once its local queue is full;
             # the 1000 ms default caps reading at ~140k msg/s, 50 ms reads ~1M msg/s.

@@ -1,7 +1,7 @@
 """Prometheus figures of the world's Kafka sinks: lines produced per topic, read at scrape time.
 
 Consumer lag is `world_lines_produced_total{topic}` minus the consumer's committed offsets (a recording
-rule in deploy/prometheus/alerts.yml); broker watermarks are not used because tansu's are wrong.
+rule in deploy/prometheus/alerts.yml), so it does not depend on the cluster's reported watermarks.
 """
 
 from __future__ import annotations

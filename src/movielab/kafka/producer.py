@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 from confluent_kafka import KafkaError, Producer
 
@@ -122,7 +122,7 @@ class KafkaSink:
         if failed or undelivered:
             raise DeliveryError(self.topic, self.bootstrap, failed, undelivered, self._reason())
 
-    def __enter__(self) -> KafkaSink:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
