@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from movielab.auth import AuthError, read_tokens
 from movielab.contract import MalformedEvent, RecommendationEvent, parse_line
 from movielab.kafka.admin import ensure_topics
 from movielab.kafka.broker import EmbeddedBroker
@@ -62,9 +63,21 @@ def bad_version(champion_folder: Path, folder: Path) -> Path:
     return folder
 
 
+TOKENS: list[Path] = []  # the operator's token file (created by it at start, next to its store)
+
+
+def auth() -> dict[str, str]:
+    """The operator's control token as headers ({} until the operator has written its token file)."""
+    try:
+        return read_tokens(TOKENS[0]).headers()
+    except (AuthError, IndexError):
+        return {}
+
+
 def status(ctrl: str) -> dict | None:
     try:
-        return httpx.get(f"{ctrl}/status", timeout=30).json()
+        r = httpx.get(f"{ctrl}/status", headers=auth(), timeout=30)
+        return r.json() if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
 
@@ -86,6 +99,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="movielab-soak-"))
     rec = work / "rec"
+    TOKENS.append(rec / "access.tokens")
     serve_port, ctrl_port, api_port = free_port(), free_port(), free_port()
     ctrl = f"http://127.0.0.1:{ctrl_port}"
     t0 = time.perf_counter()
@@ -130,10 +144,10 @@ def main() -> None:
                 ready = due and (promoted or now - start_stream >= timedelta(days=2))
                 if ready and injected is None and not s["schedule_paused"]:
                     # A freeze, as an engineer would before a manual canary: no scheduled canary starts meanwhile.
-                    httpx.post(f"{ctrl}/schedule/pause", timeout=30)
+                    httpx.post(f"{ctrl}/schedule/pause", headers=auth(), timeout=30)
                     print(f"  paused the retraining schedule at stream time {s['stream_time']}", flush=True)
                 elif injected and "answer" in injected and idle and s["schedule_paused"]:
-                    httpx.post(f"{ctrl}/schedule/resume", timeout=30)
+                    httpx.post(f"{ctrl}/schedule/resume", headers=auth(), timeout=30)
                     print(f"  resumed the retraining schedule at stream time {s['stream_time']}", flush=True)
                 if (injected is None or "answer" not in injected) and ready and idle and s["schedule_paused"]:
                     try:
@@ -169,7 +183,7 @@ def inject_bad(rec: Path, s: dict, ctrl: str, done: dict | None) -> dict:
         folder = bad_version(registry.folder(registry.champion_version()), rec / "bad" / "popularity" / "v0001")
         registered = registry.register(load(folder), tags={"note": "deliberately bad: least popular movies first"})
         done = {"version": registered.version}
-    r = httpx.post(f"{ctrl}/canary/start", json={"version": done["version"]}, timeout=600)
+    r = httpx.post(f"{ctrl}/canary/start", json={"version": done["version"]}, headers=auth(), timeout=600)
     print(f"  canary of the deliberately bad version (registry v{done['version']}) at stream time "
           f"{s['stream_time']}: {r.status_code} {r.text[:200]}", flush=True)  # fmt: skip
     if r.status_code == 200:
