@@ -221,3 +221,23 @@ def _alive(pid: int) -> bool:
         return False
     # A zombie has exited; only its parent's wait is missing.
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_serving_on_every_interface_keeps_replicas_and_admin_on_loopback(tmp_path, versions) -> None:
+    with Fleet(tmp_path / "fleet", versions[0], replicas=1, host="0.0.0.0") as fleet:  # noqa: S104 - the point
+        r = fleet.replicas[0]
+        listening = _listening()
+        assert listening[fleet.port] == "0.0.0.0"
+        assert listening[r.port] == "127.0.0.1" and listening[r.admin_port] == "127.0.0.1"
+        assert httpx.get(f"http://127.0.0.1:{fleet.port}/admin/state").status_code == 403  # nginx: not forwarded
+
+
+def _listening() -> dict[int, str]:
+    """Port -> IPv4 address of every listening TCP socket (Linux /proc/net/tcp)."""
+    out = {}
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = row.split()[1], row.split()[3]
+        if state == "0A":  # LISTEN
+            addr, port = local.split(":")
+            out[int(port, 16)] = ".".join(str(int(addr[i : i + 2], 16)) for i in (6, 4, 2, 0))
+    return out
