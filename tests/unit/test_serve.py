@@ -719,3 +719,15 @@ def test_the_admin_log_names_the_authenticated_identity(admin, version, caplog) 
         assert admin.post("/admin/drop").status_code == 200
     assert "admin load of" in caplog.text and "as challenger by alice" in caplog.text
     assert "admin drop by alice" in caplog.text
+
+
+def test_several_roots_each_allow_loads_and_nothing_outside_them(client, tokens, tmp_path) -> None:
+    cache = save_version(tmp_path / "cache" / "version-3", "v0003", seed=3)
+    other = save_version(tmp_path / "other" / "v0004", "v0004", seed=4)
+    app = create_admin_app(client.app, tokens, [tmp_path / "models", tmp_path / "cache"])
+    with TestClient(app, headers=tokens.headers()) as admin:
+        assert admin.post("/admin/load", json={"folder": str(cache)}).status_code == 200
+        r = admin.post("/admin/load", json={"folder": str(other)})
+        assert (r.status_code, r.json()["error"]) == (400, "folder must lie inside the artifacts root")
+    with pytest.raises(ValueError, match="at least one artifacts root"):
+        create_admin_app(client.app, tokens, [])

@@ -123,7 +123,7 @@ class Fleet:
     def __init__(self, folder: Path, version: Path, replicas: int = 2, port: int | None = None,
                  host: str = "127.0.0.1", segments: Path | None = None, timeouts: Timeouts | None = None,
                  nginx_binary: str | None = None, tokens: Path | None = None,
-                 root: Path | None = None) -> None:  # fmt: skip
+                 root: Path | list[Path] | None = None) -> None:  # fmt: skip
         if replicas < 1:
             raise ValueError(f"a fleet needs at least one replica, got {replicas}")
         self.folder = Path(folder).resolve()
@@ -135,7 +135,9 @@ class Fleet:
         self.timeouts = timeouts or Timeouts()
         self.nginx_binary = nginx_binary
         self.tokens_path = Path(tokens) if tokens is not None else self.folder / "access.tokens"
-        self.root = Path(root).resolve() if root is not None else self.version.parent.parent
+        roots = [self.version.parent.parent] if root is None else [root] if isinstance(root, str | Path) else root
+        self.roots = [Path(r).resolve() for r in roots]
+        self.root = self.roots[0]
         self.tokens: Tokens | None = None
         self.replicas: list[Replica] = []
         self.nginx: Nginx | None = None
@@ -187,7 +189,7 @@ class Fleet:
         log = self.folder / f"replica-{port}.log"
         cmd = [sys.executable, "-m", "movielab.recommender.fleet", "replica", "--host", REPLICA_HOST, "--port",
                str(port), "--admin-port", str(admin_port), "--version", str(version), "--tokens",
-               str(self.tokens_path), "--root", str(self.root)]  # fmt: skip
+               str(self.tokens_path)] + [a for r in self.roots for a in ("--root", str(r))]  # fmt: skip
         if self.segments is not None:
             cmd += ["--segments", str(self.segments)]
         with open(log, "ab") as out:  # the child keeps its own descriptor
@@ -448,10 +450,10 @@ def _tail(log: Path, lines: int = 5) -> str:
 
 
 # --- the replica process -------------------------------------------------------------------------
-def serve_replica(host: str, port: int, admin_port: int, version: Path, tokens: Path, root: Path,
+def serve_replica(host: str, port: int, admin_port: int, version: Path, tokens: Path, root: list[Path],
                   segments: Path | None = None) -> None:  # fmt: skip
     """Load `version`, serve `/recommend` on host:port and the admin routes (token from `tokens`, loads inside
-    `root`) on host:admin_port until SIGTERM; blocking. It does not stop with its parent: serving outlives the
+    the `root` folders) on host:admin_port until SIGTERM; blocking. It does not stop with its parent: serving outlives the
     operator, and the next operator adopts it."""
     from movielab.recommender.serve import create_admin_app, create_app, load_version
     from movielab.webserver import serve_listeners
@@ -478,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--admin-port", dest="admin_port", type=int, required=True)
     p.add_argument("--version", type=Path, required=True, help="version folder (manifest.json + arrays)")
     p.add_argument("--tokens", type=Path, required=True, help="token file the admin port accepts")
-    p.add_argument("--root", type=Path, required=True, help="artifacts root: admin loads stay inside it")
+    p.add_argument("--root", type=Path, action="append", required=True,
+                   help="artifacts root: admin loads stay inside it (repeat for several)")
     p.add_argument("--segments", type=Path, help="user id -> segment file (.json or .arrow)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -514,8 +514,10 @@ def run(config, replicas: int = 2, control_port: int = 8083, tick_seconds: float
         else:
             from movielab.recommender.fleet import Fleet
 
+            # Versions come from the artifacts (a fresh run) and from the registry's download cache (resume).
+            roots = [Path(config.artifacts), Path(operator.registry.cache)]
             fleet = Fleet(base / "fleet", version, replicas, config.port, config.host, tokens=tokens_path,
-                          root=Path(config.artifacts))  # fmt: skip
+                          root=roots)  # fmt: skip
             servings.append(fleet.start())
         return servings[-1]
 

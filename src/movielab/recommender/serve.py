@@ -34,6 +34,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -475,13 +476,17 @@ class _AdminError(Exception):
         self.status = status
 
 
-def create_admin_app(app: Starlette, tokens: Tokens, root: str | Path) -> Starlette:
+def create_admin_app(app: Starlette, tokens: Tokens, root: str | Path | Sequence[str | Path]) -> Starlette:
     """The admin and explain routes over `app`'s serving state, for a listener of their own (loopback):
     `GET /admin/state`, `POST /admin/load|share|promote|drop`, `GET /explain/<user>`; every request needs a
-    token of `tokens` (401 otherwise) and folders must resolve inside `root` (the artifacts root)."""
+    token of `tokens` (401 otherwise) and folders must resolve inside `root` (the artifacts root; several
+    roots, e.g. the artifacts and the registry's download cache, may be given)."""
+    roots = [root] if isinstance(root, str | Path) else list(root)
+    if not roots:
+        raise ValueError("the admin app needs at least one artifacts root")
     admin = Starlette(exception_handlers={Exception: _internal_error})
     admin.state.public = app
-    admin.state.root = Path(root).resolve()
+    admin.state.roots = tuple(Path(r).resolve() for r in roots)
     admin.router.routes.extend([
         Route("/explain/{userid:path}", _explain, methods=["GET"]),
         Route("/admin/state", _admin_state, methods=["GET"]),
@@ -525,14 +530,14 @@ async def _body(request: Request, model: type[_Body]) -> _Body:
         raise _AdminError(400, f"bad request body: {problems}") from None
 
 
-def _inside(root: Path, given: str, what: str) -> Path:
-    """`given` resolved (relative to `root`); 400 unless it lies inside `root`. The answer names neither the
-    path nor whether it exists."""
+def _inside(roots: tuple[Path, ...], given: str, what: str) -> Path:
+    """`given` resolved (relative to the first root); 400 unless it lies inside one of `roots`. The answer
+    names neither the path nor whether it exists."""
     try:
-        path = (root / given).resolve()
+        path = (roots[0] / given).resolve()
     except (OSError, RuntimeError, ValueError):
         path = None
-    if path is None or not path.is_relative_to(root):
+    if path is None or not any(path.is_relative_to(r) for r in roots):
         raise _AdminError(400, f"{what} must lie inside the artifacts root")
     return path
 
@@ -557,9 +562,9 @@ async def _admin_load(request: Request) -> dict:
     body: LoadBody = await _body(request, LoadBody)  # type: ignore[assignment]
     if body.arm == "champion" and (body.share is not None or body.salt is not None):
         raise _AdminError(400, "share and salt apply to a challenger only")
-    root: Path = request.app.state.root
-    folder = _inside(root, body.folder, "folder")
-    segments = None if body.segments is None else _inside(root, body.segments, "segments")
+    roots: tuple[Path, ...] = request.app.state.roots
+    folder = _inside(roots, body.folder, "folder")
+    segments = None if body.segments is None else _inside(roots, body.segments, "segments")
     try:
         exists = folder.is_dir()
     except OSError:
