@@ -43,6 +43,11 @@ def save_version(folder: Path) -> Path:
     return folder
 
 
+# Positive cases get well-formed ids and actions (so answers other than 400 are reached); negative ones break them.
+PARAMS = {"userid": {"type": "string", "pattern": "^[1-9][0-9]{0,5}$"},
+          "action": {"type": "string", "enum": ["promote", "rollback", "pause", "resume"]}}  # fmt: skip
+
+
 def _body(model) -> dict:
     return {"required": False, "content": {"application/json": {"schema": model.model_json_schema()}}}
 
@@ -50,7 +55,8 @@ def _body(model) -> dict:
 def _op(params: list[str] = (), body=None, secured: bool = True) -> dict:
     op: dict = {"responses": {"default": {"description": "any"}}}
     if params:
-        op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
+        op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": PARAMS.get(p, {"type": "string"})}
+                            for p in params]  # fmt: skip
     if body is not None:
         op["requestBody"] = _body(body)
     if secured:
