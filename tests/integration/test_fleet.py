@@ -224,7 +224,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_serving_on_every_interface_keeps_replicas_and_admin_on_loopback(tmp_path, versions) -> None:
-    with Fleet(tmp_path / "fleet", versions[0], replicas=1, host="0.0.0.0") as fleet:  # noqa: S104 - the point
+    with Fleet(tmp_path / "fleet", versions[0], replicas=1, host="0.0.0.0") as fleet:  # every interface: the point of the test
         r = fleet.replicas[0]
         listening = _listening()
         assert listening[fleet.port] == "0.0.0.0"

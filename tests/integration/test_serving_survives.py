@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ from movielab.recommender.fleet import STATE_FILE, Fleet
 from movielab.webserver import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_fleet import N_USERS, save_version  # noqa: E402
+from test_fleet import N_USERS, save_version
 
 pytestmark = [
     pytest.mark.integration,
@@ -83,7 +84,7 @@ class Load:
     async def _run(self) -> None:
         await asyncio.gather(*(self._client(k) for k in range(8)))
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
