@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from movielab.auth import AuthError, read_tokens
 from movielab.contract import MalformedEvent, RecommendationEvent, parse_line
 from movielab.kafka.admin import ensure_topics
 from movielab.kafka.broker import EmbeddedBroker
@@ -62,9 +63,21 @@ def bad_version(champion_folder: Path, folder: Path) -> Path:
     return folder
 
 
+TOKENS: list[Path] = []  # the operator's token file (created by it at start, next to its store)
+
+
+def auth() -> dict[str, str]:
+    """The operator's control token as headers ({} until the operator has written its token file)."""
+    try:
+        return read_tokens(TOKENS[0]).headers()
+    except (AuthError, IndexError):
+        return {}
+
+
 def status(ctrl: str) -> dict | None:
     try:
-        return httpx.get(f"{ctrl}/status", timeout=30).json()
+        r = httpx.get(f"{ctrl}/status", headers=auth(), timeout=30)
+        return r.json() if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
 
@@ -79,6 +92,10 @@ def main() -> None:
     ap.add_argument("--speed", type=float, default=600.0, help="simulated seconds per second (600: a day in 144 s)")
     ap.add_argument("--bad-after-hours", type=float, default=24.0, help="earliest stream hour for the bad canary")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--kill-operator-after-hours", dest="kill_operator_after_hours", type=float,
+                    help="once a champion serves and this many stream hours passed: kill -9 the operator, restart it")
+    ap.add_argument("--down-seconds", dest="down_seconds", type=float, default=10.0,
+                    help="seconds the killed operator stays down before its restart")
     # On a few simulated days the offline gate's time split favours popularity over EASE (users have watched
     # 2-3 movies each; EASE passes it after about a week): ALS with a popularity prior passes it sooner.
     ap.add_argument("--model", default="als", help="model the operator retrains")
@@ -86,6 +103,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="movielab-soak-"))
     rec = work / "rec"
+    TOKENS.append(rec / "access.tokens")
     serve_port, ctrl_port, api_port = free_port(), free_port(), free_port()
     ctrl = f"http://127.0.0.1:{ctrl_port}"
     t0 = time.perf_counter()
@@ -93,13 +111,12 @@ def main() -> None:
         ensure_topics(broker.bootstrap, ["movielog1"], partitions=4)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         op_log, world_log = open(work / "operator.log", "wb"), open(work / "world.log", "wb")  # noqa: SIM115
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "movielab", "recommender", "operate", "--kafka", broker.bootstrap, "--world-api",
-             f"http://127.0.0.1:{api_port}", "--store", str(rec / "store.duckdb"), "--artifacts", str(rec / "models"),
-             "--port", str(serve_port), "--control-port", str(ctrl_port), "--replicas", str(args.replicas),
-             "--steps", "0.25,0.5,1.0", "--min-requests", "1000", "--margin", "0.05", "--tau", "0.05", "--tick", "1",
-             "--model", args.model, "--params", args.params],
-            stdout=op_log, stderr=subprocess.STDOUT, env=env, start_new_session=True)  # fmt: skip
+        op_cmd = [sys.executable, "-m", "movielab", "recommender", "operate", "--kafka", broker.bootstrap, "--world-api",
+                  f"http://127.0.0.1:{api_port}", "--store", str(rec / "store.duckdb"), "--artifacts",
+                  str(rec / "models"), "--port", str(serve_port), "--control-port", str(ctrl_port), "--replicas",
+                  str(args.replicas), "--steps", "0.25,0.5,1.0", "--min-requests", "1000", "--margin", "0.05", "--tau",
+                  "0.05", "--tick", "1", "--model", args.model, "--params", args.params]  # fmt: skip
+        operator = subprocess.Popen(op_cmd, stdout=op_log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         world = subprocess.Popen(
             [sys.executable, "-m", "movielab", "world", "run", "--users", str(args.users), "--days", str(args.days),
              "--kafka", broker.bootstrap, "--teams", f"http://127.0.0.1:{serve_port}", "--api-port", str(api_port),
@@ -107,6 +124,7 @@ def main() -> None:
             stdout=world_log, stderr=subprocess.STDOUT, env=env, start_new_session=True)  # fmt: skip
         print(f"soak: {args.users:,} users, {args.days:g} simulated days; work folder {work}", flush=True)
         injected = None
+        killed: dict = {}
         start_stream = None
         last = None
         try:
@@ -124,16 +142,30 @@ def main() -> None:
                 if what != last:
                     print(f"  {time.perf_counter() - t0:6.0f} s  stream {now:%m-%d %H:%M}  {what}", flush=True)
                     last = what
+                if killed.get("restarted") and "back" not in killed:
+                    killed["back"] = now  # the restarted operator answers again
+                if (args.kill_operator_after_hours is not None and not killed and s["champion"]
+                        and now - start_stream >= timedelta(hours=args.kill_operator_after_hours)):  # fmt: skip
+                    killed["at"] = now
+                    os.killpg(operator.pid, signal.SIGKILL)  # the operator's session only: serving has its own
+                    operator.wait()
+                    print(f"  kill -9 of the operator at stream time {now}; restarting it in {args.down_seconds} s",
+                          flush=True)  # fmt: skip
+                    time.sleep(args.down_seconds)
+                    operator = subprocess.Popen(op_cmd, stdout=op_log, stderr=subprocess.STDOUT, env=env,
+                                                start_new_session=True)  # fmt: skip
+                    killed["restarted"] = True
+                    continue
                 promoted = any(u["kind"] == "promote" for u in s["updates"])
                 idle = exp is None or exp["status"] in ("promoted", "rolled_back")
                 due = now - start_stream >= timedelta(hours=args.bad_after_hours)
                 ready = due and (promoted or now - start_stream >= timedelta(days=2))
                 if ready and injected is None and not s["schedule_paused"]:
                     # A freeze, as an engineer would before a manual canary: no scheduled canary starts meanwhile.
-                    httpx.post(f"{ctrl}/schedule/pause", timeout=30)
+                    httpx.post(f"{ctrl}/schedule/pause", headers=auth(), timeout=30)
                     print(f"  paused the retraining schedule at stream time {s['stream_time']}", flush=True)
                 elif injected and "answer" in injected and idle and s["schedule_paused"]:
-                    httpx.post(f"{ctrl}/schedule/resume", timeout=30)
+                    httpx.post(f"{ctrl}/schedule/resume", headers=auth(), timeout=30)
                     print(f"  resumed the retraining schedule at stream time {s['stream_time']}", flush=True)
                 if (injected is None or "answer" not in injected) and ready and idle and s["schedule_paused"]:
                     try:
@@ -155,7 +187,7 @@ def main() -> None:
             if world.poll() is None:
                 os.killpg(world.pid, signal.SIGKILL)
         records = read_topic(broker.bootstrap, "movielog1", group_id="soak-report", timeout=600)
-    report(args, work, records, final, injected, time.perf_counter() - t0)
+    report(args, work, records, final, injected, time.perf_counter() - t0, killed)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -169,7 +201,7 @@ def inject_bad(rec: Path, s: dict, ctrl: str, done: dict | None) -> dict:
         folder = bad_version(registry.folder(registry.champion_version()), rec / "bad" / "popularity" / "v0001")
         registered = registry.register(load(folder), tags={"note": "deliberately bad: least popular movies first"})
         done = {"version": registered.version}
-    r = httpx.post(f"{ctrl}/canary/start", json={"version": done["version"]}, timeout=600)
+    r = httpx.post(f"{ctrl}/canary/start", json={"version": done["version"]}, headers=auth(), timeout=600)
     print(f"  canary of the deliberately bad version (registry v{done['version']}) at stream time "
           f"{s['stream_time']}: {r.status_code} {r.text[:200]}", flush=True)  # fmt: skip
     if r.status_code == 200:
@@ -191,7 +223,8 @@ def settle(ctrl: str, quiet: float = 20.0, timeout: float = 900.0) -> None:
         time.sleep(2)
 
 
-def report(args, work: Path, records, final: dict | None, injected: dict | None, wall: float) -> None:
+def report(args, work: Path, records, final: dict | None, injected: dict | None, wall: float,
+           killed: dict | None = None) -> None:  # fmt: skip
     """Availability and failures from the stream, updates and experiments from the operator's records."""
     updates = [json.loads(x) for x in (work / "rec" / "operator" / "updates.jsonl").read_text().splitlines()]
     first = None  # the first request answered 200: serving is up (the first update's stream time lags the world)
@@ -255,6 +288,14 @@ def report(args, work: Path, records, final: dict | None, injected: dict | None,
               f"total {r['seconds'].get('total', 0):6.1f} s  {r['reason'][:100]}")  # fmt: skip
     if injected:
         print(f"\nbad version injected: {injected}")
+    if killed and "at" in killed:
+        # Stream time of the operator's status lags the world's by the ingest; the window is generous on both ends.
+        lo, hi = killed["at"] - timedelta(minutes=30), killed.get("back", killed["at"]) + timedelta(minutes=30)
+        window = [1 for _, value, _, _ in records if b"recommendation request" in value
+                  and lo <= datetime.fromisoformat(value.split(b",", 1)[0].decode()[:19]) < hi]  # fmt: skip
+        near = sum(1 for t, _ in failures if lo <= t < hi)
+        print(f"\nkill -9 of the operator at stream {killed['at']}, back at {killed.get('back')}: {near} failed of "
+              f"{len(window):,} requests in [{lo}, {hi}) (30 min either side)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -18,10 +18,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from movielab.auth import ensure_tokens
 from movielab.kafka.consumer import read_topic
 from movielab.recommender.experiments import CanaryPlan
 from movielab.recommender.ingest import Ingestor
-from movielab.recommender.operate import OneServer, Operator, create_control_app
+from movielab.recommender.operate import TOKEN_FILE, OneServer, Operator, create_control_app
 from movielab.recommender.placeholder import SeenMovies, StreamFollower
 from movielab.recommender.placeholder import create_app as placeholder_app
 from movielab.recommender.registry import Registry
@@ -57,7 +58,8 @@ class OperatedTeam:
         self.port = port
         self.operator = Operator(self.store, self.retrainer, self._serve, folder / "operator", plan, self.ingestor,
                                  monitor_every=1)  # fmt: skip
-        self.control = ServerThread(create_control_app(self.operator)).start()
+        self.tokens = ensure_tokens(folder / TOKEN_FILE, "operator")  # /status and overrides need it
+        self.control = ServerThread(create_control_app(self.operator, self.tokens)).start()
 
     def _serve(self, version: Path) -> OneServer:
         self.servers.append(OneServer(version, port=self.port))
@@ -122,7 +124,8 @@ def run_demo(users: int = 20_000, hours: float = 36.0, seed: int = 0, model: str
         parts["prometheus"] = prom = start_prometheus(live, team)
         print(f"world API {live.api_url}; Kafka {live.bootstrap}\n"
               f"team 1 = movielab recommender on http://127.0.0.1:{ports[0]} (retrains {model} {params or ''} every "
-              f"6 simulated hours; operator {team.control.url}/status and /metrics)\n"
+              f"6 simulated hours; operator {team.control.url}/metrics, and /status with the token in "
+              f"{team.tokens.path})\n"
               f"team 2 = random placeholder on http://127.0.0.1:{ports[1]}")  # fmt: skip
         if prom is not None:
             print(f"Prometheus: open {prom.url} (try the query `stream_availability_ratio` or the Alerts page)")

@@ -21,6 +21,10 @@ connections after `UPSTREAM_KEEPALIVE_S`, before the replica's own idle time-out
 uvicorn's default of 5 s would close first and race nginx's next request, which then counts as a failed try).
 
 Everything nginx writes (pid, error log, temp files) lives in the folder given; nothing touches /etc or /var.
+nginx runs in a session of its own, so it outlives a process that dies by SIGKILL; its pid file is how the
+next start finds it: `Nginx.adopt` takes over one that runs this exact config, and `Nginx.start` stops one
+that does not before starting, then counts nginx as started only once its own pid is in the pid file (nginx
+writes it after binding the port), so a stale nginx answering on the port is never mistaken for the new one.
 """
 
 from __future__ import annotations
@@ -203,7 +207,39 @@ class Nginx:
         self.timeouts, self.workers = timeouts, workers
         self.backends = list(backends)
         self.config_path = self.folder / "nginx.conf"
+        self.pid_path = self.folder / "nginx.pid"
         self.proc: subprocess.Popen | None = None
+        self.pid: int | None = None  # the master's pid: our child's, or an adopted one's
+
+    @classmethod
+    def adopt(cls, folder: Path, port: int, backends: Sequence[Backend], host: str = "127.0.0.1",
+              timeouts: Timeouts = Timeouts(), binary: str | None = None, workers: int = 1) -> Nginx | None:  # fmt: skip
+        """The nginx an earlier process started in `folder`, if its master (by the pid file) still runs there
+        with exactly the config these arguments give and accepts connections on host:port; else None."""
+        n = cls(folder, port, backends, host, timeouts, binary, workers)
+        pid = n._running_pid()
+        if pid is None:
+            return None
+        try:
+            same = n.config_path.read_text() == render_config(n.folder, port, n.backends, host, timeouts, workers)
+        except (OSError, ValueError):
+            same = False
+        if not same or not _accepts(host, port):
+            return None
+        n.pid = pid
+        logger.info("adopted nginx (pid %d) on %s", pid, n.url)
+        return n
+
+    def _running_pid(self) -> int | None:
+        """The pid in the pid file if that process is an nginx master with this folder as its prefix."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        args = cmdline(pid)
+        if args is None or "nginx" not in args or str(self.folder) not in args:
+            return None
+        return pid
 
     @property
     def url(self) -> str:
@@ -236,15 +272,23 @@ class Nginx:
 
     def start(self, timeout: float = 10.0) -> Nginx:
         """Write and check the config, start nginx (own process group), return once it accepts connections."""
-        if self.proc is not None:
+        if self.pid is not None:
             raise NginxError(f"nginx on port {self.port} is already started")
         self.folder.mkdir(parents=True, exist_ok=True)
+        stale = self._running_pid()
+        if stale is not None:  # left by a process that died without stopping it: it may hold our port
+            logger.warning("stopping stale nginx pid %d found by its pid file %s", stale, self.pid_path)
+            stop_pid_group(stale, signal.SIGTERM, timeout)
+        self.pid_path.unlink(missing_ok=True)
         self.write_config()
         with open(self.folder / "stderr.log", "ab") as err:  # nginx keeps its own copy of the descriptor
             self.proc = subprocess.Popen(self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=err, start_new_session=True)  # fmt: skip
+        self.pid = self.proc.pid
         deadline = time.monotonic() + timeout
-        while not _accepts(self.host, self.port):
+        # Ready when our master wrote its pid (it does so after binding) and the port accepts connections;
+        # the port alone could be answered by another process while ours fails to bind.
+        while not (self._pid_file_is_ours() and self.proc.poll() is None and _accepts(self.host, self.port)):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 err = self._error_tail()
                 self.stop()
@@ -257,27 +301,34 @@ class Nginx:
     def reload(self, backends: Sequence[Backend] | None = None, timeout: float = 10.0) -> None:
         """Install a checked config for `backends` and reload: new workers take it, old ones finish their
         requests (and close idle client connections); return once a new worker runs."""
-        if self.proc is None or self.proc.poll() is not None:
+        if self.pid is None or not pid_alive(self.pid):
             raise NginxError(f"nginx on port {self.port} is not running")
         self.write_config(backends)
-        before = _children(self.proc.pid)
+        before = _children(self.pid)
         done = subprocess.run([*self._args(), "-s", "reload"], capture_output=True, text=True, timeout=30,
                               check=False)  # fmt: skip
         if done.returncode != 0:
             raise NginxError(f"nginx reload failed: {done.stderr.strip()}")
         deadline = time.monotonic() + timeout
-        while before is not None and not (_children(self.proc.pid) or set()) - before:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+        while before is not None and not (_children(self.pid) or set()) - before:
+            if not pid_alive(self.pid) or time.monotonic() > deadline:
                 raise NginxError(f"nginx did not start new workers within {timeout} s: {self._error_tail()}")
             time.sleep(0.005)
         logger.info("nginx reloaded: %s", ", ".join(f"{b.address}{' (down)' if b.down else ''}" for b in self.backends))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop nginx and its workers (the whole process group); safe to call twice."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        stop_process_group(proc, signal.SIGTERM, timeout)
+        proc, pid, self.proc, self.pid = self.proc, self.pid, None, None
+        if proc is not None:
+            stop_process_group(proc, signal.SIGTERM, timeout)
+        elif pid is not None:  # adopted: not our child, so watch the pid instead of waiting for it
+            stop_pid_group(pid, signal.SIGTERM, timeout)
+
+    def _pid_file_is_ours(self) -> bool:
+        try:
+            return int(self.pid_path.read_text().strip()) == self.pid
+        except (OSError, ValueError):
+            return False
 
     def _error_tail(self, lines: int = 5) -> str:
         text = "".join((self.folder / n).read_text(errors="replace") for n in ("error.log", "stderr.log")
@@ -323,3 +374,45 @@ def stop_process_group(proc: subprocess.Popen, sig: int, timeout: float) -> None
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def cmdline(pid: int) -> str | None:
+    """The command line of process `pid` (arguments joined by spaces; nginx rewrites its own), None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip() if raw else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, exited but not yet reaped, does not count)."""
+    try:
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (ProcessLookupError, PermissionError, OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def stop_pid_group(pid: int, sig: int, timeout: float) -> None:
+    """Signal the process group led by `pid` (a process we did not start, or no longer have a handle on),
+    poll until `pid` is gone, SIGKILL the group after `timeout`."""
+    for s, wait in ((sig, timeout), (signal.SIGKILL, timeout)):
+        try:
+            os.killpg(pid, s)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            logger.warning("not allowed to signal process group %d", pid)
+            return
+        deadline = time.monotonic() + wait
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not pid_alive(pid):
+            try:  # workers left behind by a master that died first
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return
+        logger.warning("process group %d did not stop within %.0f s; killing it", pid, wait)

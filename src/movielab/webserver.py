@@ -1,4 +1,5 @@
-"""Running an ASGI app under uvicorn in a background thread (tests, demos, embedded services)."""
+"""Running ASGI apps under uvicorn: in a background thread (tests, demos, embedded services), or several apps
+on their own listeners in one blocking server (a public port and a private admin port in one process)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,54 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+class PortRouter:
+    """ASGI app that hands each request to the app of the listener (local port) it arrived on, so a public and
+    a private app share one process and one event loop but never a port; unknown ports get 404."""
+
+    def __init__(self, apps: dict[int, object]) -> None:
+        self.apps = dict(apps)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":  # the apps keep no lifespan state; answer for all of them
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        server = scope.get("server") or (None, None)
+        app = self.apps.get(server[1])
+        if app is None:
+            body = b"no app on this listener"
+            await send({"type": "http.response.start", "status": 404,
+                        "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await app(scope, receive, send)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound TCP socket on host:port (SO_REUSEADDR), ready to hand to uvicorn; OSError names a taken port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_listeners(listeners: list[tuple[object, str, int]], **config) -> None:
+    """Serve each `(app, host, port)` on its own listener in one uvicorn server until SIGINT/SIGTERM; blocking.
+    `config` goes to `uvicorn.Config` (log level, keep-alive, ...)."""
+    sockets = [listen(host, port) for _, host, port in listeners]
+    apps = {s.getsockname()[1]: app for s, (app, _, _) in zip(sockets, listeners, strict=True)}
+    config = {"log_level": "warning", "access_log": False, **config}
+    server = uvicorn.Server(uvicorn.Config(PortRouter(apps), lifespan="on", **config))
+    server.run(sockets=sockets)
 
 
 class ServerThread:

@@ -48,7 +48,8 @@ def _skew(rng: np.random.Generator) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory) -> list[Path]:
-    base = tmp_path_factory.mktemp("models")
+    base = tmp_path_factory.mktemp("models") / "popularity"
+    base.mkdir()
     return [save_version(base / f"v000{k}", f"v000{k}", seed=k) for k in range(1, 6)]
 
 
@@ -172,16 +173,22 @@ def test_admin_is_not_reachable_through_nginx(fleet) -> None:
             r = http.request(method, httpx.URL(fleet.url + path))
             assert r.status_code in (403, 404), (path, r.status_code, r.text)
         assert http.get("/healthz").json()["status"] == "ok"
-    r = httpx.get(f"{fleet.replicas[0].url}/admin/state")
-    assert r.status_code == 200 and r.json()["champion"]["folder"] == str(fleet.champion)
+    for r in fleet.replicas:  # the replica's public port has no admin; its admin port is loopback and needs the token
+        assert httpx.get(f"{r.url}/admin/state").status_code == 404
+        assert httpx.get(f"{r.url}/explain/5").status_code == 404
+        assert httpx.get(f"{r.admin_url}/admin/state").status_code == 401
+        assert httpx.post(f"{r.admin_url}/admin/load", json={"folder": "x", "drain": True}).status_code == 401
+        state = httpx.get(f"{r.admin_url}/admin/state", headers=fleet.tokens.headers())
+        assert state.status_code == 200 and state.json()["champion"]["folder"] == str(fleet.champion)
+        assert r.host == "127.0.0.1"
 
 
 def test_a_failed_load_names_the_replica_and_puts_it_back(fleet, tmp_path) -> None:
-    broken = tmp_path / "v0099"
+    broken = fleet.root / "popularity" / "v0099"  # inside the artifacts root: the load itself fails
     broken.mkdir()
     (broken / "manifest.json").write_text(json.dumps({"model": "popularity", "version": "v0099"}))
     with pytest.raises(FleetError, match=rf"replica {fleet.replicas[0].url}: POST /admin/load answered 400: "
-                                         r"cannot load .*model.json cannot be read"):  # fmt: skip
+                                         r"cannot load that version as champion: its files are missing"):  # fmt: skip
         fleet.rollout(broken)
     assert not fleet.state()[0]["draining"]  # drained while it loaded, serving again afterwards
     with httpx.Client(base_url=fleet.url) as http:
@@ -214,3 +221,23 @@ def _alive(pid: int) -> bool:
         return False
     # A zombie has exited; only its parent's wait is missing.
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_serving_on_every_interface_keeps_replicas_and_admin_on_loopback(tmp_path, versions) -> None:
+    with Fleet(tmp_path / "fleet", versions[0], replicas=1, host="0.0.0.0") as fleet:  # every interface: the point of the test
+        r = fleet.replicas[0]
+        listening = _listening()
+        assert listening[fleet.port] == "0.0.0.0"
+        assert listening[r.port] == "127.0.0.1" and listening[r.admin_port] == "127.0.0.1"
+        assert httpx.get(f"http://127.0.0.1:{fleet.port}/admin/state").status_code == 403  # nginx: not forwarded
+
+
+def _listening() -> dict[int, str]:
+    """Port -> IPv4 address of every listening TCP socket (Linux /proc/net/tcp)."""
+    out = {}
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = row.split()[1], row.split()[3]
+        if state == "0A":  # LISTEN
+            addr, port = local.split(":")
+            out[int(port, 16)] = ".".join(str(int(addr[i : i + 2], 16)) for i in (6, 4, 2, 0))
+    return out

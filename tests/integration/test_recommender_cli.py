@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from movielab.auth import read_tokens
 from movielab.cli import main
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
 from movielab.recommender.ingest import Ingestor
@@ -55,9 +56,10 @@ def test_train_evaluate_serve(store_file: Path, tmp_path: Path, capsys) -> None:
     assert main(["recommender", "evaluate", *common, "--models", "popularity,ease", "--out", str(report)]) == 0
     table = report.read_text()
     assert "| popularity" in table and "| ease" in table and "NDCG@10" in table
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "movielab", "recommender", "serve", *common, "--model", "ease",
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                             "--port", str(port), "--admin-port", str(admin_port), "--tokens", str(tmp_path / "tok")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert proc.stdout.readline().startswith("serving ease/v0001")
         for _ in range(100):
@@ -71,6 +73,12 @@ def test_train_evaluate_serve(store_file: Path, tmp_path: Path, capsys) -> None:
         ids = r.text.split(",")
         assert 1 <= len(ids) <= 20 and len(set(ids)) == len(ids) and " " not in r.text
         assert httpx.get(f"http://127.0.0.1:{port}/recommend/abc", timeout=2).status_code == 400
+        # admin and explain: not on the serving port; on their own port only with the token (file mode 0600)
+        assert httpx.get(f"http://127.0.0.1:{port}/admin/state", timeout=2).status_code == 404
+        assert httpx.get(f"http://127.0.0.1:{admin_port}/explain/1", timeout=2).status_code == 401
+        assert (tmp_path / "tok").stat().st_mode & 0o777 == 0o600
+        headers = read_tokens(tmp_path / "tok").headers()
+        assert httpx.get(f"http://127.0.0.1:{admin_port}/explain/1", headers=headers, timeout=10).json()["user"] == 1
     finally:
         proc.terminate()
         proc.communicate(timeout=10)

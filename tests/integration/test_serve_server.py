@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from movielab.recommender import split
 from movielab.recommender.answers import AnswerTable, Provenance
-from movielab.recommender.serve import create_app, drop_challenger, serving, set_challenger, swap
+from movielab.auth import ensure_tokens
+from movielab.recommender.serve import create_admin_app, create_app, drop_challenger, serving, set_challenger, swap
 from movielab.webserver import ServerThread
 from movielab.world.client import HttpRecommender, Team
 
@@ -58,11 +59,13 @@ def tables(items) -> list[AnswerTable]:
 
 
 @pytest.fixture(scope="module")
-def server(tables):
-    """A server over tables[0]; tests that swap put tables[0] back."""
+def server(tables, tmp_path_factory):
+    """A server over tables[0], its admin app on a second loopback listener (`s.admin`, token in
+    `s.headers`); tests that swap put tables[0] back."""
     app = create_app(tables[0])
-    with ServerThread(app) as s:
-        s.app = app
+    tokens = ensure_tokens(tmp_path_factory.mktemp("state") / "access.tokens")
+    with ServerThread(app) as s, ServerThread(create_admin_app(app, tokens, tmp_path_factory.getbasetemp())) as a:
+        s.app, s.admin, s.headers = app, a, tokens.headers()
         yield s
 
 
@@ -174,17 +177,20 @@ def test_canary_split_over_http_with_the_worlds_client(server, tables, universe)
         for k, user in enumerate(USERS.tolist()):  # each user's answer comes from the arm split puts them in
             table = tables[1] if split.in_challenger(user, 9, 0.4) else tables[0]
             assert answers.result[k] == table.lookup(user)[0].decode().replace(",", ", ")
-        with httpx.Client(base_url=server.url) as http:
-            state = http.get("/admin/state").json()
+        with httpx.Client(base_url=server.url) as http, \
+                httpx.Client(base_url=server.admin.url, headers=server.headers) as admin:  # fmt: skip
+            assert http.get("/admin/state").status_code == 404 and http.get("/explain/1").status_code == 404
+            state = admin.get("/admin/state").json()
             assert (state["share"], state["salt"], state["challenger"]["provenance"]["model_version"]) == (0.4, 9, "2")
             user = next(u for u in USERS.tolist() if split.in_challenger(u, 9, 0.4))
             r = http.get(f"/recommend/{user}")
             assert r.headers["x-model"] == "shuffled/2; snapshot=snap-2; code=deadbeef; source=model; arm=challenger"
-            e = http.get(f"/explain/{user}").json()
+            e = admin.get(f"/explain/{user}").json()
             assert (e["arm"], e["source"], e["header"]) == ("challenger", "model", r.headers["x-model"])
-            assert http.post("/admin/share", json={"share": 1.5}).status_code == 400
-            assert http.post("/admin/drop").json()["challenger"] is None
-            assert http.post("/admin/drop").status_code == 409
+            assert admin.post("/admin/share", json={"share": 1.5}).status_code == 400
+            assert httpx.post(f"{server.admin.url}/admin/drop").status_code == 401
+            assert admin.post("/admin/drop").json()["challenger"] is None
+            assert admin.post("/admin/drop").status_code == 409
     finally:
         if serving(server.app).challenger is not None:
             drop_challenger(server.app)

@@ -113,3 +113,16 @@ def test_reload_needs_a_running_nginx(tmp_path) -> None:
 def test_a_missing_binary_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(NginxError, match=f"nginx binary {tmp_path / 'no-nginx'} is not an executable file"):
         Nginx(tmp_path, 8082, BACKENDS, binary=str(tmp_path / "no-nginx"))
+
+
+@needs_nginx
+def test_a_port_another_process_answers_on_is_not_mistaken_for_a_started_nginx(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as other:  # accepts connections, as a stale nginx of another folder would
+        other.bind(("127.0.0.1", 0))
+        other.listen(16)
+        n = Nginx(tmp_path, other.getsockname()[1], BACKENDS[:1])
+        with pytest.raises(NginxError, match=r"did not start within 5 s: .*bind\(\) to 127\.0\.0\.1:\d+ failed"):
+            n.start(timeout=5)
+    assert n.pid is None and n.proc is None

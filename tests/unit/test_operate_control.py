@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from movielab.auth import ensure_tokens
 from movielab.recommender.operate import OperatorError, create_control_app
 from movielab.recommender.registry import RegistryError
 
@@ -49,19 +50,47 @@ class FakeOperator:
 
 
 @pytest.fixture
-def control():
+def tokens(tmp_path):
+    path = ensure_tokens(tmp_path / "access.tokens", "operator").path
+    with path.open("a") as f:
+        f.write("alice " + "a" * 43 + "\n")
+    return ensure_tokens(path)
+
+
+@pytest.fixture
+def app(tokens):
     op = FakeOperator()
-    with TestClient(create_control_app(op)) as c:
-        yield c, op
+    return create_control_app(op, tokens), op
 
 
-def test_overrides_record_who_and_why_and_refusals_are_409(control) -> None:
+@pytest.fixture
+def control(app, tokens):
+    with TestClient(app[0], headers=tokens.headers("alice")) as c:
+        yield c, app[1]
+
+
+def test_overrides_record_the_authenticated_identity_and_refusals_are_409(control) -> None:
     c, op = control
-    r = c.post("/canary/rollback", json={"by": "alice", "reason": "looks off"})
+    r = c.post("/canary/rollback", json={"reason": "looks off"})
     assert r.status_code == 200 and r.json() == {"action": "rollback", "by": "alice"}
+    assert op.calls[-1] == ("override", "rollback", "alice", "looks off")
+    r = c.post("/canary/rollback", json={"by": "mallory", "reason": "x"})  # a name in the body is no identity
+    assert r.status_code == 400 and "by: Extra inputs are not permitted" in r.json()["error"]
     assert op.calls[-1] == ("override", "rollback", "alice", "looks off")
     r = c.post("/canary/resume")
     assert r.status_code == 409 and "no running experiment" in r.json()["error"]
+    assert c.post("/canary/explode").status_code == 404
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/status"), ("POST", "/canary/start"), ("POST", "/canary/rollback"),
+                                              ("POST", "/retrain"), ("POST", "/schedule/pause")])  # fmt: skip
+def test_every_control_endpoint_but_metrics_needs_a_token(app, method, path) -> None:
+    with TestClient(app[0]) as anon:
+        for headers in ({}, {"authorization": "Bearer " + "b" * 43}):
+            r = anon.request(method, path, json={"version": 7} if path.endswith("start") else None, headers=headers)
+            assert r.status_code == 401, (path, r.text)
+        assert app[1].calls == [] and not app[1].schedule_paused
+        assert anon.get("/metrics").status_code == 200  # Prometheus scrapes without a token
 
 
 def test_a_canary_is_started_by_registered_version_and_bad_versions_are_named(control) -> None:
@@ -70,15 +99,19 @@ def test_a_canary_is_started_by_registered_version_and_bad_versions_are_named(co
     assert r.status_code == 200 and r.json()["experiment"] == "canary-v7" and op.calls[-1] == ("start", "7")
     r = c.post("/canary/start", json={"version": "8"})
     assert r.status_code == 404 and "no version 8" in r.json()["error"]
-    for body in ({}, {"version": ""}, {"version": True}):
+    for body in ({}, {"version": ""}, {"version": True}, {"version": "../7"}, {"version": 7, "by": "x"}):
         r = c.post("/canary/start", json=body)
-        assert r.status_code == 409 and "needs {\"version\"" in r.json()["error"]
+        assert r.status_code == 400 and r.json()["error"].startswith("bad request body: "), (body, r.text)
 
 
-def test_bad_bodies_are_400_and_never_500(control) -> None:
-    c, _ = control
-    assert c.post("/canary/promote", content=b"{not json").status_code == 400
-    assert c.post("/canary/promote", json=[1, 2]).status_code == 400
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"[" * 1000, b'{"reason": ""}', b'{"reason": 5}',
+                                  b'{"reason": "' + b"x" * 501 + b'"}', b"x" * 20_000])  # fmt: skip
+def test_bad_bodies_are_4xx_and_never_500(control, body) -> None:
+    c, op = control
+    for path in ("/canary/promote", "/canary/start", "/retrain", "/schedule/pause"):
+        r = c.post(path, content=body)
+        assert r.status_code in (400, 413) and "error" in r.json(), (path, r.text)
+    assert op.calls == []
 
 
 def test_the_schedule_freeze_and_status(control) -> None:
@@ -87,5 +120,5 @@ def test_the_schedule_freeze_and_status(control) -> None:
     assert c.get("/status").json() == {"schedule_paused": True}
     assert c.post("/schedule/resume").json() == {"schedule_paused": False} and not op.schedule_paused
     assert c.post("/schedule/stop").status_code == 404
-    assert c.post("/retrain").json() == {"status": "accepted"} and op.calls[-1] == ("retrain", "on demand")
+    assert c.post("/retrain").json() == {"status": "accepted"} and op.calls[-1] == ("retrain", "on demand by alice")
     assert c.get("/metrics").text.startswith("# HELP")

@@ -15,11 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from movielab.auth import ensure_tokens
 from movielab.recommender import serve, split
 from movielab.recommender.answers import AnswerTable, Provenance
 from movielab.recommender.data import N_SEGMENTS, TrainingData
 from movielab.recommender.models import create
-from movielab.recommender.serve import (BadSegments, BadUserId, NoChallenger, create_app, drain, drop_challenger,
+from movielab.recommender.serve import (BadSegments, BadUserId, NoChallenger, create_admin_app, create_app, drain,
+                                        drop_challenger,
                                         parse_user_id, promote, read_segments, serving, set_challenger, set_share,
                                         swap, write_segments)  # fmt: skip
 
@@ -88,6 +90,18 @@ def table(model) -> AnswerTable:
 @pytest.fixture
 def client(table):
     with TestClient(create_app(table)) as c:
+        yield c
+
+
+@pytest.fixture
+def tokens(tmp_path):
+    return ensure_tokens(tmp_path / "state" / "access.tokens", "alice")
+
+
+@pytest.fixture
+def admin(client, tokens, tmp_path):
+    """The admin app over `client`'s serving state, authenticated as alice; loads must stay inside tmp_path."""
+    with TestClient(create_admin_app(client.app, tokens, tmp_path), headers=tokens.headers()) as c:
         yield c
 
 
@@ -248,9 +262,7 @@ def test_unexpected_errors_answer_500_text_naming_the_route(model) -> None:
 def test_healthz_names_the_serving_table(client) -> None:
     r = client.get("/healthz")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "provenance": PROV.as_dict(), "model_users": 3, "segment_users": 2,
-                        "empty_rows": 1, "folder": None, "challenger": None, "share": 0.0, "salt": 0,
-                        "draining": False}  # fmt: skip
+    assert r.json() == {"status": "ok", "provenance": PROV.as_dict(), "draining": False}  # no folder, salt, arms
 
 
 def test_metrics_count_answers_by_source_and_fallbacks_by_kind(client) -> None:
@@ -465,97 +477,106 @@ def version(tmp_path) -> Path:
     return save_version(tmp_path / "v0007", "v0007", seed=7)
 
 
-def test_admin_loads_a_challenger_sets_its_share_and_promotes_it(client, version) -> None:
-    r = client.post("/admin/load", json={"folder": str(version), "arm": "challenger", "share": 0.5, "salt": 3})
+def test_admin_loads_a_challenger_sets_its_share_and_promotes_it(client, admin, version) -> None:
+    r = admin.post("/admin/load", json={"folder": str(version), "arm": "challenger", "share": 0.5, "salt": 3})
     assert r.status_code == 200, r.text
     state = r.json()
     assert state["challenger"]["provenance"]["model_version"] == "v0007"
     assert state["challenger"]["folder"] == str(version)
     assert (state["share"], state["salt"], state["loaded"], state["loading"]) == (0.5, 3, "challenger", None)
-    assert client.get("/admin/state").json()["champion"]["provenance"] == PROV.as_dict()
+    assert admin.get("/admin/state").json()["champion"]["provenance"] == PROV.as_dict()
     seen = {client.get(f"/recommend/{u}").headers["x-model"].split("; ")[0] for u in range(1, 101)}
     assert seen == {"fake/3", "popularity/v0007"}
-    assert client.post("/admin/share", json={"share": 1}).json()["share"] == 1
+    assert admin.post("/admin/share", json={"share": 1}).json()["share"] == 1
     assert {client.get(f"/recommend/{u}").headers["x-model"].split("; ")[0] for u in range(1, 51)} == {
         "popularity/v0007"}  # fmt: skip
-    state = client.post("/admin/promote").json()
+    state = admin.post("/admin/promote").json()
     assert state["champion"]["provenance"]["model_version"] == "v0007" and state["challenger"] is None
     assert client.get("/healthz").json()["provenance"]["model_version"] == "v0007"
 
 
-def test_admin_load_as_champion_and_drop(client, version) -> None:
-    r = client.post("/admin/load", json={"folder": str(version)})
+def test_admin_load_as_champion_and_drop(client, admin, version) -> None:
+    r = admin.post("/admin/load", json={"folder": str(version)})
     assert r.status_code == 200 and r.json()["champion"]["provenance"]["model_version"] == "v0007"
     assert client.get("/recommend/5").headers["x-model"].startswith("popularity/v0007; ")
-    assert client.post("/admin/load", json={"folder": str(version), "arm": "challenger"}).json()["share"] == 0
-    assert client.post("/admin/drop").json()["challenger"] is None
+    assert admin.post("/admin/load", json={"folder": str(version), "arm": "challenger"}).json()["share"] == 0
+    assert admin.post("/admin/drop").json()["challenger"] is None
 
 
-def test_admin_load_uses_the_segments_file_next_to_the_artifact(client, version) -> None:
+def test_admin_load_uses_the_segments_file_next_to_the_artifact(client, admin, version) -> None:
     write_segments(version / "segments.json", {5000: 3})
-    assert client.post("/admin/load", json={"folder": str(version)}).json()["champion"]["segment_users"] == 1
+    assert admin.post("/admin/load", json={"folder": str(version)}).json()["champion"]["segment_users"] == 1
     assert client.get("/recommend/5000").headers["x-model"].endswith("; source=segment; arm=champion")
     arrow = write_segments(version.parent / "segs.arrow", {5000: 3, 5001: -1, 5002: 13})
     assert read_segments(arrow) == {5000: 3, 5001: -1, 5002: 13}
-    r = client.post("/admin/load", json={"folder": str(version), "segments": str(arrow)})
+    r = admin.post("/admin/load", json={"folder": str(version), "segments": str(arrow)})
     assert r.json()["champion"]["segment_users"] == 2  # -1: segment unknown, the global list
 
 
 @pytest.mark.parametrize(
     ("path", "body", "status", "message"),
-    [("/admin/load", b"{", 400, "request body is not JSON"),
-     ("/admin/load", b"[1]", 400, "request body must be a JSON object, got list"),
-     ("/admin/load", b"{}", 400, "field 'folder' is required"),
-     ("/admin/load", b'{"folder": null}', 400, "field 'folder' is required"),
-     ("/admin/load", b'{"folder": 5}', 400, "field 'folder' must be str, got 5"),
-     ("/admin/load", b'{"folder": "x", "colour": 1}', 400, "unknown field(s) colour"),
-     ("/admin/load", b'{"folder": "VERSION", "arm": "canary"}', 400, "arm 'canary' must be 'champion' or"),
+    [("/admin/load", b"{", 400, "bad request body: body: Invalid JSON"),
+     ("/admin/load", b"[1]", 400, "bad request body: body: Input should be an object"),
+     ("/admin/load", b"[" * 1000, 400, "bad request body: body: Invalid JSON: recursion limit exceeded"),
+     ("/admin/load", b"{}", 400, "folder: Field required"),
+     ("/admin/load", b'{"folder": null}', 400, "folder: Input should be a valid string"),
+     ("/admin/load", b'{"folder": 5}', 400, "folder: Input should be a valid string"),
+     ("/admin/load", b'{"folder": "' + b"a" * 256 + b'"}', 404, "no version folder there"),
+     ("/admin/load", b'{"folder": "' + b"a" * 2000 + b'"}', 400, "folder: String should have at most 1024"),
+     ("/admin/load", b'{"folder": "VERSION\\u0000"}', 400, "folder must lie inside the artifacts root"),
+     ("/admin/load", b'{"folder": "x", "colour": 1}', 400, "colour: Extra inputs are not permitted"),
+     ("/admin/load", b'{"folder": "VERSION", "arm": "canary"}', 400, "arm: Input should be 'champion' or 'challenger'"),
      ("/admin/load", b'{"folder": "VERSION", "share": 0.5}', 400, "share and salt apply to a challenger only"),
      ("/admin/load", b'{"folder": "VERSION", "arm": "challenger", "share": 2}', 400,
-      "challenger share 2 must be between 0 and 1"),
-     ("/admin/load", b'{"folder": "VERSION", "arm": "challenger", "salt": -1}', 400, "salt -1 must be an integer"),
-     ("/admin/load", b'{"folder": "VERSION", "arm": "challenger", "share": true}', 400, "field 'share' must be"),
-     ("/admin/load", b'{"folder": "VERSION", "drain": 1}', 400, "field 'drain' must be bool, got 1"),
-     ("/admin/load", b'{"folder": "/nonexistent/v1"}', 404, "version folder /nonexistent/v1 does not exist"),
-     ("/admin/load", b'{"folder": "EMPTY"}', 404, "manifest.json is missing"),
-     ("/admin/load", b'{"folder": "VERSION", "segments": "NOSEGS"}', 400, "cannot be read"),
+      "share: Input should be less than or equal to 1"),
+     ("/admin/load", b'{"folder": "VERSION", "arm": "challenger", "salt": -1}', 400,
+      "salt: Input should be greater than or equal to 0"),
+     ("/admin/load", b'{"folder": "VERSION", "arm": "challenger", "share": true}', 400, "share: Input should be a valid"),
+     ("/admin/load", b'{"folder": "VERSION", "drain": 1}', 400, "drain: Input should be a valid boolean"),
+     ("/admin/load", b'{"folder": "/nonexistent/v1"}', 400, "folder must lie inside the artifacts root"),
+     ("/admin/load", b'{"folder": "../../../../tmp/x"}', 400, "folder must lie inside the artifacts root"),
+     ("/admin/load", b'{"folder": "EMPTY"}', 400, "cannot load that version as champion: its files are missing or"),
+     ("/admin/load", b'{"folder": "VERSION", "segments": "NOSEGS"}', 400, "cannot load that version as champion"),
+     ("/admin/load", b'{"folder": "VERSION", "segments": "/etc/hostname"}', 400,
+      "segments must lie inside the artifacts root"),
      ("/admin/share", b'{"share": 0.5}', 409, "no challenger is loaded"),
-     ("/admin/share", b'{"share": "half"}', 400, "field 'share' must be int or float"),
+     ("/admin/share", b'{"share": "half"}', 400, "share: Input should be a valid number"),
      ("/admin/promote", b"", 409, "nothing to promote"),
-     ("/admin/promote", b'{"now": 1}', 400, "unknown field(s) now"),
+     ("/admin/promote", b'{"now": 1}', 400, "now: Extra inputs are not permitted"),
      ("/admin/drop", b"", 409, "nothing to drop"),
-     ("/admin/reboot", b"", 404, "no admin endpoint POST /admin/reboot")],
+     ("/admin/reboot", b"", 404, "no such admin endpoint")],
 )  # fmt: skip
-def test_admin_bad_input_is_4xx_json_naming_the_reason(client, version, tmp_path, path, body, status,
+def test_admin_bad_input_is_4xx_json_naming_the_reason(client, admin, version, tmp_path, path, body, status,
                                                        message) -> None:  # fmt: skip
     (tmp_path / "empty").mkdir()
     body = body.replace(b"VERSION", str(version).encode()).replace(b"EMPTY", str(tmp_path / "empty").encode())
     body = body.replace(b"NOSEGS", str(tmp_path / "none.json").encode())
-    r = client.post(path, content=body)
+    r = admin.post(path, content=body)
     assert r.status_code == status, r.text
     assert message in r.json()["error"]
+    assert "Errno" not in r.text and str(tmp_path) not in r.text  # nothing about the disk
     assert serving(client.app).champion.table.provenance == PROV  # nothing changed
 
 
-def test_admin_load_of_a_broken_artifact_is_400_and_keeps_serving(client, version) -> None:
+def test_admin_load_of_a_broken_artifact_is_400_and_keeps_serving(client, admin, version) -> None:
     good = (version / "model.json").read_text()
     (version / "model.json").write_text("{not json")
-    r = client.post("/admin/load", json={"folder": str(version)})
-    assert r.status_code == 400 and "model.json cannot be read" in r.json()["error"]
+    r = admin.post("/admin/load", json={"folder": str(version)})
+    assert r.status_code == 400 and "its files are missing or invalid" in r.json()["error"]
     (version / "model.json").write_text(good)
     (version / "manifest.json").write_text(json.dumps({"model": "popularity"}))
-    r = client.post("/admin/load", json={"folder": str(version)})
-    assert r.status_code == 400 and "has no field 'version'" in r.json()["error"]
+    r = admin.post("/admin/load", json={"folder": str(version)})
+    assert r.status_code == 400 and "its files are missing or invalid" in r.json()["error"]
     assert client.get("/recommend/10").headers["x-model"] == header("model")
 
 
-def test_a_draining_replica_answers_503_with_the_reason_until_it_serves_again(client) -> None:
+def test_a_draining_replica_answers_503_with_the_reason_until_it_serves_again(client, admin) -> None:
     drain(client.app, "loading v0008")
     r = client.get("/recommend/10")
     assert (r.status_code, r.headers["retry-after"]) == (503, "1")
     assert r.text == "this replica does not answer right now: loading v0008" and "x-model" not in r.headers
     assert client.get("/healthz").json()["draining"] is True
-    assert client.get("/admin/state").json()["draining"] is True
+    assert admin.get("/admin/state").json()["draining"] is True
     assert client.get("/recommend/abc").status_code == 400  # a bad id stays a bad id
     drain(client.app, None)
     r = client.get("/recommend/10")
@@ -564,7 +585,7 @@ def test_a_draining_replica_answers_503_with_the_reason_until_it_serves_again(cl
 
 
 @pytest.mark.parametrize("fails", [False, True])
-def test_a_load_with_drain_answers_503_while_it_builds_then_serves(client, version, monkeypatch, fails) -> None:
+def test_a_load_with_drain_answers_503_while_it_builds_then_serves(client, admin, version, monkeypatch, fails) -> None:
     seen: list[tuple[int, bool]] = []
     real = serve.load_version
 
@@ -577,15 +598,15 @@ def test_a_load_with_drain_answers_503_while_it_builds_then_serves(client, versi
         return real(folder, segments)
 
     monkeypatch.setattr(serve, "load_version", load_and_look)
-    r = client.post("/admin/load", json={"folder": str(version), "drain": True})
+    r = admin.post("/admin/load", json={"folder": str(version), "drain": True})
     assert seen == [(503, True)]
     assert r.status_code == (400 if fails else 200), r.text
     served = client.get("/recommend/10")
-    assert served.status_code == 200 and client.get("/admin/state").json()["draining"] is False
+    assert served.status_code == 200 and admin.get("/admin/state").json()["draining"] is False
     assert served.headers["x-model"].startswith("fake/3; " if fails else "popularity/v0007; ")
 
 
-def test_a_load_without_drain_keeps_answering_from_the_old_table(client, version, monkeypatch) -> None:
+def test_a_load_without_drain_keeps_answering_from_the_old_table(client, admin, version, monkeypatch) -> None:
     seen: list[str] = []
     real = serve.load_version
 
@@ -594,18 +615,18 @@ def test_a_load_without_drain_keeps_answering_from_the_old_table(client, version
         return real(folder, segments)
 
     monkeypatch.setattr(serve, "load_version", load_and_look)
-    assert client.post("/admin/load", json={"folder": str(version)}).status_code == 200
+    assert admin.post("/admin/load", json={"folder": str(version)}).status_code == 200
     assert seen == [header("model")]
 
 
-def test_admin_refuses_a_second_load_and_proxied_requests(client, version) -> None:
+def test_admin_refuses_a_second_load_and_proxied_requests(client, admin, version) -> None:
     client.app.state.loading = "champion"  # as while a load builds its table in a worker thread
-    r = client.post("/admin/load", json={"folder": str(version)})
+    r = admin.post("/admin/load", json={"folder": str(version)})
     assert (r.status_code, r.json()["error"]) == (409, "a champion load is in progress; retry when it is done")
     client.app.state.loading = None
-    r = client.get("/admin/state", headers={"X-Movielab-Proxy": "1"})
-    assert r.status_code == 403 and "replica's own port only" in r.json()["error"]
-    r = client.get("/admin/load")
+    r = admin.get("/admin/state", headers={"X-Movielab-Proxy": "1"})
+    assert r.status_code == 403 and "not served through the proxy" in r.json()["error"]
+    r = admin.get("/admin/load")
     assert (r.status_code, r.json()["error"]) == (405, "GET /admin/load: use POST")
 
 
@@ -622,9 +643,9 @@ def test_read_segments_names_the_file_and_the_reason(tmp_path, text, reason) -> 
             read_segments(path)
 
 
-def test_explain_tells_the_arm_source_and_manifest(client, version) -> None:
-    client.post("/admin/load", json={"folder": str(version), "arm": "challenger", "share": 1})
-    e = client.get("/explain/5").json()
+def test_explain_tells_the_arm_source_and_manifest(client, admin, version) -> None:
+    admin.post("/admin/load", json={"folder": str(version), "arm": "challenger", "share": 1})
+    e = admin.get("/explain/5").json()
     assert (e["user"], e["arm"], e["source"], e["folder"]) == (5, "challenger", "model", str(version))
     assert e["manifest"]["version"] == "v0007" and e["provenance"]["model_version"] == "v0007"
     assert ",".join(e["answer"]) == client.get("/recommend/5").text
@@ -634,12 +655,79 @@ def test_explain_tells_the_arm_source_and_manifest(client, version) -> None:
     manifest = json.loads((version / "manifest.json").read_text())
     manifest.update(snapshot_hash="h", window=[None, None], snapshot_rows=400)
     (version / "manifest.json").write_text(json.dumps(manifest))
-    client.post("/admin/load", json={"folder": str(version), "arm": "challenger", "share": 1})
-    e = client.get("/explain/5").json()
+    admin.post("/admin/load", json={"folder": str(version), "arm": "challenger", "share": 1})
+    e = admin.get("/explain/5").json()
     assert e["explain"]["recommendations"] == e["answer"] and e["explain"]["model"]["version"] == "v0007"
-    client.post("/admin/drop")
-    e = client.get("/explain/12345").json()
+    admin.post("/admin/drop")
+    e = admin.get("/explain/12345").json()
     assert (e["arm"], e["source"], e["manifest"]) == ("champion", "global", None)
     assert "does not know this user" in e["reason"]
-    r = client.get("/explain/abc")
+    r = admin.get("/explain/abc")
     assert r.status_code == 400 and r.json()["error"].startswith("user id 'abc' is not")
+
+
+# --- attacks on the admin side (issue 10, part 3) ------------------------------------------------
+ADMIN_ROUTES = [("POST", "/admin/load"), ("POST", "/admin/share"), ("POST", "/admin/promote"), ("POST", "/admin/drop"),
+                ("GET", "/admin/state"), ("GET", "/explain/5")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
+def test_the_public_app_has_no_admin_or_explain_route_even_with_a_token(client, tokens, method, path) -> None:
+    body = {"folder": "../../../../tmp/x", "arm": "challenger", "share": 1.0, "drain": True}
+    for headers in ({}, tokens.headers()):
+        r = client.request(method, path, json=body if method == "POST" else None, headers=headers)
+        assert r.status_code in (404, 405), (path, r.status_code, r.text)
+    assert client.get("/recommend/10").status_code == 200  # a drain request did not drain
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
+def test_admin_and_explain_need_a_valid_token(client, tokens, tmp_path, method, path) -> None:
+    app = create_admin_app(client.app, tokens, tmp_path)
+    with TestClient(app) as anon:
+        for headers in ({}, {"authorization": "Bearer " + "x" * 43}, {"authorization": tokens.token()},
+                        {"authorization": "Basic " + tokens.token()}):  # fmt: skip
+            r = anon.request(method, path, json={"folder": "v", "drain": True} if method == "POST" else None,
+                             headers=headers)  # fmt: skip
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer"), (headers, r.text)
+            assert "provenance" not in r.text and "bucket" not in r.text
+    assert serving(client.app).draining is None
+
+
+def test_a_traversal_folder_is_refused_and_never_served(client, admin, tmp_path) -> None:
+    outside = save_version(tmp_path.parent / f"{tmp_path.name}-outside", "v0666", seed=6)
+    for folder in (str(outside), f"../{outside.name}", f"v0007/../../{outside.name}"):
+        r = admin.post("/admin/load", json={"folder": folder, "arm": "challenger", "share": 1.0})
+        assert (r.status_code, r.json()["error"]) == (400, "folder must lie inside the artifacts root")
+    assert admin.post("/admin/promote").status_code == 409  # nothing was loaded
+    assert client.get("/recommend/10").headers["x-model"] == header("model")
+
+
+def test_segments_pointing_at_any_json_file_reveal_neither_its_content_nor_its_existence(admin, version,
+                                                                                         tmp_path) -> None:  # fmt: skip
+    (tmp_path / "secret.json").write_text(json.dumps({"top-secret-key": "x"}))
+    answers = set()
+    for segments in ("secret.json", "missing.json"):  # one exists, one does not: the same answer
+        r = admin.post("/admin/load", json={"folder": str(version), "segments": segments})
+        assert r.status_code == 400 and "top-secret-key" not in r.text and "Errno" not in r.text
+        answers.add(r.text)
+    assert len(answers) == 1
+
+
+def test_the_admin_log_names_the_authenticated_identity(admin, version, caplog) -> None:
+    with caplog.at_level("INFO", logger="movielab.recommender.serve"):
+        assert admin.post("/admin/load", json={"folder": "v0007", "arm": "challenger"}).status_code == 200
+        assert admin.post("/admin/drop").status_code == 200
+    assert "admin load of" in caplog.text and "as challenger by alice" in caplog.text
+    assert "admin drop by alice" in caplog.text
+
+
+def test_several_roots_each_allow_loads_and_nothing_outside_them(client, tokens, tmp_path) -> None:
+    cache = save_version(tmp_path / "cache" / "version-3", "v0003", seed=3)
+    other = save_version(tmp_path / "other" / "v0004", "v0004", seed=4)
+    app = create_admin_app(client.app, tokens, [tmp_path / "models", tmp_path / "cache"])
+    with TestClient(app, headers=tokens.headers()) as admin:
+        assert admin.post("/admin/load", json={"folder": str(cache)}).status_code == 200
+        r = admin.post("/admin/load", json={"folder": str(other)})
+        assert (r.status_code, r.json()["error"]) == (400, "folder must lie inside the artifacts root")
+    with pytest.raises(ValueError, match="at least one artifacts root"):
+        create_admin_app(client.app, tokens, [])

@@ -94,12 +94,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve a trained version on `/recommend/<user>` (blocking), with the admin and explain endpoints."""
-    import uvicorn
-
+    """Serve a trained version on `/recommend/<user>` (blocking); the admin and explain endpoints on their own
+    loopback port with the token in `access.tokens` next to the store."""
+    from movielab.auth import ensure_tokens
+    from movielab.recommender.operate import TOKEN_FILE
     from movielab.recommender.pipeline import latest
-    from movielab.recommender.serve import create_app, load_version, write_segments
+    from movielab.recommender.serve import create_admin_app, create_app, load_version, write_segments
     from movielab.recommender.store import EventStore
+    from movielab.webserver import serve_listeners
 
     c = _config(args)
     folder = Path(args.version) if args.version else latest(c.artifacts, args.model)
@@ -108,10 +110,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with EventStore(c.store) as store:
             segments = write_segments(folder / "segments.json", store.user_segments())
     loaded = load_version(folder, segments)
-    print(f"serving {loaded.table.provenance.header('model')} for {len(loaded.table):,} users on "
-          f"http://{c.host}:{c.port}", flush=True)  # fmt: skip
+    tokens_path = Path(args.tokens) if args.tokens else Path(c.store).parent / TOKEN_FILE
+    tokens = ensure_tokens(tokens_path, "operator")
     app = create_app(loaded.table, folder=loaded.folder, manifest=loaded.manifest)
-    uvicorn.run(app, host=c.host, port=c.port, log_level="warning", access_log=False)
+    admin = create_admin_app(app, tokens, c.artifacts)
+    print(f"serving {loaded.table.provenance.header('model')} for {len(loaded.table):,} users on "
+          f"http://{c.host}:{c.port}; admin on http://{args.admin_host}:{args.admin_port} (token in "
+          f"{tokens_path})", flush=True)  # fmt: skip
+    serve_listeners([(app, c.host, c.port), (admin, args.admin_host, args.admin_port)])
     return 0
 
 
@@ -206,6 +212,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segments", type=Path, help="user segments file (JSON/Arrow) for cold-start fallbacks")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--admin-host", dest="admin_host", default="127.0.0.1",
+                   help="interface of the admin/explain port (loopback by default, whatever --host)")
+    p.add_argument("--admin-port", dest="admin_port", type=int, default=8084, help="admin/explain port (token)")
+    p.add_argument("--tokens", help="token file (default: access.tokens next to the store, created mode 0600)")
     p.set_defaults(func=cmd_serve)
 
     def registry_args(p: argparse.ArgumentParser) -> None:

@@ -27,12 +27,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from movielab.auth import RequireToken, Tokens, ensure_tokens, identity_of
 from movielab.contract.editions import edition
 from movielab.recommender import pipeline, serve
 from movielab.recommender.experiments import CanaryPlan, Experiment, ExperimentError, salt_of
@@ -44,6 +46,8 @@ from movielab.recommender.store import EventStore
 from movielab.webserver import ServerThread
 
 logger = logging.getLogger(__name__)
+
+TOKEN_FILE = "access.tokens"  # next to the store: control and admin tokens (mode 0600)
 
 
 class Serving(Protocol):
@@ -384,50 +388,103 @@ def _label(mv) -> str:
     return f"{mv.model}/{mv.tags.get('artifact_version', mv.version)}"
 
 
-def create_control_app(operator: Operator) -> Starlette:
-    """The operator's HTTP face: `/metrics` (Prometheus), `/status`, the manual overrides
-    `POST /canary/{promote,rollback,pause,resume}` with JSON `{"by": ..., "reason": ...}`, a hand-started canary
-    `POST /canary/start` with `{"version": <registered version>}`, `POST /retrain`, and a freeze of the
-    schedule: `POST /schedule/pause` / `POST /schedule/resume`."""
+class OverrideBody(BaseModel):
+    """`POST /canary/{promote,rollback,pause,resume}`: why (who is the token's identity, not a field)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    reason: str = Field("manual override", min_length=1, max_length=500)
+
+
+class StartBody(BaseModel):
+    """`POST /canary/start`: the registered version to canary."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    version: int | str = Field(union_mode="left_to_right")
+
+    @field_validator("version")
+    @classmethod
+    def _registered(cls, v: int | str) -> str:
+        text = str(v).strip()
+        if isinstance(v, bool) or not text.isascii() or not text.isdigit() or len(text) > 12 or int(text) < 1:
+            raise ValueError("must be a registered version number (1, 2, ...)")
+        return text
+
+
+class EmptyBody(BaseModel):
+    """A POST that takes no fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+MAX_BODY = 16_384  # bytes of a control request body
+
+
+async def _control_body(request: Request, model: type[BaseModel]) -> BaseModel | JSONResponse:
+    """The body checked against `model` (empty means `{}`), or a 400/413 answer naming fields, not values."""
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        return JSONResponse({"error": f"request body has {len(raw)} bytes, at most {MAX_BODY}"}, 413)
+    try:
+        return model.model_validate_json(raw if raw.strip() else b"{}")
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}"
+                             for e in exc.errors(include_url=False, include_input=False)[:5])  # fmt: skip
+        return JSONResponse({"error": f"bad request body: {problems}"}, 400)
+
+
+def create_control_app(operator: Operator, tokens: Tokens) -> Starlette:
+    """The operator's HTTP face, for a loopback listener: `/metrics` (Prometheus, no token) and, with a token of
+    `tokens` (401 otherwise), `/status`, the manual overrides `POST /canary/{promote,rollback,pause,resume}`
+    with JSON `{"reason": ...}` (recorded `by` the token's identity), a hand-started canary `POST /canary/start`
+    with `{"version": <registered version>}`, `POST /retrain`, and a freeze of the schedule:
+    `POST /schedule/pause` / `POST /schedule/resume`."""
 
     async def status(request: Request) -> JSONResponse:
         return JSONResponse(await run_in_threadpool(operator.status))  # waits for a tick, not the event loop
 
     async def override(request: Request) -> JSONResponse:
         action = request.path_params["action"]
-        try:
-            body = await request.json() if await request.body() else {}
-        except ValueError:
-            return JSONResponse({"error": "the body is not JSON: send {\"by\": ..., \"reason\": ...}"}, 400)
-        if not isinstance(body, dict):
-            return JSONResponse({"error": "the body must be a JSON object with by and reason"}, 400)
-        by, reason = str(body.get("by") or "cli"), str(body.get("reason") or "manual override")
+        if action not in ("start", "promote", "rollback", "pause", "resume"):
+            return JSONResponse({"error": "unknown canary action: choose start, promote, rollback, pause or "
+                                 "resume"}, 404)  # fmt: skip
+        body = await _control_body(request, StartBody if action == "start" else OverrideBody)
+        if isinstance(body, JSONResponse):
+            return body
+        by = identity_of(request)
+        logger.info("control: canary %s by %s", action, by)
         try:
             if action == "start":
-                return JSONResponse(await run_in_threadpool(_start, body.get("version")))
-            return JSONResponse(await run_in_threadpool(operator.override, action, by, reason))
+                return JSONResponse(await run_in_threadpool(_start, body.version))
+            return JSONResponse(await run_in_threadpool(operator.override, action, by, body.reason))
         except (OperatorError, ExperimentError) as exc:
             return JSONResponse({"error": str(exc)}, 409)
         except RegistryError as exc:
             return JSONResponse({"error": str(exc)}, 404)
 
-    def _start(version: object) -> dict:
-        if not isinstance(version, str | int) or isinstance(version, bool) or not str(version).strip():
-            raise OperatorError(f"canary start needs {{\"version\": <registered version>}}, got {version!r}")
-        exp = operator.start_canary(operator.registry.get(str(version)))
+    def _start(version: str) -> dict:
+        exp = operator.start_canary(operator.registry.get(version))
         return {"experiment": exp.name, "challenger": exp.challenger, "share": exp.share, "salt": exp.salt}
 
     async def schedule(request: Request) -> JSONResponse:
         action = request.path_params["action"]
         if action not in ("pause", "resume"):
-            return JSONResponse({"error": f"schedule action {action!r} is unknown: choose pause or resume"}, 404)
+            return JSONResponse({"error": "unknown schedule action: choose pause or resume"}, 404)
+        body = await _control_body(request, EmptyBody)
+        if isinstance(body, JSONResponse):
+            return body
         operator.schedule_paused = action == "pause"
-        logger.info("scheduled retraining %s", "paused" if operator.schedule_paused else "resumed")
+        logger.info("control: scheduled retraining %s by %s", "paused" if operator.schedule_paused else "resumed",
+                    identity_of(request))  # fmt: skip
         return JSONResponse({"schedule_paused": operator.schedule_paused})
 
     async def retrain(request: Request) -> JSONResponse:
+        body = await _control_body(request, EmptyBody)
+        if isinstance(body, JSONResponse):
+            return body
+        by = identity_of(request)
+        logger.info("control: retraining on demand by %s", by)
         try:  # seconds of training: off the event loop, so /metrics and /status keep answering
-            record = await run_in_threadpool(operator.retrain, "on demand")
+            record = await run_in_threadpool(operator.retrain, f"on demand by {by}")
         except OperatorError as exc:
             return JSONResponse({"error": str(exc)}, 409)
         return JSONResponse(record.as_dict())
@@ -439,15 +496,20 @@ def create_control_app(operator: Operator) -> Starlette:
         Route("/retrain", retrain, methods=["POST"]),
         Route("/schedule/{action:str}", schedule, methods=["POST"]),
     ])  # fmt: skip
+    app.add_middleware(RequireToken, tokens=tokens, open_paths=("/metrics",))
     return app
 
 
 def run(config, replicas: int = 2, control_port: int = 8083, tick_seconds: float = 2.0,
         plan: CanaryPlan | None = None, stop: threading.Event | None = None,
-        on_ready: Callable[[Operator, str], None] | None = None) -> Operator:  # fmt: skip
+        on_ready: Callable[[Operator, str], None] | None = None, control_host: str = "127.0.0.1",
+        keep_serving: bool = False) -> Operator:  # fmt: skip
     """The whole recommender from a `RecommenderConfig`, until `stop` is set (or SIGINT/SIGTERM in the main
-    thread): ingest, operator ticks, serving (`replicas` processes behind nginx on `config.port`, or with 0 one
-    in-process server), `/metrics` and the control endpoints on `control_port`."""
+    thread): ingest, operator ticks, serving (`replicas` processes behind nginx on `config.host:port`, or with 0
+    one in-process server), `/metrics` and the control endpoints on `control_host:control_port` (loopback by
+    default, whatever `config.host` is). Control and the replicas' admin ports accept the tokens in
+    `access.tokens` next to the store (created with mode 0600 at first start). The fleet outlives this process
+    if it is killed, and the next `run` adopts it; `keep_serving` leaves it running on a clean stop too."""
     import signal
 
     from movielab.kafka.admin import topic_name
@@ -461,6 +523,8 @@ def run(config, replicas: int = 2, control_port: int = 8083, tick_seconds: float
     base = Path(config.store).parent
     base.mkdir(parents=True, exist_ok=True)
     servings: list = []
+    tokens_path = base / TOKEN_FILE
+    tokens = ensure_tokens(tokens_path, "operator")
 
     def start_serving(version: Path) -> Serving:
         if replicas == 0:
@@ -468,7 +532,11 @@ def run(config, replicas: int = 2, control_port: int = 8083, tick_seconds: float
         else:
             from movielab.recommender.fleet import Fleet
 
-            servings.append(Fleet(base / "fleet", version, replicas, config.port, config.host).start())
+            # Versions come from the artifacts (a fresh run) and from the registry's download cache (resume).
+            roots = [Path(config.artifacts), Path(operator.registry.cache)]
+            fleet = Fleet(base / "fleet", version, replicas, config.port, config.host, tokens=tokens_path,
+                          root=roots)  # fmt: skip
+            servings.append(fleet.start())
         return servings[-1]
 
     with EventStore(config.store) as store, WorldApi(config.world_api) as api:
@@ -476,7 +544,7 @@ def run(config, replicas: int = 2, control_port: int = 8083, tick_seconds: float
         operator = Operator(store, Retrainer.from_config(config, store), start_serving, base / "operator", plan,
                             ingestor)  # fmt: skip
         ingest = threading.Thread(target=lambda: ingestor.run(stop), name="ingest", daemon=True)
-        control = ServerThread(create_control_app(operator), config.host, control_port).start()
+        control = ServerThread(create_control_app(operator, tokens), control_host, control_port).start()
         try:
             ingest.start()
             operator.start(tick_seconds)
@@ -491,7 +559,10 @@ def run(config, replicas: int = 2, control_port: int = 8083, tick_seconds: float
             stop.set()
             ingest.join(timeout=60)
             for s in servings:
-                s.stop()
+                if keep_serving and hasattr(s, "detach"):
+                    s.detach()  # replicas and nginx keep answering; the next operator adopts them
+                else:
+                    s.stop()
             for s, handler in previous.items():
                 signal.signal(s, handler)
     return operator

@@ -27,11 +27,20 @@ def cmd_operate(args: argparse.Namespace) -> int:
 
     def ready(operator, control_url: str) -> None:
         print(f"operator: {control_url}/status, {control_url}/metrics; serving on http://{c.host}:{c.port} "
-              f"once the first model is trained", flush=True)  # fmt: skip
+              f"once the first model is trained; control token in {_tokens_path(args)}", flush=True)  # fmt: skip
 
     run(c, replicas=args.replicas, control_port=args.control_port, tick_seconds=args.tick, plan=plan,
-        on_ready=ready)  # fmt: skip
+        on_ready=ready, control_host=args.control_host, keep_serving=args.keep_serving)  # fmt: skip
     return 0
+
+
+def _tokens_path(args: argparse.Namespace) -> Path:
+    """The token file: `--tokens`, else `access.tokens` next to the store."""
+    from movielab.recommender.operate import TOKEN_FILE
+
+    if getattr(args, "tokens", None):
+        return Path(args.tokens)
+    return Path(_config(args).store).parent / TOKEN_FILE
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
@@ -46,10 +55,20 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lambda *_: stop.set())
-    with Fleet(Path(c.store).parent / "fleet", version, args.replicas, c.port, c.host) as fleet:
-        print(f"serving {version} on {fleet.url} from replicas {', '.join(r.url for r in fleet.replicas)}",
+    fleet = Fleet(Path(c.store).parent / "fleet", version, args.replicas, c.port, c.host, tokens=_tokens_path(args),
+                  root=Path(c.artifacts) if Path(version).resolve().is_relative_to(Path(c.artifacts).resolve())
+                  else Path(version).resolve().parent)  # fmt: skip
+    fleet.start()
+    try:
+        print(f"serving {version} on {fleet.url} from replicas {', '.join(r.url for r in fleet.replicas)}"
+              f"{' (adopted the running fleet)' if fleet.adopted else ''}; admin token in {fleet.tokens_path}",
               flush=True)  # fmt: skip
         stop.wait()
+    finally:
+        if args.keep_serving:
+            fleet.detach()
+        else:
+            fleet.stop()
     return 0
 
 
@@ -57,16 +76,23 @@ def cmd_canary(args: argparse.Namespace) -> int:
     """Show the running experiment, start one by hand, or promote / roll back / pause / resume it."""
     import httpx
 
+    from movielab.auth import AuthError, client_headers
+
     url = args.operator.rstrip("/")
     try:
+        headers = client_headers(_tokens_path(args), args.identity)
+    except AuthError as exc:
+        raise SystemExit(f"no token for the operator: {exc} (or set $MOVIELAB_TOKEN)") from None
+    try:
         if args.action == "status":
-            r = httpx.get(f"{url}/status", timeout=30)
+            r = httpx.get(f"{url}/status", headers=headers, timeout=30)
         elif args.action == "start":
             if not args.version:
                 raise SystemExit("canary start needs --version <registered version>")
-            r = httpx.post(f"{url}/canary/start", json={"version": args.version}, timeout=600)
+            r = httpx.post(f"{url}/canary/start", json={"version": args.version}, headers=headers, timeout=600)
         else:
-            r = httpx.post(f"{url}/canary/{args.action}", json={"by": args.by, "reason": args.reason}, timeout=120)
+            r = httpx.post(f"{url}/canary/{args.action}", json={"reason": args.reason}, headers=headers,
+                           timeout=120)  # fmt: skip
     except httpx.HTTPError as exc:
         raise SystemExit(f"the operator at {url} did not answer: {exc}") from None
     print(json.dumps(r.json(), indent=2))
@@ -88,6 +114,11 @@ def register(rec: argparse._SubParsersAction, common) -> None:
     p.add_argument("--replicas", type=int, default=2, help="serving processes behind nginx; 0: one in-process server")
     p.add_argument("--control-port", dest="control_port", type=int, default=8083,
                    help="the operator's /metrics, /status and canary overrides")  # fmt: skip
+    p.add_argument("--control-host", dest="control_host", default="127.0.0.1",
+                   help="interface of the control port (token required; loopback by default, whatever --host)")
+    p.add_argument("--tokens", help="token file (default: access.tokens next to the store, created mode 0600)")
+    p.add_argument("--keep-serving", dest="keep_serving", action="store_true",
+                   help="leave replicas and nginx running on exit (a restarted operator adopts them)")
     p.add_argument("--tick", type=float, default=2.0, help="seconds between operator ticks")
     p.add_argument("--steps", default="0.1,0.5,1.0", help="canary shares, comma-separated")
     p.add_argument("--min-requests", dest="min_requests", type=int, default=1000,
@@ -102,11 +133,16 @@ def register(rec: argparse._SubParsersAction, common) -> None:
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--tokens", help="token file of the replicas' admin ports (default: access.tokens next to the store)")
+    p.add_argument("--keep-serving", dest="keep_serving", action="store_true",
+                   help="leave replicas and nginx running on exit (the next start adopts them)")
     p.set_defaults(func=cmd_fleet)
     p = rec.add_parser("canary", help="the running canary: status, or a manual promote/rollback/pause/resume")
     p.add_argument("action", choices=["status", "start", "promote", "rollback", "pause", "resume"])
     p.add_argument("--version", help="start: the registered version to canary (past the offline gate)")
     p.add_argument("--operator", default="http://127.0.0.1:8083", help="the operator's control URL")
-    p.add_argument("--by", default="cli", help="who decides (recorded with the decision)")
+    p.add_argument("--store", type=Path, help="the recommender's store: its token file is next to it")
+    p.add_argument("--tokens", help="token file (default: access.tokens next to the store); or $MOVIELAB_TOKEN")
+    p.add_argument("--identity", help="whose token to use (default: the first in the file); recorded as `by`")
     p.add_argument("--reason", default="manual override", help="why (recorded with the decision)")
     p.set_defaults(func=cmd_canary)

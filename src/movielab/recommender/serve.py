@@ -34,13 +34,17 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from movielab.auth import RequireToken, Tokens, identity_of
 from movielab.recommender import split
 from movielab.recommender.answers import AnswerTable
 from movielab.recommender.data import N_SEGMENTS
@@ -210,15 +214,15 @@ async def _send(send, status: int, body: bytes, headers: list[tuple[bytes, bytes
 # --- the app -------------------------------------------------------------------------------------
 def create_app(table: AnswerTable, instrument: bool = True, *, folder: str | Path | None = None,
                manifest: dict | None = None) -> Starlette:  # fmt: skip
-    """The service with `table` as champion (from `folder`/`manifest` if known); `instrument=False` leaves out
-    the /metrics bookkeeping (for benchmarks)."""
+    """The public service with `table` as champion (from `folder`/`manifest` if known): `/recommend/<user>`,
+    `/healthz`, `/metrics` and nothing else; `instrument=False` leaves out the /metrics bookkeeping (for
+    benchmarks). The admin and explain routes are a separate app on its own listener (`create_admin_app`)."""
     metrics = ServeMetrics() if instrument else None
 
     async def healthz(request: Request) -> JSONResponse:
+        # What a caller may know (the X-Model header tells as much): no folders, salts or challenger.
         s: Serving = request.app.state.serving
-        challenger = None if s.challenger is None else s.challenger.describe()
-        return JSONResponse({"status": "ok", **s.champion.table.describe(), "folder": s.champion.folder,
-                             "challenger": challenger, "share": s.share, "salt": s.salt,
+        return JSONResponse({"status": "ok", "provenance": s.champion.table.provenance.as_dict(),
                              "draining": s.draining is not None})  # fmt: skip
 
     async def metrics_page(request: Request) -> Response:
@@ -226,24 +230,12 @@ def create_app(table: AnswerTable, instrument: bool = True, *, folder: str | Pat
             return PlainTextResponse("metrics are off in this app", status_code=404)
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
-    async def internal_error(request: Request, exc: Exception) -> PlainTextResponse:
-        logger.error("%s %s failed: %r", request.method, request.url.path, exc)
-        return PlainTextResponse(f"internal error serving {request.method} {request.url.path}: "
-                                 f"{type(exc).__name__}", status_code=500)  # fmt: skip
-
-    app = Starlette(exception_handlers={Exception: internal_error})
+    app = Starlette(exception_handlers={Exception: _internal_error})
     recommend = RecommendEndpoint(app, metrics)
     app.router.routes.extend([
         Route(PREFIX + "{userid:path}", recommend, methods=["GET"]),  # the fast path's twin: 405s, docs
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_page, methods=["GET"]),
-        Route("/explain/{userid:path}", _explain, methods=["GET"]),
-        Route("/admin/state", _admin_state, methods=["GET"]),
-        Route("/admin/load", _admin_load, methods=["POST"]),
-        Route("/admin/share", _admin_share, methods=["POST"]),
-        Route("/admin/promote", _admin_promote, methods=["POST"]),
-        Route("/admin/drop", _admin_drop, methods=["POST"]),
-        Route("/admin/{rest:path}", _admin_unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ])  # fmt: skip
     # Inside the catch-all (ServerErrorMiddleware), in front of the router.
     app.add_middleware(RecommendFastPath, endpoint=recommend)
@@ -255,6 +247,12 @@ def create_app(table: AnswerTable, instrument: bool = True, *, folder: str | Pat
         metrics.set_models(table.provenance, None, 0.0)
     logger.info("serving answer table %s", table.describe())
     return app
+
+
+async def _internal_error(request: Request, exc: Exception) -> PlainTextResponse:
+    logger.error("%s %s failed: %r", request.method, request.url.path, exc)
+    return PlainTextResponse(f"internal error serving {request.method} {request.url.path}: "
+                             f"{type(exc).__name__}", status_code=500)  # fmt: skip
 
 
 def serving(app: Starlette) -> Serving:
@@ -441,11 +439,65 @@ def _int_or_none(value: object) -> int | None:
     return None
 
 
-# --- admin and explain routes (JSON; bad input is 400/404/409 with the reason, never 500) ----------
+# --- admin and explain: a separate app, its own listener, a token (bad input is 4xx, never 500) ----------
+MAX_BODY = 16_384  # bytes of an admin request body
+MAX_PATH = 1024  # characters of a folder or segments path
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class LoadBody(_Body):
+    """`POST /admin/load`: a version folder (inside the artifacts root) as champion or challenger."""
+
+    folder: str = Field(min_length=1, max_length=MAX_PATH)
+    arm: Literal["champion", "challenger"] = "champion"
+    segments: str | None = Field(None, min_length=1, max_length=MAX_PATH)
+    share: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    salt: int | None = Field(None, ge=0, le=MAX_SALT)
+    drain: bool = False
+
+
+class ShareBody(_Body):
+    """`POST /admin/share`: the challenger's share (0..1) and optionally a new salt."""
+
+    share: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+    salt: int | None = Field(None, ge=0, le=MAX_SALT)
+
+
+class EmptyBody(_Body):
+    """`POST /admin/promote`, `/admin/drop`: no fields."""
+
+
 class _AdminError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def create_admin_app(app: Starlette, tokens: Tokens, root: str | Path | Sequence[str | Path]) -> Starlette:
+    """The admin and explain routes over `app`'s serving state, for a listener of their own (loopback):
+    `GET /admin/state`, `POST /admin/load|share|promote|drop`, `GET /explain/<user>`; every request needs a
+    token of `tokens` (401 otherwise) and folders must resolve inside `root` (the artifacts root; several
+    roots, e.g. the artifacts and the registry's download cache, may be given)."""
+    roots = [root] if isinstance(root, str | Path) else list(root)
+    if not roots:
+        raise ValueError("the admin app needs at least one artifacts root")
+    admin = Starlette(exception_handlers={Exception: _internal_error})
+    admin.state.public = app
+    admin.state.roots = tuple(Path(r).resolve() for r in roots)
+    admin.router.routes.extend([
+        Route("/explain/{userid:path}", _explain, methods=["GET"]),
+        Route("/admin/state", _admin_state, methods=["GET"]),
+        Route("/admin/load", _admin_load, methods=["POST"]),
+        Route("/admin/share", _admin_share, methods=["POST"]),
+        Route("/admin/promote", _admin_promote, methods=["POST"]),
+        Route("/admin/drop", _admin_drop, methods=["POST"]),
+        Route("/admin/{rest:path}", _admin_unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    ])  # fmt: skip
+    admin.add_middleware(RequireToken, tokens=tokens)
+    return admin
 
 
 def _admin(handler):
@@ -453,41 +505,45 @@ def _admin(handler):
 
     async def wrapped(request: Request) -> JSONResponse:
         if PROXY_HEADER in request.headers:
-            return JSONResponse({"error": "admin endpoints answer on the replica's own port only, not through "
-                                 "the proxy"}, status_code=403)  # fmt: skip
+            return JSONResponse({"error": "admin endpoints are not served through the proxy"}, status_code=403)
         try:
             return JSONResponse(await handler(request))
         except _AdminError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         except NoChallenger as exc:
             return JSONResponse({"error": str(exc)}, status_code=409)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
 
     return wrapped
 
 
-async def _json_body(request: Request, fields: dict[str, tuple[type, ...]], required: tuple[str, ...]) -> dict:
-    """The request's JSON object, checked: only `fields` (name -> accepted types), `required` present."""
+async def _body(request: Request, model: type[_Body]) -> _Body:
+    """The request body checked against `model` (an empty body is `{}`); 413 when too large, 400 naming the
+    fields and reasons (never the values) otherwise."""
     raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise _AdminError(413, f"request body has {len(raw)} bytes, at most {MAX_BODY}")
     try:
-        body = json.loads(raw) if raw.strip() else {}
-    except ValueError as exc:
-        raise _AdminError(400, f"request body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise _AdminError(400, f"request body must be a JSON object, got {type(body).__name__}")
-    unknown = sorted(set(body) - set(fields))
-    if unknown:
-        raise _AdminError(400, f"unknown field(s) {', '.join(unknown)}; expected {', '.join(fields)}")
-    for name in required:
-        if body.get(name) is None:
-            raise _AdminError(400, f"field {name!r} is required")
-    for name, value in body.items():
-        types = fields[name]
-        if value is not None and (isinstance(value, bool) and bool not in types or not isinstance(value, types)):
-            names = " or ".join(t.__name__ for t in types)
-            raise _AdminError(400, f"field {name!r} must be {names}, got {value!r}")
-    return body
+        return model.model_validate_json(raw if raw.strip() else b"{}")
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}"
+                             for e in exc.errors(include_url=False, include_input=False)[:5])  # fmt: skip
+        raise _AdminError(400, f"bad request body: {problems}") from None
+
+
+def _inside(roots: tuple[Path, ...], given: str, what: str) -> Path:
+    """`given` resolved (relative to the first root); 400 unless it lies inside one of `roots`. The answer
+    names neither the path nor whether it exists."""
+    try:
+        path = (roots[0] / given).resolve()
+    except (OSError, RuntimeError, ValueError):
+        path = None
+    if path is None or not any(path.is_relative_to(r) for r in roots):
+        raise _AdminError(400, f"{what} must lie inside the artifacts root")
+    return path
+
+
+def _public(request: Request) -> Starlette:
+    return request.app.state.public
 
 
 def _state(app: Starlette) -> dict:
@@ -496,77 +552,74 @@ def _state(app: Starlette) -> dict:
 
 @_admin
 async def _admin_state(request: Request) -> dict:
-    return _state(request.app)
+    return _state(_public(request))
 
 
 @_admin
 async def _admin_load(request: Request) -> dict:
     """Load a version folder as champion or challenger; the table is built in a worker thread, and with
     `"drain": true` the replica answers `/recommend` with 503 until the new table is in."""
-    from movielab.recommender.models.base import ModelLoadError
-    from movielab.recommender.pipeline import NoModel
-
-    body = await _json_body(request, {"folder": (str,), "arm": (str,), "segments": (str,), "share": (int, float),
-                                      "salt": (int,), "drain": (bool,)}, required=("folder",))  # fmt: skip
-    arm = body.get("arm") or "champion"
-    if arm not in ("champion", "challenger"):
-        raise _AdminError(400, f"arm {arm!r} must be 'champion' or 'challenger'")
-    share, salt = body.get("share"), body.get("salt")
-    if arm == "champion" and (share is not None or salt is not None):
+    body: LoadBody = await _body(request, LoadBody)  # type: ignore[assignment]
+    if body.arm == "champion" and (body.share is not None or body.salt is not None):
         raise _AdminError(400, "share and salt apply to a challenger only")
-    if share is not None:
-        split.threshold(share)  # range check before the slow part
-    if salt is not None and not 0 <= salt <= MAX_SALT:
-        raise _AdminError(400, f"salt {salt!r} must be an integer in 0..{MAX_SALT}")
-    folder = Path(body["folder"])
-    if not folder.is_dir():
-        raise _AdminError(404, f"version folder {folder} does not exist")
-    app = request.app
+    roots: tuple[Path, ...] = request.app.state.roots
+    folder = _inside(roots, body.folder, "folder")
+    segments = None if body.segments is None else _inside(roots, body.segments, "segments")
+    try:
+        exists = folder.is_dir()
+    except OSError:
+        exists = False
+    if not exists:
+        raise _AdminError(404, "no version folder there")
+    app = _public(request)
     if app.state.loading is not None:
         raise _AdminError(409, f"a {app.state.loading} load is in progress; retry when it is done")
-    app.state.loading = arm  # set and cleared on the event loop: no other request runs in between
-    if body.get("drain"):
-        drain(app, f"loading {folder} as {arm}")
+    who = identity_of(request)
+    logger.info("admin load of %s as %s by %s", folder, body.arm, who)
+    app.state.loading = body.arm  # set and cleared on the event loop: no other request runs in between
+    if body.drain:
+        drain(app, f"loading a new {body.arm}")
     try:
         t = time.perf_counter()
-        loaded = await asyncio.to_thread(load_version, folder, body.get("segments"))
+        loaded = await asyncio.to_thread(load_version, folder, segments)
         seconds = time.perf_counter() - t
-        if arm == "champion":
+        if body.arm == "champion":
             swap(app, loaded.table, loaded.folder, loaded.manifest)
         else:
-            set_challenger(app, loaded.table, share or 0.0, salt, loaded.folder, loaded.manifest)
-    except NoModel as exc:
-        raise _AdminError(404, str(exc)) from None
-    except KeyError as exc:
-        raise _AdminError(400, f"{folder / 'manifest.json'} has no field {exc}") from None
-    except (ModelLoadError, BadSegments, OSError, ValueError) as exc:
-        raise _AdminError(400, f"cannot load {folder}: {exc}") from None
+            set_challenger(app, loaded.table, body.share or 0.0, body.salt, loaded.folder, loaded.manifest)
+    except Exception as exc:  # noqa: BLE001 - any failure: the reason goes to the log, the caller gets no file facts
+        logger.warning("admin load of %s as %s by %s failed: %r", folder, body.arm, who, exc)
+        raise _AdminError(400, f"cannot load that version as {body.arm}: its files are missing or invalid "
+                          "(the reason is in the replica's log); the previous one keeps serving") from None  # fmt: skip
     finally:
         app.state.loading = None
-        if body.get("drain"):  # serve again, with the new table or, after a failed load, the old one
+        if body.drain:  # serve again, with the new table or, after a failed load, the old one
             drain(app, None)
-    return {**_state(app), "loaded": arm, "load_seconds": round(seconds, 3)}
+    return {**_state(app), "loaded": body.arm, "load_seconds": round(seconds, 3)}
 
 
 @_admin
 async def _admin_share(request: Request) -> dict:
-    body = await _json_body(request, {"share": (int, float), "salt": (int,)}, required=("share",))
-    set_share(request.app, body["share"], body.get("salt"))
-    return _state(request.app)
+    body: ShareBody = await _body(request, ShareBody)  # type: ignore[assignment]
+    set_share(_public(request), body.share, body.salt)
+    logger.info("admin share %g by %s", body.share, identity_of(request))
+    return _state(_public(request))
 
 
 @_admin
 async def _admin_promote(request: Request) -> dict:
-    await _json_body(request, {}, ())
-    promote(request.app)
-    return _state(request.app)
+    await _body(request, EmptyBody)
+    promote(_public(request))
+    logger.info("admin promote by %s", identity_of(request))
+    return _state(_public(request))
 
 
 @_admin
 async def _admin_drop(request: Request) -> dict:
-    await _json_body(request, {}, ())
-    drop_challenger(request.app)
-    return _state(request.app)
+    await _body(request, EmptyBody)
+    drop_challenger(_public(request))
+    logger.info("admin drop by %s", identity_of(request))
+    return _state(_public(request))
 
 
 @_admin
@@ -576,8 +629,8 @@ async def _admin_unknown(request: Request) -> dict:
         raise _AdminError(405, f"{request.method} {path}: use POST")
     if path == "/admin/state":
         raise _AdminError(405, f"{request.method} {path}: use GET")
-    raise _AdminError(404, f"no admin endpoint {request.method} {request.url.path}; there are GET /admin/state, "
-                      "POST /admin/load, /admin/share, /admin/promote, /admin/drop")  # fmt: skip
+    raise _AdminError(404, "no such admin endpoint; there are GET /admin/state, POST /admin/load, /admin/share, "
+                      "/admin/promote, /admin/drop")  # fmt: skip
 
 
 async def _explain(request: Request) -> JSONResponse:
@@ -586,7 +639,7 @@ async def _explain(request: Request) -> JSONResponse:
         user_id = parse_user_id(request.path_params["userid"])
     except BadUserId as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
-    return JSONResponse(explain_user(serving(request.app), user_id))
+    return JSONResponse(explain_user(serving(_public(request)), user_id))
 
 
 def explain_user(s: Serving, user_id: int) -> dict[str, object]:
