@@ -128,7 +128,8 @@ def main() -> None:
         e2e = n / (result.value - t0)
         requests = world.stats.sessions - sessions0
         # The ceiling: raw produce of the same number of pre-formatted lines, read back by nobody.
-        lines = [f"2026-03-20T08:12:{i % 60:02d},{i % 1_000_000 + 1},GET /data/m/{universe.catalog.slug[i % 27_000]}/"
+        slugs = universe.catalog.slug
+        lines = [f"2026-03-20T08:12:{i % 60:02d},{i % 1_000_000 + 1},GET /data/m/{slugs[i % len(slugs)]}/"
                  f"{i % 120 + 1}.mpg".encode() for i in range(n)]  # fmt: skip
         p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 10, "batch.num.messages": 10_000,
                       "queue.buffering.max.messages": 2_000_000})  # fmt: skip

@@ -15,6 +15,9 @@ from collections.abc import Iterable
 from movielab.contract.errors import InvalidMovieId
 
 SLUG_PATTERN = r"[a-z0-9]+(?:\+[a-z0-9]+)*"
+#: The regular expression (no anchors) of one movie id a consumer or the world API accepts; `check_slug`
+#: checks the same (plus `MAX_SLUG_LENGTH`). OpenAPI documents and answer checks build on this one constant.
+MOVIE_ID_PATTERN = SLUG_PATTERN
 _SLUG_RE = re.compile(SLUG_PATTERN)
 _YEAR_SUFFIX = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
 _PARENS = re.compile(r"\([^()]*\)")
