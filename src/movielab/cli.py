@@ -26,7 +26,6 @@ def _world_config(args: argparse.Namespace):
 def _cmd_world_run(args: argparse.Namespace) -> int:
     from movielab.world.live import run_live
     from movielab.world.report import summarize
-    from movielab.world.sinks import FileSink
 
     config = _world_config(args)
     t = {}
@@ -39,7 +38,7 @@ def _cmd_world_run(args: argparse.Namespace) -> int:
     def done(live, stats) -> None:
         print(summarize(live.world, live.universe, stats, time.perf_counter() - t["start"]))
 
-    run_live(config, extra_sink=FileSink(args.out) if args.out else None, on_ready=ready, after=done)
+    run_live(config, out=args.out, on_ready=ready, after=done)
     return 0
 
 
@@ -90,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
     world = sub.add_parser("world", help="the simulated streaming service").add_subparsers(dest="what", required=True)
     run = world.add_parser("run", help="run the live world: Kafka topics, user/movie API, team services")
     _world_args(run)
-    run.add_argument("--out", help="also append every event line to this file")
+    run.add_argument("--out", help="also append every event line to this file, once Kafka confirmed it")
     run.set_defaults(func=_cmd_world_run)
     demo = sub.add_parser("demo", help="the live world against the recommender and the random placeholder")
     demo.add_argument("--users", type=int)
