@@ -19,7 +19,7 @@ from movielab.kafka.broker import EmbeddedBroker
 from movielab.kafka.metrics import ProducedLinesCollector
 from movielab.kafka.producer import KafkaSink
 from movielab.webserver import ServerThread
-from movielab.world.api import create_app
+from movielab.world.api import create_app, server_options
 from movielab.world.bootstrap import Universe, build_universe, build_world, run_until
 from movielab.world.client import HttpRecommender, Team
 from movielab.world.config import WorldConfig
@@ -87,7 +87,7 @@ def run_live(
         registry = CollectorRegistry()
         registry.register(ProducedLinesCollector(kafka_sinks))
         api = ServerThread(create_app(world.pop, universe.catalog, metrics=registry), config.api_host,
-                           config.api_port or None).start()  # fmt: skip
+                           config.api_port or None, **server_options()).start()  # fmt: skip
         live = LiveWorld(world, universe, bootstrap, topics, api.url, teams)
         logger.info("world API on %s; topics %s on %s", api.url, ", ".join(topics), bootstrap)
         if on_ready is not None:
