@@ -16,7 +16,7 @@ def _world_config(args: argparse.Namespace):
         "users": args.users, "movies": args.movies, "seed": args.seed, "start": args.start, "speed": args.speed,
         "days": args.days, "data_dir": args.data_dir, "dataset": args.dataset, "kafka": args.kafka,
         "partitions": args.partitions, "api_port": args.api_port, "timeout_ms": args.timeout_ms,
-        "teams": args.teams.split(",") if args.teams else None,
+        "pacing": args.pacing, "teams": args.teams.split(",") if args.teams else None,
     }.items() if v is not None}  # fmt: skip
     if args.forever:
         given["days"] = None
@@ -79,6 +79,8 @@ def _world_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partitions", type=int, help="partitions per team topic (default 4)")
     p.add_argument("--api-port", type=int, help="port of the world's user/movie API (default 8080, 0 = any)")
     p.add_argument("--timeout-ms", type=int, help="recommendation time-out in ms (default 600)")
+    p.add_argument("--pacing", choices=["team", "together"],
+                   help="as fast as possible with several teams: each team at its own pace (default) or together")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ import logging
 import re
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -191,9 +192,20 @@ class HttpRecommender:
 
     def recommend(self, user_ids: np.ndarray, times: np.ndarray) -> RecAnswers:
         """Ask every user's team; one answer per user, in order."""
+        return self.submit(user_ids, times).result()
+
+    def submit(self, user_ids: np.ndarray, times: np.ndarray) -> Future:
+        """Like `recommend`, without waiting: a `concurrent.futures.Future` of the `RecAnswers`.
+
+        The world's lanes use it to keep one team's slow answers from holding back the others.
+        """
         teams = team_of(user_ids, len(self.teams))
-        results = self._call(self._batch(np.asarray(user_ids).tolist(), teams.tolist()))
-        servers = [self.teams[t].server for t in teams.tolist()]
+        return asyncio.run_coroutine_threadsafe(self._answers(np.asarray(user_ids).tolist(), teams.tolist()),
+                                                self._loop)  # fmt: skip
+
+    async def _answers(self, ids: list[int], teams: list[int]) -> RecAnswers:
+        results = await self._batch(ids, teams)
+        servers = [self.teams[t].server for t in teams]
         status = np.fromiter((r[0] for r in results), np.int32, len(results))
         ms = np.fromiter((r[1] for r in results), np.int32, len(results))
         empty = np.empty(0, np.int32)
