@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                "--max-examples", str(args.examples), "--seed", str(args.seed), "--workers", "1",
                "--report", "junit", "--report-dir", tmp, "--no-color"]  # fmt: skip
         print("$", " ".join(cmd), flush=True)
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)  # judged below
+        # In the temporary folder: schemathesis keeps a cache (.schemathesis/) in its working directory.
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False, cwd=tmp)  # judged below
     summary = [line for line in run.stdout.splitlines() if line.strip()][-25:]
     total = sum(app.counts.values())
     fives = sum(n for (_, _, status), n in app.counts.items() if status >= 500)
