@@ -398,8 +398,9 @@ class World:
             entry = self._arrived[t0]
             times, ids = entry[1 + lane.index]
             entry[0] -= 1
-            if entry[0] == 0:
+            if entry[0] == 0:  # every lane has begun this minute, so every lane has planned past it
                 del self._arrived[t0]
+                self._size_before.pop(t0, None)
             n = len(ids)
             if n == 0:
                 return
