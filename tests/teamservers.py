@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Self
 
 import numpy as np
 
@@ -294,7 +295,7 @@ class CaseServers:
         for server in self._servers:
             await server.wait_closed()
 
-    def __enter__(self) -> CaseServers:
+    def __enter__(self) -> Self:
         self._thread.start()
         self._call(self._start())
         return self
