@@ -24,7 +24,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from movielab.webserver import ServerThread
-from movielab.world.api import create_app
+from movielab.world.api import create_app, server_options
 from movielab.world.bootstrap import build_world
 from movielab.world.config import WorldConfig
 from movielab.world.ratelimit import RateLimit
@@ -73,13 +73,14 @@ def main(argv: list[str] | None = None) -> int:
                 time.perf_counter() - t)  # fmt: skip
     # The limiter runs (its cost is measured) but never refuses: wrk is one client.
     api = create_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=RateLimit(rate_per_s=1e9, burst=10**9))
+    options = server_options()  # as `movielab world run` serves it
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "random_user.lua"
         script.write_text(random_id_lua("/user/", world.pop.size))
         with ServerThread(constant_app()) as server:
             results["baseline GET /constant"] = run_wrk(f"{server.url}/constant", args.duration, args.connections)
-        with ServerThread(api) as server:
+        with ServerThread(api, **options) as server:
             results["world GET /user/<random>"] = run_wrk(server.url, args.duration, args.connections, script)
 
     print(f"wrk -t2 -c{args.connections} -d{args.duration}s, uvicorn 1 worker, {world.pop.size:,} users")

@@ -128,7 +128,8 @@ def main() -> None:
         e2e = n / (result.value - t0)
         requests = world.stats.sessions - sessions0
         # The ceiling: raw produce of the same number of pre-formatted lines, read back by nobody.
-        lines = [f"2026-03-20T08:12:{i % 60:02d},{i % 1_000_000 + 1},GET /data/m/{universe.catalog.slug[i % 27_000]}/"
+        slugs = universe.catalog.slug
+        lines = [f"2026-03-20T08:12:{i % 60:02d},{i % 1_000_000 + 1},GET /data/m/{slugs[i % len(slugs)]}/"
                  f"{i % 120 + 1}.mpg".encode() for i in range(n)]  # fmt: skip
         p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 10, "batch.num.messages": 10_000,
                       "queue.buffering.max.messages": 2_000_000})  # fmt: skip
@@ -145,12 +146,12 @@ def main() -> None:
         del p, lines
         # Requests/s the client sustains, and its latency one request at a time.
         ids = np.arange(1, 2001)
-        t, done = time.perf_counter(), 0
+        t, done, failed = time.perf_counter(), 0, 0
         while time.perf_counter() - t < 5:
             ans = client.recommend(ids, np.zeros(len(ids)))
-            assert (ans.status == 200).all()
+            failed += int((ans.status != 200).sum())  # time-outs when the machine is too busy
             done += len(ids)
-        rps = done / (time.perf_counter() - t)
+        rps = (done - failed) / (time.perf_counter() - t)
         single = []
         for i in range(500):
             t = time.perf_counter()
@@ -165,7 +166,8 @@ def main() -> None:
           f"world alone {n / t_world:,.0f}/s)")
     print(f"raw confluent-kafka produce (ceiling): {ceiling:10,.0f} lines/s  (same run)")
     print(f"recommendation requests in the run:    {requests / t_world:10,.0f} req/s  ({requests:,} requests)")
-    print(f"client capacity, batches of 2,000:     {rps:10,.0f} req/s  (target ≥ 1,000)")
+    print(f"client capacity, batches of 2,000:     {rps:10,.0f} req/s  (target ≥ 1,000; answered 200; "
+          f"{failed:,} of {done:,} not)")  # fmt: skip
     p50, p99 = np.percentile(single, 50) * 1000, np.percentile(single, 99) * 1000
     b50, b99 = np.percentile(bare, 50) * 1000, np.percentile(bare, 99) * 1000
     print(f"one request at a time: world client p50 {p50:.2f} ms p99 {p99:.2f} ms; bare socket p50 {b50:.2f} ms "

@@ -16,7 +16,7 @@ def _world_config(args: argparse.Namespace):
         "users": args.users, "movies": args.movies, "seed": args.seed, "start": args.start, "speed": args.speed,
         "days": args.days, "data_dir": args.data_dir, "dataset": args.dataset, "kafka": args.kafka,
         "partitions": args.partitions, "api_port": args.api_port, "timeout_ms": args.timeout_ms,
-        "teams": args.teams.split(",") if args.teams else None, "edition": args.edition,
+        "pacing": args.pacing, "teams": args.teams.split(",") if args.teams else None, "edition": args.edition,
     }.items() if v is not None}  # fmt: skip
     if args.forever:
         given["days"] = None
@@ -32,7 +32,6 @@ def _world_config(args: argparse.Namespace):
 def _cmd_world_run(args: argparse.Namespace) -> int:
     from movielab.world.live import run_live
     from movielab.world.report import summarize
-    from movielab.world.sinks import FileSink
 
     config = _world_config(args)
     t = {}
@@ -45,7 +44,7 @@ def _cmd_world_run(args: argparse.Namespace) -> int:
     def done(live, stats) -> None:
         print(summarize(live.world, live.universe, stats, time.perf_counter() - t["start"]))
 
-    run_live(config, extra_sink=FileSink(args.out) if args.out else None, on_ready=ready, after=done)
+    run_live(config, out=args.out, on_ready=ready, after=done)
     return 0
 
 
@@ -90,6 +89,8 @@ def _world_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partitions", type=int, help="partitions per team topic (default 4)")
     p.add_argument("--api-port", type=int, help="port of the world's user/movie API (default 8080, 0 = any)")
     p.add_argument("--timeout-ms", type=int, help="recommendation time-out in ms (default 600)")
+    p.add_argument("--pacing", choices=["team", "together"],
+                   help="as fast as possible with several teams: each team at its own pace (default) or together")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -100,7 +101,7 @@ def parser() -> argparse.ArgumentParser:
     world = sub.add_parser("world", help="the simulated streaming service").add_subparsers(dest="what", required=True)
     run = world.add_parser("run", help="run the live world: Kafka topics, user/movie API, team services")
     _world_args(run)
-    run.add_argument("--out", help="also append every event line to this file")
+    run.add_argument("--out", help="also append every event line to this file, once Kafka confirmed it")
     run.set_defaults(func=_cmd_world_run)
     demo = sub.add_parser("demo", help="the live world against the recommender and the random placeholder")
     demo.add_argument("--users", type=int)

@@ -68,11 +68,13 @@ def serve_listeners(listeners: list[tuple[object, str, int]], **config) -> None:
 class ServerThread:
     """uvicorn serving `app` on host:port in a daemon thread; `stop()` shuts it down cleanly."""
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None, log_level: str = "warning") -> None:
+    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None, log_level: str = "warning",
+                 **options) -> None:  # fmt: skip
+        """`options` go to `uvicorn.Config` as they are (e.g. `http=` a protocol class)."""
         self.host = host
         self.port = port or free_port(host)
         config = uvicorn.Config(app, host=host, port=self.port, log_level=log_level, access_log=False,
-                                lifespan="on", timeout_graceful_shutdown=2)  # fmt: skip
+                                lifespan="on", timeout_graceful_shutdown=2, **options)  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import time
 from collections.abc import Iterator
 from urllib.parse import quote
@@ -14,7 +15,14 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from movielab.webserver import ServerThread
-from movielab.world.api import Error, Movie, User, create_app
+from movielab.world.api import (
+    UNPARSABLE_REQUEST,
+    Error,
+    Movie,
+    User,
+    create_app,
+    server_options,
+)
 from movielab.world.bootstrap import build_world
 from movielab.world.config import WorldConfig
 from movielab.world.ratelimit import RateLimit
@@ -37,7 +45,7 @@ def base_url(world_universe) -> Iterator[str]:
     world, universe = world_universe
     # Generous enough that the fuzzing below is never refused.
     app = create_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=RateLimit(rate_per_s=10_000, burst=10_000))
-    server = ServerThread(app).start()
+    server = ServerThread(app, **server_options()).start()
     try:
         yield server.url
     finally:
@@ -146,3 +154,59 @@ def test_hammering_a_small_limit_gets_429_with_retry_after_and_waiting_helps(wor
         _check(ok := c.get("/user/1"), "/user/{ids}")
         assert ok.status_code == 200
     assert not server.thread.is_alive(), "uvicorn did not stop"
+
+
+def _raw(base_url: str, request: bytes) -> tuple[bytes, bytes]:
+    """Send raw bytes, read the answer until the server closes or 5 s pass: (head, body)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(request)
+        data = b""
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length: *(\d+)", head)
+                if length and len(body) >= int(length.group(1)):
+                    break
+        except TimeoutError:
+            pass
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"GET /user/" + b"1" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a request line over 64 KiB
+     b"GET /movie/" + b"a+" * 40_000 + b"b HTTP/1.1\r\nHost: x\r\n\r\n",
+     b"BLAH\r\n\r\n", b"GET /user/1 HTTP/1.1\r\nHost x\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"],
+    ids=["long-user-line", "long-movie-line", "not-http", "bad-header", "tls-hello"],
+)  # fmt: skip
+def test_requests_the_server_cannot_parse_get_a_json_400(base_url, request_bytes: bytes) -> None:
+    head, body = _raw(base_url, request_bytes)
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert b"content-type: application/json" in head.lower()
+    assert body == UNPARSABLE_REQUEST
+    Error.model_validate_json(body)
+
+
+def test_the_longest_documented_request_is_served(base_url, openapi, world_universe) -> None:
+    slug = world_universe[1].catalog.slug[0]
+    schema = openapi["paths"]["/movie/{ids}"]["get"]["parameters"][0]["schema"]
+    ids = ",".join([slug] * 200)
+    assert len(ids) <= schema["maxLength"] and re.fullmatch(schema["pattern"], ids)
+    head, body = _raw(base_url, f"GET /movie/{ids} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert head.startswith(b"HTTP/1.1 200 "), head + body[:300]
+    assert len(TypeAdapter(list[Movie]).validate_json(body)) == 200
+    longest = ",".join(f"{i:03d}" + "+z" * 97 + "+12" for i in range(200))  # 200 ids of 200 characters
+    assert len(longest) == schema["maxLength"] - 1 and re.fullmatch(schema["pattern"], longest)
+    head, body = _raw(base_url, f"GET /movie/{longest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert head.startswith(b"HTTP/1.1 404 "), head + body[:300]  # well-formed, just not in the catalog
+    assert len(Error.model_validate_json(body).ids) == 200
+
+
+def test_head_over_http_is_get_without_the_body(http) -> None:
+    for path in ("/user/1", "/movie/no+such+movie+1901", "/healthz"):
+        get, head = http.get(path), http.head(path)
+        assert (head.status_code, head.headers["content-length"]) == (get.status_code, get.headers["content-length"])
+        assert head.content == b"" and head.headers["content-type"] == "application/json"

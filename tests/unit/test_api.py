@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from urllib.parse import quote
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from movielab.contract import edition
+from movielab.contract.slug import MAX_MOVIE_ID_LENGTH, MOVIE_ID_PATTERN
 from movielab.world.api import MAX_IDS, Error, Movie, User, create_app
 from movielab.world.bootstrap import build_world
 from movielab.world.config import WorldConfig
@@ -204,7 +206,18 @@ def test_unmatched_paths_are_404_json(client, path) -> None:
 def test_other_methods_are_405_json(client) -> None:
     response = client.post("/user/1")
     body = _error(response, 405)
-    assert "POST" in body["error"] and response.headers["allow"] == "GET"
+    assert "POST" in body["error"] and response.headers["allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize(
+    "path", ["/user/1", "/user/1,2", "/movie/toy+story+1995", "/healthz", "/user/0", "/user/99999"]
+)
+def test_head_answers_like_get_without_the_body(client, path) -> None:
+    get, head = client.get(path), client.head(path)
+    assert head.status_code == get.status_code and head.status_code != 405
+    assert head.headers["content-type"] == "application/json"
+    assert head.headers["content-length"] == get.headers["content-length"]
+    assert head.content == b""
 
 
 def test_unexpected_errors_are_json_too(catalog) -> None:
@@ -236,6 +249,51 @@ def test_openapi_documents_the_answers(client) -> None:
     assert set(schemas["User"]["properties"]) == {"user_id", "age", "occupation", "gender", "likes", "dislikes"}
     assert MOVIE_FIELDS | {"simulated"} == set(schemas["Movie"]["properties"])
     assert "simulated" in schemas["Movie"]["description"]
+    assert "head" in doc["paths"]["/user/{ids}"] and "head" in doc["paths"]["/movie/{ids}"]
+
+
+def _documented(doc: dict, path: str) -> re.Pattern:
+    (param,) = doc["paths"][path]["get"]["parameters"]
+    assert param["schema"]["maxLength"] >= len(param["schema"]["pattern"]) // 100  # a real bound is given
+    return re.compile(param["schema"]["pattern"])
+
+
+@pytest.fixture(scope="module")
+def doc(client) -> dict:
+    return _json(client.get("/openapi.json"))
+
+
+def test_openapi_id_patterns_come_from_the_contract(doc) -> None:
+    movie = doc["paths"]["/movie/{ids}"]["get"]["parameters"][0]["schema"]["pattern"]
+    assert MOVIE_ID_PATTERN in movie and str(MAX_MOVIE_ID_LENGTH) in movie and str(MAX_IDS - 1) in movie
+
+
+_STRATEGIES: dict[str, st.SearchStrategy[str]] = {}
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), kind=st.sampled_from(["user", "movie"]))
+def test_every_id_the_document_allows_is_served_or_unknown_never_refused(client, doc, data, kind) -> None:
+    if kind not in _STRATEGIES:
+        pattern = _documented(doc, f"/{kind}/{{ids}}")
+        _STRATEGIES[kind] = st.from_regex(pattern, fullmatch=True).filter(lambda t: "\n" not in t)
+    ids = data.draw(_STRATEGIES[kind], label="ids")
+    response = client.get(f"/{kind}/" + quote(ids, safe=",+"))
+    assert response.status_code in (200, 404), (ids, response.text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(["user", "movie"]),
+    raw=st.one_of(st.text(max_size=30), st.text(alphabet="az09+,", max_size=30), st.integers(0, 10**20).map(str),
+                  st.integers(1, 300).map(lambda n: "a" * n), st.integers(1, 210).map(lambda n: ",".join(["1"] * n))),
+)  # fmt: skip
+def test_the_document_allows_exactly_what_the_routes_accept(client, doc, kind, raw) -> None:
+    if raw == "" or "/" in raw:
+        return  # another path (/user/, /user/a/b), not this parameter
+    allowed = _documented(doc, f"/{kind}/{{ids}}").search(raw) is not None and "\n" not in raw
+    response = client.get(f"/{kind}/" + quote(raw, safe=",+"))
+    assert (response.status_code != 400) == allowed, (raw, response.status_code, response.text)
 
 
 @settings(max_examples=300, deadline=None)

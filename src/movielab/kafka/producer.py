@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 from confluent_kafka import KafkaError, Producer
@@ -49,7 +49,17 @@ class DeliveryError(RuntimeError):
 class KafkaSink:
     """Writes (user id, line) batches to one topic; `close()` flushes and raises DeliveryError on any loss."""
 
-    def __init__(self, bootstrap: str, topic: str, *, flush_timeout: float = 60.0, **config: Any) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        flush_timeout: float = 60.0,
+        on_delivered: Callable[[Any], None] | None = None,
+        **config: Any,
+    ) -> None:
+        """`on_delivered(msg)` (optional) is called with each message the cluster confirmed, from inside the
+        producer's poll/flush in the thread that writes; it turns on per-message delivery reports (slower)."""
         if not topic:
             raise ValueError("KafkaSink needs a topic name")
         self.bootstrap = bootstrap
@@ -61,6 +71,9 @@ class KafkaSink:
         self._fatal: str | None = None
         self._client_error: str | None = None
         self._closed = False
+        self._on_delivered = on_delivered
+        if on_delivered is not None:
+            config = {**config, "delivery.report.only.error": False}
         settings = {**PRODUCER_DEFAULTS, **config, "bootstrap.servers": bootstrap, "logger": logger,
                     "error_cb": self._on_error, "on_delivery": self._on_delivery}  # fmt: skip
         self._producer = Producer(settings)
@@ -140,6 +153,8 @@ class KafkaSink:
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:
+            if self._on_delivered is not None:
+                self._on_delivered(msg)
             return
         self._failed += 1
         if self._first_error is None:

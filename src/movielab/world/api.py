@@ -1,10 +1,14 @@
 """The world's HTTP API: `GET /user/<ids>`, `GET /movie/<ids>` and `GET /healthz` (see DESIGN.md).
 
 One id answers a JSON object; ids joined by commas (at most `MAX_IDS`) answer a JSON list in the
-order given, duplicates included. A bulk request is all or nothing: if any id is malformed the answer
-is 400 naming the first malformed id, and if any id is unknown it is 404 listing every unknown id.
+order given, duplicates included; `HEAD` answers like `GET`, without the body. A bulk request is all
+or nothing: if any id is malformed the answer is 400 naming the first malformed id, and if any id is
+unknown it is 404 listing every unknown id.
 Every answer but the HTML pages under /docs and /redoc is JSON, errors included (unmatched paths,
-wrong methods, 429 from the rate limiter, even an unexpected 500); error bodies are `Error`. The hot
+wrong methods, 429 from the rate limiter, even an unexpected 500, and, served with `server_options()`,
+requests the HTTP server refuses before routing, like a request line of 64 KiB or more); error bodies are
+`Error`. The id patterns in `/openapi.json` are exactly what the routes accept (movie ids: the contract's
+`MOVIE_ID_PATTERN`, at most `MAX_MOVIE_ID_LENGTH` characters each, checked by the contract's `movie_id_problem`). The hot
 path builds bytes with the stdlib `json` (movie bodies are cached per catalog row) and skips pydantic,
 whose models here only document the answers in `/openapi.json`.
 """
@@ -39,7 +43,8 @@ MAX_IDS = 200
 MAX_USER_ID_DIGITS = 18  # every id fits an int64
 MAX_IDS_LENGTH = MAX_IDS * (MAX_MOVIE_ID_LENGTH + 1)  # longest well-formed movie bulk request
 SHOWN_ID_LENGTH = 100  # error bodies echo at most this much of a refused id
-_USER_ID = re.compile(r"[1-9][0-9]*")
+USER_ID_PATTERN = rf"[1-9][0-9]{{0,{MAX_USER_ID_DIGITS - 1}}}"
+_USER_ID = re.compile(USER_ID_PATTERN)
 _JSON = "application/json"
 
 
@@ -261,6 +266,9 @@ class Health(BaseModel):
 
 
 # --- the app --------------------------------------------------------------------------------------
+_READ = ["GET", "HEAD"]  # HEAD answers GET's status and headers; the server drops the body
+
+
 def _where(request: Request) -> str:
     return f"{request.method} {_shown(request.scope.get('path', ''))}"
 
@@ -288,7 +296,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         message = f"no such resource {where}: the API serves /user/<ids>, /movie/<ids> and /healthz"
     elif exc.status_code == 405:
-        message = f"method not allowed: {where}; use GET"
+        message = f"method not allowed: {where}; use GET (or HEAD)"
+        # Every route reads; GET and HEAD are separate routes, so Starlette's Allow names only the first.
+        return _error(405, message, headers={**(exc.headers or {}), "Allow": ", ".join(_READ)})
     else:
         message = f"{where}: {exc.detail}"
     return _error(exc.status_code, message, headers=exc.headers)
@@ -313,10 +323,23 @@ _ID_ERRORS: dict[int | str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+def ids_pattern(kind: str) -> str:
+    """The JSON-Schema pattern of a path's ids: one id, or up to `MAX_IDS` joined by commas, as the routes accept.
+
+    User ids: `USER_ID_PATTERN`. Movie ids: the contract's `MOVIE_ID_PATTERN`, each at most `MAX_MOVIE_ID_LENGTH`
+    characters (a look-ahead per id, since the pattern alone does not bound the length).
+    """
+    if kind == "user":
+        one = f"(?:{USER_ID_PATTERN})"
+    else:
+        one = rf"(?=[^,]{{1,{MAX_MOVIE_ID_LENGTH}}}(?:,|$))(?:{MOVIE_ID_PATTERN})"
+    return rf"^{one}(?:,{one}){{0,{MAX_IDS - 1}}}$"
+
+
 def _ids_parameter(kind: str) -> dict[str, Any]:
     example = "21303" if kind == "user" else "toy+story+1995"
-    one = "[1-9][0-9]{0,17}" if kind == "user" else MOVIE_ID_PATTERN
-    schema: dict[str, Any] = {"type": "string", "maxLength": MAX_IDS_LENGTH, "pattern": f"^{one}(,{one}){{0,199}}$"}
+    schema: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": MAX_IDS_LENGTH,
+                              "pattern": ids_pattern(kind)}  # fmt: skip
     return {"parameters": [{
         "name": "ids", "in": "path", "required": True, "schema": schema, "example": example,
         "description": f"a {kind} id, or up to {MAX_IDS} {kind} ids joined by commas",
@@ -358,24 +381,32 @@ def create_app(
     app = FastAPI(title="movielab world API", version="1", description=_DESCRIPTION, redirect_slashes=False)
 
     # Routes read the raw path parameter: FastAPI's validation of a `str` parameter costs ~8% throughput.
-    @app.get("/user/{ids}", response_model=None, summary="One user, or up to 200 users",
-             responses={200: {"model": User | list[User]}, **_ID_ERRORS}, openapi_extra=_ids_parameter("user"))
     async def get_users(request: Request) -> Response:
         return Response(lookup.users(request.path_params["ids"]), media_type=_JSON)
 
-    @app.get("/movie/{ids}", response_model=None, summary="One movie, or up to 200 movies",
-             responses={200: {"model": Movie | list[Movie]}, **_ID_ERRORS}, openapi_extra=_ids_parameter("movie"))
     async def get_movies(request: Request) -> Response:
         return Response(lookup.movies(request.path_params["ids"]), media_type=_JSON)
 
-    @app.get("/healthz", response_model=Health, summary="Liveness")
     async def healthz() -> Response:
         body = {"status": "ok", "users": population.size, "movies": len(catalog)}
         return Response(json.dumps(body).encode(), media_type=_JSON)
 
+    # One route per method, so each documented operation has its own id (HEAD: same answer, no body).
+    for method in _READ:
+        verb = method.lower()
+        app.add_api_route("/user/{ids}", get_users, methods=[method], operation_id=f"{verb}_users", response_model=None,
+                          summary="One user, or up to 200 users", openapi_extra=_ids_parameter("user"),
+                          responses={200: {"model": User | list[User]}, **_ID_ERRORS})  # fmt: skip
+        app.add_api_route("/movie/{ids}", get_movies, methods=[method], operation_id=f"{verb}_movies",
+                          response_model=None, summary="One movie, or up to 200 movies",
+                          openapi_extra=_ids_parameter("movie"),
+                          responses={200: {"model": Movie | list[Movie]}, **_ID_ERRORS})  # fmt: skip
+        app.add_api_route("/healthz", healthz, methods=[method], operation_id=f"{verb}_healthz", response_model=Health,
+                          summary="Liveness")  # fmt: skip
+
     if metrics is not None:
 
-        @app.get("/metrics", include_in_schema=False)
+        @app.api_route("/metrics", methods=_READ, include_in_schema=False)
         async def metrics_page() -> Response:
             return Response(generate_latest(metrics), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
@@ -387,3 +418,39 @@ def create_app(
     if rate_limit is not None:
         app.add_middleware(RateLimitMiddleware, limit=rate_limit, prefixes=("/user/", "/movie/"), clock=clock)
     return app
+
+
+# --- the server -------------------------------------------------------------------------------------
+#: Body of the 400 the HTTP server itself sends for a request it cannot parse (before any route sees it).
+UNPARSABLE_REQUEST = json.dumps({
+    "error": "invalid HTTP request: it could not be parsed (a request line of 64 KiB or more, a malformed request"
+             " line or header, or not HTTP/1.x); the API serves GET /user/<ids>, /movie/<ids> and /healthz",
+    "id": None,
+}).encode()  # fmt: skip
+
+
+def _json_400_head(date_and_server: list[tuple[bytes, bytes]]) -> bytes:
+    lines = [b"HTTP/1.1 400 Bad Request"] + [name + b": " + value for name, value in date_and_server]
+    lines += [b"content-type: application/json", b"content-length: %d" % len(UNPARSABLE_REQUEST), b"connection: close"]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def server_options() -> dict[str, Any]:
+    """uvicorn settings that make the server's own 400 (unparsable request) JSON like every other answer.
+
+    Returns `{"http": <protocol class>}` for `uvicorn.Config` (httptools when installed, else h11): uvicorn's
+    protocol with `send_400_response` answering `UNPARSABLE_REQUEST` (an `Error`) instead of plain text.
+    """
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:  # httptools missing: uvicorn's pure-Python h11 protocol
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
+
+    class JsonErrorsProtocol(Base):  # type: ignore[misc,valid-type]
+        """uvicorn's HTTP protocol; a request it cannot parse gets a JSON 400."""
+
+        def send_400_response(self, msg: str) -> None:
+            self.transport.write(_json_400_head(self.server_state.default_headers) + UNPARSABLE_REQUEST)
+            self.transport.close()
+
+    return {"http": JsonErrorsProtocol}

@@ -110,7 +110,7 @@ def build_world(
         demographics=universe.demographics, activity=activity, service=service or NoService(),
         sink=sink if sink is not None else NullSink(), clock=SimClock(start, config.speed), seed=config.seed,
         arrivals_per_day=config.arrivals_per_day * config.users, params=params, journal=journal,
-        edition=edition(config.edition),
+        edition=edition(config.edition), lanes=len(config.teams) if config.pacing == "team" else 1,
     )  # fmt: skip
     return world, universe
 

@@ -5,6 +5,21 @@ per team, every request of a batch in flight at once, each bounded by the time-o
 (600 ms by default). Every outcome becomes the data of one recommendation-request line:
 status 200 with the ids, or status 0 / the HTTP status with an error text. A slow or
 dead team only costs its own requests their time-out; other teams' requests run beside them.
+
+An answer is judged on its whole body, read to its end (the `Content-Length`, the last chunk,
+or the connection's close) within the same time-out and up to `MAX_BODY` bytes (after
+`Content-Encoding` is undone): however the team's server splits its writes, the same body gets
+the same line. The outcomes, each with its own text:
+
+- 200 and the ids joined by ", ": a whole, valid body;
+- 200 and `Invalid response from <server>: <reason>`: a whole body that is not a valid answer,
+  longer than `MAX_BODY`, or whose content encoding cannot be undone;
+- the status and `HTTP <status> from <server>`: any status but 200 (the body is not read);
+- 0 and `Request timeout to <server> after <ms> ms`: no whole answer within the time-out
+  (slow head or slow body alike);
+- 0 and `Truncated response from <server>: ...`: the connection closed before the body's end;
+- 0 and `Connection refused to` / `Cannot connect to` / `Connection closed by <server> before a
+  response` / `Invalid HTTP response from <server>: ...` / `Request to <server> failed: ...`.
 """
 
 from __future__ import annotations
@@ -14,11 +29,17 @@ import logging
 import re
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
+from aiohttp.http_exceptions import (
+    ContentEncodingError,
+    ContentLengthError,
+    TransferEncodingError,
+)
 
 from movielab.contract import MAX_RECOMMENDATIONS
 from movielab.contract.slug import MOVIE_ID_PATTERN
@@ -27,7 +48,34 @@ from movielab.world.recs import RecAnswers
 logger = logging.getLogger(__name__)
 
 _BODY = re.compile(rf"{MOVIE_ID_PATTERN}(?:,{MOVIE_ID_PATTERN})*", re.ASCII)
+#: Bytes of a (decoded) answer body the world reads at most; 20 ids of 200 characters take 4,019.
 MAX_BODY = 64 * 1024
+
+
+class _Oversized(Exception):
+    """The body (or its announced length) exceeds MAX_BODY."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        super().__init__(size)
+
+
+async def read_body(resp: aiohttp.ClientResponse, limit: int = MAX_BODY) -> bytes:
+    """The whole (decoded) body of `resp`, read to its end; `_Oversized` past `limit` bytes.
+
+    Raises aiohttp's `ClientPayloadError` when the body ends early (connection closed before the
+    announced length or the last chunk) and `TimeoutError` when the session's time-out runs out.
+    """
+    announced = resp.content_length
+    if announced is not None and announced > limit and not resp.headers.get("Content-Encoding"):
+        raise _Oversized(announced)
+    buf = bytearray()
+    content = resp.content
+    while chunk := await content.readany():
+        buf += chunk
+        if len(buf) > limit:
+            raise _Oversized(len(buf))
+    return bytes(buf)
 
 
 class TeamConfigError(ValueError):
@@ -88,6 +136,24 @@ def check_body(body: bytes, index: dict[str, int]) -> tuple[np.ndarray, str] | s
     return np.asarray(rows, np.int32), ", ".join(ids)
 
 
+def _shown(text: object, limit: int = 80) -> str:
+    return str(text)[:limit].encode("unicode_escape").decode("ascii")
+
+
+def _undecodable(exc: aiohttp.ClientPayloadError) -> bool:
+    """The body came whole but its Content-Encoding could not be undone (not a truncation)."""
+    return isinstance(exc.__cause__, ContentEncodingError) or "content-encoding" in str(exc).lower()
+
+
+def _payload_reason(exc: aiohttp.ClientPayloadError) -> str:
+    cause = exc.__cause__
+    if isinstance(cause, ContentLengthError):
+        return f"connection closed before the end of the body ({_shown(cause.message)})"
+    if isinstance(cause, TransferEncodingError):
+        return "connection closed before the last chunk"
+    return f"body incomplete ({_shown(exc)})"
+
+
 class HttpRecommender:
     """Asks each team's service `GET <url>/recommend/<user>` for its own users, concurrently."""
 
@@ -126,9 +192,20 @@ class HttpRecommender:
 
     def recommend(self, user_ids: np.ndarray, times: np.ndarray) -> RecAnswers:
         """Ask every user's team; one answer per user, in order."""
+        return self.submit(user_ids, times).result()
+
+    def submit(self, user_ids: np.ndarray, times: np.ndarray) -> Future:
+        """Like `recommend`, without waiting: a `concurrent.futures.Future` of the `RecAnswers`.
+
+        The world's lanes use it to keep one team's slow answers from holding back the others.
+        """
         teams = team_of(user_ids, len(self.teams))
-        results = self._call(self._batch(np.asarray(user_ids).tolist(), teams.tolist()))
-        servers = [self.teams[t].server for t in teams.tolist()]
+        return asyncio.run_coroutine_threadsafe(self._answers(np.asarray(user_ids).tolist(), teams.tolist()),
+                                                self._loop)  # fmt: skip
+
+    async def _answers(self, ids: list[int], teams: list[int]) -> RecAnswers:
+        results = await self._batch(ids, teams)
+        servers = [self.teams[t].server for t in teams]
         status = np.fromiter((r[0] for r in results), np.int32, len(results))
         ms = np.fromiter((r[1] for r in results), np.int32, len(results))
         empty = np.empty(0, np.int32)
@@ -147,12 +224,20 @@ class HttpRecommender:
 
         try:
             async with self._sessions[t].get(f"{team.url}/recommend/{user_id}", allow_redirects=False) as resp:
-                body = await resp.content.read(MAX_BODY + 1)
-                ms = elapsed()
                 if resp.status != 200:
-                    return resp.status, ms, None, f"HTTP {resp.status} from {team.server}"
-                if len(body) > MAX_BODY:
-                    return 200, ms, None, f"Invalid response from {team.server}: body longer than {MAX_BODY} bytes"
+                    return resp.status, elapsed(), None, f"HTTP {resp.status} from {team.server}"
+                try:
+                    body = await read_body(resp)
+                except _Oversized as exc:
+                    return 200, elapsed(), None, (f"Invalid response from {team.server}: body longer than {MAX_BODY}"
+                                                  f" bytes ({exc.size:,} bytes or more)")  # fmt: skip
+                except aiohttp.ClientPayloadError as exc:
+                    if not _undecodable(exc):
+                        raise  # the body ended early: no whole HTTP answer came
+                    encoding = _shown(resp.headers.get("Content-Encoding", ""), 20)
+                    return 200, elapsed(), None, (f"Invalid response from {team.server}: body cannot be decoded"
+                                                  f" from Content-Encoding '{encoding}'")  # fmt: skip
+                ms = elapsed()
                 checked = check_body(body, self.index)
                 if isinstance(checked, str):
                     return 200, ms, None, f"Invalid response from {team.server}: {checked}"
@@ -165,6 +250,10 @@ class HttpRecommender:
             return 0, elapsed(), None, f"{reason} {team.server}"
         except aiohttp.ServerDisconnectedError:
             return 0, elapsed(), None, f"Connection closed by {team.server} before a response"
+        except aiohttp.ClientPayloadError as exc:
+            return 0, elapsed(), None, f"Truncated response from {team.server}: {_payload_reason(exc)}"
+        except aiohttp.ClientResponseError as exc:
+            return 0, elapsed(), None, f"Invalid HTTP response from {team.server}: {_shown(exc.message)}"
         except (aiohttp.ClientError, OSError) as exc:
             return 0, elapsed(), None, f"Request to {team.server} failed: {type(exc).__name__}"
 

@@ -43,6 +43,12 @@ class WorldConfig(BaseSettings):
         description="recommendation service URL of each team; team N publishes to movielog<N>",
     )
     timeout_ms: int = Field(600, ge=1, le=60_000, description="how long the world waits for a recommendation")
+    pacing: Literal["team", "together"] = Field(
+        "team",
+        description="with several teams run as fast as possible: 'team' = each team's users advance at the pace of"
+        " its own answers (a slow team holds back only its own users; each team's stream is reproducible on its"
+        " own); 'together' = one clock, every simulated minute waits for the slowest team",
+    )
     kafka: str | None = Field(None, description="bootstrap host:port of a Kafka cluster; None = embedded broker")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of each team topic the world creates")
     api_host: str = "127.0.0.1"

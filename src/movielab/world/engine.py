@@ -4,6 +4,18 @@ Per tick: new accounts arrive, due sessions ask for recommendations and pick (or
 every viewing in progress emits its next minute, ended viewings rate, pause, nudge taste
 and maybe binge on. The tick's lines are sorted by time and handed to the sink; the only
 per-event Python work is formatting a line.
+
+Per-team pacing. A world of T teams can run in T *lanes* (`lanes=T`): lane i simulates the
+users whose row is i modulo T (team i's users, see `client.team_of`) with its own clock,
+random stream, session queue and viewings. New accounts are drawn by minute from a stream of
+their own, whichever lane reaches the minute first, so their ids do not depend on the lanes'
+progress. A lane's lines therefore depend only on the seed and on its own team's answers:
+the run is reproducible team by team, and other teams (slow, hanging or fast) cannot change
+them. Running as fast as possible, `run` lets every lane go at its own pace: a lane waits only
+for its own team's answers, and `now` (what callbacks and `until` see) is the slowest lane's
+time. Each lane's lines reach the sink in time order (one team's topic is in order); lines of
+different lanes interleave (a shared extra sink, such as `--out`, is in order per team only).
+Paced runs (real time or ×N) keep every lane on one clock. One lane is the classic world.
 """
 
 from __future__ import annotations
@@ -13,15 +25,28 @@ import math
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from movielab.contract import CURRENT, Edition, account_line, rate_line, recommendation_line
-from movielab.world.behavior import BehaviorParams, choose, plan_stop, rate, rec_rank_bonus, seek
+from movielab.world.behavior import (
+    BehaviorParams,
+    choose,
+    plan_stop,
+    rate,
+    rec_rank_bonus,
+    seek,
+)
 from movielab.world.clock import SimClock, fraction_stamp, second_stamps
-from movielab.world.population import ActivityModel, Demographics, Population, draw_population
-from movielab.world.recs import RecommendationService
+from movielab.world.population import (
+    ActivityModel,
+    Demographics,
+    Population,
+    draw_population,
+)
+from movielab.world.recs import RecAnswers, RecommendationService
 from movielab.world.schedule import DAY, SessionQueue, plan_day
 from movielab.world.sinks import EventSink
 from movielab.world.truth import TasteModel
@@ -104,8 +129,33 @@ class _TickLines:
         return t[order], k[order].tolist(), [lines[i] for i in order.tolist()]
 
 
+class _Lane:
+    """One team's share of the world: its users (rows ≡ index mod lanes), clock, randomness, queue, viewings."""
+
+    def __init__(self, index: int, rng: np.random.Generator, now: float) -> None:
+        self.index = index
+        self.rng = rng
+        self.now = now
+        self.queue = SessionQueue()
+        self.viewings = _Viewings()
+        self.pending_rates: list[tuple[float, int, int, int]] = []  # (time, row, movie, rating)
+        self.planned_until = now
+
+
+@dataclass
+class _Asked:
+    """A lane's tick waiting for its recommendation answers."""
+
+    times: np.ndarray
+    rows: np.ndarray
+    answers: Future  # of RecAnswers
+
+
 class World:
-    """A running world: population, hidden taste, behaviour, a recommendation service and a sink."""
+    """A running world: population, hidden taste, behaviour, a recommendation service and a sink.
+
+    `lanes` > 1 splits the users into that many independently paced lanes (one per team; see the module).
+    """
 
     def __init__(
         self,
@@ -125,8 +175,11 @@ class World:
         arrivals_per_day: float = 0.0,
         params: BehaviorParams | None = None,
         journal: list[tuple] | None = None,
+        lanes: int = 1,
         edition: Edition = CURRENT,
     ) -> None:
+        if lanes < 1:
+            raise ValueError(f"a world needs at least one lane, got {lanes}")
         self.slugs = slugs
         self.edition = edition  # fixes the rating scale and the precision of recommendation-line stamps
         self.runtime = np.asarray(runtime, np.int32)
@@ -140,22 +193,47 @@ class World:
         self.service = service
         self.sink = sink
         self.clock = clock
-        self.rng = np.random.default_rng(seed)
         self.arrivals_per_day = arrivals_per_day
         self.params = params or BehaviorParams()
         self.journal = journal
-        self.now = float(math.floor(clock.start / TICK) * TICK)
-        self.queue = SessionQueue()
-        self.viewings = _Viewings()
+        start = float(math.floor(clock.start / TICK) * TICK)
+        if lanes == 1:  # the single-lane world draws everything, arrivals included, from one stream
+            self.lanes = [_Lane(0, np.random.default_rng(seed), start)]
+            self._arrivals_rng = None
+        else:
+            self.lanes = [_Lane(i, np.random.default_rng([seed, 7, i]), start) for i in range(lanes)]
+            self._arrivals_rng = np.random.default_rng([seed, 8])
+        self._arrived: dict[float, list] = {}  # minute → [lanes yet to take them, (times, ids) per lane]
+        self._arrived_until = start
+        self._size_before: dict[float, int] = {}  # minute → population size before its arrivals
+        self._ticked_until = start
         self.stats = Stats(viewings_per_movie=np.zeros(len(slugs), np.int64),
                            watch_lines_per_movie=np.zeros(len(slugs), np.int64),
                            rating_hist=np.zeros(edition.rating_max + 1, np.int64))  # fmt: skip
-        self._planned_until = self.now
-        self._pending_rates: list[tuple[float, int, int, int]] = []  # (time, row, movie, rating)
         self._grow_user_state()
         self.active = np.zeros(self.pop.capacity, np.bool_)
         self._rank_bonus = rec_rank_bonus(MAX_RECS, self.params.rec_bonus)
         self._examine = self.params.attention_decay ** np.arange(MAX_RECS)
+
+    @property
+    def now(self) -> float:
+        """The simulated time every lane has reached (the start of the slowest lane's next tick)."""
+        return min(lane.now for lane in self.lanes)
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """Lane 0's random stream (the only one of a single-lane world)."""
+        return self.lanes[0].rng
+
+    @property
+    def queue(self) -> SessionQueue:
+        """Lane 0's session queue."""
+        return self.lanes[0].queue
+
+    @property
+    def viewings(self) -> _Viewings:
+        """Lane 0's viewings in progress."""
+        return self.lanes[0].viewings
 
     # --- per-user dynamic state ---------------------------------------------------------
     def _grow_user_state(self) -> None:
@@ -185,37 +263,113 @@ class World:
     ) -> Stats:
         """Simulate until the simulated time `until` (or forever) or until `stop` is set; flush the sink.
 
-        `on_tick(world)` runs after every tick (the world waits for it: demos use it to pause and act).
+        `on_tick(world)` runs after every tick (the world waits for it: demos use it to pause and act);
+        with several lanes running as fast as possible, after every tick of the slowest lane.
         """
         try:
-            while (until is None or self.now < until) and not (stop is not None and stop.is_set()):
-                self.step()
-                if on_tick is not None:
-                    on_tick(self)
+            if len(self.lanes) > 1 and not self.clock.paced:
+                self._run_lanes(until, stop, on_tick)
+            else:
+                while (until is None or self.now < until) and not (stop is not None and stop.is_set()):
+                    self.step()
+                    if on_tick is not None:
+                        on_tick(self)
         finally:
             self.sink.close()
         return self.stats
 
     def step(self) -> None:
-        """Simulate one tick (one simulated minute) and emit its lines in time order."""
-        t0, t1 = self.now, self.now + TICK
-        while self._planned_until < t1:
-            day = math.floor(self._planned_until / DAY) * DAY
-            n = self.pop.size
-            times, rows = plan_day(day, self.pop.activity[:n], self.pop.utc_offset[:n], self.pop.created_at[:n],
-                                   self.rng)  # fmt: skip
-            keep = times >= self._planned_until
-            self.queue.add_plan(times[keep], rows[keep])
-            self._planned_until = day + DAY
+        """Simulate one tick (one simulated minute) of every lane and emit its lines in time order.
+
+        Every lane's requests are in flight at once; the tick ends when every team has answered.
+        """
+        t0 = self.now
         out = _TickLines()
-        self._arrivals(t0, t1, out)
-        self._due_ratings(t1, out)
-        self._sessions(t0, t1, out)
-        self._watch(t0, t1, out)
+        asked = [self._begin(lane, out) for lane in self.lanes]
+        for lane, a in zip(self.lanes, asked, strict=True):
+            self._finish(lane, a, out)
         times, keys, lines = out.sorted()
         self._emit(times, keys, lines, t0)
         self.stats.ticks += 1
-        self.now = t1
+        self._ticked_until = self.now
+
+    def _run_lanes(
+        self, until: float | None, stop: threading.Event | None, on_tick: Callable[[World], None] | None
+    ) -> None:
+        """Every lane at its own pace: a lane waiting for its team's answers holds back no other lane."""
+        waiting: dict[Future, tuple[_Lane, _Asked, _TickLines]] = {}
+        idle = list(self.lanes)
+        while idle or waiting:
+            stopping = stop is not None and stop.is_set()
+            ready = []
+            for lane in idle:  # one tick of every idle lane per round, so no lane starves another
+                if stopping or (until is not None and lane.now >= until):
+                    continue  # this lane is done
+                out = _TickLines()
+                asked = self._begin(lane, out)
+                if asked is None or asked.answers.done():
+                    self._complete(lane, asked, out)
+                    ready.append(lane)
+                else:
+                    waiting[asked.answers] = (lane, asked, out)
+            if waiting and not ready:
+                wait(list(waiting), return_when=FIRST_COMPLETED)
+            for future in [f for f in waiting if f.done()]:
+                lane, asked, out = waiting.pop(future)
+                self._complete(lane, asked, out)
+                ready.append(lane)
+            idle = ready
+            self._count_ticks(on_tick)
+
+    def _count_ticks(self, on_tick: Callable[[World], None] | None) -> None:
+        now = self.now
+        while self._ticked_until < now:
+            self._ticked_until += TICK
+            self.stats.ticks += 1
+            if on_tick is not None:
+                on_tick(self)
+
+    def _begin(self, lane: _Lane, out: _TickLines) -> _Asked | None:
+        """The first half of a lane's tick: plans, arrivals, due ratings; ask for its sessions' recommendations."""
+        t0, t1 = lane.now, lane.now + TICK
+        while lane.planned_until < t1:
+            day = math.floor(lane.planned_until / DAY) * DAY
+            rows = self._lane_rows(lane, self._size_at(lane.planned_until))
+            times, sub = plan_day(day, self.pop.activity[rows], self.pop.utc_offset[rows], self.pop.created_at[rows],
+                                  lane.rng)  # fmt: skip
+            keep = times >= lane.planned_until
+            lane.queue.add_plan(times[keep], rows[sub][keep])
+            lane.planned_until = day + DAY
+        self._arrivals(lane, t0, t1, out)
+        self._due_ratings(lane, t1, out)
+        return self._ask(lane, t1)
+
+    def _finish(self, lane: _Lane, asked: _Asked | None, out: _TickLines) -> None:
+        """The second half: the sessions choose (given the answers), viewings emit their minute."""
+        t0 = lane.now
+        if asked is not None:
+            self._sessions(lane, asked, out)
+        self._watch(lane, t0, t0 + TICK, out)
+        lane.now = t0 + TICK
+
+    def _complete(self, lane: _Lane, asked: _Asked | None, out: _TickLines) -> None:
+        """Finish a lane's tick and hand its lines to the sink (unpaced)."""
+        self._finish(lane, asked, out)
+        _, keys, lines = out.sorted()
+        if lines:
+            self.sink.write(keys, lines)
+
+    def _lane_rows(self, lane: _Lane, n: int) -> np.ndarray:
+        if len(self.lanes) == 1:
+            return np.arange(n, dtype=np.int32)
+        return np.arange(lane.index, n, len(self.lanes), dtype=np.int32)
+
+    def _size_at(self, t: float) -> int:
+        """Population size before the arrivals of the minute starting at `t` (the same for every lane)."""
+        if self._arrivals_rng is None or self.arrivals_per_day <= 0:
+            return self.pop.size
+        self._draw_arrivals_until(t + TICK)
+        return self._size_before[t]
 
     def _emit(self, times: np.ndarray, keys: list[int], lines: list[str], t0: float) -> None:
         if not self.clock.paced:
@@ -231,16 +385,28 @@ class World:
         self.clock.wait_until(t0 + TICK)
 
     # --- new accounts ----------------------------------------------------------------------
-    def _arrivals(self, t0: float, t1: float, out: _TickLines) -> None:
+    def _arrivals(self, lane: _Lane, t0: float, t1: float, out: _TickLines) -> None:
         if self.arrivals_per_day <= 0:
             return
-        n = int(self.rng.poisson(self.arrivals_per_day * TICK / DAY))
-        if n == 0:
-            return
-        times = np.sort(t0 + self.rng.integers(0, TICK, n)).astype(np.float64)
-        batch = draw_population(n, self.demographics, self.taste, self.activity, times, self.rng)
-        ids = self.pop.add(batch)
-        self._grow_user_state()
+        if self._arrivals_rng is None:
+            n = int(lane.rng.poisson(self.arrivals_per_day * TICK / DAY))
+            if n == 0:
+                return
+            times = np.sort(t0 + lane.rng.integers(0, TICK, n)).astype(np.float64)
+            batch = draw_population(n, self.demographics, self.taste, self.activity, times, lane.rng)
+            ids = self.pop.add(batch)
+            self._grow_user_state()
+        else:
+            self._draw_arrivals_until(t1)
+            entry = self._arrived[t0]
+            times, ids = entry[1 + lane.index]
+            entry[0] -= 1
+            if entry[0] == 0:  # every lane has begun this minute, so every lane has planned past it
+                del self._arrived[t0]
+                self._size_before.pop(t0, None)
+            n = len(ids)
+            if n == 0:
+                return
         stamps = second_stamps(int(t0), TICK)
         secs = (times - t0).astype(np.int64).tolist()
         out.add(times, ids, [account_line(stamps[s], u) for s, u in zip(secs, ids.tolist(), strict=True)])
@@ -248,16 +414,33 @@ class World:
         self.stats.accounts += n
         self.stats.lines["account"] += n
         # A new account starts watching within the next half hour.
-        self.queue.push(times + 60 + self.rng.random(n) * 1800, (ids - 1).astype(np.int32))
+        lane.queue.push(times + 60 + lane.rng.random(n) * 1800, (ids - 1).astype(np.int32))
+
+    def _draw_arrivals_until(self, t_end: float) -> None:
+        """Draw new accounts minute by minute up to `t_end` from their own stream; keep each lane's share."""
+        rng, k = self._arrivals_rng, len(self.lanes)
+        while self._arrived_until < t_end:
+            t0 = self._arrived_until
+            self._size_before[t0] = self.pop.size
+            n = int(rng.poisson(self.arrivals_per_day * TICK / DAY))
+            parts = [(np.empty(0), np.empty(0, np.int64))] * k
+            if n:
+                times = np.sort(t0 + rng.integers(0, TICK, n)).astype(np.float64)
+                ids = self.pop.add(draw_population(n, self.demographics, self.taste, self.activity, times, rng))
+                self._grow_user_state()
+                lane_of = (ids - 1) % k
+                parts = [(times[lane_of == i], ids[lane_of == i]) for i in range(k)]
+            self._arrived[t0] = [k, *parts]
+            self._arrived_until = t0 + TICK
 
     # --- ratings (always after the viewing's last minute, so usually in a later tick) ------------
-    def _due_ratings(self, t1: float, out: _TickLines) -> None:
-        if not self._pending_rates:
+    def _due_ratings(self, lane: _Lane, t1: float, out: _TickLines) -> None:
+        if not lane.pending_rates:
             return
-        due = [r for r in self._pending_rates if r[0] < t1]
+        due = [r for r in lane.pending_rates if r[0] < t1]
         if not due:
             return
-        self._pending_rates = [r for r in self._pending_rates if r[0] >= t1]
+        lane.pending_rates = [r for r in lane.pending_rates if r[0] >= t1]
         t0 = t1 - TICK
         stamps = second_stamps(int(t0), TICK)
         lines = [rate_line(stamps[int(t - t0)], row + 1, self.slugs[m], v) for t, row, m, v in due]
@@ -265,10 +448,11 @@ class World:
         self.stats.lines["rate"] += len(lines)
 
     # --- sessions: ask, choose, start watching --------------------------------------------------
-    def _sessions(self, t0: float, t1: float, out: _TickLines) -> None:
-        times, rows = self.queue.pop_until(t1)
+    def _ask(self, lane: _Lane, t1: float) -> _Asked | None:
+        """Pop the lane's due sessions (one per free user) and ask for their recommendations."""
+        times, rows = lane.queue.pop_until(t1)
         if len(rows) == 0:
-            return
+            return None
         free = self.busy_until[rows] <= times
         self.stats.skipped_busy += int((~free).sum())
         times, rows = times[free], rows[free]
@@ -277,12 +461,23 @@ class World:
             first = np.sort(first)
             self.stats.skipped_busy += len(rows) - len(first)
             times, rows = times[first], rows[first]
-        n = len(rows)
-        if n == 0:
-            return
-        p = self.params
+        if len(rows) == 0:
+            return None
         ids = rows.astype(np.int64) + 1
-        answers = self.service.recommend(ids, times)
+        submit = getattr(self.service, "submit", None)
+        if submit is not None:
+            return _Asked(times, rows, submit(ids, times))
+        answered: Future = Future()
+        answered.set_result(self.service.recommend(ids, times))
+        return _Asked(times, rows, answered)
+
+    def _sessions(self, lane: _Lane, asked: _Asked, out: _TickLines) -> None:
+        times, rows = asked.times, asked.rows
+        answers: RecAnswers = asked.answers.result()
+        n = len(rows)
+        p = self.params
+        rng = lane.rng
+        ids = rows.astype(np.int64) + 1
         digits = self.edition.rec_fraction_digits
         out.add(times, ids, [recommendation_line(fraction_stamp(t, digits), u, srv, s, r, ms) for t, u, srv, s, r, ms in
                              zip(times.tolist(), ids.tolist(), answers.servers, answers.status.tolist(), answers.result,
@@ -298,11 +493,11 @@ class World:
         for i, m in enumerate(answers.movies):
             if len(m):
                 recs[i, : min(len(m), MAX_RECS)] = m[:MAX_RECS]
-        browse = np.searchsorted(self.browse_cdf, self.rng.random((n, p.browse_sample))).astype(np.int32)
+        browse = np.searchsorted(self.browse_cdf, rng.random((n, p.browse_sample))).astype(np.int32)
         cand = np.hstack([recs, browse])
         valid = cand >= 0
         # Attention falls with rank: a user looks at the k-th recommendation with probability decay**k.
-        valid[:, :MAX_RECS] &= self.rng.random((n, MAX_RECS)) < self._examine[None, :]
+        valid[:, :MAX_RECS] &= rng.random((n, MAX_RECS)) < self._examine[None, :]
         safe = np.where(valid, cand, 0)
         recent = self.recent[rows]
         valid &= ~(safe[:, :, None] == recent[:, None, :]).any(axis=2)
@@ -311,14 +506,14 @@ class World:
                  + p.taste_weight * np.einsum("sk,sck->sc", vec, self.taste.item_factors[safe]))  # fmt: skip
         bonus = self.familiarity[safe]  # a title one has heard of appeals more than an unknown one
         bonus[:, :MAX_RECS] += np.where(recs >= 0, self._rank_bonus[None, :], 0)
-        pick = choose(score, bonus, valid, p, self.rng)
+        pick = choose(score, bonus, valid, p, rng)
         # Users with a paused movie may resume it instead.
-        resume = (self.paused_movie[rows] >= 0) & (self.rng.random(n) < p.resume_p)
+        resume = (self.paused_movie[rows] >= 0) & (rng.random(n) < p.resume_p)
         go = (pick >= 0) | resume
         self.stats.left += int((~go).sum())
         movie = np.where(resume, self.paused_movie[rows], safe[np.arange(n), np.maximum(pick, 0)])
         # A resumed movie restarts where it stopped or a minute or two before.
-        start_minute = np.where(resume, np.maximum(1, self.paused_minute[rows] - self.rng.integers(0, 3, n)), 1)
+        start_minute = np.where(resume, np.maximum(1, self.paused_minute[rows] - rng.integers(0, 3, n)), 1)
         self.paused_movie[rows] = -1
         rows_go, movie, start_minute = rows[go], movie[go], start_minute[go]
         resume = resume[go]
@@ -328,11 +523,11 @@ class World:
         true = self.taste.mu + self.pop.bias[rows_go] + self.taste.item_bias[movie] + np.einsum(
             "sk,sk->s", self.pop.taste[rows_go], self.taste.item_factors[movie])  # fmt: skip
         start_minute = np.minimum(start_minute, self.runtime[movie])
-        stop = plan_stop(true, start_minute, self.runtime[movie], p, self.rng)
-        delay = answers.ms[go] / 1000.0 + 2.0 + self.rng.exponential(p.browse_seconds, len(rows_go))
+        stop = plan_stop(true, start_minute, self.runtime[movie], p, rng)
+        delay = answers.ms[go] / 1000.0 + 2.0 + rng.exponential(p.browse_seconds, len(rows_go))
         start = np.ceil(times[go] + delay)
         self.busy_until[rows_go] = np.inf
-        self.viewings.append(user=rows_go, movie=movie, minute=start_minute, stop=stop, runtime=self.runtime[movie],
+        lane.viewings.append(user=rows_go, movie=movie, minute=start_minute, stop=stop, runtime=self.runtime[movie],
                              next=start, watched=np.zeros(len(rows_go)), score=true, rec=is_rec,
                              last=np.zeros(len(rows_go)))  # fmt: skip
         self.stats.viewings += len(rows_go)
@@ -346,8 +541,8 @@ class World:
                                 zip(kinds, start.tolist(), rows_go.tolist(), movie.tolist(), start_minute.tolist()))  # fmt: skip
 
     # --- watching -------------------------------------------------------------------------------
-    def _watch(self, t0: float, t1: float, out: _TickLines) -> None:
-        v = self.viewings
+    def _watch(self, lane: _Lane, t0: float, t1: float, out: _TickLines) -> None:
+        v = lane.viewings
         if len(v) == 0:
             return
         due = v.next < t1
@@ -362,7 +557,7 @@ class World:
         out.add(when, user.astype(np.int64) + 1, lines)
         self.stats.lines["watch"] += len(lines)
         np.add.at(self.stats.watch_lines_per_movie, movie, 1)
-        nxt, sought = seek(minute, self.params, self.rng)
+        nxt, sought = seek(minute, self.params, lane.rng)
         ended = (nxt > v.stop[idx]) | (nxt > v.runtime[idx])
         if self.journal is not None and (sought & ~ended).any():
             for j in np.flatnonzero(sought & ~ended).tolist():
@@ -373,13 +568,13 @@ class World:
         v.watched[idx] += 1
         ended_idx = idx[ended]
         if len(ended_idx):
-            self._end(ended_idx)
+            self._end(lane, ended_idx)
             keep = np.ones(len(v), np.bool_)
             keep[ended_idx] = False
             v.keep(keep)
 
-    def _end(self, idx: np.ndarray) -> None:
-        v, p, rng = self.viewings, self.params, self.rng
+    def _end(self, lane: _Lane, idx: np.ndarray) -> None:
+        v, p, rng = lane.viewings, self.params, lane.rng
         rows, movie = v.user[idx], v.movie[idx]
         end_t = v.next[idx]  # the end of the last minute watched
         completed = v.last[idx] >= v.runtime[idx]
@@ -391,7 +586,7 @@ class World:
         rate_t = end_t + rng.integers(3, 45, len(idx))
         for t, r, m, val in zip(rate_t[rated].tolist(), rows[rated].tolist(), movie[rated].tolist(),
                                 rating[rated].tolist()):  # fmt: skip
-            self._pending_rates.append((t, r, m, val))
+            lane.pending_rates.append((t, r, m, val))
         np.add.at(self.stats.rating_hist, rating[rated], 1)
         self.stats.ratings += int(rated.sum())
         done_t = np.where(rated, rate_t, end_t)
@@ -408,5 +603,5 @@ class World:
         self.recent_pos[rows] = pos + 1
         # Binge: pick another movie right away (a new session, so a new recommendation request).
         binge = (completed | (watched >= 30)) & (rng.random(len(idx)) < self.pop.binge[rows])
-        self.queue.push(done_t[binge] + 30 + rng.exponential(120, int(binge.sum())), rows[binge])
+        lane.queue.push(done_t[binge] + 30 + rng.exponential(120, int(binge.sum())), rows[binge])
         self.busy_until[rows] = done_t + 1

@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -18,13 +19,13 @@ from movielab.kafka.broker import EmbeddedBroker
 from movielab.kafka.metrics import ProducedLinesCollector
 from movielab.kafka.producer import KafkaSink
 from movielab.webserver import ServerThread
-from movielab.world.api import create_app
+from movielab.world.api import create_app, server_options
 from movielab.world.bootstrap import Universe, build_universe, build_world, run_until
 from movielab.world.client import HttpRecommender, Team
 from movielab.world.config import WorldConfig
 from movielab.world.engine import Stats, World
 from movielab.world.service import run_world
-from movielab.world.sinks import EventSink, TeamRouter, TeeSink
+from movielab.world.sinks import ConfirmedFileSink, EventSink, TeamRouter, TeeSink
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +52,19 @@ def run_live(
     stop: threading.Event | None = None,
     journal: list[tuple] | None = None,
     on_tick: Callable[[World], None] | None = None,
+    out: str | Path | None = None,
 ) -> tuple[Stats, LiveWorld]:
     """Start (or join) Kafka, create the team topics, serve the API and run the world until done.
 
     `on_ready` runs once everything is up, before the first tick; `after` runs once the world
     has stopped and flushed, while the broker and the API still run (to read the topics back).
+    `out` names a file that gets every line once Kafka confirmed it (`ConfirmedFileSink`).
     """
     teams = [Team.parse(i, url) for i, url in enumerate(config.teams, start=1)]
     broker = None
     api = None
     client = None
+    out_sink = None
     try:
         if config.kafka is None:
             broker = EmbeddedBroker().start()
@@ -68,8 +72,12 @@ def run_live(
         bootstrap = config.kafka or broker.bootstrap
         topics = [topic_name(t.number) for t in teams]
         ensure_topics(bootstrap, topics, partitions=config.partitions)
-        kafka_sinks = [KafkaSink(bootstrap, t) for t in topics]
+        out_sink = ConfirmedFileSink(out) if out is not None else None
+        on_delivered = out_sink.confirmed if out_sink is not None else None
+        kafka_sinks = [KafkaSink(bootstrap, t, on_delivered=on_delivered) for t in topics]
         sink: EventSink = TeamRouter(kafka_sinks)
+        if out_sink is not None:
+            sink = TeeSink(sink, out_sink)  # after the Kafka sinks: it appends what they confirmed
         if extra_sink is not None:
             sink = TeeSink(sink, extra_sink)
         universe = universe or build_universe(config)
@@ -80,7 +88,7 @@ def run_live(
         registry.register(ProducedLinesCollector(kafka_sinks))
         app = create_app(world.pop, universe.catalog, metrics=registry, edition=world.edition, taste=universe.taste,
                          seed=config.seed)  # fmt: skip
-        api = ServerThread(app, config.api_host, config.api_port or None).start()
+        api = ServerThread(app, config.api_host, config.api_port or None, **server_options()).start()
         live = LiveWorld(world, universe, bootstrap, topics, api.url, teams)
         logger.info("world API on %s; topics %s on %s", api.url, ", ".join(topics), bootstrap)
         if on_ready is not None:
@@ -90,6 +98,8 @@ def run_live(
             after(live, stats)
         return stats, live
     finally:
+        if out_sink is not None:
+            out_sink.close()  # no-op after the world closed its sinks
         if client is not None:
             client.close()
         if api is not None:
