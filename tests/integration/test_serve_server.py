@@ -100,7 +100,7 @@ def test_bad_ids_are_400_naming_them_over_http(server, raw_path, shown) -> None:
 def test_the_worlds_client_accepts_every_answer(server, tables, universe) -> None:
     index = {slug: i for i, slug in enumerate(universe.catalog.slug)}
     users = np.concatenate([USERS, [1000, 5000, 123456789]])
-    with HttpRecommender([Team.parse(1, server.url)], index) as client:
+    with HttpRecommender([Team.parse(1, server.url)], index, timeout_ms=5000) as client:  # a loaded machine must not time out
         answers = client.recommend(users, np.zeros(len(users)))
     assert answers.status.tolist() == [200] * len(users), answers.result[:3]
     for k, user in enumerate(users.tolist()):
@@ -171,7 +171,7 @@ def test_canary_split_over_http_with_the_worlds_client(server, tables, universe)
     set_challenger(server.app, tables[1], share=0.4, salt=9)
     try:
         index = {slug: i for i, slug in enumerate(universe.catalog.slug)}
-        with HttpRecommender([Team.parse(1, server.url)], index) as client:
+        with HttpRecommender([Team.parse(1, server.url)], index, timeout_ms=5000) as client:  # a loaded machine must not time out
             answers = client.recommend(USERS, np.zeros(len(USERS)))
         assert answers.status.tolist() == [200] * len(USERS)
         for k, user in enumerate(USERS.tolist()):  # each user's answer comes from the arm split puts them in
