@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from movielab.contract import account_line, rate_line, recommendation_line
-from movielab.world.behavior import BehaviorParams, choose, plan_stop, rate, rec_rank_bonus, seek
+from movielab.world.behavior import BehaviorParams, Discovery, choose, plan_stop, rate, rec_rank_bonus, seek
 from movielab.world.clock import SimClock, second_stamps, stamp_us
 from movielab.world.population import ActivityModel, Demographics, Population, draw_population
 from movielab.world.recs import RecommendationService
@@ -125,12 +125,14 @@ class World:
         arrivals_per_day: float = 0.0,
         params: BehaviorParams | None = None,
         journal: list[tuple] | None = None,
+        discovery: Discovery | None = None,
     ) -> None:
         self.slugs = slugs
         self.runtime = np.asarray(runtime, np.int32)
         cdf = np.cumsum(np.asarray(browse_weights, np.float64))
         self.browse_cdf = cdf / cdf[-1]
         self.familiarity = np.asarray(familiarity, np.float32)
+        self.discovery = discovery  # None: every browse candidate by popularity alone
         self.taste = taste
         self.pop = population
         self.demographics = demographics
@@ -294,7 +296,10 @@ class World:
         for i, m in enumerate(answers.movies):
             if len(m):
                 recs[i, : min(len(m), MAX_RECS)] = m[:MAX_RECS]
-        browse = np.searchsorted(self.browse_cdf, self.rng.random((n, p.browse_sample))).astype(np.int32)
+        if self.discovery is not None:
+            browse = self.discovery.sample(self.pop.taste[rows], p.browse_sample, self.rng)
+        else:
+            browse = np.searchsorted(self.browse_cdf, self.rng.random((n, p.browse_sample))).astype(np.int32)
         cand = np.hstack([recs, browse])
         valid = cand >= 0
         # Attention falls with rank: a user looks at the k-th recommendation with probability decay**k.
