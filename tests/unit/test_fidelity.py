@@ -80,3 +80,11 @@ def test_checks_and_plots(tmp_path) -> None:
     files = write_plots(report, tmp_path)
     for f in files[:3]:
         assert ET.parse(f).getroot().tag.endswith("svg") and f.read_text().count("<polyline") == 2
+
+
+def test_cli_fidelity_names_what_it_cannot_compare(capsys) -> None:
+    from movielab.cli import main
+
+    assert main(["world", "fidelity", "--dataset", "ml-latest-small", "--data-dir", "/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert "fidelity report needs a data set with demographics" in err and "ml-latest-small" in err
