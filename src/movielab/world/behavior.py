@@ -121,7 +121,8 @@ class Discovery:
     def sample(self, taste: np.ndarray, n_per: int, rng: np.random.Generator) -> np.ndarray:
         """Movie rows (n_users, n_per) found by users with these taste vectors (n_users, k)."""
         n = len(taste)
-        logits = self.log_weight[None, :] + self.temperature * (taste @ self.centroids.T)
+        # einsum, not `@`: a BLAS call per tick wakes BLAS threads that then spin against the simulation (−25% events/s)
+        logits = self.log_weight[None, :] + self.temperature * np.einsum("nk,ck->nc", taste, self.centroids)
         logits -= logits.max(axis=1, keepdims=True)
         cdf = np.cumsum(np.exp(logits), axis=1)
         cdf /= cdf[:, -1:]
