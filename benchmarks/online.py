@@ -3,7 +3,7 @@
 Day 1 (no recommendation service) runs once through the real pipeline: the world produces to the
 embedded Kafka broker, the recommender's ingestor stores it (DuckDB), and every model is trained on
 one snapshot of it (training time per model is printed: the issue's "one simulated day" figure).
-Then, for each service — random, MostPop (popularity), item-kNN, ALS, EASE — a world with the same
+Then, for each service — random, the oracle (each user's true top-20 unseen, from the hidden truth), MostPop (popularity), item-kNN, ALS, EASE — a world with the same
 seed replays day 1 identically (no service, no Kafka) and runs day 2 against that service over real
 HTTP (the recommender's serving app under uvicorn). Day 2's figures are compared: share of sessions
 with a pick from the recommended list, and the mean TRUE rating (hidden taste model) of those picks.
@@ -34,7 +34,7 @@ from movielab.world.api import create_app as world_api
 from movielab.world.bootstrap import build_universe, build_world
 from movielab.world.client import HttpRecommender, Team
 from movielab.world.config import WorldConfig
-from movielab.world.recs import NoService, RandomService
+from movielab.world.recs import NoService, OracleService, RandomService
 
 DAY = 86_400
 
@@ -89,14 +89,18 @@ def main() -> None:
     store.close()
     # Day 2 per service, after an identical replay of day 1.
     results = []
-    for name in ["random", *tables]:
-        world, _ = build_world(config, universe=universe, service=NoService())
+    for name in ["random", "oracle", *tables]:
+        # The oracle leaves out what each user already watched: it reads the (hidden) journal.
+        journal = [] if name == "oracle" else None
+        world, _ = build_world(config, universe=universe, service=NoService(), journal=journal)
         world.run(until=world.now + args.history_days * DAY)
         s0 = (world.stats.sessions, world.stats.picked_recommended, world.stats.true_score_of_recommended_picks,
               world.stats.viewings)  # fmt: skip
         server = None
         if name == "random":
             world.service = RandomService(universe.catalog.slug, seed=args.seed)
+        elif name == "oracle":
+            world.service = OracleService(world)
         else:
             server = ServerThread(serve_app(tables[name])).start()
             world.service = HttpRecommender([Team.parse(1, server.url)], index)
@@ -115,9 +119,15 @@ def main() -> None:
     base = results[0][2] / results[0][1]
     print(f"\n{args.users:,} users, {args.movies:,} movies, seed {args.seed}: day 2 (same seed, same simulated day)")
     print(f"{'service':12}{'sessions':>10}{'picked rec.':>13}{'share':>8}{'× random':>10}{'true rating':>13}")
+    shares = {}
     for name, sessions, picks, true, _, _ in results:
-        share = picks / sessions
+        share = shares[name] = picks / sessions
         print(f"{name:12}{sessions:10,}{picks:13,}{share:8.1%}{share / base:10.2f}{true:13.2f}")
+    learned = {n: s for n, s in shares.items() if n not in ("random", "oracle", "popularity")}
+    if learned and "popularity" in shares:
+        best = max(learned, key=learned.get)
+        print(f"best learned model {best}: {learned[best] / shares['popularity']:.2f} × popularity's share "
+              f"(target ≥ 1.2), {learned[best] / shares['oracle']:.2f} × the oracle's (target ≥ 0.8)")
 
 
 if __name__ == "__main__":

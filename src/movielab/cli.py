@@ -48,6 +48,21 @@ def _cmd_world_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_world_fidelity(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from movielab.fidelity import fidelity_report, write_plots
+    from movielab.world.config import WorldConfig
+
+    given = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed}
+    config = WorldConfig(arrivals_per_day=0.0, **{k: v for k, v in given.items() if v is not None})
+    report = fidelity_report(config, seeds=range(args.seeds))
+    print(report.table())
+    files = write_plots(report, Path(args.out))
+    print("plots and figures: " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def _cmd_broker(args: argparse.Namespace) -> int:
     from movielab.kafka.broker import run_broker
 
@@ -103,6 +118,13 @@ def parser() -> argparse.ArgumentParser:
     _world_args(run)
     run.add_argument("--out", help="also append every event line to this file, once Kafka confirmed it")
     run.set_defaults(func=_cmd_world_run)
+    fid = world.add_parser("fidelity", help="the world next to ml-100k: same users, same protocol, same figures")
+    fid.add_argument("--dataset", help="ml-100k (default) or ml-1m (with --data-dir)")
+    fid.add_argument("--data-dir", help="folder with the data set in its native format")
+    fid.add_argument("--seed", type=int, help="world seed (default 0)")
+    fid.add_argument("--seeds", type=int, default=5, help="split seeds 0..N-1 of the published protocol")
+    fid.add_argument("--out", default="fidelity", help="folder for the SVG plots and fidelity.json")
+    fid.set_defaults(func=_cmd_world_fidelity)
     demo = sub.add_parser("demo", help="the live world against the recommender and the random placeholder")
     demo.add_argument("--users", type=int)
     demo.add_argument("--hours", type=float, default=36.0)

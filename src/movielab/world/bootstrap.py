@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from movielab.contract.editions import edition
-from movielab.world.behavior import BehaviorParams
+from movielab.world.behavior import BehaviorParams, Discovery
 from movielab.world.clock import SimClock, parse_start
 from movielab.world.config import WorldConfig
 from movielab.world.data.catalog import Catalog, build_catalog, scale_catalog
@@ -18,7 +18,7 @@ from movielab.world.data.movielens import load_movielens
 from movielab.world.data.sources import fetch_ml100k
 from movielab.world.data.types import MovieLensData
 from movielab.world.engine import World
-from movielab.world.population import ActivityModel, Demographics, draw_population
+from movielab.world.population import ActivityModel, Demographics, Population, draw_population
 from movielab.world.recs import NoService, RecommendationService
 from movielab.world.sinks import EventSink, NullSink
 from movielab.world.truth import TasteModel, build_taste_model, fit_factors
@@ -75,6 +75,12 @@ def browse_weights(catalog: Catalog, params: BehaviorParams) -> np.ndarray:
     return (catalog.vote_count.astype(np.float64) + 1.0) ** params.popularity_power
 
 
+def discovery(catalog: Catalog, taste: TasteModel, params: BehaviorParams, seed: int = 0) -> Discovery:
+    """How users find movies: through taste neighbourhoods of the hidden factors and genres, and popularity."""
+    return Discovery.build(taste.item_factors, catalog.genres, browse_weights(catalog, params), params.taste_clusters,
+                           params.taste_share, params.taste_temperature, seed)  # fmt: skip
+
+
 def familiarity(catalog: Catalog, params: BehaviorParams) -> np.ndarray:
     """Utility of knowing a title: `params.familiarity` stars per tenfold of its rating count."""
     return (params.familiarity * np.log10(catalog.vote_count.astype(np.float64) + 1.0)).astype(np.float32)
@@ -89,6 +95,7 @@ def build_world(
     journal: list[tuple] | None = None,
     params: BehaviorParams | None = None,
     activity: ActivityModel | None = None,
+    population: Population | None = None,
 ) -> tuple[World, Universe]:
     """Build a ready-to-run world (and what it was built from) from `config` and optional overrides."""
     universe = universe or build_universe(config)
@@ -100,8 +107,9 @@ def build_world(
     # Accounts were created over the year before the start.
     created = start - rng.random(config.users) * 365 * 86400
     expected_arrivals = int(config.arrivals_per_day * config.users * (config.days or 30) * 1.2) + 64
-    population = draw_population(config.users, universe.demographics, universe.taste, activity, created, rng,
-                                 capacity=config.users + expected_arrivals)  # fmt: skip
+    if population is None:  # a given population (the fidelity report's ml-100k users) replaces the drawn one
+        population = draw_population(config.users, universe.demographics, universe.taste, activity, created, rng,
+                                     capacity=config.users + expected_arrivals)  # fmt: skip
     universe.timings["population"] = time.perf_counter() - t
     world = World(
         slugs=universe.catalog.slug, runtime=universe.catalog.runtime,
@@ -111,6 +119,7 @@ def build_world(
         sink=sink if sink is not None else NullSink(), clock=SimClock(start, config.speed), seed=config.seed,
         arrivals_per_day=config.arrivals_per_day * config.users, params=params, journal=journal,
         edition=edition(config.edition), lanes=len(config.teams) if config.pacing == "team" else 1,
+        discovery=discovery(universe.catalog, universe.taste, params, config.seed),
     )  # fmt: skip
     return world, universe
 

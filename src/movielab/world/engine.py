@@ -31,21 +31,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from movielab.contract import CURRENT, Edition, account_line, rate_line, recommendation_line
-from movielab.world.behavior import (
-    BehaviorParams,
-    choose,
-    plan_stop,
-    rate,
-    rec_rank_bonus,
-    seek,
-)
+from movielab.world.behavior import BehaviorParams, Discovery, choose, plan_stop, rate, rec_rank_bonus, seek
 from movielab.world.clock import SimClock, fraction_stamp, second_stamps
-from movielab.world.population import (
-    ActivityModel,
-    Demographics,
-    Population,
-    draw_population,
-)
+from movielab.world.population import ActivityModel, Demographics, Population, draw_population
 from movielab.world.recs import RecAnswers, RecommendationService
 from movielab.world.schedule import DAY, SessionQueue, plan_day
 from movielab.world.sinks import EventSink
@@ -177,6 +165,7 @@ class World:
         journal: list[tuple] | None = None,
         lanes: int = 1,
         edition: Edition = CURRENT,
+        discovery: Discovery | None = None,
     ) -> None:
         if lanes < 1:
             raise ValueError(f"a world needs at least one lane, got {lanes}")
@@ -186,6 +175,7 @@ class World:
         cdf = np.cumsum(np.asarray(browse_weights, np.float64))
         self.browse_cdf = cdf / cdf[-1]
         self.familiarity = np.asarray(familiarity, np.float32)
+        self.discovery = discovery  # None: every browse candidate by popularity alone
         self.taste = taste
         self.pop = population
         self.demographics = demographics
@@ -493,7 +483,10 @@ class World:
         for i, m in enumerate(answers.movies):
             if len(m):
                 recs[i, : min(len(m), MAX_RECS)] = m[:MAX_RECS]
-        browse = np.searchsorted(self.browse_cdf, rng.random((n, p.browse_sample))).astype(np.int32)
+        if self.discovery is not None:
+            browse = self.discovery.sample(self.pop.taste[rows], p.browse_sample, rng)
+        else:
+            browse = np.searchsorted(self.browse_cdf, rng.random((n, p.browse_sample))).astype(np.int32)
         cand = np.hstack([recs, browse])
         valid = cand >= 0
         # Attention falls with rank: a user looks at the k-th recommendation with probability decay**k.

@@ -82,3 +82,46 @@ class RandomService:
         rows = [self.rng.choice(len(self.slugs), self.n, replace=False).astype(np.int32) for _ in range(k)]
         text = [", ".join(self.slugs[i] for i in r) for r in rows]
         return RecAnswers([self.server] * k, np.full(k, 200, np.int32), np.ones(k, np.int32), rows, text)
+
+
+class OracleService:
+    """Each user's true top-n unseen movies by the hidden choice utility: the ceiling no team can reach.
+
+    Utility = item bias + taste_weight · taste · item factors + familiarity, the parts of a user's
+    choice (`behavior.choose`) that a list can know in advance (the user's own bias, the noise and the
+    rank bonus do not change the order). Unseen = never started, from the world's journal, so the world
+    must be built with one (`ValueError` otherwise). For benchmarks and instructor scoring; never served
+    to teams.
+    """
+
+    def __init__(self, world, n: int = 20, server: str = "oracle:1") -> None:  # world: engine.World (no import cycle)
+        if world.journal is None:
+            raise ValueError("the oracle needs a world built with a journal: it leaves out movies already watched")
+        self.world, self.n, self.server = world, n, server
+        self._row = {s: i for i, s in enumerate(world.slugs)}
+        self._pos = 0
+        self.seen: dict[int, list[int]] = {}
+
+    def _catch_up(self) -> None:
+        journal = self.world.journal
+        for entry in journal[self._pos :]:
+            if entry[0] == "start":
+                self.seen.setdefault(entry[2] - 1, []).append(self._row[entry[3]])
+        self._pos = len(journal)
+
+    def recommend(self, user_ids: np.ndarray, times: np.ndarray) -> RecAnswers:
+        """The n best unseen catalog rows per user by true utility, status 200, 1 ms."""
+        self._catch_up()
+        w, k = self.world, len(user_ids)
+        rows = np.asarray(user_ids, np.int64) - 1
+        util = (w.taste.item_bias[None, :] + w.familiarity[None, :]
+                + w.params.taste_weight * (w.pop.taste[rows] @ w.taste.item_factors.T))  # fmt: skip
+        for i, r in enumerate(rows.tolist()):
+            if r in self.seen:
+                util[i, self.seen[r]] = -np.inf
+        top = np.argpartition(-util, self.n, axis=1)[:, : self.n]
+        order = np.argsort(-np.take_along_axis(util, top, axis=1), axis=1)
+        best = np.take_along_axis(top, order, axis=1).astype(np.int32)
+        movies = list(best)
+        text = [", ".join(w.slugs[i] for i in r) for r in best.tolist()]
+        return RecAnswers([self.server] * k, np.full(k, 200, np.int32), np.ones(k, np.int32), movies, text)
