@@ -72,7 +72,8 @@ def main() -> None:
     print(f"{args.lines:,} lines (98% watch; {'plain' if args.plain_ids else 'course-alphabet'} movie ids)")
     print(f"  baseline: split on the first two commas   {floor:>12,.0f} lines/s")
     print(f"  contract parse_line (typed events)        {parser:>12,.0f} lines/s  ({parser / floor:.3f} of baseline)")
-    print(f"  recommender parse_values (columnar)       {columnar:>12,.0f} lines/s  ({columnar / floor:.3f} of baseline)")
+    print(f"  recommender parse_values (columnar)       {columnar:>12,.0f} lines/s  "
+          f"({columnar / floor:.3f} of baseline)")
 
 
 if __name__ == "__main__":

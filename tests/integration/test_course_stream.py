@@ -47,7 +47,8 @@ def _course_shaped(universe) -> list[str]:
     return [
         f"2026-03-20T10:22,7,GET /data/m/{a}/3.mpg",
         f"2026-03-20T10:22:05.426,7,GET /data/m/{a}/4.mpg",
-        f"2026-03-20T10:22:06.122692921,7,recommendation request t.example.edu:8082, status 200, result: {a}, {b}, 25 ms",
+        f"2026-03-20T10:22:06.122692921,7,recommendation request t.example.edu:8082, status 200, "
+        f"result: {a}, {b}, 25 ms",
         f"2026-03-20T10:23:00,7,GET /rate/{a}=10",
         f"2026-03-20T10:23:01,8,GET /rate/{b}=11",  # beyond every scale: malformed
         "2026-03-20T10:23:02,8,GET /data/m/ben-hur+1959/5.mpg",  # in ml-100k: the world's catalog has it

@@ -137,7 +137,8 @@ events = st.one_of(
     st.builds(RateEvent, times, users, slugs, st.integers(1, 10), nanos),
     st.builds(AccountEvent, times, users, nanos),
     st.builds(RecommendationEvent, times, users, servers, st.just(200),
-              st.lists(slugs, min_size=1, max_size=20, unique=True).map(tuple), st.none(), st.integers(0, 10**6), nanos),
+              st.lists(slugs, min_size=1, max_size=20, unique=True).map(tuple), st.none(), st.integers(0, 10**6),
+              nanos),
     st.builds(RecommendationEvent, times, users, servers, st.sampled_from([0, 404, 500, 503]), st.just(()), errors,
               st.integers(0, 10**6), nanos),
 )  # fmt: skip
@@ -311,7 +312,7 @@ def test_unique_slugs_are_unique_valid_slugs(items) -> None:
 
 
 def test_check_movie_id_names_the_id_and_the_reason() -> None:
-    with pytest.raises(InvalidMovieId, match="'Toy Story'.*character ' '"):
+    with pytest.raises(InvalidMovieId, match=r"'Toy Story'.*character ' '"):
         check_movie_id("Toy Story")
     with pytest.raises(InvalidMovieId, match="longer than 200"):
         check_movie_id("a" * 201)

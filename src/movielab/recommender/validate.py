@@ -158,7 +158,8 @@ class Validator:
     """Turns consumed records into a `Batch` of good events and quarantined lines with reasons."""
 
     def __init__(self, api: WorldApi, store: EventStore, *, earliest: datetime = EARLIEST,
-                 max_ahead: timedelta = MAX_AHEAD, min_jump_lines: int = 20, edition: Edition = CURRENT) -> None:  # fmt: skip
+                 max_ahead: timedelta = MAX_AHEAD, min_jump_lines: int = 20,
+                 edition: Edition = CURRENT) -> None:  # fmt: skip
         self.api = api
         self.edition = edition
         self.store = store
@@ -221,7 +222,8 @@ class Validator:
     def _check_ratings(self, parsed: pa.Table, quarantine: list) -> np.ndarray:
         """Mask of parsed rows whose rating (if any) is on the edition's scale; the others are `bad_rating`."""
         rating = parsed["rating"].to_numpy(zero_copy_only=False)
-        bad = (parsed["kind"].to_numpy(zero_copy_only=False) == "rate") & (np.nan_to_num(rating, nan=1) > self.edition.rating_max)
+        rate = parsed["kind"].to_numpy(zero_copy_only=False) == "rate"
+        bad = rate & (np.nan_to_num(rating, nan=1) > self.edition.rating_max)
         idx = parsed["idx"].to_numpy()
         for row in np.flatnonzero(bad).tolist():
             quarantine.append((int(idx[row]), "bad_rating", self.edition.check_rating(int(rating[row]))))

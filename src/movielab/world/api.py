@@ -8,7 +8,7 @@ Every answer but the HTML pages under /docs and /redoc is JSON, errors included 
 wrong methods, 429 from the rate limiter, even an unexpected 500, and, served with `server_options()`,
 requests the HTTP server refuses before routing, like a request line of 64 KiB or more); error bodies are
 `Error`. The id patterns in `/openapi.json` are exactly what the routes accept (movie ids: the contract's
-`MOVIE_ID_PATTERN`, at most `MAX_MOVIE_ID_LENGTH` characters each, checked by the contract's `movie_id_problem`). The hot
+`MOVIE_ID_PATTERN`, at most `MAX_MOVIE_ID_LENGTH` characters each, checked by `movie_id_problem`). The hot
 path builds bytes with the stdlib `json` (movie bodies are cached per catalog row) and skips pydantic,
 whose models here only document the answers in `/openapi.json`.
 """
@@ -347,7 +347,8 @@ def _ids_parameter(kind: str) -> dict[str, Any]:
 
 
 _DESCRIPTION = """The world's user and movie API (movielab). Ids: user ids are positive integers, movie ids are
-tokens of printable ASCII without spaces, `,` or `/`, like `ben-hur+1959` or `monsters_+inc.+2001`. Up to 200 comma-separated ids give a JSON list in the order given; one
+tokens of printable ASCII without spaces, `,` or `/`, like `ben-hur+1959` or `monsters_+inc.+2001`.
+Up to 200 comma-separated ids give a JSON list in the order given; one
 unknown id makes the whole request 404. Movie records are TMDB-shaped; only id, title, genres, the year
 and the rating-derived numbers come from MovieLens — every field listed in a record's `simulated` is
 simulated. Requests are rate-limited per client host (429 with `Retry-After`)."""
