@@ -34,7 +34,12 @@ from rapidfuzz import fuzz, process
 from movielab.contract import MAX_RECOMMENDATIONS
 from movielab.recommender.data import segment_of
 from movielab.recommender.store import EventStore, StoreError
-from movielab.recommender.worldapi import MovieInfo, UserInfo, WorldApi, WorldApiUnavailable
+from movielab.recommender.worldapi import (
+    MovieInfo,
+    UserInfo,
+    WorldApi,
+    WorldApiUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +55,7 @@ GENRE_ALIASES: dict[str, str] = {
     "thrillers": "Thriller", "war": "War", "western": "Western", "westerns": "Western",
 }  # fmt: skip
 # Words that frame a title in a sentence ("I love …", "… was boring"); stripped from a phrase's ends only.
-_FRAME = frozenset("""i i'm im love loved like liked likes really big fan fans of favorites favourites favorite
-    favourite especially anything everything something stuff things enjoy enjoyed enjoying didn't didnt don't dont
-    do did not never no into movies movie films film flicks e.g eg was were is are boring most mostly nothing with
-    too much such as and or but also all any some my me watch watching want to see seen""".split())
+_FRAME = frozenset(["i", "i'm", "im", "love", "loved", "like", "liked", "likes", "really", "big", "fan", "fans", "of", "favorites", "favourites", "favorite", "favourite", "especially", "anything", "everything", "something", "stuff", "things", "enjoy", "enjoyed", "enjoying", "didn't", "didnt", "don't", "dont", "do", "did", "not", "never", "no", "into", "movies", "movie", "films", "film", "flicks", "e.g", "eg", "was", "were", "is", "are", "boring", "most", "mostly", "nothing", "with", "too", "much", "such", "as", "and", "or", "but", "also", "all", "any", "some", "my", "me", "watch", "watching", "want", "to", "see", "seen"])
 _ARTICLES = ("the ", "a ", "an ")
 _YEAR = re.compile(r"\(\s*((?:18|19|20)\d\d)\s*\)|\b((?:19|20)\d\d)\b")
 _SEPARATORS = re.compile(r"(\s*[,;:!?\n]\s*|\.(?:\s+|$)|\be\.g\.\s*|\s+(?:and|&)\s+)")
@@ -140,25 +142,27 @@ class LexicalMatcher:
         lower = (text or "").lower()
         genres = list(dict.fromkeys(self._genres[g] for g in self._genre_re.findall(lower)))
         # Pieces between separators (commas, "and", full stops, …); a title may span several ("Steal Big,
-        # Steal Little", "Mr. Magoo"), so the longest run of pieces (with their separators) that matches wins.
+        # Steal Little", "Mr. Magoo"): of the runs of pieces from here, the best match wins (the longer on ties).
         pieces = _SEPARATORS.split(lower)
         texts, seps = pieces[0::2], pieces[1::2] + [""]
         found: list[str] = []
         i = 0
         while i < len(texts):
-            for j in range(min(len(texts), i + MAX_PIECES), i, -1):
-                if not texts[i].strip():
-                    break
-                hit = self._title("".join(t + s for t, s in zip(texts[i:j - 1], seps[i:j - 1], strict=True))
-                                  + texts[j - 1])  # fmt: skip
-                if hit is not None:
-                    found.append(hit)
-                    i = j - 1
-                    break
-            i += 1
+            best: tuple[float, int, str] | None = None
+            for j in range(i + 1, min(len(texts), i + MAX_PIECES) + 1):
+                phrase = "".join(t + s for t, s in zip(texts[i:j - 1], seps[i:j - 1], strict=True)) + texts[j - 1]
+                hit = self._title(phrase)
+                if hit is not None and (best is None or hit[0] >= best[0]):
+                    best = (hit[0], j, hit[1])
+            if best is None:
+                i += 1
+            else:
+                found.append(best[2])
+                i = best[1]
         return list(dict.fromkeys(found)), genres
 
-    def _title(self, phrase: str) -> str | None:
+    def _title(self, phrase: str) -> tuple[float, str] | None:
+        """(similarity, movie id) of the title `phrase` names best, None below the cut-off."""
         year = None
         m = _YEAR.search(phrase)
         if m:
@@ -175,7 +179,7 @@ class LexicalMatcher:
                 key = (round(score, 6), int(year is not None and self._years[idx] == year), -idx)
                 if best is None or key > best:
                     best = key
-        return None if best is None else self._ids[-best[2]]
+        return None if best is None else (best[0], self._ids[-best[2]])
 
     def preferences(self, likes: str | None, dislikes: str | None) -> Preferences:
         """Both answers matched; a movie or genre named in both counts as disliked only."""
@@ -257,8 +261,9 @@ class ColdStart:
         """The user's list: from the self-description when there is one, else the demographic fallback alone."""
         seg = int(segment_of(np.array([user.age if user.age is not None else -1]),
                              np.array([{"F": 0, "M": 1}.get(user.gender or "", -1)]))[0])  # fmt: skip
-        base = self.fallback.get(seg) or self.fallback[-1]
-        source = f"segment:{seg}" if self.fallback.get(seg) else "global"
+        own = self.fallback.get(seg) if seg >= 0 else None
+        base = own or self.fallback[-1]
+        source = f"segment:{seg}" if own else "global"
         described = user.likes is not None or user.dislikes is not None
         prefs = self.matcher.preferences(user.likes, user.dislikes) if described else Preferences()
         movies = blend(prefs, base, self.genres_of, self.n, self.weights)
