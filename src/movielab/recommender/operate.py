@@ -308,6 +308,8 @@ class Operator:
             return
         metrics = arm_metrics(self.store, exp.step_started_at, now, exp.salt, exp.share, pre_end=exp.started_at)
         self.metrics.set_conversion(by_arm(metrics, "conversion"), self._arm_labels())
+        self.metrics.set_cost(by_arm(metrics, "cost_per_play"), by_arm(metrics, "cost_per_1000_requests"),
+                              self._arm_labels())  # fmt: skip
         decision = exp.evaluate(now, metrics["champion"], metrics["challenger"])
         self._apply(decision.action, now)
 

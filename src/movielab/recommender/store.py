@@ -626,11 +626,35 @@ class EventStore:
             try:
                 requests = self._con.execute(_arm_requests_sql(), params).to_arrow_table()
                 self._con.register("_arm_requests", requests)
+                plays = self._con.execute(_PLAYS_SQL, _bind(_PLAYS_SQL, params)).to_arrow_table()
+                self._con.register("_arm_plays", plays)
                 return (self._con.execute(_PER_ARM_SQL).to_arrow_table(),
                         self._con.execute(_PER_USER_SQL).to_arrow_table())  # fmt: skip
             finally:
                 self._con.unregister("_arms")
                 self._con.unregister("_arm_requests")
+                self._con.unregister("_arm_plays")
+
+    def window_cost(self, start: datetime, end: datetime) -> dict[str, float]:
+        """License cost of the plays in [start, end) (stream time), every user: `plays` (distinct user × movie
+        with a watch line), `costed_plays` (of movies whose record gives a cost), `license_cost` (USD, sum over
+        the costed plays) and `requests` (recommendation requests)."""
+        arms = pa.table({"user_id": pa.array([], pa.int64()), "arm": pa.array([], pa.string())})
+        sql = _PLAYS_SQL.replace("JOIN _arms a USING (user_id)", "CROSS JOIN (SELECT 'all' AS arm) a").replace(
+            "AND user_id IN (SELECT user_id FROM _arms)", "")
+        params = {"start": start, "end": end, "max_seq": self.ingested_seq()}
+        with self._lock:
+            self._con.register("_arms", arms)
+            try:
+                row = self._con.execute(sql, _bind(sql, params)).fetchone()
+            finally:
+                self._con.unregister("_arms")
+            requests = self._con.execute("""SELECT count(*) FROM events WHERE kind = 'recommendation'
+                                            AND time >= $start AND time < $end""",
+                                         {"start": start, "end": end}).fetchone()[0]  # fmt: skip
+        plays, costed, cost = (0, 0, 0.0) if row is None else row[1:]
+        return {"plays": int(plays), "costed_plays": int(costed), "license_cost": float(cost),
+                "requests": int(requests)}  # fmt: skip
 
 
 _USER_FIELDS = ("user_id", "age", "gender", "occupation", "likes", "dislikes")
@@ -759,14 +783,25 @@ def _arm_requests_sql() -> str:
         FROM r LEFT JOIN hit h ON h.rseq = r.seq LEFT JOIN done d ON d.rseq = r.seq LEFT JOIN rated t ON t.rseq = r.seq"""
 
 
+# A play is a (user, movie) pair with a watch line in the window (a resumed or rewound viewing is one play);
+# its license cost is the movie's current record's. Plays of movies without a cost are counted, not priced.
+_PLAYS_SQL = """
+SELECT a.arm, count(*) AS plays, count(m.license_cost) AS costed_plays,
+       coalesce(sum(m.license_cost), 0)::DOUBLE AS license_cost
+FROM (SELECT DISTINCT user_id, movie_id FROM events WHERE kind = 'watch' AND time >= $start AND time < $end
+      AND seq <= $max_seq AND user_id IN (SELECT user_id FROM _arms)) p
+JOIN _arms a USING (user_id) LEFT JOIN movies m USING (movie_id) GROUP BY a.arm"""
+
 _PER_ARM_SQL = """
-SELECT arm, count(DISTINCT user_id) AS users, count(*) AS requests, count(*) FILTER (WHERE ok) AS ok,
+SELECT r.*, coalesce(p.plays, 0) AS plays, coalesce(p.costed_plays, 0) AS costed_plays,
+       coalesce(p.license_cost, 0.0) AS license_cost
+FROM (SELECT arm, count(DISTINCT user_id) AS users, count(*) AS requests, count(*) FILTER (WHERE ok) AS ok,
        quantile_cont(response_ms, 0.5)::DOUBLE AS latency_p50_ms,
        quantile_cont(response_ms, 0.99)::DOUBLE AS latency_p99_ms,
        count(*) FILTER (WHERE converted) AS conversions, avg(completion)::DOUBLE AS completion_mean,
        count(rating) AS ratings, avg(rating)::DOUBLE AS rating_mean,
        histogram(error_kind) FILTER (WHERE error_kind IS NOT NULL) AS errors
-FROM _arm_requests GROUP BY arm ORDER BY arm"""
+      FROM _arm_requests GROUP BY arm) r LEFT JOIN _arm_plays p USING (arm) ORDER BY arm"""
 
 _PER_USER_SQL = """
 SELECT arm, user_id, count(*) AS requests, count(*) FILTER (WHERE ok) AS ok,
