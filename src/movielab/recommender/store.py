@@ -550,9 +550,12 @@ class EventStore:
         seg = segment_of(users["age"].to_numpy(), users["gender"].to_numpy())
         segments = dict(zip(users["user_id"].to_numpy().tolist(), seg.tolist(), strict=True))
         movies = triples["movie_id"].to_numpy(zero_copy_only=False)
+        costs = {m: float(c) for m, c in self._query(f"""SELECT movie_id, license_cost FROM ({_as_of("movies")})
+                                                        WHERE license_cost IS NOT NULL""",
+                                                     {"created": snap.created_at})}  # fmt: skip
         return TrainingData.from_triples(triples["user_id"].to_numpy(), movies, triples["watched"].to_numpy(),
                                          triples["rating"].to_numpy(), triples["t"].to_numpy(), segments,
-                                         snapshot_id=snap.id)  # fmt: skip
+                                         snapshot_id=snap.id, item_cost=costs or None)  # fmt: skip
 
     # --- reports ---------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
