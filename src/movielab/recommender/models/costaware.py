@@ -26,9 +26,8 @@ class CostAware(Model):
     name: ClassVar[str] = "costaware"
 
     def __init__(self, base: str = "ease", trade_off: float = 0.5, base_params: dict[str, Any] | None = None) -> None:
-        from movielab.recommender.models import (
-            create,  # the registry imports this module
-        )
+        # The registry imports this module, so the registry is imported when a model is made.
+        from movielab.recommender.models import create
 
         super().__init__()
         if base == self.name:
