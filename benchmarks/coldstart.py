@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import math
 import resource
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -32,19 +31,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from storesink import StoreSink  # a sibling module of the benchmarks
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from storesink import StoreSink  # noqa: E402
-
-from movielab.recommender import split  # noqa: E402
-from movielab.recommender.coldstart import ColdStart, ColdStartWorker, LexicalMatcher  # noqa: E402
-from movielab.recommender.store import EventStore  # noqa: E402
-from movielab.recommender.worldapi import WorldApi  # noqa: E402
-from movielab.webserver import ServerThread  # noqa: E402
-from movielab.world.api import create_app as world_api  # noqa: E402
-from movielab.world.bootstrap import build_universe, build_world  # noqa: E402
-from movielab.world.config import WorldConfig  # noqa: E402
-from movielab.world.recs import NoService, RecAnswers  # noqa: E402
+from movielab.recommender import split
+from movielab.recommender.coldstart import ColdStart, ColdStartWorker
+from movielab.recommender.store import EventStore
+from movielab.recommender.worldapi import WorldApi
+from movielab.webserver import ServerThread
+from movielab.world.api import create_app as world_api
+from movielab.world.bootstrap import build_universe, build_world
+from movielab.world.config import WorldConfig
+from movielab.world.recs import NoService, RecAnswers
 
 DAY = 86_400
 FIRST = 3  # sessions per new user that count
