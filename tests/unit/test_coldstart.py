@@ -172,3 +172,11 @@ def test_serving_answers_a_new_user_from_the_cold_start_list_with_its_provenance
     with pytest.raises(ValueError, match="not a header token"):
         serve.set_coldstart(app, [ColdStartList(5, ("heat+1995",), (), (), (), "a; b", "global")])
     assert client.get("/recommend/5").headers["x-model"].endswith("source=global; arm=champion")
+
+
+def test_a_version_that_knows_the_user_takes_over_and_the_list_is_dropped() -> None:
+    table = AnswerTable.build(_Model(), Provenance("fake", "3", "snap-1", "abc123", "2026-03-20T08:12:38"))
+    app = serve.create_app(table)
+    serve.set_coldstart(app, [ColdStartList(u, ("heat+1995",), (), (), (), "lexical-v1", "global") for u in (10, 11)])
+    assert serve.prune_coldstart(app) == 1  # user 10 is in the model
+    assert set(app.state.coldstart) == {11}

@@ -80,6 +80,7 @@ class OneServer:
         """Serve `version` as champion (built first, then swapped in with one assignment)."""
         loaded = serve.load_version(version)
         serve.swap(self.app, loaded.table, loaded.folder, loaded.manifest)
+        serve.prune_coldstart(self.app)  # users the new version knows no longer need their first list
 
     def load_challenger(self, version: Path, share: float = 0.0, salt: int = 0) -> None:
         """Serve `version` to `share` of the users, bucketed by `salt`."""

@@ -288,6 +288,16 @@ def set_coldstart(app: Starlette, lists: Iterable) -> int:
     return len(staged)
 
 
+def prune_coldstart(app: Starlette) -> int:
+    """Drop the cold-start lists of users the champion's model now knows (they get its answers); returns how many."""
+    table = app.state.serving.champion.table
+    overlay = app.state.coldstart
+    known = [u for u in list(overlay) if table.lookup(u)[1] == "model"]
+    for u in known:
+        overlay.pop(u, None)
+    return len(known)
+
+
 def serving(app: Starlette) -> Serving:
     """What `app` serves right now."""
     return app.state.serving
