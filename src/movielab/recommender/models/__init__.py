@@ -28,16 +28,5 @@ def create(name: str, **params) -> Model:
     return cls(**params)
 
 
-__all__ = [
-    "ALS",
-    "EASE",
-    "MODELS",
-    "CostAware",
-    "ItemKNN",
-    "Model",
-    "ModelFitError",
-    "ModelLoadError",
-    "Popularity",
-    "UnknownModel",
-    "create",
-]  # fmt: skip
+__all__ = ["ALS", "EASE", "MODELS", "CostAware", "ItemKNN", "Model", "ModelFitError", "ModelLoadError",
+           "Popularity", "UnknownModel", "create"]  # fmt: skip
