@@ -190,7 +190,7 @@ def test_every_registered_model_has_a_contract_test() -> None:
 
 
 def test_create_names_the_known_models() -> None:
-    with pytest.raises(UnknownModel, match="known models: als, ease, itemknn, popularity"):
+    with pytest.raises(UnknownModel, match="known models: als, costaware, ease, itemknn, popularity"):
         create("svd")
     with pytest.raises(ValueError, match="no parameter lambda; its parameters: lam, max_items"):
         create("ease", **{"lambda": 3})
@@ -286,3 +286,33 @@ def test_als_popularity_weight_pulls_recommendations_towards_popular_items() -> 
     assert counts[top_blend].mean() > counts[top_plain].mean()
     unseen = [np.setdiff1d(np.arange(len(data.items)), list(seen_of(data, r))) for r in rows]
     assert all(counts[t] == counts[u].max() for t, u in zip(top_blend, unseen, strict=True))
+
+
+class TestCostAware(ModelContract):
+    kind = "costaware"
+    params: ClassVar[dict[str, Any]] = {"base": "ease", "trade_off": 0.5, "base_params": {"lam": 1.0}}
+
+
+def test_cost_aware_trades_relevance_for_cheaper_plays(tmp_path: Path) -> None:
+    plain = block_data()
+    # Item a7 (what user 100+7 is missing) costs 10 × the rest; item a6 costs nothing.
+    costs = {m: 0.2 for m in plain.items} | {"a7": 2.0, "a6": 0.0}
+    data = TrainingData(plain.users, plain.items, plain.watched, plain.ratings, plain.times, plain.segment,
+                        plain.snapshot_id, item_cost=np.array([costs[m] for m in plain.items], np.float32))
+    row = data.row_of(100)  # user 100 misses a0; a6 and a7 are seen
+    free = create("costaware", base="ease", trade_off=0.0, base_params={"lam": 1.0}).fit(data)
+    ease = create("ease", lam=1.0).fit(data)
+    assert free.recommend_rows(np.arange(data.users.size), n=5).tolist() == \
+        ease.recommend_rows(np.arange(data.users.size), n=5).tolist()  # trade-off 0: the base ranking  # fmt: skip
+    row7 = data.row_of(107)  # misses a7, the expensive one
+    assert free.recommend(107, n=1) == ["a7"]
+    costly = create("costaware", base="ease", trade_off=50.0, base_params={"lam": 1.0}).fit(data)
+    assert costly.recommend(107, n=1) != ["a7"]  # a steep trade-off gives up the right answer for cheaper plays
+    assert costly.scores(np.array([row7]))[0, data.items.index("a7")] < free.scores(np.array([row7]))[0].min()
+    costly.save(tmp_path / "m")
+    loaded = Model.load(tmp_path / "m")
+    assert np.allclose(loaded.scores(np.array([row, row7])), costly.scores(np.array([row, row7])))
+    with pytest.raises(ValueError, match="trade_off"):
+        create("costaware", trade_off=-1.0)
+    with pytest.raises(ValueError, match="re-rank itself"):
+        create("costaware", base="costaware")

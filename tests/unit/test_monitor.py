@@ -187,3 +187,20 @@ def test_ingestor_counters_and_metrics_page() -> None:
     assert samples[("ingest_end_offset", (("partition", "1"), ("topic", "movielog1")))] == 900
     assert samples[("ingest_end_offset_read_timestamp_seconds", ())] == 1.7e9
     assert samples[("operator_model_info", (("arm", "champion"), ("model_version", "v1")))] == 1
+
+
+def test_license_cost_gauges_per_arm_and_for_the_window() -> None:
+    from movielab.recommender.monitor import MonitorError, OperatorMetrics
+
+    m = OperatorMetrics()
+    m.set_cost({"champion": 0.25, "challenger": 0.4}, {"champion": 180.0}, {"champion": "7", "challenger": "8"})
+    text = m.exposition().decode()
+    assert 'online_license_cost_per_play_usd{arm="challenger",model_version="8"} 0.4' in text
+    assert 'online_license_cost_per_1000_requests_usd{arm="champion",model_version="7"} 180.0' in text
+    m.set_window_cost({"plays": 10, "costed_plays": 8, "license_cost": 2.0, "requests": 40})
+    text = m.exposition().decode()
+    assert "stream_license_cost_per_play_usd 0.25" in text
+    assert "stream_license_cost_per_1000_requests_usd 50.0" in text
+    assert "stream_plays_without_cost 2.0" in text
+    with pytest.raises(MonitorError, match="license cost of arm 'champion'"):
+        m.set_cost({"champion": -1.0}, {})

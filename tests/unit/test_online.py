@@ -213,3 +213,33 @@ def test_tick_feeds_the_controller_from_the_store(store: EventStore) -> None:
     assert d.champion["requests"] == 6 and d.challenger["requests"] == 5 and d.challenger["errors"] == 3
     assert d.action == "wait" and "2 of 50 users in the smaller arm" in d.reason
     assert exp.decisions[-1]["action"] == "wait" and d.p_value is None  # no test looks at two users
+
+
+def test_license_cost_per_play_and_per_1000_requests_per_arm() -> None:
+    with EventStore(None) as store:
+        store.add_records(movies=[MovieInfo(A, 100, (), "A", 0.5), MovieInfo(B, 90, (), "B", 0.2),
+                                  MovieInfo(C, None, (), "C")])  # C: no cost in its record  # fmt: skip
+        fill(store, known_lines())
+        m = arm_metrics(store, T0, END, SALT, SHARE)
+        champion, challenger = m["champion"], m["challenger"]
+        # Champion plays in the window: c1 A, c2 B, c3 C and A (c1's earlier A is before it); C has no cost.
+        assert (champion.plays, champion.costed_plays, champion.license_cost) == (4, 3, pytest.approx(1.2))
+        assert champion.cost_per_play == pytest.approx(0.4)
+        assert champion.cost_per_1000_requests == pytest.approx(1000 * 1.2 / 6)
+        # Challenger: h1 B; h2 watches A only after the window.
+        assert (challenger.plays, challenger.costed_plays, challenger.cost_per_play) == (1, 1, pytest.approx(0.2))
+        assert challenger.cost_per_1000_requests == pytest.approx(1000 * 0.2 / 5)
+        assert by_arm(m, "cost_per_play") == pytest.approx({"champion": 0.4, "challenger": 0.2})
+        assert champion.as_dict()["cost_per_play"] == pytest.approx(0.4)
+        assert store.window_cost(T0, END) == {"plays": 5, "costed_plays": 4, "license_cost": pytest.approx(1.4),
+                                              "requests": 11}  # fmt: skip
+        with pytest.raises(ValueError, match="costed plays"):
+            ArmMetrics("champion", SALT, SHARE, T0, END, plays=1, costed_plays=2)
+
+
+def test_no_cost_known_is_nan_not_zero(store: EventStore) -> None:
+    fill(store, known_lines())  # the fixture's movies carry no cost (an edition before 2026)
+    champion = arm_metrics(store, T0, END, SALT, SHARE)["champion"]
+    assert champion.plays == 4 and champion.costed_plays == 0
+    assert math.isnan(champion.cost_per_play) and math.isnan(champion.cost_per_1000_requests)
+    assert by_arm({"champion": champion}, "cost_per_play") == {}

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from movielab.auth import ensure_tokens
 from movielab.recommender import serve, split
-from movielab.recommender.answers import AnswerTable, Provenance
+from movielab.recommender.answers import SOURCES, AnswerTable, Provenance
 from movielab.recommender.data import N_SEGMENTS, TrainingData
 from movielab.recommender.models import create
 from movielab.recommender.serve import (BadSegments, BadUserId, NoChallenger, create_admin_app, create_app, drain,
@@ -201,7 +201,7 @@ def test_build_refuses_what_would_break_the_contract() -> None:
 def test_provenance_fields_must_fit_a_header() -> None:
     with pytest.raises(ValueError, match=r"Provenance.snapshot_id='a; b' must be"):
         Provenance("m", "1", "a; b", "c", "t")
-    assert len(AnswerTable.build(FakeModel(), PROV).headers) == 3
+    assert len(AnswerTable.build(FakeModel(), PROV).headers) == len(SOURCES) == 4  # model, segment, global, coldstart
 
 
 # --- bad input ----------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ from movielab.recommender.data import N_SEGMENTS
 
 logger = logging.getLogger(__name__)
 
-Source = Literal["model", "segment", "global"]
-SOURCES: tuple[Source, ...] = ("model", "segment", "global")
+# "coldstart": a new user's first list from their self-description (served from `serve.set_coldstart`'s overlay).
+Source = Literal["model", "segment", "global", "coldstart"]
+SOURCES: tuple[Source, ...] = ("model", "segment", "global", "coldstart")
 # Provenance fields travel in an HTTP header: printable ASCII tokens, nothing that splits the header.
 _TOKEN = re.compile(r"[A-Za-z0-9._:+@-]{1,128}")
 

@@ -64,6 +64,8 @@ class TrainingData:
     segment: np.ndarray  # int16 per user row: segment_of(age, gender), -1 when unknown
     snapshot_id: str = "unnamed"
     _user_row: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
+    # float32 per item: license cost in USD per play (2026 edition), NaN where unknown; None: no costs at all
+    item_cost: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n_u, n_i = len(self.users), len(self.items)
@@ -72,6 +74,8 @@ class TrainingData:
                 raise ValueError(f"TrainingData.{name} has shape {getattr(self, name).shape}, expected {(n_u, n_i)}")
         if len(self.segment) != n_u:
             raise ValueError(f"TrainingData.segment has {len(self.segment)} rows, expected {n_u}")
+        if self.item_cost is not None and np.shape(self.item_cost) != (n_i,):
+            raise ValueError(f"TrainingData.item_cost has shape {np.shape(self.item_cost)}, expected ({n_i},)")
         if not self._user_row:
             self._user_row.update({int(u): i for i, u in enumerate(self.users.tolist())})
 
@@ -95,8 +99,10 @@ class TrainingData:
         times: np.ndarray,
         segments: dict[int, int] | None = None,
         snapshot_id: str = "unnamed",
+        item_cost: dict[str, float] | None = None,
     ) -> TrainingData:
-        """Build from rows per (user, movie): share watched (0 if only rated), rating (0 if none), time.
+        """Build from rows per (user, movie): share watched (0 if only rated), rating (0 if none), time;
+        `item_cost` maps movie ids to a license cost in USD per play (movies it lacks: NaN).
 
         A pair given twice keeps its row with the latest time (a sparse matrix would add the two up);
         how many were merged is logged.
@@ -117,5 +123,6 @@ class TrainingData:
             return m
 
         seg = np.array([(segments or {}).get(int(u), -1) for u in users.tolist()], np.int16)
+        cost = None if item_cost is None else np.array([item_cost.get(m, np.nan) for m in items.tolist()], np.float32)
         return cls(users, items.tolist(), mat(watched, np.float32), mat(ratings, np.float32), mat(times, np.float64),
-                   seg, snapshot_id)  # fmt: skip
+                   seg, snapshot_id, item_cost=cost)  # fmt: skip

@@ -30,10 +30,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from movielab.contract.editions import CURRENT, Edition
 from movielab.kafka import consumer_config
+from movielab.recommender.coldstart import ColdStartWorker
 from movielab.recommender.store import Appended, Batch, EventStore, StoreError
 from movielab.recommender.validate import Prepared, Record, Validator
 from movielab.recommender.worldapi import WorldApi, WorldApiUnavailable
@@ -51,7 +53,8 @@ class Ingestor:
     def __init__(self, bootstrap: str, topics: Sequence[str], store: EventStore, api: WorldApi,
                  group_id: str = "recommender-ingest", batch_size: int = 20_000, batch_timeout: float = 1.0, *,
                  fetch_users: bool = True, retry_max: float = 10.0, refresh_after: float | None = 24 * 3600.0,
-                 edition: Edition = CURRENT, **consumer_overrides: object) -> None:  # fmt: skip
+                 edition: Edition = CURRENT, coldstart: bool = False,
+                 **consumer_overrides: object) -> None:  # fmt: skip
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.bootstrap = bootstrap
@@ -69,6 +72,8 @@ class Ingestor:
         self._consumer: Consumer | None = None
         self.assigned = threading.Event()  # set once the group gave this consumer its partitions
         self.users: UserFetcher | None = None  # started with the consumer when fetch_users
+        self.make_coldstart = coldstart  # new accounts' first lists from their self-descriptions
+        self.coldstart: ColdStartWorker | None = None  # started with the consumer when coldstart
         self.end_offsets: EndOffsets | None = None  # started with the consumer: the topics' end offsets
         self._writer: ThreadPoolExecutor | None = None
         self._pending: _InFlight | None = None
@@ -112,6 +117,8 @@ class Ingestor:
             self._finish_pending()
             if self.users is not None and not self.users.drain(10.0):
                 logger.warning("user records still being fetched after 10 s; the rest after the next start")
+            if self.coldstart is not None and not self.coldstart.drain(10.0):
+                logger.warning("cold-start lists still being built after 10 s; the rest get the fallback")
         finally:
             self.close()
         return handled
@@ -157,6 +164,9 @@ class Ingestor:
             users, self.users = self.users, None
             if users is not None:
                 users.stop()
+            cold, self.coldstart = self.coldstart, None
+            if cold is not None:
+                cold.stop()
             ends, self.end_offsets = self.end_offsets, None
             if ends is not None:
                 ends.stop()
@@ -167,6 +177,10 @@ class Ingestor:
             api = WorldApi(self.api.base_url, self.api.timeout, negative_ttl=0, cache_users=False)
             self.users = UserFetcher(self.store, api, refresh_after=self.refresh_after)
             self.users.start()
+        if self.make_coldstart and self.coldstart is None:
+            self.coldstart = ColdStartWorker(self.store, WorldApi(self.api.base_url, self.api.timeout, negative_ttl=0,
+                                                                  cache_users=False))  # fmt: skip
+            self.coldstart.start()
         if self.end_offsets is None:
             self.end_offsets = EndOffsets(self.bootstrap, self.topics, f"{self.group_id}-end-offsets",
                                           **self._overrides)  # fmt: skip
@@ -272,6 +286,10 @@ class Ingestor:
                     appended.events, dict(kinds), self.last_batch_seconds)  # fmt: skip
         if self.users is not None:
             self.users.offer(flight.batch.events.column("user_id").unique().to_pylist())
+        if self.coldstart is not None:  # stored first: the worker reads the store as of this batch
+            events = flight.batch.events
+            accounts = pc.filter(events.column("user_id"), pc.equal(events.column("kind"), "account"))
+            self.coldstart.offer(accounts.to_pylist())
 
     def _commit(self, ends: dict[tuple[str, int], int]) -> None:
         offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items()]

@@ -96,6 +96,18 @@ class OperatorMetrics:
                                 "watch was a recommended movie (all arms)", registry=r)  # fmt: skip
         self.arm_conversion = Gauge("online_conversion_ratio", "Online conversion per arm, as the canary controller "
                                     "measures it", ["arm", "model_version"], registry=r)  # fmt: skip
+        self.cost_per_play = Gauge("stream_license_cost_per_play_usd", "License cost per play (distinct user × "
+                                   "movie watched) in the last window, USD, of movies whose record gives a cost",
+                                   registry=r)  # fmt: skip
+        self.cost_per_1k = Gauge("stream_license_cost_per_1000_requests_usd", "License cost of the last window's "
+                                 "plays per 1,000 recommendation requests, USD", registry=r)  # fmt: skip
+        self.uncosted_plays = Gauge("stream_plays_without_cost", "Plays in the last window of movies whose record "
+                                    "gives no license cost (not priced above)", registry=r)  # fmt: skip
+        self.arm_cost_per_play = Gauge("online_license_cost_per_play_usd", "License cost per play per arm, USD, "
+                                       "as the canary controller measures it", ["arm", "model_version"],
+                                       registry=r)  # fmt: skip
+        self.arm_cost_per_1k = Gauge("online_license_cost_per_1000_requests_usd", "License cost per 1,000 "
+                                     "requests per arm, USD", ["arm", "model_version"], registry=r)  # fmt: skip
         self.model_info = Gauge("operator_model_info", "1 for the model version each arm serves",
                                 ["arm", "model_version"], registry=r)  # fmt: skip
         self.psi = Gauge("drift_psi", "Population stability index of a feature, last window vs reference",
@@ -129,6 +141,27 @@ class OperatorMetrics:
         self.arm_conversion.clear()
         for arm, rate in rates.items():
             self.arm_conversion.labels(arm, versions.get(arm, "")).set(rate)
+
+    def set_cost(self, per_play: Mapping[str, float], per_1000_requests: Mapping[str, float],
+                 versions: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        """Set license cost per play and per 1,000 requests per arm (USD); arms not given are dropped."""
+        versions = versions or {}
+        for arm, cost in [*per_play.items(), *per_1000_requests.items()]:
+            if not isinstance(cost, int | float) or not (0.0 <= cost < float("inf")):
+                raise MonitorError(f"license cost of arm {arm!r} is {cost!r}: expected a finite amount ≥ 0")
+        self.arm_cost_per_play.clear()
+        self.arm_cost_per_1k.clear()
+        for arm, cost in per_play.items():
+            self.arm_cost_per_play.labels(arm, versions.get(arm, "")).set(cost)
+        for arm, cost in per_1000_requests.items():
+            self.arm_cost_per_1k.labels(arm, versions.get(arm, "")).set(cost)
+
+    def set_window_cost(self, cost: Mapping[str, float]) -> None:
+        """Set the last window's license cost gauges from `EventStore.window_cost` (NaN where undefined)."""
+        costed, requests = cost["costed_plays"], cost["requests"]
+        self.cost_per_play.set(cost["license_cost"] / costed if costed else float("nan"))
+        self.cost_per_1k.set(1000.0 * cost["license_cost"] / requests if requests and costed else float("nan"))
+        self.uncosted_plays.set(cost["plays"] - costed)
 
     def set_models(self, versions: Mapping[str, str]) -> None:
         """Mark the model version each arm serves (`{"champion": "als-7", "canary": "ease-8"}`)."""
@@ -224,6 +257,7 @@ class MonitorLoop:
         if end is not None and self._updates % self.profile_every == 0:
             current = self.last_window = profile_window(store, end - self.window, end, self.budget_ms)
             self.metrics.set_window(current)
+            self.metrics.set_window_cost(store.window_cost(end - self.window, end))
             reference = self.reference
             if reference is None:
                 # Day over day: the same hours a day earlier, so the diurnal cycle (night vs evening activity,

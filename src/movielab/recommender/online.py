@@ -6,7 +6,9 @@ the serving replicas use). The share must be constant over the window: a canary 
 
 Per arm: users and requests, ok share (answered 200 with ids), errors by kind, latency p50/p99 of
 `response_ms` over every request (failed ones included: that is what users waited), conversions,
-completion of the converted watches, and the mean rating of the converted movies.
+completion of the converted watches, and the mean rating of the converted movies; plays (distinct user × movie
+pairs watched) and their license cost (2026 edition: USD per play from the movie records), per play and per
+1,000 requests.
 A request converts when the user's next watch line of one of its recommended movies comes within
 `conversion_window` (default 60 simulated minutes: the world picks right after a request, and an hour
 leaves room for a user who browses before playing) and before the user's next request, which then
@@ -43,7 +45,8 @@ ARMS = ("champion", "challenger")
 DEFAULT_CONVERSION_WINDOW = timedelta(minutes=60)
 DEFAULT_PRE_PERIOD = timedelta(hours=24)  # the CUPED covariate: each user's conversion in the day before
 GAUGES = ("users", "requests", "ok_share", "error_rate", "errors", "latency_p50_ms", "latency_p99_ms",
-          "conversions", "conversion", "completion", "ratings", "rating_mean", "share")  # fmt: skip
+          "conversions", "conversion", "completion", "ratings", "rating_mean", "share", "plays",
+          "cost_per_play", "cost_per_1000_requests")  # fmt: skip
 
 
 _TOTALS = ("requests", "ok", "conversions", "latency_ms", "pre_requests", "pre_conversions")
@@ -110,6 +113,9 @@ class ArmMetrics:
     completion_mean: float | None = None
     ratings: int = 0
     rating_mean: float | None = None
+    plays: int = 0  # distinct (user, movie) pairs watched in the window by the arm's users
+    costed_plays: int = 0  # plays of movies whose record gives a license cost
+    license_cost: float = 0.0  # USD, sum over the costed plays
     per_user: UserTotals | None = field(default=None, repr=False, compare=False)  # None: totals only
 
     def __post_init__(self) -> None:
@@ -124,6 +130,9 @@ class ArmMetrics:
         if self.requests - self.ok != sum(self.errors.values()):
             raise ValueError(f"{self.arm} metrics: {self.requests - self.ok} failed requests but errors by kind "
                              f"add up to {sum(self.errors.values())} ({self.errors})")  # fmt: skip
+        if not 0 <= self.costed_plays <= self.plays or self.license_cost < 0:
+            raise ValueError(f"{self.arm} metrics: {self.costed_plays} costed plays of {self.plays}, license cost "
+                             f"{self.license_cost}: expected 0 ≤ costed ≤ plays and a cost ≥ 0")  # fmt: skip
         if not 0 <= self.conversions <= self.ok <= self.requests or self.users > self.requests:
             raise ValueError(f"{self.arm} metrics are inconsistent: users={self.users}, requests={self.requests}, "
                              f"ok={self.ok}, conversions={self.conversions}")  # fmt: skip
@@ -144,6 +153,16 @@ class ArmMetrics:
         return self.errors_total / self.requests if self.requests else math.nan
 
     @property
+    def cost_per_play(self) -> float:
+        """License cost in USD per play of a movie with a known cost (NaN without such plays)."""
+        return self.license_cost / self.costed_plays if self.costed_plays else math.nan
+
+    @property
+    def cost_per_1000_requests(self) -> float:
+        """License cost in USD of the arm's plays per 1,000 of its requests (NaN without requests or costs)."""
+        return 1000.0 * self.license_cost / self.requests if self.requests and self.costed_plays else math.nan
+
+    @property
     def conversion(self) -> float:
         """Conversions per request (NaN without requests)."""
         return self.conversions / self.requests if self.requests else math.nan
@@ -152,7 +171,8 @@ class ArmMetrics:
         """Every field and rate as JSON-able values (times as ISO text, NaN as None)."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "per_user"}
         d.update(start=self.start.isoformat(), end=self.end.isoformat(), errors=dict(self.errors),
-                 ok_share=self.ok_share, error_rate=self.error_rate, conversion=self.conversion)  # fmt: skip
+                 ok_share=self.ok_share, error_rate=self.error_rate, conversion=self.conversion,
+                 cost_per_play=self.cost_per_play, cost_per_1000_requests=self.cost_per_1000_requests)  # fmt: skip
         return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in d.items()}
 
     def gauges(self) -> dict[str, float]:
@@ -165,7 +185,8 @@ class ArmMetrics:
                 "conversions": float(self.conversions), "conversion": self.conversion,
                 "completion": nan if self.completion_mean is None else self.completion_mean,
                 "ratings": float(self.ratings), "rating_mean": nan if self.rating_mean is None else self.rating_mean,
-                "share": self.share if self.arm == "challenger" else 1.0 - self.share}  # fmt: skip
+                "share": self.share if self.arm == "challenger" else 1.0 - self.share, "plays": float(self.plays),
+                "cost_per_play": self.cost_per_play, "cost_per_1000_requests": self.cost_per_1000_requests}  # fmt: skip
 
 
 def assign_arms(user_ids: np.ndarray, salt: int, share: float) -> np.ndarray:
@@ -211,7 +232,8 @@ def arm_metrics(store: EventStore, start: datetime, end: datetime, salt: int, sh
                               errors=dict(r["errors"] or {}), latency_p50_ms=r["latency_p50_ms"],
                               latency_p99_ms=r["latency_p99_ms"], conversions=r["conversions"],
                               completion_mean=r["completion_mean"], ratings=r["ratings"],
-                              rating_mean=r["rating_mean"], per_user=_user_totals(per_user, pre, arm))  # fmt: skip
+                              rating_mean=r["rating_mean"], plays=r["plays"], costed_plays=r["costed_plays"],
+                              license_cost=r["license_cost"], per_user=_user_totals(per_user, pre, arm))  # fmt: skip
     logger.debug("arm metrics [%s, %s) share %g: %s", start, end, share, {a: m.requests for a, m in out.items()})
     return out
 

@@ -84,6 +84,7 @@ class OneServer:
         """Serve `version` as champion (built first, then swapped in with one assignment)."""
         loaded = serve.load_version(version)
         serve.swap(self.app, loaded.table, loaded.folder, loaded.manifest)
+        serve.prune_coldstart(self.app)  # users the new version knows no longer need their first list
 
     def load_challenger(self, version: Path, share: float = 0.0, salt: int = 0) -> None:
         """Serve `version` to `share` of the users, bucketed by `salt`."""
@@ -101,6 +102,10 @@ class OneServer:
     def rollback(self) -> None:
         """Every user back to the champion."""
         serve.drop_challenger(self.app)
+
+    def set_coldstart(self, lists: list) -> None:
+        """Serve new users' cold-start lists (`serve.set_coldstart`)."""
+        serve.set_coldstart(self.app, lists)
 
     def stop(self) -> None:
         """Stop the server."""
@@ -168,10 +173,20 @@ class Operator:
                     self.monitor.update(self.store, now)
                 except Exception:  # monitoring must never stop releases
                     logger.exception("monitor update failed at stream time %s", now)
+            self._push_coldstart()
             if self.experiment is not None and not self.experiment.finished:
                 self._judge(now)
             elif self.retrainer.due(now) and not self.schedule_paused:
                 self.retrain("schedule")
+
+    def _push_coldstart(self) -> None:
+        """Hand new users' cold-start lists from ingestion to serving (they wait until something serves)."""
+        worker = getattr(self.ingestor, "coldstart", None)
+        push = getattr(self.serving, "set_coldstart", None)
+        if worker is not None and push is not None:
+            lists = worker.take()
+            if lists:
+                push(lists)
 
     def retrain(self, trigger: str = "on demand") -> RunRecord:
         """One retraining run now (rolled out or canaried when accepted); the record says what happened."""
@@ -298,6 +313,8 @@ class Operator:
             return
         metrics = arm_metrics(self.store, exp.step_started_at, now, exp.salt, exp.share, pre_end=exp.started_at)
         self.metrics.set_conversion(by_arm(metrics, "conversion"), self._arm_labels())
+        self.metrics.set_cost(by_arm(metrics, "cost_per_play"), by_arm(metrics, "cost_per_1000_requests"),
+                              self._arm_labels())  # fmt: skip
         decision = exp.evaluate(now, metrics["champion"], metrics["challenger"])
         self._apply(decision.action, now)
 
@@ -540,7 +557,8 @@ def run(config, replicas: int = 2, control_port: int = 8083, tick_seconds: float
         return servings[-1]
 
     with EventStore(config.store) as store, WorldApi(config.world_api) as api:
-        ingestor = Ingestor(config.kafka, [topic_name(config.team)], store, api, edition=edition(config.edition))
+        ingestor = Ingestor(config.kafka, [topic_name(config.team)], store, api, edition=edition(config.edition),
+                            coldstart=edition(config.edition).self_descriptions)  # fmt: skip
         operator = Operator(store, Retrainer.from_config(config, store), start_serving, base / "operator", plan,
                             ingestor)  # fmt: skip
         ingest = threading.Thread(target=lambda: ingestor.run(stop), name="ingest", daemon=True)

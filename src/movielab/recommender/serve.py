@@ -6,7 +6,7 @@ Routes: `/recommend/<userid>` (text/plain ids, the contract), `/healthz` (JSON p
 and `/admin/...` (JSON; load a version folder, set the challenger's share, promote, drop). Every answer
 carries the header
 
-    X-Model: <model>/<version>; snapshot=<snapshot id>; code=<code version>; source=<model|segment|global>; arm=<champion|challenger>
+    X-Model: <model>/<version>; snapshot=<snapshot id>; code=<code version>; source=<model|segment|global|coldstart>; arm=<champion|challenger>
 
 A replica behind nginx can be drained without touching nginx: `POST /admin/load` with `"drain": true`
 makes `/recommend` answer 503 (`Retry-After: 1`) while the new table is built, and nginx, which treats a 503
@@ -31,8 +31,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +47,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from movielab.auth import RequireToken, Tokens, identity_of
+from movielab.contract import MAX_RECOMMENDATIONS, is_movie_id
 from movielab.recommender import split
 from movielab.recommender.answers import AnswerTable
 from movielab.recommender.data import N_SEGMENTS
@@ -60,6 +63,7 @@ PREFIX = "/recommend/"
 # generated nginx config does not forward /admin at all).
 PROXY_HEADER = "x-movielab-proxy"
 ADMIN_POST = ("/admin/load", "/admin/share", "/admin/promote", "/admin/drop")
+_PROVENANCE_TOKEN = re.compile(r"[A-Za-z0-9._:+@-]{1,64}")
 SEGMENT_FILES = ("segments.json", "segments.arrow")  # looked for next to the artifact when none is named
 
 
@@ -161,6 +165,7 @@ class RecommendEndpoint:
     def __init__(self, app: Starlette, metrics: ServeMetrics | None) -> None:
         self.state = app.state
         self.metrics = metrics
+        self.coldstart: dict[int, tuple[bytes, bytes]] = {}  # user → (body, "; matcher=…; fallback=…")
 
     async def __call__(self, scope, receive, send) -> None:
         start = time.perf_counter()
@@ -180,7 +185,13 @@ class RecommendEndpoint:
         if s.threshold and split.bucket(user_id, s.salt) < s.threshold:
             arm = s.challenger
         body, source = arm.table.lookup(user_id)
-        await _send(send, 200, body, [(b"x-model", arm.headers[source])])
+        header = arm.headers[source]
+        if source != "model":  # a new user the model does not know yet: their cold-start list, if one was made
+            cold = self.coldstart.get(user_id)
+            if cold is not None:
+                body, source = cold[0], "coldstart"
+                header = arm.headers[source] + cold[1]
+        await _send(send, 200, body, [(b"x-model", header)])
         logger.debug("recommend user=%d arm=%s source=%s %s", user_id, arm.name, source, arm.table.provenance)
         m = self.metrics
         if m is not None:
@@ -243,6 +254,7 @@ def create_app(table: AnswerTable, instrument: bool = True, *, folder: str | Pat
     app.state.swap_lock = threading.Lock()
     app.state.loading = None  # the arm an admin load is building, else None (one load at a time)
     app.state.serving = Serving(Arm.of("champion", table, folder, manifest))
+    app.state.coldstart = recommend.coldstart
     if metrics is not None:
         metrics.set_models(table.provenance, None, 0.0)
     logger.info("serving answer table %s", table.describe())
@@ -253,6 +265,35 @@ async def _internal_error(request: Request, exc: Exception) -> PlainTextResponse
     logger.error("%s %s failed: %r", request.method, request.url.path, exc)
     return PlainTextResponse(f"internal error serving {request.method} {request.url.path}: "
                              f"{type(exc).__name__}", status_code=500)  # fmt: skip
+
+
+def set_coldstart(app: Starlette, lists: Iterable) -> int:
+    """Serve cold-start lists (`coldstart.ColdStartList`s) to users the model does not know, in either arm,
+    until a version knows them; a list's matcher and fallback join the `X-Model` header. Returns how many
+    were set; a list with a movie id outside the contract or an unsafe matcher name raises ValueError."""
+    staged = {}
+    for c in lists:
+        ids = [m for m in c.movies[:MAX_RECOMMENDATIONS] if is_movie_id(m)]
+        if len(ids) != len(c.movies[:MAX_RECOMMENDATIONS]) or not ids:
+            raise ValueError(f"cold-start list of user {c.user_id}: {list(c.movies)[:5]} is empty or has an id "
+                             "outside the contract")  # fmt: skip
+        if not (_PROVENANCE_TOKEN.fullmatch(c.matcher) and _PROVENANCE_TOKEN.fullmatch(c.fallback)):
+            raise ValueError(f"cold-start list of user {c.user_id}: matcher {c.matcher!r} or fallback "
+                             f"{c.fallback!r} is not a header token")  # fmt: skip
+        staged[int(c.user_id)] = (",".join(dict.fromkeys(ids)).encode("ascii"),
+                                  f"; matcher={c.matcher}; fallback={c.fallback}".encode("ascii"))  # fmt: skip
+    app.state.coldstart.update(staged)  # one dict update: a request sees a user's old list or the new one
+    return len(staged)
+
+
+def prune_coldstart(app: Starlette) -> int:
+    """Drop the cold-start lists of users the champion's model now knows (they get its answers); returns how many."""
+    table = app.state.serving.champion.table
+    overlay = app.state.coldstart
+    known = [u for u in list(overlay) if table.lookup(u)[1] == "model"]
+    for u in known:
+        overlay.pop(u, None)
+    return len(known)
 
 
 def serving(app: Starlette) -> Serving:

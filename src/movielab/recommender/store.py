@@ -56,6 +56,19 @@ CREATE TABLE IF NOT EXISTS movie_history (
 -- When each stored record was last asked for again (its fetched_at changes only when its details do).
 CREATE TABLE IF NOT EXISTS record_checks (
     kind VARCHAR, id VARCHAR, checked_at TIMESTAMP NOT NULL, PRIMARY KEY (kind, id));
+-- 2026 edition fields (added after the tables above, so stores made before get them too).
+ALTER TABLE movies ADD COLUMN IF NOT EXISTS license_cost DOUBLE;
+ALTER TABLE movies ADD COLUMN IF NOT EXISTS year INTEGER;
+ALTER TABLE movie_history ADD COLUMN IF NOT EXISTS license_cost DOUBLE;
+ALTER TABLE movie_history ADD COLUMN IF NOT EXISTS year INTEGER;
+ALTER TABLE users ADD COLUMN IF NOT EXISTS likes VARCHAR;
+ALTER TABLE users ADD COLUMN IF NOT EXISTS dislikes VARCHAR;
+ALTER TABLE user_history ADD COLUMN IF NOT EXISTS likes VARCHAR;
+ALTER TABLE user_history ADD COLUMN IF NOT EXISTS dislikes VARCHAR;
+-- First lists of new users from their self-descriptions (see coldstart.py), with what made them.
+CREATE TABLE IF NOT EXISTS coldstart_lists (
+    user_id BIGINT PRIMARY KEY, movies VARCHAR[] NOT NULL, liked VARCHAR[], disliked VARCHAR[], genres VARCHAR[],
+    matcher VARCHAR NOT NULL, fallback VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshots (
     id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL UNIQUE, start_time TIMESTAMP, end_time TIMESTAMP,
     max_seq BIGINT NOT NULL, "rows" BIGINT NOT NULL, content_hash VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL);
@@ -238,10 +251,11 @@ class EventStore:
         cols = ", ".join(fields)
         self._con.register("_records", table)
         try:
-            self._con.execute(f"""INSERT INTO {history} SELECT {", ".join("c." + f for f in fields)}, c.fetched_at, $now
+            self._con.execute(f"""INSERT INTO {history} ({cols}, fetched_at, replaced_at)
+                                  SELECT {", ".join("c." + f for f in fields)}, c.fetched_at, $now
                                   FROM {kind} c JOIN (SELECT DISTINCT ON ({key}) * FROM _records) r USING ({key})
                                   WHERE {changed}""", {"now": now})  # fmt: skip
-            self._con.execute(f"""INSERT OR REPLACE INTO {kind} SELECT {cols}, $now FROM (
+            self._con.execute(f"""INSERT OR REPLACE INTO {kind} ({cols}, fetched_at) SELECT {cols}, $now FROM (
                                       SELECT DISTINCT ON ({key}) r.* FROM _records r LEFT JOIN {kind} c USING ({key})
                                       WHERE c.{key} IS NULL OR {changed})""", {"now": now})  # fmt: skip
         finally:
@@ -284,8 +298,9 @@ class EventStore:
     def _insert_table(self, name: str, table: pa.Table, now: datetime) -> None:
         self._con.register("_records", table)
         try:
-            self._con.execute(f"INSERT OR IGNORE INTO {name} SELECT DISTINCT ON (1) *, $now FROM _records",
-                              {"now": now})  # fmt: skip
+            cols = ", ".join(table.column_names)
+            self._con.execute(f"INSERT OR IGNORE INTO {name} ({cols}, fetched_at) SELECT DISTINCT ON (1) *, $now "
+                              "FROM _records", {"now": now})  # fmt: skip
         finally:
             self._con.unregister("_records")
 
@@ -336,8 +351,70 @@ class EventStore:
 
     def movie_records(self) -> list[MovieInfo]:
         """Every stored movie record (to prime an API cache after a restart)."""
-        rows = self._query("SELECT movie_id, runtime, genres, title FROM movies")
-        return [MovieInfo(m, r, tuple(g or ()), t) for m, r, g, t in rows]
+        rows = self._query("SELECT movie_id, runtime, genres, title, license_cost, year FROM movies")
+        return [MovieInfo(m, r, tuple(g or ()), t, c, y) for m, r, g, t, c, y in rows]
+
+    def movie_costs(self) -> dict[str, float]:
+        """License cost in USD per play of every stored movie whose record gives one (2026 edition)."""
+        return {m: float(c) for m, c in self._query("SELECT movie_id, license_cost FROM movies "
+                                                    "WHERE license_cost IS NOT NULL")}  # fmt: skip
+
+    def user_record(self, user_id: int) -> UserInfo | None:
+        """The stored record of one user, None if none is stored."""
+        rows = self._query("SELECT user_id, age, gender, occupation, likes, dislikes FROM users WHERE user_id = $u",
+                           {"u": int(user_id)})  # fmt: skip
+        return UserInfo(*rows[0]) if rows else None
+
+    # --- cold start ------------------------------------------------------------------------------
+    def segment_popularity(self, since: datetime | None = None, n: int = 100) -> dict[int, list[str]]:
+        """Up to `n` movie ids per demographic segment (-1: everyone), by distinct users who watched or rated
+        them since `since` (all events when None), most first (ties by id): the demographic fallback."""
+        rows = self._query("""WITH u AS (SELECT user_id, coalesce(age, -1) AS age,
+                                         CASE gender WHEN 'F' THEN 0 WHEN 'M' THEN 1 ELSE -1 END AS gender FROM users),
+                                   e AS (SELECT DISTINCT user_id, movie_id FROM events
+                                         WHERE kind IN ('watch', 'rate') AND time >= $since)
+                              SELECT e.movie_id, u.age, u.gender, count(*) FROM e LEFT JOIN u USING (user_id)
+                              GROUP BY ALL""", {"since": since or datetime.min})  # fmt: skip
+        if not rows:
+            return {-1: []}
+        movies = [r[0] for r in rows]
+        seg = segment_of(np.array([-1 if r[1] is None else r[1] for r in rows]),
+                         np.array([-1 if r[2] is None else r[2] for r in rows]))  # fmt: skip
+        counts: dict[int, dict[str, int]] = {}
+        for movie, s, c in zip(movies, seg.tolist(), (r[3] for r in rows), strict=True):
+            for key in {-1, s}:
+                counts.setdefault(key, {})
+                counts[key][movie] = counts[key].get(movie, 0) + int(c)
+        return {k: [m for m, _ in sorted(v.items(), key=lambda mc: (-mc[1], mc[0]))[:n]] for k, v in counts.items()}
+
+    def save_coldstart(self, lists: Iterable) -> int:
+        """Store cold-start lists (`coldstart.ColdStartList`s); a user's newer list replaces the older one.
+        Returns how many were written."""
+        lists = list(lists)
+        if not lists:
+            return 0
+        table = pa.table({
+            "user_id": pa.array([c.user_id for c in lists], pa.int64()),
+            "movies": pa.array([list(c.movies) for c in lists], pa.list_(pa.string())),
+            "liked": pa.array([list(c.liked) for c in lists], pa.list_(pa.string())),
+            "disliked": pa.array([list(c.disliked) for c in lists], pa.list_(pa.string())),
+            "genres": pa.array([list(c.genres) for c in lists], pa.list_(pa.string())),
+            "matcher": pa.array([c.matcher for c in lists], pa.string()),
+            "fallback": pa.array([c.fallback for c in lists], pa.string()),
+        })  # fmt: skip
+        with self._lock:
+            self._con.register("_cold", table)
+            try:
+                self._con.execute("INSERT OR REPLACE INTO coldstart_lists SELECT DISTINCT ON (user_id) *, $now "
+                                  "FROM _cold", {"now": _utcnow()})  # fmt: skip
+            finally:
+                self._con.unregister("_cold")
+        return len(lists)
+
+    def coldstart_lists(self) -> dict[int, tuple[list[str], str]]:
+        """Every stored cold-start list: user id → (movie ids best first, matcher that made it)."""
+        return {int(u): (list(m), str(k)) for u, m, k in self._query("SELECT user_id, movies, matcher "
+                                                                      "FROM coldstart_lists")}  # fmt: skip
 
     def user_segments(self) -> dict[int, int]:
         """Demographic segment (`segment_of`) of every user the world API has described, -1 when unknown."""
@@ -473,9 +550,12 @@ class EventStore:
         seg = segment_of(users["age"].to_numpy(), users["gender"].to_numpy())
         segments = dict(zip(users["user_id"].to_numpy().tolist(), seg.tolist(), strict=True))
         movies = triples["movie_id"].to_numpy(zero_copy_only=False)
+        costs = {m: float(c) for m, c in self._query(f"""SELECT movie_id, license_cost FROM ({_as_of("movies")})
+                                                        WHERE license_cost IS NOT NULL""",
+                                                     {"created": snap.created_at})}  # fmt: skip
         return TrainingData.from_triples(triples["user_id"].to_numpy(), movies, triples["watched"].to_numpy(),
                                          triples["rating"].to_numpy(), triples["t"].to_numpy(), segments,
-                                         snapshot_id=snap.id)  # fmt: skip
+                                         snapshot_id=snap.id, item_cost=costs or None)  # fmt: skip
 
     # --- reports ---------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
@@ -549,15 +629,39 @@ class EventStore:
             try:
                 requests = self._con.execute(_arm_requests_sql(), params).to_arrow_table()
                 self._con.register("_arm_requests", requests)
+                plays = self._con.execute(_PLAYS_SQL, _bind(_PLAYS_SQL, params)).to_arrow_table()
+                self._con.register("_arm_plays", plays)
                 return (self._con.execute(_PER_ARM_SQL).to_arrow_table(),
                         self._con.execute(_PER_USER_SQL).to_arrow_table())  # fmt: skip
             finally:
                 self._con.unregister("_arms")
                 self._con.unregister("_arm_requests")
+                self._con.unregister("_arm_plays")
+
+    def window_cost(self, start: datetime, end: datetime) -> dict[str, float]:
+        """License cost of the plays in [start, end) (stream time), every user: `plays` (distinct user × movie
+        with a watch line), `costed_plays` (of movies whose record gives a cost), `license_cost` (USD, sum over
+        the costed plays) and `requests` (recommendation requests)."""
+        arms = pa.table({"user_id": pa.array([], pa.int64()), "arm": pa.array([], pa.string())})
+        sql = _PLAYS_SQL.replace("JOIN _arms a USING (user_id)", "CROSS JOIN (SELECT 'all' AS arm) a").replace(
+            "AND user_id IN (SELECT user_id FROM _arms)", "")
+        params = {"start": start, "end": end, "max_seq": self.ingested_seq()}
+        with self._lock:
+            self._con.register("_arms", arms)
+            try:
+                row = self._con.execute(sql, _bind(sql, params)).fetchone()
+            finally:
+                self._con.unregister("_arms")
+            requests = self._con.execute("""SELECT count(*) FROM events WHERE kind = 'recommendation'
+                                            AND time >= $start AND time < $end""",
+                                         {"start": start, "end": end}).fetchone()[0]  # fmt: skip
+        plays, costed, cost = (0, 0, 0.0) if row is None else row[1:]
+        return {"plays": int(plays), "costed_plays": int(costed), "license_cost": float(cost),
+                "requests": int(requests)}  # fmt: skip
 
 
-_USER_FIELDS = ("user_id", "age", "gender", "occupation")
-_MOVIE_FIELDS = ("movie_id", "runtime", "genres", "title")
+_USER_FIELDS = ("user_id", "age", "gender", "occupation", "likes", "dislikes")
+_MOVIE_FIELDS = ("movie_id", "runtime", "genres", "title", "license_cost", "year")
 _HISTORY = {"users": "user_history", "movies": "movie_history"}
 
 
@@ -572,11 +676,15 @@ def _records_table(kind: str, records: list) -> pa.Table:
         return pa.table({"movie_id": pa.array([m.movie_id for m in records], pa.string()),
                          "runtime": pa.array([m.runtime for m in records], pa.int32()),
                          "genres": pa.array([list(m.genres) for m in records], pa.list_(pa.string())),
-                         "title": pa.array([m.title for m in records], pa.string())})  # fmt: skip
+                         "title": pa.array([m.title for m in records], pa.string()),
+                         "license_cost": pa.array([m.license_cost for m in records], pa.float64()),
+                         "year": pa.array([m.year for m in records], pa.int32())})  # fmt: skip
     return pa.table({"user_id": pa.array([u.user_id for u in records], pa.int64()),
                      "age": pa.array([u.age for u in records], pa.int32()),
                      "gender": pa.array([u.gender for u in records], pa.string()),
-                     "occupation": pa.array([u.occupation for u in records], pa.string())})  # fmt: skip
+                     "occupation": pa.array([u.occupation for u in records], pa.string()),
+                     "likes": pa.array([u.likes for u in records], pa.string()),
+                     "dislikes": pa.array([u.dislikes for u in records], pa.string())})  # fmt: skip
 
 
 def _as_of(kind: str) -> str:
@@ -678,14 +786,25 @@ def _arm_requests_sql() -> str:
         FROM r LEFT JOIN hit h ON h.rseq = r.seq LEFT JOIN done d ON d.rseq = r.seq LEFT JOIN rated t ON t.rseq = r.seq"""
 
 
+# A play is a (user, movie) pair with a watch line in the window (a resumed or rewound viewing is one play);
+# its license cost is the movie's current record's. Plays of movies without a cost are counted, not priced.
+_PLAYS_SQL = """
+SELECT a.arm, count(*) AS plays, count(m.license_cost) AS costed_plays,
+       coalesce(sum(m.license_cost), 0)::DOUBLE AS license_cost
+FROM (SELECT DISTINCT user_id, movie_id FROM events WHERE kind = 'watch' AND time >= $start AND time < $end
+      AND seq <= $max_seq AND user_id IN (SELECT user_id FROM _arms)) p
+JOIN _arms a USING (user_id) LEFT JOIN movies m USING (movie_id) GROUP BY a.arm"""
+
 _PER_ARM_SQL = """
-SELECT arm, count(DISTINCT user_id) AS users, count(*) AS requests, count(*) FILTER (WHERE ok) AS ok,
+SELECT r.*, coalesce(p.plays, 0) AS plays, coalesce(p.costed_plays, 0) AS costed_plays,
+       coalesce(p.license_cost, 0.0) AS license_cost
+FROM (SELECT arm, count(DISTINCT user_id) AS users, count(*) AS requests, count(*) FILTER (WHERE ok) AS ok,
        quantile_cont(response_ms, 0.5)::DOUBLE AS latency_p50_ms,
        quantile_cont(response_ms, 0.99)::DOUBLE AS latency_p99_ms,
        count(*) FILTER (WHERE converted) AS conversions, avg(completion)::DOUBLE AS completion_mean,
        count(rating) AS ratings, avg(rating)::DOUBLE AS rating_mean,
        histogram(error_kind) FILTER (WHERE error_kind IS NOT NULL) AS errors
-FROM _arm_requests GROUP BY arm ORDER BY arm"""
+      FROM _arm_requests GROUP BY arm) r LEFT JOIN _arm_plays p USING (arm) ORDER BY arm"""
 
 _PER_USER_SQL = """
 SELECT arm, user_id, count(*) AS requests, count(*) FILTER (WHERE ok) AS ok,

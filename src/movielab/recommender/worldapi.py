@@ -9,6 +9,7 @@ caller can wait and retry instead of mistaking an outage for unknown ids.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -34,22 +35,28 @@ class WorldApiUnavailable(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class MovieInfo:
-    """What the recommender keeps of a movie record: runtime in minutes (None if absent), genre names, title."""
+    """What the recommender keeps of a movie record: runtime in minutes (None if absent), genre names, title,
+    license cost in USD per play (2026 edition; None before or if absent) and release year (None if absent)."""
 
     movie_id: str
     runtime: int | None
     genres: tuple[str, ...]
     title: str | None
+    license_cost: float | None = None
+    year: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class UserInfo:
-    """What the world API tells about a user."""
+    """What the world API tells about a user; `likes`/`dislikes` are the 2026 edition's free-text answers
+    (None before 2026 or when the record has none, "" when the user left the answer empty)."""
 
     user_id: int
     age: int | None
     gender: str | None
     occupation: str | None
+    likes: str | None = None
+    dislikes: str | None = None
 
 
 def movie_info(record: dict[str, Any]) -> MovieInfo:
@@ -58,7 +65,8 @@ def movie_info(record: dict[str, Any]) -> MovieInfo:
     genres = tuple(str(g["name"]) for g in record.get("genres") or () if isinstance(g, dict) and "name" in g)
     title = record.get("title")
     return MovieInfo(str(record["id"]), runtime if runtime and runtime > 0 else None, genres,
-                     None if title in (None, "null") else str(title))  # fmt: skip
+                     None if title in (None, "null") else str(title), _cost_or_none(record.get("license_cost")),
+                     _year_or_none(record.get("release_date")))  # fmt: skip
 
 
 def user_info(record: dict[str, Any]) -> UserInfo:
@@ -67,7 +75,27 @@ def user_info(record: dict[str, Any]) -> UserInfo:
     occupation = record.get("occupation")
     return UserInfo(int(record["user_id"]), _int_or_none(record.get("age")),
                     None if gender in (None, "null") else str(gender),
-                    None if occupation in (None, "null") else str(occupation))  # fmt: skip
+                    None if occupation in (None, "null") else str(occupation),
+                    _text_or_none(record.get("likes")), _text_or_none(record.get("dislikes")))  # fmt: skip
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value != "null" else None
+
+
+def _cost_or_none(value: object) -> float | None:
+    """A license cost in USD per play; absent, "null", negative or not a finite number → None."""
+    try:
+        cost = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return cost if math.isfinite(cost) and cost >= 0 else None
+
+
+def _year_or_none(value: object) -> int | None:
+    """The year of a `YYYY-MM-DD` release date (None if absent or malformed)."""
+    text = str(value or "")
+    return int(text[:4]) if len(text) >= 4 and text[:4].isdigit() and int(text[:4]) > 1800 else None
 
 
 def _int_or_none(value: object) -> int | None:

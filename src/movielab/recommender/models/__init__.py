@@ -6,11 +6,12 @@ import inspect
 
 from movielab.recommender.models.als import ALS
 from movielab.recommender.models.base import Model, ModelFitError, ModelLoadError, UnknownModel
+from movielab.recommender.models.costaware import CostAware
 from movielab.recommender.models.ease import EASE
 from movielab.recommender.models.itemknn import ItemKNN
 from movielab.recommender.models.popularity import Popularity
 
-MODELS: dict[str, type[Model]] = {cls.name: cls for cls in (Popularity, ItemKNN, ALS, EASE)}
+MODELS: dict[str, type[Model]] = {cls.name: cls for cls in (Popularity, ItemKNN, ALS, EASE, CostAware)}
 
 
 def create(name: str, **params) -> Model:
@@ -27,5 +28,5 @@ def create(name: str, **params) -> Model:
     return cls(**params)
 
 
-__all__ = ["ALS", "EASE", "MODELS", "ItemKNN", "Model", "ModelFitError", "ModelLoadError", "Popularity",
-           "UnknownModel", "create"]  # fmt: skip
+__all__ = ["ALS", "EASE", "MODELS", "CostAware", "ItemKNN", "Model", "ModelFitError", "ModelLoadError",
+           "Popularity", "UnknownModel", "create"]  # fmt: skip
