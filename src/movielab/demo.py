@@ -207,11 +207,12 @@ def show_prometheus(prom) -> None:
     from movielab.prometheus import PrometheusError
 
     queries = {"targets up": "sum(up)", "availability (stream)": "stream_availability_ratio",
-               "serving requests": "sum(recommend_requests_total)", "firing alerts": "count(ALERTS{alertstate=\"firing\"})"}
+               "serving requests": "sum(recommend_requests_total)",
+               "firing alerts": 'count(ALERTS{alertstate="firing"}) or vector(0)'}  # no alert: 0, not an empty answer
     print("\nPrometheus now says:")
     for name, expr in queries.items():
         try:
             value = prom.value(expr)
         except (PrometheusError, ValueError) as exc:  # a figure Prometheus cannot give is reported, not fatal
             value = f"n/a ({exc})"
-        print(f"  {name:24} {expr:45} {value}")
+        print(f"  {name:24} {expr:55} {value}")

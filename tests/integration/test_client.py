@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import numpy as np
 import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from teamservers import CASES, INDEX, RESULT, CaseServers, run_cases
 
-from movielab.world.client import HttpRecommender
+from movielab.webserver import ServerThread
+from movielab.world.client import HttpRecommender, Team
 
 pytestmark = pytest.mark.integration
 TIMEOUT_MS = 1500
@@ -51,3 +56,23 @@ def test_keep_alive_connections_are_reused_and_answers_stay_whole() -> None:
             assert ans.status.tolist() == [200, 200] and ans.result == [RESULT, RESULT]
         assert [c.requests for c in servers.cases] == [5, 5]
         assert [c.connections for c in servers.cases] == [1, 1]
+
+
+def test_a_burst_larger_than_the_pool_is_judged_on_each_answer_not_on_the_queue() -> None:
+    """500 sessions at once, 16 connections, each answer after 100 ms: every request is answered in time.
+
+    Waiting for one of the world's own connections does not count against the team (before, at 64
+    connections, 244 of 500 such requests were logged as time-outs).
+    """
+    ids = list(INDEX)[:20]
+
+    async def recommend(request) -> PlainTextResponse:
+        await asyncio.sleep(0.1)
+        return PlainTextResponse(",".join(ids))
+
+    app = Starlette(routes=[Route("/recommend/{user}", recommend)])
+    with ServerThread(app) as server, \
+            HttpRecommender([Team.parse(1, server.url)], INDEX, timeout_ms=600, max_connections=16) as client:  # fmt: skip
+        answers = client.recommend(np.arange(1, 501), np.zeros(500))
+    assert answers.status.tolist() == [200] * 500, [r for r in answers.result if "timeout" in r][:3]
+    assert int(answers.ms.max()) < 600  # each answer's own time, not its wait in the queue

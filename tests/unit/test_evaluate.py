@@ -150,3 +150,10 @@ def test_a_pair_given_twice_keeps_its_latest_rating_not_the_sum() -> None:
     triples = TrainingData.from_triples(np.array([7, 7]), ["a", "a"], np.array([0.2, 0.9]), np.zeros(2),
                                         np.array([5.0, 4.0]))  # fmt: skip
     assert triples.watched.toarray().tolist() == [[pytest.approx(0.2)]] and triples.times.toarray()[0, 0] == 5.0
+
+
+def test_time_split_of_no_interactions_is_a_clear_error() -> None:
+    empty = np.zeros(0)
+    data = TrainingData.from_triples(empty.astype(np.int64), [], empty, empty, empty, snapshot_id="snap-0")
+    with pytest.raises(ValueError, match="snapshot snap-0 has no interactions to split"):
+        time_split(data)

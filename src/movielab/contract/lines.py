@@ -23,6 +23,8 @@ _HEAD = re.compile(
     + r"),(?P<rest>.*)",
     re.DOTALL | re.ASCII,
 )
+_TIME_RE = re.compile(TIME_PATTERN, re.ASCII)
+_FIELDS = re.compile(r"(?P<time>[^,]*),(?P<user>[^,]*),", re.DOTALL)
 _WATCH = re.compile(rf"GET /data/m/(?P<movie>{MOVIE_ID_PATTERN})/(?P<minute>[1-9]\d{{0,4}})\.mpg", re.ASCII)
 _RATE = re.compile(rf"GET /rate/(?P<movie>{MOVIE_ID_PATTERN})=(?P<rating>0|[1-9]\d{{0,2}})", re.ASCII)
 _ACCOUNT = "GET /create_account"
@@ -152,6 +154,10 @@ def _parse(raw: str | bytes) -> Event:
         raise MalformedEvent(raw, "contains a line break; a value is exactly one line")
     head = _HEAD.fullmatch(line)
     if head is None:
+        fields = _FIELDS.match(line)
+        if fields is not None and _TIME_RE.fullmatch(fields["time"]) is not None:
+            raise MalformedEvent(raw, f"user id {fields['user'][:30]!r} is not a positive integer of 1–10 digits "
+                                      "without sign or leading zero")  # fmt: skip
         raise MalformedEvent(
             raw, "expected '<time>,<userid>,<request>' with time YYYY-MM-DDTHH:MM[:SS[.f…]] (1–9 fractional digits)"
         )

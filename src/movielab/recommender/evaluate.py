@@ -152,8 +152,14 @@ def _latest_ratings(user: np.ndarray, item: np.ndarray, rating: np.ndarray, time
 
 
 def time_split(data: TrainingData, test_fraction: float = 0.2) -> tuple[TrainingData, sp.csr_matrix]:
-    """Train = interactions before the global time cut-off, test = later ones of training users and items."""
+    """Train = interactions before the global time cut-off, test = later ones of training users and items.
+
+    Raises ValueError when the data has no interactions or the cut-off leaves one side empty.
+    """
     x = data.interactions.tocoo()
+    if x.nnz == 0:
+        raise ValueError(f"snapshot {data.snapshot_id} has no interactions to split ({len(data.users)} users × "
+                         f"{len(data.items)} items): ingest some events first")  # fmt: skip
     t = np.asarray(data.times[x.row, x.col]).ravel()
     cutoff = float(np.quantile(t, 1.0 - test_fraction))
     before = t < cutoff

@@ -182,6 +182,9 @@ class HttpRecommender:
 
     async def _open(self) -> list[aiohttp.ClientSession]:
         timeout = aiohttp.ClientTimeout(total=self.timeout_ms / 1000)
+        # A request waits for one of its team's connections *before* its time-out starts: a burst of
+        # sessions (hundreds a minute at course scale) must not be judged on the world's own queue.
+        self._slots = [asyncio.Semaphore(self.max_connections) for _ in self.teams]
         return [
             aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300),
@@ -216,6 +219,10 @@ class HttpRecommender:
         return await asyncio.gather(*(self._one(t, u) for u, t in zip(ids, teams, strict=True)))
 
     async def _one(self, t: int, user_id: int) -> tuple[int, int, np.ndarray | None, str]:
+        async with self._slots[t]:  # the clock starts when the request can go out, not while it queues here
+            return await self._ask(t, user_id)
+
+    async def _ask(self, t: int, user_id: int) -> tuple[int, int, np.ndarray | None, str]:
         team = self.teams[t]
         start = time.perf_counter()
 
