@@ -145,6 +145,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _describe(exc: Exception) -> str:
+    """One line per problem; a configuration error names each field, its value and the reason."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    problems = [f"{'.'.join(str(p) for p in e['loc']) or exc.title}={e.get('input')!r}: {e['msg']}"
+                for e in exc.errors()]  # fmt: skip
+    return f"invalid {exc.title} setting: " + "; ".join(problems)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `movielab` command."""
     args = parser().parse_args(argv)
@@ -159,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if isinstance(exc, ValidationError | ValueError | OSError) or type(exc).__module__.startswith("movielab"):
             logging.getLogger("movielab").debug("command failed", exc_info=True)
-            print(f"movielab: error: {exc}", file=sys.stderr)
+            print(f"movielab: error: {_describe(exc)}", file=sys.stderr)
             return 2
         raise
 
