@@ -34,6 +34,7 @@ from rapidfuzz import fuzz, process
 from movielab.contract import MAX_RECOMMENDATIONS
 from movielab.recommender.data import segment_of
 from movielab.recommender.store import EventStore, StoreError
+from movielab.recommender.worker import ApiWorker
 from movielab.recommender.worldapi import (
     MovieInfo,
     UserInfo,
@@ -272,19 +273,19 @@ class ColdStart:
                              self.matcher.name if described else "none", source)  # fmt: skip
 
 
-class ColdStartWorker(threading.Thread):
+class ColdStartWorker(ApiWorker):
     """On the ingest path: for each new account offered, fetch its record, build and store its first list.
 
     The cold-start model (matcher and fallback lists) is rebuilt from the store every `rebuild_every`
     seconds; records the API does not know yet are asked again after `retry_after` seconds. `take()`
     returns the lists built since the last call (to push to serving). Counters: `built`, `failed`, `seconds`.
+    Accounts still queued at `stop` are dropped from memory: their users get the fallback.
     """
 
     def __init__(self, store: EventStore, api: WorldApi, *, matcher_factory=None, rebuild_every: float = 600.0,
                  window: timedelta = timedelta(days=7), retry_after: float = 30.0) -> None:  # fmt: skip
-        super().__init__(name="ingest-coldstart", daemon=True)
+        super().__init__("ingest-coldstart", api)
         self.store = store
-        self.api = api
         self.matcher_factory = matcher_factory  # movies → Matcher; None: LexicalMatcher
         self.rebuild_every = rebuild_every
         self.window = window
@@ -298,9 +299,6 @@ class ColdStartWorker(threading.Thread):
         self._pending: list[int] = []
         self._later: dict[int, float] = {}
         self._ready: list[ColdStartList] = []
-        self._wake = threading.Event()
-        self._idle = threading.Event()
-        self._stopping = threading.Event()
 
     def offer(self, user_ids: Iterable[int]) -> None:
         """Queue new accounts (ids of `create_account` lines)."""
@@ -316,19 +314,6 @@ class ColdStartWorker(threading.Thread):
         with self._lock:
             ready, self._ready = self._ready, []
         return ready
-
-    def drain(self, timeout: float) -> bool:
-        """Wait until every queued account was handled once; False on time-out."""
-        self._wake.set()
-        return self._idle.wait(timeout)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop (queued accounts are dropped from memory; their users get the fallback) and close the client."""
-        self._stopping.set()
-        self._wake.set()
-        if self.is_alive():
-            self.join(timeout)
-        self.api.close()
 
     def run(self) -> None:
         """Handle queued accounts until stopped; API or store trouble is logged and retried."""

@@ -38,6 +38,7 @@ from movielab.kafka import consumer_config
 from movielab.recommender.coldstart import ColdStartWorker
 from movielab.recommender.store import Appended, Batch, EventStore, StoreError
 from movielab.recommender.validate import Prepared, Record, Validator
+from movielab.recommender.worker import ApiWorker
 from movielab.recommender.worldapi import WorldApi, WorldApiUnavailable
 
 logger = logging.getLogger(__name__)
@@ -377,18 +378,18 @@ class EndOffsets(threading.Thread):
             self.join(timeout=self.timeout + 5.0)
 
 
-class UserFetcher(threading.Thread):
+class UserFetcher(ApiWorker):
     """Fetches and stores the records of users seen on the stream, off the ingest path (never blocks it).
 
     When idle it also refreshes stored records (users and movies) older than `refresh_after` seconds,
     a bulk request at a time, since the world may change a user's or a movie's details; None never refreshes.
+    Ids still queued at `stop` are fetched after the next start (the store knows who has no record).
     """
 
     def __init__(self, store: EventStore, api: WorldApi, per_request: int = 200, retry_after: float = 30.0,
                  refresh_after: float | None = 24 * 3600.0, refresh_every: float = 60.0) -> None:  # fmt: skip
-        super().__init__(name="ingest-users", daemon=True)
+        super().__init__("ingest-users", api)
         self.store = store
-        self.api = api
         self.per_request = per_request
         self.retry_after = retry_after
         self.refresh_after = refresh_after
@@ -401,9 +402,6 @@ class UserFetcher(threading.Thread):
         self._known: set[int] = set()
         self._pending: set[int] = set()
         self._later: dict[int, float] = {}  # unknown for now -> when to ask again
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._idle = threading.Event()
 
     def start(self) -> None:
         """Load what the store knows (records, and users still without one), then start fetching."""
@@ -419,19 +417,6 @@ class UserFetcher(threading.Thread):
                 self._pending |= new
                 self._idle.clear()
                 self._wake.set()
-
-    def drain(self, timeout: float) -> bool:
-        """Wait until every queued id was asked for once; False on time-out."""
-        self._wake.set()
-        return self._idle.wait(timeout)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop fetching (ids left are fetched after the next start) and close the API client."""
-        self._stopping.set()
-        self._wake.set()
-        if self.is_alive():
-            self.join(timeout)
-        self.api.close()
 
     def run(self) -> None:
         """Fetch queued ids in bulk until stopped; an API outage is waited out, not fatal."""
