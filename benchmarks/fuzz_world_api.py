@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     world, universe = build_world(WorldConfig(users=args.users, allow_download=False))
-    app = StatusCounter(create_app(world.pop, universe.catalog, rate_limit=RateLimit(rate_per_s=1e9, burst=10**9)))
+    app = StatusCounter(create_app(world.pop, universe.catalog, taste=universe.taste,
+                                   rate_limit=RateLimit(rate_per_s=1e9, burst=10**9)))
     with ServerThread(app, **server_options()) as server, tempfile.TemporaryDirectory() as tmp:
         cmd = [str(st), "run", f"{server.url}/openapi.json", "--checks", "all", "--mode", "all",
                "--max-examples", str(args.examples), "--seed", str(args.seed), "--workers", "1",

@@ -56,7 +56,7 @@ def main() -> None:
     with EmbeddedBroker() as broker:
         ensure_topics(broker.bootstrap, ["movielog1"], partitions=4)
         world, _ = build_world(config, universe=universe, service=NoService(), sink=KafkaSink(broker.bootstrap, "movielog1"))
-        with ServerThread(world_api(world.pop, universe.catalog, rate_limit=None)) as api:
+        with ServerThread(world_api(world.pop, universe.catalog, rate_limit=None, taste=universe.taste)) as api:
             t = time.perf_counter()
             world.run(until=world.now + args.history_days * DAY)
             produced = sum(world.stats.lines.values())
