@@ -126,8 +126,8 @@ def main() -> None:
     learned = {n: s for n, s in shares.items() if n not in ("random", "oracle", "popularity")}
     if learned and "popularity" in shares:
         best = max(learned, key=learned.get)
-        print(f"best learned model {best}: {learned[best] / shares['popularity']:.2f} × popularity's share "
-              f"(target ≥ 1.2), {learned[best] / shares['oracle']:.2f} × the oracle's (target ≥ 0.8)")
+        print(f"best learned model {best}: {learned[best] / shares['popularity']:.3f} × popularity's share "
+              f"(target ≥ 1.2), {learned[best] / shares['oracle']:.3f} × the oracle's (target ≥ 0.8)")
 
 
 if __name__ == "__main__":
