@@ -33,7 +33,8 @@ from movielab.world.client import HttpRecommender, Team
 from movielab.world.config import WorldConfig
 
 
-def _service(port: int, ids: list[str]) -> None:
+def fixed_list_service(port: int, ids: list[str]) -> None:
+    """A team service on 127.0.0.1:`port` answering every request with `ids` (run in a child process)."""
     import uvicorn
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
@@ -100,7 +101,7 @@ def main() -> None:
     config = WorldConfig(users=args.users, movies=args.movies, days=None)
     universe = build_universe(config)
     port = free_port()
-    service = ctx.Process(target=_service, args=(port, universe.catalog.slug[:20]), daemon=True)
+    service = ctx.Process(target=fixed_list_service, args=(port, universe.catalog.slug[:20]), daemon=True)
     service.start()
     _wait_http(port)
     index = {s: i for i, s in enumerate(universe.catalog.slug)}

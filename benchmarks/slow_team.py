@@ -26,21 +26,7 @@ from movielab.webserver import free_port
 from movielab.world.bootstrap import build_universe, build_world
 from movielab.world.client import HttpRecommender, Team
 from movielab.world.config import WorldConfig
-
-
-def _service(port: int, ids: list[str]) -> None:
-    import uvicorn
-    from starlette.applications import Starlette
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
-
-    body = ",".join(ids)
-
-    async def recommend(request):
-        return PlainTextResponse(body)
-
-    uvicorn.run(Starlette(routes=[Route("/recommend/{u}", recommend)]), host="127.0.0.1", port=port,
-                log_level="warning", access_log=False)  # fmt: skip
+from live_world import fixed_list_service  # a sibling module of the benchmarks
 
 
 class Hanging:
@@ -105,7 +91,7 @@ def main() -> None:
                        allow_download=False)  # fmt: skip
     universe = build_universe(base)
     port = free_port()
-    service = mp.get_context("spawn").Process(target=_service, args=(port, universe.catalog.slug[:20]), daemon=True)
+    service = mp.get_context("spawn").Process(target=fixed_list_service, args=(port, universe.catalog.slug[:20]), daemon=True)
     service.start()
     good = f"http://127.0.0.1:{port}"
     for _ in range(200):  # wait until the service listens
