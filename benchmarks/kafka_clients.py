@@ -25,10 +25,10 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from kafka_drivers import DRIVERS, Driver, Kcat, next_offsets
+from kafka_drivers import DRIVERS, Driver, Kcat, next_offsets, produce_watch_lines
 from kafka_tansu import available, tansu_broker
 
-from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
+from movielab.kafka import EmbeddedBroker
 
 TOPIC, PARTITIONS = "movielog1", 3
 
@@ -37,16 +37,6 @@ TOPIC, PARTITIONS = "movielog1", 3
 def movielab_broker():
     with EmbeddedBroker() as b:
         yield b.bootstrap
-
-
-def produce(bootstrap: str, n: int) -> Counter:
-    ensure_topics(bootstrap, [TOPIC], partitions=PARTITIONS)
-    users = [(i * 7919) % 20_000 + 1 for i in range(n)]
-    lines = [f"2026-03-20T08:{i // 60 % 60:02d}:{i % 60:02d},{u},GET /data/m/brides+2004/{i % 90 + 1}.mpg"
-             for i, u in enumerate(users)]  # fmt: skip
-    with KafkaSink(bootstrap, TOPIC) as sink:
-        sink.write(users, lines)
-    return Counter((str(u).encode(), line.encode()) for u, line in zip(users, lines, strict=True))
 
 
 def short(exc: BaseException) -> str:
@@ -59,7 +49,7 @@ def short(exc: BaseException) -> str:
 def check(driver: Driver, start: AbstractContextManager, n: int, reads: int) -> dict[str, str]:
     row = {"beginning": "-", "msg/s": "-", "group": "-", "end offsets": "-"}
     with start as bootstrap:
-        expected = produce(bootstrap, n)
+        expected = produce_watch_lines(bootstrap, TOPIC, PARTITIONS, n, users=20_000)[0]
         try:
             best = float("inf")
             for _ in range(reads):  # the best of a few reads: the machine is shared, a single one is noisy

@@ -18,8 +18,11 @@ import shutil
 import subprocess
 import time
 import warnings
+from collections import Counter
 from importlib.metadata import version
 from typing import Protocol
+
+from movielab.kafka import KafkaSink, ensure_topics
 
 # kafka-python 3.0 builds its protocol classes at import with importlib.resources.read_text and open_text, deprecated
 # since Python 3.11; the warning is about its packaging, not about how it is used here.
@@ -41,6 +44,21 @@ class Driver(Protocol):
     def group_read(self, bootstrap: str, topic: str, group: str, take: int) -> list[Record]: ...
     def committed(self, bootstrap: str, topic: str, group: str, partitions: int) -> dict[int, int]: ...
     def end_offsets(self, bootstrap: str, topic: str, partitions: int) -> dict[int, int]: ...
+
+
+def produce_watch_lines(bootstrap: str, topic: str, partitions: int, n: int, users: int) -> tuple[Counter, int, int]:
+    """`n` course watch lines keyed by user (ids 1..`users`) into `topic` with `partitions` partitions.
+
+    Returns the Counter of (key, value) pairs produced, and the lines the producer saw delivered and failed.
+    """
+    ensure_topics(bootstrap, [topic], partitions=partitions)
+    keys = [(i * 7919) % users + 1 for i in range(n)]
+    lines = [f"2026-03-20T08:{i // 60 % 60:02d}:{i % 60:02d},{u},GET /data/m/brides+2004/{i % 90 + 1}.mpg"
+             for i, u in enumerate(keys)]  # fmt: skip
+    with KafkaSink(bootstrap, topic) as sink:
+        sink.write(keys, lines)
+    produced = Counter((str(u).encode(), line.encode()) for u, line in zip(keys, lines, strict=True))
+    return produced, sink.delivered, sink.failed
 
 
 def next_offsets(records: list[Record]) -> dict[int, int]:

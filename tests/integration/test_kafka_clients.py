@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 import pytest
-from kafka_drivers import DRIVERS, Kcat, Record, next_offsets
+from kafka_drivers import DRIVERS, Kcat, Record, next_offsets, produce_watch_lines
 
-from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics, topic_name
+from movielab.kafka import EmbeddedBroker, topic_name
 
 pytestmark = pytest.mark.integration
 
@@ -22,18 +22,6 @@ TOPIC = topic_name(1)
 def broker():
     with EmbeddedBroker() as b:
         yield b
-
-
-def produce_team_lines(bootstrap: str) -> Counter:
-    """N course watch lines keyed by user into movielog1 (3 partitions, as the world creates it)."""
-    ensure_topics(bootstrap, [TOPIC], partitions=PARTITIONS)
-    users = [(i * 7919) % 500 + 1 for i in range(N)]
-    lines = [f"2026-03-20T08:{i // 60 % 60:02d}:{i % 60:02d},{u},GET /data/m/brides+2004/{i % 90 + 1}.mpg"
-             for i, u in enumerate(users)]  # fmt: skip
-    with KafkaSink(bootstrap, TOPIC) as sink:
-        sink.write(users, lines)
-    assert (sink.delivered, sink.failed) == (N, 0)
-    return Counter((str(u).encode(), line.encode()) for u, line in zip(users, lines, strict=True))
 
 
 def contents(records: list[Record]) -> Counter:
@@ -52,7 +40,8 @@ def test_client_reads_all_commits_resumes_and_counts_the_end(client, broker):
     driver = DRIVERS[client]
     if isinstance(driver, Kcat) and driver.binary is None:
         pytest.skip("kcat is not installed (Debian package kcat; .ci/run installs it when root)")
-    expected = produce_team_lines(broker.bootstrap)
+    expected, delivered, failed = produce_watch_lines(broker.bootstrap, TOPIC, PARTITIONS, N, users=500)
+    assert (delivered, failed) == (N, 0)
 
     # (a) the whole topic from the beginning: every line once, offsets 0, 1, 2, … in each partition
     everything = driver.beginning(broker.bootstrap, TOPIC, PARTITIONS, N)
