@@ -297,7 +297,6 @@ class ColdStartWorker(ApiWorker):
         self._model_at = -float("inf")
         self._lock = threading.Lock()
         self._pending: list[int] = []
-        self._later: dict[int, float] = {}
         self._ready: list[ColdStartList] = []
 
     def offer(self, user_ids: Iterable[int]) -> None:
@@ -319,10 +318,7 @@ class ColdStartWorker(ApiWorker):
         """Handle queued accounts until stopped; API or store trouble is logged and retried."""
         while not self._stopping.is_set():
             with self._lock:
-                now = time.monotonic()
-                for uid in [u for u, t in self._later.items() if t <= now]:
-                    del self._later[uid]
-                    self._pending.append(uid)
+                self._pending.extend(self._due())
                 ids, self._pending = self._pending, []
                 if not ids:
                     self._idle.set()
@@ -337,8 +333,7 @@ class ColdStartWorker(ApiWorker):
                 logger.warning("cold-start lists of %d new account(s) not built now (retrying in %.0f s): %s",
                                len(ids), self.retry_after, exc)  # fmt: skip
                 with self._lock:
-                    later = time.monotonic() + self.retry_after
-                    self._later.update((u, later) for u in ids)
+                    self._retry_later(ids)
 
     def handle(self, user_ids: Sequence[int]) -> list[ColdStartList]:
         """Fetch, build and store the lists of `user_ids` now; returns them (unknown users are retried later)."""
@@ -352,9 +347,7 @@ class ColdStartWorker(ApiWorker):
         self.built += len(lists)
         with self._lock:
             self._ready.extend(lists)
-            if unknown:
-                later = time.monotonic() + self.retry_after
-                self._later.update((u, later) for u in unknown)
+            self._retry_later(unknown)
         return lists
 
     def model(self) -> ColdStart:

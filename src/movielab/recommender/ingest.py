@@ -401,7 +401,6 @@ class UserFetcher(ApiWorker):
         self._lock = threading.Lock()
         self._known: set[int] = set()
         self._pending: set[int] = set()
-        self._later: dict[int, float] = {}  # unknown for now -> when to ask again
 
     def start(self) -> None:
         """Load what the store knows (records, and users still without one), then start fetching."""
@@ -423,10 +422,7 @@ class UserFetcher(ApiWorker):
         delay = 0.5
         while not self._stopping.is_set():
             with self._lock:
-                now = time.monotonic()
-                for uid in [u for u, t in self._later.items() if t <= now]:
-                    del self._later[uid]
-                    self._pending.add(uid)
+                self._pending.update(self._due())
                 ids = [self._pending.pop() for _ in range(min(self.per_request, len(self._pending)))]
                 if not ids:
                     self._idle.set()
@@ -452,8 +448,7 @@ class UserFetcher(ApiWorker):
                 self._known.update(known)
                 self.fetched += len(known)
                 self.unknown += len(unknown)
-                later = time.monotonic() + self.retry_after
-                self._later.update((uid, later) for uid in unknown)  # the API may lag behind a new account
+                self._retry_later(unknown)  # the API may lag behind a new account
 
 
     def _refresh(self) -> bool:
