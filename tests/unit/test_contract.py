@@ -85,6 +85,7 @@ def test_status_200_with_a_bad_body_is_a_failure_with_its_text() -> None:
         ("2026-03-20 08:12:38,614,GET /rate/brides+2004=3", "expected '<time>"),
         ("2026-03-20T08:12:38.1234567890,614,GET /rate/brides+2004=3", "expected '<time>"),
         ("2026-03-20T08:12:38.,614,GET /rate/brides+2004=3", "expected '<time>"),
+        ("2026-03-20T08:12.5,614,GET /create_account", "expected '<time>"),  # a fraction needs seconds
         ("2026-03-20T08:12,614,recommendation request t:1, status 200, result: a+1, 3 ms ", "expected 'recommendation"),
         ("2026-03-20T08,614,GET /rate/brides+2004=3", "expected '<time>"),
         ("2024-10-14T15 :42:39,100015,GET /rate/robots+2005=3", "expected '<time>"),
@@ -249,6 +250,10 @@ def test_format_time_digits() -> None:
     assert format_time(t, 3) == "2025-10-17T01:33:45.122"
     with pytest.raises(ValueError, match="not YYYY"):
         parse_time("2025-10-17 01:33:45")
+    with pytest.raises(ValueError, match="not YYYY"):
+        parse_time("2025-10-17T01:33.5")
+    with pytest.raises(ValueError, match="not a valid date"):
+        parse_time("2025-02-30T01:33:45")
 
 
 @given(st.text(ID_ALPHABET, min_size=1, max_size=60), st.text(ID_ALPHABET, min_size=1, max_size=60))

@@ -14,16 +14,14 @@ MAX_RATING = 10  # the largest scale of any edition; an edition may allow less (
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 TIME_FORMAT_US = "%Y-%m-%dT%H:%M:%S.%f"
 
+_TO_MINUTE = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}"
 #: A time stamp of the stream: minutes only, seconds, or seconds with 1–9 fractional digits.
-TIME_PATTERN = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?"
+TIME_PATTERN = rf"{_TO_MINUTE}(?::\d{{2}}(?:\.\d{{1,9}})?)?"
+# The same shape with its parts named: the whole minutes or seconds, then the fraction (only after seconds).
+_STAMP = rf"(?P<time>{_TO_MINUTE}(?::\d{{2}})?)(?:(?<=:\d\d:\d\d)\.(?P<frac>\d{{1,9}}))?"
+_STAMP_RE = re.compile(_STAMP, re.ASCII)
 _USER = r"[1-9]\d{0,9}"
-_HEAD = re.compile(
-    r"(?P<time>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2})?)(?:\.(?P<frac>\d{1,9}))?,(?P<user>"
-    + _USER
-    + r"),(?P<rest>.*)",
-    re.DOTALL | re.ASCII,
-)
-_TIME_RE = re.compile(TIME_PATTERN, re.ASCII)
+_HEAD = re.compile(rf"{_STAMP},(?P<user>{_USER}),(?P<rest>.*)", re.DOTALL | re.ASCII)
 _FIELDS = re.compile(r"(?P<time>[^,]*),(?P<user>[^,]*),", re.DOTALL)
 _WATCH = re.compile(rf"GET /data/m/(?P<movie>{MOVIE_ID_PATTERN})/(?P<minute>[1-9]\d{{0,4}})\.mpg", re.ASCII)
 _RATE = re.compile(rf"GET /rate/(?P<movie>{MOVIE_ID_PATTERN})=(?P<rating>0|[1-9]\d{{0,2}})", re.ASCII)
@@ -58,17 +56,22 @@ def parse_time(text: str) -> tuple[datetime, int]:
     Accepts `TIME_PATTERN`: `2024-10-14T15:22`, `2019-09-05T19:27:01`, `2026-02-14T00:09:20.426`,
     `2025-10-17T01:33:45.122692921`. Raises `ValueError` naming the stamp for any other text.
     """
-    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,9}))?", text, re.ASCII)
+    m = _STAMP_RE.fullmatch(text)
     if m is None:
         raise ValueError(f"time stamp {text!r} is not YYYY-MM-DDTHH:MM[:SS[.f…]] (1–9 fractional digits)")
     try:
-        t = datetime.fromisoformat(m[1])
+        return _stamp_of(m)
     except ValueError:
         raise ValueError(f"time stamp {text!r} is not a valid date and time") from None
-    return _with_fraction(t, m[2])
 
 
-def _with_fraction(t: datetime, frac: str | None) -> tuple[datetime, int]:
+def _stamp_of(m: re.Match[str]) -> tuple[datetime, int]:
+    """(time, nanoseconds) of a match of `_STAMP`; ValueError for a date that does not exist.
+
+    The shape was checked by the regex; fromisoformat checks the date and is ~10x faster than strptime.
+    """
+    t = datetime.fromisoformat(m["time"])
+    frac = m["frac"]
     if not frac:
         return t, 0
     ns = int(frac.ljust(9, "0"))
@@ -155,14 +158,14 @@ def _parse(raw: str | bytes) -> Event:
     head = _HEAD.fullmatch(line)
     if head is None:
         fields = _FIELDS.match(line)
-        if fields is not None and _TIME_RE.fullmatch(fields["time"]) is not None:
+        if fields is not None and _STAMP_RE.fullmatch(fields["time"]) is not None:
             raise MalformedEvent(raw, f"user id {fields['user'][:30]!r} is not a positive integer of 1–10 digits "
                                       "without sign or leading zero")  # fmt: skip
         raise MalformedEvent(
             raw, "expected '<time>,<userid>,<request>' with time YYYY-MM-DDTHH:MM[:SS[.f…]] (1–9 fractional digits)"
         )
-    try:  # the shape was checked by the regex; fromisoformat checks the date and is ~10x faster than strptime
-        time, ns = _with_fraction(datetime.fromisoformat(head["time"]), head["frac"])
+    try:
+        time, ns = _stamp_of(head)
     except ValueError:
         raise MalformedEvent(raw, f"time stamp {head['time']!r} is not a valid date and time") from None
     user_id = int(head["user"])

@@ -22,7 +22,6 @@ from collections.abc import Iterable
 from movielab.contract.errors import InvalidMovieId
 
 MAX_MOVIE_ID_LENGTH = 200
-MAX_SLUG_LENGTH = MAX_MOVIE_ID_LENGTH  # the name older callers use
 #: Characters of a movie id, as a regex character-class body: `!`..`~` without `,` (0x2C) and `/` (0x2F).
 MOVIE_ID_CHARS = r"!-+\-.0-~"
 #: One movie id (length is checked apart: `{1,200}` would slow every regex that embeds it).
