@@ -20,6 +20,7 @@ from movielab.world.data.types import MovieLensData
 from movielab.world.engine import World
 from movielab.world.population import ActivityModel, Demographics, Population, draw_population
 from movielab.world.recs import NoService, RecommendationService
+from movielab.world.sessionlog import SessionLog
 from movielab.world.sinks import EventSink, NullSink
 from movielab.world.truth import TasteModel, build_taste_model, fit_factors
 
@@ -96,6 +97,7 @@ def build_world(
     params: BehaviorParams | None = None,
     activity: ActivityModel | None = None,
     population: Population | None = None,
+    sessionlog: SessionLog | None = None,
 ) -> tuple[World, Universe]:
     """Build a ready-to-run world (and what it was built from) from `config` and optional overrides."""
     universe = universe or build_universe(config)
@@ -119,7 +121,7 @@ def build_world(
         sink=sink if sink is not None else NullSink(), clock=SimClock(start, config.speed), seed=config.seed,
         arrivals_per_day=config.arrivals_per_day * config.users, params=params, journal=journal,
         edition=edition(config.edition), lanes=len(config.teams) if config.pacing == "team" else 1,
-        discovery=discovery(universe.catalog, universe.taste, params, config.seed),
+        discovery=discovery(universe.catalog, universe.taste, params, config.seed), sessionlog=sessionlog,
     )  # fmt: skip
     return world, universe
 

@@ -36,6 +36,7 @@ from movielab.world.clock import SimClock, fraction_stamp, second_stamps
 from movielab.world.population import ActivityModel, Demographics, Population, draw_population
 from movielab.world.recs import RecAnswers, RecommendationService
 from movielab.world.schedule import DAY, SessionQueue, plan_day
+from movielab.world.sessionlog import SessionLog
 from movielab.world.sinks import EventSink
 from movielab.world.truth import TasteModel
 
@@ -166,6 +167,7 @@ class World:
         lanes: int = 1,
         edition: Edition = CURRENT,
         discovery: Discovery | None = None,
+        sessionlog: SessionLog | None = None,
     ) -> None:
         if lanes < 1:
             raise ValueError(f"a world needs at least one lane, got {lanes}")
@@ -186,6 +188,7 @@ class World:
         self.arrivals_per_day = arrivals_per_day
         self.params = params or BehaviorParams()
         self.journal = journal
+        self.sessionlog = sessionlog  # hidden record of every session, for scoring teams (`world.scoring`)
         start = float(math.floor(clock.start / TICK) * TICK)
         if lanes == 1:  # the single-lane world draws everything, arrivals included, from one stream
             self.lanes = [_Lane(0, np.random.default_rng(seed), start)]
@@ -483,6 +486,8 @@ class World:
         for i, m in enumerate(answers.movies):
             if len(m):
                 recs[i, : min(len(m), MAX_RECS)] = m[:MAX_RECS]
+        if self.sessionlog is not None:
+            self.sessionlog.requests(times, rows, answers.status, answers.ms, recs)
         if self.discovery is not None:
             browse = self.discovery.sample(self.pop.taste[rows], p.browse_sample, rng)
         else:
@@ -515,6 +520,8 @@ class World:
         is_rec = (recs[go] == movie[:, None]).any(axis=1)
         true = self.taste.mu + self.pop.bias[rows_go] + self.taste.item_bias[movie] + np.einsum(
             "sk,sk->s", self.pop.taste[rows_go], self.taste.item_factors[movie])  # fmt: skip
+        if self.sessionlog is not None:
+            self.sessionlog.picks(go, movie, resume, true)
         start_minute = np.minimum(start_minute, self.runtime[movie])
         stop = plan_stop(true, start_minute, self.runtime[movie], p, rng)
         delay = answers.ms[go] / 1000.0 + 2.0 + rng.exponential(p.browse_seconds, len(rows_go))
@@ -572,6 +579,8 @@ class World:
         end_t = v.next[idx]  # the end of the last minute watched
         completed = v.last[idx] >= v.runtime[idx]
         watched = v.watched[idx]
+        if self.sessionlog is not None:
+            self.sessionlog.ended(rows, watched, completed, end_t)
         user_mean = self.taste.mu + self.pop.bias[rows]
         rating = rate(v.score[idx], user_mean, watched, completed, v.rec[idx], self.taste.noise_std, p, rng,
                       scale=self.edition.rating_max)

@@ -1,0 +1,265 @@
+"""The scoreboard: daily scores kept, written (`scores/<day>.json`, `scores.csv`), shown and exported.
+
+`DailyScorer.on_tick(world)` drives it from a running world: when the slowest lane crosses midnight it
+copies the hidden state (taste vectors, demographics), flushes the finished day of the session log and
+scores it on a background thread, off the simulation's hot path. `Scoreboard` reads the files back for
+the CLI and the instructor's routes; `ScoreCollector` exports the newest day's figures as Prometheus
+gauges (for the instructor listener's /metrics only: scores are hidden truth).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import logging
+import math
+import threading
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from prometheus_client.core import GaugeMetricFamily
+
+from movielab.world.scoring.daily import History, ScoreParams, Truth, score_day
+from movielab.world.scoring.errors import ScoringError
+from movielab.world.sessionlog import DAY, DayLog, SessionLog, day_of, day_start
+
+logger = logging.getLogger(__name__)
+
+#: The scoreboard's columns (CSV order); the JSON adds `fairness` (per-group values).
+COLUMNS = ("day", "team", "requests", "availability", "latency_p50", "latency_p95", "latency_p99", "conversion",
+           "completion", "watch_minutes", "true_rating", "regret", "coverage", "popularity_bias", "exposure_gini",
+           "homogenization", "profit", "profit_per_1k", "feedback_pull", "taste_drift", "conversion_gap_age",
+           "conversion_gap_gender", "conversion_gap_occupation", "regret_gap_age", "regret_gap_gender",
+           "regret_gap_occupation")  # fmt: skip
+TABLE = ("team", "requests", "availability", "latency_p95", "conversion", "completion", "true_rating", "regret",
+         "coverage", "exposure_gini", "homogenization", "profit", "feedback_pull")  # fmt: skip
+
+
+def _clean(v):
+    """JSON-safe value: nan/inf become None."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    return v
+
+
+class Scoreboard:
+    """Every team's scores per day, in memory and (with `state_dir`) under `<state_dir>/scores/`."""
+
+    def __init__(self, state_dir: str | Path | None = None) -> None:
+        self.dir = Path(state_dir) if state_dir is not None else None
+        self.days: dict[str, list[dict]] = {}
+        self._lock = threading.Lock()
+        if self.dir is not None and (self.dir / "scores").is_dir():
+            for path in sorted((self.dir / "scores").glob("*.json")):
+                try:
+                    rows = json.loads(path.read_text())
+                except (OSError, ValueError) as exc:
+                    raise ScoringError(f"score file {path} cannot be read: {exc}") from None
+                if not isinstance(rows, list) or not all(isinstance(r, dict) and "team" in r for r in rows):
+                    raise ScoringError(f"score file {path}: expected a JSON list of team scores")
+                self.days[path.stem] = rows
+
+    def add(self, day: str, rows: list[dict]) -> None:
+        """Keep (and write, with a state dir) one day's scores: `scores/<day>.json` and the rows of `scores.csv`."""
+        rows = [_clean(dict(r)) for r in rows]
+        with self._lock:
+            self.days[day] = rows
+            if self.dir is None:
+                return
+            folder = self.dir / "scores"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{day}.json").write_text(json.dumps(rows, indent=1))
+            with (self.dir / "scores.csv").open("w", newline="") as f:
+                w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+                w.writeheader()
+                for d in sorted(self.days):
+                    w.writerows(self.days[d])
+
+    def latest(self) -> list[dict]:
+        """The newest day's rows (empty before the first score)."""
+        with self._lock:
+            return list(self.days[max(self.days)]) if self.days else []
+
+    def team(self, team: int) -> list[dict]:
+        """One team's rows, day by day; ScoringError for a team the board does not know."""
+        with self._lock:
+            rows = [r for d in sorted(self.days) for r in self.days[d] if r["team"] == team]
+        if not rows and self.days:
+            raise ScoringError(f"team {team}: no scores (teams scored: "
+                               f"{sorted({r['team'] for d in self.days.values() for r in d})})")  # fmt: skip
+        return rows
+
+    def table(self, day: str | None = None, columns: Iterable[str] = TABLE) -> str:
+        """The scoreboard of `day` (default: the newest) as a text table."""
+        if not self.days:
+            return "no scores yet"
+        day = day or max(self.days)
+        if day not in self.days:
+            raise ScoringError(f"day {day}: no scores (scored days: {', '.join(sorted(self.days))})")
+        return f"scores of {day}\n" + format_table(self.days[day], list(columns))
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    """Rows of dicts as an aligned text table (floats to 3 decimals, missing as '-')."""
+
+    def cell(v) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        return str(v)
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+class ScoreCollector:
+    """Prometheus collector: `movielab_score{team, metric}` gauges of the newest scored day, and its date."""
+
+    def __init__(self, board: Scoreboard) -> None:
+        self.board = board
+
+    def collect(self):
+        """One gauge family; every numeric figure of every team of the newest day."""
+        g = GaugeMetricFamily("movielab_score", "Team scores from the hidden truth, newest scored day",
+                              labels=["team", "metric"])  # fmt: skip
+        rows = self.board.latest()
+        for r in rows:
+            for c in COLUMNS[2:]:
+                v = r.get(c)
+                if isinstance(v, int | float) and v is not None:
+                    g.add_metric([str(r["team"]), c], float(v))
+        yield g
+        day = GaugeMetricFamily("movielab_score_day", "Unix time of the start of the newest scored day")
+        if rows:
+            day.add_metric([], day_start(rows[0]["day"]))
+        yield day
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    """Injected events from a manifest JSONL: each with `kind`, `start` and `end` (unix seconds or ISO-8601).
+
+    Tolerant of shape: `start`/`end` may be named `from`/`to` or `at`/`until`; an event without an end lasts
+    one hour. ScoringError names the file and line of a record without a kind or a readable start.
+    """
+    from movielab.contract import parse_time  # ISO stamps of any precision, as the stream has them
+
+    def when(v, where: str) -> float:
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return float(v)
+        if isinstance(v, str):
+            try:
+                return parse_time(v).replace(tzinfo=dt.UTC).timestamp()
+            except ValueError:
+                pass
+        raise ScoringError(f"{where}: time {v!r} is neither unix seconds nor ISO-8601")
+
+    events = []
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ScoringError(f"manifest {path} cannot be read: {exc}") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"manifest {path} line {n}"
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            raise ScoringError(f"{where}: not JSON") from None
+        if not isinstance(rec, dict):
+            raise ScoringError(f"{where}: expected a JSON object")
+        kind = rec.get("kind") or rec.get("type") or rec.get("name")
+        start = next((rec[k] for k in ("start", "from", "at", "time") if k in rec), None)
+        if kind is None or start is None:
+            raise ScoringError(f"{where}: needs 'kind' and 'start'")
+        t0 = when(start, where)
+        end = next((rec[k] for k in ("end", "to", "until") if rec.get(k) is not None), None)
+        t1 = when(end, where) if end is not None else t0 + 3600
+        events.append({"kind": str(kind), "start": t0, "end": max(t1, t0 + 60)})
+    return events
+
+
+def event_effects(days: list[DayLog], team: int, events: list[dict]) -> list[dict]:
+    """Per event, a team's conversion and availability before, during and after it (windows as long as the event).
+
+    `team` is 1-based. Each window reports the requests it holds; a window without requests reports None.
+    """
+    if not days:
+        return []
+    s = DayLog.concat("all", days).sessions
+    mine = s["team"] == team - 1
+    t, ok, conv = s["time"][mine], s["ok"][mine], s["from_list"][mine]
+    out = []
+    for e in events:
+        span = e["end"] - e["start"]
+        row = {"kind": e["kind"], "start": e["start"], "end": e["end"]}
+        for name, lo, hi in (("before", e["start"] - span, e["start"]), ("during", e["start"], e["end"]),
+                             ("after", e["end"], e["end"] + span)):  # fmt: skip
+            w = (t >= lo) & (t < hi)
+            n = int(w.sum())
+            row[f"requests_{name}"] = n
+            row[f"conversion_{name}"] = float(conv[w].mean()) if n else None
+            row[f"availability_{name}"] = float(ok[w].mean()) if n else None
+        out.append(row)
+    return out
+
+
+class DailyScorer:
+    """Scores each finished day of a running world on a background thread (pass `on_tick` to `World.run`).
+
+    At each midnight the slowest lane reaches: the hidden taste is copied (the next day's start), the
+    finished day is flushed from the session log and scored against the start-of-day copy. Users of
+    lanes ahead of the slowest one have moved on a little further: their end-of-day taste is a few ticks late.
+    """
+
+    def __init__(self, log: SessionLog, board: Scoreboard, catalog, params: ScoreParams | None = None) -> None:
+        self.log, self.board, self.catalog = log, board, catalog
+        self.params = params or ScoreParams()
+        self.history = History.empty()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="scoring")
+        self._pending: list[Future] = []
+        self._day: float | None = None
+        self._taste_start: np.ndarray | None = None
+        self._prev: DayLog | None = None
+
+    def on_tick(self, world) -> None:
+        """Check for midnight; on crossing one, snapshot and hand the finished day to the scoring thread."""
+        today = math.floor(world.now / DAY) * DAY
+        if self._day is None:
+            self._day, self._taste_start = today, world.pop.taste[: world.pop.size].copy()
+            return
+        if today <= self._day:
+            return
+        truth = Truth.from_world(world, self.catalog, self._taste_start)
+        self._taste_start = truth.taste_end
+        finished, self._day = day_of(self._day), today
+        self.log.flush(today)
+        self._pending.append(self._pool.submit(self.score, finished, truth))
+
+    def score(self, day: str, truth: Truth) -> list[dict]:
+        """Score one day now (the background thread's work; also callable directly) and add it to the board."""
+        log = self.log.day(day)
+        rows = score_day(log, truth, self.history, self.log.n_teams, self.params)
+        self.history = self.history.extended(log)
+        self.board.add(day, rows)
+        logger.info("scored %s for %d teams", day, len(rows))
+        return rows
+
+    def close(self, world=None) -> None:
+        """Wait for pending scores; with `world`, also score the unfinished current day as it stands."""
+        for f in self._pending:
+            f.result()
+        if world is not None and self._day is not None:
+            truth = Truth.from_world(world, self.catalog, self._taste_start)
+            self.log.flush(world.now)
+            self.score(day_of(self._day), truth)
+        self._pool.shutdown()

@@ -1,0 +1,259 @@
+"""The hidden session log: one record per recommendation request, for scoring teams from the truth.
+
+The engine appends, per tick and per lane, one batch of requests (`requests`), the picks of that
+batch (`picks`) and, when viewings end, how much was watched (`ended`): three array calls, no
+per-event Python. Records are kept in columnar per-day buffers (the day is the UTC day of the
+request) and written by `flush` as one `.npz` file per day under `<state>/sessions/` (numeric
+arrays only, read back with `allow_pickle=False`). Viewing ends are stored in the day they end,
+keyed by the session id they belong to, so a viewing that crosses midnight needs no rewrite.
+
+Never served to teams: it holds the true scores of their users' picks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DAY = 86400
+MAX_RECS = 20
+_DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.npz")
+
+#: Columns of a day's sessions: name → dtype (`served` is (n, MAX_RECS), -1 padded).
+SESSION_COLUMNS: dict[str, type] = {
+    "sid": np.int64,  # session id, unique in the run
+    "time": np.float64,  # unix seconds of the request
+    "team": np.int16,  # team index, 0-based (user id - 1) % teams
+    "row": np.int32,  # user row (user id - 1)
+    "status": np.int16,  # HTTP status, 0 without an HTTP answer
+    "ms": np.int32,  # response time in whole ms
+    "ok": np.bool_,  # 200 with a valid list within the time-out
+    "served": np.int32,  # (n, MAX_RECS) catalog rows served, best first, -1 padded
+    "picked": np.bool_,  # the session started a viewing (new pick or resume)
+    "movie": np.int32,  # catalog row picked, -1 when none
+    "resumed": np.bool_,  # the viewing resumed a paused movie
+    "from_list": np.bool_,  # a new pick (not a resume) of a movie in the served list
+    "rank": np.int8,  # 0-based rank of the picked movie in the served list, -1 if not in it
+    "true_score": np.float32,  # the pick's true score (stars, mu + b_u + b_i + p·q at pick time), nan if none
+}
+#: Columns of a day's viewing ends, joined to sessions by `sid`.
+END_COLUMNS: dict[str, type] = {"end_sid": np.int64, "end_time": np.float64, "minutes": np.int32,
+                                "completed": np.bool_}  # fmt: skip
+
+
+class SessionLogError(ValueError):
+    """A session-log call or file that does not fit the log (wrong shapes, unknown day file); names it."""
+
+
+def day_of(t: float) -> str:
+    """The UTC day `YYYY-MM-DD` of unix time `t` (seconds)."""
+    return dt.datetime.fromtimestamp(float(t), dt.UTC).strftime("%Y-%m-%d")
+
+
+def day_start(day: str) -> float:
+    """Unix seconds of 00:00 UTC of `day` (`YYYY-MM-DD`); SessionLogError when malformed."""
+    try:
+        return dt.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        raise SessionLogError(f"day {day!r}: expected YYYY-MM-DD") from None
+
+
+@dataclass
+class DayLog:
+    """One day's records as arrays: `sessions` (SESSION_COLUMNS) and `ends` (END_COLUMNS)."""
+
+    day: str
+    sessions: dict[str, np.ndarray]
+    ends: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.sessions["sid"])
+
+    @classmethod
+    def concat(cls, day: str, parts: list[DayLog]) -> DayLog:
+        """Several logs' records as one (sessions and ends concatenated in order)."""
+        return cls(day, _concat([p.sessions for p in parts], SESSION_COLUMNS),
+                   _concat([p.ends for p in parts], END_COLUMNS))  # fmt: skip
+
+
+def _concat(chunks: list[dict[str, np.ndarray]], columns: dict[str, type]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, dtype in columns.items():
+        parts = [c[name] for c in chunks]
+        if parts:
+            out[name] = np.concatenate(parts).astype(dtype, copy=False)
+        else:
+            out[name] = np.empty((0, MAX_RECS) if name == "served" else 0, dtype)
+    return out
+
+
+class SessionLog:
+    """Columnar per-day buffers of sessions and viewing ends, for `n_teams` teams; flushed to `state_dir`.
+
+    Without `state_dir` everything stays in memory (`day(...)` still answers). A user has at most one
+    viewing in progress, so a viewing end is matched to its session through the user's row.
+    """
+
+    def __init__(self, n_teams: int, state_dir: str | Path | None = None) -> None:
+        if n_teams < 1:
+            raise SessionLogError(f"a session log needs at least one team, got {n_teams}")
+        self.n_teams = n_teams
+        self.dir = Path(state_dir) / "sessions" if state_dir is not None else None
+        self._sessions: dict[str, list[dict[str, np.ndarray]]] = {}
+        self._ends: dict[str, list[dict[str, np.ndarray]]] = {}
+        self._flushed: set[str] = set()
+        self._next_sid = 0
+        self._last: dict[str, np.ndarray] | None = None  # the batch `picks` fills
+        self._open = np.full(0, -1, np.int64)  # row → sid of its viewing in progress
+
+    # --- appended by the engine -----------------------------------------------------------
+    def requests(self, times: np.ndarray, rows: np.ndarray, status: np.ndarray, ms: np.ndarray,
+                 served: np.ndarray) -> None:  # fmt: skip
+        """One batch of requests: times (n,) s, user rows (n,), status (n,), ms (n,), served rows (n, ≤20) -1 padded."""
+        n = len(rows)
+        served = np.asarray(served, np.int32)
+        if not (len(times) == len(status) == len(ms) == served.shape[0] == n) or served.ndim != 2:
+            raise SessionLogError(f"requests: {n} rows need as many times, statuses, ms and served lists")
+        if served.shape[1] < MAX_RECS:
+            served = np.hstack([served, np.full((n, MAX_RECS - served.shape[1]), -1, np.int32)])
+        rows = np.asarray(rows, np.int32)
+        status = np.asarray(status, np.int16)
+        batch = {
+            "sid": np.arange(self._next_sid, self._next_sid + n, dtype=np.int64),
+            "time": np.asarray(times, np.float64), "team": (rows % self.n_teams).astype(np.int16), "row": rows,
+            "status": status, "ms": np.asarray(ms, np.int32), "ok": (status == 200) & (served[:, 0] >= 0),
+            "served": served[:, :MAX_RECS], "picked": np.zeros(n, np.bool_), "movie": np.full(n, -1, np.int32),
+            "resumed": np.zeros(n, np.bool_), "from_list": np.zeros(n, np.bool_), "rank": np.full(n, -1, np.int8),
+            "true_score": np.full(n, np.nan, np.float32),
+        }  # fmt: skip
+        self._next_sid += n
+        self._commit()
+        self._last = batch  # appended at the next batch, read or flush: `picks` fills it first
+
+    def _commit(self) -> None:
+        if self._last is not None and len(self._last["sid"]):
+            self._append(self._sessions, self._last, self._last["time"])
+        self._last = None
+
+    def picks(self, go: np.ndarray, movie: np.ndarray, resumed: np.ndarray, true_score: np.ndarray) -> None:
+        """The last batch's picks: `go` (n,) mask of sessions that started a viewing, and per such session its
+        movie row, whether it resumed a paused movie and its true score (stars)."""
+        b = self._last
+        go = np.asarray(go, np.bool_)
+        if b is None or len(go) != len(b["sid"]) or not (len(movie) == len(resumed) == len(true_score) == go.sum()):
+            raise SessionLogError("picks: needs the mask of the last requests batch and one movie per pick")
+        idx = np.flatnonzero(go)
+        movie = np.asarray(movie, np.int32)
+        resumed = np.asarray(resumed, np.bool_)
+        hit = b["served"][idx] == movie[:, None]
+        in_list = hit.any(axis=1)
+        b["picked"][idx] = True
+        b["movie"][idx] = movie
+        b["resumed"][idx] = resumed
+        b["from_list"][idx] = in_list & ~resumed
+        b["rank"][idx] = np.where(in_list, hit.argmax(axis=1), -1)
+        b["true_score"][idx] = true_score
+        rows = b["row"][idx]
+        if len(rows) and rows.max() >= len(self._open):
+            grown = np.full(max(int(rows.max()) + 1, 2 * len(self._open)), -1, np.int64)
+            grown[: len(self._open)] = self._open
+            self._open = grown
+        self._open[rows] = b["sid"][idx]
+
+    def ended(self, rows: np.ndarray, minutes: np.ndarray, completed: np.ndarray, end_time: np.ndarray) -> None:
+        """Viewings that ended: user rows (n,), minutes watched, completed (watched the last minute), end time (s)."""
+        rows = np.asarray(rows, np.int64)
+        known = rows < len(self._open)
+        sid = np.full(len(rows), -1, np.int64)
+        sid[known] = self._open[rows[known]]
+        has = sid >= 0
+        if not has.all():  # a viewing started before the log was attached
+            rows, sid = rows[has], sid[has]
+            minutes, completed, end_time = (np.asarray(a)[has] for a in (minutes, completed, end_time))
+        if len(rows) == 0:
+            return
+        self._open[rows] = -1
+        batch = {"end_sid": sid, "end_time": np.asarray(end_time, np.float64), "minutes": np.asarray(minutes, np.int32),
+                 "completed": np.asarray(completed, np.bool_)}  # fmt: skip
+        self._append(self._ends, batch, batch["end_time"])
+
+    def _append(self, store: dict[str, list], batch: dict[str, np.ndarray], times: np.ndarray) -> None:
+        days = np.floor(times / DAY).astype(np.int64)
+        for d in np.unique(days).tolist():
+            name = day_of(d * DAY)
+            if name in self._flushed:
+                logger.warning("session log: a record of %s arrived after the day was flushed; kept in memory", name)
+                self._flushed.discard(name)
+            sel = days == d
+            store.setdefault(name, []).append(batch if sel.all() else {k: v[sel] for k, v in batch.items()})
+
+    # --- reading and writing -----------------------------------------------------------------
+    def day(self, day: str) -> DayLog:
+        """The records of `day` (`YYYY-MM-DD`): from its file if flushed, plus what is still in memory."""
+        self._commit()
+        parts = []
+        if self.dir is not None and (self.dir / f"{day}.npz").exists():
+            parts.append(read_day(self.dir / f"{day}.npz"))
+        parts.append(DayLog(day, _concat(self._sessions.get(day, []), SESSION_COLUMNS),
+                            _concat(self._ends.get(day, []), END_COLUMNS)))  # fmt: skip
+        return DayLog.concat(day, parts)
+
+    def days(self) -> list[str]:
+        """Every day with records, in order (flushed or in memory)."""
+        self._commit()
+        on_disk = {m.group(1) for p in self.dir.glob("*.npz") if (m := _DAY_FILE.fullmatch(p.name))} if self.dir else set()
+        return sorted(on_disk | set(self._sessions) | set(self._ends))
+
+    def flush(self, before: float) -> list[Path]:
+        """Write every day that ends at or before unix time `before` to `<state>/sessions/<day>.npz`.
+
+        A day already on disk is merged with its new records. Without a state dir, nothing is written.
+        """
+        self._commit()
+        if self.dir is None:
+            return []
+        self.dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name in sorted(set(self._sessions) | set(self._ends)):
+            if day_start(name) + DAY > before:
+                continue
+            log = self.day(name)
+            path = self.dir / f"{name}.npz"
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, **log.sessions, **log.ends)
+            tmp.replace(path)
+            self._sessions.pop(name, None)
+            self._ends.pop(name, None)
+            self._flushed.add(name)
+            written.append(path)
+        return written
+
+
+def read_day(path: str | Path) -> DayLog:
+    """A day's records from a `.npz` file written by `SessionLog.flush` (no pickles); SessionLogError if malformed."""
+    path = Path(path)
+    m = _DAY_FILE.fullmatch(path.name)
+    if m is None:
+        raise SessionLogError(f"session file {path}: name must be YYYY-MM-DD.npz")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as exc:
+        raise SessionLogError(f"session file {path} cannot be read: {exc}") from None
+    missing = [c for c in (*SESSION_COLUMNS, *END_COLUMNS) if c not in data]
+    if missing:
+        raise SessionLogError(f"session file {path} lacks columns {', '.join(missing)}")
+    return DayLog(m.group(1), {c: data[c] for c in SESSION_COLUMNS}, {c: data[c] for c in END_COLUMNS})
+
+
+def read_days(state_dir: str | Path) -> list[DayLog]:
+    """Every flushed day under `<state_dir>/sessions/`, in order."""
+    folder = Path(state_dir) / "sessions"
+    return [read_day(p) for p in sorted(folder.glob("*.npz")) if _DAY_FILE.fullmatch(p.name)]
