@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from movielab.world.scoring.board import ScoreCollector, Scoreboard
+from movielab.world.scoring.board import Scoreboard, ScoreCollector
 from movielab.world.scoring.errors import ScoringError
 
 

@@ -145,19 +145,19 @@ class ScoreCollector:
 
 
 def read_manifest(path: str | Path) -> list[dict]:
-    """Injected events from a manifest JSONL: each with `kind`, `start` and `end` (unix seconds or ISO-8601).
+    """Injected events from a manifest JSONL: each with `kind`, `start` and `end` (unix seconds or ISO-8601, UTC when
+    without a zone).
 
     Tolerant of shape: `start`/`end` may be named `from`/`to` or `at`/`until`; an event without an end lasts
     one hour. ScoringError names the file and line of a record without a kind or a readable start.
     """
-    from movielab.contract import parse_time  # ISO stamps of any precision, as the stream has them
-
     def when(v, where: str) -> float:
         if isinstance(v, int | float) and not isinstance(v, bool):
             return float(v)
         if isinstance(v, str):
             try:
-                return parse_time(v).replace(tzinfo=dt.UTC).timestamp()
+                t = dt.datetime.fromisoformat(v)
+                return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
             except ValueError:
                 pass
         raise ScoringError(f"{where}: time {v!r} is neither unix seconds nor ISO-8601")
@@ -260,6 +260,6 @@ class DailyScorer:
             f.result()
         if world is not None and self._day is not None:
             truth = Truth.from_world(world, self.catalog, self._taste_start)
-            self.log.flush(world.now)
+            self.log.flush(math.inf)  # the world has stopped: its unfinished day is written as it stands
             self.score(day_of(self._day), truth)
         self._pool.shutdown()
