@@ -85,6 +85,13 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_course_score(args: argparse.Namespace) -> int:
+    from movielab.world.scoring.board import report
+
+    print(report(args.state, team=args.team, day=args.day, manifest=args.manifest))
+    return 0
+
+
 def _world_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--edition", help="course edition: a year 2019..2026 or 'current' (default); fixes the rating "
                    "scale, time-stamp precision and API fields")
@@ -135,6 +142,13 @@ def parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="run the embedded in-memory Kafka broker until interrupted")
     broker.add_argument("--port", type=int, help="port on 127.0.0.1 (default: any free port)")
     broker.set_defaults(func=_cmd_broker)
+    course = sub.add_parser("course", help="a course of many teams").add_subparsers(dest="what", required=True)
+    score = course.add_parser("score", help="the scoreboard from the hidden truth (instructor only)")
+    score.add_argument("--state", default=".movielab/course", help="the world's state dir (holds scores/, sessions/)")
+    score.add_argument("--team", type=int, help="one team in detail: day by day, fairness groups, injected events")
+    score.add_argument("--day", help="YYYY-MM-DD (default: the newest scored day)")
+    score.add_argument("--manifest", help="the hidden manifest (JSONL) for per-event effects with --team")
+    score.set_defaults(func=_cmd_course_score)
     from movielab.recommender.commands import register
 
     register(sub)

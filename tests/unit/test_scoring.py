@@ -202,3 +202,32 @@ def test_scoreboard_files_table_metrics_and_events(tmp_path) -> None:
     bad.write_text('{"start": 5}\n')
     with pytest.raises(ScoringError, match="line 1: needs 'kind'"):
         read_manifest(bad)
+
+
+def test_course_score_command_prints_the_board_and_one_team(tmp_path, capsys) -> None:
+    from movielab.cli import main
+
+    assert main(["course", "score", "--state", str(tmp_path)]) == 2
+    assert "no scores under" in capsys.readouterr().err
+    n = 40
+    truth = _truth(n, 100)
+    log = SessionLog(n_teams=2, state_dir=tmp_path)
+    lists = np.tile(np.arange(20, dtype=np.int32), (n, 1))
+    _day(log, truth, {0: lists, 1: lists}, t=DAY0 + 3 * 3600)  # before the outage (2 h window)
+    _day(log, truth, {0: lists, 1: lists}, status=0, t=DAY0 + 5 * 3600)
+    log.flush(DAY0 + 86400)
+    Scoreboard(tmp_path).add("2026-03-20", score_day(log.day("2026-03-20"), truth, History.empty(), 2))
+    assert main(["course", "score", "--state", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "scores of 2026-03-20" and out.splitlines()[1].split()[:3] == ["team", "requests",
+                                                                                               "availability"]
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(json.dumps({"kind": "outage", "start": DAY0 + 4 * 3600, "end": DAY0 + 6 * 3600}) + "\n")
+    assert main(["course", "score", "--state", str(tmp_path), "--team", "1", "--manifest", str(manifest)]) == 0
+    out = capsys.readouterr().out
+    assert "team 1, day by day" in out and "conversion_gender on 2026-03-20" in out
+    event = out.splitlines()[-1].split()
+    assert event[:3] == ["outage", "2026-03-20T04:00", "2026-03-20T06:00"]
+    assert event[3:] == ["1.000", "0.000", "-", "1.000", "0.000", "-"]  # conversion, availability: before/during/after
+    assert main(["course", "score", "--state", str(tmp_path), "--team", "5"]) == 2
+    assert "team 5: no scores" in capsys.readouterr().err

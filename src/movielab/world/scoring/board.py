@@ -263,3 +263,36 @@ class DailyScorer:
             self.log.flush(math.inf)  # the world has stopped: its unfinished day is written as it stands
             self.score(day_of(self._day), truth)
         self._pool.shutdown()
+
+
+def report(state_dir: str | Path, team: int | None = None, day: str | None = None,
+           manifest: str | Path | None = None) -> str:  # fmt: skip
+    """The text `movielab course score` prints: the scoreboard of a day, or one team in detail.
+
+    One team: its figures day by day, its fairness groups on `day` (default: the newest), and with a
+    `manifest`, its conversion and availability before/during/after each injected event (from the session log).
+    """
+    board = Scoreboard(state_dir)
+    if not board.days:
+        raise ScoringError(f"no scores under {Path(state_dir) / 'scores'}: has the world scored a day yet?")
+    if team is None:
+        return board.table(day)
+    rows = board.team(team)
+    if day is not None and day not in board.days:
+        raise ScoringError(f"day {day}: no scores (scored days: {', '.join(sorted(board.days))})")
+    parts = [f"team {team}, day by day", format_table(rows, [c for c in COLUMNS if c != "team"])]
+    chosen = next(r for r in rows if r["day"] == (day or rows[-1]["day"]))
+    for name, groups in chosen.get("fairness", {}).items():
+        shown = ", ".join(f"{g} {v:.3f}" for g, v in groups.items() if v is not None)
+        parts.append(f"{name} on {chosen['day']}: {shown or '-'}")
+    if manifest is not None:
+        from movielab.world.sessionlog import read_days
+
+        effects = event_effects(read_days(state_dir), team, read_manifest(manifest))
+        for e in effects:
+            e["start"], e["end"] = (dt.datetime.fromtimestamp(e[k], dt.UTC).strftime("%Y-%m-%dT%H:%M") for k in
+                                    ("start", "end"))  # fmt: skip
+        cols = ["kind", "start", "end"] + [f"{m}_{w}" for m in ("conversion", "availability")
+                                           for w in ("before", "during", "after")]  # fmt: skip
+        parts += [f"injected events ({manifest})", format_table(effects, cols) if effects else "no events"]
+    return "\n".join(parts)
