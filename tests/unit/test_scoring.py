@@ -44,14 +44,14 @@ def test_regret_is_zero_for_the_oracle_list_and_positive_otherwise() -> None:
     seen = np.zeros((3, 100), np.bool_)
     seen[0, np.argmax(scores[0])] = True  # the best movie is seen: the oracle skips it
     oracle = np.argsort(-np.where(seen, -np.inf, scores), axis=1)[:, :20]
-    assert list_regret(scores, seen, oracle) == pytest.approx(np.zeros(3))
+    assert list_regret(scores.copy(), np.nonzero(seen), oracle) == pytest.approx(np.zeros(3))
     shuffled = oracle[:, ::-1]  # order does not matter, only the set
-    assert list_regret(scores, seen, shuffled) == pytest.approx(np.zeros(3))
+    assert list_regret(scores.copy(), np.nonzero(seen), shuffled) == pytest.approx(np.zeros(3))
     worst = np.argsort(scores, axis=1)[:, :20]
-    assert (list_regret(scores, seen, worst) > 0.5).all()
+    assert (list_regret(scores.copy(), np.nonzero(seen), worst) > 0.5).all()
     with_seen = oracle.copy()
     with_seen[0, 0] = int(np.argmax(scores[0]))  # serving a seen movie wastes the slot
-    assert list_regret(scores, seen, with_seen)[0] > 0
+    assert list_regret(scores.copy(), np.nonzero(seen), with_seen)[0] > 0
 
 
 def _truth(n_users: int, n_movies: int, k: int = 4, seed: int = 0) -> Truth:
@@ -231,3 +231,14 @@ def test_course_score_command_prints_the_board_and_one_team(tmp_path, capsys) ->
     assert event[3:] == ["1.000", "0.000", "-", "1.000", "0.000", "-"]  # conversion, availability: before/during/after
     assert main(["course", "score", "--state", str(tmp_path), "--team", "5"]) == 2
     assert "team 5: no scores" in capsys.readouterr().err
+
+
+def test_regret_counts_a_repeated_id_once() -> None:
+    scores = np.arange(100, dtype=np.float64)[None, :]
+    seen = np.zeros((1, 100), np.bool_)
+    oracle = np.arange(80, 100)[None, :]
+    repeated = oracle.copy()
+    repeated[0, 1] = repeated[0, 0]  # 80 twice, 81 missing
+    typical = scores.mean()  # 49.5 < the 20th best (80)
+    assert list_regret(scores.copy(), np.nonzero(seen), repeated)[0] == pytest.approx((81 - typical) / 20)
+    assert list_regret(scores.copy(), np.nonzero(seen), np.full((1, 20), -1))[0] == pytest.approx(89.5 - typical)

@@ -112,6 +112,7 @@ class SessionLog:
         self._next_sid = 0
         self._last: dict[str, np.ndarray] | None = None  # the batch `picks` fills
         self._open = np.full(0, -1, np.int64)  # row → sid of its viewing in progress
+        self._names: dict[int, str] = {}  # day number → YYYY-MM-DD
 
     # --- appended by the engine -----------------------------------------------------------
     def requests(self, times: np.ndarray, rows: np.ndarray, status: np.ndarray, ms: np.ndarray,
@@ -185,14 +186,17 @@ class SessionLog:
         self._append(self._ends, batch, batch["end_time"])
 
     def _append(self, store: dict[str, list], batch: dict[str, np.ndarray], times: np.ndarray) -> None:
-        days = np.floor(times / DAY).astype(np.int64)
-        for d in np.unique(days).tolist():
-            name = day_of(d * DAY)
+        first, last = int(times.min() // DAY), int(times.max() // DAY)
+        days = np.floor(times / DAY).astype(np.int64) if first != last else None  # a tick lies within one day
+        for d in range(first, last + 1):
+            name = self._names.get(d) or self._names.setdefault(d, day_of(d * DAY))
             if name in self._flushed:
                 logger.warning("session log: a record of %s arrived after the day was flushed; kept in memory", name)
                 self._flushed.discard(name)
-            sel = days == d
-            store.setdefault(name, []).append(batch if sel.all() else {k: v[sel] for k, v in batch.items()})
+            if days is None:
+                store.setdefault(name, []).append(batch)
+            elif (sel := days == d).any():
+                store.setdefault(name, []).append({k: v[sel] for k, v in batch.items()})
 
     # --- reading and writing -----------------------------------------------------------------
     def day(self, day: str) -> DayLog:

@@ -223,7 +223,7 @@ def _regret(day: DayLog, truth: Truth, history: History, T: int, p: ScoreParams,
     order = np.lexsort((picks.time, picks.row))
     h_row, h_movie, h_time = picks.row[order], picks.movie[order], picks.time[order]
     means, by_team = np.full(T, np.nan), []
-    q, b = truth.item_factors, truth.item_bias.astype(np.float64)
+    q, b = np.asarray(truth.item_factors, np.float32), np.asarray(truth.item_bias, np.float32)
     for t in range(T):
         cand = np.flatnonzero((team == t) & s["ok"])
         if len(cand) > p.sample:
@@ -232,14 +232,14 @@ def _regret(day: DayLog, truth: Truth, history: History, T: int, p: ScoreParams,
         for lo in range(0, len(cand), 1024):
             idx = cand[lo : lo + 1024]
             rows = s["row"][idx]
-            scores = truth.mu + truth.user_bias[rows, None] + b[None, :] + truth.taste_start[rows] @ q.T
-            seen = np.zeros(scores.shape, np.bool_)
+            scores = np.asarray(truth.taste_start[rows], np.float32) @ q.T  # μ + b_u cancel in a regret
+            scores += b[None, :]
             start, stop = np.searchsorted(h_row, rows, "left"), np.searchsorted(h_row, rows, "right")
             lens = stop - start
             which = np.repeat(np.arange(len(idx)), lens)
             at = np.repeat(start, lens) + np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
             before = h_time[at] < s["time"][idx][which]
-            seen[which[before], h_movie[at][before]] = True
+            seen = (which[before], h_movie[at][before])
             regrets[lo : lo + len(idx)] = list_regret(scores, seen, s["served"][idx])
         if len(cand):
             means[t] = regrets.mean()

@@ -60,31 +60,48 @@ def jaccard_pairs(indptr: np.ndarray, items: np.ndarray, a: np.ndarray, b: np.nd
         return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
 
 
-def list_regret(scores: np.ndarray, seen: np.ndarray, served: np.ndarray, k: int = 20) -> np.ndarray:
-    """Regret@k of served lists against each user's true top-k unseen movies (stars; ≥ 0 for catalogs ≥ 2k).
+def list_regret(scores: np.ndarray, seen: tuple[np.ndarray, np.ndarray], served: np.ndarray, k: int = 20) -> np.ndarray:
+    """Regret@k of served lists against each user's true top-k unseen movies (stars; ≥ 0).
 
-    scores (s, m): true scores of every movie for each session's user; seen (s, m) bool: movies the user
-    already started; served (s, ≤k) catalog rows, -1 padded. regret = mean of the k best unseen scores −
-    mean over the k served slots, where an empty slot or an already-seen movie is worth the user's median
-    unseen score (a movie one finds alone). A session serving exactly its oracle set has regret 0.
+    scores (s, m): true scores of every movie for each session's user (a per-user constant such as μ + b_u
+    may be left out: it cancels), overwritten here; seen (session index, movie row) arrays: movies each user already
+    started (pairs may repeat); served (s, ≤k) catalog
+    rows, -1 padded. regret = mean of the k best unseen scores − mean over the k served slots, where an empty
+    slot or an already-seen movie is worth a typical unseen movie (the mean unseen score, capped at the k-th
+    best: a movie one finds alone). A session serving exactly its oracle set has regret 0.
     """
-    scores = np.where(seen, -np.inf, np.asarray(scores, np.float64))
-    n_unseen = (~seen).sum(axis=1)
-    if (n_unseen < 2 * k).any():
-        raise ScoringError(f"regret@{k} needs at least {2 * k} unseen movies per session")
-    top = -np.partition(-scores, k - 1, axis=1)[:, :k]
+    if scores.dtype not in (np.float32, np.float64):
+        scores = scores.astype(np.float64)
+    si, sj = (np.asarray(a, np.int64) for a in seen)
+    if len(si):  # each (session, movie) once
+        key = np.unique(si * scores.shape[1] + sj)
+        si, sj = key // scores.shape[1], key % scores.shape[1]
+    n_unseen = scores.shape[1] - np.bincount(si, minlength=len(scores))
+    if (n_unseen < k).any():
+        raise ScoringError(f"regret@{k} needs at least {k} unseen movies per session")
+    seen_sum = np.bincount(si, weights=scores[si, sj], minlength=len(scores))
+    mean_unseen = (scores.sum(axis=1, dtype=np.float64) - seen_sum) / n_unseen
+    scores[si, sj] = -np.inf
+    top = np.partition(scores, scores.shape[1] - k, axis=1)[:, -k:].astype(np.float64)
     oracle = top.mean(axis=1)
-    filled = np.where(np.isinf(scores), np.nan, scores)
-    median = np.nanmedian(filled, axis=1)
+    typical = np.minimum(mean_unseen, top.min(axis=1))
     served = np.asarray(served, np.int64)
     if served.shape[1] < k:
         served = np.hstack([served, np.full((len(served), k - served.shape[1]), -1)])
     served = served[:, :k]
-    rows = np.arange(len(served))[:, None]
-    got = scores[rows, np.maximum(served, 0)]
+    got = scores[np.arange(len(served))[:, None], np.maximum(served, 0)].astype(np.float64)
     useful = (served >= 0) & np.isfinite(got)
-    value = np.where(useful, got, median[:, None]).mean(axis=1)
-    return oracle - value
+    # Repeated ids in one list count once: a slot repeating an earlier one is empty.
+    srt = np.sort(served, axis=1)
+    dup_sorted = np.zeros(served.shape, np.bool_)
+    dup_sorted[:, 1:] = srt[:, 1:] == srt[:, :-1]
+    n_dup = (dup_sorted & (srt >= 0)).sum(axis=1)
+    value = np.where(useful, got, typical[:, None]).sum(axis=1)
+    if n_dup.any():  # rare: subtract each repeat's score, add a typical movie instead
+        rep = np.where(dup_sorted & (srt >= 0), scores[np.arange(len(srt))[:, None], np.maximum(srt, 0)], 0.0)
+        rep = np.where(np.isfinite(rep), rep, typical[:, None])
+        value += n_dup * typical - rep.sum(axis=1)
+    return oracle - value / k
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
