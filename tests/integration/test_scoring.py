@@ -88,6 +88,8 @@ def test_oracle_team_scores_better_than_random_from_the_hidden_truth(universe, t
     assert oracle_row["true_rating"] > random_row["true_rating"]
     assert random_row["coverage"] > oracle_row["coverage"] * 0.5  # random spreads over the catalog
     assert (tmp_path / "scores.csv").read_text().count("\n") == 3  # header + one row per team
+    for hidden in (tmp_path / "scores.csv", tmp_path / "scores" / f"{day.day}.json", tmp_path / "sessions"):
+        assert hidden.stat().st_mode & 0o077 == 0, hidden  # instructor-only files: nobody else reads them
 
 
 def test_scores_and_manifest_are_hidden_from_teams(universe, tmp_path) -> None:

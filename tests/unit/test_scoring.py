@@ -242,3 +242,26 @@ def test_regret_counts_a_repeated_id_once() -> None:
     typical = scores.mean()  # 49.5 < the 20th best (80)
     assert list_regret(scores.copy(), np.nonzero(seen), repeated)[0] == pytest.approx((81 - typical) / 20)
     assert list_regret(scores.copy(), np.nonzero(seen), np.full((1, 20), -1))[0] == pytest.approx(89.5 - typical)
+
+
+def test_daily_scorer_scores_each_midnight_off_the_loop(universe, tmp_path) -> None:
+    from movielab.world.bootstrap import build_world
+    from movielab.world.config import WorldConfig
+    from movielab.world.recs import FixedService
+    from movielab.world.scoring.board import DailyScorer
+
+    log = SessionLog(n_teams=1, state_dir=tmp_path)
+    world, _ = build_world(WorldConfig(users=600, allow_download=False, arrivals_per_day=0.05), universe=universe,
+                           service=FixedService(np.arange(20), universe.catalog.slug), sessionlog=log)  # fmt: skip
+    board = Scoreboard(tmp_path)
+    scorer = DailyScorer(log, board, universe.catalog)
+    world.run(until=DAY0 + 1.5 * 86400, on_tick=scorer.on_tick)
+    scorer.close(world)
+    assert sorted(board.days) == ["2026-03-20", "2026-03-21"]
+    assert [p.name for p in sorted((tmp_path / "sessions").iterdir())] == ["2026-03-20.npz", "2026-03-21.npz"]
+    days = read_days(tmp_path)
+    assert sum(len(d) for d in days) == world.stats.sessions  # every request recorded once, across midnight
+    assert sum(d.sessions["picked"].sum() for d in days) == world.stats.viewings
+    first = board.days["2026-03-20"][0]
+    assert first["requests"] == len(days[0]) and first["coverage"] == pytest.approx(20 / len(universe.catalog.slug))
+    assert 0 < first["taste_drift"] and first["conversion"] > 0

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +115,7 @@ class SessionLog:
         self._last: dict[str, np.ndarray] | None = None  # the batch `picks` fills
         self._open = np.full(0, -1, np.int64)  # row → sid of its viewing in progress
         self._names: dict[int, str] = {}  # day number → YYYY-MM-DD
+        self._io = threading.Lock()  # day files: the scoring thread writes, `day` reads
 
     # --- appended by the engine -----------------------------------------------------------
     def requests(self, times: np.ndarray, rows: np.ndarray, status: np.ndarray, ms: np.ndarray,
@@ -191,7 +194,8 @@ class SessionLog:
         for d in range(first, last + 1):
             name = self._names.get(d) or self._names.setdefault(d, day_of(d * DAY))
             if name in self._flushed:
-                logger.warning("session log: a record of %s arrived after the day was flushed; kept in memory", name)
+                logger.warning("session log: a record of %s arrived after the day was taken; kept for the next flush",
+                               name)  # fmt: skip
                 self._flushed.discard(name)
             if days is None:
                 store.setdefault(name, []).append(batch)
@@ -203,8 +207,9 @@ class SessionLog:
         """The records of `day` (`YYYY-MM-DD`): from its file if flushed, plus what is still in memory."""
         self._commit()
         parts = []
-        if self.dir is not None and (self.dir / f"{day}.npz").exists():
-            parts.append(read_day(self.dir / f"{day}.npz"))
+        with self._io:
+            if self.dir is not None and (self.dir / f"{day}.npz").exists():
+                parts.append(read_day(self.dir / f"{day}.npz"))
         parts.append(DayLog(day, _concat(self._sessions.get(day, []), SESSION_COLUMNS),
                             _concat(self._ends.get(day, []), END_COLUMNS)))  # fmt: skip
         return DayLog.concat(day, parts)
@@ -215,29 +220,40 @@ class SessionLog:
         on_disk = {m.group(1) for p in self.dir.glob("*.npz") if (m := _DAY_FILE.fullmatch(p.name))} if self.dir else set()
         return sorted(on_disk | set(self._sessions) | set(self._ends))
 
+    def take(self, day: str) -> DayLog:
+        """Remove `day`'s records from memory and return them (call from the engine's thread; then `write` anywhere)."""
+        self._commit()
+        log = DayLog(day, _concat(self._sessions.pop(day, []), SESSION_COLUMNS),
+                     _concat(self._ends.pop(day, []), END_COLUMNS))  # fmt: skip
+        self._flushed.add(day)
+        return log
+
+    def write(self, log: DayLog) -> Path | None:
+        """Write a taken day to `<state>/sessions/<day>.npz` (merged with the file if there is one; dir 0700, file
+        0600: hidden truth). Touches no buffer, so a scoring thread may call it. None without a state dir."""
+        if self.dir is None:
+            return None
+        with self._io:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = self.dir / f"{log.day}.npz"
+            if path.exists():
+                log = DayLog.concat(log.day, [read_day(path), log])
+            tmp = path.with_suffix(".tmp.npz")
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                np.savez(f, **log.sessions, **log.ends)
+            tmp.replace(path)
+        return path
+
     def flush(self, before: float) -> list[Path]:
-        """Write every day that ends at or before unix time `before` to `<state>/sessions/<day>.npz`.
+        """Write every day that ends at or before unix time `before` (`math.inf`: every day) and drop it from memory.
 
         A day already on disk is merged with its new records. Without a state dir, nothing is written.
         """
         self._commit()
         if self.dir is None:
             return []
-        self.dir.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name in sorted(set(self._sessions) | set(self._ends)):
-            if day_start(name) + DAY > before:
-                continue
-            log = self.day(name)
-            path = self.dir / f"{name}.npz"
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, **log.sessions, **log.ends)
-            tmp.replace(path)
-            self._sessions.pop(name, None)
-            self._ends.pop(name, None)
-            self._flushed.add(name)
-            written.append(path)
-        return written
+        names = [d for d in sorted(set(self._sessions) | set(self._ends)) if day_start(d) + DAY <= before]
+        return [self.write(self.take(name)) for name in names]
 
 
 def read_day(path: str | Path) -> DayLog:

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import math
+import os
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,6 +48,11 @@ def _clean(v):
     return v
 
 
+def _private(path: Path):
+    """A text file opened for writing with mode 0600 (scores are hidden truth)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", newline="")
+
+
 class Scoreboard:
     """Every team's scores per day, in memory and (with `state_dir`) under `<state_dir>/scores/`."""
 
@@ -72,9 +78,10 @@ class Scoreboard:
             if self.dir is None:
                 return
             folder = self.dir / "scores"
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{day}.json").write_text(json.dumps(rows, indent=1))
-            with (self.dir / "scores.csv").open("w", newline="") as f:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with _private(folder / f"{day}.json") as f:
+                f.write(json.dumps(rows, indent=1))
+            with _private(self.dir / "scores.csv") as f:
                 w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
                 w.writeheader()
                 for d in sorted(self.days):
@@ -241,13 +248,13 @@ class DailyScorer:
             return
         truth = Truth.from_world(world, self.catalog, self._taste_start)
         self._taste_start = truth.taste_end
-        finished, self._day = day_of(self._day), today
-        self.log.flush(today)
+        finished, self._day = self.log.take(day_of(self._day)), today
         self._pending.append(self._pool.submit(self.score, finished, truth))
 
-    def score(self, day: str, truth: Truth) -> list[dict]:
-        """Score one day now (the background thread's work; also callable directly) and add it to the board."""
-        log = self.log.day(day)
+    def score(self, log: DayLog, truth: Truth) -> list[dict]:
+        """Write and score one taken day (the background thread's work; also callable directly); add it to the board."""
+        self.log.write(log)
+        day = log.day
         rows = score_day(log, truth, self.history, self.log.n_teams, self.params)
         self.history = self.history.extended(log)
         self.board.add(day, rows)
@@ -260,8 +267,8 @@ class DailyScorer:
             f.result()
         if world is not None and self._day is not None:
             truth = Truth.from_world(world, self.catalog, self._taste_start)
-            self.log.flush(math.inf)  # the world has stopped: its unfinished day is written as it stands
-            self.score(day_of(self._day), truth)
+            self.score(self.log.take(day_of(self._day)), truth)  # the world has stopped: its day as it stands
+            self.log.flush(math.inf)  # records that came late for a day already taken
         self._pool.shutdown()
 
 
