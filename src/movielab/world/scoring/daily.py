@@ -44,7 +44,15 @@ import numpy as np
 
 from movielab.world.data.types import GENDERS, OCCUPATIONS
 from movielab.world.scoring.errors import ScoringError
-from movielab.world.scoring.metrics import cosine, csr_sets, gini, group_gap, jaccard_pairs, list_regret
+from movielab.world.scoring.metrics import (
+    cosine,
+    csr_sets,
+    gini,
+    group_gap,
+    jaccard_pairs,
+    list_regret,
+    sorted_unique,
+)
 from movielab.world.sessionlog import MAX_RECS, DayLog
 from movielab.world.truth import AGE_BUCKETS, age_bucket
 
@@ -175,9 +183,12 @@ def score_day(day: DayLog, truth: Truth, history: History, n_teams: int, params:
     pct[np.argsort(truth.popularity, kind="stable")] = (np.arange(m) + 1) / m
     pop_bias = np.where(exposure.sum(1) > 0, (exposure * pct[None, :]).sum(1) / np.maximum(exposure.sum(1), 1), np.nan)
     rng = np.random.default_rng([p.seed, int(day.day.replace("-", ""))])
-    regret, regret_rows = _regret(day, truth, history, T, p, rng)
+    picks = history.extended(day)
+    order = np.argsort(picks.row, kind="stable")
+    picks = History(picks.row[order], picks.movie[order], picks.time[order])
+    regret, regret_rows = _regret(day, truth, picks, T, p, rng)
     pull, drift = _feedback(day, truth, T, p, rng)
-    homog = _homogenization(history.extended(day), n_users, T, p, rng)
+    homog = _homogenization(picks, n_users, T, p, rng)
     groups = {"age": age_bucket(truth.age), "gender": np.asarray(truth.gender, np.int64),
               "occupation": np.asarray(truth.occupation, np.int64)}  # fmt: skip
     names = {"age": AGE_GROUPS, "gender": GENDERS, "occupation": OCCUPATIONS}
@@ -215,13 +226,14 @@ def score_day(day: DayLog, truth: Truth, history: History, n_teams: int, params:
     return out
 
 
-def _regret(day: DayLog, truth: Truth, history: History, T: int, p: ScoreParams, rng: np.random.Generator):
-    """Mean oracle regret per team over a sample of answered sessions, and (regrets, user rows) per team."""
+def _regret(day: DayLog, truth: Truth, picks: History, T: int, p: ScoreParams, rng: np.random.Generator):
+    """Mean oracle regret per team over a sample of answered sessions, and (regrets, user rows) per team.
+
+    `picks` (the history and the day's picks) is sorted by user row.
+    """
     s = day.sessions
     team = s["team"].astype(np.int64)
-    picks = history.extended(day)
-    order = np.lexsort((picks.time, picks.row))
-    h_row, h_movie, h_time = picks.row[order], picks.movie[order], picks.time[order]
+    h_row, h_movie, h_time = picks.row, picks.movie, picks.time
     means, by_team = np.full(T, np.nan), []
     q, b = np.asarray(truth.item_factors, np.float32), np.asarray(truth.item_bias, np.float32)
     for t in range(T):
@@ -278,19 +290,31 @@ def _feedback(day: DayLog, truth: Truth, T: int, p: ScoreParams, rng: np.random.
 
 
 def _homogenization(picks: History, n_users: int, T: int, p: ScoreParams, rng: np.random.Generator) -> np.ndarray:
-    """Mean Jaccard similarity of consumption sets over random pairs of each team's users with a pick."""
+    """Mean Jaccard similarity of consumption sets over random pairs of each team's users with a pick.
+
+    `picks` is sorted by user row. Only the sampled users' sets are built.
+    """
     out = np.full(T, np.nan)
     if len(picks.row) == 0:
         return out
-    indptr, items = csr_sets(picks.row, picks.movie, n_users)
-    has = np.flatnonzero(np.diff(indptr) > 0)
+    counts = np.bincount(picks.row, minlength=n_users)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    has = np.flatnonzero(counts)
+    pairs = []
     for t in range(T):
         users = has[has % T == t]
-        if len(users) < 2:
-            continue
-        a = rng.choice(users, p.pairs)
-        b = rng.choice(users, p.pairs)
-        keep = a != b
-        if keep.any():
-            out[t] = float(np.nanmean(jaccard_pairs(indptr, items, a[keep], b[keep])))
+        if len(users) >= 2:
+            a, b = rng.choice(users, p.pairs), rng.choice(users, p.pairs)
+            pairs.append((t, a[a != b], b[a != b]))
+    if not pairs:
+        return out
+    sampled = sorted_unique(np.concatenate([np.concatenate([a, b]) for _, a, b in pairs]))
+    lens = counts[sampled]
+    local = np.repeat(np.arange(len(sampled)), lens)
+    at = np.repeat(indptr[sampled], lens) + np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+    s_indptr, s_items = csr_sets(local, picks.movie[at], len(sampled))
+    for t, a, b in pairs:
+        if len(a):
+            sim = jaccard_pairs(s_indptr, s_items, np.searchsorted(sampled, a), np.searchsorted(sampled, b))
+            out[t] = float(np.nanmean(sim))
     return out
