@@ -1,13 +1,15 @@
 """Scoring a live world from the hidden truth, and the scores staying hidden from teams.
 
 Two real team services over HTTP on loopback (the oracle, reading the world's hidden state, and the
-random placeholder) are called by a small world that records its session log; the day is then scored.
+random placeholder) are called by a small live world (embedded broker, topics, API) that records its
+session log; the day is then scored, and the course's checks read from the topics agree with the log.
 The score routes run behind the instructor token; the world's public API does not serve them.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import httpx
 import numpy as np
@@ -18,16 +20,17 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from movielab.auth import RequireToken, ensure_tokens
+from movielab.kafka.consumer import read_topic
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app
-from movielab.world.bootstrap import build_world, run_until
-from movielab.world.client import HttpRecommender, Team
+from movielab.world.bootstrap import build_world
 from movielab.world.config import WorldConfig
+from movielab.world.live import run_live
 from movielab.world.recs import OracleService, RandomService
 from movielab.world.scoring.board import DailyScorer, Scoreboard
+from movielab.world.scoring.coursechecks import course_checks
 from movielab.world.scoring_routes import score_routes
 from movielab.world.sessionlog import SessionLog, read_days
-from movielab.world.sinks import NullSink
 
 pytestmark = pytest.mark.integration
 
@@ -62,18 +65,25 @@ def test_oracle_team_scores_better_than_random_from_the_hidden_truth(universe, t
         return random_service.recommend(np.array([user]), np.zeros(1)).result[0].split(", ")
 
     servers = [ServerThread(_team_app(oracle)).start(), ServerThread(_team_app(rand)).start()]
+    log = SessionLog(n_teams=2, state_dir=tmp_path)
+    board = Scoreboard(tmp_path)
+    got: dict[str, object] = {}
+
+    def on_ready(live) -> None:
+        late.world = live.world
+        got["scorer"] = DailyScorer(log, board, live.universe.catalog)
+
+    def after(live, stats) -> None:
+        got["scorer"].close(live.world)
+        got["topics"] = {t: [v.decode() for _, v, _, _ in read_topic(live.bootstrap, t, group_id=f"score-{t}")]
+                         for t in live.topics}  # fmt: skip
+
     try:
-        teams = [Team.parse(i + 1, s.url) for i, s in enumerate(servers)]
-        config = WorldConfig(users=3000, days=0.5, allow_download=False, arrivals_per_day=0, pacing="together")
-        log = SessionLog(n_teams=2, state_dir=tmp_path)
-        board = Scoreboard(tmp_path)
-        with HttpRecommender(teams, {s: i for i, s in enumerate(slugs)}) as client:
-            world, _ = build_world(config, universe=universe, service=client, sink=NullSink(), journal=[],
-                                   sessionlog=log)  # fmt: skip
-            late.world = world
-            scorer = DailyScorer(log, board, universe.catalog)
-            world.run(until=run_until(config), on_tick=scorer.on_tick)
-            scorer.close(world)
+        config = WorldConfig(users=3000, days=0.5, allow_download=False, arrivals_per_day=0, pacing="together",
+                             teams=[s.url for s in servers], api_port=0, partitions=1)  # fmt: skip
+        _, live = run_live(config, universe=universe, journal=[], sessionlog=log, on_ready=on_ready, after=after,
+                           on_tick=lambda w: got["scorer"].on_tick(w))  # fmt: skip
+        world = live.world
     finally:
         for s in servers:
             s.stop()
@@ -88,6 +98,15 @@ def test_oracle_team_scores_better_than_random_from_the_hidden_truth(universe, t
     assert oracle_row["true_rating"] > random_row["true_rating"]
     assert random_row["coverage"] > oracle_row["coverage"] * 0.5  # random spreads over the catalog
     assert (tmp_path / "scores.csv").read_text().count("\n") == 3  # header + one row per team
+    # The course's checks, from each team's Kafka topic alone, agree with the hidden log.
+    end = datetime.fromtimestamp(day.sessions["time"].max() + 1, UTC).replace(tzinfo=None)
+    for team, topic in enumerate(("movielog1", "movielog2")):
+        mine = day.sessions["team"] == team
+        checks = course_checks(got["topics"][topic], end)
+        assert checks["unparsable"] == 0 and checks["recommendation_lines"] == mine.sum()
+        assert checks["answered_24h"] == day.sessions["ok"][mine].sum()
+        assert checks["availability"] == pytest.approx(day.sessions["ok"][mine].mean())
+    assert course_checks(got["topics"]["movielog2"], end)["personalized_share"] > 0.95  # random lists differ
     for hidden in (tmp_path / "scores.csv", tmp_path / "scores" / f"{day.day}.json", tmp_path / "sessions"):
         assert hidden.stat().st_mode & 0o077 == 0, hidden  # instructor-only files: nobody else reads them
 

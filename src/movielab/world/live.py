@@ -25,6 +25,7 @@ from movielab.world.client import HttpRecommender, Team
 from movielab.world.config import WorldConfig
 from movielab.world.engine import Stats, World
 from movielab.world.service import run_world
+from movielab.world.sessionlog import SessionLog
 from movielab.world.sinks import ConfirmedFileSink, EventSink, TeamRouter, TeeSink
 
 logger = logging.getLogger(__name__)
@@ -53,12 +54,15 @@ def run_live(
     journal: list[tuple] | None = None,
     on_tick: Callable[[World], None] | None = None,
     out: str | Path | None = None,
+    sessionlog: SessionLog | None = None,
 ) -> tuple[Stats, LiveWorld]:
     """Start (or join) Kafka, create the team topics, serve the API and run the world until done.
 
     `on_ready` runs once everything is up, before the first tick; `after` runs once the world
     has stopped and flushed, while the broker and the API still run (to read the topics back).
     `out` names a file that gets every line once Kafka confirmed it (`ConfirmedFileSink`).
+    `sessionlog` records every session for scoring (`world.scoring.board.DailyScorer`: build it in `on_ready`
+    from `live.universe.catalog`, pass its `on_tick`, and `close(live.world)` it in `after`).
     """
     teams = [Team.parse(i, url) for i, url in enumerate(config.teams, start=1)]
     broker = None
@@ -82,7 +86,8 @@ def run_live(
             sink = TeeSink(sink, extra_sink)
         universe = universe or build_universe(config)
         client = HttpRecommender(teams, {s: i for i, s in enumerate(universe.catalog.slug)}, config.timeout_ms)
-        world, universe = build_world(config, universe=universe, service=client, sink=sink, journal=journal)
+        world, universe = build_world(config, universe=universe, service=client, sink=sink, journal=journal,
+                                      sessionlog=sessionlog)  # fmt: skip
         # The API's /metrics says how many lines each topic got: consumers' lag is measured against it.
         registry = CollectorRegistry()
         registry.register(ProducedLinesCollector(kafka_sinks))
