@@ -258,6 +258,9 @@ def test_daily_scorer_scores_each_midnight_off_the_loop(universe, tmp_path) -> N
     world.run(until=DAY0 + 1.5 * 86400, on_tick=scorer.on_tick)
     scorer.close(world)
     assert sorted(board.days) == ["2026-03-20", "2026-03-21"]
+    one, two = board.days["2026-03-20"][0], board.days["2026-03-21"][0]
+    assert one["homogenization_change"] is None
+    assert two["homogenization_change"] == pytest.approx(two["homogenization"] - one["homogenization"])
     assert [p.name for p in sorted((tmp_path / "sessions").iterdir())] == ["2026-03-20.npz", "2026-03-21.npz"]
     days = read_days(tmp_path)
     assert sum(len(d) for d in days) == world.stats.sessions  # every request recorded once, across midnight

@@ -32,9 +32,9 @@ logger = logging.getLogger(__name__)
 #: The scoreboard's columns (CSV order); the JSON adds `fairness` (per-group values).
 COLUMNS = ("day", "team", "requests", "availability", "latency_p50", "latency_p95", "latency_p99", "conversion",
            "completion", "watch_minutes", "true_rating", "regret", "coverage", "popularity_bias", "exposure_gini",
-           "homogenization", "profit", "profit_per_1k", "feedback_pull", "taste_drift", "conversion_gap_age",
-           "conversion_gap_gender", "conversion_gap_occupation", "regret_gap_age", "regret_gap_gender",
-           "regret_gap_occupation")  # fmt: skip
+           "homogenization", "homogenization_change", "profit", "profit_per_1k", "feedback_pull", "taste_drift",
+           "conversion_gap_age", "conversion_gap_gender", "conversion_gap_occupation", "regret_gap_age",
+           "regret_gap_gender", "regret_gap_occupation")  # fmt: skip
 TABLE = ("team", "requests", "availability", "latency_p95", "conversion", "completion", "true_rating", "regret",
          "coverage", "exposure_gini", "homogenization", "profit", "feedback_pull")  # fmt: skip
 
@@ -74,6 +74,11 @@ class Scoreboard:
         """Keep (and write, with a state dir) one day's scores: `scores/<day>.json` and the rows of `scores.csv`."""
         rows = [_clean(dict(r)) for r in rows]
         with self._lock:
+            before = [d for d in sorted(self.days) if d < day]
+            prev = {r["team"]: r for r in self.days[before[-1]]} if before else {}
+            for r in rows:  # the homogenization trend: today's value minus the previous scored day's
+                h, h0 = r.get("homogenization"), prev.get(r["team"], {}).get("homogenization")
+                r["homogenization_change"] = h - h0 if h is not None and h0 is not None else None
             self.days[day] = rows
             if self.dir is None:
                 return
