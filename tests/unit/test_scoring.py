@@ -268,3 +268,24 @@ def test_daily_scorer_scores_each_midnight_off_the_loop(universe, tmp_path) -> N
     first = board.days["2026-03-20"][0]
     assert first["requests"] == len(days[0]) and first["coverage"] == pytest.approx(20 / len(universe.catalog.slug))
     assert 0 < first["taste_drift"] and first["conversion"] > 0
+
+
+def test_session_log_checkpoint_state_and_replay_without_doubles(tmp_path) -> None:
+    truth = _truth(10, 100)
+    lists = {0: np.tile(np.arange(20, dtype=np.int32), (10, 1))}
+    log = SessionLog(n_teams=1, state_dir=tmp_path)
+    _day(log, truth, lists, t=DAY0 + 60)
+    state = log.state()  # buffered records are on disk now
+    assert int(state["next_sid"][0]) == 10 and len(read_days(tmp_path)[0]) == 10
+    _day(log, truth, lists, t=DAY0 + 120)  # happens after the checkpoint, then the world is killed
+    log.flush(np.inf)
+    assert len(read_days(tmp_path)[0]) == 20
+    again = SessionLog(n_teams=1, state_dir=tmp_path)
+    again.restore(state)
+    _day(again, truth, lists, t=DAY0 + 120)  # the same sessions, re-simulated after the restore
+    again.flush(np.inf)
+    (day,) = read_days(tmp_path)
+    assert len(day) == 20 and len(np.unique(day.sessions["sid"])) == 20  # replaced, not doubled
+    assert len(day.ends["end_sid"]) == len(np.unique(day.ends["end_sid"]))
+    with pytest.raises(SessionLogError, match="incomplete"):
+        again.restore({"open": np.zeros(3)})

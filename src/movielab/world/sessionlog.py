@@ -237,12 +237,34 @@ class SessionLog:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             path = self.dir / f"{log.day}.npz"
             if path.exists():
-                log = DayLog.concat(log.day, [read_day(path), log])
+                log = _merge(read_day(path), log)
             tmp = path.with_suffix(".tmp.npz")
             with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
                 np.savez(f, **log.sessions, **log.ends)
             tmp.replace(path)
         return path
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What a checkpoint keeps (arrays): the next session id and each user's viewing in progress.
+
+        The buffered records are written to their day files first (a state dir is needed), so after a restore
+        a re-simulated session replaces its record of the same id instead of doubling it.
+        """
+        self._commit()
+        if self.dir is None:
+            raise SessionLogError("checkpointing a session log needs a state dir for its buffered days")
+        for name in sorted(set(self._sessions) | set(self._ends)):
+            self.write(DayLog(name, _concat(self._sessions.pop(name, []), SESSION_COLUMNS),
+                              _concat(self._ends.pop(name, []), END_COLUMNS)))  # fmt: skip
+        return {"next_sid": np.array([self._next_sid], np.int64), "open": self._open.copy()}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from `state()` of a checkpoint; SessionLogError when it lacks a field."""
+        try:
+            self._next_sid, self._open = int(state["next_sid"][0]), np.asarray(state["open"], np.int64).copy()
+        except (KeyError, IndexError, TypeError) as exc:
+            raise SessionLogError(f"session-log checkpoint state is incomplete: {exc!r}") from None
+        self._sessions, self._ends, self._last = {}, {}, None
 
     def flush(self, before: float) -> list[Path]:
         """Write every day that ends at or before unix time `before` (`math.inf`: every day) and drop it from memory.
@@ -254,6 +276,14 @@ class SessionLog:
             return []
         names = [d for d in sorted(set(self._sessions) | set(self._ends)) if day_start(d) + DAY <= before]
         return [self.write(self.take(name)) for name in names]
+
+
+def _merge(old: DayLog, new: DayLog) -> DayLog:
+    """`old` then `new`, a record of `new` replacing one of `old` with the same session id (replayed after a restore)."""
+    keep_s = ~np.isin(old.sessions["sid"], new.sessions["sid"])
+    keep_e = ~np.isin(old.ends["end_sid"], new.ends["end_sid"])
+    old = DayLog(old.day, {k: v[keep_s] for k, v in old.sessions.items()}, {k: v[keep_e] for k, v in old.ends.items()})
+    return DayLog.concat(new.day, [old, new])
 
 
 def read_day(path: str | Path) -> DayLog:
