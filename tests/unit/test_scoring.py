@@ -289,3 +289,18 @@ def test_session_log_checkpoint_state_and_replay_without_doubles(tmp_path) -> No
     assert len(day.ends["end_sid"]) == len(np.unique(day.ends["end_sid"]))
     with pytest.raises(SessionLogError, match="incomplete"):
         again.restore({"open": np.zeros(3)})
+
+
+def test_daily_scorer_stopping_at_midnight_scores_no_empty_day(universe, tmp_path) -> None:
+    from movielab.world.bootstrap import build_world
+    from movielab.world.config import WorldConfig
+    from movielab.world.recs import FixedService
+    from movielab.world.scoring.board import DailyScorer
+
+    log = SessionLog(n_teams=1, state_dir=tmp_path)
+    world, _ = build_world(WorldConfig(users=300, allow_download=False), universe=universe,
+                           service=FixedService(np.arange(20), universe.catalog.slug), sessionlog=log)  # fmt: skip
+    scorer = DailyScorer(log, Scoreboard(tmp_path), universe.catalog)
+    world.run(until=DAY0 + 86400, on_tick=scorer.on_tick)
+    scorer.close(world)
+    assert sorted(Scoreboard(tmp_path).days) == ["2026-03-20"]

@@ -270,7 +270,7 @@ class DailyScorer:
         """Wait for pending scores; with `world`, also score the unfinished current day as it stands."""
         for f in self._pending:
             f.result()
-        if world is not None and self._day is not None:
+        if world is not None and self._day is not None and world.now > self._day:  # a day begun, not yet scored
             truth = Truth.from_world(world, self.catalog, self._taste_start)
             self.score(self.log.take(day_of(self._day)), truth)  # the world has stopped: its day as it stands
             self.log.flush(math.inf)  # records that came late for a day already taken
