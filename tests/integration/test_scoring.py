@@ -106,6 +106,9 @@ def test_oracle_team_scores_better_than_random_from_the_hidden_truth(universe, t
         assert checks["unparsable"] == 0 and checks["recommendation_lines"] == mine.sum()
         assert checks["answered_24h"] == day.sessions["ok"][mine].sum()
         assert checks["availability"] == pytest.approx(day.sessions["ok"][mine].mean())
+        row = (oracle_row, random_row)[team]
+        assert checks["answered_24h"] == row["answered"]
+        assert checks["personalized_share"] == pytest.approx(row["personalized_share"])
     assert course_checks(got["topics"]["movielog2"], end)["personalized_share"] > 0.95  # random lists differ
     for hidden in (tmp_path / "scores.csv", tmp_path / "scores" / f"{day.day}.json", tmp_path / "sessions"):
         assert hidden.stat().st_mode & 0o077 == 0, hidden  # instructor-only files: nobody else reads them

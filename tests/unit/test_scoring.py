@@ -84,8 +84,12 @@ def test_score_day_on_a_known_log() -> None:
     constant = np.tile(np.arange(20, dtype=np.int32), (n, 1))
     log = SessionLog(n_teams=2)
     _day(log, truth, {0: oracle, 1: constant})
-    rows = score_day(log.day("2026-03-20"), truth, History.empty(), 2, ScoreParams(min_group=5))
+    rows = score_day(log.day("2026-03-20"), truth, History.empty(), 2, ScoreParams(min_group=5),
+                     takedowns=[(0, DAY0), (1, DAY0 + 7200)])  # movie 1 taken down after the requests
     one, two = rows
+    assert one["answered"] == two["answered"] == 30
+    assert one["personalized_share"] == 1.0 and two["personalized_share"] == 0.0  # one list for everyone
+    assert two["takedown_violations"] == 30 and one["takedown_violations"] == int((oracle[::2] == 0).any(1).sum())
     assert (one["team"], one["requests"], two["requests"]) == (1, 30, 30)
     assert one["availability"] == 1.0 and one["latency_p99"] == 5.0
     assert one["conversion"] == 1.0 and two["conversion"] == 0.0

@@ -30,11 +30,11 @@ from movielab.world.sessionlog import DAY, DayLog, SessionLog, day_of, day_start
 logger = logging.getLogger(__name__)
 
 #: The scoreboard's columns (CSV order); the JSON adds `fairness` (per-group values).
-COLUMNS = ("day", "team", "requests", "availability", "latency_p50", "latency_p95", "latency_p99", "conversion",
-           "completion", "watch_minutes", "true_rating", "regret", "coverage", "popularity_bias", "exposure_gini",
-           "homogenization", "homogenization_change", "profit", "profit_per_1k", "feedback_pull", "taste_drift",
-           "conversion_gap_age", "conversion_gap_gender", "conversion_gap_occupation", "regret_gap_age",
-           "regret_gap_gender", "regret_gap_occupation")  # fmt: skip
+COLUMNS = ("day", "team", "requests", "answered", "personalized_share", "takedown_violations", "availability",
+           "latency_p50", "latency_p95", "latency_p99", "conversion", "completion", "watch_minutes", "true_rating",
+           "regret", "coverage", "popularity_bias", "exposure_gini", "homogenization", "homogenization_change",
+           "profit", "profit_per_1k", "feedback_pull", "taste_drift", "conversion_gap_age", "conversion_gap_gender",
+           "conversion_gap_occupation", "regret_gap_age", "regret_gap_gender", "regret_gap_occupation")  # fmt: skip
 TABLE = ("team", "requests", "availability", "latency_p95", "conversion", "completion", "true_rating", "regret",
          "coverage", "exposure_gini", "homogenization", "profit", "feedback_pull")  # fmt: skip
 

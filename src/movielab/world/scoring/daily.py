@@ -24,6 +24,9 @@ they need a user × catalog score matrix. The figures (per team, `TeamDay`):
   (Lucherini, Sun, Winecoff, Narayanan 2021, "T-RECS: A Simulation Tool to Study the Societal Impact of
   Recommender Systems", arXiv:2107.08959) after Chaney, Stewart, Engelhardt 2018. Its change over days is the
   homogenization trend (the scoreboard keeps each day's value).
+- answered, personalized_share, takedown_violations: the course's checks from the hidden log (the same from
+  the stream: `coursechecks`): OK answers that day; the share of them whose list (ids in order) no other user
+  of the team got that day; OK answers listing a taken-down movie at or after its takedown.
 - fairness: conversion and regret per age bucket (ML-1M buckets), gender and occupation; the gap is the largest
   minus the smallest group value over groups with at least `min_group` requests (regret: samples).
 - profit (USD): Σ over recommended picks of revenue_per_minute × minutes watched (ended viewings) − the
@@ -122,11 +125,12 @@ class ScoreParams:
 
 
 def score_day(day: DayLog, truth: Truth, history: History, n_teams: int, params: ScoreParams | None = None,
-              later_ends: DayLog | None = None) -> list[dict]:  # fmt: skip
+              later_ends: DayLog | None = None,
+              takedowns: list[tuple[int, float]] = ()) -> list[dict]:  # fmt: skip
     """Every team's figures for one day (one dict per team, team numbers 1..n_teams; see the module).
 
-    `later_ends` (the next day's log) supplies viewings that ended after midnight. ScoringError if the
-    log names rows or movies the truth does not have.
+    `later_ends` (the next day's log) supplies viewings that ended after midnight; `takedowns` lists
+    (movie row, unix time of its takedown). ScoringError if the log names rows or movies the truth does not have.
     """
     p = params or ScoreParams()
     s = day.sessions
@@ -188,6 +192,11 @@ def score_day(day: DayLog, truth: Truth, history: History, n_teams: int, params:
     picks = History(picks.row[order], picks.movie[order], picks.time[order])
     regret, regret_rows = _regret(day, truth, picks, T, p, rng)
     pull, drift = _feedback(day, truth, T, p, rng)
+    personal = _personalized(s, T)
+    down = np.zeros(T, np.int64)
+    for movie, since in takedowns:
+        hit = ok & (s["time"] >= since) & (served == movie).any(axis=1)
+        down += np.bincount(team[hit], minlength=T)
     homog = _homogenization(picks, n_users, T, p, rng)
     groups = {"age": age_bucket(truth.age), "gender": np.asarray(truth.gender, np.int64),
               "occupation": np.asarray(truth.occupation, np.int64)}  # fmt: skip
@@ -196,7 +205,8 @@ def score_day(day: DayLog, truth: Truth, history: History, n_teams: int, params:
         o = out[t]
         lat = ms_sorted[bounds[t] : bounds[t + 1]]
         q = np.percentile(lat, [50, 95, 99]) if len(lat) else [np.nan] * 3
-        o.update(availability=avail[t], latency_p50=q[0], latency_p95=q[1], latency_p99=q[2], conversion=conversion[t],
+        o.update(answered=int(np.count_nonzero(ok & (team == t))), personalized_share=personal[t],
+                 takedown_violations=int(down[t]), availability=avail[t], latency_p50=q[0], latency_p95=q[1], latency_p99=q[2], conversion=conversion[t],
                  completion=completion[t], watch_minutes=watch[t], true_rating=true_rating[t], regret=regret[t],
                  coverage=float((exposure[t] > 0).mean()), popularity_bias=pop_bias[t],
                  exposure_gini=gini(exposure[t]), homogenization=homog[t], profit=float(revenue[t] - cost[t]),
@@ -224,6 +234,26 @@ def score_day(day: DayLog, truth: Truth, history: History, n_teams: int, params:
             if isinstance(v, np.floating | np.integer):
                 o[k_] = v.item()
     return out
+
+
+def _personalized(s: dict[str, np.ndarray], T: int) -> np.ndarray:
+    """Per team, the share of OK answers whose list (ids in order) no other user got that day (the course check)."""
+    out = np.full(T, np.nan)
+    ok = np.flatnonzero(s["ok"])
+    if len(ok) == 0:
+        return out
+    weights = np.random.default_rng(12345).integers(1, 2**62, 20, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):  # a 64-bit hash of each list: wrapping multiply-add
+        key = (s["served"][ok].astype(np.int64).astype(np.uint64) + np.uint64(1)) @ weights
+    team = s["team"][ok].astype(np.int64)
+    lists, which = np.unique(np.stack([team.astype(np.uint64), key], axis=1), axis=0, return_inverse=True)
+    which = which.ravel()
+    users = sorted_unique(which.astype(np.int64) * (int(s["row"].max()) + 1) + s["row"][ok])
+    n_users = np.bincount(users // (int(s["row"].max()) + 1), minlength=len(lists))
+    personal = n_users[which] == 1
+    num = np.bincount(team, weights=personal, minlength=T)
+    den = np.bincount(team, minlength=T)
+    return np.where(den > 0, num / np.maximum(den, 1), np.nan)
 
 
 def _regret(day: DayLog, truth: Truth, picks: History, T: int, p: ScoreParams, rng: np.random.Generator):
