@@ -246,10 +246,15 @@ def _personalized(s: dict[str, np.ndarray], T: int) -> np.ndarray:
     with np.errstate(over="ignore"):  # a 64-bit hash of each list: wrapping multiply-add
         key = (s["served"][ok].astype(np.int64).astype(np.uint64) + np.uint64(1)) @ weights
     team = s["team"][ok].astype(np.int64)
-    lists, which = np.unique(np.stack([team.astype(np.uint64), key], axis=1), axis=0, return_inverse=True)
-    which = which.ravel()
-    users = sorted_unique(which.astype(np.int64) * (int(s["row"].max()) + 1) + s["row"][ok])
-    n_users = np.bincount(users // (int(s["row"].max()) + 1), minlength=len(lists))
+    with np.errstate(over="ignore"):
+        key = key * np.uint64(1_000_003) + team.astype(np.uint64)  # lists of different teams differ
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    which = np.empty(len(key), np.int64)
+    which[order] = np.cumsum(np.concatenate([[True], ks[1:] != ks[:-1]])) - 1  # list index of each answer
+    width = int(s["row"].max()) + 1
+    users = sorted_unique(which * width + s["row"][ok])  # distinct (list, user) pairs
+    n_users = np.bincount(users // width, minlength=int(which.max()) + 1)
     personal = n_users[which] == 1
     num = np.bincount(team, weights=personal, minlength=T)
     den = np.bincount(team, minlength=T)
