@@ -27,10 +27,10 @@ import numpy as np
 from scipy import stats
 from storesink import StoreSink  # a sibling module of the benchmarks
 
-from movielab.recommender.answers import AnswerTable, Provenance
-from movielab.recommender.models import create
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import WorldApi
+from movielab.recommender.serving.answers import AnswerTable, Provenance
+from movielab.recommender.training.models import create
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.ingest.worldapi import WorldApi
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app as world_api
 from movielab.world.bootstrap import build_universe, build_world

@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from movielab.recommender.drift import profile_window
-from movielab.recommender.monitor import MonitorLoop, OperatorMetrics
-from movielab.recommender.store import (
+from movielab.recommender.monitoring.drift import profile_window
+from movielab.recommender.monitoring.monitor import MonitorLoop, OperatorMetrics
+from movielab.recommender.store.events import (
     EVENT_SCHEMA,
     QUARANTINE_SCHEMA,
     Batch,
     EventStore,
 )
-from movielab.recommender.worldapi import MovieInfo, UserInfo
+from movielab.recommender.ingest.worldapi import MovieInfo, UserInfo
 
 DAY0 = datetime(2026, 3, 20)
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Thriller", "Documentary", "Animation")

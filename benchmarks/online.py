@@ -22,13 +22,13 @@ from pathlib import Path
 from movielab.kafka.admin import ensure_topics
 from movielab.kafka.broker import EmbeddedBroker
 from movielab.kafka.producer import KafkaSink
-from movielab.recommender.evaluate import compare, time_split, to_markdown
-from movielab.recommender.ingest import Ingestor
-from movielab.recommender.models import create
-from movielab.recommender.pipeline import answer_table, train
-from movielab.recommender.serve import create_app as serve_app
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import WorldApi
+from movielab.recommender.training.evaluate import compare, time_split, to_markdown
+from movielab.recommender.ingest.consumer import Ingestor
+from movielab.recommender.training.models import create
+from movielab.recommender.training.pipeline import answer_table, train
+from movielab.recommender.serving.app import create_app as serve_app
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.ingest.worldapi import WorldApi
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app as world_api
 from movielab.world.bootstrap import build_universe, build_world

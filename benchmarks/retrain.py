@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from movielab.recommender import pipeline
-from movielab.recommender.models import create
-from movielab.recommender.registry import Registry, default_tracking_uri
-from movielab.recommender.retrain import Retrainer, RetrainPolicy
-from movielab.recommender.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
-from movielab.recommender.worldapi import MovieInfo, UserInfo
+from movielab.recommender.training import pipeline
+from movielab.recommender.training.models import create
+from movielab.recommender.training.registry import Registry, default_tracking_uri
+from movielab.recommender.training.retrain import Retrainer, RetrainPolicy
+from movielab.recommender.store.events import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
+from movielab.recommender.ingest.worldapi import MovieInfo, UserInfo
 
 T0 = np.datetime64("2026-03-20T00:00:00", "us")
 DAY_US = 86_400 * 1_000_000

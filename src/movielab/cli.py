@@ -71,7 +71,7 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from movielab.demo import run_demo
+    from movielab.demo.run import run_demo
 
     return run_demo(users=args.users or 20_000, hours=args.hours, seed=args.seed or 0, model=args.model,
                     linger=args.linger)  # fmt: skip

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
-from movielab.recommender import serve
-from movielab.recommender.answers import AnswerTable, Provenance
-from movielab.recommender.ingest import Ingestor
-from movielab.recommender.models import create
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import WorldApi
+from movielab.recommender.serving import app as serve
+from movielab.recommender.serving.answers import AnswerTable, Provenance
+from movielab.recommender.ingest.consumer import Ingestor
+from movielab.recommender.training.models import create
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.ingest.worldapi import WorldApi
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app
 from movielab.world.bootstrap import build_world
@@ -82,7 +82,7 @@ def test_new_accounts_get_their_self_description_list_before_their_first_request
 
 
 def _lists(store: EventStore):
-    from movielab.recommender.coldstart import ColdStartList
+    from movielab.recommender.ingest.coldstart import ColdStartList
 
     for u, m, liked, disliked, genres, matcher, fallback in store.read(
             "SELECT user_id, movies, liked, disliked, genres, matcher, fallback FROM coldstart_lists"):  # fmt: skip

@@ -13,11 +13,11 @@ import httpx
 import numpy as np
 import pytest
 
-from movielab.nginx import find_nginx
-from movielab.recommender import split
-from movielab.recommender.data import TrainingData
-from movielab.recommender.fleet import Fleet, FleetError
-from movielab.recommender.models import create
+from movielab.recommender.serving.nginx import find_nginx
+from movielab.recommender.serving import traffic as split
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.serving.fleet import Fleet, FleetError
+from movielab.recommender.training.models import create
 
 pytestmark = [
     pytest.mark.integration,

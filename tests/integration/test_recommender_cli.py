@@ -15,9 +15,9 @@ import pytest
 from movielab.auth import read_tokens
 from movielab.cli import main
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
-from movielab.recommender.ingest import Ingestor
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import WorldApi
+from movielab.recommender.ingest.consumer import Ingestor
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.ingest.worldapi import WorldApi
 from movielab.webserver import ServerThread, free_port
 from movielab.world.api import create_app
 from movielab.world.bootstrap import build_world

@@ -7,9 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
-from movielab.recommender import serve
-from movielab.recommender.answers import AnswerTable, Provenance
-from movielab.recommender.coldstart import (
+from movielab.recommender.serving import app as serve
+from movielab.recommender.serving.answers import AnswerTable, Provenance
+from movielab.recommender.ingest.coldstart import (
     BlendWeights,
     ColdStart,
     ColdStartList,
@@ -18,8 +18,8 @@ from movielab.recommender.coldstart import (
     blend,  # fmt: skip
     normalize,
 )
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import MovieInfo, UserInfo, movie_info, user_info
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.ingest.worldapi import MovieInfo, UserInfo, movie_info, user_info
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")

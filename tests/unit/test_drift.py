@@ -10,7 +10,7 @@ import pytest
 from batches import lines_batch
 
 from movielab.contract import format_time_us, rate_line, recommendation_line, watch_line
-from movielab.recommender.drift import (
+from movielab.recommender.monitoring.drift import (
     PSI_STRONG,
     DriftError,
     WindowProfile,
@@ -27,8 +27,8 @@ from movielab.recommender.drift import (
     psi,
     psi_samples,
 )
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import MovieInfo, UserInfo
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.ingest.worldapi import MovieInfo, UserInfo
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 A, B, C, D = "a+2000", "b+2001", "c+2002", "d+2003"

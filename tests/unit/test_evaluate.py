@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from movielab.recommender.data import TrainingData
-from movielab.recommender.evaluate import (
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.evaluate import (
     compare,
     evaluate_model,
     ml100k_protocol,
@@ -18,7 +18,7 @@ from movielab.recommender.evaluate import (
     time_split,
     to_markdown,
 )
-from movielab.recommender.models import Model, create
+from movielab.recommender.training.models import Model, create
 
 
 class Fixed(Model):

@@ -11,7 +11,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from movielab.recommender.experiments import (
+from movielab.recommender.release.canary import (
     CanaryPlan,
     Experiment,
     ExperimentError,
@@ -25,7 +25,7 @@ from movielab.recommender.experiments import (
     srm_check,
     two_proportion_ztest,
 )
-from movielab.recommender.online import ArmMetrics, UserTotals
+from movielab.recommender.release.online import ArmMetrics, UserTotals
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 

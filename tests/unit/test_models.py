@@ -9,10 +9,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from movielab.recommender.data import TrainingData
-from movielab.recommender.models import MODELS, Model, ModelFitError, ModelLoadError, UnknownModel, create
-from movielab.recommender.models.als import confidence
-from movielab.recommender.models.base import FALLBACK_N
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.models import MODELS, Model, ModelFitError, ModelLoadError, UnknownModel, create
+from movielab.recommender.training.models.als import confidence
+from movielab.recommender.training.models.base import FALLBACK_N
 
 GROUPS = ((8, 100), (6, 200))  # (users, first user id): group g watches its own block of items
 

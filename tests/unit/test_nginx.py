@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from movielab.nginx import (
+from movielab.recommender.serving.nginx import (
     CLIENT_KEEPALIVE_S,
     REPLICA_KEEPALIVE_S,
     UPSTREAM_KEEPALIVE_S,

@@ -11,11 +11,11 @@ from batches import lines_batch
 from prometheus_client import generate_latest
 
 from movielab.contract import rate_line, recommendation_line, watch_line
-from movielab.recommender.experiments import CanaryPlan, Experiment, tick
-from movielab.recommender.online import ArmGauges, ArmMetrics, arm_metrics, assign_arms, by_arm
-from movielab.recommender.split import in_challenger
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import MovieInfo
+from movielab.recommender.release.canary import CanaryPlan, Experiment, tick
+from movielab.recommender.release.online import ArmGauges, ArmMetrics, arm_metrics, assign_arms, by_arm
+from movielab.recommender.serving.traffic import in_challenger
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.ingest.worldapi import MovieInfo
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 END = T0 + timedelta(hours=3)

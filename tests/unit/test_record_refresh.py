@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from movielab.recommender.ingest import UserFetcher
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import MovieInfo, UserInfo
+from movielab.recommender.ingest.consumer import UserFetcher
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.ingest.worldapi import MovieInfo, UserInfo
 
 
 class FakeApi:

@@ -13,13 +13,14 @@ import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 
-from movielab.recommender import evaluate, pipeline
-from movielab.recommender import models as model_registry
-from movielab.recommender.data import TrainingData
-from movielab.recommender.models import create
-from movielab.recommender.models.popularity import Popularity
-from movielab.recommender.registry import Registry
-from movielab.recommender.retrain import (
+from movielab.recommender.training import evaluate
+from movielab.recommender.training import pipeline
+from movielab.recommender.training import models as model_registry
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.models import create
+from movielab.recommender.training.models.popularity import Popularity
+from movielab.recommender.training.registry import Registry
+from movielab.recommender.training.retrain import (
     Reference,
     Retrainer,
     RetrainPolicy,
@@ -30,8 +31,8 @@ from movielab.recommender.retrain import (
     read_records,
     stream_time,
 )
-from movielab.recommender.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
-from movielab.recommender.worldapi import MovieInfo, UserInfo
+from movielab.recommender.store.events import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
+from movielab.recommender.ingest.worldapi import MovieInfo, UserInfo
 
 T0 = datetime(2026, 3, 20, 6, 0, 0)
 GROUP_USERS = (40, 30, 20, 10)  # unequal groups: popularity favours group 0's block
@@ -324,7 +325,7 @@ def test_a_deleted_champion_does_not_hand_the_next_candidate_full_traffic(store,
 
 def test_the_operator_canaries_against_what_serves_when_the_champion_was_deleted(store, registry, tmp_path,
                                                                                    caplog) -> None:  # fmt: skip
-    from movielab.recommender.operate import OneServer, Operator
+    from movielab.recommender.release.operator import OneServer, Operator
 
     servers = []
 

@@ -16,11 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from movielab.auth import ensure_tokens
-from movielab.recommender import serve, split
-from movielab.recommender.answers import SOURCES, AnswerTable, Provenance
-from movielab.recommender.data import N_SEGMENTS, TrainingData
-from movielab.recommender.models import create
-from movielab.recommender.serve import (BadSegments, BadUserId, NoChallenger, create_admin_app, create_app, drain,
+from movielab.recommender.serving import app as serve
+from movielab.recommender.serving import traffic as split
+from movielab.recommender.serving.answers import SOURCES, AnswerTable, Provenance
+from movielab.recommender.training.data import N_SEGMENTS, TrainingData
+from movielab.recommender.training.models import create
+from movielab.recommender.serving.app import (BadSegments, BadUserId, NoChallenger, create_admin_app, create_app, drain,
                                         drop_challenger,
                                         parse_user_id, promote, read_segments, serving, set_challenger, set_share,
                                         swap, write_segments)  # fmt: skip
@@ -714,7 +715,7 @@ def test_segments_pointing_at_any_json_file_reveal_neither_its_content_nor_its_e
 
 
 def test_the_admin_log_names_the_authenticated_identity(admin, version, caplog) -> None:
-    with caplog.at_level("INFO", logger="movielab.recommender.serve"):
+    with caplog.at_level("INFO", logger="movielab.recommender.serving.app"):
         assert admin.post("/admin/load", json={"folder": "v0007", "arm": "challenger"}).status_code == 200
         assert admin.post("/admin/drop").status_code == 200
     assert "admin load of" in caplog.text and "as challenger by alice" in caplog.text

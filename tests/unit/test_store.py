@@ -10,9 +10,9 @@ import pytest
 from batches import lines_batch
 
 from movielab.contract import account_line, rate_line, recommendation_line, watch_line
-from movielab.recommender.data import segment_of
-from movielab.recommender.store import EventStore, SnapshotConflict, UnknownSnapshot
-from movielab.recommender.worldapi import MovieInfo, UserInfo
+from movielab.recommender.training.data import segment_of
+from movielab.recommender.store.events import EventStore, SnapshotConflict, UnknownSnapshot
+from movielab.recommender.ingest.worldapi import MovieInfo, UserInfo
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 A, B, C = "a+2000", "b+2001", "c+2002"

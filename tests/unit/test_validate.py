@@ -21,9 +21,9 @@ from movielab.contract import (
     rate_line,
     watch_line,
 )
-from movielab.recommender.store import EventStore
-from movielab.recommender.validate import Validator, parse_values
-from movielab.recommender.worldapi import WorldApi, WorldApiUnavailable
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.ingest.validation import Validator, parse_values
+from movielab.recommender.ingest.worldapi import WorldApi, WorldApiUnavailable
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 MOVIES = {"a+2000": "100", "b+2001": "90", "c+2002": "null"}

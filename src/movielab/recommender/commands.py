@@ -30,7 +30,7 @@ def _time(text: str | None) -> datetime | None:
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Follow the team topic into the event store until interrupted."""
     from movielab.kafka.admin import topic_name
-    from movielab.recommender.ingest import run_ingest
+    from movielab.recommender.ingest.consumer import run_ingest
 
     c = _config(args)
     c.store.parent.mkdir(parents=True, exist_ok=True)
@@ -41,8 +41,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Snapshot the store, fit a model, save a new version with its manifest."""
-    from movielab.recommender.pipeline import train
-    from movielab.recommender.store import EventStore
+    from movielab.recommender.training.pipeline import train
+    from movielab.recommender.store.events import EventStore
 
     c = _config(args)
     params = json.loads(args.params) if args.params else None
@@ -56,8 +56,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """The comparison table: on the store's time-aware split, or with `--ratings` on a ratings file
     (e.g. ml-100k's u.data) under the published protocol (per-user random 80/20, seeds 0-4, mean ± std)."""
-    from movielab.recommender import evaluate
-    from movielab.recommender.models import create
+    from movielab.recommender.training import evaluate
+    from movielab.recommender.training.models import create
 
     names = args.models.split(",")
     params = json.loads(args.params) if args.params else {}
@@ -69,7 +69,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return [create(n, **params.get(n, {})) for n in names]
 
     if args.ratings:
-        from movielab.recommender import ratingsfile
+        from movielab.recommender.training import ratingsfile
 
         r = ratingsfile.read(args.ratings)
         seeds = [int(s) for s in args.seeds.split(",")]
@@ -77,7 +77,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         title = (f"{ratingsfile.find(args.ratings).name}: {len(r.user):,} ratings, per-user random 80/20 split "
                  f"(all ratings positive), seeds {args.seeds}, mean ± std")  # fmt: skip
     else:
-        from movielab.recommender.store import EventStore
+        from movielab.recommender.store.events import EventStore
 
         c = _config(args)
         with EventStore(c.store) as store:
@@ -97,10 +97,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a trained version on `/recommend/<user>` (blocking); the admin and explain endpoints on their own
     loopback port with the token in `access.tokens` next to the store."""
     from movielab.auth import ensure_tokens
-    from movielab.recommender.operate import TOKEN_FILE
-    from movielab.recommender.pipeline import latest
-    from movielab.recommender.serve import create_admin_app, create_app, load_version, write_segments
-    from movielab.recommender.store import EventStore
+    from movielab.recommender.release.operator import TOKEN_FILE
+    from movielab.recommender.training.pipeline import latest
+    from movielab.recommender.serving.app import create_admin_app, create_app, load_version, write_segments
+    from movielab.recommender.store.events import EventStore
     from movielab.webserver import serve_listeners
 
     c = _config(args)
@@ -123,8 +123,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     """One retraining run now (snapshot, checks, train, gate, register); print its record."""
-    from movielab.recommender.retrain import Retrainer
-    from movielab.recommender.store import EventStore
+    from movielab.recommender.training.retrain import Retrainer
+    from movielab.recommender.store.events import EventStore
 
     c = _config(args)
     if args.params:
@@ -137,8 +137,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Why a user gets the champion's (or challenger's, or a version's) answer, as JSON."""
-    from movielab.recommender.explain import explain_from_registry
-    from movielab.recommender.serve import parse_user_id
+    from movielab.recommender.serving.explain import explain_from_registry
+    from movielab.recommender.serving.app import parse_user_id
 
     alias = "challenger" if args.challenger else "champion"
     out = explain_from_registry(_config(args), parse_user_id(args.user), alias, args.version)
@@ -148,7 +148,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_registry(args: argparse.Namespace) -> int:
     """List the registered versions with their aliases and lineage."""
-    from movielab.recommender.registry import Registry
+    from movielab.recommender.training.registry import Registry
 
     registry = Registry.from_config(_config(args))
     versions = registry.versions()
@@ -166,7 +166,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """Make a registered version the champion (a manual override of the gate and canary)."""
-    from movielab.recommender.registry import Registry
+    from movielab.recommender.training.registry import Registry
 
     version = Registry.from_config(_config(args)).promote(args.version)
     print(json.dumps(version.as_dict(), indent=2))

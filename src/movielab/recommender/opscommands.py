@@ -16,8 +16,8 @@ def _config(args: argparse.Namespace):
 
 def cmd_operate(args: argparse.Namespace) -> int:
     """Ingest, retrain, canary, monitor and serve until SIGINT/SIGTERM."""
-    from movielab.recommender.experiments import CanaryPlan
-    from movielab.recommender.operate import run
+    from movielab.recommender.release.canary import CanaryPlan
+    from movielab.recommender.release.operator import run
 
     if args.params:
         args.model_params = json.loads(args.params)
@@ -36,7 +36,7 @@ def cmd_operate(args: argparse.Namespace) -> int:
 
 def _tokens_path(args: argparse.Namespace) -> Path:
     """The token file: `--tokens`, else `access.tokens` next to the store."""
-    from movielab.recommender.operate import TOKEN_FILE
+    from movielab.recommender.release.operator import TOKEN_FILE
 
     if getattr(args, "tokens", None):
         return Path(args.tokens)
@@ -47,8 +47,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     """Serve one version from replicas behind nginx until SIGINT/SIGTERM."""
     import signal
 
-    from movielab.recommender.fleet import Fleet
-    from movielab.recommender.pipeline import latest
+    from movielab.recommender.serving.fleet import Fleet
+    from movielab.recommender.training.pipeline import latest
 
     c = _config(args)
     version = Path(args.version) if args.version else latest(c.artifacts, args.model)

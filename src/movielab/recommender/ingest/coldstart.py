@@ -1,0 +1,366 @@
+"""Cold start from self-descriptions: a new user's first list from their free-text likes and dislikes.
+
+The 2026 edition's user records carry answers to "what movies do you like / not like". They are
+written the way people write: titles with typos, without their year or article, in lower case,
+joined by "and" and commas, mixed with genre names and vague phrases. `LexicalMatcher` finds the
+catalog's titles in such a text by fuzzy matching (RapidFuzz's normalized Indel ratio over titles
+normalized the same way) and the genre names by word match; `blend` turns the matches into a list:
+liked titles first, then the demographic fallback (segment popularity) re-ordered by liked and
+disliked genres, disliked titles left out. `ColdStartWorker` runs it on the ingest path: the ingestor
+offers it the ids of `create_account` lines, it fetches those records from the world API, stores them,
+builds the lists and stores them too (`EventStore.save_coldstart`); `take()` hands the new lists to
+whoever serves them (the serving overlay in `serve.set_coldstart`).
+
+A list names its matcher (`matcher`, e.g. `lexical-v1`) and its fallback (`segment:<n>`, `global`),
+which the served answer's `X-Model` header carries as its provenance.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import duckdb
+import numpy as np
+from rapidfuzz import fuzz, process
+
+from movielab.contract import MAX_RECOMMENDATIONS
+from movielab.recommender.training.data import segment_of
+from movielab.recommender.store.events import EventStore, StoreError
+from movielab.recommender.ingest.worker import ApiWorker
+from movielab.recommender.ingest.worldapi import (
+    MovieInfo,
+    UserInfo,
+    WorldApi,
+    WorldApiUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+# Genre names as people write them → the genre name of the movie records (TMDB names, as the API gives them).
+GENRE_ALIASES: dict[str, str] = {
+    "sci-fi": "Science Fiction", "scifi": "Science Fiction", "science fiction": "Science Fiction",
+    "children's": "Family", "childrens": "Family", "kids": "Family", "family": "Family",
+    "musical": "Music", "musicals": "Music", "music": "Music", "film-noir": "Film-Noir", "noir": "Film-Noir",
+    "animated": "Animation", "animation": "Animation", "action": "Action", "adventure": "Adventure",
+    "comedy": "Comedy", "comedies": "Comedy", "crime": "Crime", "documentary": "Documentary",
+    "documentaries": "Documentary", "drama": "Drama", "dramas": "Drama", "fantasy": "Fantasy", "horror": "Horror",
+    "mystery": "Mystery", "romance": "Romance", "romantic": "Romance", "thriller": "Thriller",
+    "thrillers": "Thriller", "war": "War", "western": "Western", "westerns": "Western",
+}  # fmt: skip
+# Words that frame a title in a sentence ("I love …", "… was boring"); stripped from a phrase's ends only.
+_FRAME = frozenset(["i", "i'm", "im", "love", "loved", "like", "liked", "likes", "really", "big", "fan", "fans", "of", "favorites", "favourites", "favorite", "favourite", "especially", "anything", "everything", "something", "stuff", "things", "enjoy", "enjoyed", "enjoying", "didn't", "didnt", "don't", "dont", "do", "did", "not", "never", "no", "into", "movies", "movie", "films", "film", "flicks", "e.g", "eg", "was", "were", "is", "are", "boring", "most", "mostly", "nothing", "with", "too", "much", "such", "as", "and", "or", "but", "also", "all", "any", "some", "my", "me", "watch", "watching", "want", "to", "see", "seen"])
+_ARTICLES = ("the ", "a ", "an ")
+_YEAR = re.compile(r"\(\s*((?:18|19|20)\d\d)\s*\)|\b((?:19|20)\d\d)\b")
+_SEPARATORS = re.compile(r"(\s*[,;:!?\n]\s*|\.(?:\s+|$)|\be\.g\.\s*|\s+(?:and|&)\s+)")
+MAX_PIECES = 5  # a title spans at most this many separated pieces
+
+
+def normalize(text: str) -> str:
+    """Lower case, accents and punctuation dropped, spaces collapsed, a leading article removed."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    text = re.sub(r"[^a-z0-9 ]+", " ", text.replace("'", ""))
+    text = " ".join(text.split())
+    for article in _ARTICLES:
+        if text.startswith(article):
+            return text[len(article):]
+    return text
+
+
+def _strip_frame(words: list[str]) -> list[str]:
+    lo, hi = 0, len(words)
+    while lo < hi and words[lo] in _FRAME:
+        lo += 1
+    while hi > lo and words[hi - 1] in _FRAME:
+        hi -= 1
+    return words[lo:hi]
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """What a self-description says: liked and disliked movie ids and genre names (record names)."""
+
+    liked: tuple[str, ...] = ()
+    disliked: tuple[str, ...] = ()
+    liked_genres: tuple[str, ...] = ()
+    disliked_genres: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.liked or self.disliked or self.liked_genres or self.disliked_genres)
+
+
+class Matcher(Protocol):
+    """Finds catalog movies and genre names in free text; `name` goes into the provenance of a list."""
+
+    name: str
+
+    def match(self, text: str) -> tuple[list[str], list[str]]:
+        """(movie ids named, best match first in text order; genre names named) of one answer."""
+        ...
+
+
+class LexicalMatcher:
+    """Fuzzy title matching with RapidFuzz: typos, missing years and articles, case and punctuation tolerated.
+
+    `movies` are the catalog's records (id, title, year, genres), most popular first where known: among
+    titles that match equally well (remakes, same names) the year named decides, then that order.
+    A phrase matches a title when their normalized Indel similarity is at least `cutoff` (0–100).
+    """
+
+    name = "lexical-v1"
+
+    def __init__(self, movies: Iterable[MovieInfo], cutoff: float = 86.0) -> None:
+        if not 0 < cutoff <= 100:
+            raise ValueError(f"LexicalMatcher cutoff {cutoff} must be in (0, 100]")
+        self.cutoff = cutoff
+        movies = list(movies)
+        self._ids: list[str] = []
+        self._years: list[int | None] = []
+        self._titles: list[str] = []
+        for m in movies:
+            if m.title:
+                key = normalize(m.title)
+                if len(key) >= 2:
+                    self._ids.append(m.movie_id)
+                    self._years.append(m.year)
+                    self._titles.append(key)
+        self._genres = {**GENRE_ALIASES, **{g.lower(): g for m in movies for g in m.genres}}
+        self._genre_re = re.compile(r"\b(" + "|".join(sorted(map(re.escape, self._genres), key=len, reverse=True))
+                                    + r")\b")  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self._titles)
+
+    def match(self, text: str) -> tuple[list[str], list[str]]:
+        """(movie ids, genre names) named in `text`; empty lists for an empty or vague text."""
+        lower = (text or "").lower()
+        genres = list(dict.fromkeys(self._genres[g] for g in self._genre_re.findall(lower)))
+        # Pieces between separators (commas, "and", full stops, …); a title may span several ("Steal Big,
+        # Steal Little", "Mr. Magoo"): of the runs of pieces from here, the best match wins (the longer on ties).
+        pieces = _SEPARATORS.split(lower)
+        texts, seps = pieces[0::2], pieces[1::2] + [""]
+        found: list[str] = []
+        i = 0
+        while i < len(texts):
+            best: tuple[float, int, str] | None = None
+            for j in range(i + 1, min(len(texts), i + MAX_PIECES) + 1):
+                phrase = "".join(t + s for t, s in zip(texts[i:j - 1], seps[i:j - 1], strict=True)) + texts[j - 1]
+                hit = self._title(phrase)
+                if hit is not None and (best is None or hit[0] >= best[0]):
+                    best = (hit[0], j, hit[1])
+            if best is None:
+                i += 1
+            else:
+                found.append(best[2])
+                i = best[1]
+        return list(dict.fromkeys(found)), genres
+
+    def _title(self, phrase: str) -> tuple[float, str] | None:
+        """(similarity, movie id) of the title `phrase` names best, None below the cut-off."""
+        year = None
+        m = _YEAR.search(phrase)
+        if m:
+            year = int(m.group(1) or m.group(2))
+            phrase = phrase[: m.start()] + " " + phrase[m.end():]
+        raw = normalize(phrase)
+        stripped = normalize(" ".join(_strip_frame(raw.split())))
+        best: tuple[float, int, int] | None = None  # (score, year matches, -index)
+        for candidate in dict.fromkeys((stripped, raw)):
+            if len(candidate) < 3 or candidate in self._genres or candidate in _FRAME:
+                continue
+            for _, score, idx in process.extract(candidate, self._titles, scorer=fuzz.ratio,
+                                                 score_cutoff=self.cutoff, limit=5):  # fmt: skip
+                key = (round(score, 6), int(year is not None and self._years[idx] == year), -idx)
+                if best is None or key > best:
+                    best = key
+        return None if best is None else (best[0], self._ids[-best[2]])
+
+    def preferences(self, likes: str | None, dislikes: str | None) -> Preferences:
+        """Both answers matched; a movie or genre named in both counts as disliked only."""
+        liked, liked_genres = self.match(likes or "")
+        disliked, disliked_genres = self.match(dislikes or "")
+        return Preferences(tuple(m for m in liked if m not in disliked), tuple(disliked),
+                           tuple(g for g in liked_genres if g not in disliked_genres), tuple(disliked_genres))
+
+
+@dataclass(frozen=True)
+class BlendWeights:
+    """How a list is blended (scores add up; the fallback's rank gives 1 at the top, falling to 0)."""
+
+    liked_title: float = 3.0  # a named liked title goes first: it is a movie the user wants and has not seen
+    liked_genre: float = 0.5  # per liked genre of a fallback movie
+    disliked_genre: float = 0.7  # per disliked genre of a fallback movie (subtracted)
+
+
+def blend(prefs: Preferences, fallback: Sequence[str], genres_of: Mapping[str, Sequence[str]],
+          n: int = MAX_RECOMMENDATIONS, weights: BlendWeights = BlendWeights()) -> list[str]:  # fmt: skip
+    """Up to `n` distinct movie ids: liked titles, then `fallback` re-ordered by genre leanings; disliked
+    titles never. `genres_of` maps a movie id to its genre names (movies it lacks have none)."""
+    if n < 1:
+        raise ValueError(f"blend: n={n}, expected at least 1")
+    banned = set(prefs.disliked)
+    like_g, dislike_g = set(prefs.liked_genres), set(prefs.disliked_genres)
+    scores: dict[str, float] = {}
+    m = max(len(fallback), 1)
+    for rank, movie in enumerate(fallback):
+        if movie in banned or movie in scores:
+            continue
+        g = set(genres_of.get(movie, ()))
+        scores[movie] = (1.0 - rank / m + weights.liked_genre * len(g & like_g)
+                         - weights.disliked_genre * len(g & dislike_g))  # fmt: skip
+    for i, movie in enumerate(prefs.liked):  # in the order named
+        if movie not in banned:
+            scores[movie] = scores.get(movie, 0.0) + weights.liked_title - 1e-3 * i
+    return [k for k, _ in sorted(scores.items(), key=lambda kv: -kv[1])[:n]]
+
+
+@dataclass(frozen=True)
+class ColdStartList:
+    """A new user's first list and what made it (stored with `EventStore.save_coldstart`)."""
+
+    user_id: int
+    movies: tuple[str, ...]
+    liked: tuple[str, ...]
+    disliked: tuple[str, ...]
+    genres: tuple[str, ...]  # liked genres, then "-" + each disliked one
+    matcher: str  # e.g. lexical-v1; "none" when the record had no self-description
+    fallback: str  # segment:<n> or global
+
+
+class ColdStart:
+    """Builds cold-start lists from user records, given a matcher and the demographic fallback lists."""
+
+    def __init__(self, matcher: Matcher, fallback: Mapping[int, Sequence[str]],
+                 genres_of: Mapping[str, Sequence[str]], n: int = MAX_RECOMMENDATIONS,
+                 weights: BlendWeights = BlendWeights()) -> None:  # fmt: skip
+        if not fallback.get(-1):
+            raise ValueError("ColdStart: the global fallback list (segment -1) is missing or empty")
+        self.matcher = matcher
+        self.fallback = fallback
+        self.genres_of = genres_of
+        self.n = n
+        self.weights = weights
+
+    @classmethod
+    def from_store(cls, store: EventStore, matcher: Matcher | None = None, since: datetime | None = None,
+                   **options) -> ColdStart:  # fmt: skip
+        """From the stored movie records (lexical matcher by default) and segment popularity since `since`."""
+        movies = store.movie_records()
+        fallback = store.segment_popularity(since)
+        order = {m: i for i, m in enumerate(fallback.get(-1, []))}
+        movies.sort(key=lambda m: (order.get(m.movie_id, len(order)), m.movie_id))  # popular first: ties go to them
+        return cls(matcher or LexicalMatcher(movies), fallback, {m.movie_id: m.genres for m in movies}, **options)
+
+    def build(self, user: UserInfo) -> ColdStartList:
+        """The user's list: from the self-description when there is one, else the demographic fallback alone."""
+        seg = int(segment_of(np.array([user.age if user.age is not None else -1]),
+                             np.array([{"F": 0, "M": 1}.get(user.gender or "", -1)]))[0])  # fmt: skip
+        own = self.fallback.get(seg) if seg >= 0 else None
+        base = own or self.fallback[-1]
+        source = f"segment:{seg}" if own else "global"
+        described = user.likes is not None or user.dislikes is not None
+        prefs = self.matcher.preferences(user.likes, user.dislikes) if described else Preferences()
+        movies = blend(prefs, base, self.genres_of, self.n, self.weights)
+        return ColdStartList(user.user_id, tuple(movies), prefs.liked, prefs.disliked,
+                             prefs.liked_genres + tuple("-" + g for g in prefs.disliked_genres),
+                             self.matcher.name if described else "none", source)  # fmt: skip
+
+
+class ColdStartWorker(ApiWorker):
+    """On the ingest path: for each new account offered, fetch its record, build and store its first list.
+
+    The cold-start model (matcher and fallback lists) is rebuilt from the store every `rebuild_every`
+    seconds; records the API does not know yet are asked again after `retry_after` seconds. `take()`
+    returns the lists built since the last call (to push to serving). Counters: `built`, `failed`, `seconds`.
+    Accounts still queued at `stop` are dropped from memory: their users get the fallback.
+    """
+
+    def __init__(self, store: EventStore, api: WorldApi, *, matcher_factory=None, rebuild_every: float = 600.0,
+                 window: timedelta = timedelta(days=7), retry_after: float = 30.0) -> None:  # fmt: skip
+        super().__init__("ingest-coldstart", api)
+        self.store = store
+        self.matcher_factory = matcher_factory  # movies → Matcher; None: LexicalMatcher
+        self.rebuild_every = rebuild_every
+        self.window = window
+        self.retry_after = retry_after
+        self.built = 0
+        self.failed = 0
+        self.seconds = 0.0  # time spent fetching, matching and storing
+        self._model: ColdStart | None = None
+        self._model_at = -float("inf")
+        self._lock = threading.Lock()
+        self._pending: list[int] = []
+        self._ready: list[ColdStartList] = []
+
+    def offer(self, user_ids: Iterable[int]) -> None:
+        """Queue new accounts (ids of `create_account` lines)."""
+        ids = [int(u) for u in user_ids]
+        if ids:
+            with self._lock:
+                self._pending.extend(ids)
+                self._idle.clear()
+            self._wake.set()
+
+    def take(self) -> list[ColdStartList]:
+        """The lists built since the last call."""
+        with self._lock:
+            ready, self._ready = self._ready, []
+        return ready
+
+    def run(self) -> None:
+        """Handle queued accounts until stopped; API or store trouble is logged and retried."""
+        while not self._stopping.is_set():
+            with self._lock:
+                self._pending.extend(self._due())
+                ids, self._pending = self._pending, []
+                if not ids:
+                    self._idle.set()
+                    self._wake.clear()
+            if not ids:
+                self._wake.wait(1.0)
+                continue
+            try:
+                self.handle(ids)
+            except (WorldApiUnavailable, StoreError, duckdb.Error, ValueError) as exc:
+                self.failed += len(ids)
+                logger.warning("cold-start lists of %d new account(s) not built now (retrying in %.0f s): %s",
+                               len(ids), self.retry_after, exc)  # fmt: skip
+                with self._lock:
+                    self._retry_later(ids)
+
+    def handle(self, user_ids: Sequence[int]) -> list[ColdStartList]:
+        """Fetch, build and store the lists of `user_ids` now; returns them (unknown users are retried later)."""
+        t = time.perf_counter()
+        model = self.model()
+        known, unknown = self.api.users(user_ids, fresh=True)
+        self.store.refresh_records(users=known.values())
+        lists = [model.build(u) for u in known.values()]
+        self.store.save_coldstart(lists)
+        self.seconds += time.perf_counter() - t
+        self.built += len(lists)
+        with self._lock:
+            self._ready.extend(lists)
+            self._retry_later(unknown)
+        return lists
+
+    def model(self) -> ColdStart:
+        """The current cold-start model, rebuilt from the store when older than `rebuild_every` seconds."""
+        now = time.monotonic()
+        if self._model is None or now - self._model_at >= self.rebuild_every:
+            since = datetime.now(UTC).replace(tzinfo=None) - self.window
+            latest = self.store.read("SELECT max(time) FROM events")[0][0]
+            if latest is not None:  # stream time, not wall time: a replayed or simulated stream is in its own past
+                since = latest - self.window
+            matcher = None
+            if self.matcher_factory is not None:
+                matcher = self.matcher_factory(self.store.movie_records())
+            self._model = ColdStart.from_store(self.store, matcher, since)
+            self._model_at = now
+        return self._model

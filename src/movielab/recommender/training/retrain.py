@@ -1,0 +1,450 @@
+"""Automatic retraining: snapshot → data checks → train → offline gate → register → hand to rollout.
+
+Runs inside the operator process (the DuckDB store allows one process), on a schedule of stream time
+(every N hours of event time, read from the store) and on demand. Every run yields a `RunRecord`
+(accepted / rejected / failed, the reason, the gate's metrics, the snapshot, the versions, seconds per
+stage) that is logged and appended to a JSON-lines file. A run never raises: a bad snapshot or a
+model that fails the gate is a rejection with a reason, an exception in any stage is a failed run, and
+the registry's champion alias moves only as the last step of an accepted run.
+
+The gate's fixed protocol: the snapshot's time-aware split (`evaluate.time_split`); the candidate's
+model class + parameters, the champion's (from its registry tags) and popularity are each fitted on the
+train part and scored on the test part (NDCG@10, full ranking). The candidate is rejected when its
+output has NaNs or is empty, when it ranks no held-out item, or when it is below popularity or the champion
+by more than `tolerance` (a share of the champion's NDCG). With no champion yet, the first accepted
+version becomes the champion; later ones become the challenger, which the rollout callback receives.
+
+The model actually serving is the reference, whatever the registry says: when the caller names what
+serves (`run(serving=Reference.of(folder))`) and the registry has no champion alias (its version was
+deleted, and the alias with it), the candidate is gated against the serving model's recipe and becomes
+the challenger, to be canaried against it; it never becomes champion without a canary. The record says
+so (`champion_alias_missing`), and it is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from movielab.recommender.training import evaluate
+from movielab.recommender.training import pipeline
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.models import Model, ModelFitError, create
+from movielab.recommender.training.pipeline import Trained
+from movielab.recommender.training.registry import RegisteredVersion
+from movielab.recommender.store.events import EventStore, Snapshot
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["accepted", "rejected", "failed"]
+STAGES = ("snapshot", "checks", "train", "gate", "register", "rollout")
+CHECK_ROWS = 1000  # users whose scores and lists the output check reads
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    """What a retraining run trains, on which window, and what it must pass."""
+
+    model: str = "ease"
+    params: dict[str, Any] = field(default_factory=dict)
+    every_hours: float = 6.0  # of stream time between scheduled runs
+    window_days: float = 7.0  # the snapshot: the last N days up to stream time
+    min_events: int = 1000
+    min_users: int = 20
+    min_items: int = 10
+    tolerance: float = 0.02  # a candidate may trail the champion's NDCG@10 by this share
+    test_fraction: float = 0.2
+    metric: str = "ndcg@10"
+    gate_users: int = 20_000  # test users the gate scores (a fixed-seed sample when there are more)
+
+    @classmethod
+    def from_config(cls, config) -> RetrainPolicy:
+        """The policy a `RecommenderConfig` describes."""
+        return cls(model=config.model, params=dict(config.model_params), every_hours=config.retrain_every_hours,
+                   window_days=config.retrain_window_days, min_events=config.retrain_min_events,
+                   min_users=config.retrain_min_users, min_items=config.retrain_min_items,
+                   tolerance=config.gate_tolerance)  # fmt: skip
+
+
+@dataclass
+class RunRecord:
+    """What one retraining run did and why; `as_dict` is what the JSON-lines file keeps."""
+
+    id: str
+    trigger: str
+    started_at: str
+    model: str
+    params: dict[str, Any]
+    stream_time: str | None = None
+    status: Status = "failed"
+    stage: str = ""  # the last stage the run entered
+    reason: str = ""
+    snapshot: dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifact_version: str | None = None
+    folder: str | None = None
+    registered_version: str | None = None
+    run_id: str | None = None
+    decision: str | None = None  # "champion" or "challenger" for an accepted run
+    seconds: dict[str, float] = field(default_factory=dict)
+    reference: str | None = None  # what the candidate was judged against: "registry version 3", "serving ease/v0002"
+    champion_alias_missing: bool = False  # a model serves but the registry names no champion
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The model actually serving as champion: its recipe (model class and parameters) and its label."""
+
+    model: str
+    params: dict[str, Any]
+    label: str  # "<model>/<artifact version>", e.g. "ease/v0002"
+
+    @classmethod
+    def of(cls, folder: Path | str) -> Reference:
+        """The reference a served version folder describes (its manifest.json); ValueError names the folder."""
+        path = Path(folder) / "manifest.json"
+        try:
+            m = json.loads(path.read_text())
+            return cls(str(m["model"]), dict(m.get("params") or {}), f"{m['model']}/{m['version']}")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"served version {folder}: cannot read model, params and version from {path}: "
+                             f"{exc!r}") from None  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The gate's verdict, its reason and the metrics it measured (candidate, champion, popularity)."""
+
+    accepted: bool
+    reason: str
+    metrics: dict[str, float]
+
+
+class RegistryLike(Protocol):
+    """What retraining needs of `registry.Registry` (tests may pass a fake)."""
+
+    def champion_version(self): ...
+    def register(self, trained: Trained, metrics: dict[str, float] | None = None,
+                 tags: dict[str, str] | None = None): ...  # fmt: skip
+    def promote(self, version: str | int): ...
+    def set_challenger(self, version: str | int): ...
+    def clear_challenger(self) -> None: ...
+    def folder(self, mv) -> Path: ...
+
+
+Rollout = Callable[[RegisteredVersion, RunRecord], None]  # serve a new champion, or start a canary with a challenger
+
+
+class _Rejected(Exception):
+    """A run stops with a reason (not an error): bad data or a candidate that fails the gate."""
+
+
+# --- checks ------------------------------------------------------------------------------------------
+def check_data(store: EventStore, snap: Snapshot, data: TrainingData, policy: RetrainPolicy) -> str | None:
+    """The first reason the snapshot is unfit to train on, None when it passes."""
+    if snap.rows < policy.min_events:
+        return f"snapshot {snap.id} has {snap.rows} events, fewer than min_events={policy.min_events}"
+    if len(data.users) < policy.min_users:
+        return f"snapshot {snap.id} has {len(data.users)} users, fewer than min_users={policy.min_users}"
+    if len(data.items) < policy.min_items:
+        return f"snapshot {snap.id} has {len(data.items)} movies, fewer than min_items={policy.min_items}"
+    for name in ("watched", "ratings", "times"):
+        bad = int((~np.isfinite(getattr(data, name).data)).sum())
+        if bad:
+            return f"snapshot {snap.id}: {bad} NaN/inf values in {name}"
+    if data.interactions.nnz == 0:
+        return f"snapshot {snap.id} has no watch or rating interactions"
+    if not store.verify_snapshot(snap):
+        return f"snapshot {snap.id} does not verify: its events no longer hash to {snap.content_hash[:16]}…"
+    return None
+
+
+def check_output(model: Model, rows: int = CHECK_ROWS) -> str | None:
+    """The first reason a fitted model's output is unsafe to ship (NaN/inf, empty lists), None when it is safe."""
+    for name in model.arrays:
+        arr = np.asarray(getattr(model, name))
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            return f"{model.name}: array {name!r} has {int((~np.isfinite(arr)).sum())} NaN/inf values"
+    if model.n_users == 0 or model.n_items == 0:
+        return f"{model.name}: fitted on {model.n_users} users × {model.n_items} movies"
+    sample = np.unique(np.linspace(0, model.n_users - 1, min(rows, model.n_users)).astype(np.int64))
+    scores = np.asarray(model.scores(sample))
+    if not np.isfinite(scores).all():
+        return f"{model.name}: {int((~np.isfinite(scores)).sum())} NaN/inf scores among {len(sample)} users"
+    recs = model.recommend_rows(sample, n=1)
+    has_unseen = (model.seen_indptr[sample + 1] - model.seen_indptr[sample]) < model.n_items
+    empty = int((has_unseen & (recs[:, 0] < 0)).sum())
+    if empty:
+        return f"{model.name}: empty recommendation lists for {empty} of {len(sample)} users"
+    if not model.fallback(-1):
+        return f"{model.name}: the global fallback list is empty"
+    return None
+
+
+def gate(candidate: Model, data: TrainingData, champion: tuple[str, dict[str, Any]] | None,
+         policy: RetrainPolicy) -> GateResult:  # fmt: skip
+    """Score the candidate's, the champion's and popularity's recipes on the snapshot's time split; decide.
+
+    A candidate is rejected when it is worse than popularity or the champion by more than the tolerance,
+    not merely when it fails to beat them: the stream's later part carries the feedback loop of what was
+    served (a popularity champion's own picks credit popularity), so near-ties are for the canary to judge.
+    """
+    problem = check_output(candidate)
+    if problem:
+        return GateResult(False, f"candidate output: {problem}", {})
+    try:
+        train, test = evaluate.time_split(data, policy.test_fraction)
+    except ValueError as exc:
+        return GateResult(False, f"the snapshot's time split has no train or test part: {exc}", {})
+    if test.getnnz() == 0:
+        return GateResult(False, "the snapshot's later part has no interaction of a training user with a training "
+                                 "movie: too little data to judge a model yet", {})  # fmt: skip
+    test = _sample_rows(test, policy.gate_users)
+    key = policy.metric
+    metrics: dict[str, float] = {}
+    recipe = (candidate.name, candidate.params())
+    try:
+        scored = evaluate.evaluate_model(create(recipe[0], **recipe[1]).fit(train), train, test)
+    except ModelFitError as exc:
+        return GateResult(False, f"candidate refit on the train part failed: {exc}", {})
+    metrics.update({k: v for k, v in scored.items() if k != "users"})
+    metrics["test_users"] = scored["users"]
+    metrics[f"popularity.{key}"] = evaluate.evaluate_model(create("popularity").fit(train), train, test)[key]
+    if champion is not None and _same_recipe(champion, recipe):
+        # Refitting the very same recipe on the same train part scores the same: do not pay for it twice.
+        metrics[f"champion.{key}"] = metrics[key]
+    elif champion is not None:
+        name, params = champion
+        try:
+            metrics[f"champion.{key}"] = evaluate.evaluate_model(create(name, **params).fit(train), train, test)[key]
+        except ModelFitError as exc:  # the champion's recipe does not fit this data: compare with popularity only
+            logger.warning("gate: the champion's %s %s cannot be refitted on the train part: %s", name, params, exc)
+    bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    if bad:
+        return GateResult(False, f"non-finite offline metrics: {', '.join(bad)}", metrics)
+    mine, pop = metrics[key], metrics[f"popularity.{key}"]
+    if mine <= 0.0:
+        return GateResult(False, f"{key} is 0: the candidate ranks no held-out interaction in its top lists", metrics)
+    if mine < pop * (1.0 - policy.tolerance):
+        return GateResult(False, f"{key} {mine:.4f} is below popularity's {pop:.4f} by more than "
+                                 f"{policy.tolerance:.0%}", metrics)  # fmt: skip
+    champ = metrics.get(f"champion.{key}")
+    if champ is not None and mine < champ * (1.0 - policy.tolerance):
+        return GateResult(False, f"{key} {mine:.4f} is below the champion's {champ:.4f} by more than "
+                                 f"{policy.tolerance:.0%}", metrics)  # fmt: skip
+    vs = f", champion {champ:.4f}" if champ is not None else ", no champion yet"
+    return GateResult(True, f"{key} {mine:.4f} (popularity {pop:.4f}{vs})", metrics)
+
+
+def _same_recipe(a: tuple[str, dict[str, Any]], b: tuple[str, dict[str, Any]]) -> bool:
+    """Same model kind and the same parameters (compared as JSON, so 10 and 10.0 are one value)."""
+    def numbers(params: dict[str, Any]) -> dict[str, Any]:
+        return {k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for k, v in params.items()}
+
+    return a[0] == b[0] and numbers(a[1]) == numbers(b[1])
+
+
+def _sample_rows(test: sp.csr_matrix, n: int) -> sp.csr_matrix:
+    """The test matrix with at most n users' rows kept (a fixed-seed sample, so the protocol is reproducible)."""
+    rows = np.flatnonzero(np.diff(test.indptr) > 0)
+    if len(rows) <= n:
+        return test
+    keep = np.zeros(test.shape[0], np.float32)
+    keep[np.random.default_rng(0).choice(rows, n, replace=False)] = 1.0
+    return sp.csr_matrix(sp.diags(keep) @ test)
+
+
+# --- the pipeline ------------------------------------------------------------------------------------
+def stream_time(store: EventStore) -> datetime | None:
+    """Time of the latest stored event (the stream's clock), None for an empty store."""
+    times = store.latest_times().values()
+    return max(times) if times else None
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every run record kept in a JSON-lines file, oldest first (none if the file does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Retrainer:
+    """Retrain on a schedule of stream time and on demand; keep a record of every run."""
+
+    def __init__(self, store: EventStore, registry: RegistryLike, artifacts: Path, policy: RetrainPolicy,
+                 log_path: Path, rollout: Rollout | None = None) -> None:  # fmt: skip
+        """Retrain from `store` into `artifacts`, register in `registry`, append records to `log_path`."""
+        self.store = store
+        self.registry = registry
+        self.artifacts = Path(artifacts)
+        self.policy = policy
+        self.log_path = Path(log_path)
+        self.rollout = rollout
+        self.last_stream_time = self._last_stream_time()
+        self._running = threading.Lock()  # one run at a time, even if a schedule and a request meet
+
+    @classmethod
+    def from_config(cls, config, store: EventStore, rollout: Rollout | None = None) -> Retrainer:
+        """The retrainer a `RecommenderConfig` describes (its registry, artifacts, policy and run log)."""
+        from movielab.recommender.training.registry import Registry
+
+        log = Path(config.artifacts).parent / "retrain.jsonl"
+        return cls(store, Registry.from_config(config), config.artifacts, RetrainPolicy.from_config(config), log,
+                   rollout)  # fmt: skip
+
+    def _last_stream_time(self) -> datetime | None:
+        """Stream time of the last kept run, so a restarted operator keeps the schedule."""
+        for rec in reversed(read_records(self.log_path)):
+            if rec.get("stream_time"):
+                return datetime.fromisoformat(rec["stream_time"])
+        return None
+
+    def due(self, now: datetime | None = None) -> bool:
+        """Whether `every_hours` of stream time have passed since the last run (or no run happened yet)."""
+        now = stream_time(self.store) if now is None else now
+        if now is None:
+            return False
+        last = self.last_stream_time
+        return last is None or now - last >= timedelta(hours=self.policy.every_hours)
+
+    def maybe_run(self) -> RunRecord | None:
+        """Run when due by the schedule (call it from the operator's loop); None when not due."""
+        now = stream_time(self.store)
+        if not self.due(now):
+            return None
+        return self.run(trigger="schedule")
+
+    def run(self, trigger: str = "on demand", serving: Reference | None = None) -> RunRecord:
+        """One full run now; never raises (a failure is a record with status `failed`).
+
+        `serving`: the model actually serving as champion, if any; with it, a candidate is never made
+        champion directly, even when the registry has lost its champion alias.
+        """
+        p = self.policy
+        record = RunRecord(uuid.uuid4().hex[:12], trigger, _utc_iso(), p.model, dict(p.params))
+        t0 = time.perf_counter()
+        if not self._running.acquire(blocking=False):
+            record.status, record.reason = "rejected", "another retraining run is in progress"
+            self._keep(record)
+            return record
+        try:
+            self._run(record, serving)
+        except _Rejected as rejected:
+            record.status, record.reason = "rejected", str(rejected)
+        except Exception as exc:  # the service boundary: the operator must survive any stage's error
+            record.status, record.reason = "failed", f"{record.stage} failed: {type(exc).__name__}: {exc}"
+            logger.exception("retraining run %s failed in stage %s", record.id, record.stage)
+        finally:
+            self._running.release()
+        record.seconds["total"] = round(time.perf_counter() - t0, 3)
+        if record.stream_time:
+            self.last_stream_time = datetime.fromisoformat(record.stream_time)
+        self._keep(record)
+        return record
+
+    def _run(self, record: RunRecord, serving: Reference | None = None) -> None:
+        p = self.policy
+        with _stage(record, "snapshot"):
+            now = stream_time(self.store)
+            if now is None:
+                raise _Rejected("the store holds no events yet")
+            record.stream_time = now.isoformat()
+            start = now - timedelta(days=p.window_days)
+            end = now + timedelta(microseconds=1)  # the window's end is exclusive: keep the latest event
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+            snap = self.store.create_snapshot(f"retrain-{now:%Y%m%dT%H%M%S}-{stamp}", start, end)
+            record.snapshot = {"id": snap.id, "name": snap.name, "hash": snap.content_hash, "rows": snap.rows,
+                               "window": [start.isoformat(), end.isoformat()]}  # fmt: skip
+        with _stage(record, "checks"):
+            data = self.store.training_data(snap)
+            problem = check_data(self.store, snap, data, p)
+            if problem:
+                raise _Rejected(f"data check: {problem}")
+        with _stage(record, "train"):
+            try:
+                # The checks just built the snapshot's training data: training reuses it, not the query.
+                trained = pipeline.train(self.store, p.model, self.artifacts, snapshot=snap, params=p.params,
+                                         data=data)  # fmt: skip
+            except ModelFitError as exc:
+                raise _Rejected(f"training gave no safe model: {exc}") from None
+            record.artifact_version, record.folder = trained.manifest["version"], str(trained.folder)
+            record.params = trained.manifest["params"]
+        with _stage(record, "gate"):
+            champ = self.registry.champion_version()
+            recipe = None if champ is None else (champ.model, champ.params)
+            record.reference = None if champ is None else f"registry version {champ.version}"
+            if champ is None and serving is not None:
+                record.champion_alias_missing = True
+                recipe, record.reference = (serving.model, serving.params), f"serving {serving.label}"
+                logger.warning("retraining run %s: the registry has no champion alias but %s serves; the "
+                               "candidate is judged against it and canaried, not made champion", record.id,
+                               serving.label)  # fmt: skip
+            verdict = gate(trained.model, data, recipe, p)
+            record.metrics = verdict.metrics
+            if not verdict.accepted:
+                raise _Rejected(f"gate: {verdict.reason}")
+            record.reason = verdict.reason
+        with _stage(record, "register"):
+            registered = self.registry.register(trained, verdict.metrics,
+                                                tags={"retrain_run": record.id, "gate": verdict.reason})  # fmt: skip
+            record.registered_version, record.run_id = registered.version, registered.run_id
+            if champ is None and serving is None:  # nothing serves: there is nothing to canary against
+                registered = self.registry.promote(registered.version)
+                record.decision = "champion"
+            else:
+                registered = self.registry.set_challenger(registered.version)
+                record.decision = "challenger"
+        if self.rollout is not None:
+            with _stage(record, "rollout"):
+                try:
+                    self.rollout(registered, record)
+                except Exception:
+                    if record.decision == "challenger":  # a challenger nobody tries is no challenger
+                        self.registry.clear_challenger()
+                    raise
+        record.status = "accepted"
+
+    def _keep(self, record: RunRecord) -> None:
+        """Log the record and append it to the JSON-lines file."""
+        log = logger.info if record.status == "accepted" else logger.warning
+        log("retraining run %s (%s) %s at %s: %s; version %s, %s s", record.id, record.trigger, record.status,
+            record.stage, record.reason, record.registered_version, record.seconds.get("total"))  # fmt: skip
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_path.open("a") as f:
+                f.write(json.dumps(record.as_dict(), default=str) + "\n")
+        except OSError:
+            logger.exception("retraining run %s could not be kept in %s", record.id, self.log_path)
+
+
+@contextmanager
+def _stage(record: RunRecord, name: str) -> Iterator[None]:
+    """Enter a stage: the record names it (so a failure says where) and keeps its seconds."""
+    record.stage = name
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        record.seconds[name] = round(time.perf_counter() - t, 3)
+
+
+def _utc_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
