@@ -45,7 +45,7 @@ from movielab.recommender.release.canary import (
     srm_check,
     two_proportion_ztest,
 )
-from movielab.recommender.release.online import ArmMetrics, UserTotals
+from movielab.recommender.monitoring.online import ArmMetrics, UserTotals
 
 ALPHA, LOOKS, TAU, NEW_USERS = 0.05, 10, 0.02, 0.2
 T0 = datetime(2026, 1, 1)

@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 from storesink import StoreSink  # a sibling module of the benchmarks
 
-from movielab.recommender.serving import traffic as split
 from movielab.recommender.ingest.coldstart import ColdStart, ColdStartWorker
-from movielab.recommender.store.events import EventStore
 from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.serving import traffic as split
+from movielab.recommender.store.events import EventStore
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app as world_api
 from movielab.world.bootstrap import build_universe, build_world

@@ -121,11 +121,17 @@ def main() -> None:
 
     from movielab.auth import ensure_tokens
     from movielab.recommender.config import RecommenderConfig
-    from movielab.recommender.release.operator import (EmptyBody, OneServer, Operator, OverrideBody, StartBody,
-                                              create_control_app)  # fmt: skip
-    from movielab.recommender.training.retrain import Retrainer
+    from movielab.recommender.release.operator import (
+        EmptyBody,
+        OneServer,
+        Operator,
+        OverrideBody,
+        StartBody,
+        create_control_app,  # fmt: skip
+    )
     from movielab.recommender.serving.app import LoadBody, ShareBody, create_admin_app, create_app, load_version
     from movielab.recommender.store.events import EventStore
+    from movielab.recommender.training.retrain import Retrainer
     from movielab.webserver import ServerThread
 
     with tempfile.TemporaryDirectory() as tmp:

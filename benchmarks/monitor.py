@@ -31,7 +31,7 @@ from movielab.recommender.store.events import (
     Batch,
     EventStore,
 )
-from movielab.recommender.ingest.worldapi import MovieInfo, UserInfo
+from movielab.recommender.store.records import MovieInfo, UserInfo
 
 DAY0 = datetime(2026, 3, 20)
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Thriller", "Documentary", "Animation")

@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from movielab.recommender.training.evaluate import evaluate_model, ml100k_protocol, random_split, ratings_data, to_markdown
+from movielab.recommender.training.evaluate import (
+    evaluate_model,
+    ml100k_protocol,
+    random_split,
+    ratings_data,
+    to_markdown,
+)
 from movielab.recommender.training.models import create
 from movielab.world.data.sources import fetch_ml100k
 

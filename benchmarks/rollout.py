@@ -35,13 +35,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from wrktools import parse_wrk, random_id_lua  # noqa: E402 (sibling module of the benchmarks)
 
+from movielab.recommender.serving.fleet import Fleet
 from movielab.recommender.serving.nginx import find_nginx
 from movielab.recommender.training.data import TrainingData
-from movielab.recommender.serving.fleet import Fleet
 from movielab.recommender.training.models import create
-
-from wrktools import parse_wrk, random_id_lua  # noqa: E402 (sibling module of the benchmarks)
 
 logger = logging.getLogger("rollout")
 

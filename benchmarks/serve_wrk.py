@@ -36,12 +36,11 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from wrktools import parse_wrk, random_id_lua  # noqa: E402 (sibling module of the benchmarks)
 
 from movielab.contract import unique_slugs
 from movielab.recommender.serving.answers import AnswerTable, Provenance
 from movielab.webserver import free_port
-
-from wrktools import parse_wrk, random_id_lua  # noqa: E402 (sibling module of the benchmarks)
 
 logger = logging.getLogger("serve_wrk")
 

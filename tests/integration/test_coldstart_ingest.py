@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
+from movielab.recommender.ingest.consumer import Ingestor
+from movielab.recommender.ingest.worldapi import WorldApi
 from movielab.recommender.serving import app as serve
 from movielab.recommender.serving.answers import AnswerTable, Provenance
-from movielab.recommender.ingest.consumer import Ingestor
-from movielab.recommender.training.models import create
 from movielab.recommender.store.events import EventStore
-from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.models import create
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app
 from movielab.world.bootstrap import build_world
@@ -66,7 +67,7 @@ def test_new_accounts_get_their_self_description_list_before_their_first_request
             # Serving: a popularity version trained before the first new account (so it knows none of them),
             # plus the worker's lists; a user the version knows keeps the model's answer.
             end = datetime.fromtimestamp(history_end, UTC).replace(tzinfo=None)
-            data = store.training_data(store.create_snapshot("before", None, end))
+            data = TrainingData.from_snapshot(store, store.create_snapshot("before", None, end))
             assert not accounts & set(data.users.tolist())
             model = create("popularity").fit(data)
             table = AnswerTable.build(model, Provenance("popularity", "1", data.snapshot_id, "test", "2026-03-20"))

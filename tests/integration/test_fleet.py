@@ -13,10 +13,11 @@ import httpx
 import numpy as np
 import pytest
 
-from movielab.recommender.serving.nginx import find_nginx
+from movielab.recommender.errors import FleetError
 from movielab.recommender.serving import traffic as split
+from movielab.recommender.serving.fleet import Fleet
+from movielab.recommender.serving.nginx import find_nginx
 from movielab.recommender.training.data import TrainingData
-from movielab.recommender.serving.fleet import Fleet, FleetError
 from movielab.recommender.training.models import create
 
 pytestmark = [

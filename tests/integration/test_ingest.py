@@ -23,8 +23,9 @@ import pytest
 from movielab.contract import rate_line, watch_line
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics, read_topic
 from movielab.recommender.ingest.consumer import EndOffsets, Ingestor
-from movielab.recommender.store.events import EventStore
 from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.training.data import TrainingData
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app
 from movielab.world.bootstrap import build_world
@@ -135,7 +136,7 @@ def test_every_line_is_stored_or_quarantined_with_its_reason(live: Live, tmp_pat
         assert ingestor.events_stored == len(good)
         assert ingestor.quarantined == Counter(live.bad.values())
         assert store.quarantine_counts() == dict(Counter(live.bad.values()))
-        data = store.training_data(store.create_snapshot("all", None, None))
+        data = TrainingData.from_snapshot(store, store.create_snapshot("all", None, None))
         assert data.watched.nnz > 100 and data.ratings.nnz > 0
         unknown = data.row_of(UNKNOWN_USER)
         assert unknown is not None and data.segment[unknown] == -1 and data.watched[unknown].nnz == 1

@@ -15,10 +15,9 @@ from batches import lines_batch
 from prometheus_client import CollectorRegistry
 
 from movielab.contract import format_time_us, recommendation_line
+from movielab.demo.prometheus import PrometheusServer, ScrapeJob, find_prometheus
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
 from movielab.kafka.metrics import ProducedLinesCollector
-from movielab.demo.prometheus import PrometheusServer, ScrapeJob, find_prometheus
-from movielab.recommender.serving.answers import AnswerTable, Provenance
 from movielab.recommender.ingest.consumer import EndOffsets
 from movielab.recommender.monitoring.monitor import (
     EndOffsetsCollector,
@@ -26,6 +25,7 @@ from movielab.recommender.monitoring.monitor import (
     OperatorMetrics,
     create_metrics_app,
 )
+from movielab.recommender.serving.answers import AnswerTable, Provenance
 from movielab.recommender.serving.app import create_app as serve_app
 from movielab.recommender.store.events import EventStore
 from movielab.webserver import ServerThread

@@ -16,8 +16,8 @@ from movielab.auth import read_tokens
 from movielab.cli import main
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
 from movielab.recommender.ingest.consumer import Ingestor
-from movielab.recommender.store.events import EventStore
 from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.store.events import EventStore
 from movielab.webserver import ServerThread, free_port
 from movielab.world.api import create_app
 from movielab.world.bootstrap import build_world

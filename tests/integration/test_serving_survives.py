@@ -20,8 +20,8 @@ from typing import Self
 import httpx
 import pytest
 
-from movielab.recommender.serving.nginx import find_nginx, pid_alive
 from movielab.recommender.serving.fleet import STATE_FILE, Fleet
+from movielab.recommender.serving.nginx import find_nginx, pid_alive
 from movielab.webserver import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))

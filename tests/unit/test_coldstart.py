@@ -7,8 +7,6 @@ import warnings
 import numpy as np
 import pytest
 
-from movielab.recommender.serving import app as serve
-from movielab.recommender.serving.answers import AnswerTable, Provenance
 from movielab.recommender.ingest.coldstart import (
     BlendWeights,
     ColdStart,
@@ -18,8 +16,11 @@ from movielab.recommender.ingest.coldstart import (
     blend,  # fmt: skip
     normalize,
 )
+from movielab.recommender.ingest.worldapi import movie_info, user_info
+from movielab.recommender.serving import app as serve
+from movielab.recommender.serving.answers import AnswerTable, Provenance
 from movielab.recommender.store.events import EventStore
-from movielab.recommender.ingest.worldapi import MovieInfo, UserInfo, movie_info, user_info
+from movielab.recommender.store.records import MovieInfo, UserInfo
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")

@@ -10,9 +10,9 @@ import pytest
 from batches import lines_batch
 
 from movielab.contract import format_time_us, rate_line, recommendation_line, watch_line
+from movielab.recommender.errors import DriftError
 from movielab.recommender.monitoring.drift import (
     PSI_STRONG,
-    DriftError,
     WindowProfile,
     align,
     bucket_counts,
@@ -23,12 +23,12 @@ from movielab.recommender.monitoring.drift import (
     gini,
     ks,
     level,
-    profile_window,  # fmt: skip
+    profile_window,
     psi,
     psi_samples,
 )
 from movielab.recommender.store.events import EventStore
-from movielab.recommender.ingest.worldapi import MovieInfo, UserInfo
+from movielab.recommender.store.records import MovieInfo, UserInfo
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 A, B, C, D = "a+2000", "b+2001", "c+2002", "d+2003"

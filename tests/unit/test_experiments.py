@@ -11,10 +11,10 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
+from movielab.recommender.errors import ExperimentError
 from movielab.recommender.release.canary import (
     CanaryPlan,
     Experiment,
-    ExperimentError,
     SequentialTest,
     UserRatio,
     delta_difference,
@@ -25,7 +25,7 @@ from movielab.recommender.release.canary import (
     srm_check,
     two_proportion_ztest,
 )
-from movielab.recommender.release.online import ArmMetrics, UserTotals
+from movielab.recommender.monitoring.online import ArmMetrics, UserTotals
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 

@@ -10,12 +10,13 @@ import pytest
 from batches import lines_batch
 
 from movielab.contract import rate_line, watch_line
-from movielab.recommender.training import pipeline
 from movielab.recommender.config import RecommenderConfig
-from movielab.recommender.serving.explain import BadVersionFolder, explain, explain_from_registry
-from movielab.recommender.training.registry import Registry, default_tracking_uri, registered_name
+from movielab.recommender.errors import BadVersionFolder
+from movielab.recommender.serving.explain import explain, explain_from_registry
 from movielab.recommender.store.events import EventStore
-from movielab.recommender.ingest.worldapi import MovieInfo, UserInfo
+from movielab.recommender.store.records import MovieInfo, UserInfo
+from movielab.recommender.training import pipeline
+from movielab.recommender.training.registry import Registry, default_tracking_uri, registered_name
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 A, B, C, D = "a+2000", "b+2001", "c+2002", "d+2003"

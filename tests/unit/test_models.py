@@ -9,8 +9,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
+from movielab.recommender.errors import ModelFitError, ModelLoadError, UnknownModel
 from movielab.recommender.training.data import TrainingData
-from movielab.recommender.training.models import MODELS, Model, ModelFitError, ModelLoadError, UnknownModel, create
+from movielab.recommender.training.models import MODELS, Model, create
 from movielab.recommender.training.models.als import confidence
 from movielab.recommender.training.models.base import FALLBACK_N
 

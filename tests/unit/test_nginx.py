@@ -7,13 +7,13 @@ import re
 
 import pytest
 
+from movielab.recommender.errors import NginxError
 from movielab.recommender.serving.nginx import (
     CLIENT_KEEPALIVE_S,
     REPLICA_KEEPALIVE_S,
     UPSTREAM_KEEPALIVE_S,
     Backend,
     Nginx,
-    NginxError,
     Timeouts,
     find_nginx,
     render_config,

@@ -11,11 +11,12 @@ from batches import lines_batch
 from prometheus_client import generate_latest
 
 from movielab.contract import rate_line, recommendation_line, watch_line
+from movielab.recommender.monitoring.conversions import window_cost
+from movielab.recommender.monitoring.online import ArmGauges, ArmMetrics, arm_metrics, assign_arms, by_arm
 from movielab.recommender.release.canary import CanaryPlan, Experiment, tick
-from movielab.recommender.release.online import ArmGauges, ArmMetrics, arm_metrics, assign_arms, by_arm
 from movielab.recommender.serving.traffic import in_challenger
 from movielab.recommender.store.events import EventStore
-from movielab.recommender.ingest.worldapi import MovieInfo
+from movielab.recommender.store.records import MovieInfo
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 END = T0 + timedelta(hours=3)
@@ -231,7 +232,7 @@ def test_license_cost_per_play_and_per_1000_requests_per_arm() -> None:
         assert challenger.cost_per_1000_requests == pytest.approx(1000 * 0.2 / 5)
         assert by_arm(m, "cost_per_play") == pytest.approx({"champion": 0.4, "challenger": 0.2})
         assert champion.as_dict()["cost_per_play"] == pytest.approx(0.4)
-        assert store.window_cost(T0, END) == {"plays": 5, "costed_plays": 4, "license_cost": pytest.approx(1.4),
+        assert window_cost(store, T0, END) == {"plays": 5, "costed_plays": 4, "license_cost": pytest.approx(1.4),
                                               "requests": 11}  # fmt: skip
         with pytest.raises(ValueError, match="costed plays"):
             ArmMetrics("champion", SALT, SHARE, T0, END, plays=1, costed_plays=2)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from movielab.recommender.training.ratingsfile import RatingsFileError, read
+from movielab.recommender.errors import RatingsFileError
+from movielab.recommender.training.ratingsfile import read
 
 ROWS = [(196, 242, 3, 881250949), (186, 302, 3, 891717742), (196, 377, 1, 878887116), (22, 242, 5, 880606923)]
 

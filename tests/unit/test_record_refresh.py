@@ -6,7 +6,7 @@ import time
 
 from movielab.recommender.ingest.consumer import UserFetcher
 from movielab.recommender.store.events import EventStore
-from movielab.recommender.ingest.worldapi import MovieInfo, UserInfo
+from movielab.recommender.store.records import MovieInfo, UserInfo
 
 
 class FakeApi:

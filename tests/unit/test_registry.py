@@ -9,16 +9,11 @@ from pathlib import Path
 import pytest
 from test_retrain import block_events  # one synthetic data set for both test modules
 
+from movielab.recommender.errors import RegistryError
+from movielab.recommender.store.events import EventStore
 from movielab.recommender.training import pipeline
 from movielab.recommender.training.provenance import code_version
-from movielab.recommender.training.registry import (
-    REGISTRATION_FILE,
-    Registry,
-    RegistryError,
-    _without_credentials,
-    read_registration,
-)
-from movielab.recommender.store.events import EventStore
+from movielab.recommender.training.registry import REGISTRATION_FILE, Registry, _without_credentials, read_registration
 
 
 @pytest.fixture

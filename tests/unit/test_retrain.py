@@ -13,8 +13,9 @@ import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 
-from movielab.recommender.training import evaluate
-from movielab.recommender.training import pipeline
+from movielab.recommender.store.events import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
+from movielab.recommender.store.records import MovieInfo, UserInfo
+from movielab.recommender.training import evaluate, pipeline
 from movielab.recommender.training import models as model_registry
 from movielab.recommender.training.data import TrainingData
 from movielab.recommender.training.models import create
@@ -31,8 +32,6 @@ from movielab.recommender.training.retrain import (
     read_records,
     stream_time,
 )
-from movielab.recommender.store.events import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
-from movielab.recommender.ingest.worldapi import MovieInfo, UserInfo
 
 T0 = datetime(2026, 3, 20, 6, 0, 0)
 GROUP_USERS = (40, 30, 20, 10)  # unequal groups: popularity favours group 0's block
@@ -124,7 +123,7 @@ def extra_models(monkeypatch):
 
 # --- the gate on its own ---------------------------------------------------------------------------
 def snapshot_data(store: EventStore) -> TrainingData:
-    return store.training_data(store.create_snapshot("all", None, None))
+    return TrainingData.from_snapshot(store, store.create_snapshot("all", None, None))
 
 
 def test_gate_accepts_a_personalised_model_and_measures_all_three(store: EventStore) -> None:
@@ -291,8 +290,8 @@ def test_policy_from_config_and_records_are_json(tmp_path) -> None:
 
 def test_training_reuses_the_checked_data_and_refuses_data_of_another_snapshot(store, tmp_path, monkeypatch) -> None:
     snap = store.create_snapshot("all", None, None)
-    data = store.training_data(snap)
-    monkeypatch.setattr(store, "training_data", lambda *a: pytest.fail("the snapshot was queried again"))
+    data = TrainingData.from_snapshot(store, snap)
+    monkeypatch.setattr(TrainingData, "from_snapshot", lambda *a: pytest.fail("the snapshot was queried again"))
     trained = pipeline.train(store, "popularity", tmp_path / "models", snapshot=snap, data=data)
     assert trained.manifest["snapshot_id"] == snap.id and trained.manifest["users"] == len(data.users)
     store.append(block_events(seed=1, first_user=500))

@@ -16,15 +16,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from movielab.auth import ensure_tokens
+from movielab.recommender.errors import BadSegments, BadUserId, NoChallenger
 from movielab.recommender.serving import app as serve
 from movielab.recommender.serving import traffic as split
 from movielab.recommender.serving.answers import SOURCES, AnswerTable, Provenance
-from movielab.recommender.training.data import N_SEGMENTS, TrainingData
+from movielab.recommender.serving.app import (
+    create_admin_app,
+    create_app,
+    drain,
+    drop_challenger,
+    parse_user_id,
+    promote,
+    read_segments,
+    serving,
+    set_challenger,
+    set_share,
+    swap,
+    write_segments,
+)
+from movielab.recommender.store.records import N_SEGMENTS
+from movielab.recommender.training.data import TrainingData
 from movielab.recommender.training.models import create
-from movielab.recommender.serving.app import (BadSegments, BadUserId, NoChallenger, create_admin_app, create_app, drain,
-                                        drop_challenger,
-                                        parse_user_id, promote, read_segments, serving, set_challenger, set_share,
-                                        swap, write_segments)  # fmt: skip
 
 with warnings.catch_warnings():
     # starlette asks for `httpx2` instead of `httpx`; the client works the same with either.

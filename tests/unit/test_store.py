@@ -10,9 +10,10 @@ import pytest
 from batches import lines_batch
 
 from movielab.contract import account_line, rate_line, recommendation_line, watch_line
-from movielab.recommender.training.data import segment_of
-from movielab.recommender.store.events import EventStore, SnapshotConflict, UnknownSnapshot
-from movielab.recommender.ingest.worldapi import MovieInfo, UserInfo
+from movielab.recommender.errors import SnapshotConflict, UnknownSnapshot
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.store.records import MovieInfo, UserInfo, segment_of
+from movielab.recommender.training.data import TrainingData
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 A, B, C = "a+2000", "b+2001", "c+2002"
@@ -102,7 +103,7 @@ def test_snapshot_is_immutable(store: EventStore) -> None:
     assert store.snapshot("day1") == snap and store.snapshot(snap.id) == snap
     assert store.watch_sessions("day1").equals(sessions)
     assert store.verify_snapshot("day1")
-    assert store.training_data("day1").watched.nnz == 3  # user 1 × B is not in it
+    assert TrainingData.from_snapshot(store, "day1").watched.nnz == 3  # user 1 × B is not in it
     later = store.create_snapshot("day1-again", T0, T0 + timedelta(days=1))
     assert later.rows == snap.rows + 3 and later.content_hash != snap.content_hash
 
@@ -198,7 +199,7 @@ def test_requests_with_outcome_and_pick(store: EventStore) -> None:
 def test_training_data_known_answer(store: EventStore) -> None:
     fill(store)
     snap = store.create_snapshot("train", None, None)
-    data = store.training_data(snap)
+    data = TrainingData.from_snapshot(store, snap)
     assert data.users.tolist() == [1, 2, 3] and data.items == [A, B, C] and data.snapshot_id == snap.id
     assert data.watched.toarray() == pytest.approx(np.array([[0.3, 0, 0], [0, 1.0, 0], [0, 0, 0.5]]))
     assert data.ratings.toarray().tolist() == [[5, 0, 0], [0, 4, 0], [0, 0, 0]]
@@ -214,14 +215,14 @@ def test_training_data_reads_users_as_of_the_snapshot(store: EventStore) -> None
     fill(store)
     snap = store.create_snapshot("before-user-3", None, None)
     store.add_records(users=[UserInfo(3, 40, "F", "other")])
-    assert store.training_data(snap).segment.tolist()[2] == -1  # user 3's record came after the snapshot
+    assert TrainingData.from_snapshot(store, snap).segment.tolist()[2] == -1  # user 3's record came after the snapshot
     store.append(lines_batch(watching(3, A, [1], T0), first=700))
-    assert store.training_data(store.create_snapshot("after", None, None)).segment.tolist()[2] >= 0
+    assert TrainingData.from_snapshot(store, store.create_snapshot("after", None, None)).segment.tolist()[2] >= 0
 
 
 def test_empty_snapshot_gives_empty_training_data(store: EventStore) -> None:
     snap = store.create_snapshot("empty", None, None)
-    data = store.training_data(snap)
+    data = TrainingData.from_snapshot(store, snap)
     assert snap.rows == 0 and data.watched.shape == (0, 0)
 
 
@@ -229,16 +230,16 @@ def test_empty_snapshot_gives_empty_training_data(store: EventStore) -> None:
 def test_a_refresh_replaces_changed_details_and_snapshots_keep_the_old_ones(store: EventStore) -> None:
     fill(store)
     before = store.create_snapshot("before-refresh", None, None)
-    old_segment = store.training_data(before).segment.tolist()
+    old_segment = TrainingData.from_snapshot(store, before).segment.tolist()
     # user 1 turns 60; movie A turns out to last 30 minutes (user 1's 30 distinct minutes complete it)
     store.refresh_records(users=[UserInfo(1, 60, "F", "retired"), UserInfo(2, 20, "M", "artist")],
                           movies=[MovieInfo(A, 30, ("Drama",), "A")])  # fmt: skip
     # Snapshots are content-addressed by their events: the same events would give back `before` itself.
     store.append(lines_batch([account_line(stamp(T0), 5)], first=900))
     after = store.create_snapshot("after-refresh", None, None)
-    assert store.training_data(before).segment.tolist() == old_segment  # a snapshot reads what it was taken with
-    assert store.training_data(after).segment.tolist()[0] == segment_of(np.array([60]), np.array([0]))[0]
-    assert store.training_data(after).segment.tolist()[0] != old_segment[0]
+    assert TrainingData.from_snapshot(store, before).segment.tolist() == old_segment  # a snapshot reads what it was taken with
+    assert TrainingData.from_snapshot(store, after).segment.tolist()[0] == segment_of(np.array([60]), np.array([0]))[0]
+    assert TrainingData.from_snapshot(store, after).segment.tolist()[0] != old_segment[0]
     sessions = {(r["user_id"], r["movie_id"]): r["completion"] for r in store.watch_sessions(after).to_pylist()}
     old_sessions = {(r["user_id"], r["movie_id"]): r["completion"] for r in store.watch_sessions(before).to_pylist()}
     assert sessions[(1, A)] == 1.0 and old_sessions[(1, A)] == pytest.approx(0.3)

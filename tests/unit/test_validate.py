@@ -21,9 +21,10 @@ from movielab.contract import (
     rate_line,
     watch_line,
 )
-from movielab.recommender.store.events import EventStore
+from movielab.recommender.errors import WorldApiUnavailable
 from movielab.recommender.ingest.validation import Validator, parse_values
-from movielab.recommender.ingest.worldapi import WorldApi, WorldApiUnavailable
+from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.store.events import EventStore
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 MOVIES = {"a+2000": "100", "b+2001": "90", "c+2002": "null"}

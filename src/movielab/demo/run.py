@@ -19,17 +19,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from movielab.auth import ensure_tokens
+from movielab.demo.streamstats import stream_stats
 from movielab.kafka.consumer import read_topic
-from movielab.recommender.release.canary import CanaryPlan
 from movielab.recommender.ingest.consumer import Ingestor
+from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.release.canary import CanaryPlan
 from movielab.recommender.release.operator import TOKEN_FILE, OneServer, Operator, create_control_app
 from movielab.recommender.serving.placeholder import SeenMovies, StreamFollower
 from movielab.recommender.serving.placeholder import create_app as placeholder_app
+from movielab.recommender.store.events import EventStore
 from movielab.recommender.training.registry import Registry
 from movielab.recommender.training.retrain import Retrainer, RetrainPolicy
-from movielab.recommender.store.events import EventStore
-from movielab.recommender.ingest.worldapi import WorldApi
-from movielab.demo.streamstats import stream_stats
 from movielab.webserver import ServerThread, free_port
 from movielab.world.config import WorldConfig
 from movielab.world.live import LiveWorld, run_live

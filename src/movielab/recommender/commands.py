@@ -41,8 +41,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Snapshot the store, fit a model, save a new version with its manifest."""
-    from movielab.recommender.training.pipeline import train
     from movielab.recommender.store.events import EventStore
+    from movielab.recommender.training.pipeline import train
 
     c = _config(args)
     params = json.loads(args.params) if args.params else None
@@ -78,12 +78,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                  f"(all ratings positive), seeds {args.seeds}, mean ± std")  # fmt: skip
     else:
         from movielab.recommender.store.events import EventStore
+        from movielab.recommender.training.data import TrainingData
 
         c = _config(args)
         with EventStore(c.store) as store:
             snap = store.snapshot(args.snapshot) if args.snapshot else store.create_snapshot(
                 f"evaluate-{datetime.now().strftime('%Y%m%dT%H%M%S%f')}", None, None)  # fmt: skip
-            train, test = evaluate.time_split(store.training_data(snap))
+            train, test = evaluate.time_split(TrainingData.from_snapshot(store, snap))
         rows = evaluate.compare(models(), train, test)
         title = f"store snapshot {snap.id} ({snap.rows:,} events), time-aware 80/20 split"
     table = f"# Offline comparison\n\n{title}\n\n{evaluate.to_markdown(rows)}\n"
@@ -98,9 +99,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     loopback port with the token in `access.tokens` next to the store."""
     from movielab.auth import ensure_tokens
     from movielab.recommender.release.operator import TOKEN_FILE
-    from movielab.recommender.training.pipeline import latest
     from movielab.recommender.serving.app import create_admin_app, create_app, load_version, write_segments
     from movielab.recommender.store.events import EventStore
+    from movielab.recommender.training.pipeline import latest
     from movielab.webserver import serve_listeners
 
     c = _config(args)
@@ -123,8 +124,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     """One retraining run now (snapshot, checks, train, gate, register); print its record."""
-    from movielab.recommender.training.retrain import Retrainer
     from movielab.recommender.store.events import EventStore
+    from movielab.recommender.training.retrain import Retrainer
 
     c = _config(args)
     if args.params:
@@ -137,8 +138,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Why a user gets the champion's (or challenger's, or a version's) answer, as JSON."""
-    from movielab.recommender.serving.explain import explain_from_registry
     from movielab.recommender.serving.app import parse_user_id
+    from movielab.recommender.serving.explain import explain_from_registry
 
     alias = "challenger" if args.challenger else "champion"
     out = explain_from_registry(_config(args), parse_user_id(args.user), alias, args.version)

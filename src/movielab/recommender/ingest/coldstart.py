@@ -32,15 +32,11 @@ import numpy as np
 from rapidfuzz import fuzz, process
 
 from movielab.contract import MAX_RECOMMENDATIONS
-from movielab.recommender.training.data import segment_of
-from movielab.recommender.store.events import EventStore, StoreError
+from movielab.recommender.errors import StoreError, WorldApiUnavailable
 from movielab.recommender.ingest.worker import ApiWorker
-from movielab.recommender.ingest.worldapi import (
-    MovieInfo,
-    UserInfo,
-    WorldApi,
-    WorldApiUnavailable,
-)
+from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.store.records import MovieInfo, UserInfo, segment_of
 
 logger = logging.getLogger(__name__)
 

@@ -35,17 +35,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from movielab.contract.editions import CURRENT, Edition
 from movielab.kafka import consumer_config
+from movielab.recommender.errors import IngestError, StoreError, WorldApiUnavailable
 from movielab.recommender.ingest.coldstart import ColdStartWorker
-from movielab.recommender.store.events import Appended, Batch, EventStore, StoreError
 from movielab.recommender.ingest.validation import Prepared, Record, Validator
 from movielab.recommender.ingest.worker import ApiWorker
-from movielab.recommender.ingest.worldapi import WorldApi, WorldApiUnavailable
+from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.store.events import Appended, Batch, EventStore
 
 logger = logging.getLogger(__name__)
-
-
-class IngestError(RuntimeError):
-    """Ingestion cannot go on (a fatal Kafka error); names the topics and the reason."""
 
 
 class Ingestor:

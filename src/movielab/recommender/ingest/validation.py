@@ -39,8 +39,9 @@ import pyarrow.compute as pc
 from movielab.contract import MalformedEvent, RateEvent, RecommendationEvent, WatchEvent, parse_line
 from movielab.contract.editions import CURRENT, Edition
 from movielab.contract.slug import MAX_MOVIE_ID_LENGTH, MOVIE_ID_PATTERN
+from movielab.recommender.ingest.worldapi import WorldApi
 from movielab.recommender.store.events import CONTENT_COLUMNS, EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
-from movielab.recommender.ingest.worldapi import MovieInfo, WorldApi
+from movielab.recommender.store.records import MovieInfo
 
 logger = logging.getLogger(__name__)
 

@@ -12,51 +12,18 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from movielab.recommender.errors import WorldApiUnavailable
+from movielab.recommender.store.records import MovieInfo, UserInfo
+
 logger = logging.getLogger(__name__)
 
 MAX_IDS = 200
 MAX_PATH_CHARS = 6000  # keep request lines well under the server's limit, whatever the slug lengths
-
-
-class WorldApiUnavailable(RuntimeError):
-    """The world API could not answer (network error, 5xx, rate limit beyond patience); names URL and reason."""
-
-    def __init__(self, url: str, reason: str) -> None:
-        self.url = url
-        self.reason = reason
-        super().__init__(f"world API {url} unavailable: {reason}")
-
-
-@dataclass(frozen=True, slots=True)
-class MovieInfo:
-    """What the recommender keeps of a movie record: runtime in minutes (None if absent), genre names, title,
-    license cost in USD per play (2026 edition; None before or if absent) and release year (None if absent)."""
-
-    movie_id: str
-    runtime: int | None
-    genres: tuple[str, ...]
-    title: str | None
-    license_cost: float | None = None
-    year: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class UserInfo:
-    """What the world API tells about a user; `likes`/`dislikes` are the 2026 edition's free-text answers
-    (None before 2026 or when the record has none, "" when the user left the answer empty)."""
-
-    user_id: int
-    age: int | None
-    gender: str | None
-    occupation: str | None
-    likes: str | None = None
-    dislikes: str | None = None
 
 
 def movie_info(record: dict[str, Any]) -> MovieInfo:

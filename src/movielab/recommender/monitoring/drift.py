@@ -26,6 +26,9 @@ from datetime import datetime
 import numpy as np
 from scipy import stats
 
+from movielab.recommender.errors import DriftError
+from movielab.recommender.store.outcomes import good_answer_sql
+
 logger = logging.getLogger(__name__)
 
 PSI_MODERATE = 0.1
@@ -37,10 +40,6 @@ FEATURES = ("rating", "activity", "genre", "age", "gender", "occupation")
 # MovieLens-1M age groups: the world's demographics use its vocabulary.
 AGE_BUCKETS = ((0, 18, "under 18"), (18, 25, "18-24"), (25, 35, "25-34"), (35, 45, "35-44"), (45, 50, "45-49"),
                (50, 56, "50-55"), (56, 1000, "56+"))  # fmt: skip
-
-
-class DriftError(ValueError):
-    """Inputs a drift statistic cannot be computed on; names the feature and the reason."""
 
 
 # --- pure statistics ----------------------------------------------------------------------------
@@ -299,7 +298,7 @@ WITH w AS (SELECT user_id, time, seq, kind, movie_id, rating, status, recommenda
            FROM events WHERE time >= $start AND time < $end),
 starts AS (SELECT user_id, movie_id, min(time) AS time FROM w WHERE kind = 'watch' GROUP BY ALL),
 recs AS (SELECT user_id, time, seq, recommendations,
-                status = 200 AND error IS NULL AND response_ms <= $budget AS ok
+                {good_answer_sql()} AS ok
          FROM w WHERE kind = 'recommendation'),
 answered AS (SELECT user_id, time, recommendations FROM recs WHERE ok),
 seen AS (SELECT s.movie_id, list_contains(a.recommendations, s.movie_id) AS hit

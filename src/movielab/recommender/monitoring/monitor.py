@@ -34,6 +34,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from movielab.recommender.errors import MonitorError
+from movielab.recommender.ingest.validation import REASON_KINDS
+from movielab.recommender.monitoring.conversions import window_cost
 from movielab.recommender.monitoring.drift import (
     FEATURES,
     MIN_SAMPLE,
@@ -44,7 +47,7 @@ from movielab.recommender.monitoring.drift import (
     profile_window,  # fmt: skip
     read_rows,
 )
-from movielab.recommender.ingest.validation import REASON_KINDS
+from movielab.recommender.store.outcomes import good_answer_sql
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +56,10 @@ OUTCOMES = ("ok", "no_answer", "error_status", "bad_answer", "late")
 DEFAULT_WINDOW = timedelta(hours=1)
 
 # One scan of the new rows (seq > $last) and of the quarantine table (small: only bad lines).
-COUNTERS_SQL = """
+COUNTERS_SQL = f"""
 SELECT 'event' AS part, topic, partition, kind AS key,
        CASE WHEN kind <> 'recommendation' THEN ''
-            WHEN status = 200 AND error IS NULL AND response_ms <= $budget THEN 'ok'
+            WHEN {good_answer_sql()} THEN 'ok'
             WHEN status = 0 THEN 'no_answer' WHEN status <> 200 THEN 'error_status'
             WHEN error IS NOT NULL THEN 'bad_answer' ELSE 'late' END AS outcome,
        count(*) AS n, max("offset") AS max_offset, max(seq) AS max_seq, max(time) AS max_time
@@ -65,10 +68,6 @@ UNION ALL
 SELECT 'quarantine', topic, partition, reason_kind, '', count(*), max("offset"), NULL, NULL
 FROM quarantine GROUP BY ALL
 """
-
-
-class MonitorError(ValueError):
-    """Bad input to the operator metrics; names the thing and the reason."""
 
 
 class OperatorMetrics:
@@ -157,7 +156,7 @@ class OperatorMetrics:
             self.arm_cost_per_1k.labels(arm, versions.get(arm, "")).set(cost)
 
     def set_window_cost(self, cost: Mapping[str, float]) -> None:
-        """Set the last window's license cost gauges from `EventStore.window_cost` (NaN where undefined)."""
+        """Set the last window's license cost gauges from `conversions.window_cost` (NaN where undefined)."""
         costed, requests = cost["costed_plays"], cost["requests"]
         self.cost_per_play.set(cost["license_cost"] / costed if costed else float("nan"))
         self.cost_per_1k.set(1000.0 * cost["license_cost"] / requests if requests and costed else float("nan"))
@@ -257,7 +256,7 @@ class MonitorLoop:
         if end is not None and self._updates % self.profile_every == 0:
             current = self.last_window = profile_window(store, end - self.window, end, self.budget_ms)
             self.metrics.set_window(current)
-            self.metrics.set_window_cost(store.window_cost(end - self.window, end))
+            self.metrics.set_window_cost(window_cost(store, end - self.window, end))
             reference = self.reference
             if reference is None:
                 # Day over day: the same hours a day earlier, so the diurnal cycle (night vs evening activity,

@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import stats
 
-from movielab.recommender.release.online import ARMS, ArmMetrics, arm_metrics
+from movielab.recommender.errors import ExperimentError
+from movielab.recommender.monitoring.online import ARMS, ArmMetrics, arm_metrics
 
 if TYPE_CHECKING:
     from movielab.recommender.store.events import EventStore
@@ -465,15 +466,6 @@ def _check_alpha(alpha: float) -> None:
 # --- the canary controller ---------------------------------------------------------------------------
 RUNNING, PAUSED, PROMOTED, ROLLED_BACK = "running", "paused", "promoted", "rolled_back"
 TESTS = ("msprt", "z")
-
-
-class ExperimentError(RuntimeError):
-    """An experiment was asked to do something its state does not allow; names the experiment and why."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        self.name = name
-        self.reason = reason
-        super().__init__(f"experiment {name!r}: {reason}")
 
 
 @dataclass(frozen=True)

@@ -36,14 +36,14 @@ from starlette.routing import Route
 
 from movielab.auth import RequireToken, Tokens, ensure_tokens, identity_of
 from movielab.contract.editions import edition
-from movielab.recommender.training import pipeline
-from movielab.recommender.serving import app as serve
-from movielab.recommender.release.canary import CanaryPlan, Experiment, ExperimentError, salt_of
+from movielab.recommender.errors import ExperimentError, OperatorError, RegistryError
 from movielab.recommender.monitoring.monitor import IngestorCollector, MonitorLoop, OperatorMetrics, create_metrics_app
-from movielab.recommender.release.online import arm_metrics, by_arm
-from movielab.recommender.training.registry import RegistryError
-from movielab.recommender.training.retrain import Reference, Retrainer, RunRecord, stream_time
+from movielab.recommender.monitoring.online import arm_metrics, by_arm
+from movielab.recommender.release.canary import CanaryPlan, Experiment, salt_of
+from movielab.recommender.serving import app as serve
 from movielab.recommender.store.events import EventStore
+from movielab.recommender.training import pipeline
+from movielab.recommender.training.retrain import Reference, Retrainer, RunRecord, stream_time
 from movielab.webserver import ServerThread
 
 logger = logging.getLogger(__name__)
@@ -111,10 +111,6 @@ class OneServer:
     def stop(self) -> None:
         """Stop the server."""
         self.server.stop()
-
-
-class OperatorError(RuntimeError):
-    """An operation the operator's state does not allow; names the operation and why."""
 
 
 @dataclass

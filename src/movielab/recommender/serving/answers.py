@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from movielab.contract import MAX_RECOMMENDATIONS, is_movie_id
-from movielab.recommender.training.data import N_SEGMENTS
+from movielab.recommender.store.records import N_SEGMENTS
 
 logger = logging.getLogger(__name__)
 

@@ -34,9 +34,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -48,10 +47,11 @@ from starlette.routing import Route
 
 from movielab.auth import RequireToken, Tokens, identity_of
 from movielab.contract import MAX_RECOMMENDATIONS, is_movie_id
+from movielab.recommender.errors import BadSegments, BadUserId, NoChallenger
 from movielab.recommender.serving import traffic as split
 from movielab.recommender.serving.answers import AnswerTable
-from movielab.recommender.training.data import N_SEGMENTS
 from movielab.recommender.serving.metrics import CONTENT_TYPE, ServeMetrics
+from movielab.recommender.store.records import N_SEGMENTS
 
 logger = logging.getLogger(__name__)
 
@@ -65,24 +65,6 @@ PROXY_HEADER = "x-movielab-proxy"
 ADMIN_POST = ("/admin/load", "/admin/share", "/admin/promote", "/admin/drop")
 _PROVENANCE_TOKEN = re.compile(r"[A-Za-z0-9._:+@-]{1,64}")
 SEGMENT_FILES = ("segments.json", "segments.arrow")  # looked for next to the artifact when none is named
-
-
-class BadUserId(ValueError):
-    """A `/recommend/<userid>` path segment that is not a user id; names the id and the reason."""
-
-    def __init__(self, user_id: str, reason: str) -> None:
-        self.user_id = user_id
-        self.reason = reason
-        shown = repr(user_id if len(user_id) <= 40 else user_id[:40] + "...")
-        super().__init__(f"user id {shown} {reason}")
-
-
-class NoChallenger(RuntimeError):
-    """An operation on the challenger (share, promote, drop) while none is loaded."""
-
-
-class BadSegments(ValueError):
-    """A segments file that cannot be read or holds something other than user id -> segment (-1..13)."""
 
 
 def parse_user_id(text: str) -> int:

@@ -19,17 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from movielab.recommender.errors import BadVersionFolder, UnknownSnapshot
 from movielab.recommender.serving.answers import AnswerTable
+from movielab.recommender.store.events import EventStore
 from movielab.recommender.training.registry import read_registration
-from movielab.recommender.store.events import EventStore, UnknownSnapshot
 
 logger = logging.getLogger(__name__)
 
 RECENT = 5  # movies listed in the user's history, latest first
-
-
-class BadVersionFolder(ValueError):
-    """A version folder without the manifest or arrays an explanation needs."""
 
 
 def explain(user_id: int, table: AnswerTable, folder: Path | str, store: EventStore | None = None,
@@ -126,9 +123,9 @@ def _events(store: EventStore, snapshot_id: str, user_id: int, recent: int) -> d
 def explain_from_registry(config, user_id: int, alias: str = "champion", version: str | None = None,
                           recent: int = RECENT) -> dict[str, Any]:  # fmt: skip
     """`explain` for the registry's champion (or challenger, or a version number), with the store if it opens."""
+    from movielab.recommender.errors import RegistryError, StoreError
     from movielab.recommender.training.pipeline import answer_table, load
-    from movielab.recommender.training.registry import Registry, RegistryError
-    from movielab.recommender.store.events import StoreError
+    from movielab.recommender.training.registry import Registry
 
     registry = Registry.from_config(config)
     if version is not None:

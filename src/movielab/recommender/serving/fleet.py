@@ -44,8 +44,17 @@ from pathlib import Path
 from typing import Self
 
 from movielab.auth import Tokens, ensure_tokens, read_tokens
-from movielab.recommender.serving.nginx import (REPLICA_KEEPALIVE_S, Backend, Nginx, Timeouts, cmdline, pid_alive, stop_pid_group,
-                            stop_process_group)  # fmt: skip
+from movielab.recommender.errors import FleetError
+from movielab.recommender.serving.nginx import (
+    REPLICA_KEEPALIVE_S,
+    Backend,
+    Nginx,
+    Timeouts,
+    cmdline,
+    pid_alive,
+    stop_pid_group,
+    stop_process_group,  # fmt: skip
+)
 from movielab.webserver import free_port
 
 logger = logging.getLogger(__name__)
@@ -53,11 +62,6 @@ logger = logging.getLogger(__name__)
 ADMIN_TIMEOUT_S = 600.0  # a load builds a whole answer table: seconds for 100,000s of users
 REPLICA_HOST = "127.0.0.1"  # replicas (public and admin ports) listen on loopback only; nginx faces clients
 STATE_FILE = "fleet.json"
-
-
-class FleetError(RuntimeError):
-    """A replica did not start, refused an admin request (the message carries its answer), or a rollout step
-    failed; names the replica."""
 
 
 @dataclass

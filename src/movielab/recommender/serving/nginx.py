@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from movielab.recommender.errors import NginxError
+
 logger = logging.getLogger(__name__)
 
 PROXY_HEADER = "X-Movielab-Proxy"  # the replicas refuse admin requests that carry it (see serve.py)
@@ -50,10 +52,6 @@ WORLD_TIMEOUT_MS = 600
 CLIENT_KEEPALIVE_S = 75  # the world's aiohttp client closes its idle connections after 15 s, before nginx does
 UPSTREAM_KEEPALIVE_S = 30  # nginx closes idle connections to replicas first ...
 REPLICA_KEEPALIVE_S = 60  # ... the replicas (uvicorn's timeout_keep_alive) later
-
-
-class NginxError(RuntimeError):
-    """nginx is missing, refused its config (the message quotes nginx's reason), or did not start or reload."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""What models train on: a user × movie matrix built from one named store snapshot.
+"""What models train on: a user × movie matrix built from one named store snapshot (`TrainingData.from_snapshot`).
 
 Implicit feedback comes from watching: the value of (user, movie) is the share of the movie
 the user watched (distinct minutes watched / runtime, capped at 1; runtime from the world's
@@ -18,21 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.store.records import SEGMENT_COLUMNS, as_of, segment_of
+from movielab.recommender.store.snapshots import Snapshot, ratings_sql, sessions_sql
+
 logger = logging.getLogger(__name__)
-
-# Demographic segments for cold-start popularity: ML-1M age buckets × gender.
-AGE_EDGES = (18, 25, 35, 45, 50, 56)
-
-
-def segment_of(age: np.ndarray, gender: np.ndarray) -> np.ndarray:
-    """Segment index 0..13 from age in years and gender (0 = F, 1 = M); -1 where either is unknown (< 0)."""
-    age, gender = np.asarray(age), np.asarray(gender)
-    seg = np.searchsorted(np.asarray(AGE_EDGES), age, side="right") * 2 + gender
-    return np.where((age < 0) | (gender < 0), -1, seg).astype(np.int16)
-
-
-N_SEGMENTS = (len(AGE_EDGES) + 1) * 2
-
 
 def latest_per_pair(user: np.ndarray, item: np.ndarray, time: np.ndarray) -> np.ndarray:
     """Sorted row indices that keep, of each (user, item) pair, the row with the latest time (the later row on ties).
@@ -126,3 +116,28 @@ class TrainingData:
         cost = None if item_cost is None else np.array([item_cost.get(m, np.nan) for m in items.tolist()], np.float32)
         return cls(users, items.tolist(), mat(watched, np.float32), mat(ratings, np.float32), mat(times, np.float64),
                    seg, snapshot_id, item_cost=cost)  # fmt: skip
+
+    @classmethod
+    def from_snapshot(cls, store: EventStore, snapshot: str | Snapshot) -> TrainingData:
+        """The snapshot as `TrainingData`: watch shares, latest ratings, last times, demographic segments and
+        license costs, from the user and movie records as they were when the snapshot was taken.
+
+        Raises `UnknownSnapshot` (from the store) for a name or id no snapshot has.
+        """
+        snap = store.snapshot(snapshot)
+        params = store.snapshot_params(snap)
+        sql = f"""WITH s AS ({sessions_sql()}), r AS ({ratings_sql()})
+            SELECT user_id, movie_id, coalesce(s.completion, 0)::FLOAT AS watched,
+                   coalesce(r.rating, 0)::FLOAT AS rating, epoch_us(greatest(s.last_time, r.time)) / 1e6 AS t
+            FROM s FULL OUTER JOIN r USING (user_id, movie_id)"""
+        triples = store.read_arrow(sql, params)
+        users = store.read_arrow(f"SELECT {SEGMENT_COLUMNS} FROM ({as_of('users')})", {"created": snap.created_at})
+        seg = segment_of(users["age"].to_numpy(), users["gender"].to_numpy())
+        segments = dict(zip(users["user_id"].to_numpy().tolist(), seg.tolist(), strict=True))
+        movies = triples["movie_id"].to_numpy(zero_copy_only=False)
+        costs = {m: float(c) for m, c in store.read(f"""SELECT movie_id, license_cost FROM ({as_of("movies")})
+                                                       WHERE license_cost IS NOT NULL""",
+                                                    {"created": snap.created_at})}  # fmt: skip
+        return cls.from_triples(triples["user_id"].to_numpy(), movies, triples["watched"].to_numpy(),
+                                triples["rating"].to_numpy(), triples["t"].to_numpy(), segments,
+                                snapshot_id=snap.id, item_cost=costs or None)  # fmt: skip

@@ -15,20 +15,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from movielab.recommender.errors import NoModel
 from movielab.recommender.serving.answers import AnswerTable, Provenance
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.store.snapshots import Snapshot
 from movielab.recommender.training.data import TrainingData
 from movielab.recommender.training.models import create
 from movielab.recommender.training.models.base import Model
 from movielab.recommender.training.provenance import code_version
-from movielab.recommender.store.events import EventStore, Snapshot
 
 logger = logging.getLogger(__name__)
 
 _VERSION = re.compile(r"v(\d{4,})")
-
-
-class NoModel(LookupError):
-    """No trained version exists where one was asked for."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ def train(
     """Fit `model_name` on a snapshot (a new one over [start, end) unless named) and save a new version.
 
     `data`: the named snapshot's training data when the caller has already built it (the costliest query of
-    a run); it must be `store.training_data(snapshot)`.
+    a run); it must be `TrainingData.from_snapshot(store, snapshot)`.
     """
     if snapshot is None:
         if data is not None:
@@ -68,7 +66,7 @@ def train(
         snapshot = store.create_snapshot(f"train-{model_name}-{stamp}", start, end)
     snap = store.snapshot(snapshot)
     if data is None:
-        data = store.training_data(snap)
+        data = TrainingData.from_snapshot(store, snap)
     elif data.snapshot_id != snap.id:
         raise ValueError(f"train: the data given is of snapshot {data.snapshot_id}, not of {snap.id}")
     t = time.perf_counter()

@@ -22,19 +22,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from movielab.recommender.errors import RatingsFileError
 from movielab.recommender.training.data import latest_per_pair
 
 logger = logging.getLogger(__name__)
 
 _RECBOLE = {"user_id": "user", "item_id": "item", "rating": "rating", "timestamp": "timestamp"}
-
-
-class RatingsFileError(ValueError):
-    """A ratings file that cannot be read; names the file and the reason."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        self.path = path
-        super().__init__(f"ratings file {str(path)!r}: {reason}")
 
 
 @dataclass(frozen=True)

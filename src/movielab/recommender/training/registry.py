@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from movielab.recommender.errors import RegistryError
 from movielab.recommender.training.pipeline import Trained
 
 logger = logging.getLogger(__name__)
@@ -35,10 +36,6 @@ CHALLENGER = "challenger"
 EXPERIMENT = "movielab-recommender"
 REGISTRATION_FILE = "registration.json"
 ARTIFACT_PATH = "model"  # the version folder's place inside the run's artifacts
-
-
-class RegistryError(RuntimeError):
-    """The registry cannot do what was asked; the message names the model, version or alias and why."""
 
 
 @dataclass(frozen=True)

@@ -39,13 +39,14 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from movielab.recommender.training import evaluate
-from movielab.recommender.training import pipeline
+from movielab.recommender.errors import ModelFitError
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.store.snapshots import Snapshot
+from movielab.recommender.training import evaluate, pipeline
 from movielab.recommender.training.data import TrainingData
-from movielab.recommender.training.models import Model, ModelFitError, create
+from movielab.recommender.training.models import Model, create
 from movielab.recommender.training.pipeline import Trained
 from movielab.recommender.training.registry import RegisteredVersion
-from movielab.recommender.store.events import EventStore, Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -374,7 +375,7 @@ class Retrainer:
             record.snapshot = {"id": snap.id, "name": snap.name, "hash": snap.content_hash, "rows": snap.rows,
                                "window": [start.isoformat(), end.isoformat()]}  # fmt: skip
         with _stage(record, "checks"):
-            data = self.store.training_data(snap)
+            data = TrainingData.from_snapshot(self.store, snap)
             problem = check_data(self.store, snap, data, p)
             if problem:
                 raise _Rejected(f"data check: {problem}")

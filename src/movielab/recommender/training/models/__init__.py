@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import inspect
 
+from movielab.recommender.errors import ModelFitError, ModelLoadError, UnknownModel
 from movielab.recommender.training.models.als import ALS
-from movielab.recommender.training.models.base import Model, ModelFitError, ModelLoadError, UnknownModel
+from movielab.recommender.training.models.base import Model
 from movielab.recommender.training.models.costaware import CostAware
 from movielab.recommender.training.models.ease import EASE
 from movielab.recommender.training.models.itemknn import ItemKNN

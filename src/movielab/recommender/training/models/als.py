@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from movielab.recommender.errors import ModelFitError
 from movielab.recommender.training.data import TrainingData
-from movielab.recommender.training.models.base import Model, ModelFitError
+from movielab.recommender.training.models.base import Model
 
 VALUES = ("binary", "strength")
 

@@ -17,7 +17,9 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from movielab.recommender.training.data import N_SEGMENTS, TrainingData
+from movielab.recommender.errors import ModelFitError, ModelLoadError
+from movielab.recommender.store.records import N_SEGMENTS
+from movielab.recommender.training.data import TrainingData
 
 logger = logging.getLogger(__name__)
 
@@ -27,22 +29,6 @@ MIN_SEGMENT_USERS = 20  # a segment with fewer users gets the global list
 CHECK_ROWS = 256  # users sampled after fit to check scores and recommendations
 BATCH_CELLS = 1 << 24  # users × items scored at once by recommend_rows
 COMMON_ARRAYS = ("users", "items", "seen_indptr", "seen_indices", "fallback_items")
-
-
-class ModelFitError(RuntimeError):
-    """Fitting gave nothing safe to ship: empty or non-finite data, NaN scores, or no recommendations."""
-
-
-class ModelLoadError(RuntimeError):
-    """A saved model folder is missing, incomplete, unreadable or of another format version."""
-
-
-class UnknownModel(ValueError):
-    """A model name that the registry does not know; the message lists the known ones."""
-
-    def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__(f"unknown model {name!r}; known models: {', '.join(sorted(known))}")
-        self.name = name
 
 
 class Model(ABC):

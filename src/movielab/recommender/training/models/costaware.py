@@ -14,8 +14,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from movielab.recommender.errors import ModelFitError
 from movielab.recommender.training.data import TrainingData
-from movielab.recommender.training.models.base import COMMON_ARRAYS, Model, ModelFitError
+from movielab.recommender.training.models.base import COMMON_ARRAYS, Model
 
 _PREFIX = "base__"
 

@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.linalg
 
+from movielab.recommender.errors import ModelFitError
 from movielab.recommender.training.data import TrainingData
-from movielab.recommender.training.models.base import Model, ModelFitError
+from movielab.recommender.training.models.base import Model
 
 SMALL_BATCH = 16  # up to this many users, scores sum rows of B instead of a sparse product
 

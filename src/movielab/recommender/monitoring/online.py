@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 from prometheus_client import CollectorRegistry, Gauge
 
+from movielab.recommender.monitoring.conversions import arm_request_metrics
 from movielab.recommender.serving.traffic import buckets, threshold
 
 if TYPE_CHECKING:
@@ -217,10 +218,10 @@ def arm_metrics(store: EventStore, start: datetime, end: datetime, salt: int, sh
     max_seq = store.ingested_seq()  # one ingestion point for both queries: a user arriving between them is not lost
     users = store.request_users(start, end, max_seq)
     arms = pa.table({"user_id": pa.array(users, pa.int64()), "arm": pa.array(assign_arms(users, salt, share))})
-    per_arm, per_user = store.arm_request_metrics(arms, start, end, conversion_window, max_seq)
+    per_arm, per_user = arm_request_metrics(store, arms, start, end, conversion_window, max_seq)
     pre = None
     if pre_period > timedelta(0):
-        pre = store.arm_request_metrics(arms, pre_end - pre_period, pre_end, conversion_window, max_seq)[1]
+        pre = arm_request_metrics(store, arms, pre_end - pre_period, pre_end, conversion_window, max_seq)[1]
     rows = {r["arm"]: r for r in per_arm.to_pylist()}
     out = {}
     for arm in ARMS:
