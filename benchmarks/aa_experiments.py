@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from scipy.stats import binomtest
 
+from movielab.recommender.monitoring.online import ArmMetrics, UserTotals
 from movielab.recommender.release.canary import (
     CanaryPlan,
     Experiment,
@@ -45,7 +46,6 @@ from movielab.recommender.release.canary import (
     srm_check,
     two_proportion_ztest,
 )
-from movielab.recommender.monitoring.online import ArmMetrics, UserTotals
 
 ALPHA, LOOKS, TAU, NEW_USERS = 0.05, 10, 0.02, 0.2
 T0 = datetime(2026, 1, 1)

@@ -28,10 +28,11 @@ from scipy import stats
 from storesink import StoreSink  # a sibling module of the benchmarks
 
 from movielab.recommender.ingest.worldapi import WorldApi
-from movielab.recommender.serving.answers import AnswerTable, Provenance
+from movielab.recommender.serving.answers import AnswerTable
 from movielab.recommender.store.events import EventStore
 from movielab.recommender.training.data import TrainingData
 from movielab.recommender.training.models import create
+from movielab.recommender.training.provenance import Provenance
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app as world_api
 from movielab.world.bootstrap import build_universe, build_world

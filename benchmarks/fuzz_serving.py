@@ -129,7 +129,9 @@ def main() -> None:
         StartBody,
         create_control_app,  # fmt: skip
     )
-    from movielab.recommender.serving.app import LoadBody, ShareBody, create_admin_app, create_app, load_version
+    from movielab.recommender.serving.admin import LoadBody, ShareBody, create_admin_app
+    from movielab.recommender.serving.app import create_app
+    from movielab.recommender.serving.versions import load_version
     from movielab.recommender.store.events import EventStore
     from movielab.recommender.training.retrain import Retrainer
     from movielab.webserver import ServerThread

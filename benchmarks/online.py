@@ -23,12 +23,13 @@ from movielab.kafka.broker import EmbeddedBroker
 from movielab.kafka.producer import KafkaSink
 from movielab.recommender.ingest.consumer import Ingestor
 from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.serving.answers import answer_table
 from movielab.recommender.serving.app import create_app as serve_app
 from movielab.recommender.store.events import EventStore
 from movielab.recommender.training.data import TrainingData
 from movielab.recommender.training.evaluate import compare, time_split, to_markdown
 from movielab.recommender.training.models import create
-from movielab.recommender.training.pipeline import answer_table, train
+from movielab.recommender.training.pipeline import train
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app as world_api
 from movielab.world.bootstrap import build_universe, build_world

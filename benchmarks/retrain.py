@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from movielab.recommender.serving.answers import answer_table
 from movielab.recommender.store.events import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
 from movielab.recommender.store.records import MovieInfo, UserInfo
 from movielab.recommender.training import pipeline
@@ -128,7 +129,7 @@ def main() -> None:
         tables = []
 
         def rollout(mv, record) -> None:
-            tables.append(pipeline.answer_table(pipeline.load(registry.folder(mv)), store))
+            tables.append(answer_table(pipeline.load(registry.folder(mv)), store))
 
         policy = RetrainPolicy(model=args.model, params=params, window_days=8)
         retrainer = Retrainer(store, registry, artifacts, policy, Path(tmp) / "retrain.jsonl", rollout)

@@ -39,7 +39,8 @@ import numpy as np
 from wrktools import parse_wrk, random_id_lua  # noqa: E402 (sibling module of the benchmarks)
 
 from movielab.contract import unique_slugs
-from movielab.recommender.serving.answers import AnswerTable, Provenance
+from movielab.recommender.serving.answers import AnswerTable
+from movielab.recommender.training.provenance import Provenance
 from movielab.webserver import free_port
 
 logger = logging.getLogger("serve_wrk")

@@ -14,10 +14,12 @@ from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
 from movielab.recommender.ingest.consumer import Ingestor
 from movielab.recommender.ingest.worldapi import WorldApi
 from movielab.recommender.serving import app as serve
-from movielab.recommender.serving.answers import AnswerTable, Provenance
+from movielab.recommender.serving.answers import AnswerTable
+from movielab.recommender.serving.state import set_coldstart
 from movielab.recommender.store.events import EventStore
 from movielab.recommender.training.data import TrainingData
 from movielab.recommender.training.models import create
+from movielab.recommender.training.provenance import Provenance
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app
 from movielab.world.bootstrap import build_world
@@ -72,7 +74,7 @@ def test_new_accounts_get_their_self_description_list_before_their_first_request
             model = create("popularity").fit(data)
             table = AnswerTable.build(model, Provenance("popularity", "1", data.snapshot_id, "test", "2026-03-20"))
             app = serve.create_app(table)
-            assert serve.set_coldstart(app, _lists(store)) == len(accounts)
+            assert set_coldstart(app, _lists(store)) == len(accounts)
             user, _, movies = with_titles[0]
             with ServerThread(app) as server:
                 r = httpx.get(f"{server.url}/recommend/{user}", timeout=10)

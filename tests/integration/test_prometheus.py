@@ -25,9 +25,10 @@ from movielab.recommender.monitoring.monitor import (
     OperatorMetrics,
     create_metrics_app,
 )
-from movielab.recommender.serving.answers import AnswerTable, Provenance
+from movielab.recommender.serving.answers import AnswerTable
 from movielab.recommender.serving.app import create_app as serve_app
 from movielab.recommender.store.events import EventStore
+from movielab.recommender.training.provenance import Provenance
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app as world_app
 from movielab.world.bootstrap import build_world

@@ -12,15 +12,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from movielab.auth import ensure_tokens
 from movielab.recommender.serving import traffic as split
-from movielab.recommender.serving.answers import AnswerTable, Provenance
-from movielab.recommender.serving.app import (
-    create_admin_app,
-    create_app,
-    drop_challenger,
-    serving,
-    set_challenger,
-    swap,
-)
+from movielab.recommender.serving.admin import create_admin_app
+from movielab.recommender.serving.answers import AnswerTable
+from movielab.recommender.serving.app import create_app
+from movielab.recommender.serving.state import drop_challenger, serving, set_challenger, swap
+from movielab.recommender.training.provenance import Provenance
 from movielab.webserver import ServerThread
 from movielab.world.client import HttpRecommender, Team
 

@@ -18,9 +18,11 @@ from movielab.recommender.ingest.coldstart import (
 )
 from movielab.recommender.ingest.worldapi import movie_info, user_info
 from movielab.recommender.serving import app as serve
-from movielab.recommender.serving.answers import AnswerTable, Provenance
+from movielab.recommender.serving.answers import AnswerTable
+from movielab.recommender.serving.state import prune_coldstart, set_coldstart
 from movielab.recommender.store.events import EventStore
 from movielab.recommender.store.records import MovieInfo, UserInfo
+from movielab.recommender.training.provenance import Provenance
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -162,22 +164,22 @@ def test_serving_answers_a_new_user_from_the_cold_start_list_with_its_provenance
     assert client.get("/recommend/99").headers["x-model"].endswith("source=global; arm=champion")
     lists = [ColdStartList(99, ("heat+1995", "scream+1996"), ("heat+1995",), (), (), "lexical-v1", "segment:5"),
              ColdStartList(10, ("heat+1995",), (), (), (), "lexical-v1", "global")]  # fmt: skip
-    assert serve.set_coldstart(app, lists) == 2
+    assert set_coldstart(app, lists) == 2
     r = client.get("/recommend/99")
     assert r.text == "heat+1995,scream+1996"
     assert "source=coldstart; arm=champion; matcher=lexical-v1; fallback=segment:5" in r.headers["x-model"]
     assert client.get("/recommend/10").text == ",".join(IDS)  # the model knows user 10: its list wins
     assert 'recommend_requests_total{arm="champion",source="coldstart"} 1.0' in client.get("/metrics").text
     with pytest.raises(ValueError, match="user 5"):
-        serve.set_coldstart(app, [ColdStartList(5, ("bad id",), (), (), (), "lexical-v1", "global")])
+        set_coldstart(app, [ColdStartList(5, ("bad id",), (), (), (), "lexical-v1", "global")])
     with pytest.raises(ValueError, match="not a header token"):
-        serve.set_coldstart(app, [ColdStartList(5, ("heat+1995",), (), (), (), "a; b", "global")])
+        set_coldstart(app, [ColdStartList(5, ("heat+1995",), (), (), (), "a; b", "global")])
     assert client.get("/recommend/5").headers["x-model"].endswith("source=global; arm=champion")
 
 
 def test_a_version_that_knows_the_user_takes_over_and_the_list_is_dropped() -> None:
     table = AnswerTable.build(_Model(), Provenance("fake", "3", "snap-1", "abc123", "2026-03-20T08:12:38"))
     app = serve.create_app(table)
-    serve.set_coldstart(app, [ColdStartList(u, ("heat+1995",), (), (), (), "lexical-v1", "global") for u in (10, 11)])
-    assert serve.prune_coldstart(app) == 1  # user 10 is in the model
+    set_coldstart(app, [ColdStartList(u, ("heat+1995",), (), (), (), "lexical-v1", "global") for u in (10, 11)])
+    assert prune_coldstart(app) == 1  # user 10 is in the model
     assert set(app.state.coldstart) == {11}

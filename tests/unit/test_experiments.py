@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from movielab.recommender.errors import ExperimentError
+from movielab.recommender.monitoring.online import ArmMetrics, UserTotals
 from movielab.recommender.release.canary import (
     CanaryPlan,
     Experiment,
@@ -25,7 +26,6 @@ from movielab.recommender.release.canary import (
     srm_check,
     two_proportion_ztest,
 )
-from movielab.recommender.monitoring.online import ArmMetrics, UserTotals
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 

@@ -10,6 +10,7 @@ import pytest
 from test_retrain import block_events  # one synthetic data set for both test modules
 
 from movielab.recommender.errors import RegistryError
+from movielab.recommender.serving.answers import answer_table
 from movielab.recommender.store.events import EventStore
 from movielab.recommender.training import pipeline
 from movielab.recommender.training.provenance import code_version
@@ -57,7 +58,7 @@ def test_register_round_trip_with_lineage_and_aliases(registry: Registry, traine
     assert registry.champion() != ease.folder and (registry.champion() / REGISTRATION_FILE).is_file()
     users = ease.model.users.tolist()
     assert [champion.model.recommend(u) for u in users] == [ease.model.recommend(u) for u in users]
-    table, original = pipeline.answer_table(champion, store), pipeline.answer_table(ease, store)
+    table, original = answer_table(champion, store), answer_table(ease, store)
     assert all(table.lookup(u) == original.lookup(u) for u in [*users, 10**9])
     assert pipeline.load(registry.challenger()).manifest["model"] == "popularity"
 

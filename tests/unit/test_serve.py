@@ -17,26 +17,17 @@ from hypothesis import strategies as st
 
 from movielab.auth import ensure_tokens
 from movielab.recommender.errors import BadSegments, BadUserId, NoChallenger
-from movielab.recommender.serving import app as serve
+from movielab.recommender.serving import admin as admin_routes
 from movielab.recommender.serving import traffic as split
-from movielab.recommender.serving.answers import SOURCES, AnswerTable, Provenance
-from movielab.recommender.serving.app import (
-    create_admin_app,
-    create_app,
-    drain,
-    drop_challenger,
-    parse_user_id,
-    promote,
-    read_segments,
-    serving,
-    set_challenger,
-    set_share,
-    swap,
-    write_segments,
-)
+from movielab.recommender.serving.admin import create_admin_app
+from movielab.recommender.serving.answers import SOURCES, AnswerTable
+from movielab.recommender.serving.app import create_app, parse_user_id
+from movielab.recommender.serving.state import drain, drop_challenger, promote, serving, set_challenger, set_share, swap
+from movielab.recommender.serving.versions import load_version, read_segments, write_segments
 from movielab.recommender.store.records import N_SEGMENTS
 from movielab.recommender.training.data import TrainingData
 from movielab.recommender.training.models import create
+from movielab.recommender.training.provenance import Provenance
 
 with warnings.catch_warnings():
     # starlette asks for `httpx2` instead of `httpx`; the client works the same with either.
@@ -600,7 +591,7 @@ def test_a_draining_replica_answers_503_with_the_reason_until_it_serves_again(cl
 @pytest.mark.parametrize("fails", [False, True])
 def test_a_load_with_drain_answers_503_while_it_builds_then_serves(client, admin, version, monkeypatch, fails) -> None:
     seen: list[tuple[int, bool]] = []
-    real = serve.load_version
+    real = load_version
 
     def load_and_look(folder, segments=None):
         # runs in the worker thread while the event loop keeps answering
@@ -610,7 +601,7 @@ def test_a_load_with_drain_answers_503_while_it_builds_then_serves(client, admin
             raise OSError("disk gone")
         return real(folder, segments)
 
-    monkeypatch.setattr(serve, "load_version", load_and_look)
+    monkeypatch.setattr(admin_routes, "load_version", load_and_look)
     r = admin.post("/admin/load", json={"folder": str(version), "drain": True})
     assert seen == [(503, True)]
     assert r.status_code == (400 if fails else 200), r.text
@@ -621,13 +612,13 @@ def test_a_load_with_drain_answers_503_while_it_builds_then_serves(client, admin
 
 def test_a_load_without_drain_keeps_answering_from_the_old_table(client, admin, version, monkeypatch) -> None:
     seen: list[str] = []
-    real = serve.load_version
+    real = load_version
 
     def load_and_look(folder, segments=None):
         seen.append(client.get("/recommend/10").headers["x-model"])
         return real(folder, segments)
 
-    monkeypatch.setattr(serve, "load_version", load_and_look)
+    monkeypatch.setattr(admin_routes, "load_version", load_and_look)
     assert admin.post("/admin/load", json={"folder": str(version)}).status_code == 200
     assert seen == [header("model")]
 
@@ -727,7 +718,7 @@ def test_segments_pointing_at_any_json_file_reveal_neither_its_content_nor_its_e
 
 
 def test_the_admin_log_names_the_authenticated_identity(admin, version, caplog) -> None:
-    with caplog.at_level("INFO", logger="movielab.recommender.serving.app"):
+    with caplog.at_level("INFO", logger="movielab.recommender.serving.admin"):
         assert admin.post("/admin/load", json={"folder": "v0007", "arm": "challenger"}).status_code == 200
         assert admin.post("/admin/drop").status_code == 200
     assert "admin load of" in caplog.text and "as challenger by alice" in caplog.text

@@ -99,7 +99,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     loopback port with the token in `access.tokens` next to the store."""
     from movielab.auth import ensure_tokens
     from movielab.recommender.release.operator import TOKEN_FILE
-    from movielab.recommender.serving.app import create_admin_app, create_app, load_version, write_segments
+    from movielab.recommender.serving.admin import create_admin_app
+    from movielab.recommender.serving.app import create_app
+    from movielab.recommender.serving.versions import load_version, write_segments
     from movielab.recommender.store.events import EventStore
     from movielab.recommender.training.pipeline import latest
     from movielab.webserver import serve_listeners

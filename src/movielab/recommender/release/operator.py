@@ -41,6 +41,16 @@ from movielab.recommender.monitoring.monitor import IngestorCollector, MonitorLo
 from movielab.recommender.monitoring.online import arm_metrics, by_arm
 from movielab.recommender.release.canary import CanaryPlan, Experiment, salt_of
 from movielab.recommender.serving import app as serve
+from movielab.recommender.serving.state import (
+    drop_challenger,
+    promote,
+    prune_coldstart,
+    set_challenger,
+    set_coldstart,
+    set_share,
+    swap,
+)
+from movielab.recommender.serving.versions import load_version, write_segments
 from movielab.recommender.store.events import EventStore
 from movielab.recommender.training import pipeline
 from movielab.recommender.training.retrain import Reference, Retrainer, RunRecord, stream_time
@@ -71,7 +81,7 @@ class OneServer:
     """Serving by one in-process server (demo, tests): the same operations as a `Fleet`, on one app."""
 
     def __init__(self, version: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
-        loaded = serve.load_version(version)
+        loaded = load_version(version)
         self.app = serve.create_app(loaded.table, folder=loaded.folder, manifest=loaded.manifest)
         self.server = ServerThread(self.app, host, port).start()
         self.url = self.server.url
@@ -83,30 +93,30 @@ class OneServer:
 
     def rollout(self, version: Path) -> None:
         """Serve `version` as champion (built first, then swapped in with one assignment)."""
-        loaded = serve.load_version(version)
-        serve.swap(self.app, loaded.table, loaded.folder, loaded.manifest)
-        serve.prune_coldstart(self.app)  # users the new version knows no longer need their first list
+        loaded = load_version(version)
+        swap(self.app, loaded.table, loaded.folder, loaded.manifest)
+        prune_coldstart(self.app)  # users the new version knows no longer need their first list
 
     def load_challenger(self, version: Path, share: float = 0.0, salt: int = 0) -> None:
         """Serve `version` to `share` of the users, bucketed by `salt`."""
-        loaded = serve.load_version(version)
-        serve.set_challenger(self.app, loaded.table, share, salt, loaded.folder, loaded.manifest)
+        loaded = load_version(version)
+        set_challenger(self.app, loaded.table, share, salt, loaded.folder, loaded.manifest)
 
     def set_share(self, share: float, salt: int | None = None) -> None:
         """Route `share` of the users to the challenger."""
-        serve.set_share(self.app, share, salt)
+        set_share(self.app, share, salt)
 
     def promote(self) -> None:
         """The challenger becomes the champion."""
-        serve.promote(self.app)
+        promote(self.app)
 
     def rollback(self) -> None:
         """Every user back to the champion."""
-        serve.drop_challenger(self.app)
+        drop_challenger(self.app)
 
     def set_coldstart(self, lists: list) -> None:
-        """Serve new users' cold-start lists (`serve.set_coldstart`)."""
-        serve.set_coldstart(self.app, lists)
+        """Serve new users' cold-start lists (`set_coldstart`)."""
+        set_coldstart(self.app, lists)
 
     def stop(self) -> None:
         """Stop the server."""
@@ -352,7 +362,7 @@ class Operator:
 
     def _prepare(self, folder: Path) -> Path:
         """Write the store's user segments next to a version, for replicas (they have no store)."""
-        serve.write_segments(Path(folder) / "segments.json", self.store.user_segments())
+        write_segments(Path(folder) / "segments.json", self.store.user_segments())
         return Path(folder)
 
     def _arm_labels(self) -> dict[str, str]:

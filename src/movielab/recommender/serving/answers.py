@@ -8,23 +8,24 @@ segment is known, else the global one; a user whose model row came back empty fa
 from __future__ import annotations
 
 import logging
-import re
 import sys
-from dataclasses import asdict, dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
 from movielab.contract import MAX_RECOMMENDATIONS, is_movie_id
 from movielab.recommender.store.records import N_SEGMENTS
+from movielab.recommender.training.provenance import Provenance
+
+if TYPE_CHECKING:  # the serving process loads models and the store only when asked
+    from movielab.recommender.store.events import EventStore
+    from movielab.recommender.training.pipeline import Trained
 
 logger = logging.getLogger(__name__)
 
 # "coldstart": a new user's first list from their self-description (served from `serve.set_coldstart`'s overlay).
 Source = Literal["model", "segment", "global", "coldstart"]
 SOURCES: tuple[Source, ...] = ("model", "segment", "global", "coldstart")
-# Provenance fields travel in an HTTP header: printable ASCII tokens, nothing that splits the header.
-_TOKEN = re.compile(r"[A-Za-z0-9._:+@-]{1,128}")
 
 
 class Model(Protocol):
@@ -41,31 +42,6 @@ class Model(Protocol):
     def fallback(self, segment: int) -> list[str]:
         """Popular movie ids for a segment (0..13), or overall for -1."""
         ...
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """Where a table's answers come from: model and version, data snapshot, code version, training time."""
-
-    model_name: str
-    model_version: str
-    snapshot_id: str
-    code_version: str
-    trained_at: str  # ISO-8601, e.g. 2026-03-20T08:12:38
-
-    def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if not isinstance(value, str) or _TOKEN.fullmatch(value) is None:
-                raise ValueError(f"Provenance.{name}={value!r} must be 1-128 characters of A-Z a-z 0-9 . _ : + @ -")
-
-    def header(self, source: Source) -> str:
-        """The `X-Model` header value of an answer from `source`."""
-        return (f"{self.model_name}/{self.model_version}; snapshot={self.snapshot_id}; "
-                f"code={self.code_version}; source={source}")  # fmt: skip
-
-    def as_dict(self) -> dict[str, str]:
-        """The fields as a JSON-ready dict."""
-        return asdict(self)
 
 
 class AnswerTable:
@@ -201,3 +177,9 @@ def _fallback_body(model: Model, segment: int, n: int) -> bytes:
         if len(ids) == n:
             break
     return ",".join(ids).encode("ascii")
+
+
+def answer_table(trained: Trained, store: EventStore | None = None) -> AnswerTable:
+    """Precompute every answer of a trained model; users the store knows get their segment's fallback."""
+    segments = store.user_segments() if store is not None else {}
+    return AnswerTable.build(trained.model, trained.provenance, segments)

@@ -15,14 +15,18 @@ import json
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from movielab.recommender.errors import BadVersionFolder, UnknownSnapshot
+from movielab.recommender.serving import traffic as split
 from movielab.recommender.serving.answers import AnswerTable
 from movielab.recommender.store.events import EventStore
 from movielab.recommender.training.registry import read_registration
+
+if TYPE_CHECKING:
+    from movielab.recommender.serving.state import Serving
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +128,8 @@ def explain_from_registry(config, user_id: int, alias: str = "champion", version
                           recent: int = RECENT) -> dict[str, Any]:  # fmt: skip
     """`explain` for the registry's champion (or challenger, or a version number), with the store if it opens."""
     from movielab.recommender.errors import RegistryError, StoreError
-    from movielab.recommender.training.pipeline import answer_table, load
+    from movielab.recommender.serving.answers import answer_table
+    from movielab.recommender.training.pipeline import load
     from movielab.recommender.training.registry import Registry
 
     registry = Registry.from_config(config)
@@ -151,3 +156,26 @@ def explain_from_registry(config, user_id: int, alias: str = "champion", version
     if store_note:
         out["store_note"] = store_note + "; segment fallbacks and the user's events are not shown"
     return out
+
+
+def explain_user(s: Serving, user_id: int) -> dict[str, object]:
+    """What the table and the manifest know about the answer `s` gives `user_id`, JSON-ready."""
+    arm = s.route(user_id)
+    body, source = arm.table.lookup(user_id)
+    if source == "model":
+        reason = "the model's own list for this user"
+    else:
+        why = "the model has no movie left for this user" if user_id in arm.table.empty_rows else \
+            "the model does not know this user"  # fmt: skip
+        reason = f"{why}: the {'segment' if source == 'segment' else 'overall'} popularity list"
+    bucket = split.bucket(user_id, s.salt)
+    lineage: dict[str, object] = {}
+    if arm.folder is not None:  # the version's lineage and the user's training data
+        try:
+            lineage["explain"] = explain(user_id, arm.table, arm.folder)
+        except (KeyError, OSError, ValueError) as exc:  # a manifest from before lineage fields: say what is missing
+            lineage["explain_error"] = f"{type(exc).__name__}: {exc}"
+    return {**lineage, "user": user_id, "answer": body.decode("ascii").split(","), "source": source, "reason": reason,
+            "arm": arm.name, "bucket": bucket, "threshold": s.threshold, "share": s.share, "salt": s.salt,
+            "header": arm.headers[source].decode("ascii"), "provenance": arm.table.provenance.as_dict(),
+            "folder": arm.folder, "manifest": arm.manifest}  # fmt: skip

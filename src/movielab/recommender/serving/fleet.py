@@ -459,7 +459,9 @@ def serve_replica(host: str, port: int, admin_port: int, version: Path, tokens: 
     """Load `version`, serve `/recommend` on host:port and the admin routes (token from `tokens`, loads inside
     the `root` folders) on host:admin_port until SIGTERM; blocking. It does not stop with its parent: serving outlives the
     operator, and the next operator adopts it."""
-    from movielab.recommender.serving.app import create_admin_app, create_app, load_version
+    from movielab.recommender.serving.admin import create_admin_app
+    from movielab.recommender.serving.app import create_app
+    from movielab.recommender.serving.versions import load_version
     from movielab.webserver import serve_listeners
 
     access = read_tokens(tokens)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from movielab.recommender.serving.answers import SOURCES, Provenance
+from movielab.recommender.serving.answers import SOURCES
+from movielab.recommender.training.provenance import Provenance
 
 # Fine-grained below 10 ms (the serving target is p99 <= 5 ms), coarse up to the world's 600 ms time-out.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075,

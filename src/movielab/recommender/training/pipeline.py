@@ -1,4 +1,5 @@
-"""Training runs: snapshot → training data → fit → versioned artifact with provenance → answer table.
+"""Training runs: snapshot → training data → fit → versioned artifact with provenance (`serving.answers`
+turns a version into the answers it serves).
 
 A version is a folder `<artifacts>/<model>/<version>/` holding the model's arrays + JSON and a
 `manifest.json` (model, version, snapshot id and content hash, time window, code version,
@@ -16,13 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from movielab.recommender.errors import NoModel
-from movielab.recommender.serving.answers import AnswerTable, Provenance
 from movielab.recommender.store.events import EventStore
 from movielab.recommender.store.snapshots import Snapshot
 from movielab.recommender.training.data import TrainingData
 from movielab.recommender.training.models import create
 from movielab.recommender.training.models.base import Model
-from movielab.recommender.training.provenance import code_version
+from movielab.recommender.training.provenance import Provenance, code_version
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +112,3 @@ def latest(artifacts: Path, model_name: str | None = None) -> Path:
         raise NoModel(f"no trained {model_name or 'model'} under {artifacts}")
     return max(folders, key=lambda p: (json.loads((p / "manifest.json").read_text())["trained_at"], p.name))
 
-
-def answer_table(trained: Trained, store: EventStore | None = None) -> AnswerTable:
-    """Precompute every answer of a trained model; users the store knows get their segment's fallback."""
-    segments = store.user_segments() if store is not None else {}
-    return AnswerTable.build(trained.model, trained.provenance, segments)
