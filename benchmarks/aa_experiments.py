@@ -35,9 +35,8 @@ import numpy as np
 from scipy.stats import binomtest
 
 from movielab.recommender.monitoring.online import ArmMetrics, UserTotals
-from movielab.recommender.release.canary import (
-    CanaryPlan,
-    Experiment,
+from movielab.recommender.release.canary import CanaryPlan, Experiment
+from movielab.recommender.release.statistics import (
     SequentialTest,
     UserRatio,
     delta_difference,

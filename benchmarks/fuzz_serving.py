@@ -121,16 +121,11 @@ def main() -> None:
 
     from movielab.auth import ensure_tokens
     from movielab.recommender.config import RecommenderConfig
-    from movielab.recommender.release.operator import (
-        EmptyBody,
-        OneServer,
-        Operator,
-        OverrideBody,
-        StartBody,
-        create_control_app,  # fmt: skip
-    )
+    from movielab.recommender.release.control import EmptyBody, OverrideBody, StartBody, create_control_app
+    from movielab.recommender.release.operator import Operator
     from movielab.recommender.serving.admin import LoadBody, ShareBody, create_admin_app
     from movielab.recommender.serving.app import create_app
+    from movielab.recommender.serving.server import OneServer
     from movielab.recommender.serving.versions import load_version
     from movielab.recommender.store.events import EventStore
     from movielab.recommender.training.retrain import Retrainer

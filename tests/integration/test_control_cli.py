@@ -10,7 +10,7 @@ import pytest
 
 from movielab.auth import ensure_tokens
 from movielab.cli import main
-from movielab.recommender.release.operator import create_control_app
+from movielab.recommender.release.control import create_control_app
 from movielab.webserver import ServerThread
 
 pytestmark = pytest.mark.integration

@@ -13,16 +13,14 @@ import pytest
 
 from movielab.recommender.errors import ExperimentError
 from movielab.recommender.monitoring.online import ArmMetrics, UserTotals
-from movielab.recommender.release.canary import (
-    CanaryPlan,
-    Experiment,
+from movielab.recommender.release.canary import CanaryPlan, Experiment, salt_of
+from movielab.recommender.release.statistics import (
     SequentialTest,
     UserRatio,
     delta_difference,
     delta_ztest,
     mixture_likelihood_ratio,
     msprt_likelihood_ratio,
-    salt_of,
     srm_check,
     two_proportion_ztest,
 )

@@ -9,7 +9,7 @@ import pytest
 
 from movielab.auth import ensure_tokens
 from movielab.recommender.errors import OperatorError, RegistryError
-from movielab.recommender.release.operator import create_control_app
+from movielab.recommender.release.control import create_control_app
 
 with warnings.catch_warnings():
     # Starlette's TestClient warns that it drives httpx in a way httpx deprecates; not our code.

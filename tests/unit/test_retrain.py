@@ -324,7 +324,8 @@ def test_a_deleted_champion_does_not_hand_the_next_candidate_full_traffic(store,
 
 def test_the_operator_canaries_against_what_serves_when_the_champion_was_deleted(store, registry, tmp_path,
                                                                                    caplog) -> None:  # fmt: skip
-    from movielab.recommender.release.operator import OneServer, Operator
+    from movielab.recommender.release.operator import Operator
+    from movielab.recommender.serving.server import OneServer
 
     servers = []
 

@@ -1,7 +1,8 @@
 """The demo: the live world against the operated recommender, next to the random placeholder, in one run.
 
 Two teams share the world (disjoint users). Team 1 is movielab's recommender as it runs in production,
-in this process: Kafka ingest into the DuckDB store and the operator (`movielab.recommender.release.operator`),
+in this process, built by the recommender's composition root (`movielab.recommender.bootstrap`): Kafka ingest
+into the DuckDB store and the operator (`movielab.recommender.release.operator`),
 ticking every simulated half hour: scheduled retraining with the offline gate and the MLflow registry
 (popularity serves first, until a trained model beats it), a canary for every later accepted version with
 automatic promotion or rollback, monitoring. Team 2 is the random placeholder. When the Debian package
@@ -13,23 +14,18 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from movielab.auth import ensure_tokens
 from movielab.demo.streamstats import stream_stats
 from movielab.kafka.consumer import read_topic
-from movielab.recommender.ingest.consumer import Ingestor
-from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.bootstrap import build
+from movielab.recommender.config import RecommenderConfig
 from movielab.recommender.release.canary import CanaryPlan
-from movielab.recommender.release.operator import TOKEN_FILE, OneServer, Operator, create_control_app
 from movielab.recommender.serving.placeholder import SeenMovies, StreamFollower
 from movielab.recommender.serving.placeholder import create_app as placeholder_app
-from movielab.recommender.store.events import EventStore
-from movielab.recommender.training.registry import Registry
-from movielab.recommender.training.retrain import Retrainer, RetrainPolicy
+from movielab.recommender.training.retrain import RetrainPolicy
 from movielab.webserver import ServerThread, free_port
 from movielab.world.config import WorldConfig
 from movielab.world.live import LiveWorld, run_live
@@ -41,29 +37,21 @@ RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.
 
 
 class OperatedTeam:
-    """A team's recommender in this process: ingest thread, store, registry, operator, one HTTP server."""
+    """A team's recommender in this process, built by the recommender's composition root (`bootstrap.build`):
+    ingest thread, store, registry, operator with its control app, one in-process HTTP server."""
 
     def __init__(self, live: LiveWorld, topic: str, folder: Path, port: int, policy: RetrainPolicy,
                  plan: CanaryPlan) -> None:  # fmt: skip
-        self.store = EventStore(folder / "store.duckdb")
-        self.api = WorldApi(live.api_url)
-        self.ingestor = Ingestor(live.bootstrap, [topic], self.store, self.api)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.ingestor.run, args=(self.stop,), name="team-ingest", daemon=True)
-        self.thread.start()
-        self.registry = Registry(f"sqlite:///{folder / 'mlflow.db'}", "movielab-team1", folder / "registry-cache",
-                                 folder / "mlruns")  # fmt: skip
-        self.retrainer = Retrainer(self.store, self.registry, folder / "models", policy, folder / "retrain.jsonl")
-        self.servers: list[OneServer] = []
+        team = int(topic.removeprefix("movielog"))
+        config = RecommenderConfig(kafka=live.bootstrap, team=team, world_api=live.api_url,
+                                   store=folder / "store.duckdb", artifacts=folder / "models", port=port)  # fmt: skip
+        self.system = build(config, replicas=0, plan=plan, policy=policy, monitor_every=1, coldstart=False)
+        self.system.start(tick_seconds=None)  # the demo ticks the operator from the world's clock
         self.port = port
-        self.operator = Operator(self.store, self.retrainer, self._serve, folder / "operator", plan, self.ingestor,
-                                 monitor_every=1)  # fmt: skip
-        self.tokens = ensure_tokens(folder / TOKEN_FILE, "operator")  # /status and overrides need it
-        self.control = ServerThread(create_control_app(self.operator, self.tokens)).start()
-
-    def _serve(self, version: Path) -> OneServer:
-        self.servers.append(OneServer(version, port=self.port))
-        return self.servers[-1]
+        self.store, self.api, self.ingestor = self.system.store, self.system.api, self.system.ingestor
+        self.registry, self.retrainer, self.operator = self.system.registry, self.system.retrainer, self.system.operator
+        self.tokens, self.control = self.system.tokens, self.system.control  # /status and overrides need the token
+        self.servers = self.system.servings
 
     def catch_up(self, produced: int, timeout: float = 120) -> None:
         """Wait until the ingestor has consumed `produced` lines."""
@@ -73,13 +61,7 @@ class OperatedTeam:
 
     def close(self) -> None:
         """Stop serving, the control server and ingesting."""
-        for s in self.servers:
-            s.stop()
-        self.control.stop()
-        self.stop.set()
-        self.thread.join(timeout=30)  # Ingestor.run closes the consumer when it stops
-        self.api.close()
-        self.store.close()
+        self.system.close()
 
 
 def start_prometheus(live: LiveWorld, team: OperatedTeam):

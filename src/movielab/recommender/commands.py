@@ -98,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a trained version on `/recommend/<user>` (blocking); the admin and explain endpoints on their own
     loopback port with the token in `access.tokens` next to the store."""
     from movielab.auth import ensure_tokens
-    from movielab.recommender.release.operator import TOKEN_FILE
+    from movielab.recommender.bootstrap import TOKEN_FILE
     from movielab.recommender.serving.admin import create_admin_app
     from movielab.recommender.serving.app import create_app
     from movielab.recommender.serving.versions import load_version, write_segments

@@ -16,14 +16,15 @@ def _config(args: argparse.Namespace):
 
 def cmd_operate(args: argparse.Namespace) -> int:
     """Ingest, retrain, canary, monitor and serve until SIGINT/SIGTERM."""
+    from movielab.recommender.bootstrap import run
     from movielab.recommender.release.canary import CanaryPlan
-    from movielab.recommender.release.operator import run
 
     if args.params:
         args.model_params = json.loads(args.params)
     c = _config(args)
-    plan = CanaryPlan(steps=tuple(float(s) for s in args.steps.split(",")), min_requests=args.min_requests,
-                      margin=args.margin, tau=args.tau)  # fmt: skip
+    given = {"steps": None if args.steps is None else tuple(float(s) for s in args.steps.split(",")),
+             "min_requests": args.min_requests, "margin": args.margin, "tau": args.tau}
+    plan = CanaryPlan(**{k: v for k, v in given.items() if v is not None})  # the rest: the plan's defaults
 
     def ready(operator, control_url: str) -> None:
         print(f"operator: {control_url}/status, {control_url}/metrics; serving on http://{c.host}:{c.port} "
@@ -36,7 +37,7 @@ def cmd_operate(args: argparse.Namespace) -> int:
 
 def _tokens_path(args: argparse.Namespace) -> Path:
     """The token file: `--tokens`, else `access.tokens` next to the store."""
-    from movielab.recommender.release.operator import TOKEN_FILE
+    from movielab.recommender.bootstrap import TOKEN_FILE
 
     if getattr(args, "tokens", None):
         return Path(args.tokens)
@@ -120,11 +121,12 @@ def register(rec: argparse._SubParsersAction, common) -> None:
     p.add_argument("--keep-serving", dest="keep_serving", action="store_true",
                    help="leave replicas and nginx running on exit (a restarted operator adopts them)")
     p.add_argument("--tick", type=float, default=2.0, help="seconds between operator ticks")
-    p.add_argument("--steps", default="0.1,0.5,1.0", help="canary shares, comma-separated")
-    p.add_argument("--min-requests", dest="min_requests", type=int, default=1000,
+    # Canary settings left out take `CanaryPlan`'s defaults (0.1,0.5,1.0; 1000 requests; margin 0.02; tau 0.02).
+    p.add_argument("--steps", help="canary shares, comma-separated")
+    p.add_argument("--min-requests", dest="min_requests", type=int,
                    help="requests per arm before a canary step may be judged")  # fmt: skip
-    p.add_argument("--margin", type=float, default=0.02, help="canary non-inferiority margin on conversion")
-    p.add_argument("--tau", type=float, default=0.02, help="sequential test's mixing sd: the effect size that matters")
+    p.add_argument("--margin", type=float, help="canary non-inferiority margin on conversion")
+    p.add_argument("--tau", type=float, help="sequential test's mixing sd: the effect size that matters")
     p.set_defaults(func=cmd_operate)
     p = rec.add_parser("fleet", help="serve a version from replicas behind nginx")
     common(p)

@@ -27,41 +27,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-
-from movielab.auth import RequireToken, Tokens, ensure_tokens, identity_of
-from movielab.contract.editions import edition
-from movielab.recommender.errors import ExperimentError, OperatorError, RegistryError
-from movielab.recommender.monitoring.monitor import IngestorCollector, MonitorLoop, OperatorMetrics, create_metrics_app
+from movielab.recommender.errors import OperatorError
+from movielab.recommender.monitoring.monitor import IngestorCollector, MonitorLoop, OperatorMetrics
 from movielab.recommender.monitoring.online import arm_metrics, by_arm
 from movielab.recommender.release.canary import CanaryPlan, Experiment, salt_of
-from movielab.recommender.serving import app as serve
-from movielab.recommender.serving.state import (
-    drop_challenger,
-    promote,
-    prune_coldstart,
-    set_challenger,
-    set_coldstart,
-    set_share,
-    swap,
-)
-from movielab.recommender.serving.versions import load_version, write_segments
+from movielab.recommender.serving.versions import write_segments
 from movielab.recommender.store.events import EventStore
 from movielab.recommender.training import pipeline
 from movielab.recommender.training.retrain import Reference, Retrainer, RunRecord, stream_time
-from movielab.webserver import ServerThread
 
 logger = logging.getLogger(__name__)
 
-TOKEN_FILE = "access.tokens"  # next to the store: control and admin tokens (mode 0600)
-
-
-class Serving(Protocol):
+class ServingSide(Protocol):
     """What the operator asks of the serving side (`movielab.recommender.serving.fleet.Fleet` has it)."""
 
     champion: Path  # the version folder served as champion: the reference a candidate is canaried against
@@ -75,52 +52,6 @@ class Serving(Protocol):
     def promote(self) -> Any: ...
 
     def rollback(self) -> Any: ...
-
-
-class OneServer:
-    """Serving by one in-process server (demo, tests): the same operations as a `Fleet`, on one app."""
-
-    def __init__(self, version: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
-        loaded = load_version(version)
-        self.app = serve.create_app(loaded.table, folder=loaded.folder, manifest=loaded.manifest)
-        self.server = ServerThread(self.app, host, port).start()
-        self.url = self.server.url
-
-    @property
-    def champion(self) -> Path:
-        """The version folder served as champion."""
-        return Path(self.app.state.serving.champion.folder)
-
-    def rollout(self, version: Path) -> None:
-        """Serve `version` as champion (built first, then swapped in with one assignment)."""
-        loaded = load_version(version)
-        swap(self.app, loaded.table, loaded.folder, loaded.manifest)
-        prune_coldstart(self.app)  # users the new version knows no longer need their first list
-
-    def load_challenger(self, version: Path, share: float = 0.0, salt: int = 0) -> None:
-        """Serve `version` to `share` of the users, bucketed by `salt`."""
-        loaded = load_version(version)
-        set_challenger(self.app, loaded.table, share, salt, loaded.folder, loaded.manifest)
-
-    def set_share(self, share: float, salt: int | None = None) -> None:
-        """Route `share` of the users to the challenger."""
-        set_share(self.app, share, salt)
-
-    def promote(self) -> None:
-        """The challenger becomes the champion."""
-        promote(self.app)
-
-    def rollback(self) -> None:
-        """Every user back to the champion."""
-        drop_challenger(self.app)
-
-    def set_coldstart(self, lists: list) -> None:
-        """Serve new users' cold-start lists (`set_coldstart`)."""
-        set_coldstart(self.app, lists)
-
-    def stop(self) -> None:
-        """Stop the server."""
-        self.server.stop()
 
 
 @dataclass
@@ -138,15 +69,14 @@ class Update:
 class Operator:
     """Ingest, retrain, release by canary, monitor; call `tick()` from a loop (or run `start()`'s thread)."""
 
-    def __init__(self, store: EventStore, retrainer: Retrainer, start_serving: Callable[[Path], Serving],
+    def __init__(self, store: EventStore, retrainer: Retrainer, start_serving: Callable[[Path], ServingSide],
                  folder: Path, plan: CanaryPlan | None = None, ingestor=None,
                  metrics: OperatorMetrics | None = None, monitor_every: int = 5) -> None:  # fmt: skip
         self.store = store
         self.retrainer = retrainer
         self.registry = retrainer.registry
-        self.retrainer.rollout = self._release
         self.start_serving = start_serving
-        self.serving: Serving | None = None
+        self.serving: ServingSide | None = None
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.plan = plan or CanaryPlan()
@@ -162,7 +92,7 @@ class Operator:
         self.runs: list[RunRecord] = []
         self.ticks = 0
         self.schedule_paused = False  # a freeze: no scheduled retraining (on-demand runs and canaries go on)
-        self._lock = threading.RLock()  # ticks, manual overrides and the HTTP control take turns
+        self._lock = threading.Lock()  # ticks, manual overrides and the HTTP control take turns (never nested)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._run_started: float | None = None
@@ -184,7 +114,7 @@ class Operator:
             if self.experiment is not None and not self.experiment.finished:
                 self._judge(now)
             elif self.retrainer.due(now) and not self.schedule_paused:
-                self.retrain("schedule")
+                self._retrain("schedule")
 
     def _push_coldstart(self) -> None:
         """Hand new users' cold-start lists from ingestion to serving (they wait until something serves)."""
@@ -198,17 +128,22 @@ class Operator:
     def retrain(self, trigger: str = "on demand") -> RunRecord:
         """One retraining run now (rolled out or canaried when accepted); the record says what happened."""
         with self._lock:
-            if self.experiment is not None and not self.experiment.finished:
-                raise OperatorError(f"retraining now would replace the running canary {self.experiment.name!r}; "
-                                    "promote or roll it back first")  # fmt: skip
-            self._run_started = time.perf_counter()
-            # What serves is the reference, whatever the registry says (its champion may have been deleted)
-            record = self.retrainer.run(trigger, self._reference())
-            self.runs.append(record)
-            if (record.status == "rejected" and record.snapshot and self.serving is None
-                    and self.registry.champion_version() is None):  # fmt: skip
-                self._bootstrap(record)
-            return record
+            return self._retrain(trigger)
+
+    def _retrain(self, trigger: str) -> RunRecord:
+        if self.experiment is not None and not self.experiment.finished:
+            raise OperatorError(f"retraining now would replace the running canary {self.experiment.name!r}; "
+                                "promote or roll it back first")  # fmt: skip
+        self._run_started = time.perf_counter()
+        # What serves is the reference, whatever the registry says (its champion may have been deleted). The
+        # run returns its record; an accepted version is put into service by this operator's `_release`, which
+        # the run times as its last stage (and a failure there fails the run and clears the challenger).
+        record = self.retrainer.run(trigger, self._reference(), rollout=self._release)
+        self.runs.append(record)
+        if (record.status == "rejected" and record.snapshot and self.serving is None
+                and self.registry.champion_version() is None):  # fmt: skip
+            self._bootstrap(record)
+        return record
 
     def _bootstrap(self, record: RunRecord) -> None:
         """Nothing serves and no model beat popularity yet: popularity itself becomes the first champion,
@@ -268,7 +203,7 @@ class Operator:
 
     # --- releases --------------------------------------------------------------------------------
     def _release(self, registered, record: RunRecord) -> None:
-        """The retrainer's rollout step: the first champion starts serving, a challenger starts a canary."""
+        """Put an accepted version into service: the first champion starts serving, a challenger starts a canary."""
         folder = self._prepare(Path(record.folder))
         label = f"{record.model}/{record.artifact_version}"
         if record.champion_alias_missing:
@@ -412,182 +347,3 @@ def _label(mv) -> str:
     return f"{mv.model}/{mv.tags.get('artifact_version', mv.version)}"
 
 
-class OverrideBody(BaseModel):
-    """`POST /canary/{promote,rollback,pause,resume}`: why (who is the token's identity, not a field)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-    reason: str = Field("manual override", min_length=1, max_length=500)
-
-
-class StartBody(BaseModel):
-    """`POST /canary/start`: the registered version to canary."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-    version: int | str = Field(union_mode="left_to_right")
-
-    @field_validator("version")
-    @classmethod
-    def _registered(cls, v: int | str) -> str:
-        text = str(v).strip()
-        if isinstance(v, bool) or not text.isascii() or not text.isdigit() or len(text) > 12 or int(text) < 1:
-            raise ValueError("must be a registered version number (1, 2, ...)")
-        return text
-
-
-class EmptyBody(BaseModel):
-    """A POST that takes no fields."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-MAX_BODY = 16_384  # bytes of a control request body
-
-
-async def _control_body(request: Request, model: type[BaseModel]) -> BaseModel | JSONResponse:
-    """The body checked against `model` (empty means `{}`), or a 400/413 answer naming fields, not values."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        return JSONResponse({"error": f"request body has {len(raw)} bytes, at most {MAX_BODY}"}, 413)
-    try:
-        return model.model_validate_json(raw if raw.strip() else b"{}")
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}"
-                             for e in exc.errors(include_url=False, include_input=False)[:5])  # fmt: skip
-        return JSONResponse({"error": f"bad request body: {problems}"}, 400)
-
-
-def create_control_app(operator: Operator, tokens: Tokens) -> Starlette:
-    """The operator's HTTP face, for a loopback listener: `/metrics` (Prometheus, no token) and, with a token of
-    `tokens` (401 otherwise), `/status`, the manual overrides `POST /canary/{promote,rollback,pause,resume}`
-    with JSON `{"reason": ...}` (recorded `by` the token's identity), a hand-started canary `POST /canary/start`
-    with `{"version": <registered version>}`, `POST /retrain`, and a freeze of the schedule:
-    `POST /schedule/pause` / `POST /schedule/resume`."""
-
-    async def status(request: Request) -> JSONResponse:
-        return JSONResponse(await run_in_threadpool(operator.status))  # waits for a tick, not the event loop
-
-    async def override(request: Request) -> JSONResponse:
-        action = request.path_params["action"]
-        if action not in ("start", "promote", "rollback", "pause", "resume"):
-            return JSONResponse({"error": "unknown canary action: choose start, promote, rollback, pause or "
-                                 "resume"}, 404)  # fmt: skip
-        body = await _control_body(request, StartBody if action == "start" else OverrideBody)
-        if isinstance(body, JSONResponse):
-            return body
-        by = identity_of(request)
-        logger.info("control: canary %s by %s", action, by)
-        try:
-            if action == "start":
-                return JSONResponse(await run_in_threadpool(_start, body.version))
-            return JSONResponse(await run_in_threadpool(operator.override, action, by, body.reason))
-        except (OperatorError, ExperimentError) as exc:
-            return JSONResponse({"error": str(exc)}, 409)
-        except RegistryError as exc:
-            return JSONResponse({"error": str(exc)}, 404)
-
-    def _start(version: str) -> dict:
-        exp = operator.start_canary(operator.registry.get(version))
-        return {"experiment": exp.name, "challenger": exp.challenger, "share": exp.share, "salt": exp.salt}
-
-    async def schedule(request: Request) -> JSONResponse:
-        action = request.path_params["action"]
-        if action not in ("pause", "resume"):
-            return JSONResponse({"error": "unknown schedule action: choose pause or resume"}, 404)
-        body = await _control_body(request, EmptyBody)
-        if isinstance(body, JSONResponse):
-            return body
-        operator.schedule_paused = action == "pause"
-        logger.info("control: scheduled retraining %s by %s", "paused" if operator.schedule_paused else "resumed",
-                    identity_of(request))  # fmt: skip
-        return JSONResponse({"schedule_paused": operator.schedule_paused})
-
-    async def retrain(request: Request) -> JSONResponse:
-        body = await _control_body(request, EmptyBody)
-        if isinstance(body, JSONResponse):
-            return body
-        by = identity_of(request)
-        logger.info("control: retraining on demand by %s", by)
-        try:  # seconds of training: off the event loop, so /metrics and /status keep answering
-            record = await run_in_threadpool(operator.retrain, f"on demand by {by}")
-        except OperatorError as exc:
-            return JSONResponse({"error": str(exc)}, 409)
-        return JSONResponse(record.as_dict())
-
-    app = create_metrics_app(operator.metrics)
-    app.router.routes.extend([
-        Route("/status", status, methods=["GET"]),
-        Route("/canary/{action}", override, methods=["POST"]),
-        Route("/retrain", retrain, methods=["POST"]),
-        Route("/schedule/{action:str}", schedule, methods=["POST"]),
-    ])  # fmt: skip
-    app.add_middleware(RequireToken, tokens=tokens, open_paths=("/metrics",))
-    return app
-
-
-def run(config, replicas: int = 2, control_port: int = 8083, tick_seconds: float = 2.0,
-        plan: CanaryPlan | None = None, stop: threading.Event | None = None,
-        on_ready: Callable[[Operator, str], None] | None = None, control_host: str = "127.0.0.1",
-        keep_serving: bool = False) -> Operator:  # fmt: skip
-    """The whole recommender from a `RecommenderConfig`, until `stop` is set (or SIGINT/SIGTERM in the main
-    thread): ingest, operator ticks, serving (`replicas` processes behind nginx on `config.host:port`, or with 0
-    one in-process server), `/metrics` and the control endpoints on `control_host:control_port` (loopback by
-    default, whatever `config.host` is). Control and the replicas' admin ports accept the tokens in
-    `access.tokens` next to the store (created with mode 0600 at first start). The fleet outlives this process
-    if it is killed, and the next `run` adopts it; `keep_serving` leaves it running on a clean stop too."""
-    import signal
-
-    from movielab.kafka.admin import topic_name
-    from movielab.recommender.ingest.consumer import Ingestor
-    from movielab.recommender.ingest.worldapi import WorldApi
-
-    stop = stop or threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    base = Path(config.store).parent
-    base.mkdir(parents=True, exist_ok=True)
-    servings: list = []
-    tokens_path = base / TOKEN_FILE
-    tokens = ensure_tokens(tokens_path, "operator")
-
-    def start_serving(version: Path) -> Serving:
-        if replicas == 0:
-            servings.append(OneServer(version, config.host, config.port))
-        else:
-            from movielab.recommender.serving.fleet import Fleet
-
-            # Versions come from the artifacts (a fresh run) and from the registry's download cache (resume).
-            roots = [Path(config.artifacts), Path(operator.registry.cache)]
-            fleet = Fleet(base / "fleet", version, replicas, config.port, config.host, tokens=tokens_path,
-                          root=roots)  # fmt: skip
-            servings.append(fleet.start())
-        return servings[-1]
-
-    with EventStore(config.store) as store, WorldApi(config.world_api) as api:
-        ingestor = Ingestor(config.kafka, [topic_name(config.team)], store, api, edition=edition(config.edition),
-                            coldstart=edition(config.edition).self_descriptions)  # fmt: skip
-        operator = Operator(store, Retrainer.from_config(config, store), start_serving, base / "operator", plan,
-                            ingestor)  # fmt: skip
-        ingest = threading.Thread(target=lambda: ingestor.run(stop), name="ingest", daemon=True)
-        control = ServerThread(create_control_app(operator, tokens), control_host, control_port).start()
-        try:
-            ingest.start()
-            operator.start(tick_seconds)
-            logger.info("operator on %s (metrics, status, canary overrides); serving on http://%s:%d",
-                        control.url, config.host, config.port)  # fmt: skip
-            if on_ready is not None:
-                on_ready(operator, control.url)
-            stop.wait()
-        finally:
-            operator.stop()
-            control.stop()
-            stop.set()
-            ingest.join(timeout=60)
-            for s in servings:
-                if keep_serving and hasattr(s, "detach"):
-                    s.detach()  # replicas and nginx keep answering; the next operator adopts them
-                else:
-                    s.stop()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-    return operator

@@ -12,7 +12,8 @@ model class + parameters, the champion's (from its registry tags) and popularity
 train part and scored on the test part (NDCG@10, full ranking). The candidate is rejected when its
 output has NaNs or is empty, when it ranks no held-out item, or when it is below popularity or the champion
 by more than `tolerance` (a share of the champion's NDCG). With no champion yet, the first accepted
-version becomes the champion; later ones become the challenger, which the rollout callback receives.
+version becomes the champion; later ones become the challenger. The run returns its record to the caller;
+the caller's rollout step (`run(rollout=...)`, the operator's release) is timed as the run's last stage.
 
 The model actually serving is the reference, whatever the registry says: when the caller names what
 serves (`run(serving=Reference.of(folder))`) and the registry has no champion alias (its version was
@@ -39,6 +40,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from movielab.recommender.config import RecommenderConfig
 from movielab.recommender.errors import ModelFitError
 from movielab.recommender.store.events import EventStore
 from movielab.recommender.store.snapshots import Snapshot
@@ -53,20 +55,22 @@ logger = logging.getLogger(__name__)
 Status = Literal["accepted", "rejected", "failed"]
 STAGES = ("snapshot", "checks", "train", "gate", "register", "rollout")
 CHECK_ROWS = 1000  # users whose scores and lists the output check reads
+_CONFIG = RecommenderConfig.model_fields
 
 
 @dataclass(frozen=True)
 class RetrainPolicy:
     """What a retraining run trains, on which window, and what it must pass."""
 
-    model: str = "ease"
+    # The defaults are `RecommenderConfig`'s (written once, there).
+    model: str = _CONFIG["model"].default
     params: dict[str, Any] = field(default_factory=dict)
-    every_hours: float = 6.0  # of stream time between scheduled runs
-    window_days: float = 7.0  # the snapshot: the last N days up to stream time
-    min_events: int = 1000
-    min_users: int = 20
-    min_items: int = 10
-    tolerance: float = 0.02  # a candidate may trail the champion's NDCG@10 by this share
+    every_hours: float = _CONFIG["retrain_every_hours"].default  # of stream time between scheduled runs
+    window_days: float = _CONFIG["retrain_window_days"].default  # the snapshot: the last N days up to stream time
+    min_events: int = _CONFIG["retrain_min_events"].default
+    min_users: int = _CONFIG["retrain_min_users"].default
+    min_items: int = _CONFIG["retrain_min_items"].default
+    tolerance: float = _CONFIG["gate_tolerance"].default  # a candidate may trail the champion's NDCG@10 by this share
     test_fraction: float = 0.2
     metric: str = "ndcg@10"
     gate_users: int = 20_000  # test users the gate scores (a fixed-seed sample when there are more)
@@ -333,11 +337,14 @@ class Retrainer:
             return None
         return self.run(trigger="schedule")
 
-    def run(self, trigger: str = "on demand", serving: Reference | None = None) -> RunRecord:
-        """One full run now; never raises (a failure is a record with status `failed`).
+    def run(self, trigger: str = "on demand", serving: Reference | None = None,
+            rollout: Rollout | None = None) -> RunRecord:  # fmt: skip
+        """One full run now; never raises (a failure is a record with status `failed`); returns its record.
 
         `serving`: the model actually serving as champion, if any; with it, a candidate is never made
-        champion directly, even when the registry has lost its champion alias.
+        champion directly, even when the registry has lost its champion alias. `rollout(registered, record)`:
+        the caller's step that puts an accepted version into service (default: the one given at construction,
+        if any), timed as the run's last stage; when it raises, the run fails and a challenger is cleared.
         """
         p = self.policy
         record = RunRecord(uuid.uuid4().hex[:12], trigger, _utc_iso(), p.model, dict(p.params))
@@ -347,7 +354,7 @@ class Retrainer:
             self._keep(record)
             return record
         try:
-            self._run(record, serving)
+            self._run(record, serving, self.rollout if rollout is None else rollout)
         except _Rejected as rejected:
             record.status, record.reason = "rejected", str(rejected)
         except Exception as exc:  # the service boundary: the operator must survive any stage's error
@@ -361,7 +368,7 @@ class Retrainer:
         self._keep(record)
         return record
 
-    def _run(self, record: RunRecord, serving: Reference | None = None) -> None:
+    def _run(self, record: RunRecord, serving: Reference | None, rollout: Rollout | None) -> None:
         p = self.policy
         with _stage(record, "snapshot"):
             now = stream_time(self.store)
@@ -413,10 +420,10 @@ class Retrainer:
             else:
                 registered = self.registry.set_challenger(registered.version)
                 record.decision = "challenger"
-        if self.rollout is not None:
+        if rollout is not None:
             with _stage(record, "rollout"):
                 try:
-                    self.rollout(registered, record)
+                    rollout(registered, record)
                 except Exception:
                     if record.decision == "challenger":  # a challenger nobody tries is no challenger
                         self.registry.clear_challenger()
