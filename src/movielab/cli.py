@@ -168,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the service boundary: one clear line, the traceback in the log
         from pydantic import ValidationError
 
-        if isinstance(exc, ValidationError | ValueError | OSError) or type(exc).__module__.startswith("movielab"):
+        from movielab.errors import MovielabError
+
+        if isinstance(exc, MovielabError | ValidationError | ValueError | OSError):
             logging.getLogger("movielab").debug("command failed", exc_info=True)
             print(f"movielab: error: {_describe(exc)}", file=sys.stderr)
             return 2

@@ -22,7 +22,8 @@ import pytest
 
 from movielab.contract import rate_line, watch_line
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics, read_topic
-from movielab.recommender.ingest.consumer import EndOffsets, Ingestor
+from movielab.recommender.ingest.consumer import Ingestor
+from movielab.recommender.ingest.offsets import EndOffsets
 from movielab.recommender.ingest.worldapi import WorldApi
 from movielab.recommender.store.events import EventStore
 from movielab.recommender.training.data import TrainingData
@@ -174,8 +175,8 @@ def test_a_world_api_outage_delays_ingest_but_quarantines_nothing(live: Live, tm
 
 def test_a_killed_ingest_process_resumes_without_loss_or_double(live: Live, tmp_path) -> None:
     path = tmp_path / "events.duckdb"
-    cmd = [sys.executable, "-m", "movielab.recommender.ingest.consumer", "--kafka", live.bootstrap, "--topic", TOPIC,
-           "--store", str(path), "--api", live.api_url, "--group", "crash-test", "--batch-size", "400",
+    cmd = [sys.executable, "-m", "movielab", "-v", "recommender", "ingest", "--kafka", live.bootstrap, "--topic",
+           TOPIC, "--store", str(path), "--world-api", live.api_url, "--group", "crash-test", "--batch-size", "400",
            "--until-idle", "3"]  # fmt: skip
     first = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()

@@ -18,7 +18,7 @@ from movielab.contract import format_time_us, recommendation_line
 from movielab.demo.prometheus import PrometheusServer, ScrapeJob, find_prometheus
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
 from movielab.kafka.metrics import ProducedLinesCollector
-from movielab.recommender.ingest.consumer import EndOffsets
+from movielab.recommender.ingest.offsets import EndOffsets
 from movielab.recommender.monitoring.monitor import (
     EndOffsetsCollector,
     MonitorLoop,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from movielab.recommender.ingest.consumer import UserFetcher
+from movielab.recommender.ingest.users import UserFetcher
 from movielab.recommender.store.events import EventStore
 from movielab.recommender.store.records import MovieInfo, UserInfo
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from movielab.errors import MovielabError
 from movielab.webserver import free_port
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ DEFAULT_BINARY = "prometheus"
 PROMETHEUS_ENV = "MOVIELAB_PROMETHEUS"  # path of the binary, when it is not on PATH
 
 
-class PrometheusError(RuntimeError):
+class PrometheusError(MovielabError, RuntimeError):
     """Prometheus could not be found, started or queried; names what and why."""
 
 

@@ -34,7 +34,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     c = _config(args)
     c.store.parent.mkdir(parents=True, exist_ok=True)
-    ingestor = run_ingest(c.kafka, [topic_name(c.team)], c.store, c.world_api)
+    topics = args.topic or [topic_name(c.team)]
+    options = {"group_id": args.group, "batch_size": args.batch_size}
+    ingestor = run_ingest(c.kafka, topics, c.store, c.world_api, until_idle=args.until_idle,
+                          **{k: v for k, v in options.items() if v is not None})  # fmt: skip
     print(json.dumps({"stored": ingestor.events_stored, "quarantined": dict(ingestor.quarantined)}, default=str))
     return 0
 
@@ -189,6 +192,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kafka", help="bootstrap host:port")
     p.add_argument("--team", type=int)
     p.add_argument("--world-api", dest="world_api", help="base URL of the world API")
+    p.add_argument("--topic", action="append", help="topic to ingest instead of movielog<team> (repeatable)")
+    p.add_argument("--group", help="Kafka consumer group (default recommender-ingest)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="lines per store transaction (default 20,000)")
+    p.add_argument("--until-idle", dest="until_idle", type=float,
+                   help="exit after this many seconds without new lines (default: run until interrupted)")
     p.set_defaults(func=cmd_ingest)
     p = rec.add_parser("train", help="fit a model on a store snapshot and save a new version")
     common(p)

@@ -43,6 +43,7 @@ from aiohttp.http_exceptions import (
 
 from movielab.contract import MAX_RECOMMENDATIONS, outcomes
 from movielab.contract.slug import MOVIE_ID_PATTERN
+from movielab.world.errors import WorldError
 from movielab.world.recs import RecAnswers
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int = MAX_BODY) -> byte
     return bytes(buf)
 
 
-class TeamConfigError(ValueError):
+class TeamConfigError(WorldError, ValueError):
     """A team's recommendation URL cannot be used."""
 
 

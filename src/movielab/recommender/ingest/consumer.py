@@ -11,34 +11,32 @@ each partition's end (high watermark) from the broker in a thread of its own, so
 while ingestion is stuck and stays right when a producer restarts (a producer's own line counter starts
 again at 0, the topic's offsets do not).
 
-    python -m movielab.recommender.ingest.consumer --kafka HOST:PORT --topic movielog1 --store events.duckdb \
-        --api http://127.0.0.1:8080 [--until-idle 5]
+The command line is `movielab recommender ingest` (`--topic`, `--group`, `--batch-size`, `--until-idle`). The
+end offsets are read by `ingest.offsets`, user records fetched and refreshed by `ingest.users`.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import pyarrow.compute as pc
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from movielab.contract.editions import CURRENT, Edition
 from movielab.kafka import consumer_config
-from movielab.recommender.errors import IngestError, StoreError, WorldApiUnavailable
+from movielab.recommender.errors import IngestError, WorldApiUnavailable
 from movielab.recommender.ingest.coldstart import ColdStartWorker
+from movielab.recommender.ingest.offsets import EndOffsets
+from movielab.recommender.ingest.users import UserFetcher
 from movielab.recommender.ingest.validation import Prepared, Record, Validator
-from movielab.recommender.ingest.worker import ApiWorker
 from movielab.recommender.ingest.worldapi import WorldApi
 from movielab.recommender.store.events import Appended, Batch, EventStore
 
@@ -317,175 +315,11 @@ def _ends(records: list[Record]) -> dict[tuple[str, int], int]:
     return ends
 
 
-class EndOffsets(threading.Thread):
-    """Reads every partition's end offset (high watermark) of `topics` from the broker every `every` seconds.
-
-    Its own consumer, never subscribed (no group join, nothing committed), in its own thread: the ends
-    keep moving while the ingest loop is stuck, which is when lag matters. `ends` maps (topic, partition)
-    to the offset the next produced message will get; `read_at` is the wall time (epoch s) of the last
-    complete read, 0 before the first. A failed read is logged and leaves the last values.
-    """
-
-    def __init__(self, bootstrap: str, topics: Sequence[str], group_id: str, every: float = 5.0,
-                 timeout: float = 5.0, **consumer_overrides: object) -> None:  # fmt: skip
-        super().__init__(name="ingest-end-offsets", daemon=True)
-        self.bootstrap = bootstrap
-        self.topics = list(topics)
-        self.every = every
-        self.timeout = timeout
-        self.ends: dict[tuple[str, int], int] = {}
-        self.read_at = 0.0
-        self.failures = 0
-        self._settings = consumer_config(bootstrap, group_id, **{**consumer_overrides, "logger": logger})
-        self._stopping = threading.Event()
-
-    def run(self) -> None:
-        """Read until `stop`; the consumer lives and dies in this thread."""
-        consumer = Consumer(self._settings)
-        try:
-            while not self._stopping.is_set():
-                try:
-                    self.read(consumer)
-                except (KafkaException, IngestError, KeyError) as exc:  # a broker hiccup: the next read tries again
-                    self.failures += 1
-                    logger.warning("end offsets of %s on %s cannot be read: %s", self.topics, self.bootstrap, exc)
-                self._stopping.wait(self.every)
-        finally:
-            consumer.close()
-
-    def read(self, consumer: Consumer) -> dict[tuple[str, int], int]:
-        """One read of every partition's end offset; returns and keeps them."""
-        ends = {}
-        for topic in self.topics:
-            meta = consumer.list_topics(topic, timeout=self.timeout).topics[topic]
-            if meta.error is not None:
-                raise IngestError(f"topic {topic}: {meta.error.str()}")
-            for partition in sorted(meta.partitions):
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.timeout,
-                                                         cached=False)  # fmt: skip
-                ends[(topic, partition)] = int(high)
-        self.ends = ends  # one assignment: a scrape sees the old read or the new one, never half
-        self.read_at = time.time()
-        return ends
-
-    def stop(self) -> None:
-        """Stop reading and close the consumer."""
-        self._stopping.set()
-        if self.is_alive():
-            self.join(timeout=self.timeout + 5.0)
-
-
-class UserFetcher(ApiWorker):
-    """Fetches and stores the records of users seen on the stream, off the ingest path (never blocks it).
-
-    When idle it also refreshes stored records (users and movies) older than `refresh_after` seconds,
-    a bulk request at a time, since the world may change a user's or a movie's details; None never refreshes.
-    Ids still queued at `stop` are fetched after the next start (the store knows who has no record).
-    """
-
-    def __init__(self, store: EventStore, api: WorldApi, per_request: int = 200, retry_after: float = 30.0,
-                 refresh_after: float | None = 24 * 3600.0, refresh_every: float = 60.0) -> None:  # fmt: skip
-        super().__init__("ingest-users", api)
-        self.store = store
-        self.per_request = per_request
-        self.retry_after = retry_after
-        self.refresh_after = refresh_after
-        self.refresh_every = refresh_every
-        self.refreshed = 0  # records fetched again and replaced
-        self._next_refresh = 0.0
-        self.fetched = 0
-        self.unknown = 0  # ids the API did not know when asked (asked again later)
-        self._lock = threading.Lock()
-        self._known: set[int] = set()
-        self._pending: set[int] = set()
-
-    def start(self) -> None:
-        """Load what the store knows (records, and users still without one), then start fetching."""
-        self._known = self.store.user_ids()
-        self._pending = self.store.users_without_record()
-        super().start()
-
-    def offer(self, user_ids: Iterable[int]) -> None:
-        """Queue the ids without a record yet."""
-        with self._lock:
-            new = set(user_ids) - self._known - self._pending - self._later.keys()
-            if new:
-                self._pending |= new
-                self._idle.clear()
-                self._wake.set()
-
-    def run(self) -> None:
-        """Fetch queued ids in bulk until stopped; an API outage is waited out, not fatal."""
-        delay = 0.5
-        while not self._stopping.is_set():
-            with self._lock:
-                self._pending.update(self._due())
-                ids = [self._pending.pop() for _ in range(min(self.per_request, len(self._pending)))]
-                if not ids:
-                    self._idle.set()
-                    self._wake.clear()
-            if not ids:
-                if not self._refresh():
-                    self._wake.wait(1.0)
-                continue
-            try:
-                known, unknown = self.api.users(ids)
-                if self._stopping.is_set():  # the store may be closing
-                    return
-                self.store.add_records(users=known.values())
-            except (WorldApiUnavailable, StoreError, duckdb.Error) as exc:
-                logger.warning("user records not fetched now (retrying in %.1f s): %s", delay, exc)
-                with self._lock:
-                    self._pending.update(ids)
-                self._stopping.wait(delay)
-                delay = min(delay * 2, 30.0)
-                continue
-            delay = 0.5
-            with self._lock:
-                self._known.update(known)
-                self.fetched += len(known)
-                self.unknown += len(unknown)
-                self._retry_later(unknown)  # the API may lag behind a new account
-
-
-    def _refresh(self) -> bool:
-        """Fetch again one bulk of records older than `refresh_after`; True if there was anything to refresh."""
-        now = time.monotonic()
-        if self.refresh_after is None or now < self._next_refresh:
-            return False
-        before = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=self.refresh_after)
-        try:
-            users = self.store.stale_records("users", before, self.per_request)
-            movies = self.store.stale_records("movies", before, self.per_request)
-            if not users and not movies:
-                self._next_refresh = now + self.refresh_every
-                return False
-            if len(users) < self.per_request and len(movies) < self.per_request:  # the last bulk of this pass
-                self._next_refresh = now + self.refresh_every
-            known_users, gone_users = self.api.users(users, fresh=True) if users else ({}, set())
-            known_movies, gone_movies = self.api.movies(movies, fresh=True) if movies else ({}, set())
-            if self._stopping.is_set():
-                return False
-            self.store.refresh_records(movies=known_movies.values(), users=known_users.values())
-            # Ids the API no longer knows keep their last record (better than none); their fetch time moves
-            # on so the oldest-first scan reaches the others, and they are asked again next period.
-            self.store.mark_checked("users", gone_users)
-            self.store.mark_checked("movies", gone_movies)
-        except (WorldApiUnavailable, StoreError, duckdb.Error) as exc:
-            logger.warning("records not refreshed now (next try in %.0f s): %s", self.refresh_every, exc)
-            self._next_refresh = now + self.refresh_every
-            return False
-        self.refreshed += len(known_users) + len(known_movies)
-        if gone_users or gone_movies:
-            logger.warning("the world API no longer knows %d users and %d movies whose records are stored; "
-                           "their old records are kept, e.g. %s", len(gone_users), len(gone_movies),
-                           sorted(map(str, gone_users | gone_movies))[:5])  # fmt: skip
-        return True
-
-
 def run_ingest(bootstrap: str, topics: Sequence[str], store_path: Path | str, api_url: str,
-               stop: threading.Event | None = None, **options: object) -> Ingestor:  # fmt: skip
-    """Ingest `topics` into the store at `store_path` until `stop` is set (or SIGINT/SIGTERM)."""
+               stop: threading.Event | None = None, until_idle: float | None = None,
+               **options: object) -> Ingestor:  # fmt: skip
+    """Ingest `topics` into the store at `store_path` until `stop` is set (or SIGINT/SIGTERM), or with
+    `until_idle` until that many seconds pass without new lines; `options` go to `Ingestor`."""
     previous = {}
     if stop is None:
         stop = threading.Event()
@@ -494,31 +328,11 @@ def run_ingest(bootstrap: str, topics: Sequence[str], store_path: Path | str, ap
     try:
         with EventStore(store_path, threads=1) as store, WorldApi(api_url) as api:
             ingestor = Ingestor(bootstrap, topics, store, api, **options)  # type: ignore[arg-type]
-            ingestor.run(stop)
+            if until_idle is None:
+                ingestor.run(stop)
+            else:
+                ingestor.run_until_idle(until_idle)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return ingestor
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: `python -m movielab.recommender.ingest.consumer --kafka … --topic … --store … --api …`."""
-    ap = argparse.ArgumentParser(description="Ingest movielab topics into a DuckDB event store.")
-    ap.add_argument("--kafka", required=True, help="bootstrap host:port")
-    ap.add_argument("--topic", action="append", required=True, help="topic to ingest (repeatable)")
-    ap.add_argument("--store", required=True, type=Path, help="DuckDB file of the event store")
-    ap.add_argument("--api", required=True, help="base URL of the world's user/movie API")
-    ap.add_argument("--group", default="recommender-ingest")
-    ap.add_argument("--batch-size", type=int, default=20_000)
-    ap.add_argument("--until-idle", type=float, default=None, help="exit after this many seconds without lines")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.until_idle is None:
-        run_ingest(args.kafka, args.topic, args.store, args.api, group_id=args.group, batch_size=args.batch_size)
-        return
-    with EventStore(args.store, threads=1) as store, WorldApi(args.api) as api:
-        Ingestor(args.kafka, args.topic, store, api, args.group, args.batch_size).run_until_idle(args.until_idle)
-
-
-if __name__ == "__main__":
-    main()
