@@ -28,14 +28,6 @@ from typing import TYPE_CHECKING
 
 from movielab.recommender.errors import ExperimentError
 from movielab.recommender.monitoring.online import ARMS, ArmMetrics, arm_metrics
-
-if TYPE_CHECKING:
-    from movielab.recommender.store.events import EventStore
-
-logger = logging.getLogger(__name__)
-
-FORMAT = "movielab-experiment-v1"
-
 from movielab.recommender.release.statistics import (
     SRM_ALPHA,
     SequentialTest,
@@ -49,6 +41,13 @@ from movielab.recommender.release.statistics import (
     json_number,
     srm_check,
 )
+
+if TYPE_CHECKING:
+    from movielab.recommender.store.events import EventStore
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "movielab-experiment-v1"
 
 # --- the canary controller ---------------------------------------------------------------------------
 RUNNING, PAUSED, PROMOTED, ROLLED_BACK = "running", "paused", "promoted", "rolled_back"
