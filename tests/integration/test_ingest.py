@@ -162,10 +162,13 @@ class _FlakyTransport(httpx.BaseTransport):
 
 
 def test_a_world_api_outage_delays_ingest_but_quarantines_nothing(live: Live, tmp_path) -> None:
-    with EventStore(tmp_path / "events.duckdb") as store, \
-            WorldApi(live.api_url, transport=_FlakyTransport(failures=3)) as api:  # fmt: skip
-        ingestor = Ingestor(live.bootstrap, [TOPIC], store, api, group_id="test-outage", batch_size=5000,
-                            fetch_users=False)  # fmt: skip
+    with (
+        EventStore(tmp_path / "events.duckdb") as store,
+        WorldApi(live.api_url, transport=_FlakyTransport(failures=3)) as api,
+    ):
+        ingestor = Ingestor(
+            live.bootstrap, [TOPIC], store, api, group_id="test-outage", batch_size=5000, fetch_users=False
+        )
         ingestor.run_until_idle(idle_seconds=2.0, timeout=60.0)
         events, quarantine = _stored(store)
     assert ingestor.api_outages == 3
@@ -175,9 +178,28 @@ def test_a_world_api_outage_delays_ingest_but_quarantines_nothing(live: Live, tm
 
 def test_a_killed_ingest_process_resumes_without_loss_or_double(live: Live, tmp_path) -> None:
     path = tmp_path / "events.duckdb"
-    cmd = [sys.executable, "-m", "movielab", "-v", "recommender", "ingest", "--kafka", live.bootstrap, "--topic",
-           TOPIC, "--store", str(path), "--world-api", live.api_url, "--group", "crash-test", "--batch-size", "400",
-           "--until-idle", "3"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "movielab",
+        "-v",
+        "recommender",
+        "ingest",
+        "--kafka",
+        live.bootstrap,
+        "--topic",
+        TOPIC,
+        "--store",
+        str(path),
+        "--world-api",
+        live.api_url,
+        "--group",
+        "crash-test",
+        "--batch-size",
+        "400",
+        "--until-idle",
+        "3",
+    ]
     first = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in first.stderr], daemon=True)

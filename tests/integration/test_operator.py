@@ -84,8 +84,15 @@ class Harness(OperatedTeam):
 def run(tmp_path_factory, universe):
     folder = tmp_path_factory.mktemp("operator")
     port = free_port()
-    config = WorldConfig(users=20_000, days=0.67, seed=3, api_port=0, teams=[f"http://127.0.0.1:{port}"],
-                         movies=3000, allow_download=False)  # fmt: skip
+    config = WorldConfig(
+        users=20_000,
+        days=0.67,
+        seed=3,
+        api_port=0,
+        teams=[f"http://127.0.0.1:{port}"],
+        movies=3000,
+        allow_download=False,
+    )
     parts: dict[str, object] = {}
 
     def on_ready(live: LiveWorld) -> None:

@@ -33,16 +33,20 @@ def watching(user: int, movie: str, minutes: int, start: datetime) -> list[str]:
 
 def first_day() -> list[str]:
     """User 1 watches 30 minutes of A, rates it 3 then 5, then watches 10 minutes of B; users 2, 3 watch C and A."""
-    lines = watching(1, A, 30, T0) + [rate_line(stamp(T0 + timedelta(minutes=40)), 1, A, 3),
-                                      rate_line(stamp(T0 + timedelta(hours=1)), 1, A, 5)]  # fmt: skip
+    lines = watching(1, A, 30, T0) + [
+        rate_line(stamp(T0 + timedelta(minutes=40)), 1, A, 3),
+        rate_line(stamp(T0 + timedelta(hours=1)), 1, A, 5),
+    ]
     lines += watching(1, B, 10, T0 + timedelta(hours=2)) + watching(2, C, 5, T0) + watching(3, A, 3, T0)
     return lines
 
 
 def fill(store: EventStore, artifacts: Path) -> tuple[pipeline.Trained, pipeline.Trained]:
     """Version 1 trained on the first day; version 2 after user 1 also watched D."""
-    store.add_records(movies=[MovieInfo(m, 100, (), m) for m in (A, B, C, D)],
-                      users=[UserInfo(u, 30, "F", "writer") for u in (1, 2, 3, 4)])  # fmt: skip
+    store.add_records(
+        movies=[MovieInfo(m, 100, (), m) for m in (A, B, C, D)],
+        users=[UserInfo(u, 30, "F", "writer") for u in (1, 2, 3, 4)],
+    )
     store.append(lines_batch(first_day(), 0))
     one = pipeline.train(store, "popularity", artifacts, snapshot=store.create_snapshot("day-1", None, None))
     store.append(lines_batch(watching(1, D, 20, T0 + timedelta(days=1)), 1000))

@@ -82,8 +82,9 @@ def test_a_movie_rated_twice_keeps_the_latest_rating_and_says_so(tmp_path, caplo
         assert np.array_equal(getattr(twice, name), getattr(once, name)), name
 
     def ndcg(r) -> float:
-        rows = ml100k_protocol(r.user, r.item, r.rating, r.timestamp, lambda: [create("popularity")], seeds=(0,),
-                               latency_users=5)  # fmt: skip
+        rows = ml100k_protocol(
+            r.user, r.item, r.rating, r.timestamp, lambda: [create("popularity")], seeds=(0,), latency_users=5
+        )
         return rows[0].metrics["ndcg@10"]
 
     assert ndcg(twice) == ndcg(once) > 0

@@ -47,8 +47,12 @@ def test_register_round_trip_with_lineage_and_aliases(registry: Registry, traine
     assert v1.params == {"lam": 10.0, "max_items": 30_000} and v1.model == "ease"
     metrics = registry.run_metrics(v1.run_id)
     assert metrics == {"ndcg_at_10": 0.61, "popularity.ndcg_at_10": 0.22, "train_seconds": m["train_seconds"]}
-    assert read_registration(ease.folder) == {"registered_model": "movielab-team7", "version": "1",
-                                              "run_id": v1.run_id, "tracking_uri": registry.tracking_uri}  # fmt: skip
+    assert read_registration(ease.folder) == {
+        "registered_model": "movielab-team7",
+        "version": "1",
+        "run_id": v1.run_id,
+        "tracking_uri": registry.tracking_uri,
+    }
 
     registry.promote("1")
     registry.set_challenger(2)

@@ -65,14 +65,25 @@ def block_events(seed: int = 0, first_user: int = 1, hours: float = 48.0) -> Bat
     minute = np.tile(np.arange(1, MINUTES + 1, dtype=np.int32), len(users))
     t = np.repeat(np.array(times, "datetime64[us]"), MINUTES) + (minute - 1).astype("timedelta64[m]")
     none = pa.nulls(n)
-    events = pa.table({
-        "topic": pa.array(["movielog1"] * n), "partition": pa.array(np.zeros(n, np.int32)),
-        "offset": pa.array(np.arange(n, dtype=np.int64) + seed * 10_000_000), "time": pa.array(t),
-        "user_id": pa.array(np.repeat(np.array(users, np.int64), MINUTES)), "kind": pa.array(["watch"] * n),
-        "movie_id": pa.array(np.repeat(np.array(movies), MINUTES).tolist()), "minute": pa.array(minute),
-        "rating": none, "server": none, "status": none, "recommendations": none, "error": none, "response_ms": none,
-        "nanosecond": none,
-    }).cast(EVENT_SCHEMA)  # fmt: skip
+    events = pa.table(
+        {
+            "topic": pa.array(["movielog1"] * n),
+            "partition": pa.array(np.zeros(n, np.int32)),
+            "offset": pa.array(np.arange(n, dtype=np.int64) + seed * 10_000_000),
+            "time": pa.array(t),
+            "user_id": pa.array(np.repeat(np.array(users, np.int64), MINUTES)),
+            "kind": pa.array(["watch"] * n),
+            "movie_id": pa.array(np.repeat(np.array(movies), MINUTES).tolist()),
+            "minute": pa.array(minute),
+            "rating": none,
+            "server": none,
+            "status": none,
+            "recommendations": none,
+            "error": none,
+            "response_ms": none,
+            "nanosecond": none,
+        }
+    ).cast(EVENT_SCHEMA)
     films = [MovieInfo(movie(g, i), MINUTES, ("Drama",), None) for g in range(len(GROUP_USERS)) for i in range(BLOCK)]
     people = [UserInfo(u, 20 + u % 40, "FM"[u % 2], "other") for u in range(first_user, uid)]
     return Batch(events, QUARANTINE_SCHEMA.empty_table(), films, people)
@@ -91,8 +102,9 @@ def registry(mlflow_template: Path, tmp_path: Path) -> Registry:
     return Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", "movielab-team1", tmp_path / "cache", tmp_path / "mlruns")
 
 
-def retrainer(store: EventStore, registry: Registry, tmp_path: Path, policy: RetrainPolicy = POLICY,
-              rollout=None) -> Retrainer:  # fmt: skip
+def retrainer(
+    store: EventStore, registry: Registry, tmp_path: Path, policy: RetrainPolicy = POLICY, rollout=None
+) -> Retrainer:
     return Retrainer(store, registry, tmp_path / "models", policy, tmp_path / "retrain.jsonl", rollout)
 
 
@@ -171,7 +183,9 @@ def test_gate_samples_test_users_reproducibly_and_knows_a_recipe() -> None:
     assert a[sorted(kept)].toarray().tolist() == test[sorted(kept)].toarray().tolist()
     assert _sample_rows(test, 4) is test
     assert _same_recipe(("ease", {"lam": 10}), ("ease", {"lam": 10.0}))
-    assert not _same_recipe(("ease", {"lam": 10}), ("ease", {"lam": 11})) and not _same_recipe(("als", {}), ("ease", {}))
+    assert not _same_recipe(("ease", {"lam": 10}), ("ease", {"lam": 11})) and not _same_recipe(
+        ("als", {}), ("ease", {})
+    )
 
 
 # --- full runs with the registry ---------------------------------------------------------------------
@@ -193,7 +207,8 @@ def test_first_accepted_run_becomes_champion_and_the_next_the_challenger(store, 
     assert set(kept[0]["seconds"]) == {"snapshot", "checks", "train", "gate", "register", "rollout", "total"}
     assert kept[0]["metrics"]["ndcg@10"] == pytest.approx(first.metrics["ndcg@10"])
     assert registry.run_metrics(first.run_id)["popularity.ndcg_at_10"] == pytest.approx(
-        first.metrics["popularity.ndcg@10"])  # fmt: skip
+        first.metrics["popularity.ndcg@10"]
+    )
 
 
 def test_rejected_models_never_reach_the_registry(store, registry, tmp_path, extra_models) -> None:
@@ -252,8 +267,13 @@ def test_a_crash_in_any_stage_leaves_the_champion_untouched(stage, store, regist
 
 def test_one_run_at_a_time(store, registry, tmp_path) -> None:
     inner = []
-    r = retrainer(store, registry, tmp_path, RetrainPolicy(model="ease", params={"lam": 10.0}, min_events=100),
-                  rollout=lambda mv, rec: inner.append(r.run(trigger="request")))  # fmt: skip
+    r = retrainer(
+        store,
+        registry,
+        tmp_path,
+        RetrainPolicy(model="ease", params={"lam": 10.0}, min_events=100),
+        rollout=lambda mv, rec: inner.append(r.run(trigger="request")),
+    )
     outer = r.run()
     assert outer.status == "accepted" and inner[0].status == "rejected"
     assert inner[0].reason == "another retraining run is in progress" and len(registry.versions()) == 1
@@ -322,8 +342,9 @@ def test_a_deleted_champion_does_not_hand_the_next_candidate_full_traffic(store,
         Reference.of(tmp_path / "nowhere")
 
 
-def test_the_operator_canaries_against_what_serves_when_the_champion_was_deleted(store, registry, tmp_path,
-                                                                                   caplog) -> None:  # fmt: skip
+def test_the_operator_canaries_against_what_serves_when_the_champion_was_deleted(
+    store, registry, tmp_path, caplog
+) -> None:
     from movielab.recommender.release.operator import Operator
     from movielab.recommender.serving.server import OneServer
 

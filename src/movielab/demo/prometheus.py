@@ -69,21 +69,33 @@ def config(jobs: Iterable[ScrapeJob], rule_files: Iterable[Path | str] = (), int
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "rule_files": [str(Path(f).resolve()) for f in rule_files],
-        "scrape_configs": [{"job_name": j.name, "metrics_path": j.metrics_path,
-                            "static_configs": [{"targets": list(j.targets)}]} for j in jobs],
-    }  # fmt: skip
+        "scrape_configs": [
+            {"job_name": j.name, "metrics_path": j.metrics_path, "static_configs": [{"targets": list(j.targets)}]}
+            for j in jobs
+        ],
+    }
 
 
 class PrometheusServer:
     """A Prometheus process on 127.0.0.1:`port` with a temporary data directory; `stop()` ends it cleanly."""
 
-    def __init__(self, jobs: Iterable[ScrapeJob], rule_files: Iterable[Path | str] = (), *, interval: str = "1s",
-                 port: int | None = None, binary: Path | str | None = None, data_dir: Path | str | None = None,
-                 retention: str = "2h") -> None:  # fmt: skip
+    def __init__(
+        self,
+        jobs: Iterable[ScrapeJob],
+        rule_files: Iterable[Path | str] = (),
+        *,
+        interval: str = "1s",
+        port: int | None = None,
+        binary: Path | str | None = None,
+        data_dir: Path | str | None = None,
+        retention: str = "2h",
+    ) -> None:
         self.binary = Path(binary) if binary else find_prometheus()
         if self.binary is None:
-            raise PrometheusError(f"prometheus binary not found on PATH (or ${PROMETHEUS_ENV}); install the "
-                                  f"Debian package 'prometheus' or download it from prometheus.io")  # fmt: skip
+            raise PrometheusError(
+                f"prometheus binary not found on PATH (or ${PROMETHEUS_ENV}); install the "
+                f"Debian package 'prometheus' or download it from prometheus.io"
+            )
         self.config = config(jobs, rule_files, interval)
         self.port = port or free_port()
         self.host = "127.0.0.1"
@@ -106,9 +118,14 @@ class PrometheusServer:
         config_file = work / "prometheus.yml"
         config_file.write_text(json.dumps(self.config, indent=2))
         self._log = work / "prometheus.log"
-        cmd = [str(self.binary), f"--config.file={config_file}", f"--storage.tsdb.path={data}",
-               f"--web.listen-address={self.host}:{self.port}", f"--storage.tsdb.retention.time={self.retention}",
-               "--web.enable-lifecycle"]  # fmt: skip
+        cmd = [
+            str(self.binary),
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={data}",
+            f"--web.listen-address={self.host}:{self.port}",
+            f"--storage.tsdb.retention.time={self.retention}",
+            "--web.enable-lifecycle",
+        ]
         logger.info("starting prometheus on %s (config %s)", self.url, config_file)
         with open(self._log, "wb") as log:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -167,8 +184,10 @@ class PrometheusServer:
             raise PrometheusError(f"prometheus {self.url}/api/v1/{path} unreachable: {exc}") from exc
         body = resp.json()
         if resp.status_code != 200 or body.get("status") != "success":
-            raise PrometheusError(f"prometheus /api/v1/{path} {params or ''} failed ({resp.status_code}): "
-                                  f"{body.get('errorType')}: {body.get('error')}")  # fmt: skip
+            raise PrometheusError(
+                f"prometheus /api/v1/{path} {params or ''} failed ({resp.status_code}): "
+                f"{body.get('errorType')}: {body.get('error')}"
+            )
         return body["data"]
 
     def query(self, expr: str) -> list[dict[str, Any]]:

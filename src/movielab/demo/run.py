@@ -40,11 +40,18 @@ class OperatedTeam:
     """A team's recommender in this process, built by the recommender's composition root (`bootstrap.build`):
     ingest thread, store, registry, operator with its control app, one in-process HTTP server."""
 
-    def __init__(self, live: LiveWorld, topic: str, folder: Path, port: int, policy: RetrainPolicy,
-                 plan: CanaryPlan) -> None:  # fmt: skip
+    def __init__(
+        self, live: LiveWorld, topic: str, folder: Path, port: int, policy: RetrainPolicy, plan: CanaryPlan
+    ) -> None:
         team = int(topic.removeprefix("movielog"))
-        config = RecommenderConfig(kafka=live.bootstrap, team=team, world_api=live.api_url,
-                                   store=folder / "store.duckdb", artifacts=folder / "models", port=port)  # fmt: skip
+        config = RecommenderConfig(
+            kafka=live.bootstrap,
+            team=team,
+            world_api=live.api_url,
+            store=folder / "store.duckdb",
+            artifacts=folder / "models",
+            port=port,
+        )
         self.system = build(config, replicas=0, plan=plan, policy=policy, monitor_every=1, coldstart=False)
         self.system.start(tick_seconds=None)  # the demo ticks the operator from the world's clock
         self.port = port
@@ -71,8 +78,11 @@ def start_prometheus(live: LiveWorld, team: OperatedTeam):
     if find_prometheus() is None:
         print("Prometheus is not installed (Debian: apt-get install prometheus); running without it")
         return None
-    jobs = [ScrapeJob("world", [live.api_url.split("//", 1)[1]]), ScrapeJob("recommender", [f"127.0.0.1:{team.port}"]),
-            ScrapeJob("operator", [team.control.url.split("//", 1)[1]])]  # fmt: skip
+    jobs = [
+        ScrapeJob("world", [live.api_url.split("//", 1)[1]]),
+        ScrapeJob("recommender", [f"127.0.0.1:{team.port}"]),
+        ScrapeJob("operator", [team.control.url.split("//", 1)[1]]),
+    ]
     try:
         return PrometheusServer(jobs, [RULES] if RULES.is_file() else [], interval="2s").start()
     except PrometheusError as exc:
@@ -80,14 +90,25 @@ def start_prometheus(live: LiveWorld, team: OperatedTeam):
         return None
 
 
-def run_demo(users: int = 20_000, hours: float = 36.0, seed: int = 0, model: str = "als",
-             params: dict | None = None, linger: float = 0.0) -> int:  # fmt: skip
+def run_demo(
+    users: int = 20_000,
+    hours: float = 36.0,
+    seed: int = 0,
+    model: str = "als",
+    params: dict | None = None,
+    linger: float = 0.0,
+) -> int:
     """Run the demo and print what happened; exit status 1 if a figure could not be measured."""
     if params is None:  # a popularity prior lets ALS pass the offline gate within the demo's hours
         params = {"popularity_weight": 8.0} if model == "als" else {}
     ports = free_port(), free_port()
-    config = WorldConfig(users=users, days=hours / 24, seed=seed, api_port=0,
-                         teams=[f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"])  # fmt: skip
+    config = WorldConfig(
+        users=users,
+        days=hours / 24,
+        seed=seed,
+        api_port=0,
+        teams=[f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"],
+    )
     folder = Path(tempfile.mkdtemp(prefix="movielab-demo-"))
     policy = RetrainPolicy(model=model, params=params, every_hours=6.0)
     plan = CanaryPlan(steps=(0.5, 1.0), min_requests=300, margin=0.05, tau=0.05, max_step_seconds=12 * HOUR)
@@ -104,15 +125,19 @@ def run_demo(users: int = 20_000, hours: float = 36.0, seed: int = 0, model: str
         team.ingestor.assigned.wait(30)
         parts["follower"].assigned.wait(30)
         parts["prometheus"] = prom = start_prometheus(live, team)
-        print(f"world API {live.api_url}; Kafka {live.bootstrap}\n"
-              f"team 1 = movielab recommender on http://127.0.0.1:{ports[0]} (retrains {model} {params or ''} every "
-              f"6 simulated hours; operator {team.control.url}/metrics, and /status with the token in "
-              f"{team.tokens.path})\n"
-              f"team 2 = random placeholder on http://127.0.0.1:{ports[1]}")  # fmt: skip
+        print(
+            f"world API {live.api_url}; Kafka {live.bootstrap}\n"
+            f"team 1 = movielab recommender on http://127.0.0.1:{ports[0]} (retrains {model} {params or ''} every "
+            f"6 simulated hours; operator {team.control.url}/metrics, and /status with the token in "
+            f"{team.tokens.path})\n"
+            f"team 2 = random placeholder on http://127.0.0.1:{ports[1]}"
+        )
         if prom is not None:
             print(f"Prometheus: open {prom.url} (try the query `stream_availability_ratio` or the Alerts page)")
-        print(f"simulating {hours:g} h of {users:,} users; team 1 serves popularity until a trained model beats it:",
-              flush=True)  # fmt: skip
+        print(
+            f"simulating {hours:g} h of {users:,} users; team 1 serves popularity until a trained model beats it:",
+            flush=True,
+        )
         parts["wall"] = time.perf_counter()
 
     def on_tick(world) -> None:
@@ -125,7 +150,7 @@ def run_demo(users: int = 20_000, hours: float = 36.0, seed: int = 0, model: str
         sink.flush()
         team.catch_up(sink.sent)
         team.operator.tick()
-        for u in team.operator.updates[parts["shown"]:]:
+        for u in team.operator.updates[parts["shown"] :]:
             took = f", {u.seconds_to_serving:.1f} s from retraining start" if u.seconds_to_serving else ""
             print(f"  hour {hours_in:4.1f}: {u.kind} {u.version}{took} — {u.detail}", flush=True)
         parts["shown"] = len(team.operator.updates)
@@ -136,11 +161,17 @@ def run_demo(users: int = 20_000, hours: float = 36.0, seed: int = 0, model: str
         parts["follower"].stop()
         team: OperatedTeam = parts["team"]
         team.catch_up(live.world.sink.sinks[0].sent, timeout=60)
-        print(f"\nteam 1 ingest: {team.ingestor.events_stored:,} events stored, quarantined "
-              f"{dict(team.ingestor.quarantined) or 0}")  # fmt: skip
+        print(
+            f"\nteam 1 ingest: {team.ingestor.events_stored:,} events stored, quarantined "
+            f"{dict(team.ingestor.quarantined) or 0}"
+        )
         runs = team.operator.runs
-        print(f"team 1 retraining runs: {len(runs)} ({sum(r.status == 'accepted' for r in runs)} accepted); "
-              f"last: {runs[-1].status}, {runs[-1].reason[:100]}" if runs else "team 1: no retraining run")  # fmt: skip
+        print(
+            f"team 1 retraining runs: {len(runs)} ({sum(r.status == 'accepted' for r in runs)} accepted); "
+            f"last: {runs[-1].status}, {runs[-1].reason[:100]}"
+            if runs
+            else "team 1: no retraining run"
+        )
         exp = team.operator.experiment
         if exp is not None:
             last = exp.decisions[-1] if exp.decisions else {}
@@ -163,15 +194,19 @@ def run_demo(users: int = 20_000, hours: float = 36.0, seed: int = 0, model: str
             lines = [v for _, v, _, _ in records if v[:19].decode("ascii", "replace") >= since]
             s = stream_stats(lines)
             parts[topic] = s
-            print(f"{name:38}{s.requests:10,}{s.success_rate:8.1%}{s.latency_ms(50):8.0f}{s.latency_ms(99):8.0f}"
-                  f"{s.picks:8,}{s.pick_share:11.1%}")  # fmt: skip
+            print(
+                f"{name:38}{s.requests:10,}{s.success_rate:8.1%}{s.latency_ms(50):8.0f}{s.latency_ms(99):8.0f}"
+                f"{s.picks:8,}{s.pick_share:11.1%}"
+            )
 
     run_live(config, on_ready=on_ready, on_tick=on_tick, after=after)
     ok = all(t in parts for t in ("movielog1", "movielog2")) and parts["team"].operator.updates
     a, b = (parts.get("movielog1"), parts.get("movielog2"))
     if a is not None and b is not None and b.pick_share > 0:
-        print(f"\nshare of picks from the recommended list: movielab {a.pick_share:.1%} vs random {b.pick_share:.1%} "
-              f"(×{a.pick_share / b.pick_share:.1f})")  # fmt: skip
+        print(
+            f"\nshare of picks from the recommended list: movielab {a.pick_share:.1%} vs random {b.pick_share:.1%} "
+            f"(×{a.pick_share / b.pick_share:.1f})"
+        )
     print(f"demo finished in {time.perf_counter() - t0:.1f} s; its files are in {folder}")
     return 0 if ok else 1
 
@@ -188,9 +223,12 @@ def show_prometheus(prom) -> None:
     """A few figures as Prometheus has them, to show it scraped and evaluated the rules."""
     from movielab.demo.prometheus import PrometheusError
 
-    queries = {"targets up": "sum(up)", "availability (stream)": "stream_availability_ratio",
-               "serving requests": "sum(recommend_requests_total)",
-               "firing alerts": 'count(ALERTS{alertstate="firing"}) or vector(0)'}  # no alert: 0, not an empty answer
+    queries = {
+        "targets up": "sum(up)",
+        "availability (stream)": "stream_availability_ratio",
+        "serving requests": "sum(recommend_requests_total)",
+        "firing alerts": 'count(ALERTS{alertstate="firing"}) or vector(0)',
+    }  # no alert: 0, not an empty answer
     print("\nPrometheus now says:")
     for name, expr in queries.items():
         try:

@@ -53,8 +53,9 @@ class Recommender:
     control: ServerThread | None = None
     ingest_thread: threading.Thread | None = None
 
-    def start(self, control_host: str = "127.0.0.1", control_port: int | None = None,
-              tick_seconds: float | None = 2.0) -> Recommender:  # fmt: skip
+    def start(
+        self, control_host: str = "127.0.0.1", control_port: int | None = None, tick_seconds: float | None = 2.0
+    ) -> Recommender:
         """Start ingesting (a thread), the control app on `control_host:control_port` (None: any free port) and,
         unless `tick_seconds` is None (the caller ticks), the operator's loop."""
         self.control = ServerThread(create_control_app(self.operator, self.tokens), control_host, control_port).start()
@@ -82,8 +83,15 @@ class Recommender:
         self.store.close()
 
 
-def build(config: RecommenderConfig, *, replicas: int = 2, plan: CanaryPlan | None = None,
-          policy: RetrainPolicy | None = None, monitor_every: int = 5, coldstart: bool | None = None) -> Recommender:
+def build(
+    config: RecommenderConfig,
+    *,
+    replicas: int = 2,
+    plan: CanaryPlan | None = None,
+    policy: RetrainPolicy | None = None,
+    monitor_every: int = 5,
+    coldstart: bool | None = None,
+) -> Recommender:
     """The operated recommender `config` describes, built and not started.
 
     `replicas`: serving processes behind nginx on `config.host:config.port`, or 0 for one in-process server
@@ -100,19 +108,36 @@ def build(config: RecommenderConfig, *, replicas: int = 2, plan: CanaryPlan | No
     course = edition(config.edition)
     store = EventStore(config.store)
     api = WorldApi(config.world_api)
-    ingestor = Ingestor(config.kafka, [topic_name(config.team)], store, api, edition=course,
-                        coldstart=course.self_descriptions if coldstart is None else coldstart)  # fmt: skip
+    ingestor = Ingestor(
+        config.kafka,
+        [topic_name(config.team)],
+        store,
+        api,
+        edition=course,
+        coldstart=course.self_descriptions if coldstart is None else coldstart,
+    )
     registry = Registry.from_config(config)
-    retrainer = Retrainer(store, registry, config.artifacts, policy or RetrainPolicy.from_config(config),
-                          Path(config.artifacts).parent / "retrain.jsonl")  # fmt: skip
+    retrainer = Retrainer(
+        store,
+        registry,
+        config.artifacts,
+        policy or RetrainPolicy.from_config(config),
+        Path(config.artifacts).parent / "retrain.jsonl",
+    )
     servings: list[ServingSide] = []
     start_serving = _serving_starter(config, replicas, base, tokens_path, registry, servings)
     operator = Operator(store, retrainer, start_serving, base / "operator", plan, ingestor, monitor_every=monitor_every)
     return Recommender(config, store, api, ingestor, registry, retrainer, operator, tokens, servings)
 
 
-def _serving_starter(config: RecommenderConfig, replicas: int, base: Path, tokens_path: Path, registry: Registry,
-                     servings: list[ServingSide]) -> Callable[[Path], ServingSide]:  # fmt: skip
+def _serving_starter(
+    config: RecommenderConfig,
+    replicas: int,
+    base: Path,
+    tokens_path: Path,
+    registry: Registry,
+    servings: list[ServingSide],
+) -> Callable[[Path], ServingSide]:
     """How the operator starts serving its first version: a fleet of `replicas`, or one in-process server."""
 
     def start_serving(version: Path) -> ServingSide:
@@ -123,18 +148,24 @@ def _serving_starter(config: RecommenderConfig, replicas: int, base: Path, token
 
             # Versions come from the artifacts (a fresh run) and from the registry's download cache (resume).
             roots = [Path(config.artifacts), Path(registry.cache)]
-            fleet = Fleet(base / "fleet", version, replicas, config.port, config.host, tokens=tokens_path,
-                          root=roots)  # fmt: skip
+            fleet = Fleet(base / "fleet", version, replicas, config.port, config.host, tokens=tokens_path, root=roots)
             servings.append(fleet.start())
         return servings[-1]
 
     return start_serving
 
 
-def run(config: RecommenderConfig, replicas: int = 2, control_port: int = 8083, tick_seconds: float = 2.0,
-        plan: CanaryPlan | None = None, stop: threading.Event | None = None,
-        on_ready: Callable[[Operator, str], None] | None = None, control_host: str = "127.0.0.1",
-        keep_serving: bool = False) -> Operator:  # fmt: skip
+def run(
+    config: RecommenderConfig,
+    replicas: int = 2,
+    control_port: int = 8083,
+    tick_seconds: float = 2.0,
+    plan: CanaryPlan | None = None,
+    stop: threading.Event | None = None,
+    on_ready: Callable[[Operator, str], None] | None = None,
+    control_host: str = "127.0.0.1",
+    keep_serving: bool = False,
+) -> Operator:
     """The whole recommender from a `RecommenderConfig`, until `stop` is set (or SIGINT/SIGTERM in the main
     thread): ingest, operator ticks, serving (`replicas` processes behind nginx on `config.host:port`, or with 0
     one in-process server), `/metrics` and the control endpoints on `control_host:control_port` (loopback by
@@ -151,8 +182,12 @@ def run(config: RecommenderConfig, replicas: int = 2, control_port: int = 8083, 
     system.stop = stop
     try:
         system.start(control_host, control_port, tick_seconds)
-        logger.info("operator on %s (metrics, status, canary overrides); serving on http://%s:%d",
-                    system.control.url, config.host, config.port)  # fmt: skip
+        logger.info(
+            "operator on %s (metrics, status, canary overrides); serving on http://%s:%d",
+            system.control.url,
+            config.host,
+            config.port,
+        )
         if on_ready is not None:
             on_ready(system.operator, system.control.url)
         stop.wait()

@@ -42,17 +42,116 @@ logger = logging.getLogger(__name__)
 
 # Genre names as people write them → the genre name of the movie records (TMDB names, as the API gives them).
 GENRE_ALIASES: dict[str, str] = {
-    "sci-fi": "Science Fiction", "scifi": "Science Fiction", "science fiction": "Science Fiction",
-    "children's": "Family", "childrens": "Family", "kids": "Family", "family": "Family",
-    "musical": "Music", "musicals": "Music", "music": "Music", "film-noir": "Film-Noir", "noir": "Film-Noir",
-    "animated": "Animation", "animation": "Animation", "action": "Action", "adventure": "Adventure",
-    "comedy": "Comedy", "comedies": "Comedy", "crime": "Crime", "documentary": "Documentary",
-    "documentaries": "Documentary", "drama": "Drama", "dramas": "Drama", "fantasy": "Fantasy", "horror": "Horror",
-    "mystery": "Mystery", "romance": "Romance", "romantic": "Romance", "thriller": "Thriller",
-    "thrillers": "Thriller", "war": "War", "western": "Western", "westerns": "Western",
-}  # fmt: skip
+    "sci-fi": "Science Fiction",
+    "scifi": "Science Fiction",
+    "science fiction": "Science Fiction",
+    "children's": "Family",
+    "childrens": "Family",
+    "kids": "Family",
+    "family": "Family",
+    "musical": "Music",
+    "musicals": "Music",
+    "music": "Music",
+    "film-noir": "Film-Noir",
+    "noir": "Film-Noir",
+    "animated": "Animation",
+    "animation": "Animation",
+    "action": "Action",
+    "adventure": "Adventure",
+    "comedy": "Comedy",
+    "comedies": "Comedy",
+    "crime": "Crime",
+    "documentary": "Documentary",
+    "documentaries": "Documentary",
+    "drama": "Drama",
+    "dramas": "Drama",
+    "fantasy": "Fantasy",
+    "horror": "Horror",
+    "mystery": "Mystery",
+    "romance": "Romance",
+    "romantic": "Romance",
+    "thriller": "Thriller",
+    "thrillers": "Thriller",
+    "war": "War",
+    "western": "Western",
+    "westerns": "Western",
+}
 # Words that frame a title in a sentence ("I love …", "… was boring"); stripped from a phrase's ends only.
-_FRAME = frozenset(["i", "i'm", "im", "love", "loved", "like", "liked", "likes", "really", "big", "fan", "fans", "of", "favorites", "favourites", "favorite", "favourite", "especially", "anything", "everything", "something", "stuff", "things", "enjoy", "enjoyed", "enjoying", "didn't", "didnt", "don't", "dont", "do", "did", "not", "never", "no", "into", "movies", "movie", "films", "film", "flicks", "e.g", "eg", "was", "were", "is", "are", "boring", "most", "mostly", "nothing", "with", "too", "much", "such", "as", "and", "or", "but", "also", "all", "any", "some", "my", "me", "watch", "watching", "want", "to", "see", "seen"])
+_FRAME = frozenset(
+    [
+        "i",
+        "i'm",
+        "im",
+        "love",
+        "loved",
+        "like",
+        "liked",
+        "likes",
+        "really",
+        "big",
+        "fan",
+        "fans",
+        "of",
+        "favorites",
+        "favourites",
+        "favorite",
+        "favourite",
+        "especially",
+        "anything",
+        "everything",
+        "something",
+        "stuff",
+        "things",
+        "enjoy",
+        "enjoyed",
+        "enjoying",
+        "didn't",
+        "didnt",
+        "don't",
+        "dont",
+        "do",
+        "did",
+        "not",
+        "never",
+        "no",
+        "into",
+        "movies",
+        "movie",
+        "films",
+        "film",
+        "flicks",
+        "e.g",
+        "eg",
+        "was",
+        "were",
+        "is",
+        "are",
+        "boring",
+        "most",
+        "mostly",
+        "nothing",
+        "with",
+        "too",
+        "much",
+        "such",
+        "as",
+        "and",
+        "or",
+        "but",
+        "also",
+        "all",
+        "any",
+        "some",
+        "my",
+        "me",
+        "watch",
+        "watching",
+        "want",
+        "to",
+        "see",
+        "seen",
+    ]
+)
 _ARTICLES = ("the ", "a ", "an ")
 _YEAR = re.compile(r"\(\s*((?:18|19|20)\d\d)\s*\)|\b((?:19|20)\d\d)\b")
 _SEPARATORS = re.compile(r"(\s*[,;:!?\n]\s*|\.(?:\s+|$)|\be\.g\.\s*|\s+(?:and|&)\s+)")
@@ -66,7 +165,7 @@ def normalize(text: str) -> str:
     text = " ".join(text.split())
     for article in _ARTICLES:
         if text.startswith(article):
-            return text[len(article):]
+            return text[len(article) :]
     return text
 
 
@@ -128,8 +227,9 @@ class LexicalMatcher:
                     self._years.append(m.year)
                     self._titles.append(key)
         self._genres = {**GENRE_ALIASES, **{g.lower(): g for m in movies for g in m.genres}}
-        self._genre_re = re.compile(r"\b(" + "|".join(sorted(map(re.escape, self._genres), key=len, reverse=True))
-                                    + r")\b")  # fmt: skip
+        self._genre_re = re.compile(
+            r"\b(" + "|".join(sorted(map(re.escape, self._genres), key=len, reverse=True)) + r")\b"
+        )
 
     def __len__(self) -> int:
         return len(self._titles)
@@ -147,7 +247,7 @@ class LexicalMatcher:
         while i < len(texts):
             best: tuple[float, int, str] | None = None
             for j in range(i + 1, min(len(texts), i + MAX_PIECES) + 1):
-                phrase = "".join(t + s for t, s in zip(texts[i:j - 1], seps[i:j - 1], strict=True)) + texts[j - 1]
+                phrase = "".join(t + s for t, s in zip(texts[i : j - 1], seps[i : j - 1], strict=True)) + texts[j - 1]
                 hit = self._title(phrase)
                 if hit is not None and (best is None or hit[0] >= best[0]):
                     best = (hit[0], j, hit[1])
@@ -164,15 +264,16 @@ class LexicalMatcher:
         m = _YEAR.search(phrase)
         if m:
             year = int(m.group(1) or m.group(2))
-            phrase = phrase[: m.start()] + " " + phrase[m.end():]
+            phrase = phrase[: m.start()] + " " + phrase[m.end() :]
         raw = normalize(phrase)
         stripped = normalize(" ".join(_strip_frame(raw.split())))
         best: tuple[float, int, int] | None = None  # (score, year matches, -index)
         for candidate in dict.fromkeys((stripped, raw)):
             if len(candidate) < 3 or candidate in self._genres or candidate in _FRAME:
                 continue
-            for _, score, idx in process.extract(candidate, self._titles, scorer=fuzz.ratio,
-                                                 score_cutoff=self.cutoff, limit=5):  # fmt: skip
+            for _, score, idx in process.extract(
+                candidate, self._titles, scorer=fuzz.ratio, score_cutoff=self.cutoff, limit=5
+            ):
                 key = (round(score, 6), int(year is not None and self._years[idx] == year), -idx)
                 if best is None or key > best:
                     best = key
@@ -182,8 +283,12 @@ class LexicalMatcher:
         """Both answers matched; a movie or genre named in both counts as disliked only."""
         liked, liked_genres = self.match(likes or "")
         disliked, disliked_genres = self.match(dislikes or "")
-        return Preferences(tuple(m for m in liked if m not in disliked), tuple(disliked),
-                           tuple(g for g in liked_genres if g not in disliked_genres), tuple(disliked_genres))
+        return Preferences(
+            tuple(m for m in liked if m not in disliked),
+            tuple(disliked),
+            tuple(g for g in liked_genres if g not in disliked_genres),
+            tuple(disliked_genres),
+        )
 
 
 @dataclass(frozen=True)
@@ -195,8 +300,13 @@ class BlendWeights:
     disliked_genre: float = 0.7  # per disliked genre of a fallback movie (subtracted)
 
 
-def blend(prefs: Preferences, fallback: Sequence[str], genres_of: Mapping[str, Sequence[str]],
-          n: int = MAX_RECOMMENDATIONS, weights: BlendWeights = BlendWeights()) -> list[str]:  # fmt: skip
+def blend(
+    prefs: Preferences,
+    fallback: Sequence[str],
+    genres_of: Mapping[str, Sequence[str]],
+    n: int = MAX_RECOMMENDATIONS,
+    weights: BlendWeights = BlendWeights(),
+) -> list[str]:
     """Up to `n` distinct movie ids: liked titles, then `fallback` re-ordered by genre leanings; disliked
     titles never. `genres_of` maps a movie id to its genre names (movies it lacks have none)."""
     if n < 1:
@@ -209,8 +319,9 @@ def blend(prefs: Preferences, fallback: Sequence[str], genres_of: Mapping[str, S
         if movie in banned or movie in scores:
             continue
         g = set(genres_of.get(movie, ()))
-        scores[movie] = (1.0 - rank / m + weights.liked_genre * len(g & like_g)
-                         - weights.disliked_genre * len(g & dislike_g))  # fmt: skip
+        scores[movie] = (
+            1.0 - rank / m + weights.liked_genre * len(g & like_g) - weights.disliked_genre * len(g & dislike_g)
+        )
     for i, movie in enumerate(prefs.liked):  # in the order named
         if movie not in banned:
             scores[movie] = scores.get(movie, 0.0) + weights.liked_title - 1e-3 * i
@@ -233,9 +344,14 @@ class ColdStartList:
 class ColdStart:
     """Builds cold-start lists from user records, given a matcher and the demographic fallback lists."""
 
-    def __init__(self, matcher: Matcher, fallback: Mapping[int, Sequence[str]],
-                 genres_of: Mapping[str, Sequence[str]], n: int = MAX_RECOMMENDATIONS,
-                 weights: BlendWeights = BlendWeights()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        matcher: Matcher,
+        fallback: Mapping[int, Sequence[str]],
+        genres_of: Mapping[str, Sequence[str]],
+        n: int = MAX_RECOMMENDATIONS,
+        weights: BlendWeights = BlendWeights(),
+    ) -> None:
         if not fallback.get(-1):
             raise ValueError("ColdStart: the global fallback list (segment -1) is missing or empty")
         self.matcher = matcher
@@ -245,8 +361,9 @@ class ColdStart:
         self.weights = weights
 
     @classmethod
-    def from_store(cls, store: EventStore, matcher: Matcher | None = None, since: datetime | None = None,
-                   **options) -> ColdStart:  # fmt: skip
+    def from_store(
+        cls, store: EventStore, matcher: Matcher | None = None, since: datetime | None = None, **options
+    ) -> ColdStart:
         """From the stored movie records (lexical matcher by default) and segment popularity since `since`."""
         movies = store.movie_records()
         fallback = store.segment_popularity(since)
@@ -256,17 +373,27 @@ class ColdStart:
 
     def build(self, user: UserInfo) -> ColdStartList:
         """The user's list: from the self-description when there is one, else the demographic fallback alone."""
-        seg = int(segment_of(np.array([user.age if user.age is not None else -1]),
-                             np.array([{"F": 0, "M": 1}.get(user.gender or "", -1)]))[0])  # fmt: skip
+        seg = int(
+            segment_of(
+                np.array([user.age if user.age is not None else -1]),
+                np.array([{"F": 0, "M": 1}.get(user.gender or "", -1)]),
+            )[0]
+        )
         own = self.fallback.get(seg) if seg >= 0 else None
         base = own or self.fallback[-1]
         source = f"segment:{seg}" if own else "global"
         described = user.likes is not None or user.dislikes is not None
         prefs = self.matcher.preferences(user.likes, user.dislikes) if described else Preferences()
         movies = blend(prefs, base, self.genres_of, self.n, self.weights)
-        return ColdStartList(user.user_id, tuple(movies), prefs.liked, prefs.disliked,
-                             prefs.liked_genres + tuple("-" + g for g in prefs.disliked_genres),
-                             self.matcher.name if described else "none", source)  # fmt: skip
+        return ColdStartList(
+            user.user_id,
+            tuple(movies),
+            prefs.liked,
+            prefs.disliked,
+            prefs.liked_genres + tuple("-" + g for g in prefs.disliked_genres),
+            self.matcher.name if described else "none",
+            source,
+        )
 
 
 class ColdStartWorker(ApiWorker):
@@ -278,8 +405,16 @@ class ColdStartWorker(ApiWorker):
     Accounts still queued at `stop` are dropped from memory: their users get the fallback.
     """
 
-    def __init__(self, store: EventStore, api: WorldApi, *, matcher_factory=None, rebuild_every: float = 600.0,
-                 window: timedelta = timedelta(days=7), retry_after: float = 30.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: EventStore,
+        api: WorldApi,
+        *,
+        matcher_factory=None,
+        rebuild_every: float = 600.0,
+        window: timedelta = timedelta(days=7),
+        retry_after: float = 30.0,
+    ) -> None:
         super().__init__("ingest-coldstart", api)
         self.store = store
         self.matcher_factory = matcher_factory  # movies → Matcher; None: LexicalMatcher
@@ -326,8 +461,12 @@ class ColdStartWorker(ApiWorker):
                 self.handle(ids)
             except (WorldApiUnavailable, StoreError, duckdb.Error, ValueError) as exc:
                 self.failed += len(ids)
-                logger.warning("cold-start lists of %d new account(s) not built now (retrying in %.0f s): %s",
-                               len(ids), self.retry_after, exc)  # fmt: skip
+                logger.warning(
+                    "cold-start lists of %d new account(s) not built now (retrying in %.0f s): %s",
+                    len(ids),
+                    self.retry_after,
+                    exc,
+                )
                 with self._lock:
                     self._retry_later(ids)
 

@@ -46,11 +46,23 @@ logger = logging.getLogger(__name__)
 class Ingestor:
     """Consumes topics into an `EventStore`; counters are attributes for monitoring."""
 
-    def __init__(self, bootstrap: str, topics: Sequence[str], store: EventStore, api: WorldApi,
-                 group_id: str = "recommender-ingest", batch_size: int = 20_000, batch_timeout: float = 1.0, *,
-                 fetch_users: bool = True, retry_max: float = 10.0, refresh_after: float | None = 24 * 3600.0,
-                 edition: Edition = CURRENT, coldstart: bool = False,
-                 **consumer_overrides: object) -> None:  # fmt: skip
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        store: EventStore,
+        api: WorldApi,
+        group_id: str = "recommender-ingest",
+        batch_size: int = 20_000,
+        batch_timeout: float = 1.0,
+        *,
+        fetch_users: bool = True,
+        retry_max: float = 10.0,
+        refresh_after: float | None = 24 * 3600.0,
+        edition: Edition = CURRENT,
+        coldstart: bool = False,
+        **consumer_overrides: object,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.bootstrap = bootstrap
@@ -174,12 +186,14 @@ class Ingestor:
             self.users = UserFetcher(self.store, api, refresh_after=self.refresh_after)
             self.users.start()
         if self.make_coldstart and self.coldstart is None:
-            self.coldstart = ColdStartWorker(self.store, WorldApi(self.api.base_url, self.api.timeout, negative_ttl=0,
-                                                                  cache_users=False))  # fmt: skip
+            self.coldstart = ColdStartWorker(
+                self.store, WorldApi(self.api.base_url, self.api.timeout, negative_ttl=0, cache_users=False)
+            )
             self.coldstart.start()
         if self.end_offsets is None:
-            self.end_offsets = EndOffsets(self.bootstrap, self.topics, f"{self.group_id}-end-offsets",
-                                          **self._overrides)  # fmt: skip
+            self.end_offsets = EndOffsets(
+                self.bootstrap, self.topics, f"{self.group_id}-end-offsets", **self._overrides
+            )
             self.end_offsets.start()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
@@ -206,9 +220,17 @@ class Ingestor:
             ours, theirs = stored.get(key), committed.get(key, -1)
             theirs = theirs if theirs is not None and theirs >= 0 else None
             if ours is not None and theirs is not None and theirs > ours:
-                logger.warning("%s/%d: group %s committed offset %d but the store ends at %d; offsets %d..%d are "
-                               "not in this store", p.topic, p.partition, self.group_id, theirs, ours, ours,
-                               theirs - 1)  # fmt: skip
+                logger.warning(
+                    "%s/%d: group %s committed offset %d but the store ends at %d; offsets %d..%d are "
+                    "not in this store",
+                    p.topic,
+                    p.partition,
+                    self.group_id,
+                    theirs,
+                    ours,
+                    ours,
+                    theirs - 1,
+                )
             start = max((o for o in (ours, theirs) if o is not None), default=None)
             if start is not None:
                 p.offset = start
@@ -278,8 +300,14 @@ class Ingestor:
         self.batches += 1
         self.last_batch_size = flight.lines
         self.last_batch_seconds = now - flight.started
-        logger.info("stored batch %d: %d line(s), %d event(s), quarantined %s, %.3f s", self.batches, flight.lines,
-                    appended.events, dict(kinds), self.last_batch_seconds)  # fmt: skip
+        logger.info(
+            "stored batch %d: %d line(s), %d event(s), quarantined %s, %.3f s",
+            self.batches,
+            flight.lines,
+            appended.events,
+            dict(kinds),
+            self.last_batch_seconds,
+        )
         if self.users is not None:
             self.users.offer(flight.batch.events.column("user_id").unique().to_pylist())
         if self.coldstart is not None:  # stored first: the worker reads the store as of this batch
@@ -315,9 +343,15 @@ def _ends(records: list[Record]) -> dict[tuple[str, int], int]:
     return ends
 
 
-def run_ingest(bootstrap: str, topics: Sequence[str], store_path: Path | str, api_url: str,
-               stop: threading.Event | None = None, until_idle: float | None = None,
-               **options: object) -> Ingestor:  # fmt: skip
+def run_ingest(
+    bootstrap: str,
+    topics: Sequence[str],
+    store_path: Path | str,
+    api_url: str,
+    stop: threading.Event | None = None,
+    until_idle: float | None = None,
+    **options: object,
+) -> Ingestor:
     """Ingest `topics` into the store at `store_path` until `stop` is set (or SIGINT/SIGTERM), or with
     `until_idle` until that many seconds pass without new lines; `options` go to `Ingestor`."""
     previous = {}

@@ -24,8 +24,15 @@ class EndOffsets(threading.Thread):
     complete read, 0 before the first. A failed read is logged and leaves the last values.
     """
 
-    def __init__(self, bootstrap: str, topics: Sequence[str], group_id: str, every: float = 5.0,
-                 timeout: float = 5.0, **consumer_overrides: object) -> None:  # fmt: skip
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        group_id: str,
+        every: float = 5.0,
+        timeout: float = 5.0,
+        **consumer_overrides: object,
+    ) -> None:
         super().__init__(name="ingest-end-offsets", daemon=True)
         self.bootstrap = bootstrap
         self.topics = list(topics)
@@ -59,8 +66,9 @@ class EndOffsets(threading.Thread):
             if meta.error is not None:
                 raise IngestError(f"topic {topic}: {meta.error.str()}")
             for partition in sorted(meta.partitions):
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.timeout,
-                                                         cached=False)  # fmt: skip
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=self.timeout, cached=False
+                )
                 ends[(topic, partition)] = int(high)
         self.ends = ends  # one assignment: a scrape sees the old read or the new one, never half
         self.read_at = time.time()

@@ -26,8 +26,15 @@ class UserFetcher(ApiWorker):
     Ids still queued at `stop` are fetched after the next start (the store knows who has no record).
     """
 
-    def __init__(self, store: EventStore, api: WorldApi, per_request: int = 200, retry_after: float = 30.0,
-                 refresh_after: float | None = 24 * 3600.0, refresh_every: float = 60.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: EventStore,
+        api: WorldApi,
+        per_request: int = 200,
+        retry_after: float = 30.0,
+        refresh_after: float | None = 24 * 3600.0,
+        refresh_every: float = 60.0,
+    ) -> None:
         super().__init__("ingest-users", api)
         self.store = store
         self.per_request = per_request
@@ -90,7 +97,6 @@ class UserFetcher(ApiWorker):
                 self.unknown += len(unknown)
                 self._retry_later(unknown)  # the API may lag behind a new account
 
-
     def _refresh(self) -> bool:
         """Fetch again one bulk of records older than `refresh_after`; True if there was anything to refresh."""
         now = time.monotonic()
@@ -120,7 +126,11 @@ class UserFetcher(ApiWorker):
             return False
         self.refreshed += len(known_users) + len(known_movies)
         if gone_users or gone_movies:
-            logger.warning("the world API no longer knows %d users and %d movies whose records are stored; "
-                           "their old records are kept, e.g. %s", len(gone_users), len(gone_movies),
-                           sorted(map(str, gone_users | gone_movies))[:5])  # fmt: skip
+            logger.warning(
+                "the world API no longer knows %d users and %d movies whose records are stored; "
+                "their old records are kept, e.g. %s",
+                len(gone_users),
+                len(gone_movies),
+                sorted(map(str, gone_users | gone_movies))[:5],
+            )
         return True

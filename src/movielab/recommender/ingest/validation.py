@@ -53,9 +53,26 @@ REASON_KINDS = ("malformed", "bad_rating", "bad_time", "unknown_movie", "duplica
 Record = tuple[str, int, int, bytes | None]
 
 #: A parsed batch: `idx` is the record index; the other columns are those of the events table.
-PARSED_SCHEMA = pa.schema([pa.field("idx", pa.int64())] + [
-    EVENT_SCHEMA.field(n) for n in ("time", "user_id", "kind", "movie_id", "minute", "rating", "server", "status",
-                                    "recommendations", "error", "response_ms", "nanosecond")])  # fmt: skip
+PARSED_SCHEMA = pa.schema(
+    [pa.field("idx", pa.int64())]
+    + [
+        EVENT_SCHEMA.field(n)
+        for n in (
+            "time",
+            "user_id",
+            "kind",
+            "movie_id",
+            "minute",
+            "rating",
+            "server",
+            "status",
+            "recommendations",
+            "error",
+            "response_ms",
+            "nanosecond",
+        )
+    ]
+)
 
 _TIME = r"(?P<time>[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})"
 _USER = r"(?P<user>[1-9][0-9]{0,9})"
@@ -97,8 +114,13 @@ def _fast(kind: str, pattern: str, raw: pa.Array, idx: np.ndarray) -> tuple[pa.T
     text = pc.cast(pc.struct_field(m, "time"), pa.string())
     t = pc.strptime(text, format="%Y-%m-%dT%H:%M:%S", unit="us", error_is_null=True)
     # Arrow's strptime rolls 02-30 over to 03-02 and :60 to the next minute: a valid stamp reads back the same.
-    for part, lo, hi in ((pc.month, 5, 7), (pc.day, 8, 10), (pc.hour, 11, 13), (pc.minute, 14, 16),
-                         (pc.second, 17, 19)):  # fmt: skip
+    for part, lo, hi in (
+        (pc.month, 5, 7),
+        (pc.day, 8, 10),
+        (pc.hour, 11, 13),
+        (pc.minute, 14, 16),
+        (pc.second, 17, 19),
+    ):
         same = pc.equal(part(t), pc.cast(pc.utf8_slice_codeunits(text, lo, hi), pa.int64()))
         ok = pc.and_kleene(ok, pc.fill_null(same, False))
     movie = None
@@ -110,12 +132,14 @@ def _fast(kind: str, pattern: str, raw: pa.Array, idx: np.ndarray) -> tuple[pa.T
     n = int(mask.sum())
     number = lambda name, typ: pc.cast(pc.cast(pc.struct_field(m, name), pa.string()), typ).filter(ok)  # noqa: E731
     columns = {
-        "idx": pa.array(idx[mask]), "time": t.filter(ok), "user_id": number("user", pa.int64()),
+        "idx": pa.array(idx[mask]),
+        "time": t.filter(ok),
+        "user_id": number("user", pa.int64()),
         "kind": pa.array([kind] * n, pa.string()),
         "movie_id": movie.filter(ok) if movie is not None else pa.nulls(n, pa.string()),
         "minute": number("minute", pa.int32()) if kind == "watch" else pa.nulls(n, pa.int32()),
         "rating": number("rating", pa.int32()) if kind == "rate" else pa.nulls(n, pa.int32()),
-    }  # fmt: skip
+    }
     return pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in PARSED_SCHEMA}, PARSED_SCHEMA), mask
 
 
@@ -128,8 +152,9 @@ def _events_columns(events: list[tuple[int, object]]) -> pa.Table:
         cols["idx"].append(i)
         cols["time"].append(ev.time)  # type: ignore[attr-defined]
         cols["user_id"].append(ev.user_id)  # type: ignore[attr-defined]
-        cols["kind"].append({WatchEvent: "watch", RateEvent: "rate", RecommendationEvent: "recommendation"}
-                            .get(cls, "account"))  # fmt: skip
+        cols["kind"].append(
+            {WatchEvent: "watch", RateEvent: "rate", RecommendationEvent: "recommendation"}.get(cls, "account")
+        )
         cols["movie_id"].append(getattr(ev, "movie_id", None))
         cols["minute"].append(getattr(ev, "minute", None))
         cols["rating"].append(getattr(ev, "rating", None))
@@ -158,9 +183,16 @@ class Prepared:
 class Validator:
     """Turns consumed records into a `Batch` of good events and quarantined lines with reasons."""
 
-    def __init__(self, api: WorldApi, store: EventStore, *, earliest: datetime = EARLIEST,
-                 max_ahead: timedelta = MAX_AHEAD, min_jump_lines: int = 20,
-                 edition: Edition = CURRENT) -> None:  # fmt: skip
+    def __init__(
+        self,
+        api: WorldApi,
+        store: EventStore,
+        *,
+        earliest: datetime = EARLIEST,
+        max_ahead: timedelta = MAX_AHEAD,
+        min_jump_lines: int = 20,
+        edition: Edition = CURRENT,
+    ) -> None:
         self.api = api
         self.edition = edition
         self.store = store
@@ -230,8 +262,9 @@ class Validator:
             quarantine.append((int(idx[row]), "bad_rating", self.edition.check_rating(int(rating[row]))))
         return ~bad
 
-    def _check_times(self, keys: dict[str, np.ndarray], parsed: pa.Table, quarantine: list,
-                     considered: np.ndarray) -> np.ndarray:  # fmt: skip
+    def _check_times(
+        self, keys: dict[str, np.ndarray], parsed: pa.Table, quarantine: list, considered: np.ndarray
+    ) -> np.ndarray:
         """Mask of parsed rows with a sane time; the others (of those `considered`) are quarantined as `bad_time`."""
         refs = self._refs
         assert refs is not None
@@ -254,26 +287,42 @@ class Validator:
                 n_late = int(late.sum())
                 if n_late >= self.min_jump_lines and n_late * 2 > len(t):
                     jump = int(np.median(t[late]))
-                    logger.warning("%s/%d: event times jump from %s to about %s (%d of %d lines); following the jump",
-                                   topic, partition, _iso(ref), _iso(jump), n_late, len(t))  # fmt: skip
+                    logger.warning(
+                        "%s/%d: event times jump from %s to about %s (%d of %d lines); following the jump",
+                        topic,
+                        partition,
+                        _iso(ref),
+                        _iso(jump),
+                        n_late,
+                        len(t),
+                    )
                     ref = jump
                     late = _too_late(t, early, ref, ahead)
                 accepted = ~(early | late)
                 if accepted.any():
                     refs[key] = max(int(t[accepted].max()), ref if ref is not None else earliest)
-                for row, tt, is_early in zip(rows[~accepted].tolist(), t[~accepted].tolist(),
-                                             early[~accepted].tolist(), strict=True):  # fmt: skip
+                for row, tt, is_early in zip(
+                    rows[~accepted].tolist(), t[~accepted].tolist(), early[~accepted].tolist(), strict=True
+                ):
                     if is_early:
                         reason = f"time {_iso(tt)} is before {self.earliest.date().isoformat()}"
                     else:
-                        reason = (f"time {_iso(tt)} is more than {self.max_ahead} after the latest time "
-                                  f"{_iso(ref)} seen on {topic}/{partition}")  # fmt: skip
+                        reason = (
+                            f"time {_iso(tt)} is more than {self.max_ahead} after the latest time "
+                            f"{_iso(ref)} seen on {topic}/{partition}"
+                        )
                     quarantine.append((int(idx[row]), "bad_time", reason))
                 good[rows[~accepted]] = False
         return good
 
-    def _drop_duplicates(self, keys: dict[str, np.ndarray], parsed: pa.Table, good: np.ndarray,
-                         stored_until: int | None, quarantine: list) -> None:  # fmt: skip
+    def _drop_duplicates(
+        self,
+        keys: dict[str, np.ndarray],
+        parsed: pa.Table,
+        good: np.ndarray,
+        stored_until: int | None,
+        quarantine: list,
+    ) -> None:
         """Clear from `good` (and quarantine) the rows repeating a stored event or an earlier row."""
         rows = np.flatnonzero(good)
         if len(rows) == 0:
@@ -323,23 +372,28 @@ def _keys(records: Sequence[Record], idx: np.ndarray) -> dict[str, np.ndarray]:
     """topic, partition and offset of the parsed rows, as arrays."""
     rows = [records[i] for i in idx.tolist()]
     n = len(rows)
-    return {"topic": np.array([r[0] for r in rows], dtype=object),
-            "partition": np.fromiter((r[1] for r in rows), np.int32, n),
-            "offset": np.fromiter((r[2] for r in rows), np.int64, n)}  # fmt: skip
+    return {
+        "topic": np.array([r[0] for r in rows], dtype=object),
+        "partition": np.fromiter((r[1] for r in rows), np.int32, n),
+        "offset": np.fromiter((r[2] for r in rows), np.int64, n),
+    }
 
 
 def _quarantine_table(records: Sequence[Record], quarantine: list[tuple[int, str, str]]) -> pa.Table:
     """Columns of QUARANTINE_SCHEMA, in record order."""
     quarantine.sort()
     rows = [(records[i], kind, reason) for i, kind, reason in quarantine]
-    return pa.table({
-        "topic": pa.array([r[0] for r, _, _ in rows], pa.string()),
-        "partition": pa.array([r[1] for r, _, _ in rows], pa.int32()),
-        "offset": pa.array([r[2] for r, _, _ in rows], pa.int64()),
-        "line": pa.array([_raw(r[3]) for r, _, _ in rows], pa.binary()),
-        "reason_kind": pa.array([k for _, k, _ in rows], pa.string()),
-        "reason": pa.array([reason for _, _, reason in rows], pa.string()),
-    }, schema=QUARANTINE_SCHEMA)  # fmt: skip
+    return pa.table(
+        {
+            "topic": pa.array([r[0] for r, _, _ in rows], pa.string()),
+            "partition": pa.array([r[1] for r, _, _ in rows], pa.int32()),
+            "offset": pa.array([r[2] for r, _, _ in rows], pa.int64()),
+            "line": pa.array([_raw(r[3]) for r, _, _ in rows], pa.binary()),
+            "reason_kind": pa.array([k for _, k, _ in rows], pa.string()),
+            "reason": pa.array([reason for _, _, reason in rows], pa.string()),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
 
 
 def _raw(value: object) -> bytes:

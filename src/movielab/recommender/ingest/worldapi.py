@@ -31,19 +31,28 @@ def movie_info(record: dict[str, Any]) -> MovieInfo:
     runtime = _int_or_none(record.get("runtime"))
     genres = tuple(str(g["name"]) for g in record.get("genres") or () if isinstance(g, dict) and "name" in g)
     title = record.get("title")
-    return MovieInfo(str(record["id"]), runtime if runtime and runtime > 0 else None, genres,
-                     None if title in (None, "null") else str(title), _cost_or_none(record.get("license_cost")),
-                     _year_or_none(record.get("release_date")))  # fmt: skip
+    return MovieInfo(
+        str(record["id"]),
+        runtime if runtime and runtime > 0 else None,
+        genres,
+        None if title in (None, "null") else str(title),
+        _cost_or_none(record.get("license_cost")),
+        _year_or_none(record.get("release_date")),
+    )
 
 
 def user_info(record: dict[str, Any]) -> UserInfo:
     """A `UserInfo` from one user record."""
     gender = record.get("gender")
     occupation = record.get("occupation")
-    return UserInfo(int(record["user_id"]), _int_or_none(record.get("age")),
-                    None if gender in (None, "null") else str(gender),
-                    None if occupation in (None, "null") else str(occupation),
-                    _text_or_none(record.get("likes")), _text_or_none(record.get("dislikes")))  # fmt: skip
+    return UserInfo(
+        int(record["user_id"]),
+        _int_or_none(record.get("age")),
+        None if gender in (None, "null") else str(gender),
+        None if occupation in (None, "null") else str(occupation),
+        _text_or_none(record.get("likes")),
+        _text_or_none(record.get("dislikes")),
+    )
 
 
 def _text_or_none(value: object) -> str | None:
@@ -75,10 +84,19 @@ def _int_or_none(value: object) -> int | None:
 class WorldApi:
     """Cached bulk lookups of movies and users; `movies(ids)` → (known, unknown)."""
 
-    def __init__(self, base_url: str, timeout: float = 10.0, *, max_retries: int = 5, max_wait: float = 30.0,
-                 negative_ttl: float = 300.0, cache_users: bool = True, transport: httpx.BaseTransport | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 10.0,
+        *,
+        max_retries: int = 5,
+        max_wait: float = 30.0,
+        negative_ttl: float = 300.0,
+        cache_users: bool = True,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.max_retries = max_retries
@@ -103,8 +121,7 @@ class WorldApi:
 
     def users(self, ids: Iterable[int], fresh: bool = False) -> tuple[dict[int, UserInfo], set[int]]:
         """Look users up (cache first unless `fresh`, then bulk requests): (known id → info, unknown ids)."""
-        return self._lookup("user", list(dict.fromkeys(int(i) for i in ids)), self._users, self._unknown_users,
-                            fresh)  # fmt: skip
+        return self._lookup("user", list(dict.fromkeys(int(i) for i in ids)), self._users, self._unknown_users, fresh)
 
     def prime(self, movies: Iterable[MovieInfo] = (), users: Iterable[UserInfo] = ()) -> None:
         """Fill the cache with records known from elsewhere (e.g. the event store after a restart)."""
@@ -136,8 +153,9 @@ class WorldApi:
                 try:
                     info = movie_info(record) if kind == "movie" else user_info(record)
                 except (KeyError, TypeError, ValueError) as exc:
-                    raise WorldApiUnavailable(self._url(kind, chunk[:1]), f"an answer is not a {kind} record: "
-                                                                          f"{str(record)[:200]}") from exc  # fmt: skip
+                    raise WorldApiUnavailable(
+                        self._url(kind, chunk[:1]), f"an answer is not a {kind} record: {str(record)[:200]}"
+                    ) from exc
                 key = info.movie_id if kind == "movie" else info.user_id
                 known[key] = info
                 if keep:
@@ -160,8 +178,9 @@ class WorldApi:
         if status == 404:
             listed = body.get("ids") if isinstance(body, dict) else None
             if not isinstance(listed, list):  # not the world API's "unknown ids" answer: a wrong URL, say
-                raise WorldApiUnavailable(self._url(kind, ids[:1]), f"HTTP 404 without a list of unknown ids: "
-                                                                    f"{str(body)[:200]}")  # fmt: skip
+                raise WorldApiUnavailable(
+                    self._url(kind, ids[:1]), f"HTTP 404 without a list of unknown ids: {str(body)[:200]}"
+                )
             shown = set(listed)
             absent = [i for i in ids if i in shown or f"{i[:100]}…" in shown]  # the API shortens long ids
             if absent and len(absent) < len(ids):  # ask again for the rest, in bulk
@@ -197,7 +216,7 @@ class WorldApi:
             if status == 429 or status >= 500:
                 if status == 429:
                     self.rate_limited += 1
-                delay = _retry_after(response, default=min(2.0 ** attempt * 0.1, 5.0))
+                delay = _retry_after(response, default=min(2.0**attempt * 0.1, 5.0))
                 if attempt == self.max_retries or waited + delay > self.max_wait:
                     raise WorldApiUnavailable(url, f"HTTP {status} after {attempt + 1} attempt(s), {waited:.1f} s")
                 logger.info("world API answered %d to %s; retrying in %.1f s", status, url[:120], delay)

@@ -17,8 +17,9 @@ from movielab.recommender.store.events import EventStore
 from movielab.recommender.store.outcomes import answered_sql
 
 
-def arm_request_metrics(store: EventStore, arms: pa.Table, start: datetime, end: datetime,
-                        conversion_window: timedelta, max_seq: int) -> tuple[pa.Table, pa.Table]:  # fmt: skip
+def arm_request_metrics(
+    store: EventStore, arms: pa.Table, start: datetime, end: datetime, conversion_window: timedelta, max_seq: int
+) -> tuple[pa.Table, pa.Table]:
     """Per arm and per user of each arm: request outcomes, conversions, completion, ratings.
 
     `arms` maps `user_id` → `arm`; requests are those in [start, end) ingested up to `max_seq`. See
@@ -28,8 +29,13 @@ def arm_request_metrics(store: EventStore, arms: pa.Table, start: datetime, end:
     Arms and users without requests have no row.
     """
     arms = arms.select(["user_id", "arm"]).cast(pa.schema([("user_id", pa.int64()), ("arm", pa.string())]))
-    params = {"start": start, "end": end, "max_seq": max_seq, "window": conversion_window,
-              "default_runtime": store.default_runtime}  # fmt: skip
+    params = {
+        "start": start,
+        "end": end,
+        "max_seq": max_seq,
+        "window": conversion_window,
+        "default_runtime": store.default_runtime,
+    }
     requests = store.read_arrow(_arm_requests_sql(), params, {"_arms": arms})
     plays = store.read_arrow(_PLAYS_SQL, params, {"_arms": arms})
     tables = {"_arm_requests": requests, "_arm_plays": plays}
@@ -42,15 +48,19 @@ def window_cost(store: EventStore, start: datetime, end: datetime) -> dict[str, 
     the costed plays) and `requests` (recommendation requests)."""
     arms = pa.table({"user_id": pa.array([], pa.int64()), "arm": pa.array([], pa.string())})
     sql = _PLAYS_SQL.replace("JOIN _arms a USING (user_id)", "CROSS JOIN (SELECT 'all' AS arm) a").replace(
-        "AND user_id IN (SELECT user_id FROM _arms)", "")
+        "AND user_id IN (SELECT user_id FROM _arms)", ""
+    )
     params = {"start": start, "end": end, "max_seq": store.ingested_seq()}
     played = store.read_arrow(sql, params, {"_arms": arms}).to_pylist()
-    requests = store.read("""SELECT count(*) FROM events WHERE kind = 'recommendation'
-                             AND time >= $start AND time < $end""", {"start": start, "end": end})[0][0]  # fmt: skip
-    plays, costed, cost = (0, 0, 0.0) if not played else (played[0]["plays"], played[0]["costed_plays"],
-                                                           played[0]["license_cost"])  # fmt: skip
-    return {"plays": int(plays), "costed_plays": int(costed), "license_cost": float(cost),
-            "requests": int(requests)}  # fmt: skip
+    requests = store.read(
+        """SELECT count(*) FROM events WHERE kind = 'recommendation'
+                             AND time >= $start AND time < $end""",
+        {"start": start, "end": end},
+    )[0][0]
+    plays, costed, cost = (
+        (0, 0, 0.0) if not played else (played[0]["plays"], played[0]["costed_plays"], played[0]["license_cost"])
+    )
+    return {"plays": int(plays), "costed_plays": int(costed), "license_cost": float(cost), "requests": int(requests)}
 
 
 def _arm_requests_sql() -> str:
@@ -96,8 +106,11 @@ def _arm_requests_sql() -> str:
         SELECT r.arm, r.user_id, r.ok, r.error_kind, r.response_ms, h.rseq IS NOT NULL AS converted,
                d.completion, t.rating
         FROM r LEFT JOIN hit h ON h.rseq = r.seq LEFT JOIN done d ON d.rseq = r.seq LEFT JOIN rated t ON t.rseq = r.seq""".format(
-        timeout=outcomes.TIMEOUT, refused=outcomes.CONNECTION_REFUSED, cannot=outcomes.CANNOT_CONNECT,
-        answered=answered_sql("e"))
+        timeout=outcomes.TIMEOUT,
+        refused=outcomes.CONNECTION_REFUSED,
+        cannot=outcomes.CANNOT_CONNECT,
+        answered=answered_sql("e"),
+    )
 
 
 # A play is a (user, movie) pair with a watch line in the window (a resumed or rewound viewing is one play);

@@ -38,20 +38,29 @@ PSI_EPSILON = 1e-4  # floor of a bucket's share, so an empty bucket gives a larg
 REQUEST_BUDGET_MS = 600  # the world's time-out: an answer after it counts as failed
 FEATURES = ("rating", "activity", "genre", "age", "gender", "occupation")
 # MovieLens-1M age groups: the world's demographics use its vocabulary.
-AGE_BUCKETS = ((0, 18, "under 18"), (18, 25, "18-24"), (25, 35, "25-34"), (35, 45, "35-44"), (45, 50, "45-49"),
-               (50, 56, "50-55"), (56, 1000, "56+"))  # fmt: skip
+AGE_BUCKETS = (
+    (0, 18, "under 18"),
+    (18, 25, "18-24"),
+    (25, 35, "25-34"),
+    (35, 45, "35-44"),
+    (45, 50, "45-49"),
+    (50, 56, "50-55"),
+    (56, 1000, "56+"),
+)
 
 
 # --- pure statistics ----------------------------------------------------------------------------
-def psi(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray,
-        epsilon: float = PSI_EPSILON) -> float:  # fmt: skip
+def psi(
+    reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray, epsilon: float = PSI_EPSILON
+) -> float:
     """Population stability index of two aligned bucket counts: sum((c - r) * ln(c / r)) over bucket shares."""
     ref, cur = _counts(reference, "reference"), _counts(current, "current")
     if ref.shape != cur.shape:
         raise DriftError(f"psi needs aligned buckets: reference has {ref.size}, current has {cur.size}")
     if ref.sum() == 0 or cur.sum() == 0:
-        raise DriftError("psi needs counts in both windows: " + ("reference" if ref.sum() == 0 else "current")
-                         + " is empty")  # fmt: skip
+        raise DriftError(
+            "psi needs counts in both windows: " + ("reference" if ref.sum() == 0 else "current") + " is empty"
+        )
     r = np.maximum(ref / ref.sum(), epsilon)
     c = np.maximum(cur / cur.sum(), epsilon)
     return float(np.sum((c - r) * np.log(c / r)))
@@ -81,8 +90,9 @@ def ks(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
     """Two-sample Kolmogorov-Smirnov statistic and p-value (scipy, asymptotic for large samples)."""
     ref, cur = np.asarray(reference, np.float64), np.asarray(current, np.float64)
     if ref.size == 0 or cur.size == 0:
-        raise DriftError("ks needs two non-empty samples: " + ("reference" if ref.size == 0 else "current")
-                         + " is empty")  # fmt: skip
+        raise DriftError(
+            "ks needs two non-empty samples: " + ("reference" if ref.size == 0 else "current") + " is empty"
+        )
     res = stats.ks_2samp(ref, cur, method="asymp" if ref.size * cur.size > 10_000 else "auto")
     return float(res.statistic), float(res.pvalue)
 
@@ -115,8 +125,11 @@ def gini(counts: Sequence[float] | np.ndarray) -> float:
 def align(reference: Mapping[str, float], current: Mapping[str, float]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The union of categories (sorted) and both count vectors over it (0 where a window lacks a category)."""
     keys = sorted(set(reference) | set(current))
-    return (keys, np.array([reference.get(k, 0) for k in keys], np.float64),
-            np.array([current.get(k, 0) for k in keys], np.float64))  # fmt: skip
+    return (
+        keys,
+        np.array([reference.get(k, 0) for k in keys], np.float64),
+        np.array([current.get(k, 0) for k in keys], np.float64),
+    )
 
 
 def level(psi_value: float) -> str:
@@ -150,8 +163,9 @@ def compare_numeric(feature: str, reference: np.ndarray, current: np.ndarray, bi
         stat, p = ks(reference, current)
     except DriftError as exc:
         raise DriftError(f"feature {feature!r}: {exc}") from exc
-    return FeatureDrift(feature, value, ks_statistic=stat, ks_pvalue=p, reference_n=len(reference),
-                        current_n=len(current))  # fmt: skip
+    return FeatureDrift(
+        feature, value, ks_statistic=stat, ks_pvalue=p, reference_n=len(reference), current_n=len(current)
+    )
 
 
 def compare_categorical(feature: str, reference: Mapping[str, float], current: Mapping[str, float]) -> FeatureDrift:
@@ -162,8 +176,9 @@ def compare_categorical(feature: str, reference: Mapping[str, float], current: M
         stat, p = chi_square(ref, cur)
     except DriftError as exc:
         raise DriftError(f"feature {feature!r}: {exc}") from exc
-    return FeatureDrift(feature, value, chi2_statistic=stat, chi2_pvalue=p, reference_n=int(ref.sum()),
-                        current_n=int(cur.sum()))  # fmt: skip
+    return FeatureDrift(
+        feature, value, chi2_statistic=stat, chi2_pvalue=p, reference_n=int(ref.sum()), current_n=int(cur.sum())
+    )
 
 
 def _counts(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
@@ -273,8 +288,10 @@ def compare(reference: WindowProfile, current: WindowProfile, min_sample: int = 
             logger.info("drift of %s not computed: %s", name, exc)
             continue
         if min(found.reference_n, found.current_n) < min_sample:
-            skipped[name] = (f"too few observations for a stable PSI: {found.reference_n} in the reference, "
-                             f"{found.current_n} now (at least {min_sample} each)")  # fmt: skip
+            skipped[name] = (
+                f"too few observations for a stable PSI: {found.reference_n} in the reference, "
+                f"{found.current_n} now (at least {min_sample} each)"
+            )
             continue
         features[name] = found
     return DriftReport(features, current, skipped)
@@ -286,13 +303,15 @@ def compare_ratings(reference: Mapping[str, float], current: Mapping[str, float]
     ref = np.repeat([float(k) for k in reference], [int(v) for v in reference.values()])
     cur = np.repeat([float(k) for k in current], [int(v) for v in current.values()])
     stat, p = ks(ref, cur)
-    return FeatureDrift("rating", cat.psi, stat, p, cat.chi2_statistic, cat.chi2_pvalue, cat.reference_n,
-                        cat.current_n)  # fmt: skip
+    return FeatureDrift("rating", cat.psi, stat, p, cat.chi2_statistic, cat.chi2_pvalue, cat.reference_n, cat.current_n)
 
 
 # One query, one scan of the window: every distribution comes back as (part, key, n) rows.
-_AGE_CASE = "CASE " + " ".join(f"WHEN u.age >= {lo} AND u.age < {hi} THEN '{name}'" for lo, hi, name in AGE_BUCKETS) \
-    + " ELSE 'unknown' END"  # fmt: skip
+_AGE_CASE = (
+    "CASE "
+    + " ".join(f"WHEN u.age >= {lo} AND u.age < {hi} THEN '{name}'" for lo, hi, name in AGE_BUCKETS)
+    + " ELSE 'unknown' END"
+)
 PROFILE_SQL = f"""
 WITH w AS (SELECT user_id, time, seq, kind, movie_id, rating, status, recommendations, error, response_ms
            FROM events WHERE time >= $start AND time < $end),
@@ -330,8 +349,14 @@ UNION ALL SELECT 'catalog', '', count(*) FROM movies
 def profile_from_rows(start: datetime, end: datetime, rows: Sequence[tuple[str, str | None, int]]) -> WindowProfile:
     """Assemble a `WindowProfile` from (part, key, n) rows of `PROFILE_SQL`."""
     p = WindowProfile(start, end)
-    named = {"rating": p.ratings, "genre": p.genres, "age": p.age, "gender": p.gender, "occupation": p.occupation,
-             "exposure": p.exposure}  # fmt: skip
+    named = {
+        "rating": p.ratings,
+        "genre": p.genres,
+        "age": p.age,
+        "gender": p.gender,
+        "occupation": p.occupation,
+        "exposure": p.exposure,
+    }
     for part, key, n in rows:
         n = int(n)
         if part in named:

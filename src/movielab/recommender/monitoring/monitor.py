@@ -44,7 +44,7 @@ from movielab.recommender.monitoring.drift import (
     DriftReport,
     WindowProfile,
     compare,
-    profile_window,  # fmt: skip
+    profile_window,
     read_rows,
 )
 from movielab.recommender.store.outcomes import good_answer_sql
@@ -76,60 +76,122 @@ class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.events = Counter("stream_events", "Events stored, by topic and kind (counted by ingestion order)",
-                              ["topic", "kind"], registry=r)  # fmt: skip
-        self.requests = Counter("stream_recommendation_requests", "Recommendation-request lines stored, by outcome: "
-                                "ok = status 200 within the budget; no_answer, error_status, bad_answer, late",
-                                ["topic", "outcome"], registry=r)  # fmt: skip
-        self.quarantined = Counter("store_quarantined_lines", "Lines in the store's quarantine, by reason kind",
-                                   ["topic", "reason_kind"], registry=r)  # fmt: skip
-        self.committed = Gauge("ingest_committed_offset", "Next offset to read per partition (one past the last "
-                               "stored or quarantined line)", ["topic", "partition"], registry=r)  # fmt: skip
-        self.latest_event = Gauge("stream_latest_event_timestamp_seconds", "Event time of the newest stored event",
-                                  ["topic"], registry=r)  # fmt: skip
-        self.availability = Gauge("stream_availability_ratio", "Share of recommendation requests in the last window "
-                                  "answered 200 within the budget", registry=r)  # fmt: skip
-        self.window_requests = Gauge("stream_window_requests", "Recommendation requests in the last window",
-                                     registry=r)  # fmt: skip
-        self.conversion = Gauge("stream_conversion_ratio", "Share of answered requests in the last window whose next "
-                                "watch was a recommended movie (all arms)", registry=r)  # fmt: skip
-        self.arm_conversion = Gauge("online_conversion_ratio", "Online conversion per arm, as the canary controller "
-                                    "measures it", ["arm", "model_version"], registry=r)  # fmt: skip
-        self.cost_per_play = Gauge("stream_license_cost_per_play_usd", "License cost per play (distinct user × "
-                                   "movie watched) in the last window, USD, of movies whose record gives a cost",
-                                   registry=r)  # fmt: skip
-        self.cost_per_1k = Gauge("stream_license_cost_per_1000_requests_usd", "License cost of the last window's "
-                                 "plays per 1,000 recommendation requests, USD", registry=r)  # fmt: skip
-        self.uncosted_plays = Gauge("stream_plays_without_cost", "Plays in the last window of movies whose record "
-                                    "gives no license cost (not priced above)", registry=r)  # fmt: skip
-        self.arm_cost_per_play = Gauge("online_license_cost_per_play_usd", "License cost per play per arm, USD, "
-                                       "as the canary controller measures it", ["arm", "model_version"],
-                                       registry=r)  # fmt: skip
-        self.arm_cost_per_1k = Gauge("online_license_cost_per_1000_requests_usd", "License cost per 1,000 "
-                                     "requests per arm, USD", ["arm", "model_version"], registry=r)  # fmt: skip
-        self.model_info = Gauge("operator_model_info", "1 for the model version each arm serves",
-                                ["arm", "model_version"], registry=r)  # fmt: skip
-        self.psi = Gauge("drift_psi", "Population stability index of a feature, last window vs reference",
-                         ["feature"], registry=r)  # fmt: skip
-        self.ks = Gauge("drift_ks_statistic", "Two-sample KS statistic, last window vs reference", ["feature"],
-                        registry=r)  # fmt: skip
-        self.pvalue = Gauge("drift_pvalue", "p-value of a drift test (ks or chi2), last window vs reference",
-                            ["feature", "test"], registry=r)  # fmt: skip
-        self.recommended_share = Gauge("feedback_recommended_watch_share", "Share of new watches in the last window "
-                                       "that were recommended to that user just before", registry=r)  # fmt: skip
-        self.rec_coverage = Gauge("feedback_recommendation_coverage_ratio", "Share of the catalog recommended at "
-                                  "least once in the last window", registry=r)  # fmt: skip
-        self.watch_coverage = Gauge("feedback_watch_coverage_ratio", "Share of the catalog watched at least once in "
-                                    "the last window", registry=r)  # fmt: skip
-        self.gini = Gauge("feedback_exposure_gini", "Gini coefficient of recommendation exposure across the catalog "
-                          "in the last window", registry=r)  # fmt: skip
+        self.events = Counter(
+            "stream_events",
+            "Events stored, by topic and kind (counted by ingestion order)",
+            ["topic", "kind"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "stream_recommendation_requests",
+            "Recommendation-request lines stored, by outcome: "
+            "ok = status 200 within the budget; no_answer, error_status, bad_answer, late",
+            ["topic", "outcome"],
+            registry=r,
+        )
+        self.quarantined = Counter(
+            "store_quarantined_lines",
+            "Lines in the store's quarantine, by reason kind",
+            ["topic", "reason_kind"],
+            registry=r,
+        )
+        self.committed = Gauge(
+            "ingest_committed_offset",
+            "Next offset to read per partition (one past the last stored or quarantined line)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.latest_event = Gauge(
+            "stream_latest_event_timestamp_seconds", "Event time of the newest stored event", ["topic"], registry=r
+        )
+        self.availability = Gauge(
+            "stream_availability_ratio",
+            "Share of recommendation requests in the last window answered 200 within the budget",
+            registry=r,
+        )
+        self.window_requests = Gauge("stream_window_requests", "Recommendation requests in the last window", registry=r)
+        self.conversion = Gauge(
+            "stream_conversion_ratio",
+            "Share of answered requests in the last window whose next watch was a recommended movie (all arms)",
+            registry=r,
+        )
+        self.arm_conversion = Gauge(
+            "online_conversion_ratio",
+            "Online conversion per arm, as the canary controller measures it",
+            ["arm", "model_version"],
+            registry=r,
+        )
+        self.cost_per_play = Gauge(
+            "stream_license_cost_per_play_usd",
+            "License cost per play (distinct user × "
+            "movie watched) in the last window, USD, of movies whose record gives a cost",
+            registry=r,
+        )
+        self.cost_per_1k = Gauge(
+            "stream_license_cost_per_1000_requests_usd",
+            "License cost of the last window's plays per 1,000 recommendation requests, USD",
+            registry=r,
+        )
+        self.uncosted_plays = Gauge(
+            "stream_plays_without_cost",
+            "Plays in the last window of movies whose record gives no license cost (not priced above)",
+            registry=r,
+        )
+        self.arm_cost_per_play = Gauge(
+            "online_license_cost_per_play_usd",
+            "License cost per play per arm, USD, as the canary controller measures it",
+            ["arm", "model_version"],
+            registry=r,
+        )
+        self.arm_cost_per_1k = Gauge(
+            "online_license_cost_per_1000_requests_usd",
+            "License cost per 1,000 requests per arm, USD",
+            ["arm", "model_version"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "operator_model_info", "1 for the model version each arm serves", ["arm", "model_version"], registry=r
+        )
+        self.psi = Gauge(
+            "drift_psi", "Population stability index of a feature, last window vs reference", ["feature"], registry=r
+        )
+        self.ks = Gauge(
+            "drift_ks_statistic", "Two-sample KS statistic, last window vs reference", ["feature"], registry=r
+        )
+        self.pvalue = Gauge(
+            "drift_pvalue",
+            "p-value of a drift test (ks or chi2), last window vs reference",
+            ["feature", "test"],
+            registry=r,
+        )
+        self.recommended_share = Gauge(
+            "feedback_recommended_watch_share",
+            "Share of new watches in the last window that were recommended to that user just before",
+            registry=r,
+        )
+        self.rec_coverage = Gauge(
+            "feedback_recommendation_coverage_ratio",
+            "Share of the catalog recommended at least once in the last window",
+            registry=r,
+        )
+        self.watch_coverage = Gauge(
+            "feedback_watch_coverage_ratio", "Share of the catalog watched at least once in the last window", registry=r
+        )
+        self.gini = Gauge(
+            "feedback_exposure_gini",
+            "Gini coefficient of recommendation exposure across the catalog in the last window",
+            registry=r,
+        )
         self.updates = Counter("monitor_updates", "Monitor updates done", registry=r)
-        self.update_seconds = Gauge("monitor_update_duration_seconds", "Wall time of the last monitor update",
-                                    registry=r)  # fmt: skip
-        self.last_update = Gauge("monitor_last_update_timestamp_seconds", "Wall-clock time of the last monitor "
-                                 "update", registry=r)  # fmt: skip
-        self.window_end = Gauge("monitor_window_end_timestamp_seconds", "Event time at the end of the last window",
-                                registry=r)  # fmt: skip
+        self.update_seconds = Gauge(
+            "monitor_update_duration_seconds", "Wall time of the last monitor update", registry=r
+        )
+        self.last_update = Gauge(
+            "monitor_last_update_timestamp_seconds", "Wall-clock time of the last monitor update", registry=r
+        )
+        self.window_end = Gauge(
+            "monitor_window_end_timestamp_seconds", "Event time at the end of the last window", registry=r
+        )
 
     def set_conversion(self, rates: Mapping[str, float], versions: Mapping[str, str] | None = None) -> None:
         """Set online conversion per arm (`{"champion": 0.31, "canary": 0.27}`); arms not given are dropped."""
@@ -141,8 +203,12 @@ class OperatorMetrics:
         for arm, rate in rates.items():
             self.arm_conversion.labels(arm, versions.get(arm, "")).set(rate)
 
-    def set_cost(self, per_play: Mapping[str, float], per_1000_requests: Mapping[str, float],
-                 versions: Mapping[str, str] | None = None) -> None:  # fmt: skip
+    def set_cost(
+        self,
+        per_play: Mapping[str, float],
+        per_1000_requests: Mapping[str, float],
+        versions: Mapping[str, str] | None = None,
+    ) -> None:
         """Set license cost per play and per 1,000 requests per arm (USD); arms not given are dropped."""
         versions = versions or {}
         for arm, cost in [*per_play.items(), *per_1000_requests.items()]:
@@ -182,9 +248,11 @@ class OperatorMetrics:
                 _drop(self.pvalue, feature, "chi2")
                 continue
             self.psi.labels(feature).set(d.psi)
-            for gauge, value, labels in ((self.ks, d.ks_statistic, (feature,)),
-                                         (self.pvalue, d.ks_pvalue, (feature, "ks")),
-                                         (self.pvalue, d.chi2_pvalue, (feature, "chi2"))):  # fmt: skip
+            for gauge, value, labels in (
+                (self.ks, d.ks_statistic, (feature,)),
+                (self.pvalue, d.ks_pvalue, (feature, "ks")),
+                (self.pvalue, d.chi2_pvalue, (feature, "chi2")),
+            ):
                 if value is None:
                     _drop(gauge, *labels)
                 else:
@@ -222,9 +290,15 @@ def _epoch(t: datetime) -> float:
 class MonitorLoop:
     """Refreshes `OperatorMetrics` from an event store: call `update(store, now)` every few seconds."""
 
-    def __init__(self, metrics: OperatorMetrics, window: timedelta = DEFAULT_WINDOW,
-                 reference: WindowProfile | None = None, budget_ms: int = REQUEST_BUDGET_MS,
-                 profile_every: int = 1, min_sample: int = MIN_SAMPLE) -> None:  # fmt: skip
+    def __init__(
+        self,
+        metrics: OperatorMetrics,
+        window: timedelta = DEFAULT_WINDOW,
+        reference: WindowProfile | None = None,
+        budget_ms: int = REQUEST_BUDGET_MS,
+        profile_every: int = 1,
+        min_sample: int = MIN_SAMPLE,
+    ) -> None:
         if window <= timedelta(0):
             raise MonitorError(f"monitor window must be positive, got {window}")
         if profile_every < 1:
@@ -270,8 +344,12 @@ class MonitorLoop:
                 strong = tuple(report.strong)
                 if strong != self._strong:  # a change of what drifts is news; the same drift every update is not
                     log = logger.warning if strong else logger.info
-                    log("strong drift (PSI >= 0.25) in window [%s, %s): %s", current.start, current.end,
-                        ", ".join(f"{f}={report.features[f].psi:.3f}" for f in strong) or "none any more")  # fmt: skip
+                    log(
+                        "strong drift (PSI >= 0.25) in window [%s, %s): %s",
+                        current.start,
+                        current.end,
+                        ", ".join(f"{f}={report.features[f].psi:.3f}" for f in strong) or "none any more",
+                    )
                     self._strong = strong
                 self.last_report = report
         self._updates += 1
@@ -310,7 +388,6 @@ class MonitorLoop:
         for (topic, partition), offset in self.offsets.items():
             m.committed.labels(topic, str(partition)).set(offset)
 
-
     def _init_topic(self, topic: str) -> None:
         # Series that exist from the start at 0: rate() cannot see the first increment of a series born later.
         self._topics.add(topic)
@@ -329,20 +406,23 @@ class IngestorCollector(Collector):
     def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
         """The ingestor's counters as metric families (read without locking: each is one int)."""
         ing = self.ingestor
-        for name, doc, value in (("ingest_lines_consumed", "Kafka messages the ingestor handled", ing.lines_consumed),
-                                 ("ingest_events_stored", "Events the ingestor added to the store", ing.events_stored),
-                                 ("ingest_replayed_lines", "Lines of replayed batches the store had", ing.replayed),
-                                 ("ingest_batches", "Batches stored", ing.batches),
-                                 ("ingest_api_outages", "Times the world API was down during a batch",
-                                  ing.api_outages)):  # fmt: skip
+        for name, doc, value in (
+            ("ingest_lines_consumed", "Kafka messages the ingestor handled", ing.lines_consumed),
+            ("ingest_events_stored", "Events the ingestor added to the store", ing.events_stored),
+            ("ingest_replayed_lines", "Lines of replayed batches the store had", ing.replayed),
+            ("ingest_batches", "Batches stored", ing.batches),
+            ("ingest_api_outages", "Times the world API was down during a batch", ing.api_outages),
+        ):
             yield CounterMetricFamily(name, doc, value=value)
-        q = CounterMetricFamily("ingest_quarantined_lines", "Lines the ingestor quarantined, by reason kind",
-                                labels=["reason_kind"])  # fmt: skip
+        q = CounterMetricFamily(
+            "ingest_quarantined_lines", "Lines the ingestor quarantined, by reason kind", labels=["reason_kind"]
+        )
         for kind, n in sorted(ing.quarantined.items()):
             q.add_metric([kind], n)
         yield q
-        yield GaugeMetricFamily("ingest_last_batch_seconds", "Wall time of the last stored batch",
-                                value=ing.last_batch_seconds)  # fmt: skip
+        yield GaugeMetricFamily(
+            "ingest_last_batch_seconds", "Wall time of the last stored batch", value=ing.last_batch_seconds
+        )
         if ing.end_offsets is not None:
             yield from EndOffsetsCollector(ing.end_offsets).collect()
 
@@ -356,14 +436,21 @@ class EndOffsetsCollector(Collector):
     def collect(self) -> Iterable[GaugeMetricFamily]:
         """The end offsets of the last complete read (none before the first)."""
         ends = self.end_offsets
-        family = GaugeMetricFamily("ingest_end_offset", "End offset (high watermark) of each partition, read from "
-                                   "the broker: the offset the next produced line gets", labels=["topic", "partition"])  # fmt: skip
+        family = GaugeMetricFamily(
+            "ingest_end_offset",
+            "End offset (high watermark) of each partition, read from "
+            "the broker: the offset the next produced line gets",
+            labels=["topic", "partition"],
+        )
         for (topic, partition), offset in sorted(ends.ends.items()):
             family.add_metric([topic, str(partition)], offset)
         yield family
         if ends.read_at:
-            yield GaugeMetricFamily("ingest_end_offset_read_timestamp_seconds", "Wall time of the last complete "
-                                    "read of the end offsets", value=ends.read_at)  # fmt: skip
+            yield GaugeMetricFamily(
+                "ingest_end_offset_read_timestamp_seconds",
+                "Wall time of the last complete read of the end offsets",
+                value=ends.read_at,
+            )
 
 
 def create_metrics_app(metrics: OperatorMetrics) -> Starlette:
@@ -373,4 +460,3 @@ def create_metrics_app(metrics: OperatorMetrics) -> Starlette:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     return Starlette(routes=[Route("/metrics", page, methods=["GET"])])
-

@@ -45,9 +45,24 @@ logger = logging.getLogger(__name__)
 ARMS = ("champion", "challenger")
 DEFAULT_CONVERSION_WINDOW = timedelta(minutes=60)
 DEFAULT_PRE_PERIOD = timedelta(hours=24)  # the CUPED covariate: each user's conversion in the day before
-GAUGES = ("users", "requests", "ok_share", "error_rate", "errors", "latency_p50_ms", "latency_p99_ms",
-          "conversions", "conversion", "completion", "ratings", "rating_mean", "share", "plays",
-          "cost_per_play", "cost_per_1000_requests")  # fmt: skip
+GAUGES = (
+    "users",
+    "requests",
+    "ok_share",
+    "error_rate",
+    "errors",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "conversions",
+    "conversion",
+    "completion",
+    "ratings",
+    "rating_mean",
+    "share",
+    "plays",
+    "cost_per_play",
+    "cost_per_1000_requests",
+)
 
 
 _TOTALS = ("requests", "ok", "conversions", "latency_ms", "pre_requests", "pre_conversions")
@@ -75,16 +90,23 @@ class UserTotals:
         for name in _TOTALS:
             if len(getattr(self, name)) != n:
                 raise ValueError(f"user totals: {name} has {len(getattr(self, name))} entries for {n} users")
-        if n and ((self.requests < 1).any() or (self.ok > self.requests).any() or (self.conversions > self.ok).any()
-                  or (self.pre_conversions > self.pre_requests).any()):  # fmt: skip
-            raise ValueError("user totals are inconsistent: every user needs a request, and conversions ≤ ok ≤ "
-                             "requests (pre-period: conversions ≤ requests)")  # fmt: skip
+        if n and (
+            (self.requests < 1).any()
+            or (self.ok > self.requests).any()
+            or (self.conversions > self.ok).any()
+            or (self.pre_conversions > self.pre_requests).any()
+        ):
+            raise ValueError(
+                "user totals are inconsistent: every user needs a request, and conversions ≤ ok ≤ "
+                "requests (pre-period: conversions ≤ requests)"
+            )
 
     @classmethod
     def empty(cls) -> UserTotals:
         """No users."""
-        return cls(np.zeros(0, np.int64), *(np.zeros(0, np.float64 if n == "latency_ms" else np.int64)
-                                            for n in _TOTALS))  # fmt: skip
+        return cls(
+            np.zeros(0, np.int64), *(np.zeros(0, np.float64 if n == "latency_ms" else np.int64) for n in _TOTALS)
+        )
 
     @property
     def errors(self) -> np.ndarray:
@@ -124,19 +146,31 @@ class ArmMetrics:
             raise ValueError(f"arm {self.arm!r} is unknown: choose one of {', '.join(ARMS)}")
         u = self.per_user
         if u is not None and (len(u), int(u.requests.sum()), int(u.ok.sum()), int(u.conversions.sum())) != (
-                self.users, self.requests, self.ok, self.conversions):  # fmt: skip
-            raise ValueError(f"{self.arm} metrics: per-user totals ({len(u)} users, {int(u.requests.sum())} requests, "
-                             f"{int(u.ok.sum())} ok, {int(u.conversions.sum())} conversions) do not add up to the "
-                             f"arm's ({self.users}, {self.requests}, {self.ok}, {self.conversions})")  # fmt: skip
+            self.users,
+            self.requests,
+            self.ok,
+            self.conversions,
+        ):
+            raise ValueError(
+                f"{self.arm} metrics: per-user totals ({len(u)} users, {int(u.requests.sum())} requests, "
+                f"{int(u.ok.sum())} ok, {int(u.conversions.sum())} conversions) do not add up to the "
+                f"arm's ({self.users}, {self.requests}, {self.ok}, {self.conversions})"
+            )
         if self.requests - self.ok != sum(self.errors.values()):
-            raise ValueError(f"{self.arm} metrics: {self.requests - self.ok} failed requests but errors by kind "
-                             f"add up to {sum(self.errors.values())} ({self.errors})")  # fmt: skip
+            raise ValueError(
+                f"{self.arm} metrics: {self.requests - self.ok} failed requests but errors by kind "
+                f"add up to {sum(self.errors.values())} ({self.errors})"
+            )
         if not 0 <= self.costed_plays <= self.plays or self.license_cost < 0:
-            raise ValueError(f"{self.arm} metrics: {self.costed_plays} costed plays of {self.plays}, license cost "
-                             f"{self.license_cost}: expected 0 ≤ costed ≤ plays and a cost ≥ 0")  # fmt: skip
+            raise ValueError(
+                f"{self.arm} metrics: {self.costed_plays} costed plays of {self.plays}, license cost "
+                f"{self.license_cost}: expected 0 ≤ costed ≤ plays and a cost ≥ 0"
+            )
         if not 0 <= self.conversions <= self.ok <= self.requests or self.users > self.requests:
-            raise ValueError(f"{self.arm} metrics are inconsistent: users={self.users}, requests={self.requests}, "
-                             f"ok={self.ok}, conversions={self.conversions}")  # fmt: skip
+            raise ValueError(
+                f"{self.arm} metrics are inconsistent: users={self.users}, requests={self.requests}, "
+                f"ok={self.ok}, conversions={self.conversions}"
+            )
 
     @property
     def errors_total(self) -> int:
@@ -171,23 +205,39 @@ class ArmMetrics:
     def as_dict(self) -> dict:
         """Every field and rate as JSON-able values (times as ISO text, NaN as None)."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "per_user"}
-        d.update(start=self.start.isoformat(), end=self.end.isoformat(), errors=dict(self.errors),
-                 ok_share=self.ok_share, error_rate=self.error_rate, conversion=self.conversion,
-                 cost_per_play=self.cost_per_play, cost_per_1000_requests=self.cost_per_1000_requests)  # fmt: skip
+        d.update(
+            start=self.start.isoformat(),
+            end=self.end.isoformat(),
+            errors=dict(self.errors),
+            ok_share=self.ok_share,
+            error_rate=self.error_rate,
+            conversion=self.conversion,
+            cost_per_play=self.cost_per_play,
+            cost_per_1000_requests=self.cost_per_1000_requests,
+        )
         return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in d.items()}
 
     def gauges(self) -> dict[str, float]:
         """The arm as a flat dict of numbers for Prometheus gauges (NaN where undefined)."""
         nan = math.nan
-        return {"users": float(self.users), "requests": float(self.requests), "ok_share": self.ok_share,
-                "error_rate": self.error_rate, "errors": float(self.errors_total),
-                "latency_p50_ms": nan if self.latency_p50_ms is None else self.latency_p50_ms,
-                "latency_p99_ms": nan if self.latency_p99_ms is None else self.latency_p99_ms,
-                "conversions": float(self.conversions), "conversion": self.conversion,
-                "completion": nan if self.completion_mean is None else self.completion_mean,
-                "ratings": float(self.ratings), "rating_mean": nan if self.rating_mean is None else self.rating_mean,
-                "share": self.share if self.arm == "challenger" else 1.0 - self.share, "plays": float(self.plays),
-                "cost_per_play": self.cost_per_play, "cost_per_1000_requests": self.cost_per_1000_requests}  # fmt: skip
+        return {
+            "users": float(self.users),
+            "requests": float(self.requests),
+            "ok_share": self.ok_share,
+            "error_rate": self.error_rate,
+            "errors": float(self.errors_total),
+            "latency_p50_ms": nan if self.latency_p50_ms is None else self.latency_p50_ms,
+            "latency_p99_ms": nan if self.latency_p99_ms is None else self.latency_p99_ms,
+            "conversions": float(self.conversions),
+            "conversion": self.conversion,
+            "completion": nan if self.completion_mean is None else self.completion_mean,
+            "ratings": float(self.ratings),
+            "rating_mean": nan if self.rating_mean is None else self.rating_mean,
+            "share": self.share if self.arm == "challenger" else 1.0 - self.share,
+            "plays": float(self.plays),
+            "cost_per_play": self.cost_per_play,
+            "cost_per_1000_requests": self.cost_per_1000_requests,
+        }
 
 
 def assign_arms(user_ids: np.ndarray, salt: int, share: float) -> np.ndarray:
@@ -195,9 +245,16 @@ def assign_arms(user_ids: np.ndarray, salt: int, share: float) -> np.ndarray:
     return np.where(buckets(user_ids, salt) < threshold(share), ARMS[1], ARMS[0])
 
 
-def arm_metrics(store: EventStore, start: datetime, end: datetime, salt: int, share: float,
-                conversion_window: timedelta = DEFAULT_CONVERSION_WINDOW, pre_period: timedelta = DEFAULT_PRE_PERIOD,
-                pre_end: datetime | None = None) -> dict[str, ArmMetrics]:  # fmt: skip
+def arm_metrics(
+    store: EventStore,
+    start: datetime,
+    end: datetime,
+    salt: int,
+    share: float,
+    conversion_window: timedelta = DEFAULT_CONVERSION_WINDOW,
+    pre_period: timedelta = DEFAULT_PRE_PERIOD,
+    pre_end: datetime | None = None,
+) -> dict[str, ArmMetrics]:
     """Both arms' metrics for requests in [start, end) (stream time), users split by (salt, share).
 
     Each arm carries its per-user totals; the pre-period covariate is each user's requests and
@@ -229,12 +286,27 @@ def arm_metrics(store: EventStore, start: datetime, end: datetime, salt: int, sh
         if r is None:
             out[arm] = ArmMetrics(arm, salt, share, start, end, per_user=UserTotals.empty())
             continue
-        out[arm] = ArmMetrics(arm, salt, share, start, end, users=r["users"], requests=r["requests"], ok=r["ok"],
-                              errors=dict(r["errors"] or {}), latency_p50_ms=r["latency_p50_ms"],
-                              latency_p99_ms=r["latency_p99_ms"], conversions=r["conversions"],
-                              completion_mean=r["completion_mean"], ratings=r["ratings"],
-                              rating_mean=r["rating_mean"], plays=r["plays"], costed_plays=r["costed_plays"],
-                              license_cost=r["license_cost"], per_user=_user_totals(per_user, pre, arm))  # fmt: skip
+        out[arm] = ArmMetrics(
+            arm,
+            salt,
+            share,
+            start,
+            end,
+            users=r["users"],
+            requests=r["requests"],
+            ok=r["ok"],
+            errors=dict(r["errors"] or {}),
+            latency_p50_ms=r["latency_p50_ms"],
+            latency_p99_ms=r["latency_p99_ms"],
+            conversions=r["conversions"],
+            completion_mean=r["completion_mean"],
+            ratings=r["ratings"],
+            rating_mean=r["rating_mean"],
+            plays=r["plays"],
+            costed_plays=r["costed_plays"],
+            license_cost=r["license_cost"],
+            per_user=_user_totals(per_user, pre, arm),
+        )
     logger.debug("arm metrics [%s, %s) share %g: %s", start, end, share, {a: m.requests for a, m in out.items()})
     return out
 
@@ -252,9 +324,15 @@ def _user_totals(per_user: pa.Table, pre: pa.Table | None, arm: str) -> UserTota
         found = pre_ids[order][pos] == ids
         pre_requests[found] = pre["requests"].to_numpy()[order][pos][found]
         pre_conversions[found] = pre["conversions"].to_numpy()[order][pos][found]
-    return UserTotals(ids.astype(np.int64), cols["requests"].astype(np.int64), cols["ok"].astype(np.int64),
-                      cols["conversions"].astype(np.int64), cols["latency_ms"].astype(np.float64), pre_requests,
-                      pre_conversions)  # fmt: skip
+    return UserTotals(
+        ids.astype(np.int64),
+        cols["requests"].astype(np.int64),
+        cols["ok"].astype(np.int64),
+        cols["conversions"].astype(np.int64),
+        cols["latency_ms"].astype(np.float64),
+        pre_requests,
+        pre_conversions,
+    )
 
 
 def by_arm(metrics: Mapping[str, ArmMetrics], name: str) -> dict[str, float]:
@@ -273,8 +351,15 @@ class ArmGauges:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        self._gauges = {name: Gauge(f"experiment_{name}", f"Online {name} of an experiment arm (from the stream)",
-                                    ["experiment", "arm"], registry=self.registry) for name in GAUGES}  # fmt: skip
+        self._gauges = {
+            name: Gauge(
+                f"experiment_{name}",
+                f"Online {name} of an experiment arm (from the stream)",
+                ["experiment", "arm"],
+                registry=self.registry,
+            )
+            for name in GAUGES
+        }
 
     def update(self, experiment: str, metrics: Mapping[str, ArmMetrics]) -> None:
         """Set every gauge of `experiment` from its arms' metrics."""

@@ -12,7 +12,6 @@ restart); then every tick, with `t` the stream time the store has reached, `d = 
 rollback. Stop ticking once `exp.finished`. People use `pause` / `resume` / `promote` / `rollback`.
 """
 
-
 from __future__ import annotations
 
 import hashlib
@@ -223,11 +222,16 @@ class Experiment:
             return self._record(Decision("wait", t, self.step, self.share, "paused", **counts))
         plan = self.plan
         # The chi-square needs a sample: with a few dozen users one early burst looks like a mismatch.
-        srm = (srm_check(champion.users, challenger.users, self.share, plan.srm_alpha)
-               if champion.users + challenger.users >= plan.srm_min_users else None)  # fmt: skip
+        srm = (
+            srm_check(champion.users, challenger.users, self.share, plan.srm_alpha)
+            if champion.users + challenger.users >= plan.srm_min_users
+            else None
+        )
         if srm is not None and srm.mismatch:
-            why = (f"sample ratio mismatch: {champion.users} champion vs {challenger.users} challenger users at "
-                   f"share {self.share:g} (chi2={srm.chi2:.1f}, p={srm.p_value:.2g} < {plan.srm_alpha:g})")
+            why = (
+                f"sample ratio mismatch: {champion.users} champion vs {challenger.users} challenger users at "
+                f"share {self.share:g} (chi2={srm.chi2:.1f}, p={srm.p_value:.2g} < {plan.srm_alpha:g})"
+            )
             return self._finish(Decision("rollback", t, self.step, 0.0, why, srm=srm, **counts))
         conv_c, conv_t = _ratio(champion, "conversions"), _ratio(challenger, "conversions")
         err_c, err_t = _ratio(champion, "errors"), _ratio(challenger, "errors")
@@ -239,49 +243,83 @@ class Experiment:
         enough = looks and min(champion.requests, challenger.requests) >= plan.min_requests
         unadjusted = None
         if plan.test == "msprt":
-            verdict = (_Verdict("msprt", conv.p_value, conv.difference, conv.ci_low, conv.ci_high) if conv
-                       else _Verdict("msprt", None, None, None, None))  # fmt: skip
+            verdict = (
+                _Verdict("msprt", conv.p_value, conv.difference, conv.ci_low, conv.ci_high)
+                if conv
+                else _Verdict("msprt", None, None, None, None)
+            )
             err_p, err_diff = (errs.p_value, errs.difference) if errs else (None, None)
             if conv and conv.variance_reduction is not None:
-                unadjusted = {"p_value": conv.unadjusted_p_value, "effect": conv_est.unadjusted_difference,
-                              "ci_low": conv.unadjusted_ci_low, "ci_high": conv.unadjusted_ci_high}  # fmt: skip
+                unadjusted = {
+                    "p_value": conv.unadjusted_p_value,
+                    "effect": conv_est.unadjusted_difference,
+                    "ci_low": conv.unadjusted_ci_low,
+                    "ci_high": conv.unadjusted_ci_high,
+                }
         else:
             # one-sided non-inferiority at alpha is the lower end of the two-sided 1 − 2·alpha interval
             z = delta_ztest(conv_c, conv_t, 2 * plan.alpha, plan.cuped) if enough else None
-            verdict = (_Verdict("z", z.p_value, z.difference, z.ci_low, z.ci_high) if z
-                       else _Verdict("z", None, conv_est.difference if conv_est else None, None, None))  # fmt: skip
+            verdict = (
+                _Verdict("z", z.p_value, z.difference, z.ci_low, z.ci_high)
+                if z
+                else _Verdict("z", None, conv_est.difference if conv_est else None, None, None)
+            )
             ze = delta_ztest(err_c, err_t, plan.alpha, False) if enough else None
             err_p, err_diff = (ze.p_value, ze.difference) if ze else (None, None)
             if z and z.variance_reduction is not None:
-                unadjusted = {"p_value": z.unadjusted_p_value, "effect": z.unadjusted_difference,
-                              "ci_low": z.unadjusted_ci_low, "ci_high": z.unadjusted_ci_high}  # fmt: skip
+                unadjusted = {
+                    "p_value": z.unadjusted_p_value,
+                    "effect": z.unadjusted_difference,
+                    "ci_low": z.unadjusted_ci_low,
+                    "ci_high": z.unadjusted_ci_high,
+                }
         control_rate, treatment_rate = conv_c.rate, conv_t.rate
-        lift = (verdict.effect / control_rate if verdict.effect is not None and control_rate
-                and math.isfinite(control_rate) else None)  # fmt: skip
-        numbers = dict(test=verdict.test, p_value=verdict.p_value, effect=verdict.effect, relative_lift=lift,
-                       ci_low=verdict.ci_low, ci_high=verdict.ci_high, srm=srm, unadjusted=unadjusted,
-                       variance_reduction=conv_est.variance_reduction if conv_est else None, **counts)  # fmt: skip
+        lift = (
+            verdict.effect / control_rate
+            if verdict.effect is not None and control_rate and math.isfinite(control_rate)
+            else None
+        )
+        numbers = dict(
+            test=verdict.test,
+            p_value=verdict.p_value,
+            effect=verdict.effect,
+            relative_lift=lift,
+            ci_low=verdict.ci_low,
+            ci_high=verdict.ci_high,
+            srm=srm,
+            unadjusted=unadjusted,
+            variance_reduction=conv_est.variance_reduction if conv_est else None,
+            **counts,
+        )
         if verdict.p_value is not None and verdict.p_value < plan.alpha and verdict.effect < 0:
-            why = (f"challenger converts worse: {treatment_rate:.4f} vs {control_rate:.4f} per request, "
-                   f"{verdict.test} on {challenger.users} and {champion.users} users p={verdict.p_value:.2g} "
-                   f"< {plan.alpha:g}")  # fmt: skip
+            why = (
+                f"challenger converts worse: {treatment_rate:.4f} vs {control_rate:.4f} per request, "
+                f"{verdict.test} on {challenger.users} and {champion.users} users p={verdict.p_value:.2g} "
+                f"< {plan.alpha:g}"
+            )
             return self._finish(Decision("rollback", t, self.step, 0.0, why, **numbers))
         if err_p is not None and err_p < plan.alpha and err_diff > plan.error_margin:
-            why = (f"challenger error rate {err_t.rate:.4f} vs champion {err_c.rate:.4f}: "
-                   f"+{err_diff:.4f} > margin {plan.error_margin:g} ({verdict.test} p={err_p:.2g})")
+            why = (
+                f"challenger error rate {err_t.rate:.4f} vs champion {err_c.rate:.4f}: "
+                f"+{err_diff:.4f} > margin {plan.error_margin:g} ({verdict.test} p={err_p:.2g})"
+            )
             return self._finish(Decision("rollback", t, self.step, 0.0, why, **numbers))
         p99 = challenger.latency_p99_ms
         if enough and plan.max_latency_p99_ms is not None and p99 is not None and p99 > plan.max_latency_p99_ms:
             why = f"challenger p99 latency {p99:.0f} ms above the limit of {plan.max_latency_p99_ms:g} ms"
             return self._finish(Decision("rollback", t, self.step, 0.0, why, **numbers))
         if enough and verdict.ci_low is not None and verdict.ci_low > -plan.margin:
-            why = (f"challenger not worse than the margin: lower bound {verdict.ci_low:+.4f} > -{plan.margin:g} "
-                   f"with {challenger.requests} challenger and {champion.requests} champion requests")
+            why = (
+                f"challenger not worse than the margin: lower bound {verdict.ci_low:+.4f} > -{plan.margin:g} "
+                f"with {challenger.requests} challenger and {champion.requests} champion requests"
+            )
             return self._advance(t, why, numbers)
         elapsed = (t - self.step_started_at).total_seconds()
         if elapsed >= plan.max_step_seconds:
-            why = (f"step {self.step} (share {self.share:g}) reached its limit of {plan.max_step_seconds:g} s "
-                   f"without a verdict: " + self._waiting_for(champion, challenger, verdict))
+            why = (
+                f"step {self.step} (share {self.share:g}) reached its limit of {plan.max_step_seconds:g} s "
+                f"without a verdict: " + self._waiting_for(champion, challenger, verdict)
+            )
             return self._finish(Decision("rollback", t, self.step, 0.0, why, **numbers))
         why = self._waiting_for(champion, challenger, verdict)
         return self._record(Decision("wait", t, self.step, self.share, why, **numbers))
@@ -345,23 +383,43 @@ class Experiment:
     # --- persistence -----------------------------------------------------------------------------
     def as_dict(self) -> dict:
         """The whole state as JSON-able values (what `save` writes)."""
-        return {"format": FORMAT, "name": self.name, "salt": self.salt, "share": self.share,
-                "champion": self.champion, "challenger": self.challenger, "plan": self.plan.as_dict(),
-                "status": self.status, "step": self.step, "started_at": self.started_at.isoformat(),
-                "step_started_at": self.step_started_at.isoformat(), "last_time": self.last_time.isoformat(),
-                "conversion_test": self.conversion_test.as_dict(), "error_test": self.error_test.as_dict(),
-                "decisions": list(self.decisions)}  # fmt: skip
+        return {
+            "format": FORMAT,
+            "name": self.name,
+            "salt": self.salt,
+            "share": self.share,
+            "champion": self.champion,
+            "challenger": self.challenger,
+            "plan": self.plan.as_dict(),
+            "status": self.status,
+            "step": self.step,
+            "started_at": self.started_at.isoformat(),
+            "step_started_at": self.step_started_at.isoformat(),
+            "last_time": self.last_time.isoformat(),
+            "conversion_test": self.conversion_test.as_dict(),
+            "error_test": self.error_test.as_dict(),
+            "decisions": list(self.decisions),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> Experiment:
         """Restore an experiment from `as_dict` output; a salt that does not match the name is an error."""
         if d.get("format") != FORMAT:
             raise ValueError(f"experiment state has format {d.get('format')!r}, expected {FORMAT!r}")
-        exp = cls(d["name"], d["champion"], d["challenger"], CanaryPlan.from_dict(d["plan"]),
-                  datetime.fromisoformat(d["started_at"]), datetime.fromisoformat(d["step_started_at"]),
-                  datetime.fromisoformat(d["last_time"]), d["status"], int(d["step"]),
-                  SequentialTest.from_dict(d["conversion_test"]), SequentialTest.from_dict(d["error_test"]),
-                  list(d["decisions"]))  # fmt: skip
+        exp = cls(
+            d["name"],
+            d["champion"],
+            d["challenger"],
+            CanaryPlan.from_dict(d["plan"]),
+            datetime.fromisoformat(d["started_at"]),
+            datetime.fromisoformat(d["step_started_at"]),
+            datetime.fromisoformat(d["last_time"]),
+            d["status"],
+            int(d["step"]),
+            SequentialTest.from_dict(d["conversion_test"]),
+            SequentialTest.from_dict(d["error_test"]),
+            list(d["decisions"]),
+        )
         if d["salt"] != exp.salt:
             raise ValueError(f"experiment {exp.name!r}: saved salt {d['salt']} is not the salt of its name")
         if exp.status not in (RUNNING, PAUSED, PROMOTED, ROLLED_BACK) or not 0 <= exp.step < len(exp.plan.steps):
@@ -404,22 +462,30 @@ class Experiment:
 
     def _check_time(self, t: datetime) -> None:
         if t < self.last_time:
-            raise ValueError(f"experiment {self.name!r}: stream time {t.isoformat()} is before the last one seen, "
-                             f"{self.last_time.isoformat()}")  # fmt: skip
+            raise ValueError(
+                f"experiment {self.name!r}: stream time {t.isoformat()} is before the last one seen, "
+                f"{self.last_time.isoformat()}"
+            )
 
     def _check_metrics(self, champion: ArmMetrics, challenger: ArmMetrics) -> None:
         for arm, m in zip(ARMS, (champion, challenger), strict=True):
             if m.arm != arm:
                 raise ValueError(f"experiment {self.name!r}: metrics of arm {m.arm!r} given as the {arm}")
             if m.salt != self.salt or m.share != self.share:
-                raise ValueError(f"experiment {self.name!r}: {arm} metrics are for salt {m.salt}, share {m.share:g}; "
-                                 f"the experiment has salt {self.salt}, share {self.share:g}")  # fmt: skip
+                raise ValueError(
+                    f"experiment {self.name!r}: {arm} metrics are for salt {m.salt}, share {m.share:g}; "
+                    f"the experiment has salt {self.salt}, share {self.share:g}"
+                )
             if m.start < self.step_started_at:
-                raise ValueError(f"experiment {self.name!r}: {arm} metrics start at {m.start.isoformat()}, before "
-                                 f"the step started at {self.step_started_at.isoformat()} (another share)")  # fmt: skip
+                raise ValueError(
+                    f"experiment {self.name!r}: {arm} metrics start at {m.start.isoformat()}, before "
+                    f"the step started at {self.step_started_at.isoformat()} (another share)"
+                )
             if m.per_user is None:
-                raise ValueError(f"experiment {self.name!r}: {arm} metrics lack per-user totals; users are the unit "
-                                 "of randomization, so the tests need them")  # fmt: skip
+                raise ValueError(
+                    f"experiment {self.name!r}: {arm} metrics lack per-user totals; users are the unit "
+                    "of randomization, so the tests need them"
+                )
 
 
 @dataclass(frozen=True)
@@ -440,17 +506,24 @@ def _ratio(m: ArmMetrics, what: str) -> UserRatio:
 
 
 def _counts(m: ArmMetrics) -> dict:
-    return {"users": m.users, "requests": m.requests, "conversions": m.conversions, "errors": m.errors_total,
-            "latency_p99_ms": json_number(m.latency_p99_ms)}  # fmt: skip
+    return {
+        "users": m.users,
+        "requests": m.requests,
+        "conversions": m.conversions,
+        "errors": m.errors_total,
+        "latency_p99_ms": json_number(m.latency_p99_ms),
+    }
 
 
-def tick(store: EventStore, experiment: Experiment, t: datetime,
-         conversion_window: timedelta | None = None) -> Decision:  # fmt: skip
+def tick(
+    store: EventStore, experiment: Experiment, t: datetime, conversion_window: timedelta | None = None
+) -> Decision:
     """One operator tick: read both arms' metrics for the current step up to `t` from the store, evaluate.
 
     The CUPED pre-period ends where the experiment started: later steps' users saw the challenger before.
     """
     window = {} if conversion_window is None else {"conversion_window": conversion_window}
-    metrics = arm_metrics(store, experiment.step_started_at, t, experiment.salt, experiment.share,
-                          pre_end=experiment.started_at, **window)  # fmt: skip
+    metrics = arm_metrics(
+        store, experiment.step_started_at, t, experiment.salt, experiment.share, pre_end=experiment.started_at, **window
+    )
     return experiment.evaluate(t, metrics["champion"], metrics["challenger"])

@@ -60,8 +60,10 @@ async def _control_body(request: Request, model: type[BaseModel]) -> BaseModel |
     try:
         return model.model_validate_json(raw if raw.strip() else b"{}")
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}"
-                             for e in exc.errors(include_url=False, include_input=False)[:5])  # fmt: skip
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)[:5]
+        )
         return JSONResponse({"error": f"bad request body: {problems}"}, 400)
 
 
@@ -78,8 +80,9 @@ def create_control_app(operator: Operator, tokens: Tokens) -> Starlette:
     async def override(request: Request) -> JSONResponse:
         action = request.path_params["action"]
         if action not in ("start", "promote", "rollback", "pause", "resume"):
-            return JSONResponse({"error": "unknown canary action: choose start, promote, rollback, pause or "
-                                 "resume"}, 404)  # fmt: skip
+            return JSONResponse(
+                {"error": "unknown canary action: choose start, promote, rollback, pause or resume"}, 404
+            )
         body = await _control_body(request, StartBody if action == "start" else OverrideBody)
         if isinstance(body, JSONResponse):
             return body
@@ -106,8 +109,11 @@ def create_control_app(operator: Operator, tokens: Tokens) -> Starlette:
         if isinstance(body, JSONResponse):
             return body
         operator.schedule_paused = action == "pause"
-        logger.info("control: scheduled retraining %s by %s", "paused" if operator.schedule_paused else "resumed",
-                    identity_of(request))  # fmt: skip
+        logger.info(
+            "control: scheduled retraining %s by %s",
+            "paused" if operator.schedule_paused else "resumed",
+            identity_of(request),
+        )
         return JSONResponse({"schedule_paused": operator.schedule_paused})
 
     async def retrain(request: Request) -> JSONResponse:
@@ -123,11 +129,13 @@ def create_control_app(operator: Operator, tokens: Tokens) -> Starlette:
         return JSONResponse(record.as_dict())
 
     app = create_metrics_app(operator.metrics)
-    app.router.routes.extend([
-        Route("/status", status, methods=["GET"]),
-        Route("/canary/{action}", override, methods=["POST"]),
-        Route("/retrain", retrain, methods=["POST"]),
-        Route("/schedule/{action:str}", schedule, methods=["POST"]),
-    ])  # fmt: skip
+    app.router.routes.extend(
+        [
+            Route("/status", status, methods=["GET"]),
+            Route("/canary/{action}", override, methods=["POST"]),
+            Route("/retrain", retrain, methods=["POST"]),
+            Route("/schedule/{action:str}", schedule, methods=["POST"]),
+        ]
+    )
     app.add_middleware(RequireToken, tokens=tokens, open_paths=("/metrics",))
     return app

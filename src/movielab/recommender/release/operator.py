@@ -38,6 +38,7 @@ from movielab.recommender.training.retrain import Reference, Retrainer, RunRecor
 
 logger = logging.getLogger(__name__)
 
+
 class ServingSide(Protocol):
     """What the operator asks of the serving side (`movielab.recommender.serving.fleet.Fleet` has it)."""
 
@@ -69,9 +70,17 @@ class Update:
 class Operator:
     """Ingest, retrain, release by canary, monitor; call `tick()` from a loop (or run `start()`'s thread)."""
 
-    def __init__(self, store: EventStore, retrainer: Retrainer, start_serving: Callable[[Path], ServingSide],
-                 folder: Path, plan: CanaryPlan | None = None, ingestor=None,
-                 metrics: OperatorMetrics | None = None, monitor_every: int = 5) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: EventStore,
+        retrainer: Retrainer,
+        start_serving: Callable[[Path], ServingSide],
+        folder: Path,
+        plan: CanaryPlan | None = None,
+        ingestor=None,
+        metrics: OperatorMetrics | None = None,
+        monitor_every: int = 5,
+    ) -> None:
         self.store = store
         self.retrainer = retrainer
         self.registry = retrainer.registry
@@ -132,16 +141,22 @@ class Operator:
 
     def _retrain(self, trigger: str) -> RunRecord:
         if self.experiment is not None and not self.experiment.finished:
-            raise OperatorError(f"retraining now would replace the running canary {self.experiment.name!r}; "
-                                "promote or roll it back first")  # fmt: skip
+            raise OperatorError(
+                f"retraining now would replace the running canary {self.experiment.name!r}; "
+                "promote or roll it back first"
+            )
         self._run_started = time.perf_counter()
         # What serves is the reference, whatever the registry says (its champion may have been deleted). The
         # run returns its record; an accepted version is put into service by this operator's `_release`, which
         # the run times as its last stage (and a failure there fails the run and clears the challenger).
         record = self.retrainer.run(trigger, self._reference(), rollout=self._release)
         self.runs.append(record)
-        if (record.status == "rejected" and record.snapshot and self.serving is None
-                and self.registry.champion_version() is None):  # fmt: skip
+        if (
+            record.status == "rejected"
+            and record.snapshot
+            and self.serving is None
+            and self.registry.champion_version() is None
+        ):
             self._bootstrap(record)
         return record
 
@@ -160,8 +175,12 @@ class Operator:
         except Exception:  # the next scheduled run tries again
             logger.exception("bootstrapping popularity as the first champion failed")
             return
-        self._updated("champion", f"popularity/{trained.manifest['version']}", record.stream_time,
-                      f"bootstrap: registry version {registered.version}; {record.reason}")  # fmt: skip
+        self._updated(
+            "champion",
+            f"popularity/{trained.manifest['version']}",
+            record.stream_time,
+            f"bootstrap: registry version {registered.version}; {record.reason}",
+        )
 
     def start(self, tick_seconds: float = 2.0) -> Operator:
         """Tick in a background thread every `tick_seconds` until `stop()`."""
@@ -207,8 +226,11 @@ class Operator:
         folder = self._prepare(Path(record.folder))
         label = f"{record.model}/{record.artifact_version}"
         if record.champion_alias_missing:
-            logger.warning("the registry's champion alias is missing (version deleted?); %s is canaried against "
-                           "the serving %s", label, record.reference)  # fmt: skip
+            logger.warning(
+                "the registry's champion alias is missing (version deleted?); %s is canaried against the serving %s",
+                label,
+                record.reference,
+            )
         if record.decision == "champion":
             if self.serving is None:
                 self.serving = self.start_serving(folder)
@@ -255,8 +277,9 @@ class Operator:
             return
         metrics = arm_metrics(self.store, exp.step_started_at, now, exp.salt, exp.share, pre_end=exp.started_at)
         self.metrics.set_conversion(by_arm(metrics, "conversion"), self._arm_labels())
-        self.metrics.set_cost(by_arm(metrics, "cost_per_play"), by_arm(metrics, "cost_per_1000_requests"),
-                              self._arm_labels())  # fmt: skip
+        self.metrics.set_cost(
+            by_arm(metrics, "cost_per_play"), by_arm(metrics, "cost_per_1000_requests"), self._arm_labels()
+        )
         decision = exp.evaluate(now, metrics["champion"], metrics["challenger"])
         self._apply(decision.action, now)
 
@@ -320,8 +343,9 @@ class Operator:
         self.updates.append(update)
         with (self.folder / "updates.jsonl").open("a") as f:
             f.write(json.dumps(update.__dict__) + "\n")
-        logger.info("update: %s %s at stream time %s (%s s from retraining start) %s", kind, version, at, seconds,
-                    detail)  # fmt: skip
+        logger.info(
+            "update: %s %s at stream time %s (%s s from retraining start) %s", kind, version, at, seconds, detail
+        )
 
     # --- what the operator tells -----------------------------------------------------------------
     def status(self) -> dict:
@@ -335,15 +359,20 @@ class Operator:
                 "schedule_paused": self.schedule_paused,
                 "champion": champ.as_dict() if champ else None,
                 "challenger": challenger.as_dict() if challenger else None,
-                "experiment": None if exp is None else {"name": exp.name, "status": exp.status, "share": exp.share,
-                                                        "step": exp.step, "decisions": exp.decisions[-5:]},
+                "experiment": None
+                if exp is None
+                else {
+                    "name": exp.name,
+                    "status": exp.status,
+                    "share": exp.share,
+                    "step": exp.step,
+                    "decisions": exp.decisions[-5:],
+                },
                 "runs": [r.as_dict() for r in self.runs[-5:]],
                 "updates": [u.__dict__ for u in self.updates[-10:]],
-            }  # fmt: skip
+            }
 
 
 def _label(mv) -> str:
     """`model/artifact version` of a registered version, as serving's X-Model header names it."""
     return f"{mv.model}/{mv.tags.get('artifact_version', mv.version)}"
-
-

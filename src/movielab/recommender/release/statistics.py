@@ -21,7 +21,6 @@ Each result is a frozen dataclass with `as_dict()`:
   trial is independent (one per user); kept as the baseline the benchmark measures against.
 """
 
-
 from __future__ import annotations
 
 import logging
@@ -111,8 +110,9 @@ class ZTestResult:
         return json_dict(self)
 
 
-def two_proportion_ztest(control_successes: int, control_n: int, treatment_successes: int, treatment_n: int,
-                         alpha: float = 0.05) -> ZTestResult:  # fmt: skip
+def two_proportion_ztest(
+    control_successes: int, control_n: int, treatment_successes: int, treatment_n: int, alpha: float = 0.05
+) -> ZTestResult:
     """Two-sided z-test of p_treatment = p_control (pooled SE) with a Wald CI (unpooled SE) at 1 − alpha.
 
     Valid only when every trial is independent (one per user); for requests use `delta_ztest`.
@@ -222,8 +222,9 @@ def delta_difference(control: UserRatio, treatment: UserRatio, cuped: bool = Tru
     when an arm has fewer than 2 users (no variance can be estimated).
     """
     if control.users < 2 or treatment.users < 2:
-        raise ValueError(f"the delta method needs 2 users per arm, got {control.users} control and "
-                         f"{treatment.users} treatment users")  # fmt: skip
+        raise ValueError(
+            f"the delta method needs 2 users per arm, got {control.users} control and {treatment.users} treatment users"
+        )
     rc, lc = _linearized(control)
     rt, lt = _linearized(treatment)
     kc, kt = control.users, treatment.users
@@ -242,8 +243,9 @@ def delta_difference(control: UserRatio, treatment: UserRatio, cuped: bool = Tru
                 adj_diff = diff - theta * float(mt.mean() - mc.mean())
                 adj_var = float((lc - theta * mc).var(ddof=1) / kc + (lt - theta * mt).var(ddof=1) / kt)
                 reduction = 1.0 - adj_var / var if var > 0 else 0.0
-    return DeltaEstimate(rc, rt, adj_diff, adj_var, diff, var, theta, reduction, kc, kt, int(control.den.sum()),
-                         int(treatment.den.sum()))  # fmt: skip
+    return DeltaEstimate(
+        rc, rt, adj_diff, adj_var, diff, var, theta, reduction, kc, kt, int(control.den.sum()), int(treatment.den.sum())
+    )
 
 
 @dataclass(frozen=True)
@@ -294,9 +296,26 @@ def delta_ztest(control: UserRatio, treatment: UserRatio, alpha: float = 0.05, c
     z, p, low, high = _z(est.difference, est.variance, alpha)
     _, p0, low0, high0 = _z(est.unadjusted_difference, est.unadjusted_variance, alpha)
     lift = est.difference / est.control_rate if est.control_rate > 0 else math.nan
-    return RatioTestResult(est.control_rate, est.treatment_rate, est.difference, lift, z, p, low, high, alpha,
-                           est.control_users, est.treatment_users, est.control_n, est.treatment_n,
-                           est.variance_reduction, est.unadjusted_difference, p0, low0, high0)  # fmt: skip
+    return RatioTestResult(
+        est.control_rate,
+        est.treatment_rate,
+        est.difference,
+        lift,
+        z,
+        p,
+        low,
+        high,
+        alpha,
+        est.control_users,
+        est.treatment_users,
+        est.control_n,
+        est.treatment_n,
+        est.variance_reduction,
+        est.unadjusted_difference,
+        p0,
+        low0,
+        high0,
+    )
 
 
 def msprt_likelihood_ratio(difference, variance, tau: float, theta0: float = 0.0):
@@ -318,8 +337,9 @@ def msprt_half_width(variance: float, tau: float, alpha: float) -> float:
     return math.sqrt(variance * (variance + t2) / t2 * (2 * math.log(1 / alpha) + math.log((variance + t2) / variance)))
 
 
-def mixture_likelihood_ratio(control_successes, control_n, treatment_successes, treatment_n, tau: float,
-                             theta0: float = 0.0):  # fmt: skip
+def mixture_likelihood_ratio(
+    control_successes, control_n, treatment_successes, treatment_n, tau: float, theta0: float = 0.0
+):
     """Per-request mSPRT statistic Λ for H0: p_t − p_c = theta0, mixture N(theta0, tau²); works on numpy arrays.
 
     Valid only when every trial is independent: for requests of users use `msprt_likelihood_ratio` on a
@@ -400,19 +420,38 @@ class SequentialTest:
             self.looks += 1
             lr = float(msprt_likelihood_ratio(e.difference, e.variance, self.tau))
             self.p_value = min(self.p_value, 1.0 / lr)
-            self.unadjusted_p_value = min(self.unadjusted_p_value, 1.0 / float(
-                msprt_likelihood_ratio(e.unadjusted_difference, e.unadjusted_variance, self.tau)))  # fmt: skip
+            self.unadjusted_p_value = min(
+                self.unadjusted_p_value,
+                1.0 / float(msprt_likelihood_ratio(e.unadjusted_difference, e.unadjusted_variance, self.tau)),
+            )
             if e.variance > 0:
                 half = msprt_half_width(e.variance, self.tau, self.alpha)
-                self.ci_low, self.ci_high = max(self.ci_low, e.difference - half), min(self.ci_high, e.difference + half)
+                self.ci_low, self.ci_high = (
+                    max(self.ci_low, e.difference - half),
+                    min(self.ci_high, e.difference + half),
+                )
             if e.unadjusted_variance > 0:
                 half = msprt_half_width(e.unadjusted_variance, self.tau, self.alpha)
                 self.unadjusted_ci_low = max(self.unadjusted_ci_low, e.unadjusted_difference - half)
                 self.unadjusted_ci_high = min(self.unadjusted_ci_high, e.unadjusted_difference + half)
-        return SequentialResult(e.control_rate, e.treatment_rate, e.difference, lr, self.p_value, self.ci_low,
-                                self.ci_high, self.looks, self.alpha, self.tau, e.control_users, e.treatment_users,
-                                e.variance_reduction, self.unadjusted_p_value, self.unadjusted_ci_low,
-                                self.unadjusted_ci_high)  # fmt: skip
+        return SequentialResult(
+            e.control_rate,
+            e.treatment_rate,
+            e.difference,
+            lr,
+            self.p_value,
+            self.ci_low,
+            self.ci_high,
+            self.looks,
+            self.alpha,
+            self.tau,
+            e.control_users,
+            e.treatment_users,
+            e.variance_reduction,
+            self.unadjusted_p_value,
+            self.unadjusted_ci_low,
+            self.unadjusted_ci_high,
+        )
 
     def as_dict(self) -> dict:
         """The test's running state (to save and restore with `SequentialTest.from_dict`)."""
@@ -422,8 +461,12 @@ class SequentialTest:
     def from_dict(cls, d: dict) -> SequentialTest:
         """Restore a test saved with `as_dict` (an unbounded CI side is saved as None)."""
         d = dict(d)
-        for side, inf in (("ci_low", -math.inf), ("ci_high", math.inf), ("unadjusted_ci_low", -math.inf),
-                          ("unadjusted_ci_high", math.inf)):  # fmt: skip
+        for side, inf in (
+            ("ci_low", -math.inf),
+            ("ci_high", math.inf),
+            ("unadjusted_ci_low", -math.inf),
+            ("unadjusted_ci_high", math.inf),
+        ):
             d[side] = inf if d.get(side) is None else d[side]
         return cls(**d)
 

@@ -88,15 +88,17 @@ def create_admin_app(app: Starlette, tokens: Tokens, root: str | Path | Sequence
     admin = Starlette(exception_handlers={Exception: internal_error})
     admin.state.public = app
     admin.state.roots = tuple(Path(r).resolve() for r in roots)
-    admin.router.routes.extend([
-        Route("/explain/{userid:path}", _explain, methods=["GET"]),
-        Route("/admin/state", _admin_state, methods=["GET"]),
-        Route("/admin/load", _admin_load, methods=["POST"]),
-        Route("/admin/share", _admin_share, methods=["POST"]),
-        Route("/admin/promote", _admin_promote, methods=["POST"]),
-        Route("/admin/drop", _admin_drop, methods=["POST"]),
-        Route("/admin/{rest:path}", _admin_unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-    ])  # fmt: skip
+    admin.router.routes.extend(
+        [
+            Route("/explain/{userid:path}", _explain, methods=["GET"]),
+            Route("/admin/state", _admin_state, methods=["GET"]),
+            Route("/admin/load", _admin_load, methods=["POST"]),
+            Route("/admin/share", _admin_share, methods=["POST"]),
+            Route("/admin/promote", _admin_promote, methods=["POST"]),
+            Route("/admin/drop", _admin_drop, methods=["POST"]),
+            Route("/admin/{rest:path}", _admin_unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        ]
+    )
     admin.add_middleware(RequireToken, tokens=tokens)
     return admin
 
@@ -126,8 +128,10 @@ async def _body(request: Request, model: type[_Body]) -> _Body:
     try:
         return model.model_validate_json(raw if raw.strip() else b"{}")
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}"
-                             for e in exc.errors(include_url=False, include_input=False)[:5])  # fmt: skip
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)[:5]
+        )
         raise _AdminError(400, f"bad request body: {problems}") from None
 
 
@@ -190,8 +194,11 @@ async def _admin_load(request: Request) -> dict:
             set_challenger(app, loaded.table, body.share or 0.0, body.salt, loaded.folder, loaded.manifest)
     except Exception as exc:  # noqa: BLE001 - any failure: the reason goes to the log, the caller gets no file facts
         logger.warning("admin load of %s as %s by %s failed: %r", folder, body.arm, who, exc)
-        raise _AdminError(400, f"cannot load that version as {body.arm}: its files are missing or invalid "
-                          "(the reason is in the replica's log); the previous one keeps serving") from None  # fmt: skip
+        raise _AdminError(
+            400,
+            f"cannot load that version as {body.arm}: its files are missing or invalid "
+            "(the reason is in the replica's log); the previous one keeps serving",
+        ) from None
     finally:
         app.state.loading = None
         if body.drain:  # serve again, with the new table or, after a failed load, the old one
@@ -230,8 +237,11 @@ async def _admin_unknown(request: Request) -> dict:
         raise _AdminError(405, f"{request.method} {path}: use POST")
     if path == "/admin/state":
         raise _AdminError(405, f"{request.method} {path}: use GET")
-    raise _AdminError(404, "no such admin endpoint; there are GET /admin/state, POST /admin/load, /admin/share, "
-                      "/admin/promote, /admin/drop")  # fmt: skip
+    raise _AdminError(
+        404,
+        "no such admin endpoint; there are GET /admin/state, POST /admin/load, /admin/share, "
+        "/admin/promote, /admin/drop",
+    )
 
 
 async def _explain(request: Request) -> JSONResponse:

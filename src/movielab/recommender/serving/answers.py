@@ -102,8 +102,9 @@ class AnswerTable:
         if not global_body:
             raise ValueError(f"model {model.name!r}: the global fallback list is empty")
         segment_bodies = tuple(_fallback_body(model, s, n) or None for s in range(N_SEGMENTS))
-        segs = {int(u): int(s) for u, s in (user_segments or {}).items()
-                if 0 <= s < N_SEGMENTS and int(u) not in bodies}  # fmt: skip
+        segs = {
+            int(u): int(s) for u, s in (user_segments or {}).items() if 0 <= s < N_SEGMENTS and int(u) not in bodies
+        }
         return cls(provenance, bodies, segment_bodies, global_body, segs, frozenset(empty))
 
     def lookup(self, user_id: int) -> tuple[bytes, Source]:
@@ -128,8 +129,12 @@ class AnswerTable:
 
     def describe(self) -> dict[str, object]:
         """Provenance and sizes, JSON-ready (for /healthz and logs)."""
-        return {"provenance": self.provenance.as_dict(), "model_users": len(self._bodies),
-                "segment_users": len(self._user_segments), "empty_rows": len(self.empty_rows)}  # fmt: skip
+        return {
+            "provenance": self.provenance.as_dict(),
+            "model_users": len(self._bodies),
+            "segment_users": len(self._user_segments),
+            "empty_rows": len(self.empty_rows),
+        }
 
 
 def _item_bytes(model: Model) -> list[bytes]:
@@ -150,8 +155,9 @@ def _checked_rows(model: Model, rows: np.ndarray, n: int, n_items: int) -> np.nd
     return recs
 
 
-def _add_bodies(bodies: dict[int, bytes], empty: set[int], users: list[int], recs: np.ndarray,
-                items: list[bytes]) -> int:  # fmt: skip
+def _add_bodies(
+    bodies: dict[int, bytes], empty: set[int], users: list[int], recs: np.ndarray, items: list[bytes]
+) -> int:
     """Join each row's ids into its body; return how many rows repeated an id (deduplicated here)."""
     ordered = np.sort(recs, axis=1)
     repeats = ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any(axis=1)
@@ -171,7 +177,9 @@ def _fallback_body(model: Model, segment: int, n: int) -> bytes:
     ids: list[str] = []
     for movie in model.fallback(segment):
         if not isinstance(movie, str) or not is_movie_id(movie):
-            raise ValueError(f"model {model.name!r}: fallback({segment}) has movie id {movie!r}, not a contract movie id")
+            raise ValueError(
+                f"model {model.name!r}: fallback({segment}) has movie id {movie!r}, not a contract movie id"
+            )
         if movie not in ids:
             ids.append(movie)
         if len(ids) == n:

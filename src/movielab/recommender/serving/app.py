@@ -129,8 +129,9 @@ async def _send(send, status: int, body: bytes, headers: list[tuple[bytes, bytes
 
 
 # --- the app -------------------------------------------------------------------------------------
-def create_app(table: AnswerTable, instrument: bool = True, *, folder: str | Path | None = None,
-               manifest: dict | None = None) -> Starlette:  # fmt: skip
+def create_app(
+    table: AnswerTable, instrument: bool = True, *, folder: str | Path | None = None, manifest: dict | None = None
+) -> Starlette:
     """The public service with `table` as champion (from `folder`/`manifest` if known): `/recommend/<user>`,
     `/healthz`, `/metrics` and nothing else; `instrument=False` leaves out the /metrics bookkeeping (for
     benchmarks). The admin and explain routes are a separate app on its own listener (`create_admin_app`)."""
@@ -139,8 +140,9 @@ def create_app(table: AnswerTable, instrument: bool = True, *, folder: str | Pat
     async def healthz(request: Request) -> JSONResponse:
         # What a caller may know (the X-Model header tells as much): no folders, salts or challenger.
         s: Serving = request.app.state.serving
-        return JSONResponse({"status": "ok", "provenance": s.champion.table.provenance.as_dict(),
-                             "draining": s.draining is not None})  # fmt: skip
+        return JSONResponse(
+            {"status": "ok", "provenance": s.champion.table.provenance.as_dict(), "draining": s.draining is not None}
+        )
 
     async def metrics_page(request: Request) -> Response:
         if metrics is None:
@@ -149,11 +151,13 @@ def create_app(table: AnswerTable, instrument: bool = True, *, folder: str | Pat
 
     app = Starlette(exception_handlers={Exception: internal_error})
     recommend = RecommendEndpoint(app, metrics)
-    app.router.routes.extend([
-        Route(PREFIX + "{userid:path}", recommend, methods=["GET"]),  # the fast path's twin: 405s, docs
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics_page, methods=["GET"]),
-    ])  # fmt: skip
+    app.router.routes.extend(
+        [
+            Route(PREFIX + "{userid:path}", recommend, methods=["GET"]),  # the fast path's twin: 405s, docs
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
+        ]
+    )
     # Inside the catch-all (ServerErrorMiddleware), in front of the router.
     app.add_middleware(RecommendFastPath, endpoint=recommend)
     app.state.metrics = metrics
@@ -169,7 +173,6 @@ def create_app(table: AnswerTable, instrument: bool = True, *, folder: str | Pat
 
 async def internal_error(request: Request, exc: Exception) -> PlainTextResponse:
     logger.error("%s %s failed: %r", request.method, request.url.path, exc)
-    return PlainTextResponse(f"internal error serving {request.method} {request.url.path}: "
-                             f"{type(exc).__name__}", status_code=500)  # fmt: skip
-
-
+    return PlainTextResponse(
+        f"internal error serving {request.method} {request.url.path}: {type(exc).__name__}", status_code=500
+    )

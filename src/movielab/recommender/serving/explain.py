@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 RECENT = 5  # movies listed in the user's history, latest first
 
 
-def explain(user_id: int, table: AnswerTable, folder: Path | str, store: EventStore | None = None,
-            recent: int = RECENT) -> dict[str, Any]:  # fmt: skip
+def explain(
+    user_id: int, table: AnswerTable, folder: Path | str, store: EventStore | None = None, recent: int = RECENT
+) -> dict[str, Any]:
     """What produced `user_id`'s answer from `table`, trained as the version in `folder` (JSON-ready)."""
     if not isinstance(user_id, int) or isinstance(user_id, bool):
         raise TypeError(f"user id {user_id!r} must be an integer")
@@ -42,8 +43,10 @@ def explain(user_id: int, table: AnswerTable, folder: Path | str, store: EventSt
     manifest = _manifest(folder)
     served = (table.provenance.model_name, table.provenance.model_version)
     if served != (manifest["model"], manifest["version"]):
-        raise BadVersionFolder(f"{folder} holds {manifest['model']} {manifest['version']}, but the answer table "
-                               f"comes from {served[0]} {served[1]}")  # fmt: skip
+        raise BadVersionFolder(
+            f"{folder} holds {manifest['model']} {manifest['version']}, but the answer table "
+            f"comes from {served[0]} {served[1]}"
+        )
     body, source = table.lookup(user_id)
     seen = _seen_by_model(folder, user_id)
     out: dict[str, Any] = {
@@ -51,18 +54,28 @@ def explain(user_id: int, table: AnswerTable, folder: Path | str, store: EventSt
         "recommendations": body.decode("ascii").split(","),
         "source": source,
         "reason": _reason(source, user_id in table.empty_rows),
-        "model": {"name": manifest["model"], "version": manifest["version"], "params": manifest["params"],
-                  "trained_at": manifest["trained_at"], "train_seconds": manifest.get("train_seconds"),
-                  "folder": str(folder)},
+        "model": {
+            "name": manifest["model"],
+            "version": manifest["version"],
+            "params": manifest["params"],
+            "trained_at": manifest["trained_at"],
+            "train_seconds": manifest.get("train_seconds"),
+            "folder": str(folder),
+        },
         "registry": read_registration(folder),
         "code_version": manifest["code_version"],
-        "training_data": {"snapshot_id": manifest["snapshot_id"], "snapshot_name": manifest.get("snapshot_name"),
-                          "snapshot_hash": manifest["snapshot_hash"], "window": manifest["window"],
-                          "rows": manifest["snapshot_rows"], "users": manifest.get("users"),
-                          "items": manifest.get("items")},
+        "training_data": {
+            "snapshot_id": manifest["snapshot_id"],
+            "snapshot_name": manifest.get("snapshot_name"),
+            "snapshot_hash": manifest["snapshot_hash"],
+            "window": manifest["window"],
+            "rows": manifest["snapshot_rows"],
+            "users": manifest.get("users"),
+            "items": manifest.get("items"),
+        },
         "seen_by_model": seen,
         "events_in_snapshot": None if store is None else _events(store, manifest["snapshot_id"], user_id, recent),
-    }  # fmt: skip
+    }
     if out["registry"] is None:
         out["registry_note"] = "this version folder was not registered (no registration.json beside it)"
     return out
@@ -78,10 +91,12 @@ def _manifest(folder: Path) -> dict[str, Any]:
 def _reason(source: str, empty: bool) -> str:
     if source == "model":
         return "the model's own list for this user"
-    why = "the model has no movie left for this user" if empty else \
-        "the user is not in the model's training data"  # fmt: skip
-    what = "the popularity list of the user's demographic segment" if source == "segment" else \
-        "the overall popularity list"  # fmt: skip
+    why = "the model has no movie left for this user" if empty else "the user is not in the model's training data"
+    what = (
+        "the popularity list of the user's demographic segment"
+        if source == "segment"
+        else "the overall popularity list"
+    )
     return f"{why}: {what}"
 
 
@@ -114,18 +129,29 @@ def _events(store: EventStore, snapshot_id: str, user_id: int, recent: int) -> d
         snap = store.snapshot(snapshot_id)
     except UnknownSnapshot:
         return {"error": f"snapshot {snapshot_id} is not in this event store"}
-    window = {"user": user_id, "max_seq": snap.max_seq, "start": snap.start or datetime.min,
-              "end": snap.end or datetime.max}  # fmt: skip
+    window = {
+        "user": user_id,
+        "max_seq": snap.max_seq,
+        "start": snap.start or datetime.min,
+        "end": snap.end or datetime.max,
+    }
     rows = store.read(_USER_EVENTS, window)
-    return {"snapshot_id": snap.id, "movies_watched": sum(1 for _, minutes, _, _ in rows if minutes),
-            "minutes_watched": sum(minutes for _, minutes, _, _ in rows),
-            "ratings": sum(1 for _, _, rating, _ in rows if rating is not None), "movies": len(rows),
-            "latest": [{"movie_id": m, "time": t.isoformat(), "minutes_watched": minutes, "rating": rating}
-                       for m, minutes, rating, t in rows[:recent]]}  # fmt: skip
+    return {
+        "snapshot_id": snap.id,
+        "movies_watched": sum(1 for _, minutes, _, _ in rows if minutes),
+        "minutes_watched": sum(minutes for _, minutes, _, _ in rows),
+        "ratings": sum(1 for _, _, rating, _ in rows if rating is not None),
+        "movies": len(rows),
+        "latest": [
+            {"movie_id": m, "time": t.isoformat(), "minutes_watched": minutes, "rating": rating}
+            for m, minutes, rating, t in rows[:recent]
+        ],
+    }
 
 
-def explain_from_registry(config, user_id: int, alias: str = "champion", version: str | None = None,
-                          recent: int = RECENT) -> dict[str, Any]:  # fmt: skip
+def explain_from_registry(
+    config, user_id: int, alias: str = "champion", version: str | None = None, recent: int = RECENT
+) -> dict[str, Any]:
     """`explain` for the registry's champion (or challenger, or a version number), with the store if it opens."""
     from movielab.recommender.errors import RegistryError, StoreError
     from movielab.recommender.serving.answers import answer_table
@@ -165,8 +191,11 @@ def explain_user(s: Serving, user_id: int) -> dict[str, object]:
     if source == "model":
         reason = "the model's own list for this user"
     else:
-        why = "the model has no movie left for this user" if user_id in arm.table.empty_rows else \
-            "the model does not know this user"  # fmt: skip
+        why = (
+            "the model has no movie left for this user"
+            if user_id in arm.table.empty_rows
+            else "the model does not know this user"
+        )
         reason = f"{why}: the {'segment' if source == 'segment' else 'overall'} popularity list"
     bucket = split.bucket(user_id, s.salt)
     lineage: dict[str, object] = {}
@@ -175,7 +204,19 @@ def explain_user(s: Serving, user_id: int) -> dict[str, object]:
             lineage["explain"] = explain(user_id, arm.table, arm.folder)
         except (KeyError, OSError, ValueError) as exc:  # a manifest from before lineage fields: say what is missing
             lineage["explain_error"] = f"{type(exc).__name__}: {exc}"
-    return {**lineage, "user": user_id, "answer": body.decode("ascii").split(","), "source": source, "reason": reason,
-            "arm": arm.name, "bucket": bucket, "threshold": s.threshold, "share": s.share, "salt": s.salt,
-            "header": arm.headers[source].decode("ascii"), "provenance": arm.table.provenance.as_dict(),
-            "folder": arm.folder, "manifest": arm.manifest}  # fmt: skip
+    return {
+        **lineage,
+        "user": user_id,
+        "answer": body.decode("ascii").split(","),
+        "source": source,
+        "reason": reason,
+        "arm": arm.name,
+        "bucket": bucket,
+        "threshold": s.threshold,
+        "share": s.share,
+        "salt": s.salt,
+        "header": arm.headers[source].decode("ascii"),
+        "provenance": arm.table.provenance.as_dict(),
+        "folder": arm.folder,
+        "manifest": arm.manifest,
+    }

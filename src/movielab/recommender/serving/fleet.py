@@ -53,7 +53,7 @@ from movielab.recommender.serving.nginx import (
     cmdline,
     pid_alive,
     stop_pid_group,
-    stop_process_group,  # fmt: skip
+    stop_process_group,
 )
 from movielab.webserver import free_port
 
@@ -124,10 +124,19 @@ class Fleet:
     `<folder>/access.tokens`); `root` the artifacts root that admin loads must stay inside (default: the
     version folder's grandparent, `<artifacts>/<model>/<version>`)."""
 
-    def __init__(self, folder: Path, version: Path, replicas: int = 2, port: int | None = None,
-                 host: str = "127.0.0.1", segments: Path | None = None, timeouts: Timeouts | None = None,
-                 nginx_binary: str | None = None, tokens: Path | None = None,
-                 root: Path | list[Path] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        folder: Path,
+        version: Path,
+        replicas: int = 2,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        segments: Path | None = None,
+        timeouts: Timeouts | None = None,
+        nginx_binary: str | None = None,
+        tokens: Path | None = None,
+        root: Path | list[Path] | None = None,
+    ) -> None:
         if replicas < 1:
             raise ValueError(f"a fleet needs at least one replica, got {replicas}")
         self.folder = Path(folder).resolve()
@@ -175,8 +184,14 @@ class Fleet:
                 deadline = time.monotonic() + timeout
                 for r in self.replicas:
                     self._wait_serving(r, self.version, deadline)
-                self.nginx = Nginx(self.folder / "nginx", self.port, [Backend(r.host, r.port) for r in self.replicas],
-                                   self.host, self.timeouts, self.nginx_binary).start()  # fmt: skip
+                self.nginx = Nginx(
+                    self.folder / "nginx",
+                    self.port,
+                    [Backend(r.host, r.port) for r in self.replicas],
+                    self.host,
+                    self.timeouts,
+                    self.nginx_binary,
+                ).start()
                 self._check_through_nginx(deadline)
             self._save_state()
             if self.champion != self.version:
@@ -184,21 +199,40 @@ class Fleet:
         except BaseException:
             self.stop()
             raise
-        logger.info("fleet of %d replicas on %s serving %s%s", self.n, self.url, self.version,
-                    " (adopted)" if self.adopted else "")  # fmt: skip
+        logger.info(
+            "fleet of %d replicas on %s serving %s%s",
+            self.n,
+            self.url,
+            self.version,
+            " (adopted)" if self.adopted else "",
+        )
         return self
 
     def _spawn(self, version: Path) -> Replica:
         port, admin_port = free_port(REPLICA_HOST), free_port(REPLICA_HOST)
         log = self.folder / f"replica-{port}.log"
-        cmd = [sys.executable, "-m", "movielab.recommender.serving.fleet", "replica", "--host", REPLICA_HOST, "--port",
-               str(port), "--admin-port", str(admin_port), "--version", str(version), "--tokens",
-               str(self.tokens_path)] + [a for r in self.roots for a in ("--root", str(r))]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "movielab.recommender.serving.fleet",
+            "replica",
+            "--host",
+            REPLICA_HOST,
+            "--port",
+            str(port),
+            "--admin-port",
+            str(admin_port),
+            "--version",
+            str(version),
+            "--tokens",
+            str(self.tokens_path),
+        ] + [a for r in self.roots for a in ("--root", str(r))]
         if self.segments is not None:
             cmd += ["--segments", str(self.segments)]
         with open(log, "ab") as out:  # the child keeps its own descriptor
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         logger.info("replica pid %d on port %d, admin %d (log %s)", proc.pid, port, admin_port, log)
         return Replica(port, admin_port, proc.pid, log, proc)
 
@@ -206,8 +240,9 @@ class Fleet:
         path = self.folder / STATE_FILE
         try:
             state = json.loads(path.read_text())
-            state["replicas"] = [Replica(int(r["port"]), int(r["admin_port"]), int(r["pid"]), Path(r["log"]))
-                                 for r in state["replicas"]]  # fmt: skip
+            state["replicas"] = [
+                Replica(int(r["port"]), int(r["admin_port"]), int(r["pid"]), Path(r["log"])) for r in state["replicas"]
+            ]
             return state
         except FileNotFoundError:
             return None
@@ -233,8 +268,7 @@ class Fleet:
                 states, why = [], f"a replica does not answer: {exc}"
         if why is None:
             backends = [Backend(r.host, r.port) for r in replicas]
-            nginx = Nginx.adopt(self.folder / "nginx", self.port, backends, self.host, self.timeouts,
-                                self.nginx_binary)  # fmt: skip
+            nginx = Nginx.adopt(self.folder / "nginx", self.port, backends, self.host, self.timeouts, self.nginx_binary)
             if nginx is None:
                 why = "its nginx is not running with this fleet's config"
         if why is not None:
@@ -273,9 +307,14 @@ class Fleet:
         raise FleetError(f"nginx on {self.url} does not pass /healthz to the replicas: {last}")
 
     def _save_state(self) -> None:
-        state = {"host": self.host, "port": self.port, "replicas": [r.as_dict() for r in self.replicas],
-                 "nginx_pid": self.nginx.pid if self.nginx else None, "champion": str(self.champion),
-                 "challenger": None if self.challenger is None else str(self.challenger)}  # fmt: skip
+        state = {
+            "host": self.host,
+            "port": self.port,
+            "replicas": [r.as_dict() for r in self.replicas],
+            "nginx_pid": self.nginx.pid if self.nginx else None,
+            "champion": str(self.champion),
+            "challenger": None if self.challenger is None else str(self.challenger),
+        }
         tmp = self.folder / (STATE_FILE + ".new")
         tmp.write_text(json.dumps(state, indent=1))
         tmp.replace(self.folder / STATE_FILE)
@@ -307,8 +346,9 @@ class Fleet:
         self.stop()
 
     # --- operations -----------------------------------------------------------------------------
-    def rollout(self, version: Path, segments: Path | None = None, timeout: float = ADMIN_TIMEOUT_S,
-                drain: bool = True) -> RolloutReport:  # fmt: skip
+    def rollout(
+        self, version: Path, segments: Path | None = None, timeout: float = ADMIN_TIMEOUT_S, drain: bool = True
+    ) -> RolloutReport:
         """Serve `version` as champion on every replica, one at a time: load (draining it unless `drain` is
         False or it is the only replica), check its state, let nginx take it back, next."""
         version = Path(version).resolve()
@@ -326,8 +366,14 @@ class Fleet:
         logger.info("rolled out %s to %d replicas in %.2f s", report.version, len(per), report.seconds)
         return report
 
-    def load_challenger(self, version: Path, share: float = 0.0, salt: int = 0, segments: Path | None = None,
-                        timeout: float = ADMIN_TIMEOUT_S) -> None:  # fmt: skip
+    def load_challenger(
+        self,
+        version: Path,
+        share: float = 0.0,
+        salt: int = 0,
+        segments: Path | None = None,
+        timeout: float = ADMIN_TIMEOUT_S,
+    ) -> None:
         """Load `version` as challenger on every replica (drained one at a time) at share 0, then set `share`
         everywhere, so no user flips between arms while replicas disagree."""
         version = Path(version).resolve()
@@ -379,8 +425,16 @@ class Fleet:
             raise FleetError(f"replica(s) exited: {', '.join(dead)}")
         return self.replicas
 
-    def _load(self, r: Replica, version: Path, arm: str, segments: Path | None, timeout: float,
-              salt: int = 0, drain: bool = True) -> None:  # fmt: skip
+    def _load(
+        self,
+        r: Replica,
+        version: Path,
+        arm: str,
+        segments: Path | None,
+        timeout: float,
+        salt: int = 0,
+        drain: bool = True,
+    ) -> None:
         """Load `version` as `arm` on `r`, drained while it loads unless it is the only replica (nothing else
         could answer); return once it serves the version again."""
         body: dict[str, object] = {"folder": str(version), "arm": arm}
@@ -426,8 +480,12 @@ class Fleet:
         if self.tokens is None:
             raise FleetError("the fleet is not started (no token yet)")
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{r.admin_url}{path}", data=data, method=method,
-                                     headers={"content-type": "application/json", **self.tokens.headers()})  # fmt: skip
+        req = urllib.request.Request(
+            f"{r.admin_url}{path}",
+            data=data,
+            method=method,
+            headers={"content-type": "application/json", **self.tokens.headers()},
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return json.loads(resp.read())
@@ -454,8 +512,9 @@ def _tail(log: Path, lines: int = 5) -> str:
 
 
 # --- the replica process -------------------------------------------------------------------------
-def serve_replica(host: str, port: int, admin_port: int, version: Path, tokens: Path, root: list[Path],
-                  segments: Path | None = None) -> None:  # fmt: skip
+def serve_replica(
+    host: str, port: int, admin_port: int, version: Path, tokens: Path, root: list[Path], segments: Path | None = None
+) -> None:
     """Load `version`, serve `/recommend` on host:port and the admin routes (token from `tokens`, loads inside
     the `root` folders) on host:admin_port until SIGTERM; blocking. It does not stop with its parent: serving outlives the
     operator, and the next operator adopts it."""
@@ -468,17 +527,25 @@ def serve_replica(host: str, port: int, admin_port: int, version: Path, tokens: 
     loaded = load_version(version, segments)
     app = create_app(loaded.table, folder=loaded.folder, manifest=loaded.manifest)
     admin = create_admin_app(app, access, root)
-    print(f"replica serving {loaded.table.provenance.header('model')} for {len(loaded.table):,} users on "
-          f"http://{host}:{port} (admin on port {admin_port})", flush=True)  # fmt: skip
+    print(
+        f"replica serving {loaded.table.provenance.header('model')} for {len(loaded.table):,} users on "
+        f"http://{host}:{port} (admin on port {admin_port})",
+        flush=True,
+    )
     # nginx closes its idle kept-alive connections to the replica first (see movielab.recommender.serving.nginx).
-    serve_listeners([(app, host, port), (admin, host, admin_port)], timeout_keep_alive=REPLICA_KEEPALIVE_S,
-                    timeout_graceful_shutdown=5)  # fmt: skip
+    serve_listeners(
+        [(app, host, port), (admin, host, admin_port)],
+        timeout_keep_alive=REPLICA_KEEPALIVE_S,
+        timeout_graceful_shutdown=5,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m movielab.recommender.serving.fleet replica --port P --admin-port A --version FOLDER --tokens FILE
     --root DIR [--segments FILE]`."""
-    parser = argparse.ArgumentParser(prog="python -m movielab.recommender.serving.fleet", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m movielab.recommender.serving.fleet", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("replica", help="serve one version folder with admin endpoints (a fleet member)")
     p.add_argument("--host", default=REPLICA_HOST)
@@ -486,8 +553,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--admin-port", dest="admin_port", type=int, required=True)
     p.add_argument("--version", type=Path, required=True, help="version folder (manifest.json + arrays)")
     p.add_argument("--tokens", type=Path, required=True, help="token file the admin port accepts")
-    p.add_argument("--root", type=Path, action="append", required=True,
-                   help="artifacts root: admin loads stay inside it (repeat for several)")
+    p.add_argument(
+        "--root",
+        type=Path,
+        action="append",
+        required=True,
+        help="artifacts root: admin loads stay inside it (repeat for several)",
+    )
     p.add_argument("--segments", type=Path, help="user id -> segment file (.json or .arrow)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -14,8 +14,26 @@ from movielab.recommender.serving.answers import SOURCES
 from movielab.recommender.training.provenance import Provenance
 
 # Fine-grained below 10 ms (the serving target is p99 <= 5 ms), coarse up to the world's 600 ms time-out.
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075,
-                   0.01, 0.025, 0.05, 0.1, 0.25, 0.6, 1.0)  # fmt: skip
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.004,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.6,
+    1.0,
+)
 FALLBACK_KINDS = ("unknown_user", "empty_row")
 ARMS = ("champion", "challenger")
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # the text format every Prometheus 2.x scrapes
@@ -27,21 +45,38 @@ class ServeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        requests = Counter("recommend_requests", "Answered /recommend requests by arm (champion or challenger) "
-                           "and answer source", ["arm", "source"], registry=r)  # fmt: skip
-        fallbacks = Counter("recommend_fallbacks", "Answers not from the model: unknown_user (not in the model) "
-                            "or empty_row (in the model, no movie left)", ["kind"], registry=r)  # fmt: skip
-        latency = Histogram("recommend_latency_seconds", "Time in the /recommend endpoint, from routing to the "
-                            "response handed to the server, by arm", ["arm"], buckets=LATENCY_BUCKETS,
-                            registry=r)  # fmt: skip
-        self.bad_requests = Counter("recommend_bad_requests", "Requests refused with 400 (malformed user id)",
-                                    registry=r)  # fmt: skip
-        self.model_info = Gauge("model_info", "1 for each model currently serving, with its arm",
-                                ["arm", "model", "version", "snapshot", "code"], registry=r)  # fmt: skip
-        self.share = Gauge("recommend_challenger_share", "Share of users (0..1) routed to the challenger",
-                           registry=r)  # fmt: skip
-        self.swaps = Counter("model_swaps", "Answer tables swapped in after the first (champion or challenger)",
-                             registry=r)  # fmt: skip
+        requests = Counter(
+            "recommend_requests",
+            "Answered /recommend requests by arm (champion or challenger) and answer source",
+            ["arm", "source"],
+            registry=r,
+        )
+        fallbacks = Counter(
+            "recommend_fallbacks",
+            "Answers not from the model: unknown_user (not in the model) or empty_row (in the model, no movie left)",
+            ["kind"],
+            registry=r,
+        )
+        latency = Histogram(
+            "recommend_latency_seconds",
+            "Time in the /recommend endpoint, from routing to the response handed to the server, by arm",
+            ["arm"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bad_requests = Counter(
+            "recommend_bad_requests", "Requests refused with 400 (malformed user id)", registry=r
+        )
+        self.model_info = Gauge(
+            "model_info",
+            "1 for each model currently serving, with its arm",
+            ["arm", "model", "version", "snapshot", "code"],
+            registry=r,
+        )
+        self.share = Gauge("recommend_challenger_share", "Share of users (0..1) routed to the challenger", registry=r)
+        self.swaps = Counter(
+            "model_swaps", "Answer tables swapped in after the first (champion or challenger)", registry=r
+        )
         self.requests = {a: {s: requests.labels(a, s) for s in SOURCES} for a in ARMS}
         self.latency = {a: latency.labels(a) for a in ARMS}
         self.fallbacks = {k: fallbacks.labels(k) for k in FALLBACK_KINDS}

@@ -80,11 +80,15 @@ class Timeouts:
 
     def __post_init__(self) -> None:
         if not 0 < self.connect_ms <= self.read_ms < self.total_ms < WORLD_TIMEOUT_MS:
-            raise ValueError(f"time-outs {self}: need 0 < connect <= read < total < {WORLD_TIMEOUT_MS} ms "
-                             "(the world gives up after 600 ms)")  # fmt: skip
+            raise ValueError(
+                f"time-outs {self}: need 0 < connect <= read < total < {WORLD_TIMEOUT_MS} ms "
+                "(the world gives up after 600 ms)"
+            )
         if isinstance(self.fail_s, bool) or not isinstance(self.fail_s, int) or self.fail_s < 1:
-            raise ValueError(f"time-outs {self}: fail_s must be a whole number of seconds, at least 1 "
-                             "(nginx's fail_timeout takes no ms)")  # fmt: skip
+            raise ValueError(
+                f"time-outs {self}: fail_s must be a whole number of seconds, at least 1 "
+                "(nginx's fail_timeout takes no ms)"
+            )
 
 
 def find_nginx() -> str | None:
@@ -95,8 +99,15 @@ def find_nginx() -> str | None:
     return "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
 
 
-def render_config(folder: Path, port: int, backends: Sequence[Backend], host: str = "127.0.0.1",
-                  timeouts: Timeouts = Timeouts(), workers: int = 1, keepalive: int = 64) -> str:  # fmt: skip
+def render_config(
+    folder: Path,
+    port: int,
+    backends: Sequence[Backend],
+    host: str = "127.0.0.1",
+    timeouts: Timeouts = Timeouts(),
+    workers: int = 1,
+    keepalive: int = 64,
+) -> str:
     """The nginx config: listen on host:port, proxy /recommend/ and /healthz to the backends, refuse the rest."""
     if not backends:
         raise ValueError("nginx config: no replicas to proxy to")
@@ -192,8 +203,16 @@ def _user_line() -> str:
 class Nginx:
     """nginx serving `port` in front of `backends`, run as a foreground child with everything in `folder`."""
 
-    def __init__(self, folder: Path, port: int, backends: Sequence[Backend], host: str = "127.0.0.1",
-                 timeouts: Timeouts = Timeouts(), binary: str | None = None, workers: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        folder: Path,
+        port: int,
+        backends: Sequence[Backend],
+        host: str = "127.0.0.1",
+        timeouts: Timeouts = Timeouts(),
+        binary: str | None = None,
+        workers: int = 1,
+    ) -> None:
         found = binary or find_nginx()
         if found is None:
             raise NginxError("nginx is not installed (Debian: apt-get install nginx-light)")
@@ -210,8 +229,16 @@ class Nginx:
         self.pid: int | None = None  # the master's pid: our child's, or an adopted one's
 
     @classmethod
-    def adopt(cls, folder: Path, port: int, backends: Sequence[Backend], host: str = "127.0.0.1",
-              timeouts: Timeouts = Timeouts(), binary: str | None = None, workers: int = 1) -> Nginx | None:  # fmt: skip
+    def adopt(
+        cls,
+        folder: Path,
+        port: int,
+        backends: Sequence[Backend],
+        host: str = "127.0.0.1",
+        timeouts: Timeouts = Timeouts(),
+        binary: str | None = None,
+        workers: int = 1,
+    ) -> Nginx | None:
         """The nginx an earlier process started in `folder`, if its master (by the pid file) still runs there
         with exactly the config these arguments give and accepts connections on host:port; else None."""
         n = cls(folder, port, backends, host, timeouts, binary, workers)
@@ -280,8 +307,9 @@ class Nginx:
         self.pid_path.unlink(missing_ok=True)
         self.write_config()
         with open(self.folder / "stderr.log", "ab") as err:  # nginx keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=err, start_new_session=True)  # fmt: skip
+            self.proc = subprocess.Popen(
+                self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+            )
         self.pid = self.proc.pid
         deadline = time.monotonic() + timeout
         # Ready when our master wrote its pid (it does so after binding) and the port accepts connections;
@@ -292,8 +320,9 @@ class Nginx:
                 self.stop()
                 raise NginxError(f"nginx on {self.host}:{self.port} did not start within {timeout} s: {err}")
             time.sleep(0.02)
-        logger.info("nginx (pid %d) on %s in front of %s", self.proc.pid, self.url,
-                    ", ".join(b.address for b in self.backends))  # fmt: skip
+        logger.info(
+            "nginx (pid %d) on %s in front of %s", self.proc.pid, self.url, ", ".join(b.address for b in self.backends)
+        )
         return self
 
     def reload(self, backends: Sequence[Backend] | None = None, timeout: float = 10.0) -> None:
@@ -303,8 +332,7 @@ class Nginx:
             raise NginxError(f"nginx on port {self.port} is not running")
         self.write_config(backends)
         before = _children(self.pid)
-        done = subprocess.run([*self._args(), "-s", "reload"], capture_output=True, text=True, timeout=30,
-                              check=False)  # fmt: skip
+        done = subprocess.run([*self._args(), "-s", "reload"], capture_output=True, text=True, timeout=30, check=False)
         if done.returncode != 0:
             raise NginxError(f"nginx reload failed: {done.stderr.strip()}")
         deadline = time.monotonic() + timeout
@@ -329,8 +357,11 @@ class Nginx:
             return False
 
     def _error_tail(self, lines: int = 5) -> str:
-        text = "".join((self.folder / n).read_text(errors="replace") for n in ("error.log", "stderr.log")
-                       if (self.folder / n).exists())  # fmt: skip
+        text = "".join(
+            (self.folder / n).read_text(errors="replace")
+            for n in ("error.log", "stderr.log")
+            if (self.folder / n).exists()
+        )
         return " | ".join(text.strip().splitlines()[-lines:]) or "no error logged"
 
     def __enter__(self) -> Self:

@@ -38,8 +38,7 @@ class Arm:
     headers: dict[str, bytes] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, name: str, table: AnswerTable, folder: str | Path | None = None,
-           manifest: dict | None = None) -> Arm:  # fmt: skip
+    def of(cls, name: str, table: AnswerTable, folder: str | Path | None = None, manifest: dict | None = None) -> Arm:
         """The arm `name` serving `table`, with its headers prebuilt (the table's plus `; arm=<name>`)."""
         if not isinstance(table, AnswerTable):
             raise TypeError(f"the {name} needs an AnswerTable, got {type(table).__name__}")
@@ -81,10 +80,13 @@ class Serving:
 
     def describe(self) -> dict[str, object]:
         """Champion, challenger, share and salt, JSON-ready (for /admin/state and logs)."""
-        return {"champion": self.champion.describe(),
-                "challenger": None if self.challenger is None else self.challenger.describe(),
-                "share": self.share, "salt": self.salt, "draining": self.draining is not None}  # fmt: skip
-
+        return {
+            "champion": self.champion.describe(),
+            "challenger": None if self.challenger is None else self.challenger.describe(),
+            "share": self.share,
+            "salt": self.salt,
+            "draining": self.draining is not None,
+        }
 
 
 def set_coldstart(app: Starlette, lists: Iterable) -> int:
@@ -95,13 +97,18 @@ def set_coldstart(app: Starlette, lists: Iterable) -> int:
     for c in lists:
         ids = [m for m in c.movies[:MAX_RECOMMENDATIONS] if is_movie_id(m)]
         if len(ids) != len(c.movies[:MAX_RECOMMENDATIONS]) or not ids:
-            raise ValueError(f"cold-start list of user {c.user_id}: {list(c.movies)[:5]} is empty or has an id "
-                             "outside the contract")  # fmt: skip
+            raise ValueError(
+                f"cold-start list of user {c.user_id}: {list(c.movies)[:5]} is empty or has an id outside the contract"
+            )
         if not (_PROVENANCE_TOKEN.fullmatch(c.matcher) and _PROVENANCE_TOKEN.fullmatch(c.fallback)):
-            raise ValueError(f"cold-start list of user {c.user_id}: matcher {c.matcher!r} or fallback "
-                             f"{c.fallback!r} is not a header token")  # fmt: skip
-        staged[int(c.user_id)] = (",".join(dict.fromkeys(ids)).encode("ascii"),
-                                  f"; matcher={c.matcher}; fallback={c.fallback}".encode("ascii"))  # fmt: skip
+            raise ValueError(
+                f"cold-start list of user {c.user_id}: matcher {c.matcher!r} or fallback "
+                f"{c.fallback!r} is not a header token"
+            )
+        staged[int(c.user_id)] = (
+            ",".join(dict.fromkeys(ids)).encode("ascii"),
+            f"; matcher={c.matcher}; fallback={c.fallback}".encode("ascii"),
+        )
     app.state.coldstart.update(staged)  # one dict update: a request sees a user's old list or the new one
     return len(staged)
 
@@ -136,8 +143,9 @@ def _replace(app: Starlette, change, swapped: bool) -> tuple[Serving, Serving]:
     return old, new
 
 
-def swap(app: Starlette, table: AnswerTable, folder: str | Path | None = None,
-         manifest: dict | None = None) -> AnswerTable:  # fmt: skip
+def swap(
+    app: Starlette, table: AnswerTable, folder: str | Path | None = None, manifest: dict | None = None
+) -> AnswerTable:
     """Serve `table` as champion from now on and return the previous one; requests in flight finish on the
     configuration they read; a challenger, its share and salt stay."""
     arm = Arm.of("champion", table, folder, manifest)
@@ -146,13 +154,20 @@ def swap(app: Starlette, table: AnswerTable, folder: str | Path | None = None,
     return old.champion.table
 
 
-def set_challenger(app: Starlette, table: AnswerTable, share: float = 0.0, salt: int | None = None,
-                   folder: str | Path | None = None, manifest: dict | None = None) -> AnswerTable | None:  # fmt: skip
+def set_challenger(
+    app: Starlette,
+    table: AnswerTable,
+    share: float = 0.0,
+    salt: int | None = None,
+    folder: str | Path | None = None,
+    manifest: dict | None = None,
+) -> AnswerTable | None:
     """Serve `table` as challenger to `share` of the users (bucketed by `salt`, default: keep the current one);
     return the challenger it replaces, if any."""
     arm = Arm.of("challenger", table, folder, manifest)
-    old, new = _replace(app, lambda s: replace(s, challenger=arm, share=share, salt=s.salt if salt is None else salt),
-                        swapped=True)  # fmt: skip
+    old, new = _replace(
+        app, lambda s: replace(s, challenger=arm, share=share, salt=s.salt if salt is None else salt), swapped=True
+    )
     logger.info("challenger %s at share %.4f salt %d", table.describe(), new.share, new.salt)
     return None if old.challenger is None else old.challenger.table
 
@@ -182,8 +197,11 @@ def promote(app: Starlette) -> AnswerTable:
         return Serving(s.challenger.renamed("champion"), None, 0.0, s.salt)
 
     old, new = _replace(app, change, swapped=True)
-    logger.info("promoted challenger %s to champion (was %s)", new.champion.table.provenance.as_dict(),
-                old.champion.table.provenance.as_dict())  # fmt: skip
+    logger.info(
+        "promoted challenger %s to champion (was %s)",
+        new.champion.table.provenance.as_dict(),
+        old.champion.table.provenance.as_dict(),
+    )
     return old.champion.table
 
 

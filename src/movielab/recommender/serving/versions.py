@@ -38,8 +38,13 @@ def load_version(folder: str | Path, segments: str | Path | None = None) -> Load
         segments = next((folder / n for n in SEGMENT_FILES if (folder / n).is_file()), None)
     user_segments = read_segments(segments) if segments is not None else {}
     table = AnswerTable.build(trained.model, trained.provenance, user_segments)
-    logger.info("loaded %s from %s (%d segment users from %s)", trained.provenance.header("model"), folder,
-                len(user_segments), segments)  # fmt: skip
+    logger.info(
+        "loaded %s from %s (%d segment users from %s)",
+        trained.provenance.header("model"),
+        folder,
+        len(user_segments),
+        segments,
+    )
     return LoadedVersion(table, folder, trained.manifest)
 
 
@@ -51,8 +56,9 @@ def read_segments(path: str | Path) -> dict[int, int]:
         if path.suffix == ".json":
             raw = json.loads(path.read_text())
             if not isinstance(raw, dict):
-                raise BadSegments(f"segments file {path}: expected a JSON object of user id -> segment, "
-                                  f"got {type(raw).__name__}")  # fmt: skip
+                raise BadSegments(
+                    f"segments file {path}: expected a JSON object of user id -> segment, got {type(raw).__name__}"
+                )
             pairs = list(raw.items())
         elif path.suffix in (".arrow", ".feather"):
             from pyarrow import feather
@@ -74,8 +80,9 @@ def read_segments(path: str | Path) -> dict[int, int]:
         if u is None or u < 1:
             raise BadSegments(f"segments file {path}: user id {user!r} is not a positive integer")
         if isinstance(seg, bool) or not isinstance(seg, int) or not -1 <= seg < N_SEGMENTS:
-            raise BadSegments(f"segments file {path}: segment {seg!r} of user {u} is not an integer in "
-                              f"-1..{N_SEGMENTS - 1}")  # fmt: skip
+            raise BadSegments(
+                f"segments file {path}: segment {seg!r} of user {u} is not an integer in -1..{N_SEGMENTS - 1}"
+            )
         out[u] = seg
     return out
 
@@ -89,8 +96,12 @@ def write_segments(path: str | Path, segments: dict[int, int]) -> Path:
         import pyarrow as pa
         from pyarrow import feather
 
-        table = pa.table({"user_id": pa.array([int(u) for u in segments], pa.int64()),
-                          "segment": pa.array([int(s) for s in segments.values()], pa.int16())})  # fmt: skip
+        table = pa.table(
+            {
+                "user_id": pa.array([int(u) for u in segments], pa.int64()),
+                "segment": pa.array([int(s) for s in segments.values()], pa.int16()),
+            }
+        )
         feather.write_feather(table, path)
     else:
         raise ValueError(f"segments file {path}: unknown format {path.suffix!r}, expected .json or .arrow")

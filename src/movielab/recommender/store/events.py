@@ -69,20 +69,49 @@ CREATE TABLE IF NOT EXISTS snapshots (
     max_seq BIGINT NOT NULL, "rows" BIGINT NOT NULL, content_hash VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL);
 """
 
-CONTENT_COLUMNS = ("time", "user_id", "kind", "movie_id", "minute", "rating", "server", "status", "recommendations",
-                   "error", "response_ms", "nanosecond")  # what a line says: identical lines, identical content  # fmt: skip
-EVENT_SCHEMA = pa.schema([
-    ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()), ("time", pa.timestamp("us")),
-    ("user_id", pa.int64()), ("kind", pa.string()), ("movie_id", pa.string()), ("minute", pa.int32()),
-    ("rating", pa.int32()), ("server", pa.string()), ("status", pa.int32()), ("recommendations", pa.list_(pa.string())),
-    ("error", pa.string()), ("response_ms", pa.int32()),
-    ("nanosecond", pa.int16()),  # sub-microsecond digits of the time stamp (7–9 fractional digits); NULL: none
-])  # fmt: skip
-QUARANTINE_SCHEMA = pa.schema([
-    ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()), ("line", pa.binary()),
-    ("reason_kind", pa.string()), ("reason", pa.string()),
-])  # fmt: skip
-
+CONTENT_COLUMNS = (
+    "time",
+    "user_id",
+    "kind",
+    "movie_id",
+    "minute",
+    "rating",
+    "server",
+    "status",
+    "recommendations",
+    "error",
+    "response_ms",
+    "nanosecond",
+)  # what a line says: identical lines, identical content
+EVENT_SCHEMA = pa.schema(
+    [
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("time", pa.timestamp("us")),
+        ("user_id", pa.int64()),
+        ("kind", pa.string()),
+        ("movie_id", pa.string()),
+        ("minute", pa.int32()),
+        ("rating", pa.int32()),
+        ("server", pa.string()),
+        ("status", pa.int32()),
+        ("recommendations", pa.list_(pa.string())),
+        ("error", pa.string()),
+        ("response_ms", pa.int32()),
+        ("nanosecond", pa.int16()),  # sub-microsecond digits of the time stamp (7–9 fractional digits); NULL: none
+    ]
+)
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("line", pa.binary()),
+        ("reason_kind", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
 
 
 # Rows of batch `b` whose key is in `table` already (the offset range lets DuckDB skip old row groups).
@@ -112,8 +141,9 @@ class Appended:
 class EventStore(RecordStore, SnapshotStore):
     """Append-only event store over DuckDB; `path=None` keeps it in memory (tests)."""
 
-    def __init__(self, path: Path | str | None = None, default_runtime: int = DEFAULT_RUNTIME,
-                 threads: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, path: Path | str | None = None, default_runtime: int = DEFAULT_RUNTIME, threads: int | None = None
+    ) -> None:
         """Open (or create) the store; `threads` caps DuckDB's threads (1 suits a process that mostly ingests)."""
         self.path = None if path is None else Path(path)
         self.default_runtime = default_runtime
@@ -223,8 +253,10 @@ class EventStore(RecordStore, SnapshotStore):
     # --- reports ---------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         """Rows per table and events per kind (`events.watch`, …)."""
-        out = {t: int(self._query(f"SELECT count(*) FROM {t}")[0][0])
-               for t in ("events", "quarantine", "users", "movies", "snapshots")}  # fmt: skip
+        out = {
+            t: int(self._query(f"SELECT count(*) FROM {t}")[0][0])
+            for t in ("events", "quarantine", "users", "movies", "snapshots")
+        }
         out.update({f"events.{k}": int(n) for k, n in self._query("SELECT kind, count(*) FROM events GROUP BY kind")})
         return out
 
@@ -233,12 +265,15 @@ class EventStore(RecordStore, SnapshotStore):
         rows = self._query("SELECT reason_kind, count(*) FROM quarantine GROUP BY 1 ORDER BY 1")
         return {k: int(n) for k, n in rows}
 
-    def quarantined(self, reason_kind: str | None = None,
-                    limit: int = 1000) -> list[tuple[str, int, int, bytes, str, str]]:  # fmt: skip
+    def quarantined(
+        self, reason_kind: str | None = None, limit: int = 1000
+    ) -> list[tuple[str, int, int, bytes, str, str]]:
         """Quarantined lines as (topic, partition, offset, line, reason_kind, reason), in topic order."""
-        return self._query("""SELECT topic, partition, "offset", line, reason_kind, reason FROM quarantine
+        return self._query(
+            """SELECT topic, partition, "offset", line, reason_kind, reason FROM quarantine
                               WHERE $kind IS NULL OR reason_kind = $kind ORDER BY ALL LIMIT $limit""",
-                           {"kind": reason_kind, "limit": limit})  # fmt: skip
+            {"kind": reason_kind, "limit": limit},
+        )
 
     def event_keys(self) -> list[tuple[str, int, int]]:
         """(topic, partition, offset) of every stored event, in order (tests and audits)."""
@@ -257,8 +292,9 @@ class EventStore(RecordStore, SnapshotStore):
         with self._lock:
             return self._con.execute(sql, _bind(sql, params)).to_arrow_table()
 
-    def read_arrow(self, sql: str, params: dict[str, object] | None = None,
-                   tables: dict[str, pa.Table] | None = None) -> pa.Table:  # fmt: skip
+    def read_arrow(
+        self, sql: str, params: dict[str, object] | None = None, tables: dict[str, pa.Table] | None = None
+    ) -> pa.Table:
         """The result of a read-only query (`$name` parameters) as an Arrow table, with `tables` (name → Arrow
         table) visible to it by name for its duration, under the lock the ingest writer takes too."""
         tables = tables or {}
@@ -279,15 +315,14 @@ class EventStore(RecordStore, SnapshotStore):
 
     def request_users(self, start: datetime, end: datetime, max_seq: int) -> np.ndarray:
         """Distinct ids of users with a recommendation request in [start, end) ingested up to `max_seq`."""
-        table = self._arrow("""SELECT DISTINCT user_id FROM events WHERE kind = 'recommendation'
+        table = self._arrow(
+            """SELECT DISTINCT user_id FROM events WHERE kind = 'recommendation'
                                AND time >= $start AND time < $end AND seq <= $max_seq ORDER BY 1""",
-                            {"start": start, "end": end, "max_seq": max_seq})  # fmt: skip
+            {"start": start, "end": end, "max_seq": max_seq},
+        )
         return table["user_id"].to_numpy()
-
 
 
 def _bind(sql: str, params: dict[str, object] | None) -> dict[str, object] | None:
     """The parameters `sql` uses (DuckDB refuses unused named parameters)."""
     return None if params is None else {k: v for k, v in params.items() if f"${k}" in sql}
-
-

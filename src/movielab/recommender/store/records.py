@@ -69,18 +69,26 @@ def check_kind(kind: str) -> None:
 def _records_table(kind: str, records: list) -> pa.Table:
     """Arrow rows of `users` (UserInfo) or `movies` (MovieInfo) records, in the table's column order."""
     if kind == "movies":
-        return pa.table({"movie_id": pa.array([m.movie_id for m in records], pa.string()),
-                         "runtime": pa.array([m.runtime for m in records], pa.int32()),
-                         "genres": pa.array([list(m.genres) for m in records], pa.list_(pa.string())),
-                         "title": pa.array([m.title for m in records], pa.string()),
-                         "license_cost": pa.array([m.license_cost for m in records], pa.float64()),
-                         "year": pa.array([m.year for m in records], pa.int32())})  # fmt: skip
-    return pa.table({"user_id": pa.array([u.user_id for u in records], pa.int64()),
-                     "age": pa.array([u.age for u in records], pa.int32()),
-                     "gender": pa.array([u.gender for u in records], pa.string()),
-                     "occupation": pa.array([u.occupation for u in records], pa.string()),
-                     "likes": pa.array([u.likes for u in records], pa.string()),
-                     "dislikes": pa.array([u.dislikes for u in records], pa.string())})  # fmt: skip
+        return pa.table(
+            {
+                "movie_id": pa.array([m.movie_id for m in records], pa.string()),
+                "runtime": pa.array([m.runtime for m in records], pa.int32()),
+                "genres": pa.array([list(m.genres) for m in records], pa.list_(pa.string())),
+                "title": pa.array([m.title for m in records], pa.string()),
+                "license_cost": pa.array([m.license_cost for m in records], pa.float64()),
+                "year": pa.array([m.year for m in records], pa.int32()),
+            }
+        )
+    return pa.table(
+        {
+            "user_id": pa.array([u.user_id for u in records], pa.int64()),
+            "age": pa.array([u.age for u in records], pa.int32()),
+            "gender": pa.array([u.gender for u in records], pa.string()),
+            "occupation": pa.array([u.occupation for u in records], pa.string()),
+            "likes": pa.array([u.likes for u in records], pa.string()),
+            "dislikes": pa.array([u.dislikes for u in records], pa.string()),
+        }
+    )
 
 
 def as_of(kind: str) -> str:
@@ -88,7 +96,6 @@ def as_of(kind: str) -> str:
     cols = ", ".join(USER_FIELDS if kind == "users" else MOVIE_FIELDS)
     return f"""SELECT {cols} FROM {kind} WHERE fetched_at <= $created
                UNION ALL SELECT {cols} FROM {_HISTORY[kind]} WHERE fetched_at <= $created AND replaced_at > $created"""
-
 
 
 def utcnow() -> datetime:
@@ -127,13 +134,19 @@ class RecordStore:
         cols = ", ".join(fields)
         self._con.register("_records", table)
         try:
-            self._con.execute(f"""INSERT INTO {history} ({cols}, fetched_at, replaced_at)
+            self._con.execute(
+                f"""INSERT INTO {history} ({cols}, fetched_at, replaced_at)
                                   SELECT {", ".join("c." + f for f in fields)}, c.fetched_at, $now
                                   FROM {kind} c JOIN (SELECT DISTINCT ON ({key}) * FROM _records) r USING ({key})
-                                  WHERE {changed}""", {"now": now})  # fmt: skip
-            self._con.execute(f"""INSERT OR REPLACE INTO {kind} ({cols}, fetched_at) SELECT {cols}, $now FROM (
+                                  WHERE {changed}""",
+                {"now": now},
+            )
+            self._con.execute(
+                f"""INSERT OR REPLACE INTO {kind} ({cols}, fetched_at) SELECT {cols}, $now FROM (
                                       SELECT DISTINCT ON ({key}) r.* FROM _records r LEFT JOIN {kind} c USING ({key})
-                                      WHERE c.{key} IS NULL OR {changed})""", {"now": now})  # fmt: skip
+                                      WHERE c.{key} IS NULL OR {changed})""",
+                {"now": now},
+            )
         finally:
             self._con.unregister("_records")
 
@@ -148,8 +161,10 @@ class RecordStore:
             return
         self._con.register("_ids", pa.table({"id": pa.array([str(i) for i in ids], pa.string())}))
         try:
-            self._con.execute("INSERT OR REPLACE INTO record_checks SELECT DISTINCT $kind, id, $now FROM _ids",
-                              {"kind": kind, "now": now})  # fmt: skip
+            self._con.execute(
+                "INSERT OR REPLACE INTO record_checks SELECT DISTINCT $kind, id, $now FROM _ids",
+                {"kind": kind, "now": now},
+            )
         finally:
             self._con.unregister("_ids")
 
@@ -158,11 +173,13 @@ class RecordStore:
         `checked_before`, oldest first (what a refresh asks for next)."""
         check_kind(kind)
         key = "user_id" if kind == "users" else "movie_id"
-        rows = self._query(f"""SELECT {key} FROM {kind} LEFT JOIN record_checks c ON c.kind = $kind
+        rows = self._query(
+            f"""SELECT {key} FROM {kind} LEFT JOIN record_checks c ON c.kind = $kind
                                    AND c.id = {key}::VARCHAR
                                WHERE coalesce(c.checked_at, fetched_at) < $before
                                ORDER BY coalesce(c.checked_at, fetched_at), {key} LIMIT $limit""",
-                           {"kind": kind, "before": checked_before, "limit": int(limit)})  # fmt: skip
+            {"kind": kind, "before": checked_before, "limit": int(limit)},
+        )
         return [r[0] for r in rows]
 
     def _insert_records(self, movies: list[MovieInfo], users: list[UserInfo], now: datetime) -> None:
@@ -175,11 +192,12 @@ class RecordStore:
         self._con.register("_records", table)
         try:
             cols = ", ".join(table.column_names)
-            self._con.execute(f"INSERT OR IGNORE INTO {name} ({cols}, fetched_at) SELECT DISTINCT ON (1) *, $now "
-                              "FROM _records", {"now": now})  # fmt: skip
+            self._con.execute(
+                f"INSERT OR IGNORE INTO {name} ({cols}, fetched_at) SELECT DISTINCT ON (1) *, $now FROM _records",
+                {"now": now},
+            )
         finally:
             self._con.unregister("_records")
-
 
     def movie_records(self) -> list[MovieInfo]:
         """Every stored movie record (to prime an API cache after a restart)."""
@@ -188,29 +206,38 @@ class RecordStore:
 
     def movie_costs(self) -> dict[str, float]:
         """License cost in USD per play of every stored movie whose record gives one (2026 edition)."""
-        return {m: float(c) for m, c in self._query("SELECT movie_id, license_cost FROM movies "
-                                                    "WHERE license_cost IS NOT NULL")}  # fmt: skip
+        return {
+            m: float(c)
+            for m, c in self._query("SELECT movie_id, license_cost FROM movies WHERE license_cost IS NOT NULL")
+        }
 
     def user_record(self, user_id: int) -> UserInfo | None:
         """The stored record of one user, None if none is stored."""
-        rows = self._query("SELECT user_id, age, gender, occupation, likes, dislikes FROM users WHERE user_id = $u",
-                           {"u": int(user_id)})  # fmt: skip
+        rows = self._query(
+            "SELECT user_id, age, gender, occupation, likes, dislikes FROM users WHERE user_id = $u",
+            {"u": int(user_id)},
+        )
         return UserInfo(*rows[0]) if rows else None
 
     # --- cold start ------------------------------------------------------------------------------
     def segment_popularity(self, since: datetime | None = None, n: int = 100) -> dict[int, list[str]]:
         """Up to `n` movie ids per demographic segment (-1: everyone), by distinct users who watched or rated
         them since `since` (all events when None), most first (ties by id): the demographic fallback."""
-        rows = self._query(f"""WITH u AS (SELECT {SEGMENT_COLUMNS} FROM users),
+        rows = self._query(
+            f"""WITH u AS (SELECT {SEGMENT_COLUMNS} FROM users),
                                    e AS (SELECT DISTINCT user_id, movie_id FROM events
                                          WHERE kind IN ('watch', 'rate') AND time >= $since)
                               SELECT e.movie_id, u.age, u.gender, count(*) FROM e LEFT JOIN u USING (user_id)
-                              GROUP BY ALL""", {"since": since or datetime.min})  # fmt: skip
+                              GROUP BY ALL""",
+            {"since": since or datetime.min},
+        )
         if not rows:
             return {-1: []}
         movies = [r[0] for r in rows]
-        seg = segment_of(np.array([-1 if r[1] is None else r[1] for r in rows]),
-                         np.array([-1 if r[2] is None else r[2] for r in rows]))  # fmt: skip
+        seg = segment_of(
+            np.array([-1 if r[1] is None else r[1] for r in rows]),
+            np.array([-1 if r[2] is None else r[2] for r in rows]),
+        )
         counts: dict[int, dict[str, int]] = {}
         for movie, s, c in zip(movies, seg.tolist(), (r[3] for r in rows), strict=True):
             for key in {-1, s}:
@@ -224,28 +251,33 @@ class RecordStore:
         lists = list(lists)
         if not lists:
             return 0
-        table = pa.table({
-            "user_id": pa.array([c.user_id for c in lists], pa.int64()),
-            "movies": pa.array([list(c.movies) for c in lists], pa.list_(pa.string())),
-            "liked": pa.array([list(c.liked) for c in lists], pa.list_(pa.string())),
-            "disliked": pa.array([list(c.disliked) for c in lists], pa.list_(pa.string())),
-            "genres": pa.array([list(c.genres) for c in lists], pa.list_(pa.string())),
-            "matcher": pa.array([c.matcher for c in lists], pa.string()),
-            "fallback": pa.array([c.fallback for c in lists], pa.string()),
-        })  # fmt: skip
+        table = pa.table(
+            {
+                "user_id": pa.array([c.user_id for c in lists], pa.int64()),
+                "movies": pa.array([list(c.movies) for c in lists], pa.list_(pa.string())),
+                "liked": pa.array([list(c.liked) for c in lists], pa.list_(pa.string())),
+                "disliked": pa.array([list(c.disliked) for c in lists], pa.list_(pa.string())),
+                "genres": pa.array([list(c.genres) for c in lists], pa.list_(pa.string())),
+                "matcher": pa.array([c.matcher for c in lists], pa.string()),
+                "fallback": pa.array([c.fallback for c in lists], pa.string()),
+            }
+        )
         with self._lock:
             self._con.register("_cold", table)
             try:
-                self._con.execute("INSERT OR REPLACE INTO coldstart_lists SELECT DISTINCT ON (user_id) *, $now "
-                                  "FROM _cold", {"now": utcnow()})  # fmt: skip
+                self._con.execute(
+                    "INSERT OR REPLACE INTO coldstart_lists SELECT DISTINCT ON (user_id) *, $now FROM _cold",
+                    {"now": utcnow()},
+                )
             finally:
                 self._con.unregister("_cold")
         return len(lists)
 
     def coldstart_lists(self) -> dict[int, tuple[list[str], str]]:
         """Every stored cold-start list: user id → (movie ids best first, matcher that made it)."""
-        return {int(u): (list(m), str(k)) for u, m, k in self._query("SELECT user_id, movies, matcher "
-                                                                      "FROM coldstart_lists")}  # fmt: skip
+        return {
+            int(u): (list(m), str(k)) for u, m, k in self._query("SELECT user_id, movies, matcher FROM coldstart_lists")
+        }
 
     def user_segments(self) -> dict[int, int]:
         """Demographic segment (`segment_of`) of every user the world API has described, -1 when unknown."""

@@ -50,8 +50,6 @@ class Snapshot:
     created_at: datetime
 
 
-
-
 class SnapshotStore:
     """The snapshot part of `EventStore` (needs its `_con`, `_lock`, `_query`, `_arrow`, `_next_seq`)."""
 
@@ -74,16 +72,22 @@ class SnapshotStore:
             if existing is not None:
                 if existing.content_hash == content_hash:
                     return existing
-                raise SnapshotConflict(name, f"the name is taken by snapshot {existing.id} with other content ("
-                                             f"{existing.rows} rows in [{_iso(existing.start)}, {_iso(existing.end)}) "
-                                             f"as of seq {existing.max_seq})")  # fmt: skip
+                raise SnapshotConflict(
+                    name,
+                    f"the name is taken by snapshot {existing.id} with other content ("
+                    f"{existing.rows} rows in [{_iso(existing.start)}, {_iso(existing.end)}) "
+                    f"as of seq {existing.max_seq})",
+                )
             same = self._find_snapshot(snap.id)
             if same is not None:  # content-addressed: the same events are the same snapshot, whatever its name
-                logger.info("snapshot %r has exactly the content of snapshot %r (%s); reusing it", name, same.name,
-                            same.id)  # fmt: skip
+                logger.info(
+                    "snapshot %r has exactly the content of snapshot %r (%s); reusing it", name, same.name, same.id
+                )
                 return same
-            self._con.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                              [snap.id, name, start, end, max_seq, rows, content_hash, snap.created_at])  # fmt: skip
+            self._con.execute(
+                "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [snap.id, name, start, end, max_seq, rows, content_hash, snap.created_at],
+            )
         logger.info("snapshot %s (%s): %d events in [%s, %s)", name, snap.id, rows, _iso(start), _iso(end))
         return snap
 
@@ -98,9 +102,10 @@ class SnapshotStore:
         """SHA-256 (hex) of the canonical text of the events in a snapshot definition, and their number."""
         digest = hashlib.sha256(HASH_FORMAT)
         rows = 0
-        reader = self._con.execute(f'SELECT {_CANONICAL_ROW} FROM events WHERE {IN_SNAPSHOT} '
-                                   f'ORDER BY topic, partition, "offset"', window(max_seq, start, end)
-                                   ).to_arrow_reader(65_536)  # fmt: skip
+        reader = self._con.execute(
+            f'SELECT {_CANONICAL_ROW} FROM events WHERE {IN_SNAPSHOT} ORDER BY topic, partition, "offset"',
+            window(max_seq, start, end),
+        ).to_arrow_reader(65_536)
         for chunk in reader:
             _hash_strings(digest, chunk.column(0))
             rows += chunk.num_rows
@@ -121,8 +126,9 @@ class SnapshotStore:
         return [Snapshot(*row) for row in self._query("SELECT * FROM snapshots ORDER BY created_at, id")]
 
     def _find_snapshot(self, name_or_id: str) -> Snapshot | None:
-        row = self._con.execute("SELECT * FROM snapshots WHERE name = $k OR id = $k ORDER BY (name = $k) DESC LIMIT 1",
-                                {"k": name_or_id}).fetchone()  # fmt: skip
+        row = self._con.execute(
+            "SELECT * FROM snapshots WHERE name = $k OR id = $k ORDER BY (name = $k) DESC LIMIT 1", {"k": name_or_id}
+        ).fetchone()
         return None if row is None else Snapshot(*row)
 
     # --- derived views ---------------------------------------------------------------------------
@@ -133,8 +139,12 @@ class SnapshotStore:
         unknown = table.filter(pc.is_null(table["runtime"]))
         if unknown.num_rows:
             movies = len(set(unknown["movie_id"].to_pylist()))
-            logger.warning("snapshot %s: %d movie(s) without a known runtime; completion uses %d minutes",
-                           snap.name, movies, self.default_runtime)  # fmt: skip
+            logger.warning(
+                "snapshot %s: %d movie(s) without a known runtime; completion uses %d minutes",
+                snap.name,
+                movies,
+                self.default_runtime,
+            )
         return table
 
     def ratings(self, snapshot: str | Snapshot) -> pa.Table:
@@ -147,7 +157,7 @@ class SnapshotStore:
                        lead(time) OVER (PARTITION BY user_id ORDER BY time, seq) AS next_time
                      FROM events WHERE kind = 'recommendation' AND {IN_SNAPSHOT}),
                  w AS (SELECT user_id, time AS watch_time, movie_id FROM events WHERE kind = 'watch' AND {IN_SNAPSHOT})
-            SELECT r.user_id, r.time, r.server, r.status, {answered_sql('r')} AS ok,
+            SELECT r.user_id, r.time, r.server, r.status, {answered_sql("r")} AS ok,
                    CASE WHEN r.error IS NULL THEN 'ok' WHEN r.status = 0 THEN 'no_answer' ELSE 'bad_answer' END
                        AS outcome,
                    r.recommendations, r.error, r.response_ms,
@@ -157,11 +167,13 @@ class SnapshotStore:
             ORDER BY r.time, r.seq"""
         return self._arrow(sql, self.snapshot_params(self.snapshot(snapshot)))
 
-
     def snapshot_params(self, snap: Snapshot) -> dict[str, object]:
         """Query parameters of a snapshot's window (`IN_SNAPSHOT`, `sessions_sql`, `ratings_sql`, `as_of`)."""
-        return {**window(snap.max_seq, snap.start, snap.end), "created": snap.created_at,
-                "default_runtime": self.default_runtime}  # fmt: skip
+        return {
+            **window(snap.max_seq, snap.start, snap.end),
+            "created": snap.created_at,
+            "default_runtime": self.default_runtime,
+        }
 
 
 def sessions_sql() -> str:
@@ -195,12 +207,10 @@ def _hash_strings(digest: hashlib._Hash, column: pa.Array | pa.ChunkedArray) -> 
             width = np.int32 if pa.types.is_string(arr.type) else np.int64
             _, offsets, data = arr.buffers()
             offs = np.frombuffer(offsets, width, count=len(arr) + 1, offset=arr.offset * np.dtype(width).itemsize)
-            digest.update(memoryview(data)[int(offs[0]):int(offs[-1])])
+            digest.update(memoryview(data)[int(offs[0]) : int(offs[-1])])
         else:  # e.g. string views: slower, same bytes
             digest.update("".join(arr.to_pylist()).encode())
 
 
 def _iso(t: datetime | None) -> str:
     return "" if t is None else t.isoformat()
-
-

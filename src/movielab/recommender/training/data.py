@@ -24,6 +24,7 @@ from movielab.recommender.store.snapshots import Snapshot, ratings_sql, sessions
 
 logger = logging.getLogger(__name__)
 
+
 def latest_per_pair(user: np.ndarray, item: np.ndarray, time: np.ndarray) -> np.ndarray:
     """Sorted row indices that keep, of each (user, item) pair, the row with the latest time (the later row on ties).
 
@@ -102,8 +103,11 @@ class TrainingData:
         shape = (len(users), len(items))
         keep = latest_per_pair(u_idx, i_idx, np.asarray(times))
         if len(keep) < len(u_idx):
-            logger.info("training data %s: %d repeated (user, movie) rows merged into their latest",
-                        snapshot_id, len(u_idx) - len(keep))  # fmt: skip
+            logger.info(
+                "training data %s: %d repeated (user, movie) rows merged into their latest",
+                snapshot_id,
+                len(u_idx) - len(keep),
+            )
             u_idx, i_idx = u_idx[keep], i_idx[keep]
             watched, ratings, times = (np.asarray(a)[keep] for a in (watched, ratings, times))
 
@@ -114,8 +118,16 @@ class TrainingData:
 
         seg = np.array([(segments or {}).get(int(u), -1) for u in users.tolist()], np.int16)
         cost = None if item_cost is None else np.array([item_cost.get(m, np.nan) for m in items.tolist()], np.float32)
-        return cls(users, items.tolist(), mat(watched, np.float32), mat(ratings, np.float32), mat(times, np.float64),
-                   seg, snapshot_id, item_cost=cost)  # fmt: skip
+        return cls(
+            users,
+            items.tolist(),
+            mat(watched, np.float32),
+            mat(ratings, np.float32),
+            mat(times, np.float64),
+            seg,
+            snapshot_id,
+            item_cost=cost,
+        )
 
     @classmethod
     def from_snapshot(cls, store: EventStore, snapshot: str | Snapshot) -> TrainingData:
@@ -135,9 +147,21 @@ class TrainingData:
         seg = segment_of(users["age"].to_numpy(), users["gender"].to_numpy())
         segments = dict(zip(users["user_id"].to_numpy().tolist(), seg.tolist(), strict=True))
         movies = triples["movie_id"].to_numpy(zero_copy_only=False)
-        costs = {m: float(c) for m, c in store.read(f"""SELECT movie_id, license_cost FROM ({as_of("movies")})
+        costs = {
+            m: float(c)
+            for m, c in store.read(
+                f"""SELECT movie_id, license_cost FROM ({as_of("movies")})
                                                        WHERE license_cost IS NOT NULL""",
-                                                    {"created": snap.created_at})}  # fmt: skip
-        return cls.from_triples(triples["user_id"].to_numpy(), movies, triples["watched"].to_numpy(),
-                                triples["rating"].to_numpy(), triples["t"].to_numpy(), segments,
-                                snapshot_id=snap.id, item_cost=costs or None)  # fmt: skip
+                {"created": snap.created_at},
+            )
+        }
+        return cls.from_triples(
+            triples["user_id"].to_numpy(),
+            movies,
+            triples["watched"].to_numpy(),
+            triples["rating"].to_numpy(),
+            triples["t"].to_numpy(),
+            segments,
+            snapshot_id=snap.id,
+            item_cost=costs or None,
+        )

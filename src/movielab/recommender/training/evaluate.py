@@ -67,8 +67,9 @@ def popularity_percentile(x: sp.csr_matrix) -> np.ndarray:
     return ((rankdata(counts) - 1) / max(len(counts) - 1, 1)).astype(np.float64)
 
 
-def evaluate_model(model: Model, train: TrainingData, test: sp.spmatrix | Mapping[int, set[int]],
-                   ks: Sequence[int] = (10, 20)) -> dict[str, float]:  # fmt: skip
+def evaluate_model(
+    model: Model, train: TrainingData, test: sp.spmatrix | Mapping[int, set[int]], ks: Sequence[int] = (10, 20)
+) -> dict[str, float]:
     """Full-ranking metrics of a model fitted on train; test maps train rows to held-out item columns."""
     shape = (len(train.users), len(train.items))
     if (model.n_users, model.n_items) != shape:
@@ -124,8 +125,15 @@ def random_split(user: np.ndarray, seed: int, test_fraction: float = 0.2) -> np.
     return rank < n_test[user]
 
 
-def ratings_data(user: np.ndarray, item: np.ndarray, rating: np.ndarray, timestamp: np.ndarray,
-                 n_users: int, n_items: int, snapshot_id: str = "ratings") -> TrainingData:  # fmt: skip
+def ratings_data(
+    user: np.ndarray,
+    item: np.ndarray,
+    rating: np.ndarray,
+    timestamp: np.ndarray,
+    n_users: int,
+    n_items: int,
+    snapshot_id: str = "ratings",
+) -> TrainingData:
     """TrainingData from rating rows (row indices), keeping the whole n_users × n_items catalog.
 
     A (user, item) pair given twice keeps its latest row (a sparse matrix would add the two ratings).
@@ -135,19 +143,27 @@ def ratings_data(user: np.ndarray, item: np.ndarray, rating: np.ndarray, timesta
     def mat(values: np.ndarray, dtype) -> sp.csr_matrix:
         return sp.csr_matrix((np.asarray(values, dtype), (user, item)), shape=(n_users, n_items), dtype=dtype)
 
-    return TrainingData(np.arange(n_users, dtype=np.int64), [str(i) for i in range(n_items)],
-                        sp.csr_matrix((n_users, n_items), dtype=np.float32), mat(rating, np.float32),
-                        mat(timestamp, np.float64), np.full(n_users, -1, np.int16), snapshot_id)  # fmt: skip
+    return TrainingData(
+        np.arange(n_users, dtype=np.int64),
+        [str(i) for i in range(n_items)],
+        sp.csr_matrix((n_users, n_items), dtype=np.float32),
+        mat(rating, np.float32),
+        mat(timestamp, np.float64),
+        np.full(n_users, -1, np.int16),
+        snapshot_id,
+    )
 
 
-def _latest_ratings(user: np.ndarray, item: np.ndarray, rating: np.ndarray, timestamp: np.ndarray,
-                    what: str) -> tuple[np.ndarray, ...]:  # fmt: skip
+def _latest_ratings(
+    user: np.ndarray, item: np.ndarray, rating: np.ndarray, timestamp: np.ndarray, what: str
+) -> tuple[np.ndarray, ...]:
     """The rows with the latest rating of each (user, item) pair; logs how many were merged."""
     keep = latest_per_pair(user, item, timestamp)
     if len(keep) == len(user):
         return user, item, rating, timestamp
-    logger.warning("%s: %d repeated (user, item) ratings merged into the latest of their pair", what,
-                   len(user) - len(keep))  # fmt: skip
+    logger.warning(
+        "%s: %d repeated (user, item) ratings merged into the latest of their pair", what, len(user) - len(keep)
+    )
     return tuple(np.asarray(a)[keep] for a in (user, item, rating, timestamp))
 
 
@@ -158,8 +174,10 @@ def time_split(data: TrainingData, test_fraction: float = 0.2) -> tuple[Training
     """
     x = data.interactions.tocoo()
     if x.nnz == 0:
-        raise ValueError(f"snapshot {data.snapshot_id} has no interactions to split ({len(data.users)} users × "
-                         f"{len(data.items)} items): ingest some events first")  # fmt: skip
+        raise ValueError(
+            f"snapshot {data.snapshot_id} has no interactions to split ({len(data.users)} users × "
+            f"{len(data.items)} items): ingest some events first"
+        )
     t = np.asarray(data.times[x.row, x.col]).ravel()
     cutoff = float(np.quantile(t, 1.0 - test_fraction))
     before = t < cutoff
@@ -171,14 +189,26 @@ def time_split(data: TrainingData, test_fraction: float = 0.2) -> tuple[Training
     def cut(m: sp.csr_matrix) -> sp.csr_matrix:
         return sp.csr_matrix(m.multiply(keep))[users][:, items]
 
-    train = TrainingData(data.users[users], [data.items[i] for i in items], cut(data.watched), cut(data.ratings),
-                         cut(data.times), data.segment[users], f"{data.snapshot_id}@before-{cutoff:.0f}")  # fmt: skip
+    train = TrainingData(
+        data.users[users],
+        [data.items[i] for i in items],
+        cut(data.watched),
+        cut(data.ratings),
+        cut(data.times),
+        data.segment[users],
+        f"{data.snapshot_id}@before-{cutoff:.0f}",
+    )
     new_user, new_item = np.full(x.shape[0], -1), np.full(x.shape[1], -1)
     new_user[users], new_item[items] = np.arange(len(users)), np.arange(len(items))
     r, c = new_user[x.row[~before]], new_item[x.col[~before]]
     ok = (r >= 0) & (c >= 0)
-    logger.info("time split at %.0f: %d train cells, %d test cells, %d later cells of new users or items dropped",
-                cutoff, before.sum(), ok.sum(), (~ok).sum())  # fmt: skip
+    logger.info(
+        "time split at %.0f: %d train cells, %d test cells, %d later cells of new users or items dropped",
+        cutoff,
+        before.sum(),
+        ok.sum(),
+        (~ok).sum(),
+    )
     test = sp.csr_matrix((np.ones(ok.sum(), np.float32), (r[ok], c[ok])), shape=(len(users), len(items)))
     return train, test
 
@@ -212,8 +242,13 @@ def _latency_ms(model: Model, users: np.ndarray, n: int, seed: int) -> tuple[flo
     return float(p50), float(p99)
 
 
-def compare(models: list[Model], train: TrainingData, test: sp.spmatrix | Mapping[int, set[int]],
-            latency_users: int = 500, seed: int = 0) -> list[Row]:  # fmt: skip
+def compare(
+    models: list[Model],
+    train: TrainingData,
+    test: sp.spmatrix | Mapping[int, set[int]],
+    latency_users: int = 500,
+    seed: int = 0,
+) -> list[Row]:
     """Fit each model on train and measure metrics, training time, latency and size."""
     rows = []
     for model in models:
@@ -239,17 +274,25 @@ def _mean_row(runs: list[Row]) -> Row:
     return Row(first.model, first.params, mean, *times, last.disk_bytes, last.memory_bytes, std, len(runs))
 
 
-def ml100k_protocol(user: np.ndarray, item: np.ndarray, rating: np.ndarray, timestamp: np.ndarray,
-                    make_models: Callable[[], list[Model]], seeds: Sequence[int] = (0, 1, 2, 3, 4),
-                    test_fraction: float = 0.2, latency_users: int = 500) -> list[Row]:  # fmt: skip
+def ml100k_protocol(
+    user: np.ndarray,
+    item: np.ndarray,
+    rating: np.ndarray,
+    timestamp: np.ndarray,
+    make_models: Callable[[], list[Model]],
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    test_fraction: float = 0.2,
+    latency_users: int = 500,
+) -> list[Row]:
     """The published protocol: per-user random 80/20 split of all ratings, per seed; rows of mean ± std."""
     n_users, n_items = int(np.max(user)) + 1, int(np.max(item)) + 1
     user, item, rating, timestamp = _latest_ratings(user, item, rating, timestamp, "the protocol's ratings")
     runs: dict[str, list[Row]] = {}
     for seed in seeds:
         held = random_split(user, seed, test_fraction)
-        train = ratings_data(user[~held], item[~held], rating[~held], timestamp[~held], n_users, n_items,
-                             f"ratings-seed{seed}")  # fmt: skip
+        train = ratings_data(
+            user[~held], item[~held], rating[~held], timestamp[~held], n_users, n_items, f"ratings-seed{seed}"
+        )
         test = sp.csr_matrix((np.ones(held.sum(), np.float32), (user[held], item[held])), shape=(n_users, n_items))
         for row in compare(make_models(), train, test, latency_users, seed):
             runs.setdefault(row.model, []).append(row)
@@ -262,17 +305,23 @@ def _cell(row: Row, key: str) -> str:
 
 def to_markdown(rows: list[Row]) -> str:
     """The comparison table in Markdown, one line per model."""
-    head = ("| model | NDCG@10 | Recall@20 | Precision@10 | Coverage@20 | Pop@20 | train s | p50 ms | p99 ms "
-            "| disk MB | memory MB |")  # fmt: skip
+    head = (
+        "| model | NDCG@10 | Recall@20 | Precision@10 | Coverage@20 | Pop@20 | train s | p50 ms | p99 ms "
+        "| disk MB | memory MB |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         params = ", ".join(f"{k}={v}" for k, v in r.params.items() if k not in ("num_threads", "max_items"))
         name = f"{r.model} ({params})" if params else r.model
         size = f"{r.disk_bytes / 1e6:.2f} | {r.memory_bytes / 1e6:.2f}"
-        lines.append(f"| {name} | {_cell(r, 'ndcg@10')} | {_cell(r, 'recall@20')} | {_cell(r, 'precision@10')} "
-                     f"| {r.metrics['coverage@20']:.3f} | {r.metrics['popularity@20']:.3f} | {r.train_s:.2f} "
-                     f"| {r.p50_ms:.3f} | {r.p99_ms:.3f} | {size} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {_cell(r, 'ndcg@10')} | {_cell(r, 'recall@20')} | {_cell(r, 'precision@10')} "
+            f"| {r.metrics['coverage@20']:.3f} | {r.metrics['popularity@20']:.3f} | {r.train_s:.2f} "
+            f"| {r.p50_ms:.3f} | {r.p99_ms:.3f} | {size} |"
+        )
     if rows:
-        lines.append(f"\nPop@20: mean popularity percentile of recommended items; of the held-out items: "
-                     f"{rows[0].metrics['popularity_test']:.3f}. Runs per model: {rows[0].runs}.")  # fmt: skip
+        lines.append(
+            f"\nPop@20: mean popularity percentile of recommended items; of the held-out items: "
+            f"{rows[0].metrics['popularity_test']:.3f}. Runs per model: {rows[0].runs}."
+        )
     return "\n".join(lines)

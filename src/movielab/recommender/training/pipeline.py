@@ -79,20 +79,33 @@ def train(
     model.save(folder)
     trained_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     manifest = {
-        "model": model_name, "version": version, "params": model.params(), "snapshot_id": snap.id,
-        "snapshot_name": snap.name, "snapshot_hash": snap.content_hash, "snapshot_rows": snap.rows,
+        "model": model_name,
+        "version": version,
+        "params": model.params(),
+        "snapshot_id": snap.id,
+        "snapshot_name": snap.name,
+        "snapshot_hash": snap.content_hash,
+        "snapshot_rows": snap.rows,
         "window": [snap.start.isoformat() if snap.start else None, snap.end.isoformat() if snap.end else None],
-        "code_version": code_version(), "train_seconds": round(seconds, 3), "trained_at": trained_at,
-        "users": len(data.users), "items": len(data.items),
-    }  # fmt: skip
+        "code_version": code_version(),
+        "train_seconds": round(seconds, 3),
+        "trained_at": trained_at,
+        "users": len(data.users),
+        "items": len(data.items),
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     logger.info("trained %s %s on snapshot %s (%d rows) in %.2f s", model_name, version, snap.id, snap.rows, seconds)
     return Trained(model, _provenance(manifest), folder, manifest)
 
 
 def _provenance(manifest: dict) -> Provenance:
-    return Provenance(manifest["model"], manifest["version"], manifest["snapshot_id"], manifest["code_version"],
-                      manifest["trained_at"])  # fmt: skip
+    return Provenance(
+        manifest["model"],
+        manifest["version"],
+        manifest["snapshot_id"],
+        manifest["code_version"],
+        manifest["trained_at"],
+    )
 
 
 def load(folder: Path) -> Trained:
@@ -111,4 +124,3 @@ def latest(artifacts: Path, model_name: str | None = None) -> Path:
     if not folders:
         raise NoModel(f"no trained {model_name or 'model'} under {artifacts}")
     return max(folders, key=lambda p: (json.loads((p / "manifest.json").read_text())["trained_at"], p.name))
-

@@ -19,15 +19,25 @@ def code_version() -> str:
     """`<package version>+g<git commit>` when running from a git checkout, else the package version."""
     here = Path(movielab.__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=False)  # fmt: skip
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return movielab.__version__
     commit = out.stdout.strip()
     if out.returncode != 0 or not commit:
         return movielab.__version__
-    dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, timeout=5, check=False).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(
+        ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=False,
+    ).stdout.strip()
     return f"{movielab.__version__}+g{commit}{'.dirty' if dirty else ''}"
 
 
@@ -48,8 +58,10 @@ class Provenance:
 
     def header(self, source: str) -> str:
         """The `X-Model` header value of an answer from `source` (`serving.answers.SOURCES`)."""
-        return (f"{self.model_name}/{self.model_version}; snapshot={self.snapshot_id}; "
-                f"code={self.code_version}; source={source}")  # fmt: skip
+        return (
+            f"{self.model_name}/{self.model_version}; snapshot={self.snapshot_id}; "
+            f"code={self.code_version}; source={source}"
+        )
 
     def as_dict(self) -> dict[str, str]:
         """The fields as a JSON-ready dict."""

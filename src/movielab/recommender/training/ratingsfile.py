@@ -93,8 +93,9 @@ def read(path: Path | str) -> Ratings:
     keep = latest_per_pair(user, item, stamp)
     merged = len(user) - len(keep)
     if merged:
-        logger.warning("ratings file %s: %d repeated (user, item) ratings merged into the latest of their pair",
-                       path, merged)  # fmt: skip
+        logger.warning(
+            "ratings file %s: %d repeated (user, item) ratings merged into the latest of their pair", path, merged
+        )
     return Ratings(user[keep].astype(np.int64), item[keep].astype(np.int64), rating[keep], stamp[keep], merged)
 
 

@@ -134,18 +134,27 @@ class Registry:
                 self._client.get_registered_model(self.name)  # created meanwhile; anything else raises
 
     # --- writing -----------------------------------------------------------------------------------
-    def register(self, trained: Trained, metrics: dict[str, float] | None = None,
-                 tags: dict[str, str] | None = None) -> RegisteredVersion:  # fmt: skip
+    def register(
+        self, trained: Trained, metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None
+    ) -> RegisteredVersion:
         """Log a run for a trained version (params, lineage tags, metrics, artifacts) and register it."""
         m = trained.manifest
         start, end = m["window"]
         lineage = {
-            "model": m["model"], "artifact_version": m["version"], "snapshot_id": m["snapshot_id"],
-            "snapshot_name": m.get("snapshot_name", ""), "snapshot_hash": m["snapshot_hash"],
-            "snapshot_rows": str(m["snapshot_rows"]), "window_start": start or "", "window_end": end or "",
-            "code_version": m["code_version"], "trained_at": m["trained_at"], "params_json": json.dumps(m["params"]),
-            "users": str(m.get("users", "")), "items": str(m.get("items", "")),
-        }  # fmt: skip
+            "model": m["model"],
+            "artifact_version": m["version"],
+            "snapshot_id": m["snapshot_id"],
+            "snapshot_name": m.get("snapshot_name", ""),
+            "snapshot_hash": m["snapshot_hash"],
+            "snapshot_rows": str(m["snapshot_rows"]),
+            "window_start": start or "",
+            "window_end": end or "",
+            "code_version": m["code_version"],
+            "trained_at": m["trained_at"],
+            "params_json": json.dumps(m["params"]),
+            "users": str(m.get("users", "")),
+            "items": str(m.get("items", "")),
+        }
         lineage.update(tags or {})
         values = {"train_seconds": float(m["train_seconds"]), **{k: float(v) for k, v in (metrics or {}).items()}}
         run = self._client.create_run(self._experiment_id, run_name=f"{m['model']}-{m['version']}", tags=lineage)
@@ -156,16 +165,23 @@ class Registry:
             for key, value in values.items():
                 self._client.log_metric(run_id, _metric_key(key), value)
             self._client.log_artifacts(run_id, str(trained.folder), ARTIFACT_PATH)
-            mv = self._client.create_model_version(self.name, f"runs:/{run_id}/{ARTIFACT_PATH}", run_id=run_id,
-                                                   tags=lineage)  # fmt: skip
+            mv = self._client.create_model_version(
+                self.name, f"runs:/{run_id}/{ARTIFACT_PATH}", run_id=run_id, tags=lineage
+            )
         except BaseException:
             self._client.set_terminated(run_id, "FAILED")
             raise
         self._client.set_terminated(run_id, "FINISHED")
         registered = self._version(mv)
         _write_registration(trained.folder, registered, self.tracking_uri)
-        logger.info("registered %s %s as %s version %s (run %s)", m["model"], m["version"], self.name,
-                    registered.version, run_id)  # fmt: skip
+        logger.info(
+            "registered %s %s as %s version %s (run %s)",
+            m["model"],
+            m["version"],
+            self.name,
+            registered.version,
+            run_id,
+        )
         return registered
 
     def promote(self, version: str | int) -> RegisteredVersion:
@@ -174,8 +190,9 @@ class Registry:
         if CHALLENGER in mv.aliases:
             self._client.delete_registered_model_alias(self.name, CHALLENGER)
         self._client.set_registered_model_alias(self.name, CHAMPION, mv.version)
-        logger.info("%s version %s (%s %s) is the champion", self.name, mv.version, mv.model,
-                    mv.tags.get("artifact_version"))  # fmt: skip
+        logger.info(
+            "%s version %s (%s %s) is the champion", self.name, mv.version, mv.model, mv.tags.get("artifact_version")
+        )
         return self.get(mv.version)
 
     def set_challenger(self, version: str | int) -> RegisteredVersion:
@@ -242,8 +259,10 @@ class Registry:
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
             local = Path(self._client.download_artifacts(mv.run_id, ARTIFACT_PATH, tmp))
             if not (local / "manifest.json").is_file():
-                raise RegistryError(f"{self.name} version {mv.version} (run {mv.run_id}) has no "
-                                    f"{ARTIFACT_PATH}/manifest.json in its artifacts")  # fmt: skip
+                raise RegistryError(
+                    f"{self.name} version {mv.version} (run {mv.run_id}) has no "
+                    f"{ARTIFACT_PATH}/manifest.json in its artifacts"
+                )
             _write_registration(local, mv, self.tracking_uri)
             if target.exists():
                 shutil.rmtree(target)
@@ -264,8 +283,9 @@ class Registry:
         # Model versions from a search carry no aliases: the registered model's alias map is the truth.
         aliases = self._alias_map() if aliases is None else aliases
         mine = tuple(sorted(a for a, v in aliases.items() if str(v) == str(mv.version)))
-        return RegisteredVersion(mv.name, str(mv.version), mv.run_id or "", mine, dict(mv.tags or {}),
-                                 int(mv.creation_timestamp or 0))  # fmt: skip
+        return RegisteredVersion(
+            mv.name, str(mv.version), mv.run_id or "", mine, dict(mv.tags or {}), int(mv.creation_timestamp or 0)
+        )
 
     def _alias_map(self) -> dict[str, str]:
         return {a: str(v) for a, v in (self._client.get_registered_model(self.name).aliases or {}).items()}
@@ -284,8 +304,12 @@ def read_registration(folder: Path) -> dict[str, Any] | None:
 
 
 def _write_registration(folder: Path, mv: RegisteredVersion, tracking_uri: str) -> None:
-    info = {"registered_model": mv.name, "version": mv.version, "run_id": mv.run_id,
-            "tracking_uri": _without_credentials(tracking_uri)}  # fmt: skip
+    info = {
+        "registered_model": mv.name,
+        "version": mv.version,
+        "run_id": mv.run_id,
+        "tracking_uri": _without_credentials(tracking_uri),
+    }
     (Path(folder) / REGISTRATION_FILE).write_text(json.dumps(info, indent=2))
 
 

@@ -78,10 +78,16 @@ class RetrainPolicy:
     @classmethod
     def from_config(cls, config) -> RetrainPolicy:
         """The policy a `RecommenderConfig` describes."""
-        return cls(model=config.model, params=dict(config.model_params), every_hours=config.retrain_every_hours,
-                   window_days=config.retrain_window_days, min_events=config.retrain_min_events,
-                   min_users=config.retrain_min_users, min_items=config.retrain_min_items,
-                   tolerance=config.gate_tolerance)  # fmt: skip
+        return cls(
+            model=config.model,
+            params=dict(config.model_params),
+            every_hours=config.retrain_every_hours,
+            window_days=config.retrain_window_days,
+            min_events=config.retrain_min_events,
+            min_users=config.retrain_min_users,
+            min_items=config.retrain_min_items,
+            tolerance=config.gate_tolerance,
+        )
 
 
 @dataclass
@@ -129,8 +135,9 @@ class Reference:
             m = json.loads(path.read_text())
             return cls(str(m["model"]), dict(m.get("params") or {}), f"{m['model']}/{m['version']}")
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"served version {folder}: cannot read model, params and version from {path}: "
-                             f"{exc!r}") from None  # fmt: skip
+            raise ValueError(
+                f"served version {folder}: cannot read model, params and version from {path}: {exc!r}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -146,8 +153,9 @@ class RegistryLike(Protocol):
     """What retraining needs of `registry.Registry` (tests may pass a fake)."""
 
     def champion_version(self): ...
-    def register(self, trained: Trained, metrics: dict[str, float] | None = None,
-                 tags: dict[str, str] | None = None): ...  # fmt: skip
+    def register(
+        self, trained: Trained, metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None
+    ): ...
     def promote(self, version: str | int): ...
     def set_challenger(self, version: str | int): ...
     def clear_challenger(self) -> None: ...
@@ -203,8 +211,9 @@ def check_output(model: Model, rows: int = CHECK_ROWS) -> str | None:
     return None
 
 
-def gate(candidate: Model, data: TrainingData, champion: tuple[str, dict[str, Any]] | None,
-         policy: RetrainPolicy) -> GateResult:  # fmt: skip
+def gate(
+    candidate: Model, data: TrainingData, champion: tuple[str, dict[str, Any]] | None, policy: RetrainPolicy
+) -> GateResult:
     """Score the candidate's, the champion's and popularity's recipes on the snapshot's time split; decide.
 
     A candidate is rejected when it is worse than popularity or the champion by more than the tolerance,
@@ -219,8 +228,12 @@ def gate(candidate: Model, data: TrainingData, champion: tuple[str, dict[str, An
     except ValueError as exc:
         return GateResult(False, f"the snapshot's time split has no train or test part: {exc}", {})
     if test.getnnz() == 0:
-        return GateResult(False, "the snapshot's later part has no interaction of a training user with a training "
-                                 "movie: too little data to judge a model yet", {})  # fmt: skip
+        return GateResult(
+            False,
+            "the snapshot's later part has no interaction of a training user with a training "
+            "movie: too little data to judge a model yet",
+            {},
+        )
     test = _sample_rows(test, policy.gate_users)
     key = policy.metric
     metrics: dict[str, float] = {}
@@ -248,18 +261,21 @@ def gate(candidate: Model, data: TrainingData, champion: tuple[str, dict[str, An
     if mine <= 0.0:
         return GateResult(False, f"{key} is 0: the candidate ranks no held-out interaction in its top lists", metrics)
     if mine < pop * (1.0 - policy.tolerance):
-        return GateResult(False, f"{key} {mine:.4f} is below popularity's {pop:.4f} by more than "
-                                 f"{policy.tolerance:.0%}", metrics)  # fmt: skip
+        return GateResult(
+            False, f"{key} {mine:.4f} is below popularity's {pop:.4f} by more than {policy.tolerance:.0%}", metrics
+        )
     champ = metrics.get(f"champion.{key}")
     if champ is not None and mine < champ * (1.0 - policy.tolerance):
-        return GateResult(False, f"{key} {mine:.4f} is below the champion's {champ:.4f} by more than "
-                                 f"{policy.tolerance:.0%}", metrics)  # fmt: skip
+        return GateResult(
+            False, f"{key} {mine:.4f} is below the champion's {champ:.4f} by more than {policy.tolerance:.0%}", metrics
+        )
     vs = f", champion {champ:.4f}" if champ is not None else ", no champion yet"
     return GateResult(True, f"{key} {mine:.4f} (popularity {pop:.4f}{vs})", metrics)
 
 
 def _same_recipe(a: tuple[str, dict[str, Any]], b: tuple[str, dict[str, Any]]) -> bool:
     """Same model kind and the same parameters (compared as JSON, so 10 and 10.0 are one value)."""
+
     def numbers(params: dict[str, Any]) -> dict[str, Any]:
         return {k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for k, v in params.items()}
 
@@ -294,8 +310,15 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 class Retrainer:
     """Retrain on a schedule of stream time and on demand; keep a record of every run."""
 
-    def __init__(self, store: EventStore, registry: RegistryLike, artifacts: Path, policy: RetrainPolicy,
-                 log_path: Path, rollout: Rollout | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: EventStore,
+        registry: RegistryLike,
+        artifacts: Path,
+        policy: RetrainPolicy,
+        log_path: Path,
+        rollout: Rollout | None = None,
+    ) -> None:
         """Retrain from `store` into `artifacts`, register in `registry`, append records to `log_path`."""
         self.store = store
         self.registry = registry
@@ -312,8 +335,9 @@ class Retrainer:
         from movielab.recommender.training.registry import Registry
 
         log = Path(config.artifacts).parent / "retrain.jsonl"
-        return cls(store, Registry.from_config(config), config.artifacts, RetrainPolicy.from_config(config), log,
-                   rollout)  # fmt: skip
+        return cls(
+            store, Registry.from_config(config), config.artifacts, RetrainPolicy.from_config(config), log, rollout
+        )
 
     def _last_stream_time(self) -> datetime | None:
         """Stream time of the last kept run, so a restarted operator keeps the schedule."""
@@ -337,8 +361,9 @@ class Retrainer:
             return None
         return self.run(trigger="schedule")
 
-    def run(self, trigger: str = "on demand", serving: Reference | None = None,
-            rollout: Rollout | None = None) -> RunRecord:  # fmt: skip
+    def run(
+        self, trigger: str = "on demand", serving: Reference | None = None, rollout: Rollout | None = None
+    ) -> RunRecord:
         """One full run now; never raises (a failure is a record with status `failed`); returns its record.
 
         `serving`: the model actually serving as champion, if any; with it, a candidate is never made
@@ -379,8 +404,13 @@ class Retrainer:
             end = now + timedelta(microseconds=1)  # the window's end is exclusive: keep the latest event
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
             snap = self.store.create_snapshot(f"retrain-{now:%Y%m%dT%H%M%S}-{stamp}", start, end)
-            record.snapshot = {"id": snap.id, "name": snap.name, "hash": snap.content_hash, "rows": snap.rows,
-                               "window": [start.isoformat(), end.isoformat()]}  # fmt: skip
+            record.snapshot = {
+                "id": snap.id,
+                "name": snap.name,
+                "hash": snap.content_hash,
+                "rows": snap.rows,
+                "window": [start.isoformat(), end.isoformat()],
+            }
         with _stage(record, "checks"):
             data = TrainingData.from_snapshot(self.store, snap)
             problem = check_data(self.store, snap, data, p)
@@ -389,8 +419,7 @@ class Retrainer:
         with _stage(record, "train"):
             try:
                 # The checks just built the snapshot's training data: training reuses it, not the query.
-                trained = pipeline.train(self.store, p.model, self.artifacts, snapshot=snap, params=p.params,
-                                         data=data)  # fmt: skip
+                trained = pipeline.train(self.store, p.model, self.artifacts, snapshot=snap, params=p.params, data=data)
             except ModelFitError as exc:
                 raise _Rejected(f"training gave no safe model: {exc}") from None
             record.artifact_version, record.folder = trained.manifest["version"], str(trained.folder)
@@ -402,17 +431,21 @@ class Retrainer:
             if champ is None and serving is not None:
                 record.champion_alias_missing = True
                 recipe, record.reference = (serving.model, serving.params), f"serving {serving.label}"
-                logger.warning("retraining run %s: the registry has no champion alias but %s serves; the "
-                               "candidate is judged against it and canaried, not made champion", record.id,
-                               serving.label)  # fmt: skip
+                logger.warning(
+                    "retraining run %s: the registry has no champion alias but %s serves; the "
+                    "candidate is judged against it and canaried, not made champion",
+                    record.id,
+                    serving.label,
+                )
             verdict = gate(trained.model, data, recipe, p)
             record.metrics = verdict.metrics
             if not verdict.accepted:
                 raise _Rejected(f"gate: {verdict.reason}")
             record.reason = verdict.reason
         with _stage(record, "register"):
-            registered = self.registry.register(trained, verdict.metrics,
-                                                tags={"retrain_run": record.id, "gate": verdict.reason})  # fmt: skip
+            registered = self.registry.register(
+                trained, verdict.metrics, tags={"retrain_run": record.id, "gate": verdict.reason}
+            )
             record.registered_version, record.run_id = registered.version, registered.run_id
             if champ is None and serving is None:  # nothing serves: there is nothing to canary against
                 registered = self.registry.promote(registered.version)
@@ -433,8 +466,16 @@ class Retrainer:
     def _keep(self, record: RunRecord) -> None:
         """Log the record and append it to the JSON-lines file."""
         log = logger.info if record.status == "accepted" else logger.warning
-        log("retraining run %s (%s) %s at %s: %s; version %s, %s s", record.id, record.trigger, record.status,
-            record.stage, record.reason, record.registered_version, record.seconds.get("total"))  # fmt: skip
+        log(
+            "retraining run %s (%s) %s at %s: %s; version %s, %s s",
+            record.id,
+            record.trigger,
+            record.status,
+            record.stage,
+            record.reason,
+            record.registered_version,
+            record.seconds.get("total"),
+        )
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with self.log_path.open("a") as f:

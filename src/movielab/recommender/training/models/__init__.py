@@ -24,10 +24,23 @@ def create(name: str, **params) -> Model:
     allowed = set(inspect.signature(cls).parameters)
     unknown = sorted(set(params) - allowed)
     if unknown:
-        raise ValueError(f"model {name!r} has no parameter {', '.join(unknown)}; "
-                         f"its parameters: {', '.join(sorted(allowed)) or 'none'}")  # fmt: skip
+        raise ValueError(
+            f"model {name!r} has no parameter {', '.join(unknown)}; "
+            f"its parameters: {', '.join(sorted(allowed)) or 'none'}"
+        )
     return cls(**params)
 
 
-__all__ = ["ALS", "EASE", "MODELS", "CostAware", "ItemKNN", "Model", "ModelFitError", "ModelLoadError",
-           "Popularity", "UnknownModel", "create"]  # fmt: skip
+__all__ = [
+    "ALS",
+    "EASE",
+    "MODELS",
+    "CostAware",
+    "ItemKNN",
+    "Model",
+    "ModelFitError",
+    "ModelLoadError",
+    "Popularity",
+    "UnknownModel",
+    "create",
+]

@@ -44,9 +44,17 @@ class ALS(Model):
     name: ClassVar[str] = "als"
     arrays: ClassVar[tuple[str, ...]] = ("user_factors", "item_factors", "item_popularity")
 
-    def __init__(self, factors: int = 64, regularization: float = 0.05, iterations: int = 15, alpha: float = 10.0,
-                 value: str = "binary", num_threads: int = 0, seed: int = 0,
-                 popularity_weight: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.05,
+        iterations: int = 15,
+        alpha: float = 10.0,
+        value: str = "binary",
+        num_threads: int = 0,
+        seed: int = 0,
+        popularity_weight: float = 0.0,
+    ) -> None:
         super().__init__()
         if value not in VALUES:
             raise ValueError(f"value must be one of {VALUES}, got {value!r}")
@@ -59,8 +67,16 @@ class ALS(Model):
 
     def params(self) -> dict[str, Any]:
         """Factorization settings, feedback value and seed."""
-        names = ("factors", "regularization", "iterations", "alpha", "value", "num_threads", "seed",
-                 "popularity_weight")
+        names = (
+            "factors",
+            "regularization",
+            "iterations",
+            "alpha",
+            "value",
+            "num_threads",
+            "seed",
+            "popularity_weight",
+        )
         return {name: getattr(self, name) for name in names}
 
     def _fit(self, data: TrainingData) -> None:
@@ -72,9 +88,15 @@ class ALS(Model):
             raise ImportError("the als model needs the 'implicit' package: pip install 'implicit>=0.7,<0.8'") from err
         c = confidence(data, self.alpha, self.value)
         with threadpool_limits(1, "blas"):
-            als = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization, alpha=1.0,
-                                          iterations=self.iterations, num_threads=self.num_threads or _threads(),
-                                          random_state=self.seed, dtype=np.float32)  # fmt: skip
+            als = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=1.0,
+                iterations=self.iterations,
+                num_threads=self.num_threads or _threads(),
+                random_state=self.seed,
+                dtype=np.float32,
+            )
             try:
                 als.fit(c, show_progress=False)
             except ImplicitFitError as err:

@@ -74,8 +74,9 @@ class Model(ABC):
         """Binary float32 CSR (n_users, n_items) of the training interactions."""
         if "seen" not in self._cache:
             data = np.ones(len(self.seen_indices), np.float32)
-            self._cache["seen"] = sp.csr_matrix((data, self.seen_indices, self.seen_indptr),
-                                                shape=(self.n_users, self.n_items))  # fmt: skip
+            self._cache["seen"] = sp.csr_matrix(
+                (data, self.seen_indices, self.seen_indptr), shape=(self.n_users, self.n_items)
+            )
         return self._cache["seen"]
 
     @property
@@ -166,9 +167,15 @@ class Model(ABC):
         names = COMMON_ARRAYS + self.arrays
         for a in names:
             np.save(folder / f"{a}.npy", np.ascontiguousarray(getattr(self, a)), allow_pickle=False)
-        meta = {"name": self.name, "format_version": FORMAT_VERSION, "params": self.params(),
-                "n_users": self.n_users, "n_items": self.n_items, "snapshot_id": self.snapshot_id,
-                "arrays": list(names)}  # fmt: skip
+        meta = {
+            "name": self.name,
+            "format_version": FORMAT_VERSION,
+            "params": self.params(),
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "snapshot_id": self.snapshot_id,
+            "arrays": list(names),
+        }
         (folder / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
@@ -182,8 +189,9 @@ class Model(ABC):
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"{folder / 'model.json'} cannot be read: {err}") from err
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ModelLoadError(f"{folder} has format version {meta.get('format_version')!r}, "
-                                 f"this code reads {FORMAT_VERSION}")  # fmt: skip
+            raise ModelLoadError(
+                f"{folder} has format version {meta.get('format_version')!r}, this code reads {FORMAT_VERSION}"
+            )
         try:
             model = create(meta["name"], **meta["params"])
         except (KeyError, TypeError, ValueError) as err:
@@ -196,8 +204,10 @@ class Model(ABC):
             except (OSError, ValueError) as err:
                 raise ModelLoadError(f"{folder / (a + '.npy')} cannot be loaded: {err}") from err
         if (model.n_users, model.n_items) != (meta["n_users"], meta["n_items"]):
-            raise ModelLoadError(f"{folder}: arrays are {model.n_users} users × {model.n_items} items, "
-                                 f"model.json says {meta['n_users']} × {meta['n_items']}")  # fmt: skip
+            raise ModelLoadError(
+                f"{folder}: arrays are {model.n_users} users × {model.n_items} items, "
+                f"model.json says {meta['n_users']} × {meta['n_items']}"
+            )
         model.snapshot_id = meta.get("snapshot_id", "unnamed")
         model._fitted = True
         return model

@@ -46,12 +46,12 @@ class CostAware(Model):
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith(_PREFIX):  # the base's fitted arrays, for save()
-            return getattr(self.__dict__["_base"], attr[len(_PREFIX):])
+            return getattr(self.__dict__["_base"], attr[len(_PREFIX) :])
         raise AttributeError(attr)
 
     def __setattr__(self, attr: str, value: Any) -> None:
         if attr.startswith(_PREFIX):  # load() restores the base's arrays through here
-            setattr(self._base, attr[len(_PREFIX):], value)
+            setattr(self._base, attr[len(_PREFIX) :], value)
         else:
             object.__setattr__(self, attr, value)
 
@@ -63,8 +63,9 @@ class CostAware(Model):
             return
         cost = np.where(np.isfinite(cost), cost, np.nanmedian(cost)).astype(np.float64)
         if (cost < 0).any():
-            raise ModelFitError(f"costaware: {int((cost < 0).sum())} movies of {data.snapshot_id!r} have a "
-                                "negative license cost")  # fmt: skip
+            raise ModelFitError(
+                f"costaware: {int((cost < 0).sum())} movies of {data.snapshot_id!r} have a negative license cost"
+            )
         sd = cost.std()
         self.cost_z = ((cost - cost.mean()) / sd if sd > 0 else np.zeros_like(cost)).astype(np.float32)
 

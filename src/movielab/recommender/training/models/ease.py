@@ -38,8 +38,10 @@ class EASE(Model):
     def _fit(self, data: TrainingData) -> None:
         n = self.n_items
         if n > self.max_items:
-            raise ModelFitError(f"ease needs a dense {n}×{n} matrix (~{24 * n * n / 1e9:.1f} GB to fit) and "
-                                f"{n} items exceed max_items={self.max_items}; use itemknn or als")  # fmt: skip
+            raise ModelFitError(
+                f"ease needs a dense {n}×{n} matrix (~{24 * n * n / 1e9:.1f} GB to fit) and "
+                f"{n} items exceed max_items={self.max_items}; use itemknn or als"
+            )
         gram = (self.seen.T @ self.seen).toarray().astype(np.float64)
         gram[np.diag_indices(n)] += self.lam
         p = scipy.linalg.inv(gram, overwrite_a=True)
