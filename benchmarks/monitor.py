@@ -24,7 +24,8 @@ import numpy as np
 import pyarrow as pa
 
 from movielab.recommender.monitoring.drift import profile_window
-from movielab.recommender.monitoring.monitor import MonitorLoop, OperatorMetrics
+from movielab.recommender.monitoring.exporter import OperatorMetrics
+from movielab.recommender.monitoring.monitor import MonitorLoop
 from movielab.recommender.store.events import (
     EVENT_SCHEMA,
     QUARANTINE_SCHEMA,

@@ -30,9 +30,10 @@ from movielab.recommender.store.events import EVENT_SCHEMA, QUARANTINE_SCHEMA, B
 from movielab.recommender.store.records import MovieInfo, UserInfo
 from movielab.recommender.training import pipeline
 from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.gate import RetrainPolicy
 from movielab.recommender.training.models import create
 from movielab.recommender.training.registry import Registry, default_tracking_uri
-from movielab.recommender.training.retrain import Retrainer, RetrainPolicy
+from movielab.recommender.training.retrain import Retrainer
 
 T0 = np.datetime64("2026-03-20T00:00:00", "us")
 DAY_US = 86_400 * 1_000_000

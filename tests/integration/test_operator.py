@@ -21,8 +21,8 @@ from movielab.demo.run import OperatedTeam
 from movielab.recommender.release.canary import CanaryPlan
 from movielab.recommender.store.events import EventStore
 from movielab.recommender.training import pipeline
+from movielab.recommender.training.gate import RetrainPolicy
 from movielab.recommender.training.pipeline import load, train
-from movielab.recommender.training.retrain import RetrainPolicy
 from movielab.webserver import free_port
 from movielab.world.config import WorldConfig
 from movielab.world.live import LiveWorld, run_live

@@ -19,12 +19,8 @@ from movielab.demo.prometheus import PrometheusServer, ScrapeJob, find_prometheu
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
 from movielab.kafka.metrics import ProducedLinesCollector
 from movielab.recommender.ingest.offsets import EndOffsets
-from movielab.recommender.monitoring.monitor import (
-    EndOffsetsCollector,
-    MonitorLoop,
-    OperatorMetrics,
-    create_metrics_app,
-)
+from movielab.recommender.monitoring.exporter import EndOffsetsCollector, OperatorMetrics, create_metrics_app
+from movielab.recommender.monitoring.monitor import MonitorLoop
 from movielab.recommender.serving.answers import AnswerTable
 from movielab.recommender.serving.app import create_app as serve_app
 from movielab.recommender.store.events import EventStore

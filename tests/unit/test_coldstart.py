@@ -7,15 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from movielab.recommender.ingest.coldstart import (
-    BlendWeights,
-    ColdStart,
-    ColdStartList,
-    LexicalMatcher,
-    Preferences,
-    blend,
-    normalize,
-)
+from movielab.recommender.ingest.coldstart import BlendWeights, ColdStart, ColdStartList, blend
+from movielab.recommender.ingest.matching import LexicalMatcher, Preferences, normalize
 from movielab.recommender.ingest.worldapi import movie_info, user_info
 from movielab.recommender.serving import app as serve
 from movielab.recommender.serving.answers import AnswerTable

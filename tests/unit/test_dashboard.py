@@ -12,7 +12,7 @@ from typing import ClassVar
 import pytest
 
 from movielab.kafka.metrics import ProducedLinesCollector
-from movielab.recommender.monitoring.monitor import IngestorCollector, OperatorMetrics
+from movielab.recommender.monitoring.exporter import IngestorCollector, OperatorMetrics
 from movielab.recommender.serving.metrics import ServeMetrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

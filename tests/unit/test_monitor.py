@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from movielab.contract import format_time_us, rate_line, recommendation_line, watch_line
 from movielab.recommender.errors import MonitorError
-from movielab.recommender.monitoring.monitor import IngestorCollector, MonitorLoop, OperatorMetrics, create_metrics_app
+from movielab.recommender.monitoring.exporter import IngestorCollector, OperatorMetrics, create_metrics_app
+from movielab.recommender.monitoring.monitor import MonitorLoop
 from movielab.recommender.store.events import Batch, EventStore
 from movielab.recommender.store.records import MovieInfo, UserInfo
 
@@ -198,7 +199,7 @@ def test_ingestor_counters_and_metrics_page() -> None:
 
 def test_license_cost_gauges_per_arm_and_for_the_window() -> None:
     from movielab.recommender.errors import MonitorError
-    from movielab.recommender.monitoring.monitor import OperatorMetrics
+    from movielab.recommender.monitoring.exporter import OperatorMetrics
 
     m = OperatorMetrics()
     m.set_cost({"champion": 0.25, "challenger": 0.4}, {"champion": 180.0}, {"champion": "7", "challenger": "8"})

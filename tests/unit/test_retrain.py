@@ -18,20 +18,11 @@ from movielab.recommender.store.records import MovieInfo, UserInfo
 from movielab.recommender.training import evaluate, pipeline
 from movielab.recommender.training import models as model_registry
 from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.gate import RetrainPolicy, _same_recipe, _sample_rows, check_output, gate
 from movielab.recommender.training.models import create
 from movielab.recommender.training.models.popularity import Popularity
 from movielab.recommender.training.registry import Registry
-from movielab.recommender.training.retrain import (
-    Reference,
-    Retrainer,
-    RetrainPolicy,
-    _same_recipe,
-    _sample_rows,
-    check_output,
-    gate,
-    read_records,
-    stream_time,
-)
+from movielab.recommender.training.retrain import Reference, Retrainer, read_records, stream_time
 
 T0 = datetime(2026, 3, 20, 6, 0, 0)
 GROUP_USERS = (40, 30, 20, 10)  # unequal groups: popularity favours group 0's block

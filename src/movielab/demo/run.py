@@ -25,7 +25,7 @@ from movielab.recommender.config import RecommenderConfig
 from movielab.recommender.release.canary import CanaryPlan
 from movielab.recommender.serving.placeholder import SeenMovies, StreamFollower
 from movielab.recommender.serving.placeholder import create_app as placeholder_app
-from movielab.recommender.training.retrain import RetrainPolicy
+from movielab.recommender.training.gate import RetrainPolicy
 from movielab.webserver import ServerThread, free_port
 from movielab.world.config import WorldConfig
 from movielab.world.live import LiveWorld, run_live

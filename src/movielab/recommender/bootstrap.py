@@ -27,8 +27,9 @@ from movielab.recommender.release.control import create_control_app
 from movielab.recommender.release.operator import Operator, ServingSide
 from movielab.recommender.serving.server import OneServer
 from movielab.recommender.store.events import EventStore
+from movielab.recommender.training.gate import RetrainPolicy
 from movielab.recommender.training.registry import Registry
-from movielab.recommender.training.retrain import Retrainer, RetrainPolicy
+from movielab.recommender.training.retrain import Retrainer
 from movielab.webserver import ServerThread
 
 logger = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from movielab.recommender.errors import IngestError, WorldApiUnavailable
 from movielab.recommender.ingest.coldstart import ColdStartWorker
 from movielab.recommender.ingest.offsets import EndOffsets
 from movielab.recommender.ingest.users import UserFetcher
-from movielab.recommender.ingest.validation import Prepared, Record, Validator
+from movielab.recommender.ingest.validation import Prepared, ConsumedLine, Validator
 from movielab.recommender.ingest.worldapi import WorldApi
 from movielab.recommender.store.events import Appended, Batch, EventStore
 
@@ -238,10 +238,10 @@ class Ingestor:
         consumer.assign(partitions)
         self.assigned.set()
 
-    def _consume(self) -> list[Record]:
+    def _consume(self) -> list[ConsumedLine]:
         """Up to batch_size records: wait up to batch_timeout for the first, then take what arrives at once."""
         consumer = self._start()
-        records: list[Record] = []
+        records: list[ConsumedLine] = []
         deadline = time.monotonic() + self.batch_timeout
         while len(records) < self.batch_size:
             # Short waits: librdkafka's consume waits for a full batch, at the end of a topic the whole time-out.
@@ -262,7 +262,7 @@ class Ingestor:
                     logger.warning("consuming %s on %s: %s", self.topics, self.bootstrap, err.str())
         return records
 
-    def _prepare(self, records: list[Record], stop: threading.Event | None) -> Prepared | None:
+    def _prepare(self, records: list[ConsumedLine], stop: threading.Event | None) -> Prepared | None:
         """Validator.prepare, waiting out world API outages with the same records (None if stopped meanwhile)."""
         delay = 0.5
         while True:
@@ -334,7 +334,7 @@ class _InFlight:
     started: float
 
 
-def _ends(records: list[Record]) -> dict[tuple[str, int], int]:
+def _ends(records: list[ConsumedLine]) -> dict[tuple[str, int], int]:
     """The offset after the last record of each (topic, partition)."""
     ends: dict[tuple[str, int], int] = {}
     for topic, partition, offset, _ in records:

@@ -50,7 +50,7 @@ MAX_AHEAD = timedelta(days=1)
 REASON_KINDS = ("malformed", "bad_rating", "bad_time", "unknown_movie", "duplicate")
 
 #: One consumed message: (topic, partition, offset, value).
-Record = tuple[str, int, int, bytes | None]
+ConsumedLine = tuple[str, int, int, bytes | None]
 
 #: A parsed batch: `idx` is the record index; the other columns are those of the events table.
 PARSED_SCHEMA = pa.schema(
@@ -171,7 +171,7 @@ def _events_columns(events: list[tuple[int, object]]) -> pa.Table:
 class Prepared:
     """A batch between `Validator.prepare` and `Validator.finish`."""
 
-    records: Sequence[Record]
+    records: Sequence[ConsumedLine]
     parsed: pa.Table
     keys: dict[str, np.ndarray]
     good: np.ndarray
@@ -202,11 +202,11 @@ class Validator:
         self._refs: dict[tuple[str, int], int] | None = None  # latest accepted time (µs) per partition
         self._stored_movies: set[str] | None = None
 
-    def check(self, records: Sequence[Record]) -> Batch:
+    def check(self, records: Sequence[ConsumedLine]) -> Batch:
         """Parse and check records; raise WorldApiUnavailable (deciding nothing) if the API cannot answer."""
         return self.finish(self.prepare(records))
 
-    def prepare(self, records: Sequence[Record]) -> Prepared:
+    def prepare(self, records: Sequence[ConsumedLine]) -> Prepared:
         """Every check but duplicates (which needs the previous batch stored); may raise WorldApiUnavailable."""
         if self._refs is None:
             self._load_state()
@@ -368,7 +368,7 @@ def _too_late(t: np.ndarray, early: np.ndarray, ref: int | None, ahead: int) -> 
     return late
 
 
-def _keys(records: Sequence[Record], idx: np.ndarray) -> dict[str, np.ndarray]:
+def _keys(records: Sequence[ConsumedLine], idx: np.ndarray) -> dict[str, np.ndarray]:
     """topic, partition and offset of the parsed rows, as arrays."""
     rows = [records[i] for i in idx.tolist()]
     n = len(rows)
@@ -379,7 +379,7 @@ def _keys(records: Sequence[Record], idx: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _quarantine_table(records: Sequence[Record], quarantine: list[tuple[int, str, str]]) -> pa.Table:
+def _quarantine_table(records: Sequence[ConsumedLine], quarantine: list[tuple[int, str, str]]) -> pa.Table:
     """Columns of QUARANTINE_SCHEMA, in record order."""
     quarantine.sort()
     rows = [(records[i], kind, reason) for i, kind, reason in quarantine]

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from movielab.auth import RequireToken, Tokens, identity_of
 from movielab.recommender.errors import ExperimentError, OperatorError, RegistryError
-from movielab.recommender.monitoring.monitor import create_metrics_app
+from movielab.recommender.monitoring.exporter import create_metrics_app
 from movielab.recommender.release.operator import Operator
 
 logger = logging.getLogger(__name__)

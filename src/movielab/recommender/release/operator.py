@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from movielab.recommender.errors import OperatorError
-from movielab.recommender.monitoring.monitor import IngestorCollector, MonitorLoop, OperatorMetrics
+from movielab.recommender.monitoring.exporter import IngestorCollector, OperatorMetrics
+from movielab.recommender.monitoring.monitor import MonitorLoop
 from movielab.recommender.monitoring.online import arm_metrics, by_arm
 from movielab.recommender.release.canary import CanaryPlan, Experiment, salt_of
 from movielab.recommender.serving.versions import write_segments
