@@ -36,7 +36,7 @@ from movielab.recommender.errors import IngestError, WorldApiUnavailable
 from movielab.recommender.ingest.coldstart import ColdStartWorker
 from movielab.recommender.ingest.offsets import EndOffsets
 from movielab.recommender.ingest.users import UserFetcher
-from movielab.recommender.ingest.validation import Prepared, ConsumedLine, Validator
+from movielab.recommender.ingest.validation import ConsumedLine, Prepared, Validator
 from movielab.recommender.ingest.worldapi import WorldApi
 from movielab.recommender.store.events import Appended, Batch, EventStore
 
