@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from movielab.recommender.errors import FleetError
-from movielab.recommender.serving import traffic as split
+from movielab.recommender.serving import traffic
 from movielab.recommender.serving.fleet import Fleet
 from movielab.recommender.serving.nginx import find_nginx
 from movielab.recommender.training.data import TrainingData
@@ -159,7 +159,7 @@ def test_canary_share_promote_and_rollback_on_every_replica(fleet, versions) -> 
     champion = fleet.champion.name
     fleet.load_challenger(versions[4], share=0.3, salt=11)
     users = range(1, 201)
-    want = {u: "challenger" if split.in_challenger(u, 11, 0.3) else "champion" for u in users}
+    want = {u: "challenger" if traffic.in_challenger(u, 11, 0.3) else "champion" for u in users}
     for base in [fleet.url] + [r.url for r in fleet.replicas]:  # sticky: the same arm whichever replica answers
         with httpx.Client(base_url=base) as http:
             got = {u: http.get(f"/recommend/{u}").headers["x-model"].rsplit("arm=", 1)[1] for u in users}

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from movielab.auth import ensure_tokens
-from movielab.recommender.serving import traffic as split
+from movielab.recommender.serving import traffic
 from movielab.recommender.serving.admin import create_admin_app
 from movielab.recommender.serving.answers import AnswerTable
 from movielab.recommender.serving.app import create_app
@@ -207,7 +207,7 @@ def test_canary_split_over_http_with_the_worlds_client(server, tables, universe)
             answers = client.recommend(USERS, np.zeros(len(USERS)))
         assert answers.status.tolist() == [200] * len(USERS)
         for k, user in enumerate(USERS.tolist()):  # each user's answer comes from the arm split puts them in
-            table = tables[1] if split.in_challenger(user, 9, 0.4) else tables[0]
+            table = tables[1] if traffic.in_challenger(user, 9, 0.4) else tables[0]
             assert answers.result[k] == table.lookup(user)[0].decode().replace(",", ", ")
         with (
             httpx.Client(base_url=server.url) as http,
@@ -216,7 +216,7 @@ def test_canary_split_over_http_with_the_worlds_client(server, tables, universe)
             assert http.get("/admin/state").status_code == 404 and http.get("/explain/1").status_code == 404
             state = admin.get("/admin/state").json()
             assert (state["share"], state["salt"], state["challenger"]["provenance"]["model_version"]) == (0.4, 9, "2")
-            user = next(u for u in USERS.tolist() if split.in_challenger(u, 9, 0.4))
+            user = next(u for u in USERS.tolist() if traffic.in_challenger(u, 9, 0.4))
             r = http.get(f"/recommend/{user}")
             assert r.headers["x-model"] == "shuffled/2; snapshot=snap-2; code=deadbeef; source=model; arm=challenger"
             e = admin.get(f"/explain/{user}").json()

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from movielab.auth import ensure_tokens
 from movielab.recommender.errors import BadSegments, BadUserId, NoChallenger
 from movielab.recommender.serving import admin as admin_routes
-from movielab.recommender.serving import traffic as split
+from movielab.recommender.serving import traffic
 from movielab.recommender.serving.admin import create_admin_app
 from movielab.recommender.serving.answers import SOURCES, AnswerTable
 from movielab.recommender.serving.app import create_app, parse_user_id
@@ -411,7 +411,7 @@ def test_share_zero_is_all_champion_and_share_one_all_challenger(canary) -> None
 def test_share_routes_exactly_the_users_split_puts_in_the_challenger(canary) -> None:
     set_share(canary.app, 0.3)
     got = arms(canary, USERS)
-    want = {u: "challenger" if split.in_challenger(u, 42, 0.3) else "champion" for u in USERS}
+    want = {u: "challenger" if traffic.in_challenger(u, 42, 0.3) else "champion" for u in USERS}
     assert got == want
     assert 0.25 < sum(a == "challenger" for a in got.values()) / len(USERS) < 0.35
 
@@ -720,7 +720,7 @@ def test_explain_tells_the_arm_source_and_manifest(client, admin, version) -> No
     assert e["manifest"]["version"] == "v0007" and e["provenance"]["model_version"] == "v0007"
     assert ",".join(e["answer"]) == client.get("/recommend/5").text
     assert e["header"] == client.get("/recommend/5").headers["x-model"]
-    assert e["bucket"] == split.bucket(5, 0) and e["threshold"] == split.BUCKETS
+    assert e["bucket"] == traffic.bucket(5, 0) and e["threshold"] == traffic.BUCKETS
     assert e["explain_error"] == "KeyError: 'snapshot_hash'"  # this manifest has no lineage fields
     manifest = json.loads((version / "manifest.json").read_text())
     manifest.update(snapshot_hash="h", window=[None, None], snapshot_rows=400)

@@ -277,7 +277,7 @@ class IngestorCollector(Collector):
 
 
 class EndOffsetsCollector(Collector):
-    """Exports an `ingest.EndOffsets` reader's last read: `ingest_end_offset{topic, partition}` and its time."""
+    """Exports an `ingest.offsets.EndOffsets` reader's last read: `ingest_end_offset{topic, partition}` and its time."""
 
     def __init__(self, end_offsets) -> None:
         self.end_offsets = end_offsets

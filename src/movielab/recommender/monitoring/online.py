@@ -17,7 +17,7 @@ so an unavailable challenger also shows as converting worse.
 
 Users are the unit of randomization, so each arm also carries its per-user totals (`UserTotals`:
 requests, conversions, errors, latency per user, and each user's requests and conversions in a
-pre-period before the experiment, the CUPED covariate). The tests in `experiments` work on these:
+pre-period before the experiment, the CUPED covariate). The tests in `release.statistics` work on these:
 requests of one user are correlated, and a test that treats them as independent is too confident.
 """
 

@@ -13,6 +13,7 @@ Serving is separate processes (`Fleet`: replicas behind nginx, or any object wit
 so a failed retraining run never touches what is served: it is a record with a reason, and the champion
 keeps answering. Every update is kept in `updates.jsonl` (what changed, when, how long from the start of
 the retraining run to the new version answering traffic), every experiment in `experiments/`.
+The operator is built with everything it drives by `recommender.bootstrap`; its HTTP face is `release.control`.
 """
 
 from __future__ import annotations

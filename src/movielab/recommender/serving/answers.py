@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the serving process loads models and the store only when as
 
 logger = logging.getLogger(__name__)
 
-# "coldstart": a new user's first list from their self-description (served from `serve.set_coldstart`'s overlay).
+# "coldstart": a new user's first list from their self-description (served from `state.set_coldstart`'s overlay).
 Source = Literal["model", "segment", "global", "coldstart"]
 SOURCES: tuple[Source, ...] = ("model", "segment", "global", "coldstart")
 

@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from movielab.recommender.errors import BadUserId
-from movielab.recommender.serving import traffic as split
+from movielab.recommender.serving import traffic
 from movielab.recommender.serving.answers import AnswerTable
 from movielab.recommender.serving.metrics import CONTENT_TYPE, ServeMetrics
 from movielab.recommender.serving.state import Arm, Serving
@@ -88,7 +88,7 @@ class RecommendEndpoint:
             await _send(send, 503, s.draining, [(b"retry-after", b"1")])
             return
         arm = s.champion
-        if s.threshold and split.bucket(user_id, s.salt) < s.threshold:
+        if s.threshold and traffic.bucket(user_id, s.salt) < s.threshold:
             arm = s.challenger
         body, source = arm.table.lookup(user_id)
         header = arm.headers[source]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from movielab.recommender.errors import BadVersionFolder, UnknownSnapshot
-from movielab.recommender.serving import traffic as split
+from movielab.recommender.serving import traffic
 from movielab.recommender.serving.answers import AnswerTable
 from movielab.recommender.store.events import EventStore
 from movielab.recommender.training.registry import read_registration
@@ -197,7 +197,7 @@ def explain_user(s: Serving, user_id: int) -> dict[str, object]:
             else "the model does not know this user"
         )
         reason = f"{why}: the {'segment' if source == 'segment' else 'overall'} popularity list"
-    bucket = split.bucket(user_id, s.salt)
+    bucket = traffic.bucket(user_id, s.salt)
     lineage: dict[str, object] = {}
     if arm.folder is not None:  # the version's lineage and the user's training data
         try:

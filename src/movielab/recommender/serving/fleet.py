@@ -2,7 +2,7 @@
 
 Each replica is a process (`python -m movielab.recommender.serving.fleet replica --port P --admin-port A --version
 FOLDER --tokens FILE --root ARTIFACTS`) serving one precomputed champion table and, during a canary, a
-challenger (see `serve.py`): `/recommend` on its loopback port (nginx spreads clients over the replicas) and
+challenger (see `serving/app.py` and `serving/state.py`): `/recommend` on its loopback port (nginx spreads clients over the replicas) and
 the admin routes on a second loopback port that needs the fleet's token.
 
 Serving outlives whoever started it: replicas and nginx run in sessions of their own and keep answering

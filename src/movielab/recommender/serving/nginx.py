@@ -5,7 +5,7 @@ Clients reach `/recommend/<user>` and `/healthz` through nginx; everything else 
 next replica on a connection error, a time-out, 502 or 503, with a short connect time-out and a read time-out
 well below the world's 600 ms, so one slow or dead replica costs a client at most one retry; a replica that
 failed a try (or answered 503) gets no requests for `Timeouts.fail_s`. That is how a replica drains during
-a rollout: it answers 503 while it loads (see `serve.py`), and nginx's config never changes. Each replica
+a rollout: it answers 503 while it loads (see `serving/admin.py`, `drain` in `serving/state.py`), and nginx's config never changes. Each replica
 is listed a second time as a backup, so a moment where every replica is marked failed (one drained, another
 missed a try) still finds a replica instead of answering 502 "no live upstreams".
 
@@ -47,7 +47,7 @@ from movielab.recommender.errors import NginxError
 
 logger = logging.getLogger(__name__)
 
-PROXY_HEADER = "X-Movielab-Proxy"  # the replicas refuse admin requests that carry it (see serve.py)
+PROXY_HEADER = "X-Movielab-Proxy"  # the replicas refuse admin requests that carry it (see serving/admin.py)
 WORLD_TIMEOUT_MS = 600
 CLIENT_KEEPALIVE_S = 75  # the world's aiohttp client closes its idle connections after 15 s, before nginx does
 UPSTREAM_KEEPALIVE_S = 30  # nginx closes idle connections to replicas first ...

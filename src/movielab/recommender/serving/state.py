@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 
 from movielab.contract import MAX_RECOMMENDATIONS, is_movie_id
 from movielab.recommender.errors import NoChallenger
-from movielab.recommender.serving import traffic as split
+from movielab.recommender.serving import traffic
 from movielab.recommender.serving.answers import AnswerTable
 from movielab.recommender.serving.metrics import ServeMetrics
 
@@ -62,7 +62,7 @@ class Serving:
     challenger: Arm | None = None
     share: float = 0.0
     salt: int = 0
-    threshold: int = 0  # split.threshold(share) when a challenger is loaded, else 0 (hot path: no hashing)
+    threshold: int = 0  # traffic.threshold(share) when a challenger is loaded, else 0 (hot path: no hashing)
     draining: bytes | None = None  # while set, /recommend answers 503 with this body (see `drain`)
 
     def __post_init__(self) -> None:
@@ -70,11 +70,11 @@ class Serving:
             raise NoChallenger(f"no challenger is loaded, so its share must stay 0, not {self.share}")
         if not isinstance(self.salt, int) or isinstance(self.salt, bool) or not 0 <= self.salt <= MAX_SALT:
             raise ValueError(f"salt {self.salt!r} must be an integer in 0..{MAX_SALT}")
-        object.__setattr__(self, "threshold", split.threshold(self.share) if self.challenger is not None else 0)
+        object.__setattr__(self, "threshold", traffic.threshold(self.share) if self.challenger is not None else 0)
 
     def route(self, user_id: int) -> Arm:
         """The arm that answers `user_id`."""
-        if self.threshold and split.bucket(user_id, self.salt) < self.threshold:
+        if self.threshold and traffic.bucket(user_id, self.salt) < self.threshold:
             return self.challenger  # type: ignore[return-value]  # threshold > 0 only with a challenger
         return self.champion
 
@@ -90,7 +90,7 @@ class Serving:
 
 
 def set_coldstart(app: Starlette, lists: Iterable) -> int:
-    """Serve cold-start lists (`coldstart.ColdStartList`s) to users the model does not know, in either arm,
+    """Serve cold-start lists (`ingest.coldstart.ColdStartList`s) to users the model does not know, in either arm,
     until a version knows them; a list's matcher and fallback join the `X-Model` header. Returns how many
     were set; a list with a movie id outside the contract or an unsafe matcher name raises ValueError."""
     staged = {}
@@ -176,7 +176,7 @@ def set_share(app: Starlette, share: float, salt: int | None = None) -> Serving:
     """Route `share` (0..1) of the users to the challenger (salt: keep unless given); NoChallenger if none."""
     if not isinstance(share, int | float) or isinstance(share, bool):
         raise TypeError(f"challenger share {share!r} must be a number between 0 and 1")
-    split.threshold(share)  # the range check, with its message
+    traffic.threshold(share)  # the range check, with its message
 
     def change(s: Serving) -> Serving:
         if s.challenger is None:

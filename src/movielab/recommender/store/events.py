@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_RUNTIME = 120  # minutes, for movies whose runtime the world API does not give
 _DDL = """
 -- No NOT NULL on the hot tables: DuckDB checks them row by row, halving the insert rate; the
--- batches are built non-null where it matters (see validate.py), and keys are NOT NULL anyway.
+-- batches are built non-null where it matters (see ingest/validation.py), and keys are NOT NULL anyway.
 CREATE TABLE IF NOT EXISTS events (
     seq BIGINT, topic VARCHAR, partition INTEGER, "offset" BIGINT, time TIMESTAMP, user_id BIGINT, kind VARCHAR,
     movie_id VARCHAR, minute INTEGER, rating INTEGER, server VARCHAR, status INTEGER, recommendations VARCHAR[],
@@ -60,7 +60,7 @@ ALTER TABLE users ADD COLUMN IF NOT EXISTS likes VARCHAR;
 ALTER TABLE users ADD COLUMN IF NOT EXISTS dislikes VARCHAR;
 ALTER TABLE user_history ADD COLUMN IF NOT EXISTS likes VARCHAR;
 ALTER TABLE user_history ADD COLUMN IF NOT EXISTS dislikes VARCHAR;
--- First lists of new users from their self-descriptions (see coldstart.py), with what made them.
+-- First lists of new users from their self-descriptions (see ingest/coldstart.py), with what made them.
 CREATE TABLE IF NOT EXISTS coldstart_lists (
     user_id BIGINT PRIMARY KEY, movies VARCHAR[] NOT NULL, liked VARCHAR[], disliked VARCHAR[], genres VARCHAR[],
     matcher VARCHAR NOT NULL, fallback VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL);

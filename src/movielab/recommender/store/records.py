@@ -246,7 +246,7 @@ class RecordStore:
         return {k: [m for m, _ in sorted(v.items(), key=lambda mc: (-mc[1], mc[0]))[:n]] for k, v in counts.items()}
 
     def save_coldstart(self, lists: Iterable) -> int:
-        """Store cold-start lists (`coldstart.ColdStartList`s); a user's newer list replaces the older one.
+        """Store cold-start lists (`ingest.coldstart.ColdStartList`s); a user's newer list replaces the older one.
         Returns how many were written."""
         lists = list(lists)
         if not lists:
