@@ -159,10 +159,10 @@ class Operator:
             and self.serving is None
             and self.registry.champion_version() is None
         ):
-            self._bootstrap(record)
+            self._serve_popularity_first(record)
         return record
 
-    def _bootstrap(self, record: RunRecord) -> None:
+    def _serve_popularity_first(self, record: RunRecord) -> None:
         """Nothing serves and no model beat popularity yet: popularity itself becomes the first champion,
         so the world gets answers (a team without a model answers nothing) until a model beats it."""
         try:

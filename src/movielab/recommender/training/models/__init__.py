@@ -1,4 +1,4 @@
-"""The model registry: every model by name, and `create(name, **params)`."""
+"""Every model by name (`MODELS`), and `create(name, **params)`; the MLflow registry of trained versions is `training.registry`."""
 
 from __future__ import annotations
 
