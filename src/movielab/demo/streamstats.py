@@ -1,6 +1,6 @@
 """Figures computed from an event stream alone (what a team can see): requests, latency, conversion.
 
-Imports only the contract, so the world's demo and the recommender's monitoring share it.
+Imports only the contract: the demo measures both teams with it, as a team could from its topic alone.
 """
 
 from __future__ import annotations
