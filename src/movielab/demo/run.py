@@ -51,6 +51,10 @@ class OperatedTeam:
             store=folder / "store.duckdb",
             artifacts=folder / "models",
             port=port,
+            # Given, so that MOVIELAB_REC_* in the environment cannot move the demo's team elsewhere.
+            host="127.0.0.1",
+            edition="current",
+            tracking_uri=None,
         )
         self.system = build(config, replicas=0, plan=plan, policy=policy, monitor_every=1, coldstart=False)
         self.system.start(tick_seconds=None)  # the demo ticks the operator from the world's clock
