@@ -7,7 +7,7 @@ seeded repetitions of 600 users per arm; the sequential tests look 10 times (aft
 per arm) and count a false positive when any look crosses alpha. Printed next to the per-request tests
 (requests treated as independent trials), measured in the same run on the same data: the baseline.
 
-Rows (every test the canary uses, `movielab.recommender.experiments`):
+Rows (every test the canary uses, `movielab.recommender.release.canary`):
 - conversion, fixed horizon: `delta_ztest` without and with CUPED; baseline `two_proportion_ztest`.
 - conversion, mSPRT, 10 looks: `SequentialTest` on `delta_difference` without and with CUPED;
   baseline the per-request `mixture_likelihood_ratio`.
@@ -34,9 +34,9 @@ from datetime import datetime, timedelta
 import numpy as np
 from scipy.stats import binomtest
 
-from movielab.recommender.experiments import (
-    CanaryPlan,
-    Experiment,
+from movielab.recommender.monitoring.online import ArmMetrics, UserTotals
+from movielab.recommender.release.canary import CanaryPlan, Experiment
+from movielab.recommender.release.statistics import (
     SequentialTest,
     UserRatio,
     delta_difference,
@@ -45,7 +45,6 @@ from movielab.recommender.experiments import (
     srm_check,
     two_proportion_ztest,
 )
-from movielab.recommender.online import ArmMetrics, UserTotals
 
 ALPHA, LOOKS, TAU, NEW_USERS = 0.05, 10, 0.02, 0.2
 T0 = datetime(2026, 1, 1)

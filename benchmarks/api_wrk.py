@@ -22,14 +22,13 @@ import time
 from pathlib import Path
 
 from fastapi import FastAPI
+from wrktools import parse_wrk, random_id_lua  # noqa: E402 (sibling module of the benchmarks)
 
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app, server_options
 from movielab.world.bootstrap import build_world
 from movielab.world.config import WorldConfig
 from movielab.world.ratelimit import RateLimit
-
-from wrktools import parse_wrk, random_id_lua  # noqa: E402 (sibling module of the benchmarks)
 
 logger = logging.getLogger("api_wrk")
 

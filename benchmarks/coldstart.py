@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 from storesink import StoreSink  # a sibling module of the benchmarks
 
-from movielab.recommender import split
-from movielab.recommender.coldstart import ColdStart, ColdStartWorker
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import WorldApi
+from movielab.recommender.ingest.coldstart import ColdStart, ColdStartWorker
+from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.serving import traffic
+from movielab.recommender.store.events import EventStore
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app as world_api
 from movielab.world.bootstrap import build_universe, build_world
@@ -101,7 +101,7 @@ class Tracker:
         self.handle_seconds.append((time.perf_counter() - t, len(ids)))
         model = self.worker.model()
         for c in lists:
-            arm = "selfdesc" if split.in_challenger(c.user_id, SALT, 0.5) else "demographic"
+            arm = "selfdesc" if traffic.in_challenger(c.user_id, SALT, 0.5) else "demographic"
             self.arm[c.user_id] = arm
             self.sessions[c.user_id] = []
             self.matched[c.user_id] = len(c.liked)
@@ -231,7 +231,7 @@ def main() -> None:
 
 
 def _arm(user: int) -> str:
-    return "selfdesc" if split.in_challenger(user, SALT, 0.5) else "demographic"
+    return "selfdesc" if traffic.in_challenger(user, SALT, 0.5) else "demographic"
 
 
 def _true(taste, pop, user: int, movie: int) -> float:

@@ -27,10 +27,12 @@ import numpy as np
 from scipy import stats
 from storesink import StoreSink  # a sibling module of the benchmarks
 
-from movielab.recommender.answers import AnswerTable, Provenance
-from movielab.recommender.models import create
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import WorldApi
+from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.serving.answers import AnswerTable
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.models import create
+from movielab.recommender.training.provenance import Provenance
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app as world_api
 from movielab.world.bootstrap import build_universe, build_world
@@ -121,7 +123,7 @@ def main() -> None:
             print(f"history: {args.history_days:g} days of {args.users:,} users, {sink.stored:,} events stored "
                   f"in {time.perf_counter() - t:.0f} s")  # fmt: skip
         snapshot = store.create_snapshot("history", None, None)
-        data = store.training_data(snapshot)
+        data = TrainingData.from_snapshot(store, snapshot)
         segments = store.user_segments()
     known = np.isfinite(data.item_cost).mean() if data.item_cost is not None else 0.0
     t = time.perf_counter()

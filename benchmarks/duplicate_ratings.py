@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from movielab.recommender import ratingsfile
-from movielab.recommender.data import TrainingData
-from movielab.recommender.evaluate import evaluate_model, ml100k_protocol, random_split
-from movielab.recommender.models import create
+from movielab.recommender.training import ratingsfile
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.evaluate import evaluate_model, ml100k_protocol, random_split
+from movielab.recommender.training.models import create
 
 SEEDS = (0, 1, 2, 3, 4)
 

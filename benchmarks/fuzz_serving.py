@@ -27,8 +27,8 @@ import numpy as np
 
 def save_version(folder: Path) -> Path:
     """A real popularity version over users 1..200."""
-    from movielab.recommender.data import TrainingData
-    from movielab.recommender.models import create
+    from movielab.recommender.training.data import TrainingData
+    from movielab.recommender.training.models import create
 
     rng = np.random.default_rng(0)
     items = [f"movie+{i}+{1950 + i}" for i in range(60)]
@@ -121,11 +121,14 @@ def main() -> None:
 
     from movielab.auth import ensure_tokens
     from movielab.recommender.config import RecommenderConfig
-    from movielab.recommender.operate import (EmptyBody, OneServer, Operator, OverrideBody, StartBody,
-                                              create_control_app)  # fmt: skip
-    from movielab.recommender.retrain import Retrainer
-    from movielab.recommender.serve import LoadBody, ShareBody, create_admin_app, create_app, load_version
-    from movielab.recommender.store import EventStore
+    from movielab.recommender.release.control import EmptyBody, OverrideBody, StartBody, create_control_app
+    from movielab.recommender.release.operator import Operator
+    from movielab.recommender.serving.admin import LoadBody, ShareBody, create_admin_app
+    from movielab.recommender.serving.app import create_app
+    from movielab.recommender.serving.server import OneServer
+    from movielab.recommender.serving.versions import load_version
+    from movielab.recommender.store.events import EventStore
+    from movielab.recommender.training.retrain import Retrainer
     from movielab.webserver import ServerThread
 
     with tempfile.TemporaryDirectory() as tmp:

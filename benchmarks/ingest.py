@@ -26,9 +26,9 @@ from confluent_kafka import Consumer
 
 from movielab.contract import MalformedEvent, parse_line
 from movielab.kafka import EmbeddedBroker, KafkaSink, consumer_config, ensure_topics
-from movielab.recommender.ingest import Ingestor
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import WorldApi
+from movielab.recommender.ingest.consumer import Ingestor
+from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.store.events import EventStore
 from movielab.webserver import free_port
 from movielab.world.api import create_app
 from movielab.world.bootstrap import build_world

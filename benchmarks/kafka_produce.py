@@ -44,7 +44,7 @@ def produce_raw(bootstrap: str, topic: str, keys: list[str], lines: list[str], c
     """The ceiling: one confluent-kafka produce() per line in a tight loop, keys already text."""
     producer = Producer({**config, "bootstrap.servers": bootstrap})
     produce = producer.produce
-    for key, line in zip(keys, lines):
+    for key, line in zip(keys, lines, strict=True):
         try:
             produce(topic, line, key)
         except BufferError:

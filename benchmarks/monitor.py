@@ -23,15 +23,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from movielab.recommender.drift import profile_window
-from movielab.recommender.monitor import MonitorLoop, OperatorMetrics
-from movielab.recommender.store import (
+from movielab.recommender.monitoring.drift import profile_window
+from movielab.recommender.monitoring.exporter import OperatorMetrics
+from movielab.recommender.monitoring.monitor import MonitorLoop
+from movielab.recommender.store.events import (
     EVENT_SCHEMA,
     QUARANTINE_SCHEMA,
     Batch,
     EventStore,
 )
-from movielab.recommender.worldapi import MovieInfo, UserInfo
+from movielab.recommender.store.records import MovieInfo, UserInfo
 
 DAY0 = datetime(2026, 3, 20)
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Thriller", "Documentary", "Animation")
@@ -57,7 +58,7 @@ def synthetic_day(users: int, movies: int, sessions: int, minutes: int, seed: in
     cols: dict[str, list] = {k: [] for k in ("time", "user_id", "kind", "movie_id", "minute", "rating", "status",
                                              "recommendations", "error", "response_ms")}  # fmt: skip
     t_rec = start
-    rec_lists = [list(slugs[r]) if o else None for r, o in zip(recs, ok)]
+    rec_lists = [list(slugs[r]) if o else None for r, o in zip(recs, ok, strict=True)]
     _extend(cols, t_rec, user, "recommendation", None, None, None, np.where(ok, 200, 0), rec_lists,
             [None if o else "Request timeout to team1.local:8082 after 600 ms" for o in ok],
             np.where(ok, rng.integers(3, 80, n_sess), 601))  # fmt: skip
@@ -119,7 +120,7 @@ def main() -> None:
                     for i in range(args.movies)],
             users=[UserInfo(u, int(a), g, OCCUPATIONS[u % 5]) for u, a, g in
                    zip(range(1, args.users + 1), rng.integers(12, 70, args.users),
-                       rng.choice(["F", "M"], args.users))])  # fmt: skip
+                       rng.choice(["F", "M"], args.users), strict=True)])  # fmt: skip
         t = time.perf_counter()
         last_minute = int(np.searchsorted(day["time"].to_numpy(), np.datetime64(DAY0 + timedelta(hours=24)
                                                                                  - timedelta(minutes=1), "us")))

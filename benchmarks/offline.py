@@ -1,6 +1,6 @@
 """Every recommender model on ml-100k under the published protocol, as one Markdown table.
 
-Protocol (see `movielab.recommender.evaluate`): per user a random 20% of all ratings held out, every
+Protocol (see `movielab.recommender.training.evaluate`): per user a random 20% of all ratings held out, every
 rating a positive, full ranking over the catalog minus the user's training items; seeds 0..4; mean ± std.
 Target: the best model's NDCG@10 ≥ 0.44, printed next to MostPop from the same run.
 
@@ -23,8 +23,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from movielab.recommender.evaluate import evaluate_model, ml100k_protocol, random_split, ratings_data, to_markdown
-from movielab.recommender.models import create
+from movielab.recommender.training.evaluate import (
+    evaluate_model,
+    ml100k_protocol,
+    random_split,
+    ratings_data,
+    to_markdown,
+)
+from movielab.recommender.training.models import create
 from movielab.world.data.sources import fetch_ml100k
 
 GRIDS: dict[str, dict[str, Sequence[Any]]] = {

@@ -18,17 +18,18 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from movielab.kafka.admin import ensure_topics
 from movielab.kafka.broker import EmbeddedBroker
 from movielab.kafka.producer import KafkaSink
-from movielab.recommender.evaluate import compare, time_split, to_markdown
-from movielab.recommender.ingest import Ingestor
-from movielab.recommender.models import create
-from movielab.recommender.pipeline import answer_table, train
-from movielab.recommender.serve import create_app as serve_app
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import WorldApi
+from movielab.recommender.ingest.consumer import Ingestor
+from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.serving.answers import answer_table
+from movielab.recommender.serving.app import create_app as serve_app
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.evaluate import compare, time_split, to_markdown
+from movielab.recommender.training.models import create
+from movielab.recommender.training.pipeline import train
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app as world_api
 from movielab.world.bootstrap import build_universe, build_world
@@ -82,7 +83,7 @@ def main() -> None:
               f"(fit {trained[name].manifest['train_seconds']:.2f} s)")  # fmt: skip
     tables = {name: answer_table(tr, store) for name, tr in trained.items()}
     # The same models offline, on the snapshot's own time-aware split: do offline and online agree?
-    train_part, test_part = time_split(store.training_data(snapshot))
+    train_part, test_part = time_split(TrainingData.from_snapshot(store, snapshot))
     models = [create(spec.partition(":")[0], **tr.manifest["params"]) for spec, tr in trained.items()]
     print("\noffline, time-aware 80/20 split of the same snapshot:")
     print(to_markdown(compare(models, train_part, test_part)))

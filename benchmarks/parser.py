@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from movielab.contract import parse_line
-from movielab.recommender.validate import parse_values
+from movielab.recommender.ingest.validation import parse_values
 
 _IDS = [
     "the+usual+suspects+1995", "monsters_+inc.+2001", "ben-hur+1959", "dr.+no+1962", "les+misrables+1998",

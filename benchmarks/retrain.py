@@ -25,12 +25,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from movielab.recommender import pipeline
-from movielab.recommender.models import create
-from movielab.recommender.registry import Registry, default_tracking_uri
-from movielab.recommender.retrain import Retrainer, RetrainPolicy
-from movielab.recommender.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
-from movielab.recommender.worldapi import MovieInfo, UserInfo
+from movielab.recommender.serving.answers import answer_table
+from movielab.recommender.store.events import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
+from movielab.recommender.store.records import MovieInfo, UserInfo
+from movielab.recommender.training import pipeline
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.gate import RetrainPolicy
+from movielab.recommender.training.models import create
+from movielab.recommender.training.registry import Registry, default_tracking_uri
+from movielab.recommender.training.retrain import Retrainer
 
 T0 = np.datetime64("2026-03-20T00:00:00", "us")
 DAY_US = 86_400 * 1_000_000
@@ -110,7 +113,7 @@ def main() -> None:
 
         snap = store.create_snapshot("baseline", None, None)
         t = time.perf_counter()
-        data = store.training_data(snap)
+        data = TrainingData.from_snapshot(store, snap)
         data_s = time.perf_counter() - t
         t = time.perf_counter()
         create(args.model, **params).fit(data)
@@ -127,7 +130,7 @@ def main() -> None:
         tables = []
 
         def rollout(mv, record) -> None:
-            tables.append(pipeline.answer_table(pipeline.load(registry.folder(mv)), store))
+            tables.append(answer_table(pipeline.load(registry.folder(mv)), store))
 
         policy = RetrainPolicy(model=args.model, params=params, window_days=8)
         retrainer = Retrainer(store, registry, artifacts, policy, Path(tmp) / "retrain.jsonl", rollout)

@@ -2,7 +2,7 @@
 
 Saves a popularity model over 100,000 users x 1,682 movies as several versions (the same arrays under
 different version names: a rollout's cost is loading and precomputing, not what the model says), starts a
-`movielab.recommender.fleet.Fleet` of 2 replica processes behind nginx, then, in the same run:
+`movielab.recommender.serving.fleet.Fleet` of 2 replica processes behind nginx, then, in the same run:
 
 - baseline: `wrk -t2 -c32 --latency` through nginx for `--duration` seconds, no rollout;
 - drained rollouts: the same wrk while `--rollouts` (>= 3) rollouts run back to back, each replica
@@ -35,13 +35,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from movielab.nginx import find_nginx
-from movielab.recommender.data import TrainingData
-from movielab.recommender.fleet import Fleet
-from movielab.recommender.models import create
-
 from wrktools import parse_wrk, random_id_lua  # noqa: E402 (sibling module of the benchmarks)
+
+from movielab.recommender.serving.fleet import Fleet
+from movielab.recommender.serving.nginx import find_nginx
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.models import create
 
 logger = logging.getLogger("rollout")
 

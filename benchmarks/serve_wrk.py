@@ -6,7 +6,7 @@ subprocess (uvicorn, one worker, uvloop + httptools) on a free loopback port and
 `wrk -t2 -c32 -d10s --latency` against it. Apps, all measured in the same run:
 
 - baseline: a plain FastAPI route returning a constant text;
-- serve: `movielab.recommender.serve.create_app` with /metrics instrumentation on, flat out, then
+- serve: `movielab.recommender.serving.app.create_app` with /metrics instrumentation on, flat out, then
   paced to about 5,400 req/s (the target: p99 <= 5 ms at >= 5,000 req/s);
 - serve, no metrics: the same app with instrumentation off (the cost of the metrics);
 - fastapi route: the same look-up written as an idiomatic FastAPI route (why serve is plain Starlette).
@@ -36,12 +36,12 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from wrktools import parse_wrk, random_id_lua  # noqa: E402 (sibling module of the benchmarks)
 
 from movielab.contract import unique_slugs
-from movielab.recommender.answers import AnswerTable, Provenance
+from movielab.recommender.serving.answers import AnswerTable
+from movielab.recommender.training.provenance import Provenance
 from movielab.webserver import free_port
-
-from wrktools import parse_wrk, random_id_lua  # noqa: E402 (sibling module of the benchmarks)
 
 logger = logging.getLogger("serve_wrk")
 
@@ -109,7 +109,7 @@ def serve_main(kind: str, port: int, users: int) -> None:
     from fastapi import FastAPI
     from fastapi.responses import PlainTextResponse, Response
 
-    from movielab.recommender.serve import create_app
+    from movielab.recommender.serving.app import create_app
 
     if kind == "baseline":
         app = FastAPI()

@@ -21,12 +21,12 @@ import threading
 import time
 
 import numpy as np
+from live_world import fixed_list_service  # a sibling module of the benchmarks
 
 from movielab.webserver import free_port
 from movielab.world.bootstrap import build_universe, build_world
 from movielab.world.client import HttpRecommender, Team
 from movielab.world.config import WorldConfig
-from live_world import fixed_list_service  # a sibling module of the benchmarks
 
 
 class Hanging:

@@ -37,10 +37,10 @@ from movielab.contract import MalformedEvent, RecommendationEvent, parse_line
 from movielab.kafka.admin import ensure_topics
 from movielab.kafka.broker import EmbeddedBroker
 from movielab.kafka.consumer import read_topic
-from movielab.recommender.models.base import COMMON_ARRAYS, Model
-from movielab.recommender.models.popularity import Popularity
-from movielab.recommender.pipeline import load
-from movielab.recommender.registry import Registry, default_tracking_uri, registered_name
+from movielab.recommender.training.models.base import COMMON_ARRAYS, Model
+from movielab.recommender.training.models.popularity import Popularity
+from movielab.recommender.training.pipeline import load
+from movielab.recommender.training.registry import Registry, default_tracking_uri, registered_name
 from movielab.webserver import free_port
 
 BUDGET_MS = 600

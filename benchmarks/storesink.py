@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from movielab.recommender.store import EventStore
-from movielab.recommender.validate import Validator
-from movielab.recommender.worldapi import WorldApi
+from movielab.recommender.ingest.validation import Validator
+from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.store.events import EventStore
 
 
 class StoreSink:

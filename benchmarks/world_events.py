@@ -31,7 +31,7 @@ def format_floor(n: int, slugs: list[str], seed: int = 0) -> float:
     movies = rng.integers(0, len(slugs), n).tolist()
     minutes = rng.integers(1, 120, n).tolist()
     t = time.perf_counter()
-    lines = [f"{stamps[s]},{u},GET /data/m/{slugs[m]}/{mn}.mpg" for s, u, m, mn in zip(sec, users, movies, minutes)]
+    lines = [f"{stamps[s]},{u},GET /data/m/{slugs[m]}/{mn}.mpg" for s, u, m, mn in zip(sec, users, movies, minutes, strict=True)]
     dt = time.perf_counter() - t
     assert len(lines) == n
     return n / dt

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from movielab.recommender.store import QUARANTINE_SCHEMA, Batch
-from movielab.recommender.validate import parse_values
+from movielab.recommender.ingest.validation import parse_values
+from movielab.recommender.store.events import QUARANTINE_SCHEMA, Batch
 
 
 def lines_batch(lines: Sequence[str], first: int = 0, partition: int = 0, topic: str = "movielog1",

@@ -19,6 +19,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from movielab.errors import MovielabError
+
 logger = logging.getLogger(__name__)
 
 FILE_MODE = 0o600
@@ -27,7 +29,7 @@ TOKEN = re.compile(r"[A-Za-z0-9_-]{32,256}")
 ENV_TOKEN = "MOVIELAB_TOKEN"  # a token given to a CLI by the environment instead of the file
 
 
-class AuthError(RuntimeError):
+class AuthError(MovielabError, RuntimeError):
     """A token file that is missing, readable by others, or malformed; names the file and the reason."""
 
 

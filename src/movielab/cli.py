@@ -12,12 +12,27 @@ from collections.abc import Sequence
 def _world_config(args: argparse.Namespace):
     from movielab.world.config import WorldConfig
 
-    given = {k: v for k, v in {
-        "users": args.users, "movies": args.movies, "seed": args.seed, "start": args.start, "speed": args.speed,
-        "days": args.days, "data_dir": args.data_dir, "dataset": args.dataset, "kafka": args.kafka,
-        "partitions": args.partitions, "api_port": args.api_port, "timeout_ms": args.timeout_ms,
-        "pacing": args.pacing, "teams": args.teams.split(",") if args.teams else None, "edition": args.edition,
-    }.items() if v is not None}  # fmt: skip
+    given = {
+        k: v
+        for k, v in {
+            "users": args.users,
+            "movies": args.movies,
+            "seed": args.seed,
+            "start": args.start,
+            "speed": args.speed,
+            "days": args.days,
+            "data_dir": args.data_dir,
+            "dataset": args.dataset,
+            "kafka": args.kafka,
+            "partitions": args.partitions,
+            "api_port": args.api_port,
+            "timeout_ms": args.timeout_ms,
+            "pacing": args.pacing,
+            "teams": args.teams.split(",") if args.teams else None,
+            "edition": args.edition,
+        }.items()
+        if v is not None
+    }
     if args.forever:
         given["days"] = None
     if args.course_size:
@@ -37,8 +52,11 @@ def _cmd_world_run(args: argparse.Namespace) -> int:
     t = {}
 
     def ready(live) -> None:
-        print(f"world running: Kafka {live.bootstrap} topics {', '.join(live.topics)}, API {live.api_url}, "
-              f"teams {', '.join(team.url for team in live.teams)}", flush=True)  # fmt: skip
+        print(
+            f"world running: Kafka {live.bootstrap} topics {', '.join(live.topics)}, API {live.api_url}, "
+            f"teams {', '.join(team.url for team in live.teams)}",
+            flush=True,
+        )
         t["start"] = time.perf_counter()
 
     def done(live, stats) -> None:
@@ -66,15 +84,18 @@ def _cmd_world_fidelity(args: argparse.Namespace) -> int:
 def _cmd_broker(args: argparse.Namespace) -> int:
     from movielab.kafka.broker import run_broker
 
-    run_broker(args.port, on_ready=lambda bootstrap: print(f"Kafka broker (movielab, in-memory) on {bootstrap}", flush=True))
+    run_broker(
+        args.port, on_ready=lambda bootstrap: print(f"Kafka broker (movielab, in-memory) on {bootstrap}", flush=True)
+    )
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from movielab.demo import run_demo
+    from movielab.demo.run import run_demo
 
-    return run_demo(users=args.users or 20_000, hours=args.hours, seed=args.seed or 0, model=args.model,
-                    linger=args.linger)  # fmt: skip
+    return run_demo(
+        users=args.users or 20_000, hours=args.hours, seed=args.seed or 0, model=args.model, linger=args.linger
+    )
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
@@ -93,26 +114,39 @@ def _cmd_course_score(args: argparse.Namespace) -> int:
 
 
 def _world_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--edition", help="course edition: a year 2019..2026 or 'current' (default); fixes the rating "
-                   "scale, time-stamp precision and API fields")
-    p.add_argument("--course-size", action="store_true",
-                   help="the edition's population and catalog size (2026: 1,000,000 users, 20,000 movies)")
+    p.add_argument(
+        "--edition",
+        help="course edition: a year 2019..2026 or 'current' (default); fixes the rating "
+        "scale, time-stamp precision and API fields",
+    )
+    p.add_argument(
+        "--course-size",
+        action="store_true",
+        help="the edition's population and catalog size (2026: 1,000,000 users, 20,000 movies)",
+    )
     p.add_argument("--users", type=int, help="initial population (default 10,000)")
     p.add_argument("--movies", type=int, help="catalog size; synthetic movies fill up the real catalog")
     p.add_argument("--dataset", choices=["ml-100k", "ml-1m", "ml-latest-small", "ml-25m"])
     p.add_argument("--data-dir", help="folder holding the data set in its native format")
     p.add_argument("--seed", type=int)
     p.add_argument("--start", help="simulated start, ISO-8601 UTC (default 2026-03-20T00:00:00)")
-    p.add_argument("--speed", type=float, help="simulated seconds per second (1 = real time); default: as fast as possible")
+    p.add_argument(
+        "--speed", type=float, help="simulated seconds per second (1 = real time); default: as fast as possible"
+    )
     p.add_argument("--days", type=float, help="simulated days to run (default 1)")
     p.add_argument("--forever", action="store_true", help="run until interrupted")
-    p.add_argument("--teams", help="comma-separated recommendation service URLs, one per team (default http://127.0.0.1:8082)")
+    p.add_argument(
+        "--teams", help="comma-separated recommendation service URLs, one per team (default http://127.0.0.1:8082)"
+    )
     p.add_argument("--kafka", help="bootstrap host:port of a Kafka cluster (default: start the embedded broker)")
     p.add_argument("--partitions", type=int, help="partitions per team topic (default 4)")
     p.add_argument("--api-port", type=int, help="port of the world's user/movie API (default 8080, 0 = any)")
     p.add_argument("--timeout-ms", type=int, help="recommendation time-out in ms (default 600)")
-    p.add_argument("--pacing", choices=["team", "together"],
-                   help="as fast as possible with several teams: each team at its own pace (default) or together")
+    p.add_argument(
+        "--pacing",
+        choices=["team", "together"],
+        help="as fast as possible with several teams: each team at its own pace (default) or together",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -165,16 +199,19 @@ def _describe(exc: Exception) -> str:
 
     if not isinstance(exc, ValidationError):
         return str(exc)
-    problems = [f"{'.'.join(str(p) for p in e['loc']) or exc.title}={e.get('input')!r}: {e['msg']}"
-                for e in exc.errors()]  # fmt: skip
+    problems = [
+        f"{'.'.join(str(p) for p in e['loc']) or exc.title}={e.get('input')!r}: {e['msg']}" for e in exc.errors()
+    ]
     return f"invalid {exc.title} setting: " + "; ".join(problems)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `movielab` command."""
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -182,7 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the service boundary: one clear line, the traceback in the log
         from pydantic import ValidationError
 
-        if isinstance(exc, ValidationError | ValueError | OSError) or type(exc).__module__.startswith("movielab"):
+        from movielab.errors import MovielabError
+
+        if isinstance(exc, MovielabError | ValidationError | ValueError | OSError):
             logging.getLogger("movielab").debug("command failed", exc_info=True)
             print(f"movielab: error: {_describe(exc)}", file=sys.stderr)
             return 2

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from movielab.recommender.evaluate import ml100k_protocol
-from movielab.recommender.models import create
+from movielab.recommender.training.evaluate import ml100k_protocol
+from movielab.recommender.training.models import create
 from movielab.world.behavior import BehaviorParams
 from movielab.world.bootstrap import Universe, build_universe, build_world
 from movielab.world.clock import parse_start

@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
-from movielab.recommender import serve
-from movielab.recommender.answers import AnswerTable, Provenance
-from movielab.recommender.ingest import Ingestor
-from movielab.recommender.models import create
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import WorldApi
+from movielab.recommender.ingest.consumer import Ingestor
+from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.serving import app as serve
+from movielab.recommender.serving.answers import AnswerTable
+from movielab.recommender.serving.state import set_coldstart
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.models import create
+from movielab.recommender.training.provenance import Provenance
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app
 from movielab.world.bootstrap import build_world
@@ -42,8 +45,11 @@ def test_new_accounts_get_their_self_description_list_before_their_first_request
         world.run(until=world.now + 4 * 3600)  # new accounts arrive; run() flushes and closes the sink
         accounts = {int(line.split(",")[1]) for line in memory.lines if line.endswith("GET /create_account")}
         assert len(accounts) >= 20
-        with ServerThread(create_app(world.pop, universe.catalog, taste=universe.taste)) as api, \
-                EventStore(tmp_path / "store.duckdb") as store, WorldApi(api.url) as wapi:  # fmt: skip
+        with (
+            ServerThread(create_app(world.pop, universe.catalog, taste=universe.taste)) as api,
+            EventStore(tmp_path / "store.duckdb") as store,
+            WorldApi(api.url) as wapi,
+        ):
             ingestor = Ingestor(broker.bootstrap, [TOPIC], store, wapi, group_id="cold", coldstart=True)
             stop_at = ingestor.run_until_idle(idle_seconds=2.0, timeout=120.0)
             assert stop_at == len(memory.lines)
@@ -61,17 +67,18 @@ def test_new_accounts_get_their_self_description_list_before_their_first_request
             assert all(set(movies[: len(liked)]) == set(liked) for _, liked, movies in with_titles)
             costs = store.movie_costs()
             catalog = {s: i for i, s in enumerate(universe.catalog.slug)}
-            assert costs and all(np.isclose(c, universe.catalog.license_cost[catalog[m]], atol=1e-4)
-                                 for m, c in costs.items())  # fmt: skip
+            assert costs and all(
+                np.isclose(c, universe.catalog.license_cost[catalog[m]], atol=1e-4) for m, c in costs.items()
+            )
             # Serving: a popularity version trained before the first new account (so it knows none of them),
             # plus the worker's lists; a user the version knows keeps the model's answer.
             end = datetime.fromtimestamp(history_end, UTC).replace(tzinfo=None)
-            data = store.training_data(store.create_snapshot("before", None, end))
+            data = TrainingData.from_snapshot(store, store.create_snapshot("before", None, end))
             assert not accounts & set(data.users.tolist())
             model = create("popularity").fit(data)
             table = AnswerTable.build(model, Provenance("popularity", "1", data.snapshot_id, "test", "2026-03-20"))
             app = serve.create_app(table)
-            assert serve.set_coldstart(app, _lists(store)) == len(accounts)
+            assert set_coldstart(app, _lists(store)) == len(accounts)
             user, _, movies = with_titles[0]
             with ServerThread(app) as server:
                 r = httpx.get(f"{server.url}/recommend/{user}", timeout=10)
@@ -82,8 +89,9 @@ def test_new_accounts_get_their_self_description_list_before_their_first_request
 
 
 def _lists(store: EventStore):
-    from movielab.recommender.coldstart import ColdStartList
+    from movielab.recommender.ingest.coldstart import ColdStartList
 
     for u, m, liked, disliked, genres, matcher, fallback in store.read(
-            "SELECT user_id, movies, liked, disliked, genres, matcher, fallback FROM coldstart_lists"):  # fmt: skip
+        "SELECT user_id, movies, liked, disliked, genres, matcher, fallback FROM coldstart_lists"
+    ):
         yield ColdStartList(u, tuple(m), tuple(liked), tuple(disliked), tuple(genres), matcher, fallback)

@@ -10,7 +10,7 @@ import pytest
 
 from movielab.auth import ensure_tokens
 from movielab.cli import main
-from movielab.recommender.operate import create_control_app
+from movielab.recommender.release.control import create_control_app
 from movielab.webserver import ServerThread
 
 pytestmark = pytest.mark.integration
@@ -44,8 +44,22 @@ def test_the_canary_cli_authenticates_with_the_token_file(tmp_path, capsys, monk
         base = ["recommender", "canary", "--operator", server.url]
         assert main([*base[:2], "status", *base[2:], "--store", str(tmp_path / "state" / "store.duckdb")]) == 0
         assert json.loads(capsys.readouterr().out) == {"schedule_paused": False}
-        assert main([*base[:2], "rollback", *base[2:], "--tokens", str(path), "--identity", "alice",
-                     "--reason", "looks off"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    *base[:2],
+                    "rollback",
+                    *base[2:],
+                    "--tokens",
+                    str(path),
+                    "--identity",
+                    "alice",
+                    "--reason",
+                    "looks off",
+                ]
+            )
+            == 0
+        )
         assert op.calls == [("rollback", "alice", "looks off")]
         capsys.readouterr()
         os.chmod(path, 0o644)

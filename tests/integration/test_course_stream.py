@@ -15,9 +15,9 @@ import pytest
 
 from movielab.contract import RateEvent, edition, parse_line
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics, read_topic
-from movielab.recommender.ingest import Ingestor
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import WorldApi
+from movielab.recommender.ingest.consumer import Ingestor
+from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.store.events import EventStore
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app
 from movielab.world.bootstrap import build_world, run_until

@@ -13,11 +13,12 @@ import httpx
 import numpy as np
 import pytest
 
-from movielab.nginx import find_nginx
-from movielab.recommender import split
-from movielab.recommender.data import TrainingData
-from movielab.recommender.fleet import Fleet, FleetError
-from movielab.recommender.models import create
+from movielab.recommender.errors import FleetError
+from movielab.recommender.serving import traffic
+from movielab.recommender.serving.fleet import Fleet
+from movielab.recommender.serving.nginx import find_nginx
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.models import create
 
 pytestmark = [
     pytest.mark.integration,
@@ -32,11 +33,23 @@ def save_version(folder: Path, version: str, seed: int) -> Path:
     """A real saved popularity version over users 1..300 (each seed ranks the movies differently)."""
     rng = np.random.default_rng(seed)
     n = 3000
-    data = TrainingData.from_triples(rng.integers(1, N_USERS + 1, n), rng.choice(ITEMS, n, p=_skew(rng)),
-                                     np.ones(n), np.zeros(n), np.zeros(n), snapshot_id=f"snap-{version}")  # fmt: skip
+    data = TrainingData.from_triples(
+        rng.integers(1, N_USERS + 1, n),
+        rng.choice(ITEMS, n, p=_skew(rng)),
+        np.ones(n),
+        np.zeros(n),
+        np.zeros(n),
+        snapshot_id=f"snap-{version}",
+    )
     create("popularity").fit(data).save(folder)
-    manifest = {"model": "popularity", "version": version, "snapshot_id": f"snap-{version}", "code_version": "test",
-                "trained_at": "2026-03-20T08:00:00", "params": {}}  # fmt: skip
+    manifest = {
+        "model": "popularity",
+        "version": version,
+        "snapshot_id": f"snap-{version}",
+        "code_version": "test",
+        "trained_at": "2026-03-20T08:00:00",
+        "params": {},
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
@@ -112,7 +125,8 @@ def test_three_rollouts_under_concurrent_load_never_fail_a_request(fleet, versio
             report = fleet.rollout(versions[k])
             phase[0] = k
             assert report.version == f"popularity/{names[k]}" and set(report.replica_seconds) == {
-                r.port for r in fleet.replicas}  # fmt: skip
+                r.port for r in fleet.replicas
+            }
             for r in fleet.replicas:  # every replica serves the new version, asked directly
                 health = httpx.get(f"{r.url}/healthz").json()
                 assert health["provenance"]["model_version"] == names[k]
@@ -145,7 +159,7 @@ def test_canary_share_promote_and_rollback_on_every_replica(fleet, versions) -> 
     champion = fleet.champion.name
     fleet.load_challenger(versions[4], share=0.3, salt=11)
     users = range(1, 201)
-    want = {u: "challenger" if split.in_challenger(u, 11, 0.3) else "champion" for u in users}
+    want = {u: "challenger" if traffic.in_challenger(u, 11, 0.3) else "champion" for u in users}
     for base in [fleet.url] + [r.url for r in fleet.replicas]:  # sticky: the same arm whichever replica answers
         with httpx.Client(base_url=base) as http:
             got = {u: http.get(f"/recommend/{u}").headers["x-model"].rsplit("arm=", 1)[1] for u in users}
@@ -168,8 +182,14 @@ def test_canary_share_promote_and_rollback_on_every_replica(fleet, versions) -> 
 
 def test_admin_is_not_reachable_through_nginx(fleet) -> None:
     with httpx.Client(base_url=fleet.url) as http:
-        for method, path in (("GET", "/admin/state"), ("POST", "/admin/promote"), ("GET", "/recommend/../admin/state"),
-                             ("GET", "/%61dmin/state"), ("GET", "/explain/5"), ("GET", "/metrics")):  # fmt: skip
+        for method, path in (
+            ("GET", "/admin/state"),
+            ("POST", "/admin/promote"),
+            ("GET", "/recommend/../admin/state"),
+            ("GET", "/%61dmin/state"),
+            ("GET", "/explain/5"),
+            ("GET", "/metrics"),
+        ):
             r = http.request(method, httpx.URL(fleet.url + path))
             assert r.status_code in (403, 404), (path, r.status_code, r.text)
         assert http.get("/healthz").json()["status"] == "ok"
@@ -187,8 +207,11 @@ def test_a_failed_load_names_the_replica_and_puts_it_back(fleet, tmp_path) -> No
     broken = fleet.root / "popularity" / "v0099"  # inside the artifacts root: the load itself fails
     broken.mkdir()
     (broken / "manifest.json").write_text(json.dumps({"model": "popularity", "version": "v0099"}))
-    with pytest.raises(FleetError, match=rf"replica {fleet.replicas[0].url}: POST /admin/load answered 400: "
-                                         r"cannot load that version as champion: its files are missing"):  # fmt: skip
+    with pytest.raises(
+        FleetError,
+        match=rf"replica {fleet.replicas[0].url}: POST /admin/load answered 400: "
+        r"cannot load that version as champion: its files are missing",
+    ):
         fleet.rollout(broken)
     assert not fleet.state()[0]["draining"]  # drained while it loaded, serving again afterwards
     with httpx.Client(base_url=fleet.url) as http:
@@ -198,8 +221,9 @@ def test_a_failed_load_names_the_replica_and_puts_it_back(fleet, tmp_path) -> No
 def test_stop_leaves_no_process_behind(tmp_path, versions) -> None:
     fleet = Fleet(tmp_path / "fleet", versions[0], replicas=1).start()
     pids = [r.proc.pid for r in fleet.replicas] + [fleet.nginx.proc.pid]
-    pids += [int(p) for p in Path(f"/proc/{fleet.nginx.proc.pid}/task/{fleet.nginx.proc.pid}/children").read_text()
-             .split()]  # fmt: skip
+    pids += [
+        int(p) for p in Path(f"/proc/{fleet.nginx.proc.pid}/task/{fleet.nginx.proc.pid}/children").read_text().split()
+    ]
     report = fleet.rollout(versions[1])  # one replica: loaded in place, nothing to drain to
     assert list(report.replica_seconds) == [fleet.replicas[0].port]
     fleet.stop()
@@ -224,7 +248,9 @@ def _alive(pid: int) -> bool:
 
 
 def test_serving_on_every_interface_keeps_replicas_and_admin_on_loopback(tmp_path, versions) -> None:
-    with Fleet(tmp_path / "fleet", versions[0], replicas=1, host="0.0.0.0") as fleet:  # every interface: the point of the test
+    with Fleet(
+        tmp_path / "fleet", versions[0], replicas=1, host="0.0.0.0"
+    ) as fleet:  # every interface: the point of the test
         r = fleet.replicas[0]
         listening = _listening()
         assert listening[fleet.port] == "0.0.0.0"

@@ -22,9 +22,11 @@ import pytest
 
 from movielab.contract import rate_line, watch_line
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics, read_topic
-from movielab.recommender.ingest import EndOffsets, Ingestor
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import WorldApi
+from movielab.recommender.ingest.consumer import Ingestor
+from movielab.recommender.ingest.offsets import EndOffsets
+from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.training.data import TrainingData
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app
 from movielab.world.bootstrap import build_world
@@ -135,7 +137,7 @@ def test_every_line_is_stored_or_quarantined_with_its_reason(live: Live, tmp_pat
         assert ingestor.events_stored == len(good)
         assert ingestor.quarantined == Counter(live.bad.values())
         assert store.quarantine_counts() == dict(Counter(live.bad.values()))
-        data = store.training_data(store.create_snapshot("all", None, None))
+        data = TrainingData.from_snapshot(store, store.create_snapshot("all", None, None))
         assert data.watched.nnz > 100 and data.ratings.nnz > 0
         unknown = data.row_of(UNKNOWN_USER)
         assert unknown is not None and data.segment[unknown] == -1 and data.watched[unknown].nnz == 1
@@ -160,10 +162,13 @@ class _FlakyTransport(httpx.BaseTransport):
 
 
 def test_a_world_api_outage_delays_ingest_but_quarantines_nothing(live: Live, tmp_path) -> None:
-    with EventStore(tmp_path / "events.duckdb") as store, \
-            WorldApi(live.api_url, transport=_FlakyTransport(failures=3)) as api:  # fmt: skip
-        ingestor = Ingestor(live.bootstrap, [TOPIC], store, api, group_id="test-outage", batch_size=5000,
-                            fetch_users=False)  # fmt: skip
+    with (
+        EventStore(tmp_path / "events.duckdb") as store,
+        WorldApi(live.api_url, transport=_FlakyTransport(failures=3)) as api,
+    ):
+        ingestor = Ingestor(
+            live.bootstrap, [TOPIC], store, api, group_id="test-outage", batch_size=5000, fetch_users=False
+        )
         ingestor.run_until_idle(idle_seconds=2.0, timeout=60.0)
         events, quarantine = _stored(store)
     assert ingestor.api_outages == 3
@@ -173,9 +178,28 @@ def test_a_world_api_outage_delays_ingest_but_quarantines_nothing(live: Live, tm
 
 def test_a_killed_ingest_process_resumes_without_loss_or_double(live: Live, tmp_path) -> None:
     path = tmp_path / "events.duckdb"
-    cmd = [sys.executable, "-m", "movielab.recommender.ingest", "--kafka", live.bootstrap, "--topic", TOPIC,
-           "--store", str(path), "--api", live.api_url, "--group", "crash-test", "--batch-size", "400",
-           "--until-idle", "3"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "movielab",
+        "-v",
+        "recommender",
+        "ingest",
+        "--kafka",
+        live.bootstrap,
+        "--topic",
+        TOPIC,
+        "--store",
+        str(path),
+        "--world-api",
+        live.api_url,
+        "--group",
+        "crash-test",
+        "--batch-size",
+        "400",
+        "--until-idle",
+        "3",
+    ]
     first = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in first.stderr], daemon=True)

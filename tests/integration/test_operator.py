@@ -17,12 +17,12 @@ import httpx
 import numpy as np
 import pytest
 
-from movielab.recommender import pipeline
-from movielab.recommender.experiments import CanaryPlan
-from movielab.demo import OperatedTeam
-from movielab.recommender.pipeline import load, train
-from movielab.recommender.retrain import RetrainPolicy
-from movielab.recommender.store import EventStore
+from movielab.demo.run import OperatedTeam
+from movielab.recommender.release.canary import CanaryPlan
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.training import pipeline
+from movielab.recommender.training.gate import RetrainPolicy
+from movielab.recommender.training.pipeline import load, train
 from movielab.webserver import free_port
 from movielab.world.config import WorldConfig
 from movielab.world.live import LiveWorld, run_live
@@ -84,8 +84,15 @@ class Harness(OperatedTeam):
 def run(tmp_path_factory, universe):
     folder = tmp_path_factory.mktemp("operator")
     port = free_port()
-    config = WorldConfig(users=20_000, days=0.67, seed=3, api_port=0, teams=[f"http://127.0.0.1:{port}"],
-                         movies=3000, allow_download=False)  # fmt: skip
+    config = WorldConfig(
+        users=20_000,
+        days=0.67,
+        seed=3,
+        api_port=0,
+        teams=[f"http://127.0.0.1:{port}"],
+        movies=3000,
+        allow_download=False,
+    )
     parts: dict[str, object] = {}
 
     def on_ready(live: LiveWorld) -> None:

@@ -15,19 +15,16 @@ from batches import lines_batch
 from prometheus_client import CollectorRegistry
 
 from movielab.contract import format_time_us, recommendation_line
+from movielab.demo.prometheus import PrometheusServer, ScrapeJob, find_prometheus
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
 from movielab.kafka.metrics import ProducedLinesCollector
-from movielab.prometheus import PrometheusServer, ScrapeJob, find_prometheus
-from movielab.recommender.answers import AnswerTable, Provenance
-from movielab.recommender.ingest import EndOffsets
-from movielab.recommender.monitor import (
-    EndOffsetsCollector,
-    MonitorLoop,
-    OperatorMetrics,
-    create_metrics_app,
-)
-from movielab.recommender.serve import create_app as serve_app
-from movielab.recommender.store import EventStore
+from movielab.recommender.ingest.offsets import EndOffsets
+from movielab.recommender.monitoring.exporter import EndOffsetsCollector, OperatorMetrics, create_metrics_app
+from movielab.recommender.monitoring.monitor import MonitorLoop
+from movielab.recommender.serving.answers import AnswerTable
+from movielab.recommender.serving.app import create_app as serve_app
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.training.provenance import Provenance
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app as world_app
 from movielab.world.bootstrap import build_world

@@ -15,9 +15,9 @@ import pytest
 from movielab.auth import read_tokens
 from movielab.cli import main
 from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
-from movielab.recommender.ingest import Ingestor
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import WorldApi
+from movielab.recommender.ingest.consumer import Ingestor
+from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.store.events import EventStore
 from movielab.webserver import ServerThread, free_port
 from movielab.world.api import create_app
 from movielab.world.bootstrap import build_world
@@ -35,7 +35,10 @@ def store_file(universe, tmp_path_factory) -> Path:
         config = WorldConfig(users=3000, days=0.5, allow_download=False)
         world, _ = build_world(config, universe=universe, sink=KafkaSink(broker.bootstrap, "movielog1"))
         world.run(until=world.now + 12 * 3600)
-        with ServerThread(create_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=None)) as api, WorldApi(api.url) as wapi:
+        with (
+            ServerThread(create_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=None)) as api,
+            WorldApi(api.url) as wapi,
+        ):
             with EventStore(path) as store:
                 Ingestor(broker.bootstrap, ["movielog1"], store, wapi).run_until_idle(idle_seconds=2.0)
                 assert store.counts()["events"] == sum(world.stats.lines.values())
@@ -48,7 +51,7 @@ def test_train_evaluate_serve(store_file: Path, tmp_path: Path, capsys) -> None:
     assert main(["recommender", "train", *common, "--model", "popularity"]) == 0
     assert main(["recommender", "train", *common, "--model", "ease", "--params", '{"lam": 100}']) == 0
     out = capsys.readouterr().out
-    manifest = json.loads(out[out.rindex('{\n  "folder"'):])
+    manifest = json.loads(out[out.rindex('{\n  "folder"') :])
     assert manifest["model"] == "ease" and manifest["version"] == "v0001" and manifest["params"]["lam"] == 100
     assert len(manifest["snapshot_id"]) == 16 and manifest["code_version"].startswith("0.1.0")
     assert not list(artifacts.rglob("*.pkl")) and not list(artifacts.rglob("*.pickle"))
@@ -57,9 +60,27 @@ def test_train_evaluate_serve(store_file: Path, tmp_path: Path, capsys) -> None:
     table = report.read_text()
     assert "| popularity" in table and "| ease" in table and "NDCG@10" in table
     port, admin_port = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "movielab", "recommender", "serve", *common, "--model", "ease",
-                             "--port", str(port), "--admin-port", str(admin_port), "--tokens", str(tmp_path / "tok")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "movielab",
+            "recommender",
+            "serve",
+            *common,
+            "--model",
+            "ease",
+            "--port",
+            str(port),
+            "--admin-port",
+            str(admin_port),
+            "--tokens",
+            str(tmp_path / "tok"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().startswith("serving ease/v0001")
         for _ in range(100):
@@ -85,8 +106,9 @@ def test_train_evaluate_serve(store_file: Path, tmp_path: Path, capsys) -> None:
 
 
 def test_bad_arguments_are_named(store_file: Path, tmp_path: Path, capsys) -> None:
-    assert main(["recommender", "train", "--store", str(store_file), "--artifacts", str(tmp_path),
-                 "--model", "svd"]) == 2  # fmt: skip
+    assert (
+        main(["recommender", "train", "--store", str(store_file), "--artifacts", str(tmp_path), "--model", "svd"]) == 2
+    )
     assert "unknown model 'svd'" in capsys.readouterr().err
     assert main(["recommender", "serve", "--artifacts", str(tmp_path / "none"), "--store", str(store_file)]) == 2
     assert "no trained model" in capsys.readouterr().err
@@ -102,13 +124,33 @@ def test_evaluate_on_a_ratings_file_runs_the_published_protocol(tmp_path: Path, 
             lines.append(f"{u + 1}\t{m + 1}\t{rng.integers(1, 6)}\t{880000000 + len(lines)}")
     (tmp_path / "u.data").write_text("\n".join(lines) + "\n")
     out = tmp_path / "table.md"
-    assert main(["recommender", "evaluate", "--ratings", str(tmp_path), "--models", "popularity,ease",
-                 "--params", '{"ease": {"lam": 10}}', "--seeds", "0,1", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "recommender",
+                "evaluate",
+                "--ratings",
+                str(tmp_path),
+                "--models",
+                "popularity,ease",
+                "--params",
+                '{"ease": {"lam": 10}}',
+                "--seeds",
+                "0,1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = out.read_text()
     assert "u.data: 480 ratings, per-user random 80/20 split" in table and "seeds 0,1" in table
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
     ndcg = {name.split(" ")[0]: float(row.split("|")[2].split("±")[0]) for name, row in rows.items() if name != "model"}
     assert ndcg["ease"] > ndcg["popularity"]  # the groups are learnable; popularity mixes them
     capsys.readouterr()
-    assert main(["recommender", "evaluate", "--ratings", str(tmp_path), "--models", "ease", "--params", '{"als": {}}']) != 0
+    assert (
+        main(["recommender", "evaluate", "--ratings", str(tmp_path), "--models", "ease", "--params", '{"als": {}}'])
+        != 0
+    )
     assert "--params names models not in --models: als" in capsys.readouterr().err

@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from movielab.recommender import split
-from movielab.recommender.answers import AnswerTable, Provenance
 from movielab.auth import ensure_tokens
-from movielab.recommender.serve import create_admin_app, create_app, drop_challenger, serving, set_challenger, swap
+from movielab.recommender.serving import traffic
+from movielab.recommender.serving.admin import create_admin_app
+from movielab.recommender.serving.answers import AnswerTable
+from movielab.recommender.serving.app import create_app
+from movielab.recommender.serving.state import drop_challenger, serving, set_challenger, swap
+from movielab.recommender.training.provenance import Provenance
 from movielab.webserver import ServerThread
 from movielab.world.client import HttpRecommender, Team
 
@@ -86,10 +89,16 @@ def test_answers_follow_the_contract_over_http(server, tables) -> None:
 
 @pytest.mark.parametrize(
     ("raw_path", "shown"),
-    [("/recommend/abc", "'abc'"), ("/recommend/-5", "'-5'"), ("/recommend/007", "'007'"),
-     ("/recommend/%D9%A1%D9%A2", "'١٢'"), ("/recommend/%FF", "'\ufffd'"), ("/recommend/%00", r"'\x00'"),
-     ("/recommend/" + "9" * 5000, "'" + "9" * 40 + "...'")],
-)  # fmt: skip
+    [
+        ("/recommend/abc", "'abc'"),
+        ("/recommend/-5", "'-5'"),
+        ("/recommend/007", "'007'"),
+        ("/recommend/%D9%A1%D9%A2", "'١٢'"),
+        ("/recommend/%FF", "'\ufffd'"),
+        ("/recommend/%00", r"'\x00'"),
+        ("/recommend/" + "9" * 5000, "'" + "9" * 40 + "...'"),
+    ],
+)
 def test_bad_ids_are_400_naming_them_over_http(server, raw_path, shown) -> None:
     with httpx.Client(base_url=server.url) as http:
         r = http.get(httpx.URL(server.url + raw_path))
@@ -100,7 +109,9 @@ def test_bad_ids_are_400_naming_them_over_http(server, raw_path, shown) -> None:
 def test_the_worlds_client_accepts_every_answer(server, tables, universe) -> None:
     index = {slug: i for i, slug in enumerate(universe.catalog.slug)}
     users = np.concatenate([USERS, [1000, 5000, 123456789]])
-    with HttpRecommender([Team.parse(1, server.url)], index, timeout_ms=5000) as client:  # a loaded machine must not time out
+    with HttpRecommender(
+        [Team.parse(1, server.url)], index, timeout_ms=5000
+    ) as client:  # a loaded machine must not time out
         answers = client.recommend(users, np.zeros(len(users)))
     assert answers.status.tolist() == [200] * len(users), answers.result[:3]
     for k, user in enumerate(users.tolist()):
@@ -120,18 +131,37 @@ def test_metrics_scrape_parses_and_counts(server) -> None:
     key = ("recommend_requests_total", (("arm", "champion"), ("source", "model")))
     assert after[key] == before.get(key, 0) + 1
     assert after[("recommend_bad_requests_total", ())] == before[("recommend_bad_requests_total", ())] + 1
-    assert after[("model_info", (("arm", "champion"), ("code", "deadbeef"), ("model", "shuffled"),
-                                 ("snapshot", "snap-1"), ("version", "1")))] == 1  # fmt: skip
+    assert (
+        after[
+            (
+                "model_info",
+                (
+                    ("arm", "champion"),
+                    ("code", "deadbeef"),
+                    ("model", "shuffled"),
+                    ("snapshot", "snap-1"),
+                    ("version", "1"),
+                ),
+            )
+        ]
+        == 1
+    )
 
 
 def _samples(text: str) -> dict[tuple, float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}  # fmt: skip
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def test_swapping_while_clients_hammer_the_server(server, tables) -> None:
-    allowed = {(t.headers[t.lookup(u)[1]].decode() + "; arm=champion", t.lookup(u)[0]) for t in tables
-               for u in (5, 77, 1000, 4242)}  # fmt: skip
+    allowed = {
+        (t.headers[t.lookup(u)[1]].decode() + "; arm=champion", t.lookup(u)[0])
+        for t in tables
+        for u in (5, 77, 1000, 4242)
+    }
     stop = threading.Event()
     failures: list[str] = []
     answered: list[str] = []
@@ -171,18 +201,22 @@ def test_canary_split_over_http_with_the_worlds_client(server, tables, universe)
     set_challenger(server.app, tables[1], share=0.4, salt=9)
     try:
         index = {slug: i for i, slug in enumerate(universe.catalog.slug)}
-        with HttpRecommender([Team.parse(1, server.url)], index, timeout_ms=5000) as client:  # a loaded machine must not time out
+        with HttpRecommender(
+            [Team.parse(1, server.url)], index, timeout_ms=5000
+        ) as client:  # a loaded machine must not time out
             answers = client.recommend(USERS, np.zeros(len(USERS)))
         assert answers.status.tolist() == [200] * len(USERS)
         for k, user in enumerate(USERS.tolist()):  # each user's answer comes from the arm split puts them in
-            table = tables[1] if split.in_challenger(user, 9, 0.4) else tables[0]
+            table = tables[1] if traffic.in_challenger(user, 9, 0.4) else tables[0]
             assert answers.result[k] == table.lookup(user)[0].decode().replace(",", ", ")
-        with httpx.Client(base_url=server.url) as http, \
-                httpx.Client(base_url=server.admin.url, headers=server.headers) as admin:  # fmt: skip
+        with (
+            httpx.Client(base_url=server.url) as http,
+            httpx.Client(base_url=server.admin.url, headers=server.headers) as admin,
+        ):
             assert http.get("/admin/state").status_code == 404 and http.get("/explain/1").status_code == 404
             state = admin.get("/admin/state").json()
             assert (state["share"], state["salt"], state["challenger"]["provenance"]["model_version"]) == (0.4, 9, "2")
-            user = next(u for u in USERS.tolist() if split.in_challenger(u, 9, 0.4))
+            user = next(u for u in USERS.tolist() if traffic.in_challenger(u, 9, 0.4))
             r = http.get(f"/recommend/{user}")
             assert r.headers["x-model"] == "shuffled/2; snapshot=snap-2; code=deadbeef; source=model; arm=challenger"
             e = admin.get(f"/explain/{user}").json()

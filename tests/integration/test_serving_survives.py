@@ -20,8 +20,8 @@ from typing import Self
 import httpx
 import pytest
 
-from movielab.nginx import find_nginx, pid_alive
-from movielab.recommender.fleet import STATE_FILE, Fleet
+from movielab.recommender.serving.fleet import STATE_FILE, Fleet
+from movielab.recommender.serving.nginx import find_nginx, pid_alive
 from movielab.webserver import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -95,8 +95,23 @@ class Load:
 
 def start_owner(tmp_path: Path, version: Path, port: int) -> subprocess.Popen:
     """`movielab recommender fleet` with two replicas on `port`; returns once it says it serves."""
-    cmd = [sys.executable, "-m", "movielab", "recommender", "fleet", "--store", str(tmp_path / "state" / "store.duckdb"),
-           "--artifacts", str(tmp_path / "models"), "--version", str(version), "--replicas", "2", "--port", str(port)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "movielab",
+        "recommender",
+        "fleet",
+        "--store",
+        str(tmp_path / "state" / "store.duckdb"),
+        "--artifacts",
+        str(tmp_path / "models"),
+        "--version",
+        str(version),
+        "--replicas",
+        "2",
+        "--port",
+        str(port),
+    ]
     with open(tmp_path / "owner.log", "ab") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     line = proc.stdout.readline()  # blocks until it serves (or exits)
@@ -134,9 +149,11 @@ def test_kill_9_of_the_owner_under_load_fails_no_request_and_the_restart_adopts_
         state = json.loads((tmp_path / "state" / "fleet" / STATE_FILE).read_text())
         assert [r["pid"] for r in state["replicas"]] == replica_pids and all(map(pid_alive, replica_pids))
         assert int((tmp_path / "state" / "fleet" / "nginx" / "nginx.pid").read_text()) == nginx_pid
-        print(f"\nkill -9 of the fleet owner: {len(load.failures)} failed of {load.ok + len(load.failures)} requests "
-              f"({ok_while_down} answered in the 3 s it was down, {ok_after} in 2 s after the restart, which took "
-              f"{back_after:.1f} s)")  # fmt: skip
+        print(
+            f"\nkill -9 of the fleet owner: {len(load.failures)} failed of {load.ok + len(load.failures)} requests "
+            f"({ok_while_down} answered in the 3 s it was down, {ok_after} in 2 s after the restart, which took "
+            f"{back_after:.1f} s)"
+        )
         assert load.failures == []
         assert ok_while_down > 50 and ok_after > 50
     finally:

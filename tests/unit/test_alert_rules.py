@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from movielab.prometheus import find_prometheus
+from movielab.demo.prometheus import find_prometheus
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 RULES, RULE_TESTS, README = RULES_DIR / "alerts.yml", RULES_DIR / "alerts_test.yml", RULES_DIR / "README.md"

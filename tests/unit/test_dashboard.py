@@ -12,8 +12,8 @@ from typing import ClassVar
 import pytest
 
 from movielab.kafka.metrics import ProducedLinesCollector
-from movielab.recommender.metrics import ServeMetrics
-from movielab.recommender.monitor import IngestorCollector, OperatorMetrics
+from movielab.recommender.monitoring.exporter import IngestorCollector, OperatorMetrics
+from movielab.recommender.serving.metrics import ServeMetrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "movielab.json"

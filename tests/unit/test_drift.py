@@ -10,9 +10,9 @@ import pytest
 from batches import lines_batch
 
 from movielab.contract import format_time_us, rate_line, recommendation_line, watch_line
-from movielab.recommender.drift import (
+from movielab.recommender.errors import DriftError
+from movielab.recommender.monitoring.drift import (
     PSI_STRONG,
-    DriftError,
     WindowProfile,
     align,
     bucket_counts,
@@ -23,12 +23,12 @@ from movielab.recommender.drift import (
     gini,
     ks,
     level,
-    profile_window,  # fmt: skip
+    profile_window,
     psi,
     psi_samples,
 )
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import MovieInfo, UserInfo
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.store.records import MovieInfo, UserInfo
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 A, B, C, D = "a+2000", "b+2001", "c+2002", "d+2003"
@@ -47,16 +47,29 @@ def test_psi_is_symmetric_and_finite_on_empty_buckets() -> None:
     assert math.isfinite(psi([10, 0], [0, 10])) and psi([10, 0], [0, 10]) > PSI_STRONG
 
 
-@pytest.mark.parametrize(("ref", "cur", "reason"), [([1, 2], [1, 2, 3], "aligned"), ([0, 0], [1, 1], "reference"),
-                                                    ([1, 1], [0, 0], "current"), ([1, -1], [1, 1], "non-negative")])
+@pytest.mark.parametrize(
+    ("ref", "cur", "reason"),
+    [
+        ([1, 2], [1, 2, 3], "aligned"),
+        ([0, 0], [1, 1], "reference"),
+        ([1, 1], [0, 0], "current"),
+        ([1, -1], [1, 1], "non-negative"),
+    ],
+)
 def test_psi_refuses_bad_counts(ref, cur, reason) -> None:
     with pytest.raises(DriftError, match=reason):
         psi(ref, cur)
 
 
 def test_levels_follow_the_convention() -> None:
-    assert [level(x) for x in (0.0, 0.099, 0.1, 0.2, 0.25, 3.0)] == ["none", "none", "moderate", "moderate",
-                                                                   "strong", "strong"]  # fmt: skip
+    assert [level(x) for x in (0.0, 0.099, 0.1, 0.2, 0.25, 3.0)] == [
+        "none",
+        "none",
+        "moderate",
+        "moderate",
+        "strong",
+        "strong",
+    ]
 
 
 def test_numeric_drift_same_distribution_vs_shifted() -> None:
@@ -138,9 +151,15 @@ def stamp(t: datetime) -> str:
 @pytest.fixture
 def store():
     with EventStore(None) as s:
-        s.add_records(movies=[MovieInfo(A, 100, ("Drama",), "A"), MovieInfo(B, 90, ("Comedy", "Drama"), "B"),
-                              MovieInfo(C, 90, ("Horror",), "C"), MovieInfo(D, 90, (), "D")],
-                      users=[UserInfo(1, 30, "F", "writer"), UserInfo(2, 17, "M", "K-12 student")])  # fmt: skip
+        s.add_records(
+            movies=[
+                MovieInfo(A, 100, ("Drama",), "A"),
+                MovieInfo(B, 90, ("Comedy", "Drama"), "B"),
+                MovieInfo(C, 90, ("Horror",), "C"),
+                MovieInfo(D, 90, (), "D"),
+            ],
+            users=[UserInfo(1, 30, "F", "writer"), UserInfo(2, 17, "M", "K-12 student")],
+        )
         yield s
 
 
@@ -148,12 +167,20 @@ def known_window() -> list[str]:
     """User 1: answered [A, B], watches A (recommended, converted), rates A 5; then a time-out, then watches C.
     User 2: answered [A, C], then a second answer [B] before watching C (C was not in the latest list).
     User 3 (no record): watches B without any recommendation and rates it 2."""
-    return [rec(at(0), 1, [A, B]), watch_line(stamp(at(1)), 1, A, 1), watch_line(stamp(at(2)), 1, A, 2),
-            rate_line(stamp(at(3)), 1, A, 5), rec(at(10), 1, [], status=0, ms=601),
-            watch_line(stamp(at(11)), 1, C, 1),
-            rec(at(0), 2, [A, C]), rec(at(5), 2, [B]), watch_line(stamp(at(6)), 2, C, 1),
-            watch_line(stamp(at(7)), 3, B, 1), rate_line(stamp(at(8)), 3, B, 2),
-            watch_line(stamp(at(90)), 3, D, 1)]  # fmt: skip  (outside the window)
+    return [
+        rec(at(0), 1, [A, B]),
+        watch_line(stamp(at(1)), 1, A, 1),
+        watch_line(stamp(at(2)), 1, A, 2),
+        rate_line(stamp(at(3)), 1, A, 5),
+        rec(at(10), 1, [], status=0, ms=601),
+        watch_line(stamp(at(11)), 1, C, 1),
+        rec(at(0), 2, [A, C]),
+        rec(at(5), 2, [B]),
+        watch_line(stamp(at(6)), 2, C, 1),
+        watch_line(stamp(at(7)), 3, B, 1),
+        rate_line(stamp(at(8)), 3, B, 2),
+        watch_line(stamp(at(90)), 3, D, 1),
+    ]  # outside the window
 
 
 def test_profile_window_counts_a_known_window(store: EventStore) -> None:

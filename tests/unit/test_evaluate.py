@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from movielab.recommender.data import TrainingData
-from movielab.recommender.evaluate import (
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.evaluate import (
     compare,
     evaluate_model,
     ml100k_protocol,
@@ -18,7 +18,7 @@ from movielab.recommender.evaluate import (
     time_split,
     to_markdown,
 )
-from movielab.recommender.models import Model, create
+from movielab.recommender.training.models import Model, create
 
 
 class Fixed(Model):
@@ -89,12 +89,29 @@ def test_random_split_holds_out_a_fifth_of_each_user() -> None:
 
 def dated() -> TrainingData:
     """Users 1..4 over items m0..m4 at known times; user 4 and item m4 appear only late."""
-    cells = [(1, "m0", 1), (1, "m1", 2), (2, "m0", 3), (2, "m2", 4), (3, "m1", 5), (3, "m3", 6),
-             (1, "m2", 7), (2, "m3", 8), (4, "m0", 9), (3, "m4", 10)]  # fmt: skip
+    cells = [
+        (1, "m0", 1),
+        (1, "m1", 2),
+        (2, "m0", 3),
+        (2, "m2", 4),
+        (3, "m1", 5),
+        (3, "m3", 6),
+        (1, "m2", 7),
+        (2, "m3", 8),
+        (4, "m0", 9),
+        (3, "m4", 10),
+    ]
     u, m, t = zip(*cells, strict=True)
     n = len(cells)
-    return TrainingData.from_triples(np.array(u), list(m), np.full(n, 0.5), np.zeros(n), np.array(t, float),
-                                     {1: 3, 2: 4, 3: 3, 4: 5}, snapshot_id="dated")  # fmt: skip
+    return TrainingData.from_triples(
+        np.array(u),
+        list(m),
+        np.full(n, 0.5),
+        np.zeros(n),
+        np.array(t, float),
+        {1: 3, 2: 4, 3: 3, 4: 5},
+        snapshot_id="dated",
+    )
 
 
 def test_time_split_does_not_leak() -> None:
@@ -125,8 +142,15 @@ def test_ml100k_protocol_averages_over_seeds() -> None:
     rng = np.random.default_rng(0)
     user, item = np.nonzero(rng.random((60, 40)) < 0.3)
     rating, stamp = rng.integers(1, 6, len(user)).astype(np.float32), np.arange(len(user))
-    rows = ml100k_protocol(user, item, rating, stamp, lambda: [create("popularity"), create("ease", lam=10)],
-                           seeds=(0, 1), latency_users=20)  # fmt: skip
+    rows = ml100k_protocol(
+        user,
+        item,
+        rating,
+        stamp,
+        lambda: [create("popularity"), create("ease", lam=10)],
+        seeds=(0, 1),
+        latency_users=20,
+    )
     assert [r.model for r in rows] == ["popularity", "ease"]
     assert all(r.runs == 2 and r.std["ndcg@10"] >= 0 for r in rows)
     assert "±" in to_markdown(rows)
@@ -147,8 +171,9 @@ def test_ease_beats_popularity_on_ml100k(ml100k) -> None:
 def test_a_pair_given_twice_keeps_its_latest_rating_not_the_sum() -> None:
     data = ratings_data(np.array([0, 0, 1]), np.array([2, 2, 2]), np.array([5.0, 2.0, 4.0]), np.array([9, 3, 1]), 2, 3)
     assert data.ratings.toarray().tolist() == [[0, 0, 5], [0, 0, 4]]  # user 0's rating at time 9, not 5 + 2
-    triples = TrainingData.from_triples(np.array([7, 7]), ["a", "a"], np.array([0.2, 0.9]), np.zeros(2),
-                                        np.array([5.0, 4.0]))  # fmt: skip
+    triples = TrainingData.from_triples(
+        np.array([7, 7]), ["a", "a"], np.array([0.2, 0.9]), np.zeros(2), np.array([5.0, 4.0])
+    )
     assert triples.watched.toarray().tolist() == [[pytest.approx(0.2)]] and triples.times.toarray()[0, 0] == 5.0
 
 

@@ -11,21 +11,19 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from movielab.recommender.experiments import (
-    CanaryPlan,
-    Experiment,
-    ExperimentError,
+from movielab.recommender.errors import ExperimentError
+from movielab.recommender.monitoring.online import ArmMetrics, UserTotals
+from movielab.recommender.release.canary import CanaryPlan, Experiment, salt_of
+from movielab.recommender.release.statistics import (
     SequentialTest,
     UserRatio,
     delta_difference,
     delta_ztest,
     mixture_likelihood_ratio,
     msprt_likelihood_ratio,
-    salt_of,
     srm_check,
     two_proportion_ztest,
 )
-from movielab.recommender.online import ArmMetrics, UserTotals
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 
@@ -43,8 +41,10 @@ def test_srm_fires_on_45_55_with_large_n() -> None:
     assert r.as_dict()["mismatch"] is True and json.dumps(r.as_dict())
 
 
-@pytest.mark.parametrize(("champion", "challenger", "share"), [(5_000, 5_000, 0.5), (5_050, 4_950, 0.5),
-                                                               (9_000, 1_000, 0.1), (89_800, 10_200, 0.1)])
+@pytest.mark.parametrize(
+    ("champion", "challenger", "share"),
+    [(5_000, 5_000, 0.5), (5_050, 4_950, 0.5), (9_000, 1_000, 0.1), (89_800, 10_200, 0.1)],
+)
 def test_srm_is_quiet_on_a_fair_split(champion: int, challenger: int, share: float) -> None:
     r = srm_check(champion, challenger, share)
     n = champion + challenger
@@ -97,8 +97,9 @@ def test_msprt_equals_the_papers_form_for_equal_arms() -> None:
     n, a, b, tau = 1000, 200, 300, 0.02
     s2 = 0.25 * 0.75  # pooled rate 0.25
     delta = 0.1
-    want = math.sqrt(2 * s2 / (2 * s2 + n * tau**2)) * math.exp(n**2 * tau**2 * delta**2 /
-                                                                 (4 * s2 * (2 * s2 + n * tau**2)))  # fmt: skip
+    want = math.sqrt(2 * s2 / (2 * s2 + n * tau**2)) * math.exp(
+        n**2 * tau**2 * delta**2 / (4 * s2 * (2 * s2 + n * tau**2))
+    )
     assert float(mixture_likelihood_ratio(a, n, b, n, tau)) == pytest.approx(want, rel=1e-9)
     assert float(mixture_likelihood_ratio(0, n, 0, n, tau)) == 1.0  # no variation: no evidence
     assert float(msprt_likelihood_ratio(delta, 2 * s2 / n, tau)) == pytest.approx(want, rel=1e-9)
@@ -124,8 +125,10 @@ def test_sequential_p_value_never_rises_and_cis_nest() -> None:
         results.append(test.update(delta_difference(a, b)))
     ps = [r.p_value for r in results]
     assert all(q <= p for p, q in pairwise(ps))
-    assert all(r.p_value == pytest.approx(min(1.0, min(1 / s.likelihood_ratio for s in results[: i + 1])))
-               for i, r in enumerate(results))  # fmt: skip
+    assert all(
+        r.p_value == pytest.approx(min(1.0, min(1 / s.likelihood_ratio for s in results[: i + 1])))
+        for i, r in enumerate(results)
+    )
     lows, highs = [r.ci_low for r in results], [r.ci_high for r in results]
     assert all(q >= p for p, q in pairwise(lows))
     assert all(q <= p for p, q in pairwise(highs))
@@ -186,8 +189,9 @@ def test_cuped_removes_the_variance_a_pre_period_explains() -> None:
     assert plain.theta is None and plain.variance == e.unadjusted_variance
     # per user, binomial noise and taste each make about half of the variance; the pre-period's own noise
     # leaves a squared correlation of about 1/4 with the experiment's metric
-    assert 0.15 < e.variance_reduction < 0.35 and e.variance == pytest.approx((1 - e.variance_reduction)
-                                                                               * e.unadjusted_variance)  # fmt: skip
+    assert 0.15 < e.variance_reduction < 0.35 and e.variance == pytest.approx(
+        (1 - e.variance_reduction) * e.unadjusted_variance
+    )
     assert e.difference == pytest.approx(-0.2 * 0.25, abs=3 * math.sqrt(e.variance))
     z = delta_ztest(c, t)
     assert z.p_value < z.unadjusted_p_value and z.ci_high - z.ci_low < z.unadjusted_ci_high - z.unadjusted_ci_low
@@ -206,8 +210,9 @@ def test_per_user_tests_keep_their_level_where_per_request_tests_do_not() -> Non
         c, t = UserRatio(conv[i, 0], req[i, 0]), UserRatio(conv[i, 1], req[i, 1])
         per_user += delta_ztest(c, t).p_value < 0.05
         n = req[i].sum(axis=1)
-        per_request += two_proportion_ztest(int(conv[i, 0].sum()), int(n[0]), int(conv[i, 1].sum()),
-                                            int(n[1])).p_value < 0.05  # fmt: skip
+        per_request += (
+            two_proportion_ztest(int(conv[i, 0].sum()), int(n[0]), int(conv[i, 1].sum()), int(n[1])).p_value < 0.05
+        )
     assert per_request / runs > 0.2  # requests as if independent: about a third of identical models "differ"
     assert per_user / runs < 0.05 + 2 * math.sqrt(0.05 * 0.95 / runs)
 
@@ -253,9 +258,15 @@ class Arm:
 
     def totals(self) -> UserTotals:
         n = len(self.requests)
-        return UserTotals(np.arange(n, dtype=np.int64), np.array(self.requests, np.int64), np.array(self.ok, np.int64),
-                          np.array(self.conversions, np.int64), np.zeros(n), np.zeros(n, np.int64),
-                          np.zeros(n, np.int64))  # fmt: skip
+        return UserTotals(
+            np.arange(n, dtype=np.int64),
+            np.array(self.requests, np.int64),
+            np.array(self.ok, np.int64),
+            np.array(self.conversions, np.int64),
+            np.zeros(n),
+            np.zeros(n, np.int64),
+            np.zeros(n, np.int64),
+        )
 
 
 @dataclass
@@ -285,10 +296,25 @@ class Traffic:
             arm.conversions += self.rng.binomial(ok, self.conversion[i]).tolist()
             if err.sum():
                 arm.errors["timeout"] = arm.errors.get("timeout", 0) + int(err.sum())
-        return tuple(ArmMetrics(name, exp.salt, exp.share, start, t, users=len(a.requests),
-                                requests=sum(a.requests), ok=sum(a.ok), errors=dict(a.errors), latency_p50_ms=10.0,
-                                latency_p99_ms=self.p99[i], conversions=sum(a.conversions), per_user=a.totals())
-                     for i, (name, a) in enumerate(self.arms.items()))  # fmt: skip
+        return tuple(
+            ArmMetrics(
+                name,
+                exp.salt,
+                exp.share,
+                start,
+                t,
+                users=len(a.requests),
+                requests=sum(a.requests),
+                ok=sum(a.ok),
+                errors=dict(a.errors),
+                latency_p50_ms=10.0,
+                latency_p99_ms=self.p99[i],
+                conversions=sum(a.conversions),
+                per_user=a.totals(),
+            )
+            for i, (name, a) in enumerate(self.arms.items())
+        )
+
     def run(self, exp: Experiment, ticks: int = 200, every: timedelta = timedelta(minutes=5)) -> list[str]:
         """Evaluate once per tick until the experiment finishes; the actions taken."""
         t = exp.last_time
@@ -303,8 +329,9 @@ class Traffic:
         return [d["action"] for d in exp.decisions]
 
 
-PLAN = CanaryPlan(steps=(0.1, 0.5, 1.0), min_requests=2000, alpha=0.05, margin=0.03, error_margin=0.01,
-                  max_step_seconds=24 * 3600)  # fmt: skip
+PLAN = CanaryPlan(
+    steps=(0.1, 0.5, 1.0), min_requests=2000, alpha=0.05, margin=0.03, error_margin=0.01, max_step_seconds=24 * 3600
+)
 
 
 def new(plan: CanaryPlan = PLAN, name: str = "ease-v2-vs-als-v1") -> Experiment:
@@ -367,12 +394,41 @@ def test_the_mismatch_check_counts_users_not_requests() -> None:
     exp = new(CanaryPlan(steps=(0.5, 1.0), min_requests=10**6))
     t = exp.last_time + timedelta(minutes=9)
     heavy = one_request_each(300, 100)
-    heavy = UserTotals(heavy.user_id, heavy.requests * 5, heavy.ok * 5, heavy.conversions * 5, heavy.latency_ms,
-                       heavy.pre_requests, heavy.pre_conversions)  # fmt: skip
-    arms = [ArmMetrics("champion", exp.salt, 0.5, exp.step_started_at, t, users=300, requests=300, ok=300,
-                       conversions=100, per_user=one_request_each(300, 100)),
-            ArmMetrics("challenger", exp.salt, 0.5, exp.step_started_at, t, users=300, requests=1500, ok=1500,
-                       conversions=500, per_user=heavy)]  # fmt: skip
+    heavy = UserTotals(
+        heavy.user_id,
+        heavy.requests * 5,
+        heavy.ok * 5,
+        heavy.conversions * 5,
+        heavy.latency_ms,
+        heavy.pre_requests,
+        heavy.pre_conversions,
+    )
+    arms = [
+        ArmMetrics(
+            "champion",
+            exp.salt,
+            0.5,
+            exp.step_started_at,
+            t,
+            users=300,
+            requests=300,
+            ok=300,
+            conversions=100,
+            per_user=one_request_each(300, 100),
+        ),
+        ArmMetrics(
+            "challenger",
+            exp.salt,
+            0.5,
+            exp.step_started_at,
+            t,
+            users=300,
+            requests=1500,
+            ok=1500,
+            conversions=500,
+            per_user=heavy,
+        ),
+    ]
     d = exp.evaluate(t, *arms)
     assert d.srm is not None and not d.srm.mismatch and d.srm.p_value == 1.0 and d.action == "wait"
 
@@ -380,22 +436,37 @@ def test_the_mismatch_check_counts_users_not_requests() -> None:
 def test_metrics_without_per_user_totals_are_refused() -> None:
     exp = new()
     t = exp.last_time + timedelta(minutes=9)
-    bare = [ArmMetrics(a, exp.salt, exp.share, exp.step_started_at, t, users=5, requests=9, ok=9, conversions=2)
-            for a in ("champion", "challenger")]  # fmt: skip
+    bare = [
+        ArmMetrics(a, exp.salt, exp.share, exp.step_started_at, t, users=5, requests=9, ok=9, conversions=2)
+        for a in ("champion", "challenger")
+    ]
     with pytest.raises(ValueError, match="lack per-user totals"):
         exp.evaluate(t, *bare)
     with pytest.raises(ValueError, match="do not add up"):
-        ArmMetrics("champion", 1, 0.5, T0, t, users=12, requests=12, ok=12, conversions=7,
-                   per_user=one_request_each(12, 6))  # fmt: skip
+        ArmMetrics(
+            "champion", 1, 0.5, T0, t, users=12, requests=12, ok=12, conversions=7, per_user=one_request_each(12, 6)
+        )
 
 
 def test_the_mismatch_check_waits_for_enough_users() -> None:
     # 12 vs 18 users at a 25% share would be p < 0.001, but a few dozen users say little (an early burst)
     exp = new(CanaryPlan(steps=(0.25, 1.0), min_requests=2000, srm_min_users=200))
     t = exp.last_time + timedelta(minutes=9)
-    arms = [ArmMetrics(a, exp.salt, exp.share, exp.step_started_at, t, users=n, requests=n, ok=n, conversions=n // 2,
-                       per_user=one_request_each(n, n // 2))
-            for a, n in (("champion", 12), ("challenger", 18))]  # fmt: skip
+    arms = [
+        ArmMetrics(
+            a,
+            exp.salt,
+            exp.share,
+            exp.step_started_at,
+            t,
+            users=n,
+            requests=n,
+            ok=n,
+            conversions=n // 2,
+            per_user=one_request_each(n, n // 2),
+        )
+        for a, n in (("champion", 12), ("challenger", 18))
+    ]
     d = exp.evaluate(t, *arms)
     assert d.action == "wait" and d.srm is None
     with pytest.raises(ValueError, match="srm_min_users"):
@@ -465,7 +536,11 @@ def test_manual_pause_resume_and_promote_record_who_and_why() -> None:
     assert exp.step_started_at == t + timedelta(hours=31) and exp.conversion_test.looks == 0
     exp.promote(t + timedelta(hours=32), "bob", "approved by the product owner")
     assert [(d["action"], d["by"]) for d in exp.decisions[-4:]] == [
-        ("pause", "alice"), ("wait", None), ("resume", "alice"), ("promote", "bob")]
+        ("pause", "alice"),
+        ("wait", None),
+        ("resume", "alice"),
+        ("promote", "bob"),
+    ]
     assert exp.decisions[-1]["reason"] == "approved by the product owner" and exp.share == 1.0
     with pytest.raises(ExperimentError, match="cannot roll back: it is promoted already"):
         exp.rollback(t + timedelta(hours=33), "carol", "too late")
@@ -501,11 +576,18 @@ def test_salts_come_from_names() -> None:
         salt_of("")
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"steps": (0.5, 0.1)}, "strictly increasing"), ({"steps": (1.0,)}, "first share below 1"),
-    ({"steps": ()}, "strictly increasing"), ({"test": "t"}, "test 't' is unknown"),
-    ({"margin": -0.1}, "margin -0.1"), ({"alpha": 0}, "alpha=0"), ({"min_requests": -1}, "min_requests -1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"steps": (0.5, 0.1)}, "strictly increasing"),
+        ({"steps": (1.0,)}, "first share below 1"),
+        ({"steps": ()}, "strictly increasing"),
+        ({"test": "t"}, "test 't' is unknown"),
+        ({"margin": -0.1}, "margin -0.1"),
+        ({"alpha": 0}, "alpha=0"),
+        ({"min_requests": -1}, "min_requests -1"),
+    ],
+)
 def test_bad_plans_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CanaryPlan(**kwargs)

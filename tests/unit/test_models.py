@@ -9,10 +9,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from movielab.recommender.data import TrainingData
-from movielab.recommender.models import MODELS, Model, ModelFitError, ModelLoadError, UnknownModel, create
-from movielab.recommender.models.als import confidence
-from movielab.recommender.models.base import FALLBACK_N
+from movielab.recommender.errors import ModelFitError, ModelLoadError, UnknownModel
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.models import MODELS, Model, create
+from movielab.recommender.training.models.als import confidence
+from movielab.recommender.training.models.base import FALLBACK_N
 
 GROUPS = ((8, 100), (6, 200))  # (users, first user id): group g watches its own block of items
 
@@ -39,8 +40,9 @@ def block_data(nan: bool = False) -> TrainingData:
         watched[3] = float("nan")
     times = 1.7e9 + np.arange(len(users), dtype=np.float64)
     segments = {uid: 3 for uid in users if uid < 200}
-    return TrainingData.from_triples(np.array(users), movies, np.array(watched), np.array(ratings), times,
-                                     segments, snapshot_id="blocks")  # fmt: skip
+    return TrainingData.from_triples(
+        np.array(users), movies, np.array(watched), np.array(ratings), times, segments, snapshot_id="blocks"
+    )
 
 
 def missing_item(data: TrainingData, row: int) -> str:
@@ -237,8 +239,9 @@ def test_segment_lists_follow_the_segment() -> None:
     users = [*range(25), *range(25), *range(100, 125), *range(200, 230)]
     movies = ["x"] * 25 + ["y"] * 25 + ["z"] * 25 + ["x"] * 30
     seg = {**dict.fromkeys(range(25), 1), **dict.fromkeys(range(100, 125), 2)}
-    data = TrainingData.from_triples(np.array(users), movies, np.ones(len(users)), np.zeros(len(users)),
-                                     np.zeros(len(users)), seg)  # fmt: skip
+    data = TrainingData.from_triples(
+        np.array(users), movies, np.ones(len(users)), np.zeros(len(users)), np.zeros(len(users)), seg
+    )
     model = create("popularity").fit(data)
     assert model.fallback(-1) == ["x", "y", "z"] or model.fallback(-1) == ["x", "z", "y"]
     assert model.fallback(1)[:2] == ["x", "y"] and model.fallback(2)[0] == "z"
@@ -297,13 +300,23 @@ def test_cost_aware_trades_relevance_for_cheaper_plays(tmp_path: Path) -> None:
     plain = block_data()
     # Item a7 (what user 100+7 is missing) costs 10 × the rest; item a6 costs nothing.
     costs = {m: 0.2 for m in plain.items} | {"a7": 2.0, "a6": 0.0}
-    data = TrainingData(plain.users, plain.items, plain.watched, plain.ratings, plain.times, plain.segment,
-                        plain.snapshot_id, item_cost=np.array([costs[m] for m in plain.items], np.float32))
+    data = TrainingData(
+        plain.users,
+        plain.items,
+        plain.watched,
+        plain.ratings,
+        plain.times,
+        plain.segment,
+        plain.snapshot_id,
+        item_cost=np.array([costs[m] for m in plain.items], np.float32),
+    )
     row = data.row_of(100)  # user 100 misses a0; a6 and a7 are seen
     free = create("costaware", base="ease", trade_off=0.0, base_params={"lam": 1.0}).fit(data)
     ease = create("ease", lam=1.0).fit(data)
-    assert free.recommend_rows(np.arange(data.users.size), n=5).tolist() == \
-        ease.recommend_rows(np.arange(data.users.size), n=5).tolist()  # trade-off 0: the base ranking  # fmt: skip
+    assert (
+        free.recommend_rows(np.arange(data.users.size), n=5).tolist()
+        == ease.recommend_rows(np.arange(data.users.size), n=5).tolist()
+    )  # trade-off 0: the base ranking
     row7 = data.row_of(107)  # misses a7, the expensive one
     assert free.recommend(107, n=1) == ["a7"]
     costly = create("costaware", base="ease", trade_off=50.0, base_params={"lam": 1.0}).fit(data)

@@ -13,15 +13,11 @@ from batches import lines_batch
 from prometheus_client.parser import text_string_to_metric_families
 
 from movielab.contract import format_time_us, rate_line, recommendation_line, watch_line
-from movielab.recommender.monitor import (
-    IngestorCollector,
-    MonitorError,
-    MonitorLoop,
-    OperatorMetrics,
-    create_metrics_app,  # fmt: skip
-)
-from movielab.recommender.store import Batch, EventStore
-from movielab.recommender.worldapi import MovieInfo, UserInfo
+from movielab.recommender.errors import MonitorError
+from movielab.recommender.monitoring.exporter import IngestorCollector, OperatorMetrics, create_metrics_app
+from movielab.recommender.monitoring.monitor import MonitorLoop
+from movielab.recommender.store.events import Batch, EventStore
+from movielab.recommender.store.records import MovieInfo, UserInfo
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -53,8 +49,10 @@ def rate(minutes: float, user: int, rating: int, movie: str = A) -> str:
 @pytest.fixture
 def store():
     with EventStore(None) as s:
-        s.add_records(movies=[MovieInfo(A, 100, ("Drama",), "A"), MovieInfo(B, 90, ("Comedy",), "B")],
-                      users=[UserInfo(1, 30, "F", "writer"), UserInfo(2, 40, "M", "artist")])  # fmt: skip
+        s.add_records(
+            movies=[MovieInfo(A, 100, ("Drama",), "A"), MovieInfo(B, 90, ("Comedy",), "B")],
+            users=[UserInfo(1, 30, "F", "writer"), UserInfo(2, 40, "M", "artist")],
+        )
         yield s
 
 
@@ -63,8 +61,13 @@ def value(metrics: OperatorMetrics, name: str, **labels: str) -> float | None:
 
 
 def test_update_counts_events_outcomes_offsets_and_quarantine(store: EventStore) -> None:
-    store.append(batch([rec(0, 1), watch(1, 1), rec(2, 2, status=0, ms=601), rate(3, 1, 4)], first=0,
-                       quarantine=[(4, "malformed"), (5, "malformed")]))  # fmt: skip
+    store.append(
+        batch(
+            [rec(0, 1), watch(1, 1), rec(2, 2, status=0, ms=601), rate(3, 1, 4)],
+            first=0,
+            quarantine=[(4, "malformed"), (5, "malformed")],
+        )
+    )
     store.append(batch([rec(4, 2, ms=700), watch(5, 2, B)], first=0, partition=1, quarantine=[(2, "bad_time")]))
     m = OperatorMetrics()
     loop = MonitorLoop(m, window=timedelta(hours=1), min_sample=1)
@@ -83,8 +86,10 @@ def test_update_counts_events_outcomes_offsets_and_quarantine(store: EventStore)
         assert value(m, "ingest_committed_offset", topic=topic, partition=str(partition)) == offset
     assert value(m, "stream_availability_ratio") == pytest.approx(1 / 3)
     assert value(m, "stream_window_requests") == 3
-    assert value(m, "stream_latest_event_timestamp_seconds", topic="movielog1") == (
-        T0 + timedelta(minutes=5) - datetime(1970, 1, 1)).total_seconds()  # fmt: skip
+    assert (
+        value(m, "stream_latest_event_timestamp_seconds", topic="movielog1")
+        == (T0 + timedelta(minutes=5) - datetime(1970, 1, 1)).total_seconds()
+    )
     assert value(m, "monitor_updates_total") == 1
 
 
@@ -178,8 +183,11 @@ def test_ingestor_counters_and_metrics_page() -> None:
     with TestClient(create_metrics_app(m)) as client:
         resp = client.get("/metrics")
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for fam in text_string_to_metric_families(resp.text) for s in fam.samples}  # fmt: skip
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(resp.text)
+        for s in fam.samples
+    }
     assert samples[("ingest_lines_consumed_total", ())] == 120
     assert samples[("ingest_events_stored_total", ())] == 100
     assert samples[("ingest_quarantined_lines_total", (("reason_kind", "malformed"),))] == 12
@@ -190,7 +198,8 @@ def test_ingestor_counters_and_metrics_page() -> None:
 
 
 def test_license_cost_gauges_per_arm_and_for_the_window() -> None:
-    from movielab.recommender.monitor import MonitorError, OperatorMetrics
+    from movielab.recommender.errors import MonitorError
+    from movielab.recommender.monitoring.exporter import OperatorMetrics
 
     m = OperatorMetrics()
     m.set_cost({"champion": 0.25, "challenger": 0.4}, {"champion": 180.0}, {"champion": "7", "challenger": "8"})

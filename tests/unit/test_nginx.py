@@ -7,13 +7,13 @@ import re
 
 import pytest
 
-from movielab.nginx import (
+from movielab.recommender.errors import NginxError
+from movielab.recommender.serving.nginx import (
     CLIENT_KEEPALIVE_S,
     REPLICA_KEEPALIVE_S,
     UPSTREAM_KEEPALIVE_S,
     Backend,
     Nginx,
-    NginxError,
     Timeouts,
     find_nginx,
     render_config,
@@ -27,11 +27,14 @@ def test_config_proxies_to_every_replica_with_keepalive_and_down_markers(tmp_pat
     text = render_config(tmp_path, 8082, BACKENDS)
     upstream = re.search(r"upstream replicas \{(.*?)\}", text, re.DOTALL).group(1)
     lines = [line.strip() for line in upstream.strip().splitlines()]
-    assert lines == ["server 127.0.0.1:9001 max_fails=1 fail_timeout=1s;",
-                     "server 127.0.0.1:9002 max_fails=1 fail_timeout=1s down;",
-                     "server 127.0.0.1:9001 backup max_fails=1 fail_timeout=1s;",  # never "no live upstreams"
-                     "keepalive 64;", f"keepalive_timeout {UPSTREAM_KEEPALIVE_S}s;",
-                     "keepalive_requests 1000000;"]  # fmt: skip
+    assert lines == [
+        "server 127.0.0.1:9001 max_fails=1 fail_timeout=1s;",
+        "server 127.0.0.1:9002 max_fails=1 fail_timeout=1s down;",
+        "server 127.0.0.1:9001 backup max_fails=1 fail_timeout=1s;",  # never "no live upstreams"
+        "keepalive 64;",
+        f"keepalive_timeout {UPSTREAM_KEEPALIVE_S}s;",
+        "keepalive_requests 1000000;",
+    ]
     assert "listen 127.0.0.1:8082 backlog=4096;" in text
     assert f"access_log {tmp_path.resolve() / 'failed.log'} movielab if=$movielab_failed;" in text
     assert "daemon off;" in text
@@ -74,12 +77,14 @@ def test_admin_and_everything_else_are_not_proxied(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("backends", "port", "message"),
-    [([], 8082, "no replicas to proxy to"),
-     ([Backend("127.0.0.1", 9001, down=True)], 8082, "every replica is drained"),
-     ([Backend("127.0.0.1", 9001), Backend("127.0.0.1", 9001)], 8082, "replicas repeat"),
-     ([Backend("127.0.0.1", 70000)], 8082, "port 70000 of 127.0.0.1 is not in 1..65535"),
-     (BACKENDS, 0, "port 0 of 127.0.0.1 is not in 1..65535")],
-)  # fmt: skip
+    [
+        ([], 8082, "no replicas to proxy to"),
+        ([Backend("127.0.0.1", 9001, down=True)], 8082, "every replica is drained"),
+        ([Backend("127.0.0.1", 9001), Backend("127.0.0.1", 9001)], 8082, "replicas repeat"),
+        ([Backend("127.0.0.1", 70000)], 8082, "port 70000 of 127.0.0.1 is not in 1..65535"),
+        (BACKENDS, 0, "port 0 of 127.0.0.1 is not in 1..65535"),
+    ],
+)
 def test_configs_nginx_cannot_serve_are_refused(tmp_path, backends, port, message) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         render_config(tmp_path, port, backends)

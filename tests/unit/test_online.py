@@ -11,11 +11,12 @@ from batches import lines_batch
 from prometheus_client import generate_latest
 
 from movielab.contract import rate_line, recommendation_line, watch_line
-from movielab.recommender.experiments import CanaryPlan, Experiment, tick
-from movielab.recommender.online import ArmGauges, ArmMetrics, arm_metrics, assign_arms, by_arm
-from movielab.recommender.split import in_challenger
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import MovieInfo
+from movielab.recommender.monitoring.conversions import window_cost
+from movielab.recommender.monitoring.online import ArmGauges, ArmMetrics, arm_metrics, assign_arms, by_arm
+from movielab.recommender.release.canary import CanaryPlan, Experiment, tick
+from movielab.recommender.serving.traffic import in_challenger
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.store.records import MovieInfo
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 END = T0 + timedelta(hours=3)
@@ -113,8 +114,15 @@ def test_each_arm_carries_its_users_totals_and_their_pre_period(store: EventStor
     champion, challenger = m["champion"].per_user, m["challenger"].per_user
 
     def rows(u) -> dict[int, tuple]:
-        cols = zip(u.requests.tolist(), u.ok.tolist(), u.conversions.tolist(), u.latency_ms.tolist(),
-                   u.pre_requests.tolist(), u.pre_conversions.tolist(), strict=True)  # fmt: skip
+        cols = zip(
+            u.requests.tolist(),
+            u.ok.tolist(),
+            u.conversions.tolist(),
+            u.latency_ms.tolist(),
+            u.pre_requests.tolist(),
+            u.pre_conversions.tolist(),
+            strict=True,
+        )
         return dict(zip(u.user_id.tolist(), cols, strict=True))
 
     # c1 made a converted request an hour before the window: its pre-period (the default day before)
@@ -200,8 +208,9 @@ def test_gauges_and_prometheus_export(store: EventStore) -> None:
     assert m["champion"].as_dict()["errors"] == {"timeout": 1}
     assert by_arm(m, "conversion") == {"champion": pytest.approx(2 / 6), "challenger": pytest.approx(1 / 5)}
     empty = arm_metrics(store, T0, END, SALT, 0.0)
-    assert by_arm(empty, "latency_p99_ms") == {"champion": pytest.approx(np.percentile(
-        [10, 20, 601, 30, 15, 25, 5, 7, 40, 1, 3], 99))}  # the empty challenger arm has no p99
+    assert by_arm(empty, "latency_p99_ms") == {
+        "champion": pytest.approx(np.percentile([10, 20, 601, 30, 15, 25, 5, 7, 40, 1, 3], 99))
+    }  # the empty challenger arm has no p99
     with pytest.raises(ValueError, match="gauge 'p99' is unknown"):
         by_arm(m, "p99")
 
@@ -217,8 +226,9 @@ def test_tick_feeds_the_controller_from_the_store(store: EventStore) -> None:
 
 def test_license_cost_per_play_and_per_1000_requests_per_arm() -> None:
     with EventStore(None) as store:
-        store.add_records(movies=[MovieInfo(A, 100, (), "A", 0.5), MovieInfo(B, 90, (), "B", 0.2),
-                                  MovieInfo(C, None, (), "C")])  # C: no cost in its record  # fmt: skip
+        store.add_records(
+            movies=[MovieInfo(A, 100, (), "A", 0.5), MovieInfo(B, 90, (), "B", 0.2), MovieInfo(C, None, (), "C")]
+        )  # C: no cost in its record
         fill(store, known_lines())
         m = arm_metrics(store, T0, END, SALT, SHARE)
         champion, challenger = m["champion"], m["challenger"]
@@ -231,8 +241,12 @@ def test_license_cost_per_play_and_per_1000_requests_per_arm() -> None:
         assert challenger.cost_per_1000_requests == pytest.approx(1000 * 0.2 / 5)
         assert by_arm(m, "cost_per_play") == pytest.approx({"champion": 0.4, "challenger": 0.2})
         assert champion.as_dict()["cost_per_play"] == pytest.approx(0.4)
-        assert store.window_cost(T0, END) == {"plays": 5, "costed_plays": 4, "license_cost": pytest.approx(1.4),
-                                              "requests": 11}  # fmt: skip
+        assert window_cost(store, T0, END) == {
+            "plays": 5,
+            "costed_plays": 4,
+            "license_cost": pytest.approx(1.4),
+            "requests": 11,
+        }
         with pytest.raises(ValueError, match="costed plays"):
             ArmMetrics("champion", SALT, SHARE, T0, END, plays=1, costed_plays=2)
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from movielab.auth import ensure_tokens
-from movielab.recommender.operate import OperatorError, create_control_app
-from movielab.recommender.registry import RegistryError
+from movielab.recommender.errors import OperatorError, RegistryError
+from movielab.recommender.release.control import create_control_app
 
 with warnings.catch_warnings():
     # Starlette's TestClient warns that it drives httpx in a way httpx deprecates; not our code.
@@ -82,8 +82,16 @@ def test_overrides_record_the_authenticated_identity_and_refusals_are_409(contro
     assert c.post("/canary/explode").status_code == 404
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/status"), ("POST", "/canary/start"), ("POST", "/canary/rollback"),
-                                              ("POST", "/retrain"), ("POST", "/schedule/pause")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/status"),
+        ("POST", "/canary/start"),
+        ("POST", "/canary/rollback"),
+        ("POST", "/retrain"),
+        ("POST", "/schedule/pause"),
+    ],
+)
 def test_every_control_endpoint_but_metrics_needs_a_token(app, method, path) -> None:
     with TestClient(app[0]) as anon:
         for headers in ({}, {"authorization": "Bearer " + "b" * 43}):
@@ -104,8 +112,18 @@ def test_a_canary_is_started_by_registered_version_and_bad_versions_are_named(co
         assert r.status_code == 400 and r.json()["error"].startswith("bad request body: "), (body, r.text)
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"[" * 1000, b'{"reason": ""}', b'{"reason": 5}',
-                                  b'{"reason": "' + b"x" * 501 + b'"}', b"x" * 20_000])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b"[" * 1000,
+        b'{"reason": ""}',
+        b'{"reason": 5}',
+        b'{"reason": "' + b"x" * 501 + b'"}',
+        b"x" * 20_000,
+    ],
+)
 def test_bad_bodies_are_4xx_and_never_500(control, body) -> None:
     c, op = control
     for path in ("/canary/promote", "/canary/start", "/retrain", "/schedule/pause"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from movielab.recommender.ratingsfile import RatingsFileError, read
+from movielab.recommender.errors import RatingsFileError
+from movielab.recommender.training.ratingsfile import read
 
 ROWS = [(196, 242, 3, 881250949), (186, 302, 3, 891717742), (196, 377, 1, 878887116), (22, 242, 5, 880606923)]
 
@@ -70,8 +71,8 @@ def _ratings_file(path, rerated: bool) -> None:
 
 
 def test_a_movie_rated_twice_keeps_the_latest_rating_and_says_so(tmp_path, caplog) -> None:
-    from movielab.recommender.evaluate import ml100k_protocol
-    from movielab.recommender.models import create
+    from movielab.recommender.training.evaluate import ml100k_protocol
+    from movielab.recommender.training.models import create
 
     _ratings_file(tmp_path / "twice.data", rerated=True)
     _ratings_file(tmp_path / "once.data", rerated=False)
@@ -81,8 +82,9 @@ def test_a_movie_rated_twice_keeps_the_latest_rating_and_says_so(tmp_path, caplo
         assert np.array_equal(getattr(twice, name), getattr(once, name)), name
 
     def ndcg(r) -> float:
-        rows = ml100k_protocol(r.user, r.item, r.rating, r.timestamp, lambda: [create("popularity")], seeds=(0,),
-                               latency_users=5)  # fmt: skip
+        rows = ml100k_protocol(
+            r.user, r.item, r.rating, r.timestamp, lambda: [create("popularity")], seeds=(0,), latency_users=5
+        )
         return rows[0].metrics["ndcg@10"]
 
     assert ndcg(twice) == ndcg(once) > 0

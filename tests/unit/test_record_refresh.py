@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from movielab.recommender.ingest import UserFetcher
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import MovieInfo, UserInfo
+from movielab.recommender.ingest.users import UserFetcher
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.store.records import MovieInfo, UserInfo
 
 
 class FakeApi:
@@ -19,7 +19,9 @@ class FakeApi:
     def users(self, ids, fresh: bool = False):
         ids = list(ids)
         self.calls.append(("users", tuple(ids), fresh))
-        return {i: self.users_known[i] for i in ids if i in self.users_known}, {i for i in ids if i not in self.users_known}
+        return {i: self.users_known[i] for i in ids if i in self.users_known}, {
+            i for i in ids if i not in self.users_known
+        }
 
     def movies(self, ids, fresh: bool = False):
         ids = list(ids)
@@ -40,8 +42,10 @@ def _wait(check, timeout: float = 10.0) -> None:
 
 def test_aged_records_are_fetched_again_changed_ones_replaced_and_unknown_ones_kept() -> None:
     with EventStore(None) as store:
-        store.add_records(users=[UserInfo(1, 30, "F", "writer"), UserInfo(2, 20, "M", "artist")],
-                          movies=[MovieInfo("a+2000", 100, ("Drama",), "A")])  # fmt: skip
+        store.add_records(
+            users=[UserInfo(1, 30, "F", "writer"), UserInfo(2, 20, "M", "artist")],
+            movies=[MovieInfo("a+2000", 100, ("Drama",), "A")],
+        )
         # the world now says user 1 is 31, user 2 is gone, movie a+2000 lasts 95 minutes
         api = FakeApi({1: UserInfo(1, 31, "F", "writer")}, {"a+2000": MovieInfo("a+2000", 95, ("Drama",), "A")})
         fetcher = UserFetcher(store, api, refresh_after=0.0, refresh_every=3600.0)

@@ -9,16 +9,12 @@ from pathlib import Path
 import pytest
 from test_retrain import block_events  # one synthetic data set for both test modules
 
-from movielab.recommender import pipeline
-from movielab.recommender.provenance import code_version
-from movielab.recommender.registry import (
-    REGISTRATION_FILE,
-    Registry,
-    RegistryError,
-    _without_credentials,
-    read_registration,
-)
-from movielab.recommender.store import EventStore
+from movielab.recommender.errors import RegistryError
+from movielab.recommender.serving.answers import answer_table
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.training import pipeline
+from movielab.recommender.training.provenance import code_version
+from movielab.recommender.training.registry import REGISTRATION_FILE, Registry, _without_credentials, read_registration
 
 
 @pytest.fixture
@@ -51,8 +47,12 @@ def test_register_round_trip_with_lineage_and_aliases(registry: Registry, traine
     assert v1.params == {"lam": 10.0, "max_items": 30_000} and v1.model == "ease"
     metrics = registry.run_metrics(v1.run_id)
     assert metrics == {"ndcg_at_10": 0.61, "popularity.ndcg_at_10": 0.22, "train_seconds": m["train_seconds"]}
-    assert read_registration(ease.folder) == {"registered_model": "movielab-team7", "version": "1",
-                                              "run_id": v1.run_id, "tracking_uri": registry.tracking_uri}  # fmt: skip
+    assert read_registration(ease.folder) == {
+        "registered_model": "movielab-team7",
+        "version": "1",
+        "run_id": v1.run_id,
+        "tracking_uri": registry.tracking_uri,
+    }
 
     registry.promote("1")
     registry.set_challenger(2)
@@ -62,7 +62,7 @@ def test_register_round_trip_with_lineage_and_aliases(registry: Registry, traine
     assert registry.champion() != ease.folder and (registry.champion() / REGISTRATION_FILE).is_file()
     users = ease.model.users.tolist()
     assert [champion.model.recommend(u) for u in users] == [ease.model.recommend(u) for u in users]
-    table, original = pipeline.answer_table(champion, store), pipeline.answer_table(ease, store)
+    table, original = answer_table(champion, store), answer_table(ease, store)
     assert all(table.lookup(u) == original.lookup(u) for u in [*users, 10**9])
     assert pipeline.load(registry.challenger()).manifest["model"] == "popularity"
 

@@ -13,25 +13,16 @@ import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 
-from movielab.recommender import evaluate, pipeline
-from movielab.recommender import models as model_registry
-from movielab.recommender.data import TrainingData
-from movielab.recommender.models import create
-from movielab.recommender.models.popularity import Popularity
-from movielab.recommender.registry import Registry
-from movielab.recommender.retrain import (
-    Reference,
-    Retrainer,
-    RetrainPolicy,
-    _same_recipe,
-    _sample_rows,
-    check_output,
-    gate,
-    read_records,
-    stream_time,
-)
-from movielab.recommender.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
-from movielab.recommender.worldapi import MovieInfo, UserInfo
+from movielab.recommender.store.events import EVENT_SCHEMA, QUARANTINE_SCHEMA, Batch, EventStore
+from movielab.recommender.store.records import MovieInfo, UserInfo
+from movielab.recommender.training import evaluate, pipeline
+from movielab.recommender.training import models as model_registry
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.gate import RetrainPolicy, _same_recipe, _sample_rows, check_output, gate
+from movielab.recommender.training.models import create
+from movielab.recommender.training.models.popularity import Popularity
+from movielab.recommender.training.registry import Registry
+from movielab.recommender.training.retrain import Reference, Retrainer, read_records, stream_time
 
 T0 = datetime(2026, 3, 20, 6, 0, 0)
 GROUP_USERS = (40, 30, 20, 10)  # unequal groups: popularity favours group 0's block
@@ -65,14 +56,25 @@ def block_events(seed: int = 0, first_user: int = 1, hours: float = 48.0) -> Bat
     minute = np.tile(np.arange(1, MINUTES + 1, dtype=np.int32), len(users))
     t = np.repeat(np.array(times, "datetime64[us]"), MINUTES) + (minute - 1).astype("timedelta64[m]")
     none = pa.nulls(n)
-    events = pa.table({
-        "topic": pa.array(["movielog1"] * n), "partition": pa.array(np.zeros(n, np.int32)),
-        "offset": pa.array(np.arange(n, dtype=np.int64) + seed * 10_000_000), "time": pa.array(t),
-        "user_id": pa.array(np.repeat(np.array(users, np.int64), MINUTES)), "kind": pa.array(["watch"] * n),
-        "movie_id": pa.array(np.repeat(np.array(movies), MINUTES).tolist()), "minute": pa.array(minute),
-        "rating": none, "server": none, "status": none, "recommendations": none, "error": none, "response_ms": none,
-        "nanosecond": none,
-    }).cast(EVENT_SCHEMA)  # fmt: skip
+    events = pa.table(
+        {
+            "topic": pa.array(["movielog1"] * n),
+            "partition": pa.array(np.zeros(n, np.int32)),
+            "offset": pa.array(np.arange(n, dtype=np.int64) + seed * 10_000_000),
+            "time": pa.array(t),
+            "user_id": pa.array(np.repeat(np.array(users, np.int64), MINUTES)),
+            "kind": pa.array(["watch"] * n),
+            "movie_id": pa.array(np.repeat(np.array(movies), MINUTES).tolist()),
+            "minute": pa.array(minute),
+            "rating": none,
+            "server": none,
+            "status": none,
+            "recommendations": none,
+            "error": none,
+            "response_ms": none,
+            "nanosecond": none,
+        }
+    ).cast(EVENT_SCHEMA)
     films = [MovieInfo(movie(g, i), MINUTES, ("Drama",), None) for g in range(len(GROUP_USERS)) for i in range(BLOCK)]
     people = [UserInfo(u, 20 + u % 40, "FM"[u % 2], "other") for u in range(first_user, uid)]
     return Batch(events, QUARANTINE_SCHEMA.empty_table(), films, people)
@@ -91,8 +93,9 @@ def registry(mlflow_template: Path, tmp_path: Path) -> Registry:
     return Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", "movielab-team1", tmp_path / "cache", tmp_path / "mlruns")
 
 
-def retrainer(store: EventStore, registry: Registry, tmp_path: Path, policy: RetrainPolicy = POLICY,
-              rollout=None) -> Retrainer:  # fmt: skip
+def retrainer(
+    store: EventStore, registry: Registry, tmp_path: Path, policy: RetrainPolicy = POLICY, rollout=None
+) -> Retrainer:
     return Retrainer(store, registry, tmp_path / "models", policy, tmp_path / "retrain.jsonl", rollout)
 
 
@@ -123,7 +126,7 @@ def extra_models(monkeypatch):
 
 # --- the gate on its own ---------------------------------------------------------------------------
 def snapshot_data(store: EventStore) -> TrainingData:
-    return store.training_data(store.create_snapshot("all", None, None))
+    return TrainingData.from_snapshot(store, store.create_snapshot("all", None, None))
 
 
 def test_gate_accepts_a_personalised_model_and_measures_all_three(store: EventStore) -> None:
@@ -171,7 +174,9 @@ def test_gate_samples_test_users_reproducibly_and_knows_a_recipe() -> None:
     assert a[sorted(kept)].toarray().tolist() == test[sorted(kept)].toarray().tolist()
     assert _sample_rows(test, 4) is test
     assert _same_recipe(("ease", {"lam": 10}), ("ease", {"lam": 10.0}))
-    assert not _same_recipe(("ease", {"lam": 10}), ("ease", {"lam": 11})) and not _same_recipe(("als", {}), ("ease", {}))
+    assert not _same_recipe(("ease", {"lam": 10}), ("ease", {"lam": 11})) and not _same_recipe(
+        ("als", {}), ("ease", {})
+    )
 
 
 # --- full runs with the registry ---------------------------------------------------------------------
@@ -193,7 +198,8 @@ def test_first_accepted_run_becomes_champion_and_the_next_the_challenger(store, 
     assert set(kept[0]["seconds"]) == {"snapshot", "checks", "train", "gate", "register", "rollout", "total"}
     assert kept[0]["metrics"]["ndcg@10"] == pytest.approx(first.metrics["ndcg@10"])
     assert registry.run_metrics(first.run_id)["popularity.ndcg_at_10"] == pytest.approx(
-        first.metrics["popularity.ndcg@10"])  # fmt: skip
+        first.metrics["popularity.ndcg@10"]
+    )
 
 
 def test_rejected_models_never_reach_the_registry(store, registry, tmp_path, extra_models) -> None:
@@ -252,8 +258,13 @@ def test_a_crash_in_any_stage_leaves_the_champion_untouched(stage, store, regist
 
 def test_one_run_at_a_time(store, registry, tmp_path) -> None:
     inner = []
-    r = retrainer(store, registry, tmp_path, RetrainPolicy(model="ease", params={"lam": 10.0}, min_events=100),
-                  rollout=lambda mv, rec: inner.append(r.run(trigger="request")))  # fmt: skip
+    r = retrainer(
+        store,
+        registry,
+        tmp_path,
+        RetrainPolicy(model="ease", params={"lam": 10.0}, min_events=100),
+        rollout=lambda mv, rec: inner.append(r.run(trigger="request")),
+    )
     outer = r.run()
     assert outer.status == "accepted" and inner[0].status == "rejected"
     assert inner[0].reason == "another retraining run is in progress" and len(registry.versions()) == 1
@@ -290,8 +301,8 @@ def test_policy_from_config_and_records_are_json(tmp_path) -> None:
 
 def test_training_reuses_the_checked_data_and_refuses_data_of_another_snapshot(store, tmp_path, monkeypatch) -> None:
     snap = store.create_snapshot("all", None, None)
-    data = store.training_data(snap)
-    monkeypatch.setattr(store, "training_data", lambda *a: pytest.fail("the snapshot was queried again"))
+    data = TrainingData.from_snapshot(store, snap)
+    monkeypatch.setattr(TrainingData, "from_snapshot", lambda *a: pytest.fail("the snapshot was queried again"))
     trained = pipeline.train(store, "popularity", tmp_path / "models", snapshot=snap, data=data)
     assert trained.manifest["snapshot_id"] == snap.id and trained.manifest["users"] == len(data.users)
     store.append(block_events(seed=1, first_user=500))
@@ -322,9 +333,11 @@ def test_a_deleted_champion_does_not_hand_the_next_candidate_full_traffic(store,
         Reference.of(tmp_path / "nowhere")
 
 
-def test_the_operator_canaries_against_what_serves_when_the_champion_was_deleted(store, registry, tmp_path,
-                                                                                   caplog) -> None:  # fmt: skip
-    from movielab.recommender.operate import OneServer, Operator
+def test_the_operator_canaries_against_what_serves_when_the_champion_was_deleted(
+    store, registry, tmp_path, caplog
+) -> None:
+    from movielab.recommender.release.operator import Operator
+    from movielab.recommender.serving.server import OneServer
 
     servers = []
 

@@ -16,14 +16,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from movielab.auth import ensure_tokens
-from movielab.recommender import serve, split
-from movielab.recommender.answers import SOURCES, AnswerTable, Provenance
-from movielab.recommender.data import N_SEGMENTS, TrainingData
-from movielab.recommender.models import create
-from movielab.recommender.serve import (BadSegments, BadUserId, NoChallenger, create_admin_app, create_app, drain,
-                                        drop_challenger,
-                                        parse_user_id, promote, read_segments, serving, set_challenger, set_share,
-                                        swap, write_segments)  # fmt: skip
+from movielab.recommender.errors import BadSegments, BadUserId, NoChallenger
+from movielab.recommender.serving import admin as admin_routes
+from movielab.recommender.serving import traffic
+from movielab.recommender.serving.admin import create_admin_app
+from movielab.recommender.serving.answers import SOURCES, AnswerTable
+from movielab.recommender.serving.app import create_app, parse_user_id
+from movielab.recommender.serving.state import drain, drop_challenger, promote, serving, set_challenger, set_share, swap
+from movielab.recommender.serving.versions import load_version, read_segments, write_segments
+from movielab.recommender.store.records import N_SEGMENTS
+from movielab.recommender.training.data import TrainingData
+from movielab.recommender.training.models import create
+from movielab.recommender.training.provenance import Provenance
 
 with warnings.catch_warnings():
     # starlette asks for `httpx2` instead of `httpx`; the client works the same with either.
@@ -115,8 +119,9 @@ def shared_client():
 
 def header(source: str, prov: Provenance = PROV, arm: str = "champion") -> str:
     p = prov
-    return (f"{p.model_name}/{p.model_version}; snapshot={p.snapshot_id}; code={p.code_version}; source={source}; "
-            f"arm={arm}")  # fmt: skip
+    return (
+        f"{p.model_name}/{p.model_version}; snapshot={p.snapshot_id}; code={p.code_version}; source={source}; arm={arm}"
+    )
 
 
 def metric(client, line_start: str) -> float:
@@ -207,11 +212,20 @@ def test_provenance_fields_must_fit_a_header() -> None:
 # --- bad input ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("raw", "reason"),
-    [("abc", "is not a positive integer"), ("-1", "is not a positive integer"), ("+1", "is not a positive integer"),
-     ("01", "has a leading zero"), ("0", "is not positive"), ("1.5", "is not a positive integer"),
-     ("1" * 19, "has 19 digits, at most 18"), ("", "is empty"), ("١٢", "is not a positive integer"),
-     ("1 ", "is not a positive integer"), ("1/2", "is not a positive integer")],
-)  # fmt: skip
+    [
+        ("abc", "is not a positive integer"),
+        ("-1", "is not a positive integer"),
+        ("+1", "is not a positive integer"),
+        ("01", "has a leading zero"),
+        ("0", "is not positive"),
+        ("1.5", "is not a positive integer"),
+        ("1" * 19, "has 19 digits, at most 18"),
+        ("", "is empty"),
+        ("١٢", "is not a positive integer"),
+        ("1 ", "is not a positive integer"),
+        ("1/2", "is not a positive integer"),
+    ],
+)
 def test_malformed_ids_are_400_naming_the_id_and_the_reason(client, raw, reason) -> None:
     before = metric(client, "recommend_bad_requests_total")
     r = client.get("/recommend/" + quote(raw, safe="/"))
@@ -228,8 +242,11 @@ def test_parse_user_id_accepts_exactly_the_positive_ids() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(segment=st.one_of(st.text(max_size=30), st.integers(-(10**20), 10**20).map(str),
-                         st.text(alphabet="0123456789+-. ", max_size=20)))  # fmt: skip
+@given(
+    segment=st.one_of(
+        st.text(max_size=30), st.integers(-(10**20), 10**20).map(str), st.text(alphabet="0123456789+-. ", max_size=20)
+    )
+)
 def test_any_path_segment_is_answered_never_5xx(shared_client, segment) -> None:
     r = shared_client.get("/recommend/" + quote(segment, safe=""))
     assert r.status_code in (200, 400, 404), r.text  # 404: the client normalised `.`/`..` away
@@ -267,9 +284,14 @@ def test_healthz_names_the_serving_table(client) -> None:
 
 def test_metrics_count_answers_by_source_and_fallbacks_by_kind(client) -> None:
     text = client.get("/metrics").text
-    for name, kind in (("recommend_requests_total", "counter"), ("recommend_latency_seconds", "histogram"),
-                       ("recommend_fallbacks_total", "counter"), ("recommend_bad_requests_total", "counter"),
-                       ("model_info", "gauge"), ("model_swaps_total", "counter")):  # fmt: skip
+    for name, kind in (
+        ("recommend_requests_total", "counter"),
+        ("recommend_latency_seconds", "histogram"),
+        ("recommend_fallbacks_total", "counter"),
+        ("recommend_bad_requests_total", "counter"),
+        ("model_info", "gauge"),
+        ("model_swaps_total", "counter"),
+    ):
         assert f"# TYPE {name} {kind}\n" in text
     assert 'model_info{arm="champion",code="abc123",model="fake",snapshot="snap-1",version="3"} 1.0' in text
     assert 'recommend_latency_seconds_bucket{arm="champion",le="0.00025"}' in text
@@ -389,7 +411,7 @@ def test_share_zero_is_all_champion_and_share_one_all_challenger(canary) -> None
 def test_share_routes_exactly_the_users_split_puts_in_the_challenger(canary) -> None:
     set_share(canary.app, 0.3)
     got = arms(canary, USERS)
-    want = {u: "challenger" if split.in_challenger(u, 42, 0.3) else "champion" for u in USERS}
+    want = {u: "challenger" if traffic.in_challenger(u, 42, 0.3) else "champion" for u in USERS}
     assert got == want
     assert 0.25 < sum(a == "challenger" for a in got.values()) / len(USERS) < 0.35
 
@@ -428,7 +450,8 @@ def test_promote_makes_the_challenger_champion_for_everyone(canary) -> None:
     assert old.provenance == PROV
     assert serving(canary.app).challenger is None and serving(canary.app).share == 0.0
     assert {canary.get(f"/recommend/{u}").headers["x-model"] for u in range(1001, 1101)} == {
-        header("global", PROV2, "champion")}  # fmt: skip
+        header("global", PROV2, "champion")
+    }
     text = canary.get("/metrics").text
     assert 'model_info{arm="champion",code="abc124",model="fake",snapshot="snap-2",version="4"} 1.0' in text
     assert 'version="3"' not in text and 'arm="challenger",code' not in text
@@ -455,7 +478,9 @@ def test_a_champion_swap_keeps_the_challenger_and_its_share(canary) -> None:
     s = serving(canary.app)
     assert (s.share, s.salt, s.challenger.table.provenance) == (0.3, 42, PROV2)
     assert {h.split(";")[0] for h in (canary.get(f"/recommend/{u}").headers["x-model"] for u in USERS)} == {
-        "fake/5", "fake/4"}  # fmt: skip
+        "fake/5",
+        "fake/4",
+    }
 
 
 # --- admin endpoints ----------------------------------------------------------------------------
@@ -463,11 +488,23 @@ def save_version(folder: Path, version: str, seed: int) -> Path:
     """A real saved popularity version (arrays + manifest) over users 1..60 and the test items."""
     rng = np.random.default_rng(seed)
     n = 400
-    data = TrainingData.from_triples(rng.integers(1, 61, n), rng.choice(ITEMS, n), np.ones(n), np.zeros(n),
-                                     np.zeros(n), snapshot_id=f"snap-{version}")  # fmt: skip
+    data = TrainingData.from_triples(
+        rng.integers(1, 61, n),
+        rng.choice(ITEMS, n),
+        np.ones(n),
+        np.zeros(n),
+        np.zeros(n),
+        snapshot_id=f"snap-{version}",
+    )
     create("popularity").fit(data).save(folder)
-    manifest = {"model": "popularity", "version": version, "snapshot_id": f"snap-{version}",
-                "code_version": "abc123", "trained_at": "2026-03-20T08:00:00", "params": {}}  # fmt: skip
+    manifest = {
+        "model": "popularity",
+        "version": version,
+        "snapshot_id": f"snap-{version}",
+        "code_version": "abc123",
+        "trained_at": "2026-03-20T08:00:00",
+        "params": {},
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
@@ -489,7 +526,8 @@ def test_admin_loads_a_challenger_sets_its_share_and_promotes_it(client, admin, 
     assert seen == {"fake/3", "popularity/v0007"}
     assert admin.post("/admin/share", json={"share": 1}).json()["share"] == 1
     assert {client.get(f"/recommend/{u}").headers["x-model"].split("; ")[0] for u in range(1, 51)} == {
-        "popularity/v0007"}  # fmt: skip
+        "popularity/v0007"
+    }
     state = admin.post("/admin/promote").json()
     assert state["champion"]["provenance"]["model_version"] == "v0007" and state["challenger"] is None
     assert client.get("/healthz").json()["provenance"]["model_version"] == "v0007"
@@ -515,39 +553,64 @@ def test_admin_load_uses_the_segments_file_next_to_the_artifact(client, admin, v
 
 @pytest.mark.parametrize(
     ("path", "body", "status", "message"),
-    [("/admin/load", b"{", 400, "bad request body: body: Invalid JSON"),
-     ("/admin/load", b"[1]", 400, "bad request body: body: Input should be an object"),
-     ("/admin/load", b"[" * 1000, 400, "bad request body: body: Invalid JSON: recursion limit exceeded"),
-     ("/admin/load", b"{}", 400, "folder: Field required"),
-     ("/admin/load", b'{"folder": null}', 400, "folder: Input should be a valid string"),
-     ("/admin/load", b'{"folder": 5}', 400, "folder: Input should be a valid string"),
-     ("/admin/load", b'{"folder": "' + b"a" * 256 + b'"}', 404, "no version folder there"),
-     ("/admin/load", b'{"folder": "' + b"a" * 2000 + b'"}', 400, "folder: String should have at most 1024"),
-     ("/admin/load", b'{"folder": "VERSION\\u0000"}', 400, "folder must lie inside the artifacts root"),
-     ("/admin/load", b'{"folder": "x", "colour": 1}', 400, "colour: Extra inputs are not permitted"),
-     ("/admin/load", b'{"folder": "VERSION", "arm": "canary"}', 400, "arm: Input should be 'champion' or 'challenger'"),
-     ("/admin/load", b'{"folder": "VERSION", "share": 0.5}', 400, "share and salt apply to a challenger only"),
-     ("/admin/load", b'{"folder": "VERSION", "arm": "challenger", "share": 2}', 400,
-      "share: Input should be less than or equal to 1"),
-     ("/admin/load", b'{"folder": "VERSION", "arm": "challenger", "salt": -1}', 400,
-      "salt: Input should be greater than or equal to 0"),
-     ("/admin/load", b'{"folder": "VERSION", "arm": "challenger", "share": true}', 400, "share: Input should be a valid"),
-     ("/admin/load", b'{"folder": "VERSION", "drain": 1}', 400, "drain: Input should be a valid boolean"),
-     ("/admin/load", b'{"folder": "/nonexistent/v1"}', 400, "folder must lie inside the artifacts root"),
-     ("/admin/load", b'{"folder": "../../../../tmp/x"}', 400, "folder must lie inside the artifacts root"),
-     ("/admin/load", b'{"folder": "EMPTY"}', 400, "cannot load that version as champion: its files are missing or"),
-     ("/admin/load", b'{"folder": "VERSION", "segments": "NOSEGS"}', 400, "cannot load that version as champion"),
-     ("/admin/load", b'{"folder": "VERSION", "segments": "/etc/hostname"}', 400,
-      "segments must lie inside the artifacts root"),
-     ("/admin/share", b'{"share": 0.5}', 409, "no challenger is loaded"),
-     ("/admin/share", b'{"share": "half"}', 400, "share: Input should be a valid number"),
-     ("/admin/promote", b"", 409, "nothing to promote"),
-     ("/admin/promote", b'{"now": 1}', 400, "now: Extra inputs are not permitted"),
-     ("/admin/drop", b"", 409, "nothing to drop"),
-     ("/admin/reboot", b"", 404, "no such admin endpoint")],
-)  # fmt: skip
-def test_admin_bad_input_is_4xx_json_naming_the_reason(client, admin, version, tmp_path, path, body, status,
-                                                       message) -> None:  # fmt: skip
+    [
+        ("/admin/load", b"{", 400, "bad request body: body: Invalid JSON"),
+        ("/admin/load", b"[1]", 400, "bad request body: body: Input should be an object"),
+        ("/admin/load", b"[" * 1000, 400, "bad request body: body: Invalid JSON: recursion limit exceeded"),
+        ("/admin/load", b"{}", 400, "folder: Field required"),
+        ("/admin/load", b'{"folder": null}', 400, "folder: Input should be a valid string"),
+        ("/admin/load", b'{"folder": 5}', 400, "folder: Input should be a valid string"),
+        ("/admin/load", b'{"folder": "' + b"a" * 256 + b'"}', 404, "no version folder there"),
+        ("/admin/load", b'{"folder": "' + b"a" * 2000 + b'"}', 400, "folder: String should have at most 1024"),
+        ("/admin/load", b'{"folder": "VERSION\\u0000"}', 400, "folder must lie inside the artifacts root"),
+        ("/admin/load", b'{"folder": "x", "colour": 1}', 400, "colour: Extra inputs are not permitted"),
+        (
+            "/admin/load",
+            b'{"folder": "VERSION", "arm": "canary"}',
+            400,
+            "arm: Input should be 'champion' or 'challenger'",
+        ),
+        ("/admin/load", b'{"folder": "VERSION", "share": 0.5}', 400, "share and salt apply to a challenger only"),
+        (
+            "/admin/load",
+            b'{"folder": "VERSION", "arm": "challenger", "share": 2}',
+            400,
+            "share: Input should be less than or equal to 1",
+        ),
+        (
+            "/admin/load",
+            b'{"folder": "VERSION", "arm": "challenger", "salt": -1}',
+            400,
+            "salt: Input should be greater than or equal to 0",
+        ),
+        (
+            "/admin/load",
+            b'{"folder": "VERSION", "arm": "challenger", "share": true}',
+            400,
+            "share: Input should be a valid",
+        ),
+        ("/admin/load", b'{"folder": "VERSION", "drain": 1}', 400, "drain: Input should be a valid boolean"),
+        ("/admin/load", b'{"folder": "/nonexistent/v1"}', 400, "folder must lie inside the artifacts root"),
+        ("/admin/load", b'{"folder": "../../../../tmp/x"}', 400, "folder must lie inside the artifacts root"),
+        ("/admin/load", b'{"folder": "EMPTY"}', 400, "cannot load that version as champion: its files are missing or"),
+        ("/admin/load", b'{"folder": "VERSION", "segments": "NOSEGS"}', 400, "cannot load that version as champion"),
+        (
+            "/admin/load",
+            b'{"folder": "VERSION", "segments": "/etc/hostname"}',
+            400,
+            "segments must lie inside the artifacts root",
+        ),
+        ("/admin/share", b'{"share": 0.5}', 409, "no challenger is loaded"),
+        ("/admin/share", b'{"share": "half"}', 400, "share: Input should be a valid number"),
+        ("/admin/promote", b"", 409, "nothing to promote"),
+        ("/admin/promote", b'{"now": 1}', 400, "now: Extra inputs are not permitted"),
+        ("/admin/drop", b"", 409, "nothing to drop"),
+        ("/admin/reboot", b"", 404, "no such admin endpoint"),
+    ],
+)
+def test_admin_bad_input_is_4xx_json_naming_the_reason(
+    client, admin, version, tmp_path, path, body, status, message
+) -> None:
     (tmp_path / "empty").mkdir()
     body = body.replace(b"VERSION", str(version).encode()).replace(b"EMPTY", str(tmp_path / "empty").encode())
     body = body.replace(b"NOSEGS", str(tmp_path / "none.json").encode())
@@ -587,7 +650,7 @@ def test_a_draining_replica_answers_503_with_the_reason_until_it_serves_again(cl
 @pytest.mark.parametrize("fails", [False, True])
 def test_a_load_with_drain_answers_503_while_it_builds_then_serves(client, admin, version, monkeypatch, fails) -> None:
     seen: list[tuple[int, bool]] = []
-    real = serve.load_version
+    real = load_version
 
     def load_and_look(folder, segments=None):
         # runs in the worker thread while the event loop keeps answering
@@ -597,7 +660,7 @@ def test_a_load_with_drain_answers_503_while_it_builds_then_serves(client, admin
             raise OSError("disk gone")
         return real(folder, segments)
 
-    monkeypatch.setattr(serve, "load_version", load_and_look)
+    monkeypatch.setattr(admin_routes, "load_version", load_and_look)
     r = admin.post("/admin/load", json={"folder": str(version), "drain": True})
     assert seen == [(503, True)]
     assert r.status_code == (400 if fails else 200), r.text
@@ -608,13 +671,13 @@ def test_a_load_with_drain_answers_503_while_it_builds_then_serves(client, admin
 
 def test_a_load_without_drain_keeps_answering_from_the_old_table(client, admin, version, monkeypatch) -> None:
     seen: list[str] = []
-    real = serve.load_version
+    real = load_version
 
     def load_and_look(folder, segments=None):
         seen.append(client.get("/recommend/10").headers["x-model"])
         return real(folder, segments)
 
-    monkeypatch.setattr(serve, "load_version", load_and_look)
+    monkeypatch.setattr(admin_routes, "load_version", load_and_look)
     assert admin.post("/admin/load", json={"folder": str(version)}).status_code == 200
     assert seen == [header("model")]
 
@@ -630,9 +693,16 @@ def test_admin_refuses_a_second_load_and_proxied_requests(client, admin, version
     assert (r.status_code, r.json()["error"]) == (405, "GET /admin/load: use POST")
 
 
-@pytest.mark.parametrize(("text", "reason"), [("{}", None), ("[1]", "expected a JSON object"),
-                                              ('{"x": 1}', "user id 'x' is not"), ('{"5": 14}', "segment 14 of user 5"),
-                                              ('{"5": "3"}', "segment '3' of user 5")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("{}", None),
+        ("[1]", "expected a JSON object"),
+        ('{"x": 1}', "user id 'x' is not"),
+        ('{"5": 14}', "segment 14 of user 5"),
+        ('{"5": "3"}', "segment '3' of user 5"),
+    ],
+)
 def test_read_segments_names_the_file_and_the_reason(tmp_path, text, reason) -> None:
     path = tmp_path / "segments.json"
     path.write_text(text)
@@ -650,7 +720,7 @@ def test_explain_tells_the_arm_source_and_manifest(client, admin, version) -> No
     assert e["manifest"]["version"] == "v0007" and e["provenance"]["model_version"] == "v0007"
     assert ",".join(e["answer"]) == client.get("/recommend/5").text
     assert e["header"] == client.get("/recommend/5").headers["x-model"]
-    assert e["bucket"] == split.bucket(5, 0) and e["threshold"] == split.BUCKETS
+    assert e["bucket"] == traffic.bucket(5, 0) and e["threshold"] == traffic.BUCKETS
     assert e["explain_error"] == "KeyError: 'snapshot_hash'"  # this manifest has no lineage fields
     manifest = json.loads((version / "manifest.json").read_text())
     manifest.update(snapshot_hash="h", window=[None, None], snapshot_rows=400)
@@ -667,8 +737,14 @@ def test_explain_tells_the_arm_source_and_manifest(client, admin, version) -> No
 
 
 # --- attacks on the admin side (issue 10, part 3) ------------------------------------------------
-ADMIN_ROUTES = [("POST", "/admin/load"), ("POST", "/admin/share"), ("POST", "/admin/promote"), ("POST", "/admin/drop"),
-                ("GET", "/admin/state"), ("GET", "/explain/5")]  # fmt: skip
+ADMIN_ROUTES = [
+    ("POST", "/admin/load"),
+    ("POST", "/admin/share"),
+    ("POST", "/admin/promote"),
+    ("POST", "/admin/drop"),
+    ("GET", "/admin/state"),
+    ("GET", "/explain/5"),
+]
 
 
 @pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
@@ -684,10 +760,15 @@ def test_the_public_app_has_no_admin_or_explain_route_even_with_a_token(client, 
 def test_admin_and_explain_need_a_valid_token(client, tokens, tmp_path, method, path) -> None:
     app = create_admin_app(client.app, tokens, tmp_path)
     with TestClient(app) as anon:
-        for headers in ({}, {"authorization": "Bearer " + "x" * 43}, {"authorization": tokens.token()},
-                        {"authorization": "Basic " + tokens.token()}):  # fmt: skip
-            r = anon.request(method, path, json={"folder": "v", "drain": True} if method == "POST" else None,
-                             headers=headers)  # fmt: skip
+        for headers in (
+            {},
+            {"authorization": "Bearer " + "x" * 43},
+            {"authorization": tokens.token()},
+            {"authorization": "Basic " + tokens.token()},
+        ):
+            r = anon.request(
+                method, path, json={"folder": "v", "drain": True} if method == "POST" else None, headers=headers
+            )
             assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer"), (headers, r.text)
             assert "provenance" not in r.text and "bucket" not in r.text
     assert serving(client.app).draining is None
@@ -702,8 +783,9 @@ def test_a_traversal_folder_is_refused_and_never_served(client, admin, tmp_path)
     assert client.get("/recommend/10").headers["x-model"] == header("model")
 
 
-def test_segments_pointing_at_any_json_file_reveal_neither_its_content_nor_its_existence(admin, version,
-                                                                                         tmp_path) -> None:  # fmt: skip
+def test_segments_pointing_at_any_json_file_reveal_neither_its_content_nor_its_existence(
+    admin, version, tmp_path
+) -> None:
     (tmp_path / "secret.json").write_text(json.dumps({"top-secret-key": "x"}))
     answers = set()
     for segments in ("secret.json", "missing.json"):  # one exists, one does not: the same answer
@@ -714,7 +796,7 @@ def test_segments_pointing_at_any_json_file_reveal_neither_its_content_nor_its_e
 
 
 def test_the_admin_log_names_the_authenticated_identity(admin, version, caplog) -> None:
-    with caplog.at_level("INFO", logger="movielab.recommender.serve"):
+    with caplog.at_level("INFO", logger="movielab.recommender.serving.admin"):
         assert admin.post("/admin/load", json={"folder": "v0007", "arm": "challenger"}).status_code == 200
         assert admin.post("/admin/drop").status_code == 200
     assert "admin load of" in caplog.text and "as challenger by alice" in caplog.text

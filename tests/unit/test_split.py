@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from movielab.recommender.split import BUCKETS, bucket, buckets, in_challenger, threshold
+from movielab.recommender.serving.traffic import BUCKETS, bucket, buckets, in_challenger, threshold
 
 IDS = np.concatenate([np.arange(1, 20_001), np.array([2**31 - 1, 2**40 + 7, 2**62 + 3, 2**63 - 1])])
 

@@ -10,9 +10,10 @@ import pytest
 from batches import lines_batch
 
 from movielab.contract import account_line, rate_line, recommendation_line, watch_line
-from movielab.recommender.data import segment_of
-from movielab.recommender.store import EventStore, SnapshotConflict, UnknownSnapshot
-from movielab.recommender.worldapi import MovieInfo, UserInfo
+from movielab.recommender.errors import SnapshotConflict, UnknownSnapshot
+from movielab.recommender.store.events import EventStore
+from movielab.recommender.store.records import MovieInfo, UserInfo, segment_of
+from movielab.recommender.training.data import TrainingData
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 A, B, C = "a+2000", "b+2001", "c+2002"
@@ -79,7 +80,9 @@ def test_committed_offsets_per_partition_count_quarantined_lines(store: EventSto
 
 
 def test_quarantine_keeps_line_and_reason(store: EventStore) -> None:
-    store.append(lines_batch([], quarantine=[(0, b"\xff\xfe", "malformed", "not UTF-8"), (1, b"l", "bad_time", "1970")]))
+    store.append(
+        lines_batch([], quarantine=[(0, b"\xff\xfe", "malformed", "not UTF-8"), (1, b"l", "bad_time", "1970")])
+    )
     assert store.quarantine_counts() == {"bad_time": 1, "malformed": 1}
     assert store.quarantined("malformed") == [("movielog1", 0, 0, b"\xff\xfe", "malformed", "not UTF-8")]
 
@@ -102,7 +105,7 @@ def test_snapshot_is_immutable(store: EventStore) -> None:
     assert store.snapshot("day1") == snap and store.snapshot(snap.id) == snap
     assert store.watch_sessions("day1").equals(sessions)
     assert store.verify_snapshot("day1")
-    assert store.training_data("day1").watched.nnz == 3  # user 1 × B is not in it
+    assert TrainingData.from_snapshot(store, "day1").watched.nnz == 3  # user 1 × B is not in it
     later = store.create_snapshot("day1-again", T0, T0 + timedelta(days=1))
     assert later.rows == snap.rows + 3 and later.content_hash != snap.content_hash
 
@@ -158,8 +161,10 @@ def test_snapshot_survives_reopening(tmp_path) -> None:
 def test_watch_sessions(store: EventStore, caplog) -> None:
     fill(store)
     with caplog.at_level(logging.WARNING):
-        rows = {(r["user_id"], r["movie_id"]): r for r in store.watch_sessions(store.create_snapshot("s", None, None))
-                .to_pylist()}  # fmt: skip
+        rows = {
+            (r["user_id"], r["movie_id"]): r
+            for r in store.watch_sessions(store.create_snapshot("s", None, None)).to_pylist()
+        }
     one = rows[(1, A)]
     assert (one["minutes"], one["max_minute"], one["runtime"]) == (30, 30, 100)
     assert one["completion"] == pytest.approx(0.30)
@@ -174,23 +179,31 @@ def test_ratings_latest_wins(store: EventStore) -> None:
     # Two ratings at the same second: the later ingested one wins.
     same = stamp(T0 + timedelta(hours=5))
     store.append(lines_batch([rate_line(same, 2, A, 1), rate_line(same, 2, A, 2)], first=900))
-    rows = {(r["user_id"], r["movie_id"]): r["rating"] for r in store.ratings(store.create_snapshot("s", None, None))
-            .to_pylist()}  # fmt: skip
+    rows = {
+        (r["user_id"], r["movie_id"]): r["rating"]
+        for r in store.ratings(store.create_snapshot("s", None, None)).to_pylist()
+    }
     assert rows == {(1, A): 5, (2, B): 4, (2, A): 2}
 
 
 def test_requests_with_outcome_and_pick(store: EventStore) -> None:
     us = "%Y-%m-%dT%H:%M:%S.%f"
-    lines = [recommendation_line(T0.strftime(us), 7, "t:8082", 200, f"{B}, {A}", 12),
-             watch_line(stamp(T0 + timedelta(seconds=5)), 7, A, 1),
-             recommendation_line((T0 + timedelta(hours=1)).strftime(us), 7, "t:8082", 0,
-                                 "Request timeout to t:8082 after 600 ms", 601),
-             recommendation_line((T0 + timedelta(hours=2)).strftime(us), 7, "t:8082", 200, f"{B}", 3),
-             watch_line(stamp(T0 + timedelta(hours=2, seconds=9)), 7, C, 1)]  # fmt: skip
+    lines = [
+        recommendation_line(T0.strftime(us), 7, "t:8082", 200, f"{B}, {A}", 12),
+        watch_line(stamp(T0 + timedelta(seconds=5)), 7, A, 1),
+        recommendation_line(
+            (T0 + timedelta(hours=1)).strftime(us), 7, "t:8082", 0, "Request timeout to t:8082 after 600 ms", 601
+        ),
+        recommendation_line((T0 + timedelta(hours=2)).strftime(us), 7, "t:8082", 200, f"{B}", 3),
+        watch_line(stamp(T0 + timedelta(hours=2, seconds=9)), 7, C, 1),
+    ]
     store.append(lines_batch(lines))
     rows = store.requests(store.create_snapshot("s", None, None)).to_pylist()
     assert [(r["outcome"], r["ok"], r["picked"], r["picked_recommended"]) for r in rows] == [
-        ("ok", True, A, True), ("no_answer", False, None, False), ("ok", True, C, False)]
+        ("ok", True, A, True),
+        ("no_answer", False, None, False),
+        ("ok", True, C, False),
+    ]
     assert rows[0]["recommendations"] == [B, A] and rows[1]["error"].startswith("Request timeout")
     assert [r["response_ms"] for r in rows] == [12, 601, 3]
 
@@ -198,7 +211,7 @@ def test_requests_with_outcome_and_pick(store: EventStore) -> None:
 def test_training_data_known_answer(store: EventStore) -> None:
     fill(store)
     snap = store.create_snapshot("train", None, None)
-    data = store.training_data(snap)
+    data = TrainingData.from_snapshot(store, snap)
     assert data.users.tolist() == [1, 2, 3] and data.items == [A, B, C] and data.snapshot_id == snap.id
     assert data.watched.toarray() == pytest.approx(np.array([[0.3, 0, 0], [0, 1.0, 0], [0, 0, 0.5]]))
     assert data.ratings.toarray().tolist() == [[5, 0, 0], [0, 4, 0], [0, 0, 0]]
@@ -206,22 +219,25 @@ def test_training_data_known_answer(store: EventStore) -> None:
     assert data.times.nnz == 3
     for (row, col), t in last.items():  # the last interaction: a rating or a watched minute
         assert data.times[row, col] == (t - datetime(1970, 1, 1)).total_seconds()
-    assert data.segment.tolist() == [int(segment_of(np.array([30]), np.array([0]))[0]),
-                                     int(segment_of(np.array([20]), np.array([1]))[0]), -1]  # fmt: skip
+    assert data.segment.tolist() == [
+        int(segment_of(np.array([30]), np.array([0]))[0]),
+        int(segment_of(np.array([20]), np.array([1]))[0]),
+        -1,
+    ]
 
 
 def test_training_data_reads_users_as_of_the_snapshot(store: EventStore) -> None:
     fill(store)
     snap = store.create_snapshot("before-user-3", None, None)
     store.add_records(users=[UserInfo(3, 40, "F", "other")])
-    assert store.training_data(snap).segment.tolist()[2] == -1  # user 3's record came after the snapshot
+    assert TrainingData.from_snapshot(store, snap).segment.tolist()[2] == -1  # user 3's record came after the snapshot
     store.append(lines_batch(watching(3, A, [1], T0), first=700))
-    assert store.training_data(store.create_snapshot("after", None, None)).segment.tolist()[2] >= 0
+    assert TrainingData.from_snapshot(store, store.create_snapshot("after", None, None)).segment.tolist()[2] >= 0
 
 
 def test_empty_snapshot_gives_empty_training_data(store: EventStore) -> None:
     snap = store.create_snapshot("empty", None, None)
-    data = store.training_data(snap)
+    data = TrainingData.from_snapshot(store, snap)
     assert snap.rows == 0 and data.watched.shape == (0, 0)
 
 
@@ -229,16 +245,20 @@ def test_empty_snapshot_gives_empty_training_data(store: EventStore) -> None:
 def test_a_refresh_replaces_changed_details_and_snapshots_keep_the_old_ones(store: EventStore) -> None:
     fill(store)
     before = store.create_snapshot("before-refresh", None, None)
-    old_segment = store.training_data(before).segment.tolist()
+    old_segment = TrainingData.from_snapshot(store, before).segment.tolist()
     # user 1 turns 60; movie A turns out to last 30 minutes (user 1's 30 distinct minutes complete it)
-    store.refresh_records(users=[UserInfo(1, 60, "F", "retired"), UserInfo(2, 20, "M", "artist")],
-                          movies=[MovieInfo(A, 30, ("Drama",), "A")])  # fmt: skip
+    store.refresh_records(
+        users=[UserInfo(1, 60, "F", "retired"), UserInfo(2, 20, "M", "artist")],
+        movies=[MovieInfo(A, 30, ("Drama",), "A")],
+    )
     # Snapshots are content-addressed by their events: the same events would give back `before` itself.
     store.append(lines_batch([account_line(stamp(T0), 5)], first=900))
     after = store.create_snapshot("after-refresh", None, None)
-    assert store.training_data(before).segment.tolist() == old_segment  # a snapshot reads what it was taken with
-    assert store.training_data(after).segment.tolist()[0] == segment_of(np.array([60]), np.array([0]))[0]
-    assert store.training_data(after).segment.tolist()[0] != old_segment[0]
+    assert (
+        TrainingData.from_snapshot(store, before).segment.tolist() == old_segment
+    )  # a snapshot reads what it was taken with
+    assert TrainingData.from_snapshot(store, after).segment.tolist()[0] == segment_of(np.array([60]), np.array([0]))[0]
+    assert TrainingData.from_snapshot(store, after).segment.tolist()[0] != old_segment[0]
     sessions = {(r["user_id"], r["movie_id"]): r["completion"] for r in store.watch_sessions(after).to_pylist()}
     old_sessions = {(r["user_id"], r["movie_id"]): r["completion"] for r in store.watch_sessions(before).to_pylist()}
     assert sessions[(1, A)] == 1.0 and old_sessions[(1, A)] == pytest.approx(0.3)
@@ -260,4 +280,3 @@ def test_stale_records_are_the_oldest_unchecked_and_a_refresh_or_check_makes_the
     assert store.stale_records("users", later, limit=1) == [2]  # oldest check first: user 2 was never asked again
     with pytest.raises(ValueError, match="record kind 'ratings' is unknown"):
         store.stale_records("ratings", later)
-

@@ -21,9 +21,10 @@ from movielab.contract import (
     rate_line,
     watch_line,
 )
-from movielab.recommender.store import EventStore
-from movielab.recommender.validate import Validator, parse_values
-from movielab.recommender.worldapi import WorldApi, WorldApiUnavailable
+from movielab.recommender.errors import WorldApiUnavailable
+from movielab.recommender.ingest.validation import Validator, parse_values
+from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.store.events import EventStore
 
 T0 = datetime(2026, 3, 20, 8, 0, 0)
 MOVIES = {"a+2000": "100", "b+2001": "90", "c+2002": "null"}
@@ -53,8 +54,10 @@ class FakeWorld:
         ids = raw.split(",")
         if kind == "movie":
             unknown = [i for i in ids if i not in MOVIES]
-            records = [{"id": i, "runtime": MOVIES.get(i), "title": i.upper(), "genres": [{"id": 18, "name": "Drama"}]}
-                       for i in ids]  # fmt: skip
+            records = [
+                {"id": i, "runtime": MOVIES.get(i), "title": i.upper(), "genres": [{"id": 18, "name": "Drama"}]}
+                for i in ids
+            ]
         else:
             unknown = [i for i in ids if int(i) > self.users]
             records = [{"user_id": int(i), "age": 30, "occupation": "writer", "gender": "F"} for i in ids]
@@ -83,8 +86,10 @@ def store():
 
 
 def records(lines: list[str | bytes], first: int = 0, partition: int = 0) -> list[tuple[str, int, int, bytes]]:
-    return [("movielog1", partition, first + i, line.encode() if isinstance(line, str) else line)
-            for i, line in enumerate(lines)]  # fmt: skip
+    return [
+        ("movielog1", partition, first + i, line.encode() if isinstance(line, str) else line)
+        for i, line in enumerate(lines)
+    ]
 
 
 def watches(user: int, movie: str, n: int, start: datetime = T0) -> list[str]:
@@ -96,11 +101,20 @@ def event_row(ev) -> dict:
     """The PARSED_SCHEMA row a typed event should give."""
     rec = isinstance(ev, RecommendationEvent)
     kind = {WatchEvent: "watch", RateEvent: "rate", RecommendationEvent: "recommendation"}.get(type(ev), "account")
-    return {"time": ev.time, "user_id": ev.user_id, "kind": kind, "movie_id": getattr(ev, "movie_id", None),
-            "minute": getattr(ev, "minute", None), "rating": getattr(ev, "rating", None),
-            "server": ev.server if rec else None, "status": ev.status if rec else None,
-            "recommendations": list(ev.recommendations) if rec else None, "error": ev.error if rec else None,
-            "response_ms": ev.response_ms if rec else None, "nanosecond": ev.nanosecond or None}  # fmt: skip
+    return {
+        "time": ev.time,
+        "user_id": ev.user_id,
+        "kind": kind,
+        "movie_id": getattr(ev, "movie_id", None),
+        "minute": getattr(ev, "minute", None),
+        "rating": getattr(ev, "rating", None),
+        "server": ev.server if rec else None,
+        "status": ev.status if rec else None,
+        "recommendations": list(ev.recommendations) if rec else None,
+        "error": ev.error if rec else None,
+        "response_ms": ev.response_ms if rec else None,
+        "nanosecond": ev.nanosecond or None,
+    }
 
 
 def assert_agrees(lines: list[str | bytes]) -> None:
@@ -169,16 +183,36 @@ def test_columnar_parser_agrees_on_tricky_lines() -> None:
 
 
 _digits = st.text("0123456789", min_size=1, max_size=3)
-_time = st.builds(lambda y, mo, d, h, mi, s, short: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}"
-                  + ("" if short else f":{s:02d}"),
-                  st.integers(0, 9999), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25), st.integers(0, 61),
-                  st.integers(0, 61), st.booleans())  # fmt: skip
+_time = st.builds(
+    lambda y, mo, d, h, mi, s, short: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}" + ("" if short else f":{s:02d}"),
+    st.integers(0, 9999),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.integers(0, 25),
+    st.integers(0, 61),
+    st.integers(0, 61),
+    st.booleans(),
+)
 _user = st.one_of(st.integers(1, 10**11).map(str), st.sampled_from(["0", "007", "-3", "１２", ""]))
 _ID_ALPHABET = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ",/")  # the course's id alphabet
-_slug = st.one_of(st.from_regex(r"[a-z0-9]{1,6}(\+[a-z0-9]{1,6}){0,3}", fullmatch=True),
-                  st.text(_ID_ALPHABET + " ,/é", min_size=1, max_size=12),
-                  st.sampled_from(["Toy+Story", "a++b", "+a", "é+1995", "a" * 201, "a" * 200, "monsters_+inc.+2001",
-                                   "ben-hur+1959", "x=1", "carcasses+"]))  # fmt: skip
+_slug = st.one_of(
+    st.from_regex(r"[a-z0-9]{1,6}(\+[a-z0-9]{1,6}){0,3}", fullmatch=True),
+    st.text(_ID_ALPHABET + " ,/é", min_size=1, max_size=12),
+    st.sampled_from(
+        [
+            "Toy+Story",
+            "a++b",
+            "+a",
+            "é+1995",
+            "a" * 201,
+            "a" * 200,
+            "monsters_+inc.+2001",
+            "ben-hur+1959",
+            "x=1",
+            "carcasses+",
+        ]
+    ),
+)
 _fraction = st.one_of(st.just(""), st.text("0123456789", min_size=0, max_size=10).map(lambda d: "." + d))
 _tail = st.sampled_from(["", "", "", "\n", " ", ",x", "\r"])
 
@@ -329,8 +363,9 @@ def test_rate_limit_is_waited_out(world: FakeWorld, api: WorldApi) -> None:
 
 def test_unknown_ids_are_asked_again_after_a_while(world: FakeWorld) -> None:
     now = [0.0]
-    api = WorldApi("http://world.test", transport=httpx.MockTransport(world.handle), negative_ttl=60,
-                   clock=lambda: now[0])  # fmt: skip
+    api = WorldApi(
+        "http://world.test", transport=httpx.MockTransport(world.handle), negative_ttl=60, clock=lambda: now[0]
+    )
     assert api.users([150]) == ({}, {150})
     world.users = 200  # the account now exists
     assert api.users([150]) == ({}, {150})

@@ -1,7 +1,9 @@
 """Errors of the contract; each names the thing it refuses and why."""
 
+from movielab.errors import MovielabError
 
-class ContractError(ValueError):
+
+class ContractError(MovielabError, ValueError):
     """Base class of every error raised by `movielab.contract`."""
 
 

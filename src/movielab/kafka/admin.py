@@ -8,10 +8,12 @@ from collections.abc import Iterable
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from movielab.kafka.errors import MovielabKafkaError
+
 logger = logging.getLogger(__name__)
 
 
-class KafkaSetupError(RuntimeError):
+class KafkaSetupError(MovielabKafkaError, RuntimeError):
     """A topic could not be created or the cluster could not be reached; names the topic and the reason."""
 
 

@@ -20,13 +20,15 @@ from typing import Self
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from movielab.kafka.errors import MovielabKafkaError
+
 logger = logging.getLogger(__name__)
 
 _PORT_ATTEMPTS = 3
 _LOG_TAIL_BYTES = 2000
 
 
-class BrokerError(RuntimeError):
+class BrokerError(MovielabKafkaError, RuntimeError):
     """The embedded broker could not be found, started or kept running; the message says why."""
 
 

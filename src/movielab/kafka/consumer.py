@@ -8,6 +8,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from movielab.kafka.errors import MovielabKafkaError
+
 logger = logging.getLogger(__name__)
 
 #: One message as `read_topic` returns it: (key, value, partition, offset).
@@ -18,7 +20,7 @@ _GIVE_UP = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAI
             KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError._INVALID_ARG}  # fmt: skip
 
 
-class ConsumeError(RuntimeError):
+class ConsumeError(MovielabKafkaError, RuntimeError):
     """Reading a topic failed for a reason that waiting will not fix; names the topic and the reason."""
 
 

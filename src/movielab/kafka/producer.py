@@ -8,6 +8,8 @@ from typing import Any, Self
 
 from confluent_kafka import KafkaError, Producer
 
+from movielab.kafka.errors import MovielabKafkaError
+
 logger = logging.getLogger(__name__)
 
 #: Producer settings tuned for many small lines (see benchmarks/kafka_produce.py); callers may override any.
@@ -27,7 +29,7 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 
-class DeliveryError(RuntimeError):
+class DeliveryError(MovielabKafkaError, RuntimeError):
     """Lines did not reach the topic: some failed or were still queued when the flush timed out."""
 
     def __init__(self, topic: str, bootstrap: str, failed: int, undelivered: int, reason: str | None) -> None:

@@ -12,6 +12,8 @@ import struct
 from collections.abc import Callable
 from typing import TypeVar
 
+from movielab.kafka.errors import MovielabKafkaError
+
 T = TypeVar("T")
 
 _I8 = struct.Struct(">b")
@@ -20,7 +22,7 @@ _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(MovielabKafkaError, ValueError):
     """A request that cannot be decoded: it names what was being read and where."""
 
 

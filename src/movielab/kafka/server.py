@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from movielab.kafka.errors import MovielabKafkaError
 from movielab.kafka.protocol import ProtocolError, Reader, Writer
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ _BATCH_FIELDS = struct.Struct(">qib")  # baseOffset, batchLength, (partitionLead
 _DEDUP_WINDOW = 5  # batches remembered per producer and partition (Kafka keeps 5 too)
 
 
-class InvalidRecords(ValueError):
+class InvalidRecords(MovielabKafkaError, ValueError):
     """A produce request's records are not v2 record batches; says what is wrong."""
 
 

@@ -30,25 +30,41 @@ def _time(text: str | None) -> datetime | None:
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Follow the team topic into the event store until interrupted."""
     from movielab.kafka.admin import topic_name
-    from movielab.recommender.ingest import run_ingest
+    from movielab.recommender.ingest.consumer import run_ingest
 
     c = _config(args)
     c.store.parent.mkdir(parents=True, exist_ok=True)
-    ingestor = run_ingest(c.kafka, [topic_name(c.team)], c.store, c.world_api)
+    topics = args.topic or [topic_name(c.team)]
+    options = {"group_id": args.group, "batch_size": args.batch_size}
+    ingestor = run_ingest(
+        c.kafka,
+        topics,
+        c.store,
+        c.world_api,
+        until_idle=args.until_idle,
+        **{k: v for k, v in options.items() if v is not None},
+    )
     print(json.dumps({"stored": ingestor.events_stored, "quarantined": dict(ingestor.quarantined)}, default=str))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Snapshot the store, fit a model, save a new version with its manifest."""
-    from movielab.recommender.pipeline import train
-    from movielab.recommender.store import EventStore
+    from movielab.recommender.store.events import EventStore
+    from movielab.recommender.training.pipeline import train
 
     c = _config(args)
     params = json.loads(args.params) if args.params else None
     with EventStore(c.store) as store:
-        trained = train(store, c.model, c.artifacts, snapshot=args.snapshot, start=_time(args.start),
-                        end=_time(args.end), params=params)  # fmt: skip
+        trained = train(
+            store,
+            c.model,
+            c.artifacts,
+            snapshot=args.snapshot,
+            start=_time(args.start),
+            end=_time(args.end),
+            params=params,
+        )
     print(json.dumps({"folder": str(trained.folder), **trained.manifest}, indent=2))
     return 0
 
@@ -56,8 +72,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """The comparison table: on the store's time-aware split, or with `--ratings` on a ratings file
     (e.g. ml-100k's u.data) under the published protocol (per-user random 80/20, seeds 0-4, mean ± std)."""
-    from movielab.recommender import evaluate
-    from movielab.recommender.models import create
+    from movielab.recommender.training import evaluate
+    from movielab.recommender.training.models import create
 
     names = args.models.split(",")
     params = json.loads(args.params) if args.params else {}
@@ -69,21 +85,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return [create(n, **params.get(n, {})) for n in names]
 
     if args.ratings:
-        from movielab.recommender import ratingsfile
+        from movielab.recommender.training import ratingsfile
 
         r = ratingsfile.read(args.ratings)
         seeds = [int(s) for s in args.seeds.split(",")]
         rows = evaluate.ml100k_protocol(r.user, r.item, r.rating, r.timestamp, models, seeds)
-        title = (f"{ratingsfile.find(args.ratings).name}: {len(r.user):,} ratings, per-user random 80/20 split "
-                 f"(all ratings positive), seeds {args.seeds}, mean ± std")  # fmt: skip
+        title = (
+            f"{ratingsfile.find(args.ratings).name}: {len(r.user):,} ratings, per-user random 80/20 split "
+            f"(all ratings positive), seeds {args.seeds}, mean ± std"
+        )
     else:
-        from movielab.recommender.store import EventStore
+        from movielab.recommender.store.events import EventStore
+        from movielab.recommender.training.data import TrainingData
 
         c = _config(args)
         with EventStore(c.store) as store:
-            snap = store.snapshot(args.snapshot) if args.snapshot else store.create_snapshot(
-                f"evaluate-{datetime.now().strftime('%Y%m%dT%H%M%S%f')}", None, None)  # fmt: skip
-            train, test = evaluate.time_split(store.training_data(snap))
+            snap = (
+                store.snapshot(args.snapshot)
+                if args.snapshot
+                else store.create_snapshot(f"evaluate-{datetime.now().strftime('%Y%m%dT%H%M%S%f')}", None, None)
+            )
+            train, test = evaluate.time_split(TrainingData.from_snapshot(store, snap))
         rows = evaluate.compare(models(), train, test)
         title = f"store snapshot {snap.id} ({snap.rows:,} events), time-aware 80/20 split"
     table = f"# Offline comparison\n\n{title}\n\n{evaluate.to_markdown(rows)}\n"
@@ -97,10 +119,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a trained version on `/recommend/<user>` (blocking); the admin and explain endpoints on their own
     loopback port with the token in `access.tokens` next to the store."""
     from movielab.auth import ensure_tokens
-    from movielab.recommender.operate import TOKEN_FILE
-    from movielab.recommender.pipeline import latest
-    from movielab.recommender.serve import create_admin_app, create_app, load_version, write_segments
-    from movielab.recommender.store import EventStore
+    from movielab.recommender.bootstrap import TOKEN_FILE
+    from movielab.recommender.serving.admin import create_admin_app
+    from movielab.recommender.serving.app import create_app
+    from movielab.recommender.serving.versions import load_version, write_segments
+    from movielab.recommender.store.events import EventStore
+    from movielab.recommender.training.pipeline import latest
     from movielab.webserver import serve_listeners
 
     c = _config(args)
@@ -114,17 +138,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     tokens = ensure_tokens(tokens_path, "operator")
     app = create_app(loaded.table, folder=loaded.folder, manifest=loaded.manifest)
     admin = create_admin_app(app, tokens, c.artifacts)
-    print(f"serving {loaded.table.provenance.header('model')} for {len(loaded.table):,} users on "
-          f"http://{c.host}:{c.port}; admin on http://{args.admin_host}:{args.admin_port} (token in "
-          f"{tokens_path})", flush=True)  # fmt: skip
+    print(
+        f"serving {loaded.table.provenance.header('model')} for {len(loaded.table):,} users on "
+        f"http://{c.host}:{c.port}; admin on http://{args.admin_host}:{args.admin_port} (token in "
+        f"{tokens_path})",
+        flush=True,
+    )
     serve_listeners([(app, c.host, c.port), (admin, args.admin_host, args.admin_port)])
     return 0
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     """One retraining run now (snapshot, checks, train, gate, register); print its record."""
-    from movielab.recommender.retrain import Retrainer
-    from movielab.recommender.store import EventStore
+    from movielab.recommender.store.events import EventStore
+    from movielab.recommender.training.retrain import Retrainer
 
     c = _config(args)
     if args.params:
@@ -137,8 +164,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Why a user gets the champion's (or challenger's, or a version's) answer, as JSON."""
-    from movielab.recommender.explain import explain_from_registry
-    from movielab.recommender.serve import parse_user_id
+    from movielab.recommender.serving.app import parse_user_id
+    from movielab.recommender.serving.explain import explain_from_registry
 
     alias = "challenger" if args.challenger else "champion"
     out = explain_from_registry(_config(args), parse_user_id(args.user), alias, args.version)
@@ -148,7 +175,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_registry(args: argparse.Namespace) -> int:
     """List the registered versions with their aliases and lineage."""
-    from movielab.recommender.registry import Registry
+    from movielab.recommender.training.registry import Registry
 
     registry = Registry.from_config(_config(args))
     versions = registry.versions()
@@ -158,15 +185,17 @@ def cmd_registry(args: argparse.Namespace) -> int:
     print(f"{registry.name} at {registry.tracking_uri}: {len(versions)} version(s)")
     for v in versions:
         t = v.tags
-        print(f"  {v.version:>4}  {','.join(v.aliases) or '-':<20} {t.get('model')} {t.get('artifact_version')}  "
-              f"snapshot {t.get('snapshot_id')} ({t.get('snapshot_rows')} rows)  code {t.get('code_version')}  "
-              f"run {v.run_id}")  # fmt: skip
+        print(
+            f"  {v.version:>4}  {','.join(v.aliases) or '-':<20} {t.get('model')} {t.get('artifact_version')}  "
+            f"snapshot {t.get('snapshot_id')} ({t.get('snapshot_rows')} rows)  code {t.get('code_version')}  "
+            f"run {v.run_id}"
+        )
     return 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """Make a registered version the champion (a manual override of the gate and canary)."""
-    from movielab.recommender.registry import Registry
+    from movielab.recommender.training.registry import Registry
 
     version = Registry.from_config(_config(args)).promote(args.version)
     print(json.dumps(version.as_dict(), indent=2))
@@ -186,11 +215,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kafka", help="bootstrap host:port")
     p.add_argument("--team", type=int)
     p.add_argument("--world-api", dest="world_api", help="base URL of the world API")
+    p.add_argument("--topic", action="append", help="topic to ingest instead of movielog<team> (repeatable)")
+    p.add_argument("--group", help="Kafka consumer group (default recommender-ingest)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="lines per store transaction (default 20,000)")
+    p.add_argument(
+        "--until-idle",
+        dest="until_idle",
+        type=float,
+        help="exit after this many seconds without new lines (default: run until interrupted)",
+    )
     p.set_defaults(func=cmd_ingest)
     p = rec.add_parser("train", help="fit a model on a store snapshot and save a new version")
     common(p)
     p.add_argument("--model", help="popularity, itemknn, als or ease (default ease)")
-    p.add_argument("--params", help='JSON hyper-parameters, e.g. \'{"lam": 300}\'')
+    p.add_argument("--params", help="JSON hyper-parameters, e.g. '{\"lam\": 300}'")
     p.add_argument("--snapshot", help="train on this existing snapshot (name or id)")
     p.add_argument("--start", help="window start (ISO-8601) of a new snapshot")
     p.add_argument("--end", help="window end (ISO-8601) of a new snapshot")
@@ -200,8 +238,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", default="popularity,itemknn,als,ease")
     p.add_argument("--params", help='JSON hyper-parameters per model, e.g. \'{"ease": {"lam": 500}}\'')
     p.add_argument("--snapshot")
-    p.add_argument("--ratings", type=Path, help="a ratings file (u.data or RecBole .inter) or its folder: "
-                   "the published protocol instead of the store's split")  # fmt: skip
+    p.add_argument(
+        "--ratings",
+        type=Path,
+        help="a ratings file (u.data or RecBole .inter) or its folder: "
+        "the published protocol instead of the store's split",
+    )
     p.add_argument("--seeds", default="0,1,2,3,4", help="seeds of the published protocol (comma-separated)")
     p.add_argument("--out", help="also write the table to this file")
     p.set_defaults(func=cmd_evaluate)
@@ -212,8 +254,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segments", type=Path, help="user segments file (JSON/Arrow) for cold-start fallbacks")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--admin-host", dest="admin_host", default="127.0.0.1",
-                   help="interface of the admin/explain port (loopback by default, whatever --host)")
+    p.add_argument(
+        "--admin-host",
+        dest="admin_host",
+        default="127.0.0.1",
+        help="interface of the admin/explain port (loopback by default, whatever --host)",
+    )
     p.add_argument("--admin-port", dest="admin_port", type=int, default=8084, help="admin/explain port (token)")
     p.add_argument("--tokens", help="token file (default: access.tokens next to the store, created mode 0600)")
     p.set_defaults(func=cmd_serve)
@@ -221,13 +267,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     def registry_args(p: argparse.ArgumentParser) -> None:
         common(p)
         p.add_argument("--team", type=int, help="team number: the registered model is movielab-team<N>")
-        p.add_argument("--tracking-uri", dest="tracking_uri",
-                       help="MLflow tracking URI (default sqlite:///<artifacts parent>/mlflow.db)")
+        p.add_argument(
+            "--tracking-uri",
+            dest="tracking_uri",
+            help="MLflow tracking URI (default sqlite:///<artifacts parent>/mlflow.db)",
+        )
 
     p = rec.add_parser("retrain", help="one retraining run now: snapshot, checks, train, gate, register")
     registry_args(p)
     p.add_argument("--model", help="popularity, itemknn, als or ease (default ease)")
-    p.add_argument("--params", help='JSON hyper-parameters, e.g. \'{"lam": 300}\'')
+    p.add_argument("--params", help="JSON hyper-parameters, e.g. '{\"lam\": 300}'")
     p.set_defaults(func=cmd_retrain)
     p = rec.add_parser("explain", help="why a user gets the recommendations it gets (JSON)")
     registry_args(p)

@@ -24,15 +24,21 @@ class RecommenderConfig(BaseSettings):
     artifacts: Path = Field(Path(".movielab/recommender/models"), description="folder of trained model versions")
     model: str = Field("ease", description="model trained by default")
     model_params: dict[str, Any] = Field(default_factory=dict, description="hyper-parameters of retrained models")
-    tracking_uri: str | None = Field(None, description="MLflow tracking URI (server URL or sqlite:///…); "
-                                     "default sqlite:///<artifacts parent>/mlflow.db")  # fmt: skip
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (server URL or sqlite:///…); default sqlite:///<artifacts parent>/mlflow.db",
+    )
     retrain_every_hours: float = Field(6.0, gt=0, description="retrain every N hours of stream time")
     retrain_window_days: float = Field(7.0, gt=0, description="train on the last N days up to stream time")
     retrain_min_events: int = Field(1000, ge=1, description="data check: fewest events in a retraining snapshot")
     retrain_min_users: int = Field(20, ge=1, description="data check: fewest users in a retraining snapshot")
     retrain_min_items: int = Field(10, ge=1, description="data check: fewest movies in a retraining snapshot")
-    gate_tolerance: float = Field(0.02, ge=0, lt=1, description="gate: reject a candidate whose NDCG@10 is below "
-                                  "the champion's by more than this share")  # fmt: skip
+    gate_tolerance: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="gate: reject a candidate whose NDCG@10 is below the champion's by more than this share",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8082, ge=0, le=65535)
 

@@ -16,27 +16,43 @@ def _config(args: argparse.Namespace):
 
 def cmd_operate(args: argparse.Namespace) -> int:
     """Ingest, retrain, canary, monitor and serve until SIGINT/SIGTERM."""
-    from movielab.recommender.experiments import CanaryPlan
-    from movielab.recommender.operate import run
+    from movielab.recommender.bootstrap import run
+    from movielab.recommender.release.canary import CanaryPlan
 
     if args.params:
         args.model_params = json.loads(args.params)
     c = _config(args)
-    plan = CanaryPlan(steps=tuple(float(s) for s in args.steps.split(",")), min_requests=args.min_requests,
-                      margin=args.margin, tau=args.tau)  # fmt: skip
+    given = {
+        "steps": None if args.steps is None else tuple(float(s) for s in args.steps.split(",")),
+        "min_requests": args.min_requests,
+        "margin": args.margin,
+        "tau": args.tau,
+    }
+    plan = CanaryPlan(**{k: v for k, v in given.items() if v is not None})  # the rest: the plan's defaults
 
     def ready(operator, control_url: str) -> None:
-        print(f"operator: {control_url}/status, {control_url}/metrics; serving on http://{c.host}:{c.port} "
-              f"once the first model is trained; control token in {_tokens_path(args)}", flush=True)  # fmt: skip
+        print(
+            f"operator: {control_url}/status, {control_url}/metrics; serving on http://{c.host}:{c.port} "
+            f"once the first model is trained; control token in {_tokens_path(args)}",
+            flush=True,
+        )
 
-    run(c, replicas=args.replicas, control_port=args.control_port, tick_seconds=args.tick, plan=plan,
-        on_ready=ready, control_host=args.control_host, keep_serving=args.keep_serving)  # fmt: skip
+    run(
+        c,
+        replicas=args.replicas,
+        control_port=args.control_port,
+        tick_seconds=args.tick,
+        plan=plan,
+        on_ready=ready,
+        control_host=args.control_host,
+        keep_serving=args.keep_serving,
+    )
     return 0
 
 
 def _tokens_path(args: argparse.Namespace) -> Path:
     """The token file: `--tokens`, else `access.tokens` next to the store."""
-    from movielab.recommender.operate import TOKEN_FILE
+    from movielab.recommender.bootstrap import TOKEN_FILE
 
     if getattr(args, "tokens", None):
         return Path(args.tokens)
@@ -47,22 +63,32 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     """Serve one version from replicas behind nginx until SIGINT/SIGTERM."""
     import signal
 
-    from movielab.recommender.fleet import Fleet
-    from movielab.recommender.pipeline import latest
+    from movielab.recommender.serving.fleet import Fleet
+    from movielab.recommender.training.pipeline import latest
 
     c = _config(args)
     version = Path(args.version) if args.version else latest(c.artifacts, args.model)
     stop = threading.Event()
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lambda *_: stop.set())
-    fleet = Fleet(Path(c.store).parent / "fleet", version, args.replicas, c.port, c.host, tokens=_tokens_path(args),
-                  root=Path(c.artifacts) if Path(version).resolve().is_relative_to(Path(c.artifacts).resolve())
-                  else Path(version).resolve().parent)  # fmt: skip
+    fleet = Fleet(
+        Path(c.store).parent / "fleet",
+        version,
+        args.replicas,
+        c.port,
+        c.host,
+        tokens=_tokens_path(args),
+        root=Path(c.artifacts)
+        if Path(version).resolve().is_relative_to(Path(c.artifacts).resolve())
+        else Path(version).resolve().parent,
+    )
     fleet.start()
     try:
-        print(f"serving {version} on {fleet.url} from replicas {', '.join(r.url for r in fleet.replicas)}"
-              f"{' (adopted the running fleet)' if fleet.adopted else ''}; admin token in {fleet.tokens_path}",
-              flush=True)  # fmt: skip
+        print(
+            f"serving {version} on {fleet.url} from replicas {', '.join(r.url for r in fleet.replicas)}"
+            f"{' (adopted the running fleet)' if fleet.adopted else ''}; admin token in {fleet.tokens_path}",
+            flush=True,
+        )
         stop.wait()
     finally:
         if args.keep_serving:
@@ -91,8 +117,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
                 raise SystemExit("canary start needs --version <registered version>")
             r = httpx.post(f"{url}/canary/start", json={"version": args.version}, headers=headers, timeout=600)
         else:
-            r = httpx.post(f"{url}/canary/{args.action}", json={"reason": args.reason}, headers=headers,
-                           timeout=120)  # fmt: skip
+            r = httpx.post(f"{url}/canary/{args.action}", json={"reason": args.reason}, headers=headers, timeout=120)
     except httpx.HTTPError as exc:
         raise SystemExit(f"the operator at {url} did not answer: {exc}") from None
     print(json.dumps(r.json(), indent=2))
@@ -108,23 +133,38 @@ def register(rec: argparse._SubParsersAction, common) -> None:
     p.add_argument("--world-api", dest="world_api", help="base URL of the world API")
     p.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI")
     p.add_argument("--model", help="model retrained on schedule (default ease)")
-    p.add_argument("--params", help='its hyper-parameters as JSON, e.g. \'{"popularity_weight": 8}\'')
+    p.add_argument("--params", help="its hyper-parameters as JSON, e.g. '{\"popularity_weight\": 8}'")
     p.add_argument("--host")
     p.add_argument("--port", type=int, help="serving port (nginx in front of the replicas)")
     p.add_argument("--replicas", type=int, default=2, help="serving processes behind nginx; 0: one in-process server")
-    p.add_argument("--control-port", dest="control_port", type=int, default=8083,
-                   help="the operator's /metrics, /status and canary overrides")  # fmt: skip
-    p.add_argument("--control-host", dest="control_host", default="127.0.0.1",
-                   help="interface of the control port (token required; loopback by default, whatever --host)")
+    p.add_argument(
+        "--control-port",
+        dest="control_port",
+        type=int,
+        default=8083,
+        help="the operator's /metrics, /status and canary overrides",
+    )
+    p.add_argument(
+        "--control-host",
+        dest="control_host",
+        default="127.0.0.1",
+        help="interface of the control port (token required; loopback by default, whatever --host)",
+    )
     p.add_argument("--tokens", help="token file (default: access.tokens next to the store, created mode 0600)")
-    p.add_argument("--keep-serving", dest="keep_serving", action="store_true",
-                   help="leave replicas and nginx running on exit (a restarted operator adopts them)")
+    p.add_argument(
+        "--keep-serving",
+        dest="keep_serving",
+        action="store_true",
+        help="leave replicas and nginx running on exit (a restarted operator adopts them)",
+    )
     p.add_argument("--tick", type=float, default=2.0, help="seconds between operator ticks")
-    p.add_argument("--steps", default="0.1,0.5,1.0", help="canary shares, comma-separated")
-    p.add_argument("--min-requests", dest="min_requests", type=int, default=1000,
-                   help="requests per arm before a canary step may be judged")  # fmt: skip
-    p.add_argument("--margin", type=float, default=0.02, help="canary non-inferiority margin on conversion")
-    p.add_argument("--tau", type=float, default=0.02, help="sequential test's mixing sd: the effect size that matters")
+    # Canary settings left out take `CanaryPlan`'s defaults (0.1,0.5,1.0; 1000 requests; margin 0.02; tau 0.02).
+    p.add_argument("--steps", help="canary shares, comma-separated")
+    p.add_argument(
+        "--min-requests", dest="min_requests", type=int, help="requests per arm before a canary step may be judged"
+    )
+    p.add_argument("--margin", type=float, help="canary non-inferiority margin on conversion")
+    p.add_argument("--tau", type=float, help="sequential test's mixing sd: the effect size that matters")
     p.set_defaults(func=cmd_operate)
     p = rec.add_parser("fleet", help="serve a version from replicas behind nginx")
     common(p)
@@ -133,9 +173,15 @@ def register(rec: argparse._SubParsersAction, common) -> None:
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--tokens", help="token file of the replicas' admin ports (default: access.tokens next to the store)")
-    p.add_argument("--keep-serving", dest="keep_serving", action="store_true",
-                   help="leave replicas and nginx running on exit (the next start adopts them)")
+    p.add_argument(
+        "--tokens", help="token file of the replicas' admin ports (default: access.tokens next to the store)"
+    )
+    p.add_argument(
+        "--keep-serving",
+        dest="keep_serving",
+        action="store_true",
+        help="leave replicas and nginx running on exit (the next start adopts them)",
+    )
     p.set_defaults(func=cmd_fleet)
     p = rec.add_parser("canary", help="the running canary: status, or a manual promote/rollback/pause/resume")
     p.add_argument("action", choices=["status", "start", "promote", "rollback", "pause", "resume"])

@@ -34,6 +34,7 @@ from movielab.contract.editions import CURRENT, Edition
 from movielab.contract.slug import MAX_MOVIE_ID_LENGTH, MOVIE_ID_PATTERN, movie_id_problem
 from movielab.world.data.catalog import Catalog
 from movielab.world.data.errors import UnknownMovie
+from movielab.world.errors import WorldError
 from movielab.world.population import Population, UnknownUser
 from movielab.world.ratelimit import DEFAULT_RATE_LIMIT, RateLimit, RateLimitMiddleware
 from movielab.world.selfdesc import SelfDescriptions
@@ -48,7 +49,7 @@ _USER_ID = re.compile(USER_ID_PATTERN)
 _JSON = "application/json"
 
 
-class MalformedId(ValueError):
+class MalformedId(WorldError, ValueError):
     """An id (or list of ids) in a request path that cannot be a user or movie id; answered with 400."""
 
     def __init__(self, kind: str, id_: str, reason: str) -> None:
@@ -58,7 +59,7 @@ class MalformedId(ValueError):
         super().__init__(f"malformed {kind} id {_shown(id_)!r}: {reason}")
 
 
-class UnknownIds(LookupError):
+class UnknownIds(WorldError, LookupError):
     """Well-formed ids that name no user or movie; answered with 404 listing all of them."""
 
     def __init__(self, kind: str, ids: list[str]) -> None:

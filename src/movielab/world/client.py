@@ -41,8 +41,9 @@ from aiohttp.http_exceptions import (
     TransferEncodingError,
 )
 
-from movielab.contract import MAX_RECOMMENDATIONS
+from movielab.contract import MAX_RECOMMENDATIONS, outcomes
 from movielab.contract.slug import MOVIE_ID_PATTERN
+from movielab.world.errors import WorldError
 from movielab.world.recs import RecAnswers
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int = MAX_BODY) -> byte
     return bytes(buf)
 
 
-class TeamConfigError(ValueError):
+class TeamConfigError(WorldError, ValueError):
     """A team's recommendation URL cannot be used."""
 
 
@@ -236,24 +237,24 @@ class HttpRecommender:
                 try:
                     body = await read_body(resp)
                 except _Oversized as exc:
-                    return 200, elapsed(), None, (f"Invalid response from {team.server}: body longer than {MAX_BODY}"
+                    return 200, elapsed(), None, (f"{outcomes.INVALID_RESPONSE} {team.server}: body longer than {MAX_BODY}"
                                                   f" bytes ({exc.size:,} bytes or more)")  # fmt: skip
                 except aiohttp.ClientPayloadError as exc:
                     if not _undecodable(exc):
                         raise  # the body ended early: no whole HTTP answer came
                     encoding = _shown(resp.headers.get("Content-Encoding", ""), 20)
-                    return 200, elapsed(), None, (f"Invalid response from {team.server}: body cannot be decoded"
+                    return 200, elapsed(), None, (f"{outcomes.INVALID_RESPONSE} {team.server}: body cannot be decoded"
                                                   f" from Content-Encoding '{encoding}'")  # fmt: skip
                 ms = elapsed()
                 checked = check_body(body, self.index)
                 if isinstance(checked, str):
-                    return 200, ms, None, f"Invalid response from {team.server}: {checked}"
+                    return 200, ms, None, f"{outcomes.INVALID_RESPONSE} {team.server}: {checked}"
                 return 200, ms, checked[0], checked[1]
         except TimeoutError:
-            return 0, elapsed(), None, f"Request timeout to {team.server} after {self.timeout_ms} ms"
+            return 0, elapsed(), None, f"{outcomes.TIMEOUT} {team.server} after {self.timeout_ms} ms"
         except aiohttp.ClientConnectorError as exc:
             refused = isinstance(exc.os_error, ConnectionRefusedError)
-            reason = "Connection refused to" if refused else "Cannot connect to"
+            reason = outcomes.CONNECTION_REFUSED if refused else outcomes.CANNOT_CONNECT
             return 0, elapsed(), None, f"{reason} {team.server}"
         except aiohttp.ServerDisconnectedError:
             return 0, elapsed(), None, f"Connection closed by {team.server} before a response"

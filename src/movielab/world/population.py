@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from movielab.world.data.types import GENDERS, OCCUPATIONS, Users
+from movielab.world.errors import WorldError
 from movielab.world.truth import TasteModel
 
 
-class UnknownUser(KeyError):
+class UnknownUser(WorldError, KeyError):
     """A user id that is not (yet) in the population."""
 
     def __init__(self, user_id: object) -> None:

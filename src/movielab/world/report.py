@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from movielab.world.engine import Stats, World
 from movielab.world.bootstrap import Universe
+from movielab.world.engine import Stats, World
 
 
 def summarize(world: World, universe: Universe, stats: Stats, wall_seconds: float) -> str:

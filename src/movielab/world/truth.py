@@ -16,14 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from movielab import errors
 from movielab.world.data.types import GENDERS, GENRES, OCCUPATIONS, Ratings
+from movielab.world.errors import WorldError
 
 logger = logging.getLogger(__name__)
 
 AGE_BUCKETS = (18, 25, 35, 45, 50, 56)  # ML-1M bucket edges: <18, 18-24, 25-34, 35-44, 45-49, 50-55, 56+
 
 
-class ModelFitError(RuntimeError):
+class ModelFitError(WorldError, errors.ModelFitError):
     """The taste model could not be fitted (NaN factors, empty data)."""
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from movielab.world.errors import WorldError
 
-class DataError(Exception):
+
+class DataError(WorldError):
     """Base class of every error raised by `movielab.world.data`."""
 
 
@@ -42,7 +44,7 @@ class ChecksumMismatch(DataError):
         super().__init__(f"{self.path}: {algorithm} is {actual}, expected {expected}")
 
 
-class UnknownMovie(KeyError):
+class UnknownMovie(WorldError, KeyError):
     """A movie slug that is not in the catalog."""
 
     def __init__(self, slug: str) -> None:
