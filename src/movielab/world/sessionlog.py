@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from movielab.world.errors import WorldError
+
 logger = logging.getLogger(__name__)
 
 DAY = 86400
@@ -50,7 +52,7 @@ END_COLUMNS: dict[str, type] = {"end_sid": np.int64, "end_time": np.float64, "mi
                                 "completed": np.bool_}  # fmt: skip
 
 
-class SessionLogError(ValueError):
+class SessionLogError(WorldError, ValueError):
     """A session-log call or file that does not fit the log (wrong shapes, unknown day file); names it."""
 
 
