@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta
 
@@ -205,3 +206,25 @@ def test_designs_are_checked_and_round_trip() -> None:
     with pytest.raises(StudyError, match="unknown keys: colour"):
         StudyDesign.from_dict({**b.as_dict(), "colour": "red"})
     assert "cost per play" in b.rule() and "−0.02" in b.rule()
+
+
+def test_report_command_analyses_a_store_file_again(tmp_path, capsys) -> None:
+    from movielab.cli import main
+
+    a = coldstart_design("coldstart-test", START, END)
+    lines, _ = coldstart_lines(a, 0.3, 0.6, n=100)
+    with EventStore(tmp_path / "store.duckdb") as store:
+        store.append(lines_batch(lines))
+    designs = tmp_path / "designs.json"
+    designs.write_text(json.dumps([a.as_dict()]))
+    assert main(["experiments", "report", "--store", str(tmp_path / "store.duckdb"), "--designs", str(designs),
+                 "--out", str(tmp_path / "again")]) == 0  # fmt: skip
+    assert "coldstart-test: ship" in capsys.readouterr().out
+    assert (tmp_path / "again" / "report.md").is_file()
+    # Bad input: a clear error naming the file, exit status 2, no traceback.
+    designs.write_text(json.dumps({"kind": "coldstart"}))
+    assert main(["experiments", "report", "--store", str(tmp_path / "store.duckdb"), "--designs", str(designs)]) == 2
+    assert "expected a JSON list of designs" in capsys.readouterr().err
+    designs.write_text(json.dumps([{**a.as_dict(), "share": 2}]))
+    assert main(["experiments", "report", "--store", str(tmp_path / "store.duckdb"), "--designs", str(designs)]) == 2
+    assert "share 2 must be strictly between 0 and 1" in capsys.readouterr().err

@@ -556,9 +556,51 @@ def _plot(res: StudyResult) -> str:
         bars = [(d.arms[0], m.control, *m.control_ci), (d.arms[1], m.treatment, *m.treatment_ci)]
         title = m.metric.replace("_", " ") + ("" if m.test is None else f" (p={m.test.p_value:.2g})")
         parts += _panel(i * _W, title, UNITS[m.metric] if m.metric != "conversion" else "per session", bars)
-    w = _W * max(len(panels), 1)
+    n = len(panels)
+    if d.kind == "costaware":  # cost vs rating: one point per arm, its two 95% intervals as a cross
+        parts += _scatter(n * _W, res.metrics["cost_per_play"], res.metrics["rating"], d.arms)
+        n += 1
+    w = _W * max(n, 1)
     return "\n".join([(f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{_H}" font-family="sans-serif" '
                       'font-size="12">'), f'<rect width="{w}" height="{_H}" fill="white"/>', *parts, "</svg>", ""])
+
+
+def _scatter(x0: float, xm: MetricResult, ym: MetricResult, arms: tuple[str, str]) -> list[str]:
+    pts = [(xm.control, *xm.control_ci, ym.control, *ym.control_ci),
+           (xm.treatment, *xm.treatment_ci, ym.treatment, *ym.treatment_ci)]  # fmt: skip
+    xs = [v for p in pts for v in p[:3] if math.isfinite(v)] or [0.0, 1.0]
+    ys = [v for p in pts for v in p[3:] if math.isfinite(v)] or [0.0, 1.0]
+
+    def scale(v: float, lo: float, hi: float, a: float, b: float) -> float:
+        span = (hi - lo) or 1.0
+        lo, hi = lo - 0.15 * span, hi + 0.15 * span
+        return a + (b - a) * (v - lo) / (hi - lo)
+
+    def sx(v: float) -> float:
+        return scale(v, min(xs), max(xs), x0 + _PAD, x0 + _W - _PAD)
+
+    def sy(v: float) -> float:
+        return scale(v, min(ys), max(ys), _H - _PAD, _PAD)
+
+    out = [f'<text x="{x0 + _W / 2}" y="22" text-anchor="middle" font-size="13">cost vs rating per arm</text>',
+           (f'<rect x="{x0 + _PAD}" y="{_PAD}" width="{_W - 2 * _PAD}" height="{_H - 2 * _PAD}" fill="none" '
+           'stroke="#888"/>'),
+           f'<text x="{x0 + _W / 2}" y="{_H - 16}" text-anchor="middle">USD per play</text>',
+           (f'<text x="{x0 + 14}" y="{_H / 2}" transform="rotate(-90 {x0 + 14} {_H / 2})" '
+           'text-anchor="middle">mean rating</text>')]  # fmt: skip
+    for i, (x, xlo, xhi, y, ylo, yhi) in enumerate(pts):
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        col = _COLORS[i]
+        if math.isfinite(xlo) and math.isfinite(xhi):
+            out.append(f'<line x1="{sx(xlo):.1f}" y1="{sy(y):.1f}" x2="{sx(xhi):.1f}" y2="{sy(y):.1f}" '
+                       f'stroke="{col}" stroke-width="2"/>')  # fmt: skip
+        if math.isfinite(ylo) and math.isfinite(yhi):
+            out.append(f'<line x1="{sx(x):.1f}" y1="{sy(ylo):.1f}" x2="{sx(x):.1f}" y2="{sy(yhi):.1f}" '
+                       f'stroke="{col}" stroke-width="2"/>')  # fmt: skip
+        out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="5" fill="{col}"/>')
+        out.append(f'<text x="{sx(x) + 8:.1f}" y="{sy(y) - 8:.1f}" fill="{col}">{_esc(arms[i])}</text>')
+    return out
 
 
 def _esc(text: str) -> str:
