@@ -209,7 +209,8 @@ class StudyService:
         self.served = {"selfdesc": 0, "demographic": 0}
 
     def push_coldstart(self, lists: Iterable[ColdStartList], model: ColdStart, store: EventStore) -> int:
-        """Serve each new user the list of their A-arm; returns how many were set."""
+        """Serve each new user the list of their A-arm; returns how many were set. The store's `coldstart_lists`
+        keep the worker's self-description list of every new user; what each was served is on the stream."""
         lists = list(lists)
         if not lists:
             return 0
