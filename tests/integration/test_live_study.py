@@ -65,11 +65,15 @@ def test_tiny_live_study_writes_a_report_whose_counts_add_up_to_the_stream(unive
     # What a self-description-arm user got on the stream is the list the worker built and stored for them;
     # a demographic-arm user got a list without any liked title of their own.
     with EventStore(tmp_path / "store.duckdb") as store:
-        stored = {u: movies for u, movies, _ in store.read("SELECT user_id, movies, matcher FROM coldstart_lists")}
-    checked = 0
+        rows = store.read("SELECT user_id, movies, liked FROM coldstart_lists")
+    stored = {u: movies for u, movies, _ in rows}
+    liked = {u: set(titles) for u, _, titles in rows}
+    same, differs = 0, []
     for user, arm in treated.items():
         first = [r for r in requests[user] if r.time >= created[user]][:1]
         if first and first[0].ok and arm:
             assert list(first[0].recommendations) == list(stored[user])[:20]
-            checked += 1
-    assert checked > 0
+            same += 1
+        elif first and first[0].ok and liked[user]:  # the fallback alone, not the list led by the titles they named
+            differs.append(list(first[0].recommendations) != list(stored[user])[:20])
+    assert same > 0 and differs and sum(differs) > len(differs) / 2
