@@ -7,7 +7,7 @@ same time (the two experiments overlap with independent salts). The world calls 
 HTTP; the recommender ingests the Kafka topic into its store; the analysis reads only that store.
 The report (Markdown, one SVG per experiment, results.json, the store and the models) goes to `--out`.
 
-    .venv/bin/python benchmarks/experiments_2026.py [--users 20000] [--days 5] [--trade-off 1] [--out DIR]
+    .venv/bin/python benchmarks/experiments_2026.py [--users 20000] [--days 5] [--arrivals 0.03] [--trade-off 1] [--out DIR]
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ class LiveStudyConfig:
     history_days: float = 2.0
     pre_days: float = 1.0
     days: float = 5.0
-    arrivals: float = 0.01
+    arrivals: float = 0.03  # ~3,000 new accounts in 5 days of 20,000 users: enough for a 3-5 point effect
     base: str = "ease"
     trade_off: float = 1.0
     share: float = 0.5
