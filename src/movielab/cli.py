@@ -186,6 +186,9 @@ def parser() -> argparse.ArgumentParser:
     from movielab.recommender.commands import register
 
     register(sub)
+    from movielab.demo.studycommands import register as register_experiments
+
+    register_experiments(sub)
     data = sub.add_parser("data", help="MovieLens data").add_subparsers(dest="what", required=True)
     fetch = data.add_parser("fetch", help="fetch and verify ml-100k into the local cache")
     fetch.add_argument("--no-download", action="store_true", help="skip GroupLens, use the recbole wheel")

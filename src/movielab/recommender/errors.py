@@ -137,3 +137,7 @@ class ExperimentError(RecommenderError, RuntimeError):
 
 class OperatorError(RecommenderError, RuntimeError):
     """An operation the operator's state does not allow; names the operation and why."""
+
+
+class StudyError(RecommenderError, ValueError):
+    """A study design or its data cannot be used; names the experiment and the reason."""
