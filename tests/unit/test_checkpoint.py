@@ -96,7 +96,10 @@ def test_periodic_checkpoints_land_on_every_boundary_and_files_are_private(unive
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     for folder in (state / "checkpoint", state / "checkpoint.prev"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-        for f in folder.iterdir():
+        assert stat.S_IMODE((folder / "arrays").stat().st_mode) == 0o700
+        files = [folder / "manifest.json", *(folder / "arrays").iterdir()]
+        assert len(files) > 40
+        for f in files:
             assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     assert checkpoint.read_meta(state / "checkpoint")["sim_time"] == seen[-1]
     assert checkpoint.read_meta(state / "checkpoint.prev")["sim_time"] == seen[-2]
@@ -128,7 +131,7 @@ def test_a_damaged_checkpoint_is_an_error_and_a_missing_one_falls_back_to_the_pr
     world2, _ = _world(universe, _config(1))
     world2.run(until=world2.now + 1200)
     folder = checkpoint.save(world2, tmp_path, fingerprint_fields=FIELDS)
-    with open(folder / "arrays.npz", "ab") as f:
+    with open(folder / "arrays" / "pop.taste.npy", "ab") as f:
         f.write(b"junk")
     with pytest.raises(checkpoint.CheckpointError, match="the file is damaged"):
         checkpoint.load(tmp_path, fingerprint_fields=FIELDS)

@@ -1,4 +1,4 @@
-"""Checkpoint and restore of a world's whole state: arrays in one `.npz` plus a JSON manifest, no pickles.
+"""Checkpoint and restore of a world's whole state: one `.npy` file per array plus a JSON manifest, no pickles.
 
 What is saved: the population (demographics, activity, creation times, the *evolved* hidden taste and
 biases), the hidden truth of the movies (item factors and biases, which scenarios may change), per-user
@@ -10,7 +10,7 @@ named `World.extra_state` components (e.g. a scenario runtime), and what the cal
 
 Layout of a state folder (created mode 0700, files 0600):
 
-    <state>/checkpoint/        the newest complete checkpoint: manifest.json + arrays.npz
+    <state>/checkpoint/        the newest complete checkpoint: manifest.json + arrays/<name>.npy
     <state>/checkpoint.prev/   the one before (kept until the next one is complete)
 
 A checkpoint is written into a temporary folder, synced, then renamed into place: a crash while
@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ logger = logging.getLogger(__name__)
 #: Bumped whenever the layout or meaning of a saved field changes; other versions are refused.
 FORMAT_VERSION = 1
 CURRENT, PREVIOUS = "checkpoint", "checkpoint.prev"
-MANIFEST, ARRAYS = "manifest.json", "arrays.npz"
+MANIFEST, ARRAYS = "manifest.json", "arrays"
+_ARRAY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 DIR_MODE, FILE_MODE = 0o700, 0o600
 
 POPULATION_ARRAYS = tuple(f.name for f in dataclasses.fields(Population) if f.name not in ("size", "_arrays"))
@@ -99,7 +101,7 @@ def fingerprint(fields: dict[str, Any]) -> str:
 
 
 def ensure_private_dir(path: str | Path) -> Path:
-    """Create `path` (and parents) mode 0700; an existing folder is tightened to 0700."""
+    """Create `path` mode 0700 (missing parents get the default mode); an existing folder is tightened to 0700."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     os.chmod(path, DIR_MODE)
@@ -186,6 +188,14 @@ def _write_private(path: Path, write) -> None:
         os.fsync(f.fileno())
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save(world: World, state_dir: str | Path, *, fingerprint_fields: dict[str, Any],
          info: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """Write the world's checkpoint atomically into `state_dir/checkpoint`; return that folder.
@@ -200,10 +210,21 @@ def save(world: World, state_dir: str | Path, *, fingerprint_fields: dict[str, A
             "fingerprint_fields": fingerprint_fields, "written_at": time.time(), **meta,
             "info": info or {}}  # fmt: skip
     tmp = state / f".checkpoint-{os.getpid()}-{time.monotonic_ns()}"
+    for stale in state.glob(".checkpoint-*"):  # left by a process killed while writing
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         ensure_private_dir(tmp)
-        _write_private(tmp / ARRAYS, lambda f: np.savez(f, **arrays))
-        meta["arrays_bytes"] = (tmp / ARRAYS).stat().st_size
+        ensure_private_dir(tmp / ARRAYS)
+        sizes = {}
+        for name, array in arrays.items():
+            if not _ARRAY_NAME.fullmatch(name):
+                raise CheckpointError(f"array name {name!r} cannot be a file name (letters, digits, _ . - only)")
+            path = tmp / ARRAYS / f"{name}.npy"
+            _write_private(path, lambda f, a=array: np.save(f, np.ascontiguousarray(a), allow_pickle=False))
+            sizes[name] = path.stat().st_size
+        _fsync_dir(tmp / ARRAYS)
+        meta["arrays"] = sizes
+        meta["arrays_bytes"] = sum(sizes.values())
         meta["write_seconds"] = time.perf_counter() - t0
         body = json.dumps(meta, indent=1, allow_nan=True).encode()
         _write_private(tmp / MANIFEST, lambda f: f.write(body))
@@ -213,11 +234,7 @@ def save(world: World, state_dir: str | Path, *, fingerprint_fields: dict[str, A
                 shutil.rmtree(previous)
             os.rename(current, previous)
         os.rename(tmp, current)
-        dir_fd = os.open(state, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(state)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"checkpoint in {state} could not be written: {exc}") from exc
@@ -270,15 +287,16 @@ def load(state_dir: str | Path, *, fingerprint_fields: dict[str, Any]) -> Checkp
         return None
     meta = read_meta(folder)
     check(meta, fingerprint_fields, folder)
-    path = folder / ARRAYS
-    try:
-        if path.stat().st_size != meta.get("arrays_bytes"):
-            raise CheckpointError(f"checkpoint {path} has {path.stat().st_size} bytes, its manifest says "
-                                  f"{meta.get('arrays_bytes')}: the file is damaged")  # fmt: skip
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint arrays {path} cannot be read: {exc}") from None
+    arrays = {}
+    for name, size in meta.get("arrays", {}).items():
+        path = folder / ARRAYS / f"{name}.npy"
+        try:
+            if path.stat().st_size != size:
+                raise CheckpointError(f"checkpoint array {path} has {path.stat().st_size} bytes, its manifest says "
+                                      f"{size}: the file is damaged")  # fmt: skip
+            arrays[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint array {path} cannot be read: {exc}") from None
     return Checkpoint(folder, meta, arrays)
 
 
