@@ -232,8 +232,8 @@ class HttpRecommender:
                                                 self._loop)  # fmt: skip
 
     async def _answers(self, ids: list[int], teams: list[int]) -> RecAnswers:
+        servers = [self.teams[t].server for t in teams]  # before the requests: a URL may change meanwhile (set_url)
         results = await self._batch(ids, teams)
-        servers = [self.teams[t].server for t in teams]
         status = np.fromiter((r[0] for r in results), np.int32, len(results))
         ms = np.fromiter((r[1] for r in results), np.int32, len(results))
         empty = np.empty(0, np.int32)
