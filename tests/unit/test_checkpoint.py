@@ -178,3 +178,31 @@ def test_extra_state_components_are_saved_and_restored(universe, tmp_path) -> No
     bare, _ = _world(universe, _config(1), population=cp.population())
     with pytest.raises(checkpoint.CheckpointMismatch, match="'scenario', which this world lacks"):
         checkpoint.restore(bare, cp)
+
+
+def test_background_saver_writes_the_state_of_the_moment_it_was_called(universe, tmp_path) -> None:
+    config = _config(2)
+    world, _ = _world(universe, config)
+    world.run(until=world.now + 3600)
+    meta, arrays = checkpoint.capture(world)
+    arrays = {k: v.copy() for k, v in arrays.items()}  # capture gives views of the live arrays
+    saver = checkpoint.BackgroundSaver(tmp_path, FIELDS)
+    saver.save(world, info={"n": 1})
+    world.run(until=world.now + 3600)  # the world moves on (arrays change in place) while the thread writes
+    saver.wait()
+    cp = checkpoint.load(tmp_path, fingerprint_fields=FIELDS)
+    assert cp.sim_time == meta["sim_time"] < world.now and cp.info == {"n": 1}
+    for name, a in arrays.items():
+        np.testing.assert_array_equal(cp.arrays[name], a, err_msg=name)
+    assert len(saver.pause_seconds) == 1
+
+
+def test_background_saver_hands_a_failed_write_to_the_next_call(universe, tmp_path) -> None:
+    world, _ = _world(universe, _config(1))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    saver = checkpoint.BackgroundSaver(blocker / "state", FIELDS)
+    saver.save(world)
+    with pytest.raises(checkpoint.CheckpointError, match=r"could not be written: .*Not a directory"):
+        saver.wait()
+    saver.wait()  # reported once

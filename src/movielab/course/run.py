@@ -202,13 +202,15 @@ def run_course(
         pending.extend(range(n_lanes, len(config.teams)))  # added to the file while the course was down
         _join_teams(run, live["config"], pending, client, manifest)
 
+        saver = checkpoint.BackgroundSaver(state_dir, fields)
+
         def on_checkpoint(w: World) -> None:
             with lock:
                 _join_teams(run, live["config"], pending, client, manifest)
-            _save(run, state_dir, fields, live["config"])
+            _save(run, saver, live["config"], background=True)
 
-        if cp is None:
-            _save(run, state_dir, fields, config)  # a SIGKILL before the first periodic one resumes from the start
+        if cp is None:  # a SIGKILL before the first periodic checkpoint resumes from the start
+            _save(run, saver, config, background=False)
         app = create_app(world.pop, universe.catalog, edition=world.edition, taste=world.taste, seed=wc.seed)
         api = ServerThread(app, config.api.host, config.api.port or None, **server_options()).start()
         run.api_url = api.url
@@ -220,7 +222,7 @@ def run_course(
             on_ready(run)
         run.stats = run_world(world, run_until(wc), stop=stop, checkpoint_every=config.state.checkpoint_every_minutes * 60,
                               on_checkpoint=on_checkpoint)  # fmt: skip
-        _save(run, state_dir, fields, live["config"])  # the sinks are flushed and closed: offsets are final
+        _save(run, saver, live["config"], background=False)  # the sinks are flushed and closed: offsets are final
         _status(state_dir, "stopped", run)
         return run
     finally:
@@ -315,8 +317,12 @@ def _join_teams(run: CourseRun, config: CourseConfig, pending: list[int], client
                        entry.name, _iso(run.world.now), moved, len(run.topics))  # fmt: skip
 
 
-def _save(run: CourseRun, state_dir: Path, fields: dict[str, Any], config: CourseConfig) -> None:
-    """Flush the team topics, read their end offsets, write the checkpoint (skipped, loudly, if lines are pending)."""
+def _save(run: CourseRun, saver: checkpoint.BackgroundSaver, config: CourseConfig, background: bool) -> None:
+    """Flush the team topics, read their end offsets, write the checkpoint (skipped, loudly, if lines are pending).
+
+    `background`: the arrays are copied and written by a thread while the world runs on (periodic checkpoints);
+    otherwise written before returning (the first and the last).
+    """
     for sink in run.sinks:
         if not sink._closed and sink.flush() > 0:
             logger.error("checkpoint at %s skipped: topic %s still has undelivered lines", _iso(run.world.now),
@@ -324,9 +330,13 @@ def _save(run: CourseRun, state_dir: Path, fields: dict[str, Any], config: Cours
             return
     info = {"offsets": end_offsets(run.bootstrap, run.topics), "lines": run.lines(),
             "teams": _teams(config, len(run.topics)), "course": config.name}  # fmt: skip
-    checkpoint.save(run.world, state_dir, fingerprint_fields=fields, info=info)
+    if background:
+        saver.save(run.world, info)
+    else:
+        saver.wait()
+        checkpoint.save(run.world, saver.state_dir, fingerprint_fields=saver.fingerprint_fields, info=info)
     run.checkpoints += 1
-    _status(state_dir, "running", run)
+    _status(saver.state_dir, "running", run)
 
 
 def _status(state_dir: Path, state: str, run: CourseRun) -> None:

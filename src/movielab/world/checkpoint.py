@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,22 +204,34 @@ def save(world: World, state_dir: str | Path, *, fingerprint_fields: dict[str, A
     `fingerprint_fields` are the settings the world was built from (checked by `load`); `info` is saved as is
     (JSON-able: e.g. Kafka end offsets per topic and partition, teams). Raises `CheckpointError` on I/O failure.
     """
-    state = ensure_private_dir(state_dir)
     t0 = time.perf_counter()
+    meta, arrays = _prepare(world, fingerprint_fields, info)
+    return _write(Path(state_dir), meta, arrays, t0)
+
+
+def _prepare(world: World, fingerprint_fields: dict[str, Any], info: dict[str, Any] | None):
     meta, arrays = capture(world)
+    for name in arrays:
+        if not _ARRAY_NAME.fullmatch(name):
+            raise CheckpointError(f"array name {name!r} cannot be a file name (letters, digits, _ . - only)")
     meta = {"format": FORMAT_VERSION, "fingerprint": fingerprint(fingerprint_fields),
             "fingerprint_fields": fingerprint_fields, "written_at": time.time(), **meta,
             "info": info or {}}  # fmt: skip
+    return meta, arrays
+
+
+def _write(state_dir: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], t0: float) -> Path:
+    state = state_dir
     tmp = state / f".checkpoint-{os.getpid()}-{time.monotonic_ns()}"
-    for stale in state.glob(".checkpoint-*"):  # left by a process killed while writing
-        shutil.rmtree(stale, ignore_errors=True)
+    current, previous = state / CURRENT, state / PREVIOUS
     try:
+        ensure_private_dir(state)
+        for stale in state.glob(".checkpoint-*"):  # left by a process killed while writing
+            shutil.rmtree(stale, ignore_errors=True)
         ensure_private_dir(tmp)
         ensure_private_dir(tmp / ARRAYS)
         sizes = {}
         for name, array in arrays.items():
-            if not _ARRAY_NAME.fullmatch(name):
-                raise CheckpointError(f"array name {name!r} cannot be a file name (letters, digits, _ . - only)")
             path = tmp / ARRAYS / f"{name}.npy"
             _write_private(path, lambda f, a=array: np.save(f, np.ascontiguousarray(a), allow_pickle=False))
             sizes[name] = path.stat().st_size
@@ -228,7 +241,6 @@ def save(world: World, state_dir: str | Path, *, fingerprint_fields: dict[str, A
         meta["write_seconds"] = time.perf_counter() - t0
         body = json.dumps(meta, indent=1, allow_nan=True).encode()
         _write_private(tmp / MANIFEST, lambda f: f.write(body))
-        current, previous = state / CURRENT, state / PREVIOUS
         if current.exists():
             if previous.exists():
                 shutil.rmtree(previous)
@@ -241,6 +253,48 @@ def save(world: World, state_dir: str | Path, *, fingerprint_fields: dict[str, A
     logger.info("checkpoint at %s written to %s in %.2f s (%d bytes)", meta["sim_time"], current,
                 time.perf_counter() - t0, meta["arrays_bytes"])  # fmt: skip
     return current
+
+
+class BackgroundSaver:
+    """Checkpoints written by a thread while the world runs on: the world pauses only to copy its arrays.
+
+    `save` captures the state and copies every array (the world changes them in place as it runs), then writes,
+    syncs and renames in a thread; the next `save` (or `wait`) first waits for the previous one and raises its
+    error. A process killed while a checkpoint is being written keeps the previous one.
+    """
+
+    def __init__(self, state_dir: str | Path, fingerprint_fields: dict[str, Any]) -> None:
+        self.state_dir = Path(state_dir)
+        self.fingerprint_fields = fingerprint_fields
+        self._thread: threading.Thread | None = None
+        self._error: Exception | None = None
+        self.pause_seconds: list[float] = []  # how long each save held the world
+
+    def save(self, world: World, info: dict[str, Any] | None = None) -> None:
+        """Capture now, write in the background."""
+        self.wait()
+        t0 = time.perf_counter()
+        meta, arrays = _prepare(world, self.fingerprint_fields, info)
+        arrays = {k: np.array(v, copy=True) for k, v in arrays.items()}
+        self.pause_seconds.append(time.perf_counter() - t0)
+
+        def write() -> None:
+            try:
+                _write(self.state_dir, meta, arrays, t0)
+            except Exception as exc:  # noqa: BLE001 -- handed to the world's thread by wait()
+                self._error = exc
+
+        self._thread = threading.Thread(target=write, name="movielab-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Wait for the checkpoint being written; raise `CheckpointError` if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 # --- read ---------------------------------------------------------------------------------------------
