@@ -59,13 +59,13 @@ def main() -> None:
               f"{int((world.paused_movie[: world.pop.size] >= 0).sum()):,} paused movies")  # fmt: skip
 
         saver = checkpoint.BackgroundSaver(state, fields)
-        written: list[float] = []  # seconds from capture to the renamed folder, per background checkpoint
+        written: list[tuple[float, float]] = []  # (seconds, CPU seconds of the thread) per background checkpoint
 
         def save(w) -> None:
             saver.save(w)  # waits for the previous one first: its write time is then known
             meta = checkpoint.read_meta(state / "checkpoint") if (state / "checkpoint").exists() else None
             if meta is not None and len(written) < len(saver.pause_seconds) - 1:
-                written.append(meta["write_seconds"])
+                written.append((meta["write_seconds"], meta["write_cpu_seconds"]))
 
         seg = args.segment_minutes * 60
         plain_t = plain_n = with_t = with_n = 0.0
@@ -89,9 +89,10 @@ def main() -> None:
         plain, with_cp = plain_n / plain_t, with_n / with_t
         pauses = sorted(saver.pause_seconds)
         print(f"checkpoint write, synchronous (SIGTERM, start): {sync_write:.2f} s (target ≤ 5 s)")
+        mid = sorted(written)[len(written) // 2] if written else (float("nan"), float("nan"))
         print(f"periodic checkpoints: the world paused median {pauses[len(pauses) // 2]:.3f} s, max {pauses[-1]:.3f} s "
-              f"to copy its arrays ({len(pauses)} checkpoints); the thread wrote each in median "
-              f"{sorted(written)[len(written) // 2] if written else float('nan'):.2f} s")  # fmt: skip
+              f"to copy its arrays ({len(pauses)} checkpoints, {sum(pauses):.1f} s in all); the thread wrote each in "
+              f"median {mid[0]:.2f} s ({mid[1]:.2f} s of CPU)")  # fmt: skip
         print(f"checkpoint size:  {size / 1e6:,.0f} MB (target ≤ 1,000 MB)")
         print(f"events/s without checkpoints: {plain:12,.0f}  ({plain_n:,.0f} events in {plain_t:.1f} s)")
         print(f"events/s, one every 10 min:   {with_cp:12,.0f}  ({with_n:,.0f} events in {with_t:.1f} s)")

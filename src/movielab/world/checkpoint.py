@@ -221,6 +221,7 @@ def _prepare(world: World, fingerprint_fields: dict[str, Any], info: dict[str, A
 
 
 def _write(state_dir: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], t0: float) -> Path:
+    cpu0 = time.thread_time()
     state = state_dir
     tmp = state / f".checkpoint-{os.getpid()}-{time.monotonic_ns()}"
     current, previous = state / CURRENT, state / PREVIOUS
@@ -239,6 +240,7 @@ def _write(state_dir: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray],
         meta["arrays"] = sizes
         meta["arrays_bytes"] = sum(sizes.values())
         meta["write_seconds"] = time.perf_counter() - t0
+        meta["write_cpu_seconds"] = time.thread_time() - cpu0  # of the writing thread: the rest is waiting on the disk
         body = json.dumps(meta, indent=1, allow_nan=True).encode()
         _write_private(tmp / MANIFEST, lambda f: f.write(body))
         if current.exists():
