@@ -35,6 +35,7 @@ from collections import Counter
 from pathlib import Path
 
 from movielab.course.run import end_offsets
+from movielab.kafka.admin import ensure_topics
 from movielab.kafka.broker import EmbeddedBroker
 from movielab.kafka.consumer import read_topic
 from movielab.recommender.placeholder import SeenMovies, StreamFollower
@@ -140,6 +141,7 @@ def one_run(args: argparse.Namespace, sig: signal.Signals, folder: Path) -> dict
         course = course_file(folder, args, broker.bootstrap, api_port, urls)
         state = folder / "state"
         try:
+            ensure_topics(broker.bootstrap, ["movielog1", "movielog2", "movielog3"], partitions=4)
             seen, popular = SeenMovies(), Popular()
             for topic, sink in (("movielog2", seen), ("movielog3", popular)):
                 f = StreamFollower(broker.bootstrap, [topic], sink, group_id=f"team-{topic}")
@@ -234,7 +236,7 @@ def main() -> None:
           f"work folder {root}")  # fmt: skip
     for sig in sigs:
         r = one_run(args, sig, root / sig.name.lower())
-        print(f"\n{sig.name} at simulated {time.strftime('%Y-%m-%dT%H:%M', time.gmtime(r['killed_at']))}, "
+        print(f"\n{sig.name} after the checkpoint of simulated {time.strftime('%Y-%m-%dT%H:%M', time.gmtime(r['killed_at']))}, "
               f"restored from the checkpoint of {r['restored_from']}; {r['wall']:.0f} s wall")  # fmt: skip
         print(f"{'topic':<10} {'on topic':>10} {'world':>10} {'doubled':>8} {'lost':>5} {'reversals':>9}")
         for topic, f in r["topics"].items():
