@@ -24,7 +24,8 @@ def _imports(path: Path) -> set[str]:
 @pytest.mark.parametrize(
     ("package", "forbidden"),
     [("contract", ("movielab.world", "movielab.recommender", "movielab.kafka")),
-     ("recommender", ("movielab.world",)), ("kafka", ("movielab.world", "movielab.recommender"))],
+     ("recommender", ("movielab.world",)), ("kafka", ("movielab.world", "movielab.recommender")),
+     ("world", ("movielab.recommender", "movielab.course")), ("course", ("movielab.recommender",))],
 )  # fmt: skip
 def test_layers(package: str, forbidden: tuple[str, ...]) -> None:
     files = list((SRC / package).rglob("*.py"))
