@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from movielab.course.config import CourseFileError, load
 from movielab.course.run import end_offsets, run_course
+from movielab.course.status import course_status, format_status
 from movielab.kafka.broker import EmbeddedBroker
 from movielab.kafka.consumer import read_topic
 from movielab.webserver import ServerThread
@@ -114,7 +115,12 @@ def test_a_team_removed_from_the_file_is_refused_at_start(universe, tmp_path) ->
         _course(course, broker.bootstrap, ["http://127.0.0.1:9", "http://127.0.0.1:9"])
         text = course.read_text().replace("speed = 1200", "days = 0.01")
         course.write_text(text)
-        run_course(load(course), universe=universe)
+        run = run_course(load(course), universe=universe)
+        status = course_status(load(course))
+        assert status["process"]["state"] == "stopped" and not status["process"]["alive"]
+        assert status["topics_now"] == run.lines() == status["checkpoint"]["lines"]  # every line on its topic
+        shown = format_status(status)
+        assert "team 2 t2: http://127.0.0.1:9 -> movielog2" in shown and "world process" in shown
         course.write_text(text.split("[[teams]]")[0] + '[[teams]]\nname = "t1"\nurl = "http://127.0.0.1:9"\n')
         with pytest.raises(CourseFileError, match=r"teams: 1 team\(s\), but the course in .* has 2: a team cannot be "
                                                   r"removed"):  # fmt: skip
