@@ -194,7 +194,17 @@ def test_background_saver_writes_the_state_of_the_moment_it_was_called(universe,
     assert cp.sim_time == meta["sim_time"] < world.now and cp.info == {"n": 1}
     for name, a in arrays.items():
         np.testing.assert_array_equal(cp.arrays[name], a, err_msg=name)
-    assert len(saver.pause_seconds) == 1
+    # A second save reuses the copy buffers; what it writes is again the state of its own moment.
+    meta2, arrays2 = checkpoint.capture(world)
+    arrays2 = {k: v.copy() for k, v in arrays2.items()}
+    saver.save(world)
+    world.run(until=world.now + 3600)
+    saver.wait()
+    cp2 = checkpoint.load(tmp_path, fingerprint_fields=FIELDS)
+    assert cp2.sim_time == meta2["sim_time"] > cp.sim_time
+    for name, a in arrays2.items():
+        np.testing.assert_array_equal(cp2.arrays[name], a, err_msg=name)
+    assert len(saver.pause_seconds) == 2
 
 
 def test_background_saver_hands_a_failed_write_to_the_next_call(universe, tmp_path) -> None:

@@ -270,14 +270,25 @@ class BackgroundSaver:
         self.fingerprint_fields = fingerprint_fields
         self._thread: threading.Thread | None = None
         self._error: Exception | None = None
+        self._buffers: dict[str, np.ndarray] = {}  # reused between saves: no fresh pages to fault in each time
         self.pause_seconds: list[float] = []  # how long each save held the world
+
+    def _copy(self, name: str, a: np.ndarray) -> np.ndarray:
+        buf = self._buffers.get(name)
+        if a.ndim == 0:
+            return np.array(a, copy=True)
+        if buf is None or buf.dtype != a.dtype or buf.shape[1:] != a.shape[1:] or len(buf) < len(a):
+            buf = self._buffers[name] = np.empty((len(a) + len(a) // 8 + 16, *a.shape[1:]), a.dtype)
+        out = buf[: len(a)]
+        np.copyto(out, a)
+        return out
 
     def save(self, world: World, info: dict[str, Any] | None = None) -> None:
         """Capture now, write in the background."""
-        self.wait()
+        self.wait()  # the previous write is done: its buffers can be reused
         t0 = time.perf_counter()
         meta, arrays = _prepare(world, self.fingerprint_fields, info)
-        arrays = {k: np.array(v, copy=True) for k, v in arrays.items()}
+        arrays = {k: self._copy(k, v) for k, v in arrays.items()}
         self.pause_seconds.append(time.perf_counter() - t0)
 
         def write() -> None:
