@@ -107,6 +107,7 @@ class CourseRun:
     restored_from: float | None = None  # simulated time of the restored checkpoint
     re_emitted: dict[str, int] = field(default_factory=dict)
     checkpoints: int = 0
+    skipped: int = 0  # periodic checkpoints skipped while the previous one was still being written
     stats: Stats | None = None
 
     def lines(self) -> dict[str, int]:
@@ -321,8 +322,14 @@ def _save(run: CourseRun, saver: checkpoint.BackgroundSaver, config: CourseConfi
     """Flush the team topics, read their end offsets, write the checkpoint (skipped, loudly, if lines are pending).
 
     `background`: the arrays are copied and written by a thread while the world runs on (periodic checkpoints);
-    otherwise written before returning (the first and the last).
+    otherwise written before returning (the first and the last). A periodic checkpoint that comes while the
+    previous one is still being written is skipped (the world runs faster than the disk writes): the next
+    boundary takes it.
     """
+    if background and saver.busy:
+        run.skipped += 1
+        logger.info("checkpoint at %s skipped: the previous one is still being written", _iso(run.world.now))
+        return
     for sink in run.sinks:
         if not sink._closed and sink.flush() > 0:
             logger.error("checkpoint at %s skipped: topic %s still has undelivered lines", _iso(run.world.now),
@@ -343,7 +350,7 @@ def _status(state_dir: Path, state: str, run: CourseRun) -> None:
     """Write `status.json` (what `movielab course status` shows besides the checkpoint)."""
     body = json.dumps({"state": state, "pid": os.getpid(), "updated_at": time.time(), "sim_time": run.world.now,
                        "api": run.api_url, "bootstrap": run.bootstrap, "topics": run.topics,
-                       "lines": run.lines(), "checkpoints_this_run": run.checkpoints,
+                       "lines": run.lines(), "checkpoints_this_run": run.checkpoints, "skipped": run.skipped,
                        "restored_from": run.restored_from, "re_emitted": run.re_emitted}, indent=1)  # fmt: skip
     tmp = state_dir / f".{STATUS}.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, checkpoint.FILE_MODE)

@@ -262,7 +262,7 @@ class BackgroundSaver:
 
     `save` captures the state and copies every array (the world changes them in place as it runs), then writes,
     syncs and renames in a thread; the next `save` (or `wait`) first waits for the previous one and raises its
-    error. A process killed while a checkpoint is being written keeps the previous one.
+    error (`pause_seconds` counts that wait too). A process killed while a checkpoint is being written keeps the previous one.
     """
 
     def __init__(self, state_dir: str | Path, fingerprint_fields: dict[str, Any]) -> None:
@@ -283,10 +283,15 @@ class BackgroundSaver:
         np.copyto(out, a)
         return out
 
+    @property
+    def busy(self) -> bool:
+        """True while a checkpoint is being written (a world running faster than the disk skips a boundary)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def save(self, world: World, info: dict[str, Any] | None = None) -> None:
-        """Capture now, write in the background."""
-        self.wait()  # the previous write is done: its buffers can be reused
+        """Capture now, write in the background (first waiting for the previous write, if any)."""
         t0 = time.perf_counter()
+        self.wait()  # the previous write is done: its buffers can be reused
         meta, arrays = _prepare(world, self.fingerprint_fields, info)
         arrays = {k: self._copy(k, v) for k, v in arrays.items()}
         self.pause_seconds.append(time.perf_counter() - t0)
