@@ -81,6 +81,34 @@ def _cmd_world_fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_course_init(args: argparse.Namespace) -> int:
+    from movielab.course.config import write_example
+
+    print(f"wrote {write_example(args.path)}: edit the teams, then `movielab course run {args.path}`")
+    return 0
+
+
+def _cmd_course_run(args: argparse.Namespace) -> int:
+    from movielab.course.config import load
+    from movielab.course.run import run_course
+
+    def ready(run) -> None:
+        print(f"course running: Kafka {run.bootstrap} topics {', '.join(run.topics)}, API {run.api_url}, state in "
+              f"{run.config.state_dir}" + (f", resumed from {run.re_emitted}" if run.restored_from else ""), flush=True)
+
+    run = run_course(load(args.file), on_ready=ready)
+    print(f"course stopped at checkpoint; lines per topic: {run.lines()}")
+    return 0
+
+
+def _cmd_course_status(args: argparse.Namespace) -> int:
+    from movielab.course.config import load
+    from movielab.course.status import course_status, format_status
+
+    print(format_status(course_status(load(args.file), live=not args.offline)))
+    return 0
+
+
 def _cmd_broker(args: argparse.Namespace) -> int:
     from movielab.kafka.broker import run_broker
 
@@ -173,16 +201,27 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--linger", type=float, default=0.0, help="keep Prometheus up this many seconds at the end")
     demo.add_argument("--seed", type=int)
     demo.set_defaults(func=_cmd_demo)
-    broker = sub.add_parser("broker", help="run the embedded in-memory Kafka broker until interrupted")
-    broker.add_argument("--port", type=int, help="port on 127.0.0.1 (default: any free port)")
-    broker.set_defaults(func=_cmd_broker)
-    course = sub.add_parser("course", help="a course of many teams").add_subparsers(dest="what", required=True)
-    score = course.add_parser("score", help="the scoreboard from the hidden truth (instructor only)")
+    course = sub.add_parser("course", help="a course: one world for many teams, surviving restarts")
+    course_sub = course.add_subparsers(dest="what", required=True)
+    c_init = course_sub.add_parser("init", help="write a commented example course file")
+    c_init.add_argument("path", nargs="?", default="course.toml")
+    c_init.set_defaults(func=_cmd_course_init)
+    c_run = course_sub.add_parser("run", help="run (or resume) the course file's world until stopped")
+    c_run.add_argument("file")
+    c_run.set_defaults(func=_cmd_course_run)
+    c_status = course_sub.add_parser("status", help="where the course stands: clock, checkpoint, teams, lines")
+    c_status.add_argument("file")
+    c_status.add_argument("--offline", action="store_true", help="do not ask Kafka for the topics' end offsets")
+    c_status.set_defaults(func=_cmd_course_status)
+    score = course_sub.add_parser("score", help="the scoreboard from the hidden truth (instructor only)")
     score.add_argument("--state", default=".movielab/course", help="the world's state dir (holds scores/, sessions/)")
     score.add_argument("--team", type=int, help="one team in detail: day by day, fairness groups, injected events")
     score.add_argument("--day", help="YYYY-MM-DD (default: the newest scored day)")
     score.add_argument("--manifest", help="the hidden manifest (JSONL) for per-event effects with --team")
     score.set_defaults(func=_cmd_course_score)
+    broker = sub.add_parser("broker", help="run the embedded in-memory Kafka broker until interrupted")
+    broker.add_argument("--port", type=int, help="port on 127.0.0.1 (default: any free port)")
+    broker.set_defaults(func=_cmd_broker)
     from movielab.recommender.commands import register
 
     register(sub)

@@ -33,7 +33,8 @@ def _imports(path: Path) -> set[str]:
         ("contract", ("movielab.world", "movielab.recommender", "movielab.kafka")),
         ("recommender", ("movielab.world",)),
         ("kafka", ("movielab.world", "movielab.recommender")),
-        ("world", ("movielab.recommender",)),
+        ("world", ("movielab.recommender", "movielab.course")),
+        ("course", ("movielab.recommender",)),
     ],
 )
 def test_layers(package: str, forbidden: tuple[str, ...]) -> None:

@@ -45,6 +45,7 @@ from movielab.recommender.serving import state as serve_state
 from movielab.recommender.serving.answers import answer_table
 from movielab.recommender.store.events import EventStore
 from movielab.recommender.training import pipeline
+from movielab.recommender.training.data import TrainingData
 from movielab.webserver import ServerThread
 from movielab.world.api import create_app as world_api
 from movielab.world.bootstrap import Universe, build_universe, build_world
@@ -159,7 +160,7 @@ def run_live_study(config: LiveStudyConfig, out: Path | str, *, universe: Univer
                 seconds["history"] = time.perf_counter() - t
                 t = time.perf_counter()
                 snap = store.create_snapshot("study-history", None, history_end)
-                data = store.training_data(snap)
+                data = TrainingData.from_snapshot(store, snap)
                 artifacts = out / "models"
                 plain = pipeline.train(store, config.base, artifacts, snapshot=snap, data=data)
                 costaware = pipeline.train(store, "costaware", artifacts, snapshot=snap, data=data,

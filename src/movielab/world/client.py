@@ -194,6 +194,31 @@ class HttpRecommender:
             for _ in self.teams
         ]  # fmt: skip
 
+    def set_url(self, index: int, url: str) -> Team:
+        """Point team `index` (0-based) at a new URL from its next request on (same number, same topic)."""
+        team = Team.parse(self.teams[index].number, url)
+        self.teams[index] = team  # one reference swap: requests in flight keep the team they started with
+        return team
+
+    def add_team(self, team: Team) -> None:
+        """Add a team (its own connection pool); users are then split by id modulo the new number of teams.
+
+        Call it between the world's ticks (no request in flight), with `world.lanes.add_lane`.
+        """
+
+        async def open_one() -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_ms / 1000), skip_auto_headers=("User-Agent",),
+                raise_for_status=False,
+            )  # fmt: skip
+            return session, asyncio.Semaphore(self.max_connections)
+
+        session, slot = self._call(open_one())
+        self._sessions.append(session)
+        self._slots.append(slot)
+        self.teams.append(team)  # last: team_of counts teams, so the new pool must exist first
+
     def recommend(self, user_ids: np.ndarray, times: np.ndarray) -> RecAnswers:
         """Ask every user's team; one answer per user, in order."""
         return self.submit(user_ids, times).result()
@@ -208,8 +233,8 @@ class HttpRecommender:
                                                 self._loop)  # fmt: skip
 
     async def _answers(self, ids: list[int], teams: list[int]) -> RecAnswers:
+        servers = [self.teams[t].server for t in teams]  # before the requests: a URL may change meanwhile (set_url)
         results = await self._batch(ids, teams)
-        servers = [self.teams[t].server for t in teams]
         status = np.fromiter((r[0] for r in results), np.int32, len(results))
         ms = np.fromiter((r[1] for r in results), np.int32, len(results))
         empty = np.empty(0, np.int32)

@@ -37,6 +37,11 @@ class SimClock:
         """True unless the clock runs as fast as possible."""
         return self.speed is not None
 
+    def rebase(self, sim_time: float) -> None:
+        """Make `sim_time` the simulated time of this wall-clock moment (a restored world resumes without a jump)."""
+        self.start = sim_time
+        self._wall0 = self._now()
+
     def wait_until(self, sim_time: float) -> None:
         """Block until the wall clock reaches `sim_time` (no-op when unpaced or already late)."""
         if self.speed is None:

@@ -207,6 +207,9 @@ class World:
         self.active = np.zeros(self.pop.capacity, np.bool_)
         self._rank_bonus = rec_rank_bonus(MAX_RECS, self.params.rec_bonus)
         self._examine = self.params.attention_decay ** np.arange(MAX_RECS)
+        # Named components (e.g. a scenario runtime) whose `state()` -> dict / `restore(dict)` a checkpoint saves and
+        # restores with the world (`world.checkpoint`); values may be JSON-able or numpy arrays.
+        self.extra_state: dict[str, object] = {}
 
     @property
     def now(self) -> float:
@@ -252,24 +255,44 @@ class World:
 
     # --- the loop -------------------------------------------------------------------------
     def run(
-        self, until: float | None = None, stop: threading.Event | None = None, on_tick: Callable[[World], None] | None = None
-    ) -> Stats:
+        self, until: float | None = None, stop: threading.Event | None = None, on_tick: Callable[[World], None] | None = None,
+        *, checkpoint_every: float | None = None, on_checkpoint: Callable[[World], None] | None = None,
+    ) -> Stats:  # fmt: skip
         """Simulate until the simulated time `until` (or forever) or until `stop` is set; flush the sink.
 
         `on_tick(world)` runs after every tick (the world waits for it: demos use it to pause and act);
         with several lanes running as fast as possible, after every tick of the slowest lane.
+        `on_checkpoint(world)` runs whenever every lane has reached a multiple of `checkpoint_every` simulated
+        seconds (a multiple of a minute) and no request is in flight: a consistent cut to save
+        (`world.checkpoint.save`). Lanes ahead wait there for the slowest one.
         """
+        if checkpoint_every is not None and (checkpoint_every <= 0 or checkpoint_every % TICK):
+            raise ValueError(f"checkpoint_every must be a positive multiple of {TICK} s, got {checkpoint_every!r}")
         try:
-            if len(self.lanes) > 1 and not self.clock.paced:
-                self._run_lanes(until, stop, on_tick)
-            else:
-                while (until is None or self.now < until) and not (stop is not None and stop.is_set()):
-                    self.step()
-                    if on_tick is not None:
-                        on_tick(self)
+            while True:
+                end = until
+                if checkpoint_every is not None:
+                    due = (math.floor(self.now / checkpoint_every) + 1) * checkpoint_every
+                    end = due if until is None else min(until, due)
+                self._run_to(end, stop, on_tick)
+                if (stop is not None and stop.is_set()) or (until is not None and self.now >= until):
+                    break
+                if checkpoint_every is None:
+                    break
+                if on_checkpoint is not None:
+                    on_checkpoint(self)
         finally:
             self.sink.close()
         return self.stats
+
+    def _run_to(self, until: float | None, stop: threading.Event | None, on_tick: Callable[[World], None] | None) -> None:
+        if len(self.lanes) > 1 and not self.clock.paced:
+            self._run_lanes(until, stop, on_tick)
+        else:
+            while (until is None or self.now < until) and not (stop is not None and stop.is_set()):
+                self.step()
+                if on_tick is not None:
+                    on_tick(self)
 
     def step(self) -> None:
         """Simulate one tick (one simulated minute) of every lane and emit its lines in time order.

@@ -13,9 +13,13 @@ logger = logging.getLogger(__name__)
 
 
 def run_world(
-    world: World, until: float | None, stop: threading.Event | None = None, on_tick: Callable[[World], None] | None = None
+    world: World, until: float | None, stop: threading.Event | None = None, on_tick: Callable[[World], None] | None = None,
+    **checkpoints,
 ) -> Stats:
-    """Run until `until` (simulated), `stop` or a signal; the tick in progress completes, the sink is flushed."""
+    """Run until `until` (simulated), `stop` or a signal; the tick in progress completes, the sink is flushed.
+
+    `checkpoints` (`checkpoint_every`, `on_checkpoint`) go to `World.run`.
+    """
     stop = stop or threading.Event()
     previous = {}
 
@@ -27,7 +31,7 @@ def run_world(
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
     try:
-        return world.run(until=until, stop=stop, on_tick=on_tick)
+        return world.run(until=until, stop=stop, on_tick=on_tick, **checkpoints)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -1,0 +1,130 @@
+"""Checkpoint size and time at course scale, and what checkpointing every 10 simulated minutes costs.
+
+Builds a world of 1,000,000 users × 27,000 movies (3 teams' lanes, a sink that counts), warms it up so
+viewings, pauses and queues are in steady state, then prints:
+- the time to write a checkpoint (capture + one `.npy` per array + fsync + rename) and its size on disk, and how
+  long a periodic (background) checkpoint holds the world: the copy of its arrays;
+- the time to restore it: read the arrays, build the world around the saved population (the universe —
+  data, fit, catalog — is what a fresh start builds too, and is timed apart) and put the state back;
+- events/s over the same simulated time with a checkpoint every 10 simulated minutes and without, in
+  alternating segments of one run (ABBA order, so both see the same population and hours of the day).
+
+    .venv/bin/python benchmarks/checkpoint.py [--users 1000000] [--movies 27000] [--segments 4]
+
+Targets: write ≤ 5 s, restore ≤ 10 s, files ≤ 1 GB, events/s cost ≤ 5%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from movielab.world import checkpoint
+from movielab.world.bootstrap import build_world
+from movielab.world.config import WorldConfig
+from movielab.world.sinks import KindCounter
+
+
+def _size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def main() -> None:
+    """Run the benchmark and print its figures."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--users", type=int, default=1_000_000)
+    ap.add_argument("--movies", type=int, default=27_000)
+    ap.add_argument("--teams", type=int, default=3)
+    ap.add_argument("--warmup-hours", type=float, default=2.0)
+    ap.add_argument("--segment-minutes", type=int, default=30)
+    ap.add_argument("--segments", type=int, default=4, help="pairs of (without, with) segments")
+    args = ap.parse_args()
+    teams = [f"http://127.0.0.1:{9000 + i}" for i in range(args.teams)]
+    config = WorldConfig(users=args.users, movies=args.movies, days=None, teams=teams)
+    fields = {"users": args.users, "movies": args.movies}
+    state = Path(tempfile.mkdtemp(prefix="movielab-checkpoint-bench-"))
+    try:
+        counter = KindCounter()
+        t = time.perf_counter()
+        world, universe = build_world(config, sink=counter)
+        print(f"world built in {time.perf_counter() - t:.1f} s ({args.users:,} users, {args.movies:,} movies, "
+              f"{len(world.lanes)} lanes)")  # fmt: skip
+        world.run(until=world.now + args.warmup_hours * 3600)
+        viewing = sum(len(lane.viewings) for lane in world.lanes)
+        print(f"warmed up {args.warmup_hours:g} h: {viewing:,} viewings in progress, "
+              f"{int((world.paused_movie[: world.pop.size] >= 0).sum()):,} paused movies")  # fmt: skip
+
+        saver = checkpoint.BackgroundSaver(state, fields)
+        written: list[tuple[float, float]] = []  # (seconds, CPU seconds of the thread) per background checkpoint
+
+        skipped = [0]
+
+        def save(w) -> None:
+            if saver.busy:  # as `movielab course run` does: the previous one is still being written
+                skipped[0] += 1
+                return
+            saver.save(w)
+            meta = checkpoint.read_meta(state / "checkpoint") if (state / "checkpoint").exists() else None
+            if meta is not None and len(written) < len(saver.pause_seconds) - 1:
+                written.append((meta["write_seconds"], meta["write_cpu_seconds"]))
+
+        seg = args.segment_minutes * 60
+        plain_t = plain_n = with_t = with_n = 0.0
+        for pair in range(args.segments):
+            # ABBA order: the hour of the day changes the mix of sessions and watch lines, so neither mode goes first
+            for with_checkpoints in ((False, True) if pair % 2 == 0 else (True, False)):
+                before, t0 = sum(world.stats.lines.values()), time.perf_counter()
+                if with_checkpoints:
+                    world.run(until=world.now + seg, checkpoint_every=600, on_checkpoint=save)
+                else:
+                    world.run(until=world.now + seg)
+                dt, n = time.perf_counter() - t0, sum(world.stats.lines.values()) - before
+                if with_checkpoints:
+                    with_t, with_n = with_t + dt, with_n + n
+                else:
+                    plain_t, plain_n = plain_t + dt, plain_n + n
+        saver.wait()
+        t0 = time.perf_counter()
+        checkpoint.save(world, state, fingerprint_fields=fields)
+        sync_write = time.perf_counter() - t0
+        size = _size(state / "checkpoint")
+        plain, with_cp = plain_n / plain_t, with_n / with_t
+        pauses = sorted(saver.pause_seconds)
+        print(f"checkpoint write, synchronous (SIGTERM, start): {sync_write:.2f} s (target ≤ 5 s)")
+        mid = sorted(written)[len(written) // 2] if written else (float("nan"), float("nan"))
+        print(f"periodic checkpoints: the world paused median {pauses[len(pauses) // 2]:.3f} s, max {pauses[-1]:.3f} s "
+              f"to copy its arrays ({len(pauses)} checkpoints, {sum(pauses):.1f} s in all); the thread wrote each in "
+              f"median {mid[0]:.2f} s ({mid[1]:.2f} s of CPU); {skipped[0]} boundaries skipped while the previous "
+              f"checkpoint was still being written")  # fmt: skip
+        print(f"checkpoint size:  {size / 1e6:,.0f} MB (target ≤ 1,000 MB)")
+        print(f"events/s without checkpoints: {plain:12,.0f}  ({plain_n:,.0f} events in {plain_t:.1f} s)")
+        print(f"events/s, one every 10 min:   {with_cp:12,.0f}  ({with_n:,.0f} events in {with_t:.1f} s)")
+        print(f"cost of checkpointing: {1 - with_cp / plain:+.1%} of events/s (target ≤ 5%)")
+        saved_now, saved_lines = world.now, dict(world.stats.lines)
+        del world
+        gc.collect()
+
+        t0 = time.perf_counter()
+        cp = checkpoint.load(state, fingerprint_fields=fields)
+        t_read = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        again, _ = build_world(config, universe=universe, sink=KindCounter(), population=cp.population(room=100_000))
+        t_build = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        checkpoint.restore(again, cp)
+        t_restore = time.perf_counter() - t2
+        assert again.now == saved_now and dict(again.stats.lines) == saved_lines
+        total = time.perf_counter() - t0
+        print(f"restore: {total:.2f} s (target ≤ 10 s) = read {t_read:.2f} s + world around the saved population "
+              f"{t_build:.2f} s + state back {t_restore:.2f} s; the universe (data, fit, catalog) is built as for a "
+              f"fresh start: {sum(universe.timings.get(k, 0) for k in ('load', 'catalog', 'fit')):.1f} s")  # fmt: skip
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""The course file: one TOML file describes a course's world and its teams, validated field by field.
+
+    movielab course init course.toml     # a commented example
+    movielab course run course.toml      # run it (resumes from its state folder after a restart)
+    movielab course status course.toml   # where it stands
+
+Relative paths in the file are relative to the file's folder. Unknown keys are errors; every error
+names the field (`teams.2.url`, `world.users`, ...) and the reason.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from movielab.contract import editions
+from movielab.errors import MovielabError
+from movielab.world.client import Team
+from movielab.world.clock import parse_start
+from movielab.world.config import Dataset, WorldConfig
+
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}")
+
+
+class CourseFileError(MovielabError, ValueError):
+    """A course file that cannot be read or is invalid; names the file, each field and the reason."""
+
+
+class TeamEntry(BaseModel):
+    """One team: its name, the URL of its recommendation service, its topic and its share of users."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="the team's name (letters, digits, space, _ . -; unique)")
+    url: str = Field(description="recommendation service base URL: the world calls <url>/recommend/<user id>")
+    topic: str | None = Field(None, description="Kafka topic of the team's users' lines (default movielog<N>)")
+    user_share: float | None = Field(None, gt=0, le=1, description="share of the users the team serves; users are "
+                                     "split evenly by id modulo the number of teams, so it must be 1/teams if given")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.fullmatch(v):
+            raise ValueError(f"team name {v!r} must be 1-64 letters, digits, spaces or _ . - (starting with a letter "
+                             "or digit)")  # fmt: skip
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        Team.parse(0, v)  # raises TeamConfigError (a ValueError) naming the URL
+        return v
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str | None) -> str | None:
+        if v is not None and (not _TOPIC.fullmatch(v) or v in (".", "..")):
+            raise ValueError(f"topic {v!r} is not a Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)")
+        return v
+
+
+class WorldSection(BaseModel):
+    """The world every team shares: population, catalog, data, time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    edition: str = Field("current", description="course edition: a year 2019..2026 or 'current'")
+    dataset: Dataset = "ml-100k"
+    data_dir: Path | None = Field(None, description="folder holding the data set in its native format")
+    users: int = Field(10_000, ge=1, le=50_000_000, description="initial population")
+    movies: int | None = Field(None, ge=1, le=5_000_000, description="catalog size; synthetic movies fill it up")
+    factors: int = Field(16, ge=2, le=256)
+    seed: int = 0
+    start: str = Field("2026-03-20T00:00:00", description="simulated start, ISO-8601 UTC")
+    speed: float | None = Field(None, gt=0, description="simulated seconds per second (1 = real time); absent: as "
+                                "fast as possible")  # fmt: skip
+    days: float | None = Field(None, gt=0, description="simulated days to run; absent: until stopped")
+    arrivals_per_day: float = Field(0.002, ge=0, description="new accounts a day, as a share of the initial users")
+    timeout_ms: int = Field(600, ge=1, le=60_000, description="how long the world waits for a recommendation")
+    scenario: Path | None = Field(None, description="scenario file (drift, outages, attacks, ...)")
+
+    @field_validator("edition")
+    @classmethod
+    def _edition(cls, v: str) -> str:
+        editions.edition(v)
+        return v
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        parse_start(v)
+        return v
+
+
+class KafkaSection(BaseModel):
+    """Where the team topics live."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bootstrap: str | None = Field(None, description="host:port of the Kafka cluster; absent: an embedded broker "
+                                  "(in memory: its topics do not survive a restart)")  # fmt: skip
+    partitions: int = Field(4, ge=1, le=1024)
+
+
+class ApiSection(BaseModel):
+    """The world's user/movie API (what teams call)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535, description="0 = any free port")
+
+
+class StateSection(BaseModel):
+    """Where the world keeps what only the instructor may see: checkpoints, manifest, reports."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dir: Path = Field(Path("state"), description="checkpoints and the manifest (mode 0700)")
+    reports: Path = Field(Path("reports"), description="scoreboards and reports (mode 0700)")
+    checkpoint_every_minutes: int = Field(10, ge=1, le=7 * 24 * 60, description="simulated minutes between checkpoints")
+    reload_seconds: float = Field(2.0, gt=0, le=3600, description="how often the course file is checked for changes")
+
+
+class CourseConfig(BaseModel):
+    """A whole course file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("course", description="the course's name (reports and the manifest carry it)")
+    world: WorldSection = WorldSection()
+    kafka: KafkaSection = KafkaSection()
+    api: ApiSection = ApiSection()
+    state: StateSection = StateSection()
+    teams: list[TeamEntry] = Field(min_length=1, description="the teams, in order: team N is the N-th entry")
+    path: Path | None = Field(None, exclude=True, description="the file this was read from (set by `load`)")
+
+    @model_validator(mode="after")
+    def _teams_are_distinct(self) -> CourseConfig:
+        for what in ("name", "topic"):
+            seen: dict[str, int] = {}
+            for i, value in enumerate(getattr(self, f"{what}s")()):
+                if value in seen:
+                    raise ValueError(f"teams.{i}.{what}: {value!r} is already team {seen[value] + 1}'s")
+                seen[value] = i
+        n = len(self.teams)
+        for i, t in enumerate(self.teams):
+            if t.user_share is not None and abs(t.user_share - 1 / n) > 1e-6:
+                raise ValueError(f"teams.{i}.user_share: {t.user_share} is not 1/{n}: users are split evenly between "
+                                 f"the {n} teams (by id modulo {n})")  # fmt: skip
+        return self
+
+    def names(self) -> list[str]:
+        """Team names, in team order."""
+        return [t.name for t in self.teams]
+
+    def topics(self) -> list[str]:
+        """Each team's topic (default `movielog<N>`), in team order."""
+        return [t.topic or f"movielog{i}" for i, t in enumerate(self.teams, start=1)]
+
+    def resolve(self, p: Path | None) -> Path | None:
+        """A path of the file, relative to the file's folder."""
+        if p is None or p.is_absolute() or self.path is None:
+            return p
+        return (self.path.parent / p).resolve()
+
+    @property
+    def state_dir(self) -> Path:
+        """The state folder (checkpoints, manifest)."""
+        return self.resolve(self.state.dir)
+
+    @property
+    def manifest_path(self) -> Path:
+        """The hidden manifest (JSON lines) of what happened: team changes, restores, scenario injections."""
+        return self.state_dir / "manifest.jsonl"
+
+    def world_config(self) -> WorldConfig:
+        """The `WorldConfig` of this course's world."""
+        w = self.world
+        return WorldConfig(
+            edition=w.edition, dataset=w.dataset, data_dir=self.resolve(w.data_dir), users=w.users, movies=w.movies,
+            factors=w.factors, seed=w.seed, start=w.start, speed=w.speed, days=w.days,
+            arrivals_per_day=w.arrivals_per_day, teams=[t.url for t in self.teams], timeout_ms=w.timeout_ms,
+            pacing="team", kafka=self.kafka.bootstrap, partitions=self.kafka.partitions, api_host=self.api.host,
+            api_port=self.api.port,
+        )  # fmt: skip
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """What decides how the world is built: a checkpoint is only restored into the same."""
+        w = self.world
+        return {"edition": w.edition, "dataset": w.dataset, "users": w.users, "movies": w.movies,
+                "factors": w.factors, "seed": w.seed, "start": w.start, "arrivals_per_day": w.arrivals_per_day,
+                "partitions": self.kafka.partitions}  # fmt: skip
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors())
+
+
+def parse(text: str, path: Path | None = None) -> CourseConfig:
+    """A course config from TOML text; `CourseFileError` naming the file, the fields and the reasons."""
+    where = path or "<course file>"
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CourseFileError(f"course file {where} is not valid TOML: {exc}") from None
+    try:
+        config = CourseConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise CourseFileError(f"course file {where}: {_describe(exc)}") from None
+    config = config.model_copy(update={"path": path.resolve() if path else None})
+    scenario = config.resolve(config.world.scenario)
+    if scenario is not None and not scenario.is_file():
+        raise CourseFileError(f"course file {where}: world.scenario: {scenario} is not a file")
+    return config
+
+
+def load(path: str | Path) -> CourseConfig:
+    """Read and validate a course file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CourseFileError(f"course file {path} cannot be read: {exc}") from None
+    return parse(text, path)
+
+
+EXAMPLE = """\
+# A movielab course: one world for every team, run 24/7 (`movielab course run THIS_FILE`).
+# Relative paths are relative to this file's folder. Unknown keys are errors.
+name = "mlip-2026"
+
+[world]
+edition = "current"          # course edition: 2019..2026 or "current" (rating scale, stamps, API fields)
+dataset = "ml-100k"          # or ml-1m / ml-latest-small / ml-25m with data_dir = "path/to/folder"
+users = 1000000              # initial population (new accounts keep arriving)
+movies = 20000               # catalog size: synthetic movies fill up the real ones
+seed = 0
+start = "2026-09-01T00:00:00"  # simulated start (UTC)
+speed = 1.0                  # simulated seconds per second: 1 = real time; remove for as fast as possible
+# days = 100                 # simulated days to run; absent: until stopped
+arrivals_per_day = 0.002     # new accounts a day, as a share of the initial users
+timeout_ms = 600             # how long the world waits for a team's answer
+# scenario = "semester.toml" # drift, outages, attacks, ... on a timeline
+
+[kafka]
+bootstrap = "127.0.0.1:9092" # run the broker apart (`movielab broker --port 9092`) so topics outlive the world
+partitions = 4
+
+[api]                        # the user/movie API teams call
+host = "127.0.0.1"
+port = 8080
+
+[state]                      # instructor-only: never served to teams (folders mode 0700, files 0600)
+dir = "state"                # checkpoints + manifest.jsonl
+reports = "reports"
+checkpoint_every_minutes = 10  # simulated minutes; also on SIGTERM/SIGINT
+reload_seconds = 2.0         # this file is re-read when it changes: teams may be added, URLs changed
+
+# One [[teams]] block per team; team N writes to movielog<N> unless `topic` says otherwise.
+# Users are split evenly: user u belongs to team (u - 1) % (number of teams) + 1.
+[[teams]]
+name = "team-1"
+url = "http://127.0.0.1:8082"
+
+[[teams]]
+name = "team-2"
+url = "http://127.0.0.1:8092"
+"""
+
+
+def write_example(path: str | Path) -> Path:
+    """Write the commented example course file to `path` (refuses to overwrite: `FileExistsError`)."""
+    path = Path(path)
+    with path.open("x", encoding="utf-8") as f:
+        f.write(EXAMPLE)
+    return path

@@ -1,0 +1,67 @@
+"""The course file: the example is valid, errors name the field, a world config follows from it."""
+
+from __future__ import annotations
+
+import pytest
+
+from movielab.cli import main
+from movielab.course.config import EXAMPLE, CourseFileError, load, parse, write_example
+
+TEAMS = """
+[[teams]]
+name = "a"
+url = "http://127.0.0.1:8082"
+[[teams]]
+name = "b"
+url = "http://127.0.0.1:8092"
+"""
+
+
+def test_the_example_is_a_valid_course_with_two_teams(tmp_path) -> None:
+    path = write_example(tmp_path / "course.toml")
+    config = load(path)
+    assert config.names() == ["team-1", "team-2"] and config.topics() == ["movielog1", "movielog2"]
+    assert config.world.users == 1_000_000 and config.world.speed == 1.0 and config.state.checkpoint_every_minutes == 10
+    assert config.state_dir == tmp_path / "state" and config.manifest_path == tmp_path / "state" / "manifest.jsonl"
+    wc = config.world_config()
+    assert wc.teams == ["http://127.0.0.1:8082", "http://127.0.0.1:8092"] and wc.kafka == "127.0.0.1:9092"
+    assert wc.days is None and wc.pacing == "team"
+    with pytest.raises(FileExistsError):
+        write_example(path)
+    assert EXAMPLE.count("#") > 20  # commented
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[world]\nusers = 0\n" + TEAMS, r"world\.users: Input should be greater than or equal to 1"),
+    ("[world]\nstart = 'yesterday'\n" + TEAMS, r"world\.start: .*'yesterday' is not an ISO-8601"),
+    ("[world]\nedition = '1999'\n" + TEAMS, r"world\.edition: "),
+    ("[world]\nspeeed = 2\n" + TEAMS, r"world\.speeed: Extra inputs are not permitted"),
+    ("[state]\ncheckpoint_every_minutes = 0\n" + TEAMS, r"state\.checkpoint_every_minutes: "),
+    ("name = 'x'\n", r"teams: Field required"),
+    (TEAMS.replace("http://127.0.0.1:8092", "ftp://x"), r"teams\.1\.url: .*must look like http://host:port"),
+    (TEAMS.replace('name = "b"', 'name = "a"'), r"teams\.1\.name: 'a' is already team 1's"),
+    (TEAMS + 'topic = "movielog1"\n', r"teams\.1\.topic: 'movielog1' is already team 1's"),
+    (TEAMS + 'topic = "bad topic"\n', r"teams\.1\.topic: .*not a Kafka topic name"),
+    (TEAMS + "user_share = 0.7\n", r"teams\.1\.user_share: 0\.7 is not 1/2"),
+    ("[world\n", r"is not valid TOML"),
+])  # fmt: skip
+def test_invalid_course_files_are_refused_naming_the_field(text, message) -> None:
+    with pytest.raises(CourseFileError, match=message):
+        parse(text)
+
+
+def test_a_missing_scenario_file_is_refused(tmp_path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[world]\nscenario = 'semester.toml'\n" + TEAMS)
+    with pytest.raises(CourseFileError, match=r"world\.scenario: .*semester\.toml is not a file"):
+        load(path)
+
+
+def test_cli_init_and_status_before_any_run(tmp_path, capsys) -> None:
+    path = tmp_path / "c.toml"
+    assert main(["course", "init", str(path)]) == 0
+    assert main(["course", "status", str(path), "--offline"]) == 0
+    assert "no checkpoint yet" in capsys.readouterr().out
+    path.write_text(path.read_text().replace("users = 1000000", "users = -3"))
+    assert main(["course", "status", str(path), "--offline"]) == 2
+    assert "world.users" in capsys.readouterr().err
