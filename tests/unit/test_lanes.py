@@ -14,8 +14,9 @@ from movielab.world.sinks import MemorySink
 
 
 def _inventory(world) -> tuple:
-    views = sorted(zip(*(np.concatenate([lane.viewings.user for lane in world.lanes]).tolist(),
-                         np.concatenate([lane.viewings.movie for lane in world.lanes]).tolist())))  # fmt: skip
+    users = np.concatenate([lane.viewings.user for lane in world.lanes]).tolist()
+    movies = np.concatenate([lane.viewings.movie for lane in world.lanes]).tolist()
+    views = sorted(zip(users, movies, strict=True))
     rates = sorted(r for lane in world.lanes for r in lane.pending_rates)
     queued = sum(len(lane.queue) for lane in world.lanes)
     return views, rates, queued
