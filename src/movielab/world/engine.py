@@ -35,6 +35,7 @@ from movielab.world.behavior import BehaviorParams, Discovery, choose, plan_stop
 from movielab.world.clock import SimClock, fraction_stamp, second_stamps
 from movielab.world.population import ActivityModel, Demographics, Population, draw_population
 from movielab.world.recs import RecAnswers, RecommendationService
+from movielab.world.scenarios.runtime import ScenarioRuntime
 from movielab.world.schedule import DAY, SessionQueue, plan_day
 from movielab.world.sinks import EventSink
 from movielab.world.truth import TasteModel
@@ -166,6 +167,7 @@ class World:
         lanes: int = 1,
         edition: Edition = CURRENT,
         discovery: Discovery | None = None,
+        scenario: ScenarioRuntime | None = None,
     ) -> None:
         if lanes < 1:
             raise ValueError(f"a world needs at least one lane, got {lanes}")
@@ -186,6 +188,7 @@ class World:
         self.arrivals_per_day = arrivals_per_day
         self.params = params or BehaviorParams()
         self.journal = journal
+        self.scenario = scenario  # injections of drift, faults, bias and attacks (world/scenarios)
         start = float(math.floor(clock.start / TICK) * TICK)
         if lanes == 1:  # the single-lane world draws everything, arrivals included, from one stream
             self.lanes = [_Lane(0, np.random.default_rng(seed), start)]
@@ -265,6 +268,10 @@ class World:
                     if on_tick is not None:
                         on_tick(self)
         finally:
+            if self.scenario is not None:
+                keys, lines = self.scenario.close(self)
+                if lines:
+                    self.sink.write(keys, lines)
             self.sink.close()
         return self.stats
 
@@ -279,6 +286,8 @@ class World:
         for lane, a in zip(self.lanes, asked, strict=True):
             self._finish(lane, a, out)
         times, keys, lines = out.sorted()
+        if self.scenario is not None:
+            times, keys, lines = self.scenario.filter_lines(-1, t0, times, keys, lines)
         self._emit(times, keys, lines, t0)
         self.stats.ticks += 1
         self._ticked_until = self.now
@@ -331,6 +340,10 @@ class World:
             lane.queue.add_plan(times[keep], rows[sub][keep])
             lane.planned_until = day + DAY
         self._arrivals(lane, t0, t1, out)
+        if self.scenario is not None:
+            injected = self.scenario.on_tick(self, lane.index, t0, t1)
+            if injected:
+                out.add(np.array([x[0] for x in injected]), np.array([x[1] for x in injected]), [x[2] for x in injected])
         self._due_ratings(lane, t1, out)
         return self._ask(lane, t1)
 
@@ -344,8 +357,11 @@ class World:
 
     def _complete(self, lane: _Lane, asked: _Asked | None, out: _TickLines) -> None:
         """Finish a lane's tick and hand its lines to the sink (unpaced)."""
+        t0 = lane.now
         self._finish(lane, asked, out)
-        _, keys, lines = out.sorted()
+        times, keys, lines = out.sorted()
+        if self.scenario is not None:
+            _, keys, lines = self.scenario.filter_lines(lane.index, t0, times, keys, lines)
         if lines:
             self.sink.write(keys, lines)
 
