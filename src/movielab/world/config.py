@@ -77,6 +77,15 @@ class WorldConfig(BaseSettings):
         editions.edition(v)  # raises UnknownEdition (a ValueError) naming the value
         return v
 
+    @field_validator("scenario")
+    @classmethod
+    def _scenario_loads(cls, v: str | None) -> str | None:
+        if v is not None:
+            from movielab.world.scenarios import load
+
+            load(v)  # raises ScenarioError (a ValueError) naming the entry, the field and the reason
+        return v
+
     @field_validator("start")
     @classmethod
     def _start_is_iso(cls, v: str) -> str:

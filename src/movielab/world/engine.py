@@ -252,9 +252,13 @@ class World:
 
     # --- the loop -------------------------------------------------------------------------
     def run(
-        self, until: float | None = None, stop: threading.Event | None = None, on_tick: Callable[[World], None] | None = None
+        self, until: float | None = None, stop: threading.Event | None = None, on_tick: Callable[[World], None] | None = None,
+        end_scenario: bool = True,
     ) -> Stats:
         """Simulate until the simulated time `until` (or forever) or until `stop` is set; flush the sink.
+
+        `end_scenario`: the scenario's open injections end with this run (their manifest end records are written
+        and held lines published); False when the run will be continued.
 
         `on_tick(world)` runs after every tick (the world waits for it: demos use it to pause and act);
         with several lanes running as fast as possible, after every tick of the slowest lane.
@@ -268,7 +272,7 @@ class World:
                     if on_tick is not None:
                         on_tick(self)
         finally:
-            if self.scenario is not None:
+            if self.scenario is not None and end_scenario:
                 keys, lines = self.scenario.close(self)
                 if lines:
                     self.sink.write(keys, lines)

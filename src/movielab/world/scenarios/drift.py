@@ -109,6 +109,13 @@ def _count_movie_lines(effect: Effect, keys, lines, needle: str, kinds: tuple[st
     effect.count([keys[i] for i, x in enumerate(lines) if mine[i] and needle in x and kind_of(x) in kinds])
 
 
+def _set_item_bias(world, movie: int, value: float) -> None:
+    """Change one movie's hidden bias in this world only (the taste model may be shared with other worlds)."""
+    bias = world.taste.item_bias.copy()
+    bias[movie] = value
+    world.taste = dataclasses.replace(world.taste, item_bias=bias)
+
+
 class PopularityShock(Effect):
     """A new release many users want: browse share and score boost during the window; watch lines counted."""
 
@@ -125,7 +132,7 @@ class PopularityShock(Effect):
     def begin(self, world, t):
         self.cdf = _CdfBoost(world, self.movie, self.spec.share)
         self.cdf.apply()
-        world.taste.item_bias[self.movie] += self.spec.boost
+        _set_item_bias(world, self.movie, float(world.taste.item_bias[self.movie]) + self.spec.boost)
         return {"ids": [self.slug]}
 
     def filter(self, lane, t0, active, times, keys, lines):
@@ -135,7 +142,7 @@ class PopularityShock(Effect):
 
     def finish(self, world):
         self.cdf.undo()
-        world.taste.item_bias[self.movie] -= self.spec.boost
+        _set_item_bias(world, self.movie, float(world.taste.item_bias[self.movie]) - self.spec.boost)
 
 
 class MovieRemoved(Effect):
@@ -158,7 +165,7 @@ class MovieRemoved(Effect):
         w[self.movie] = 0.0
         world.browse_cdf = np.cumsum(w) / w.sum()
         self.saved_bias = float(world.taste.item_bias[self.movie])
-        world.taste.item_bias[self.movie] = self.GONE
+        _set_item_bias(world, self.movie, self.GONE)
         return {"ids": [self.slug]}
 
     def filter(self, lane, t0, active, times, keys, lines):
@@ -169,7 +176,7 @@ class MovieRemoved(Effect):
     def finish(self, world):
         if np.isfinite(self.end):
             self.cdf.undo()
-            world.taste.item_bias[self.movie] = self.saved_bias
+            _set_item_bias(world, self.movie, self.saved_bias)
 
 
 class ActivityChange(Effect):
