@@ -40,6 +40,8 @@ class Manifest:
         """Write one record as a JSON line, flushed and fsync'd."""
         line = json.dumps(record, sort_keys=True, separators=(",", ":"))
         with self._lock:
+            if self.path is not None and self._file is None:
+                raise RuntimeError(f"manifest {self.path} is closed: the scenario ended")
             self.records.append(record)
             if self._file is not None:
                 self._file.write(line + "\n")

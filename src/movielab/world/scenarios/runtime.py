@@ -95,7 +95,8 @@ class ScenarioRuntime:
         return np.asarray(t, np.float64), list(keys), list(lines)
 
     def close(self, world: World) -> tuple[list[int], list[str]]:
-        """End every injection that began (at the run's end if still open); return held lines to publish."""
+        """End every injection that began (at the run's end if still open), close the manifest file; return held
+        lines to publish."""
         keys: list[int] = []
         lines: list[str] = []
         for e in self._live():
@@ -103,6 +104,7 @@ class ScenarioRuntime:
             keys += k
             lines += x
             self._finish(world, e, min(world.now, e.end))
+        self.manifest.close()  # records stay readable in memory (the instructor app serves them)
         return keys, lines
 
     def _begin(self, world: World, e: Effect, t: float) -> None:
