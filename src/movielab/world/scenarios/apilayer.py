@@ -27,9 +27,6 @@ class ScenarioApi:
         self._rng = np.random.default_rng([seed, 14])
         self._lock = threading.Lock()
 
-    def _draw(self) -> np.random.Generator:
-        return self._rng
-
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
