@@ -32,13 +32,14 @@ with warnings.catch_warnings():
 START = parse_start("2026-03-20T00:00:00")
 
 
-def _run(universe, injections, hours=3.0, users=2000, seed=0, manifest=None, service=None):
+def _run(universe, injections, hours=3.0, users=2000, seed=0, manifest=None, service=None, teams=1):
     """A world of `users` run for `hours` with the given injections; (world, sink lines, manifest records)."""
-    config = WorldConfig(users=users, days=hours / 24, seed=seed, arrivals_per_day=0.0, allow_download=False)
+    config = WorldConfig(users=users, days=hours / 24, seed=seed, arrivals_per_day=0.0, allow_download=False,
+                         teams=[f"http://127.0.0.1:{9 + t}" for t in range(teams)])  # fmt: skip
     runtime = None
     if injections is not None:
         scenario = parse_scenario({"name": "test", "injections": injections}, "test")
-        runtime = ScenarioRuntime(scenario, catalog=universe.catalog, n_teams=1, seed=seed, run_start=START,
+        runtime = ScenarioRuntime(scenario, catalog=universe.catalog, n_teams=teams, seed=seed, run_start=START,
                                   manifest=manifest or Manifest())  # fmt: skip
     sink = MemorySink()
     service = service or FixedService(np.arange(20), universe.catalog.slug)
@@ -153,6 +154,21 @@ def test_corrupt_lines_break_exactly_what_the_manifest_counts(universe, calm, mo
             assert all(parse_line(x).user_id > 1_000_000_000 for x in changed)
     outside = [a for a, b in zip(calm_lines, lines, strict=False) if a[:13] < "2026-03-20T01"]
     assert outside == [b for b in lines[: len(outside)]]  # nothing before the window changed
+
+
+def test_an_injection_for_one_team_leaves_the_other_teams_stream_alone(universe) -> None:
+    """Two teams, each at its own pace (two lanes): corrupt only team 2's lines."""
+    _, calm_lines, _ = _run(universe, None, hours=2, teams=2)
+    _, lines, records = _run(universe, [{"kind": "corrupt_lines", "start": "+1h", "mode": "past_time", "share": 0.05,
+                                         "teams": [2]}], hours=2, teams=2)  # fmt: skip
+
+    def team(ls, n):
+        return [x for x in ls if (int(x.split(",")[1]) - 1) % 2 == n - 1]
+
+    assert team(lines, 1) == team(calm_lines, 1)
+    changed = _changed(team(calm_lines, 2), team(lines, 2))
+    end = _end(records, "corrupt_lines")
+    assert changed == end["touched"] == end["touched_by"]["team2"] > 20 and "team1" not in end["touched_by"]
 
 
 def test_format_changes_and_rating_bias_touch_what_they_say(universe, calm) -> None:
