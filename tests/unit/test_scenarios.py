@@ -32,7 +32,7 @@ with warnings.catch_warnings():
 START = parse_start("2026-03-20T00:00:00")
 
 
-def _run(universe, injections, hours=3.0, users=2000, seed=0, manifest=None, service=None, teams=1):
+def _run(universe, injections, hours=3.0, users=2000, seed=0, manifest=None, service=None, teams=1, end=True):
     """A world of `users` run for `hours` with the given injections; (world, sink lines, manifest records)."""
     config = WorldConfig(users=users, days=hours / 24, seed=seed, arrivals_per_day=0.0, allow_download=False,
                          teams=[f"http://127.0.0.1:{9 + t}" for t in range(teams)])  # fmt: skip
@@ -44,7 +44,7 @@ def _run(universe, injections, hours=3.0, users=2000, seed=0, manifest=None, ser
     sink = MemorySink()
     service = service or FixedService(np.arange(20), universe.catalog.slug)
     world, _ = build_world(config, universe=universe, sink=sink, service=service, scenario=runtime)
-    world.run(until=run_until(config))
+    world.run(until=run_until(config), end_scenario=end)
     return world, sink.lines, (runtime.manifest.records if runtime else [])
 
 
@@ -364,3 +364,20 @@ def test_instructor_app_serves_the_manifest_only_with_a_token(tmp_path) -> None:
         r = client.get("/manifest", headers=tokens.headers())
         assert r.status_code == 200 and [json.loads(x) for x in r.text.splitlines()] == m.records
         assert client.get("/announcements", headers=tokens.headers()).json() == [{"kind": "takedown"}]
+
+
+def test_runtime_state_is_plain_json_and_restores(universe) -> None:
+    injections = [{"kind": "stream_pause", "start": "+30m", "duration": "1h"},
+                  {"kind": "shilling", "start": "+10m", "duration": "2h", "bots": 5}]  # fmt: skip
+    world, _, _ = _run(universe, injections, hours=1.0, end=False)  # stops mid-window: lines held, bot lines queued
+    state = json.loads(json.dumps(world.scenario.state()))
+    pause, shill = state["effects"]["0:stream_pause"], state["effects"]["1:shilling"]
+    assert pause["begun_at"] == START + 1800 and not pause["finished"] and pause["held"]["-1"][1]
+    assert shill["queued"]["0"] and shill["touched"]["team1"] > 0
+    fresh = ScenarioRuntime(world.scenario.scenario, catalog=universe.catalog, n_teams=1, seed=0, run_start=START)
+    fresh.restore(state)
+    assert json.loads(json.dumps(fresh.state())) == state
+    other = ScenarioRuntime(parse_scenario({"name": "x", "injections": injections[::-1]}, "x"),
+                            catalog=universe.catalog, n_teams=1, seed=0, run_start=START)  # fmt: skip
+    with pytest.raises(ValueError, match="no injection 0:shilling: not the same scenario"):
+        other.restore(state)
