@@ -381,3 +381,15 @@ def test_runtime_state_is_plain_json_and_restores(universe) -> None:
                             catalog=universe.catalog, n_teams=1, seed=0, run_start=START)  # fmt: skip
     with pytest.raises(ValueError, match="no injection 0:shilling: not the same scenario"):
         other.restore(state)
+
+
+def test_a_truth_refit_raises_what_was_watched_in_the_window(universe, calm) -> None:
+    world, _, records = _run(universe, [{"kind": "truth_refit", "start": "+0m", "duration": "2h", "stars": 0.5}])
+    delta = world.taste.item_bias - calm[0].taste.item_bias
+    views = world.stats.viewings_per_movie  # most viewings started in the window (2 of the run's 3 h)
+    assert np.corrcoef(delta, np.log1p(views))[0, 1] > 0.8
+    assert np.std(delta) == pytest.approx(0.5, rel=0.01)
+    end = _end(records, "truth_refit")
+    assert end["touched"] == int((delta != 0).sum()) and end["refit"]["raised"][0] == universe.catalog.slug[
+        int(np.argmax(delta))]
+    assert universe.taste.item_bias is calm[0].taste.item_bias  # the shared truth of other worlds is untouched

@@ -34,6 +34,7 @@ KINDS: dict[str, type[Effect]] = {
     "takedown": outages.Takedown, "invalid_requests": outages.InvalidRequests, "misreported_age": bias.MisreportedAge,
     "rating_bias": bias.RatingBias, "shilling": attacks.Shilling, "sybil_push": attacks.SybilPush,
     "rating_spam": attacks.RatingSpam, "probe": attacks.Probe, "goal_change": goals.GoalChange,
+    "truth_refit": goals.TruthRefit,
 }  # fmt: skip
 
 

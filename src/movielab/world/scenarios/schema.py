@@ -329,10 +329,18 @@ class GoalChange(_Injection):
     announced: bool = True
 
 
+class TruthRefit(_Injection):
+    """At the window's end the hidden movie biases are re-fitted toward what was watched in it: each movie gains
+    `stars` per standard deviation of its log viewing count in the window above the mean (the truth follows the crowd)."""
+
+    kind: Literal["truth_refit"]
+    stars: float = Field(0.5, ge=-5, le=5)
+
+
 Injection = Annotated[
     TasteShift | PopularityShock | MovieRemoved | ActivityChange | UserWave | CorruptLines | FormatChange
     | ApiFieldChange | WrongApiValues | ApiOutage | StreamPause | Takedown | InvalidRequests | MisreportedAge
-    | RatingBias | Shilling | SybilPush | RatingSpam | Probe | GoalChange,
+    | RatingBias | Shilling | SybilPush | RatingSpam | Probe | GoalChange | TruthRefit,
     Field(discriminator="kind"),
 ]  # fmt: skip
 
