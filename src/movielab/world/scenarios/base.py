@@ -54,14 +54,22 @@ class Context:
 
     def group_mask(self, world: World, group: Group, n: int) -> np.ndarray:
         """Mask of rows 0..n-1 in a demographic group (by true age)."""
-        mask = np.ones(n, np.bool_)
+        return self.in_group(world, group, np.arange(n, dtype=np.int64))
+
+    def in_group(self, world: World, group: Group, rows: np.ndarray) -> np.ndarray:
+        """Mask of the given rows in a demographic group (by true age)."""
+        mask = np.ones(len(rows), np.bool_)
         if group.age is not None:
-            age = self.ages(world, n)
+            age = world.pop.age[rows].copy()
+            fixed = np.isin(rows, self.true_age_rows) if len(self.true_age_rows) else np.zeros(len(rows), np.bool_)
+            if fixed.any():
+                true = dict(zip(self.true_age_rows.tolist(), self.true_age.tolist(), strict=True))
+                age[fixed] = [true[r] for r in rows[fixed].tolist()]
             mask &= (age >= group.age[0]) & (age <= group.age[1])
         if group.gender is not None:
-            mask &= world.pop.gender[:n] == GENDERS.index(group.gender)
+            mask &= world.pop.gender[rows] == GENDERS.index(group.gender)
         if group.occupation is not None:
-            mask &= world.pop.occupation[:n] == OCCUPATIONS.index(group.occupation)
+            mask &= world.pop.occupation[rows] == OCCUPATIONS.index(group.occupation)
         return mask
 
     def movie(self, slug: str, rng: np.random.Generator, what: str) -> int:
@@ -106,10 +114,11 @@ class Effect:
         """A random stream of this effect for a key (e.g. lane, minute): the same whatever ran before."""
         return np.random.default_rng([self.ctx.seed, 13, self.index, *[int(k) for k in key]])
 
-    def lane_rows(self, world: World, lane_index: int, n: int) -> np.ndarray:
-        """Rows < n of this lane whose team the injection applies to."""
+    def lane_rows(self, world: World, lane_index: int, n: int, lo: int = 0) -> np.ndarray:
+        """Rows in [lo, n) of this lane whose team the injection applies to."""
         lanes = len(world.lanes)
-        rows = np.arange(lane_index, n, lanes, dtype=np.int64) if lanes > 1 else np.arange(n, dtype=np.int64)
+        first = lo + (lane_index - lo) % lanes
+        rows = np.arange(first, n, lanes, dtype=np.int64)
         if len(self.teams) == self.ctx.n_teams:
             return rows
         return rows[np.isin(self.ctx.teams_of_rows(rows), self.teams)]

@@ -53,6 +53,7 @@ class TasteShift(Effect):
         if not np.isfinite(self.end):
             raise ValueError(f"injection {self.id}: a taste shift needs an end or a duration (its pace)")
         self.lane_users: dict[int, int] = {}  # lane -> users shifted in its latest minute
+        self.members: dict[int, tuple[np.ndarray, int]] = {}  # lane -> (group rows, population size seen)
 
     def begin(self, world, t):
         g = self.ctx.catalog.genres[:, [GENRES.index(x) for x in self.spec.genres]].any(axis=1)
@@ -65,9 +66,13 @@ class TasteShift(Effect):
         return {"selector": {**group_selector(self.spec.group), "genres": self.spec.genres}}
 
     def tick(self, world, lane_index, t0, t1):
+        # The group's rows of this lane, extended as users arrive (a user's demographics never change).
+        rows, seen = self.members.get(lane_index, (np.empty(0, np.int64), 0))
         n = world.pop.size
-        rows = self.lane_rows(world, lane_index, n)
-        rows = rows[self.ctx.group_mask(world, self.spec.group, n)[rows]]
+        if n > seen:
+            new = self.lane_rows(world, lane_index, n, lo=seen)
+            rows = np.concatenate([rows, new[self.ctx.in_group(world, self.spec.group, new)]])
+            self.members[lane_index] = (rows, n)
         world.pop.taste[rows] += self.rate * self.direction[None, :]
         self.lane_users[lane_index] = len(rows)
         self.touched["users"] = sum(self.lane_users.values())
@@ -105,8 +110,10 @@ class _CdfBoost:
 def _count_movie_lines(effect: Effect, keys, lines, needle: str, kinds: tuple[str, ...]) -> None:
     from movielab.world.sinks import kind_of
 
-    mine = effect.key_in_teams(keys).tolist()
-    effect.count([keys[i] for i, x in enumerate(lines) if mine[i] and needle in x and kind_of(x) in kinds])
+    hits = [i for i, x in enumerate(lines) if needle in x]  # the cheap test first: most lines do not match
+    hits = [i for i in hits if kind_of(lines[i]) in kinds]
+    mine = effect.key_in_teams([keys[i] for i in hits]).tolist()
+    effect.count([keys[i] for i, m in zip(hits, mine, strict=True) if m])
 
 
 def _set_item_bias(world, movie: int, value: float) -> None:

@@ -32,9 +32,13 @@ def _selected(effect: Effect, lane: int, t0: float, keys: list[int], lines: list
     """Indices of the batch's lines of the effect's teams and kinds chosen with probability `share`."""
     if not lines:
         return np.empty(0, np.int64)
-    eligible = effect.key_in_teams(keys) & np.fromiter((kind_of(x) in kinds for x in lines), np.bool_, len(lines))
-    draw = effect.rng(lane + 1, int(t0) // 60).random(len(lines))
-    return np.flatnonzero(eligible & (draw < effect.spec.share))
+    # Each line independently with probability `share` (a binomial count, then a uniform subset of that size: the
+    # same law, O(drawn) work); then look only at the drawn lines: a small share costs little on the hot path.
+    rng = effect.rng(lane + 1, int(t0) // 60)
+    n = len(lines)
+    idx = np.sort(rng.choice(n, int(rng.binomial(n, effect.spec.share)), replace=False))
+    idx = idx[effect.key_in_teams([keys[i] for i in idx.tolist()])]
+    return np.asarray([i for i in idx.tolist() if kind_of(lines[i]) in kinds], np.int64)
 
 
 class CorruptLines(Effect):
@@ -67,21 +71,14 @@ class CorruptLines(Effect):
             return out_t, out_k, out_l
         mode = self.spec.mode
         rng = self.rng(lane + 1, int(t0) // 60, 1)
-        out_t, out_k, out_l = list(out_t), list(out_k), list(out_l)
-        if mode == "duplicated":
-            for j in idx[::-1].tolist():
-                p = base + j
-                out_t.insert(p + 1, out_t[p])
-                out_k.insert(p + 1, out_k[p])
-                out_l.insert(p + 1, out_l[p])
-        elif mode == "out_of_order":
+        pos = (base + idx).tolist()
+        if mode == "duplicated":  # each copy right after its original
+            out_t, out_k, out_l = (_splice(col, pos, copy=True) for col in (out_t, out_k, out_l))
+        elif mode == "out_of_order":  # held back, released first in a later batch
             delays = rng.integers(1, 6, len(idx)) * 60
-            drop = set((base + idx).tolist())
-            self.held.setdefault(lane, []).extend(
-                (t0 + float(d), out_k[base + j], out_l[base + j]) for j, d in zip(idx.tolist(), delays.tolist(),
-                                                                                  strict=True))  # fmt: skip
-            keep = [i for i in range(len(out_l)) if i not in drop]
-            out_t, out_k, out_l = [out_t[i] for i in keep], [out_k[i] for i in keep], [out_l[i] for i in keep]
+            self.held.setdefault(lane, []).extend((t0 + float(d), out_k[p], out_l[p])
+                                                  for p, d in zip(pos, delays.tolist(), strict=True))  # fmt: skip
+            out_t, out_k, out_l = (_splice(col, pos, copy=False) for col in (out_t, out_k, out_l))
         else:
             for j in idx.tolist():
                 out_l[base + j] = _corrupt(out_l[base + j], mode, rng)
@@ -98,6 +95,18 @@ class CorruptLines(Effect):
         items = sorted(h for held in self.held.values() for h in held)
         self.held = {}
         return [k for _, k, _ in items], [x for _, _, x in items]
+
+
+def _splice(col: list, positions: list[int], copy: bool) -> list:
+    """`col` with each item at the (sorted) positions repeated (copy) or left out (not copy), in O(len(col))."""
+    out, prev = [], 0
+    for p in positions:
+        out.extend(col[prev : p + 1] if copy else col[prev:p])
+        if copy:
+            out.append(col[p])
+        prev = p + 1
+    out.extend(col[prev:])
+    return out
 
 
 def _corrupt(line: str, mode: str, rng: np.random.Generator) -> str:

@@ -83,10 +83,12 @@ class Takedown(Effect):
     def filter(self, lane, t0, active, times, keys, lines):
         if not active:
             return times, keys, lines
-        mine = self.key_in_teams(keys).tolist()
-        hits = [keys[i] for i, x in enumerate(lines) if mine[i] and self.slug in x and kind_of(x) == "recommendation"
-                and self.slug in x.split("result: ", 1)[-1].rsplit(", ", 1)[0].split(", ")]  # fmt: skip
-        self.count(hits)
+        slug = self.slug
+        hits = [i for i, x in enumerate(lines) if slug in x]  # the cheap test first: most lines do not match
+        hits = [i for i in hits if kind_of(lines[i]) == "recommendation"
+                and slug in lines[i].split("result: ", 1)[-1].rsplit(", ", 1)[0].split(", ")]  # fmt: skip
+        mine = self.key_in_teams([keys[i] for i in hits]).tolist()
+        self.count([keys[i] for i, m in zip(hits, mine, strict=True) if m])
         return times, keys, lines
 
 
