@@ -46,7 +46,12 @@ def create_accounts(world, n: int, times: np.ndarray, rng: np.random.Generator, 
 
 
 class TasteShift(Effect):
-    """A group's taste moves toward (or away from) genres: `stars` more for the genres' movies at the end."""
+    """A group's taste moves toward (or away from) genres: `stars` more for the genres' movies at the end.
+
+    The shift is applied every STEP simulated minutes (a linear drift in small steps), and in full by the end.
+    """
+
+    STEP = 15
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -54,6 +59,7 @@ class TasteShift(Effect):
             raise ValueError(f"injection {self.id}: a taste shift needs an end or a duration (its pace)")
         self.lane_users: dict[int, int] = {}  # lane -> users shifted in its latest minute
         self.members: dict[int, tuple[np.ndarray, int]] = {}  # lane -> (group rows, population size seen)
+        self.applied: dict[int, int] = {}  # lane -> minutes of the shift applied so far
 
     def begin(self, world, t):
         g = self.ctx.catalog.genres[:, [GENRES.index(x) for x in self.spec.genres]].any(axis=1)
@@ -61,8 +67,8 @@ class TasteShift(Effect):
         d = (q[g].mean(0) - q.mean(0)).astype(np.float64)
         # A step along d/|d|^2 raises p·d by one: the genres' movies gain that many stars over the average movie.
         self.direction = (d / max(float(d @ d), 1e-9)).astype(np.float32)
-        ticks = max(1, int(np.ceil(self.end / TICK) - np.floor(self.start / TICK)))
-        self.rate = self.spec.stars / ticks  # stars per simulated minute: the whole shift over the window's minutes
+        self.ticks = max(1, int(np.ceil(self.end / TICK) - np.floor(self.start / TICK)))
+        self.rate = self.spec.stars / self.ticks  # stars per simulated minute: the whole shift over the window's minutes
         return {"selector": {**group_selector(self.spec.group), "genres": self.spec.genres}}
 
     def tick(self, world, lane_index, t0, t1):
@@ -73,10 +79,22 @@ class TasteShift(Effect):
             new = self.lane_rows(world, lane_index, n, lo=seen)
             rows = np.concatenate([rows, new[self.ctx.in_group(world, self.spec.group, new)]])
             self.members[lane_index] = (rows, n)
-        world.pop.taste[rows] += self.rate * self.direction[None, :]
+        # Applied in steps of STEP minutes (and at the window's end): the same total, a fraction of the cost.
+        first = np.floor(self.start / TICK) * TICK
+        due = min(self.ticks, int((t1 - first) // TICK))
+        done = self.applied.get(lane_index, 0)
+        if due - done >= self.STEP or (due == self.ticks and due > done):
+            world.pop.taste[rows] += (due - done) * self.rate * self.direction[None, :]
+            self.applied[lane_index] = due
         self.lane_users[lane_index] = len(rows)
         self.touched["users"] = sum(self.lane_users.values())
         return []
+
+    def state(self) -> dict[str, Any]:
+        return {"applied": {str(k): v for k, v in self.applied.items()}}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.applied = {int(k): int(v) for k, v in state.get("applied", {}).items()}
 
 
 class _CdfBoost:
