@@ -393,3 +393,74 @@ def test_a_truth_refit_raises_what_was_watched_in_the_window(universe, calm) -> 
     assert end["touched"] == int((delta != 0).sum()) and end["refit"]["raised"][0] == universe.catalog.slug[
         int(np.argmax(delta))]
     assert universe.taste.item_bias is calm[0].taste.item_bias  # the shared truth of other worlds is untouched
+
+
+def test_a_sybil_push_watches_the_target_through_bot_accounts_only(universe, calm) -> None:
+    _, calm_lines, _ = calm
+    _, lines, records = _run(universe, [{"kind": "sybil_push", "start": "+1h", "duration": "1h", "bots": 20,
+                                         "watch_minutes": 4}])  # fmt: skip
+    start = next(r for r in records if r["event"] == "start")
+    bots, target = set(start["ids"]), start["params"]["target"]
+    extra = Counter(lines) - Counter(calm_lines)
+    assert sum(extra.values()) == 20 * 5 == _end(records, "sybil_push")["touched"]  # an account and 4 minutes each
+    assert all(int(x.split(",")[1]) in bots and (f"/m/{target}/" in x or x.endswith("/create_account")) for x in extra)
+
+
+def test_a_goal_change_is_announced_and_recorded_for_scoring(universe) -> None:
+    world, _, records = _run(universe, [{"kind": "goal_change", "start": "+30m", "goal": "profit",
+                                         "value_per_play": 0.5}], hours=1)  # fmt: skip
+    start = next(r for r in records if r["event"] == "start")
+    assert start["params"] == {"goal": "profit", "value_per_play": 0.5, "announced": True}
+    assert start["selector"]["unprofitable_movies"] == int((universe.catalog.license_cost > 0.5).sum())
+    assert world.scenario.announcements[0]["goal"] == "profit"
+
+
+def test_api_errors_and_wrong_values_hit_the_declared_share(universe) -> None:
+    config = WorldConfig(users=500, days=None, arrivals_per_day=0.0, allow_download=False)
+    scenario = parse_scenario({"name": "api", "injections": [
+        {"kind": "api_outage", "start": "+0m", "duration": "1h", "mode": "errors", "share": 0.3, "status": 502},
+        {"kind": "wrong_api_values", "start": "+0m", "duration": "1h", "record": "user", "share": 0.5}]}, "api")  # fmt: skip
+    runtime = ScenarioRuntime(scenario, catalog=universe.catalog, n_teams=1, seed=0, run_start=START)
+    world, _ = build_world(config, universe=universe, scenario=runtime)
+    truth = {i: world.pop.describe(i)["age"] for i in range(1, 401)}
+    world.run(until=START + 120, end_scenario=False)
+    app = ScenarioApi(create_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=None), runtime)
+    with TestClient(app) as client:
+        answers = [(i, client.get(f"/user/{i}")) for i in range(1, 401)]
+    failed = [r for _, r in answers if r.status_code == 502]
+    wrong = [i for i, r in answers if r.status_code == 200 and r.json()["age"] != truth[i]]
+    assert 80 < len(failed) < 160 and all("unavailable" in r.json()["error"] for r in failed)
+    assert 0.35 * (400 - len(failed)) < len(wrong) < 0.6 * (400 - len(failed))
+    assert runtime.effects[0].touched["api"] == len(failed)
+    assert runtime.effects[1].touched["api"] >= len(wrong)  # a wrong value may by chance equal the true one
+
+
+def test_probes_and_invalid_requests_reach_the_team_service_and_are_counted(universe) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from movielab.webserver import ServerThread
+
+    asked: list[str] = []
+
+    async def recommend(request):
+        user = request.path_params["user"]
+        asked.append(user)
+        return PlainTextResponse("x") if user.isdigit() else PlainTextResponse("bad id", status_code=400)
+
+    app = Starlette(routes=[Route("/recommend/{user:path}", recommend)])
+    with ServerThread(app) as team:
+        scenario = parse_scenario({"name": "req", "injections": [
+            {"kind": "probe", "start": "+0m", "duration": "3m", "per_minute": 4},
+            {"kind": "invalid_requests", "start": "+0m", "duration": "2m", "per_minute": 3}]}, "req")  # fmt: skip
+        runtime = ScenarioRuntime(scenario, catalog=universe.catalog, n_teams=1, seed=0, run_start=START,
+                                  team_urls=[team.url])  # fmt: skip
+        config = WorldConfig(users=300, days=None, arrivals_per_day=0.0, allow_download=False)
+        world, _ = build_world(config, universe=universe, scenario=runtime)
+        world.run(until=START + 600)
+    probe, invalid = (_end(runtime.manifest.records, k) for k in ("probe", "invalid_requests"))
+    assert probe["touched"] == 12 and probe["answers"] == {"200": 12} and probe["next_id"] == 13
+    assert invalid["touched"] == 6 == sum(invalid["answers"].values())
+    probed = [a for a in asked if a.isdigit() and a not in ("0", "99999999999")]  # those two are invalid requests
+    assert probed == [str(i) for i in range(1, 13)]
