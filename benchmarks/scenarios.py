@@ -76,77 +76,120 @@ def _parse(line: str):
         return None
 
 
-def _windows(lines: list[str], start: str, end: str, f: Callable[[str], float | None], per_hour: bool,
-             run: tuple[str, str]) -> tuple[str, str, str]:  # fmt: skip
-    """f over lines before / during / after [start, end): a rate per hour (per_hour) or a mean."""
+def _windows(lines: list[str], at: Callable[[str], int], start: str, end: str, f: Callable[[int, str], float | None],
+             per_hour: bool, run: tuple[str, str]) -> tuple[str, str, str]:  # fmt: skip
+    """f over the lines published before / during / after [start, end) (by when they were published, not by
+    their stamps: `at(time)` is the stream position at a simulated time): a rate per hour, or a mean."""
     out = []
     for lo, hi in ((run[0], start), (start, end), (end, run[1])):
-        vals = [v for x in lines if lo <= x[:19] < hi and (v := f(x)) is not None]
-        span = max((parse_start(hi) - parse_start(lo)) / 3600, 1e-9) if hi > lo else 0
+        span = (parse_start(hi) - parse_start(lo)) / 3600
+        if span <= 0:
+            out.append("-")
+            continue
+        vals = [v for i in range(at(lo), at(hi)) if (v := f(i, lines[i])) is not None]
         if per_hour:
-            out.append(f"{len(vals) / span:.0f}/h" if span else "-")
+            out.append(f"{len(vals) / span:.0f}/h")
         else:
             out.append(f"{np.mean(vals):.2f} (n={len(vals)})" if vals else "-")
     return tuple(out)
 
 
-def _effect(r: dict, start: dict, lines: list[str], run: tuple[str, str]) -> tuple[str, tuple[str, str, str]]:
+def _rating(movie: str | None = None) -> Callable[[int, str], float | None]:
+    def f(_i: int, x: str) -> float | None:
+        if "/rate/" not in x or (movie is not None and f"/rate/{movie}=" not in x):
+            return None
+        ev = _parse(x)
+        return ev.rating if isinstance(ev, RateEvent) else None
+    return f
+
+
+def _broken(mode: str, lines: list[str], known: set[str]) -> Callable[[int, str], float | None]:
+    """A predicate (1 or None) for lines broken the way `mode` breaks them, judged from the stream alone."""
+    def f(i: int, x: str) -> float | None:
+        if mode in ("truncated", "garbled", "swapped_fields"):
+            return 1 if _parse(x) is None else None
+        if mode == "duplicated":
+            return 1 if i and lines[i - 1] == x else None
+        if mode == "out_of_order":
+            return 1 if i and x[:19] < lines[i - 1][:19] and lines[i - 1][:2] == "20" else None
+        if mode in ("future_time", "past_time"):
+            return 1 if x[:4] != run_year else None
+        ev = _parse(x)
+        if mode == "unknown_movie":
+            return 1 if ev is not None and getattr(ev, "movie_id", None) not in (None, *known) else None
+        return 1 if ev is not None and ev.user_id > 1_000_000_000 else None
+    run_year = lines[0][:4] if lines else ""
+    return f
+
+
+def _effect(r: dict, start: dict, lines: list[str], at, run, known) -> tuple[str, tuple[str, str, str]]:
     kind, params = r["kind"], start["params"]
     s, e = r["start"], r["end"]
-    if kind in ("shilling", "sybil_push"):
-        target = params["target"]
-        if kind == "shilling":
-            def rating(x):
-                ev = _parse(x) if f"/rate/{target}=" in x else None
-                return ev.rating if isinstance(ev, RateEvent) else None
-            return f"mean rating of {target[:24]}", _windows(lines, s, e, rating, False, run)
-        return f"watch lines of {target[:24]}", _windows(lines, s, e, lambda x: 1 if f"/m/{target}/" in x else None,
-                                                         True, run)  # fmt: skip
-    if kind == "popularity_shock":
-        slug = start["ids"][0]
-        return f"watch lines of {slug[:24]}", _windows(lines, s, e, lambda x: 1 if f"/m/{slug}/" in x else None, True,
-                                                       run)  # fmt: skip
-    if kind == "corrupt_lines" or kind == "format_change":
-        return "unparsable lines", _windows(lines, s, e, lambda x: 1 if _parse(x) is None else None, True, run)
+    if kind == "shilling":
+        return f"mean rating of {params['target'][:22]}", _windows(lines, at, s, e, _rating(params["target"]), False, run)
+    if kind in ("sybil_push", "popularity_shock"):
+        slug = params.get("target") or start["ids"][0]
+        return f"watch lines of {slug[:22]}", _windows(lines, at, s, e, lambda i, x: 1 if f"/m/{slug}/" in x else None,
+                                                       True, run)  # fmt: skip
+    if kind == "corrupt_lines":
+        mode = params["mode"]
+        return f"{mode} lines", _windows(lines, at, s, e, _broken(mode, lines, known), True, run)
+    if kind == "format_change":
+        change = params["change"]
+        test = {"rate_extra_field": lambda i, x: 1 if "/rate/" in x and x.endswith(",web") else None,
+                "minute_stamps": lambda i, x: 1 if x[16] == "," else None,
+                "fraction_digits": lambda i, x: 1 if "recommendation request" in x and len(x.split(",", 1)[0]) == 26
+                else None}[change]  # fmt: skip
+        return f"lines in the new format ({change})", _windows(lines, at, s, e, test, True, run)
     if kind == "activity_change":
-        return "recommendation requests", _windows(lines, s, e, lambda x: 1 if "recommendation request" in x else None,
-                                                   True, run)  # fmt: skip
+        return "recommendation requests", _windows(lines, at, s, e, lambda i, x: 1 if "recommendation request" in x
+                                                   else None, True, run)  # fmt: skip
     if kind == "user_wave":
-        return "new accounts", _windows(lines, s, e, lambda x: 1 if x.endswith("/create_account") else None, True, run)
+        return "new accounts", _windows(lines, at, s, e, lambda i, x: 1 if x.endswith("/create_account") else None,
+                                        True, run)  # fmt: skip
+    if kind == "stream_pause":
+        return "lines published", _windows(lines, at, s, e, lambda i, x: 1, True, run)
     if kind in ("takedown", "movie_removed"):
         slug = start["ids"][0]
-        return "recommendations listing it", _windows(lines, s, e, lambda x: 1 if "recommendation request" in x and
-                                                      slug in x else None, True, run)  # fmt: skip
-    if kind == "rating_bias" or kind == "rating_spam":
-        def rating(x):
-            ev = _parse(x) if "/rate/" in x else None
-            return ev.rating if isinstance(ev, RateEvent) else None
-        return "mean rating (all)", _windows(lines, s, e, rating, False, run)
-    return "(hidden state / API / requests: see touched)", ("", "", "")
+        return "recommendations listing it", _windows(lines, at, s, e, lambda i, x: 1 if "recommendation request" in x
+                                                      and slug in x else None, True, run)  # fmt: skip
+    if kind in ("rating_bias", "rating_spam"):
+        return "mean rating (all)", _windows(lines, at, s, e, _rating(), False, run)
+    return "(hidden state, API or requests: see touched)", ("", "", "")
 
 
 def table(args) -> None:
     universe = build_universe(WorldConfig())
-    for name, _ in presets():
-        config = WorldConfig(users=args.table_users, days=args.table_hours / 24, scenario=name, arrivals_per_day=0.02)
+    known = set(universe.catalog.slug)
+    runs = [(name, 1.0) for name, _ in presets()] + [("semester", 14 * 7 * 24 / args.table_hours)]
+    for name, scale in runs:
+        config = WorldConfig(users=args.table_users, days=args.table_hours / 24, scenario=name, arrivals_per_day=0.02,
+                             scenario_time_scale=scale)  # fmt: skip
         sink = MemorySink()
         world, _ = build_world(config, universe=universe, sink=sink,
                                service=FixedService(np.arange(20), universe.catalog.slug))  # fmt: skip
-        world.run(until=run_until(config))
+        marks = [(world.now, 0)]  # (simulated time, lines published by then)
+        world.run(until=run_until(config), on_tick=lambda w, m=marks, k=sink: m.append((w.now, len(k.lines))))
+        times = np.array([t for t, _ in marks])
+
+        def at(iso: str, times=times, marks=marks) -> int:
+            return marks[min(int(np.searchsorted(times, parse_start(iso))), len(marks) - 1)][1]
+
         records = world.scenario.manifest.records
         starts = {r["id"]: r for r in records if r["event"] == "start"}
         ends = [r for r in records if r["event"] == "end"]
         run = (config.start[:19], time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(run_until(config))))
-        print(f"\n### {name}: {len(load(name).injections)} declared, {len(ends)} took effect in {args.table_hours:g} h; "
-              f"{len(sink.lines):,} lines")  # fmt: skip
+        label = name if scale == 1 else f"{name} compressed x{scale:g}"
+        print(f"\n### {label}: {len(load(name).injections)} declared, {len(ends)} took effect in "
+              f"{args.table_hours:g} h; {len(sink.lines):,} lines")  # fmt: skip
         if not ends:
             continue
         print("| injection | window | touched | effect measured in the stream | before | during | after |")
         print("|---|---|---|---|---|---|---|")
         for r in sorted(ends, key=lambda r: (r["start"], r["id"])):
-            label, (b, d, a) = _effect(r, starts[r["id"]], sink.lines, run)
+            what, (b, d, a) = _effect(r, starts[r["id"]], sink.lines, at, run, known)
             by = ", ".join(f"{k} {v}" for k, v in r["touched_by"].items()) or "0"
-            print(f"| {r['id']} | {r['start'][11:16]}-{r['end'][11:16]} | {r['touched']} ({by}) | {label} | {b} | {d} "
+            print(f"| {r['id']} | {r['start'][11:16]}-{r['end'][11:16]} | {r['touched']} ({by}) | {what} | {b} | {d} "
                   f"| {a} |")  # fmt: skip
 
 

@@ -72,8 +72,9 @@ class Context:
             mask &= world.pop.occupation[rows] == OCCUPATIONS.index(group.occupation)
         return mask
 
-    def movie(self, slug: str, rng: np.random.Generator, what: str) -> int:
-        """Row of `slug`, or for 'auto' a seeded pick among mid-popular movies (40th-70th percentile of votes)."""
+    def movie(self, slug: str, rng: np.random.Generator, what: str, liked: bool = False) -> int:
+        """Row of `slug`, or for 'auto' a seeded pick among mid-popular movies (40th-70th percentile of votes);
+        `liked`: among those, one rated in the top quarter (a release many users want)."""
         if slug != "auto":
             from movielab.world.data.catalog import UnknownMovie
 
@@ -84,6 +85,9 @@ class Context:
         votes = self.catalog.vote_count
         lo, hi = np.percentile(votes, [40, 70])
         pool = np.flatnonzero((votes >= lo) & (votes <= hi))
+        if liked and len(pool):
+            score = self.catalog.vote_average[pool]
+            pool = pool[score >= np.percentile(score, 75)]
         return int(rng.choice(pool if len(pool) else np.arange(len(votes))))
 
 

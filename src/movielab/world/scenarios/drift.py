@@ -115,10 +115,10 @@ class _CdfBoost:
     def apply(self) -> None:
         w = self.world
         w.browse_cdf = self.boosted(self.saved_browse, self.movie, self.share)
-        if self.saved_discovery is not None:
-            w.discovery = dataclasses.replace(self.saved_discovery,
-                                              global_cdf=self.boosted(self.saved_discovery.global_cdf, self.movie,
-                                                                      self.share))  # fmt: skip
+        d = self.saved_discovery
+        if d is not None:  # only the popularity-drawn part of the candidates can be boosted: scale it up to match
+            share = min(0.9, self.share / max(1.0 - d.taste_share, 1e-6))
+            w.discovery = dataclasses.replace(d, global_cdf=self.boosted(d.global_cdf, self.movie, share))
 
     def undo(self) -> None:
         self.world.browse_cdf = self.saved_browse
@@ -148,7 +148,7 @@ class PopularityShock(Effect):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.movie = self.ctx.movie(self.spec.movie, self.rng(0), self.id)
+        self.movie = self.ctx.movie(self.spec.movie, self.rng(0), self.id, liked=True)
         self.slug = self.ctx.catalog.slug[self.movie]
 
     def params(self):

@@ -156,7 +156,7 @@ class PopularityShock(_Injection):
     """A movie many users want: a share of browse candidates and a score boost during the window (reverted after)."""
 
     kind: Literal["popularity_shock"]
-    movie: str = Field("auto", description="slug, or 'auto' (a seeded pick among rarely seen movies)")
+    movie: str = Field("auto", description="slug, or 'auto' (a seeded pick among well-rated, mid-popular movies)")
     share: float = Field(0.05, gt=0, lt=1, description="share of browse candidates that are this movie")
     boost: float = Field(1.0, ge=0, le=10, description="stars added to everyone's score of it")
 
