@@ -215,8 +215,9 @@ class ActivityChange(Effect):
         if self.spec.factor > 1:
             rate = float(world.pop.activity[rows].sum()) / DAY * TICK * (self.spec.factor - 1)
             k = int(rng.poisson(rate))
-            if k:
-                who = rows[rng.integers(0, len(rows), k)].astype(np.int32)
+            free = rows[world.busy_until[rows] <= t0]  # a session of a user already watching would be skipped
+            if k and len(free):
+                who = free[rng.integers(0, len(free), k)].astype(np.int32)
                 lane.queue.push(t0 + rng.integers(0, TICK, k).astype(np.float64), who)
                 self.count(who.astype(np.int64) + 1)
         else:

@@ -169,7 +169,8 @@ class MovieRemoved(_Injection):
 
 
 class ActivityChange(_Injection):
-    """Sessions scaled by `factor`: > 1 adds sessions (a holiday surge, 10x load), < 1 keeps a share of users away."""
+    """Sessions scaled by `factor`: > 1 adds (factor - 1) x the users' mean daily session rate, as sessions of users
+    not watching (a holiday surge, 10x load); < 1 keeps a share 1 - factor of the users away for the window."""
 
     kind: Literal["activity_change"]
     factor: float = Field(gt=0, le=100)
