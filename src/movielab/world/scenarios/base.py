@@ -26,6 +26,19 @@ TICK = 60
 Lines = list[tuple[float, int, str]]  # (time, user id key, line)
 
 
+def lines_containing(lines: list[str], needle: str) -> list[int]:
+    """Indices of the lines that contain `needle`, found in one joined string (C speed, not a Python test a line)."""
+    text = "\n".join(lines)
+    if needle not in text:
+        return []
+    ends = np.cumsum(np.fromiter(map(len, lines), np.int64, len(lines)) + 1)
+    hits, at = [], text.find(needle)
+    while at >= 0:
+        hits.append(at)
+        at = text.find(needle, at + 1)
+    return np.unique(np.searchsorted(ends, np.asarray(hits), side="right")).tolist()
+
+
 @dataclass
 class Context:
     """What effects act on: the world, its catalog, teams, the seed, and what is shared between effects."""

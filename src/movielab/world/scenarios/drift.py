@@ -11,7 +11,7 @@ from movielab.contract import account_line
 from movielab.world.clock import second_stamps
 from movielab.world.data.types import GENDERS, GENRES, OCCUPATIONS
 from movielab.world.population import Demographics, draw_population
-from movielab.world.scenarios.base import TICK, Effect, Lines
+from movielab.world.scenarios.base import TICK, Effect, Lines, lines_containing
 from movielab.world.schedule import DAY
 
 
@@ -128,7 +128,7 @@ class _CdfBoost:
 def _count_movie_lines(effect: Effect, keys, lines, needle: str, kinds: tuple[str, ...]) -> None:
     from movielab.world.sinks import kind_of
 
-    hits = [i for i, x in enumerate(lines) if needle in x]  # the cheap test first: most lines do not match
+    hits = lines_containing(lines, needle)
     hits = [i for i in hits if kind_of(lines[i]) in kinds]
     mine = effect.key_in_teams([keys[i] for i in hits]).tolist()
     effect.count([keys[i] for i, m in zip(hits, mine, strict=True) if m])

@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from movielab.world.scenarios.base import Effect
+from movielab.world.scenarios.base import Effect, lines_containing
 from movielab.world.scenarios.faults import _ISO, ApiEffect
 from movielab.world.sinks import kind_of
 
@@ -84,7 +84,7 @@ class Takedown(Effect):
         if not active:
             return times, keys, lines
         slug = self.slug
-        hits = [i for i, x in enumerate(lines) if slug in x]  # the cheap test first: most lines do not match
+        hits = lines_containing(lines, slug)
         hits = [i for i in hits if kind_of(lines[i]) == "recommendation"
                 and slug in lines[i].split("result: ", 1)[-1].rsplit(", ", 1)[0].split(", ")]  # fmt: skip
         mine = self.key_in_teams([keys[i] for i in hits]).tolist()
