@@ -12,27 +12,16 @@ from collections.abc import Sequence
 def _world_config(args: argparse.Namespace):
     from movielab.world.config import WorldConfig
 
-    given = {
-        k: v
-        for k, v in {
-            "users": args.users,
-            "movies": args.movies,
-            "seed": args.seed,
-            "start": args.start,
-            "speed": args.speed,
-            "days": args.days,
-            "data_dir": args.data_dir,
-            "dataset": args.dataset,
-            "kafka": args.kafka,
-            "partitions": args.partitions,
-            "api_port": args.api_port,
-            "timeout_ms": args.timeout_ms,
-            "pacing": args.pacing,
-            "teams": args.teams.split(",") if args.teams else None,
-            "edition": args.edition,
-        }.items()
-        if v is not None
-    }
+    given = {k: v for k, v in {
+        "users": args.users, "movies": args.movies, "seed": args.seed, "start": args.start, "speed": args.speed,
+        "days": args.days, "data_dir": args.data_dir, "dataset": args.dataset, "kafka": args.kafka,
+        "partitions": args.partitions, "api_port": args.api_port, "timeout_ms": args.timeout_ms,
+        "pacing": args.pacing, "teams": args.teams.split(",") if args.teams else None, "edition": args.edition,
+        "scenario": getattr(args, "scenario", None), "manifest": getattr(args, "manifest", None),
+        "instructor_port": getattr(args, "instructor_port", None),
+    }.items() if v is not None}  # fmt: skip
+    if given.get("scenario") and "manifest" not in given:
+        given["manifest"] = ".movielab/world/manifest.jsonl"
     if args.forever:
         given["days"] = None
     if args.course_size:
@@ -52,17 +41,24 @@ def _cmd_world_run(args: argparse.Namespace) -> int:
     t = {}
 
     def ready(live) -> None:
-        print(
-            f"world running: Kafka {live.bootstrap} topics {', '.join(live.topics)}, API {live.api_url}, "
-            f"teams {', '.join(team.url for team in live.teams)}",
-            flush=True,
-        )
+        print(f"world running: Kafka {live.bootstrap} topics {', '.join(live.topics)}, API {live.api_url}, "
+              f"teams {', '.join(team.url for team in live.teams)}", flush=True)  # fmt: skip
+        if live.instructor_url:
+            print(f"instructor app (manifest, token in {config.instructor_tokens}): {live.instructor_url}", flush=True)
         t["start"] = time.perf_counter()
 
     def done(live, stats) -> None:
         print(summarize(live.world, live.universe, stats, time.perf_counter() - t["start"]))
 
     run_live(config, out=args.out, on_ready=ready, after=done)
+    return 0
+
+
+def _cmd_world_scenarios(args: argparse.Namespace) -> int:
+    from movielab.world.scenarios import presets
+
+    for name, description in presets():
+        print(f"{name:10} {description}")
     return 0
 
 
@@ -186,7 +182,14 @@ def parser() -> argparse.ArgumentParser:
     run = world.add_parser("run", help="run the live world: Kafka topics, user/movie API, team services")
     _world_args(run)
     run.add_argument("--out", help="also append every event line to this file, once Kafka confirmed it")
+    run.add_argument("--scenario", help="scenario preset (see 'movielab world scenarios') or TOML file")
+    run.add_argument("--manifest", help="hidden manifest file (JSONL; default with --scenario: "
+                     ".movielab/world/manifest.jsonl)")
+    run.add_argument("--instructor-port", type=int, help="loopback port of the instructor app serving the manifest "
+                     "behind a token (default: off; 0 = any free port)")
     run.set_defaults(func=_cmd_world_run)
+    scen = world.add_parser("scenarios", help="list the scenario presets that ship")
+    scen.set_defaults(func=_cmd_world_scenarios)
     fid = world.add_parser("fidelity", help="the world next to ml-100k: same users, same protocol, same figures")
     fid.add_argument("--dataset", help="ml-100k (default) or ml-1m (with --data-dir)")
     fid.add_argument("--data-dir", help="folder with the data set in its native format")

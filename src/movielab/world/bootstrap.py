@@ -18,8 +18,11 @@ from movielab.world.data.movielens import load_movielens
 from movielab.world.data.sources import fetch_ml100k
 from movielab.world.data.types import MovieLensData
 from movielab.world.engine import World
+from movielab.world.manifest import Manifest
 from movielab.world.population import ActivityModel, Demographics, Population, draw_population
 from movielab.world.recs import NoService, RecommendationService
+from movielab.world.scenarios import load as load_scenario
+from movielab.world.scenarios.runtime import ScenarioRuntime
 from movielab.world.sessionlog import SessionLog
 from movielab.world.sinks import EventSink, NullSink
 from movielab.world.truth import TasteModel, build_taste_model, fit_factors
@@ -98,8 +101,13 @@ def build_world(
     activity: ActivityModel | None = None,
     population: Population | None = None,
     sessionlog: SessionLog | None = None,
+    scenario: ScenarioRuntime | None = None,
 ) -> tuple[World, Universe]:
-    """Build a ready-to-run world (and what it was built from) from `config` and optional overrides."""
+    """Build a ready-to-run world (and what it was built from) from `config` and optional overrides.
+
+    With `config.scenario` (and no `scenario` override) the world runs that scenario, writing its manifest
+    to `config.manifest` (kept in memory only when that is None).
+    """
     universe = universe or build_universe(config)
     params = params or BehaviorParams()
     activity = activity or ActivityModel()
@@ -122,8 +130,18 @@ def build_world(
         arrivals_per_day=config.arrivals_per_day * config.users, params=params, journal=journal,
         edition=edition(config.edition), lanes=len(config.teams) if config.pacing == "team" else 1,
         discovery=discovery(universe.catalog, universe.taste, params, config.seed), sessionlog=sessionlog,
+        scenario=scenario or scenario_runtime(config, universe),
     )  # fmt: skip
     return world, universe
+
+
+def scenario_runtime(config: WorldConfig, universe: Universe) -> ScenarioRuntime | None:
+    """The scenario `config` names (a preset or a TOML file) bound to this universe, or None."""
+    if config.scenario is None:
+        return None
+    return ScenarioRuntime(load_scenario(config.scenario), catalog=universe.catalog, n_teams=len(config.teams),
+                           seed=config.seed, run_start=parse_start(config.start), manifest=Manifest(config.manifest),
+                           team_urls=config.teams, time_scale=config.scenario_time_scale)  # fmt: skip
 
 
 def run_until(config: WorldConfig) -> float | None:

@@ -51,6 +51,14 @@ class WorldConfig(BaseSettings):
     )
     kafka: str | None = Field(None, description="bootstrap host:port of a Kafka cluster; None = embedded broker")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of each team topic the world creates")
+    scenario: str | None = Field(None, description="scenario preset name (movielab world scenarios) or TOML file")
+    scenario_time_scale: float = Field(1.0, gt=0, description="> 1 compresses the scenario's timeline (168: a week "
+                                       "an hour)")
+    manifest: Path | None = Field(None, description="hidden manifest file (JSONL) of the scenario's injections")
+    instructor_port: int | None = Field(None, ge=0, le=65535, description="loopback port of the instructor app "
+                                        "(manifest, behind a token); None = off; 0 = any free port")
+    instructor_tokens: Path = Field(Path(".movielab/world/instructor.tokens"), description="token file of the "
+                                    "instructor app (created mode 0600 at first start)")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=0, le=65535, description="port of the world's user/movie API; 0 = any free port")
 
@@ -67,6 +75,15 @@ class WorldConfig(BaseSettings):
     @classmethod
     def _known_edition(cls, v: str) -> str:
         editions.edition(v)  # raises UnknownEdition (a ValueError) naming the value
+        return v
+
+    @field_validator("scenario")
+    @classmethod
+    def _scenario_loads(cls, v: str | None) -> str | None:
+        if v is not None:
+            from movielab.world.scenarios import load
+
+            load(v)  # raises ScenarioError (a ValueError) naming the entry, the field and the reason
         return v
 
     @field_validator("start")

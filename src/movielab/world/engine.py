@@ -35,6 +35,7 @@ from movielab.world.behavior import BehaviorParams, Discovery, choose, plan_stop
 from movielab.world.clock import SimClock, fraction_stamp, second_stamps
 from movielab.world.population import ActivityModel, Demographics, Population, draw_population
 from movielab.world.recs import RecAnswers, RecommendationService
+from movielab.world.scenarios.runtime import ScenarioRuntime
 from movielab.world.schedule import DAY, SessionQueue, plan_day
 from movielab.world.sessionlog import SessionLog
 from movielab.world.sinks import EventSink
@@ -168,6 +169,7 @@ class World:
         edition: Edition = CURRENT,
         discovery: Discovery | None = None,
         sessionlog: SessionLog | None = None,
+        scenario: ScenarioRuntime | None = None,
     ) -> None:
         if lanes < 1:
             raise ValueError(f"a world needs at least one lane, got {lanes}")
@@ -189,6 +191,7 @@ class World:
         self.params = params or BehaviorParams()
         self.journal = journal
         self.sessionlog = sessionlog  # hidden record of every session, for scoring teams (`world.scoring`)
+        self.scenario = scenario  # injections of drift, faults, bias and attacks (world/scenarios)
         start = float(math.floor(clock.start / TICK) * TICK)
         if lanes == 1:  # the single-lane world draws everything, arrivals included, from one stream
             self.lanes = [_Lane(0, np.random.default_rng(seed), start)]
@@ -210,6 +213,10 @@ class World:
         # Named components (e.g. a scenario runtime) whose `state()` -> dict / `restore(dict)` a checkpoint saves and
         # restores with the world (`world.checkpoint`); values may be JSON-able or numpy arrays.
         self.extra_state: dict[str, object] = {}
+        if scenario is not None:
+            self.extra_state["scenario"] = scenario
+        if sessionlog is not None:
+            self.extra_state["sessionlog"] = sessionlog
 
     @property
     def now(self) -> float:
@@ -257,8 +264,12 @@ class World:
     def run(
         self, until: float | None = None, stop: threading.Event | None = None, on_tick: Callable[[World], None] | None = None,
         *, checkpoint_every: float | None = None, on_checkpoint: Callable[[World], None] | None = None,
+        end_scenario: bool = True,
     ) -> Stats:  # fmt: skip
         """Simulate until the simulated time `until` (or forever) or until `stop` is set; flush the sink.
+
+        `end_scenario`: the scenario's open injections end with this run (their manifest end records are written
+        and held lines published); False when the run will be continued.
 
         `on_tick(world)` runs after every tick (the world waits for it: demos use it to pause and act);
         with several lanes running as fast as possible, after every tick of the slowest lane.
@@ -282,6 +293,10 @@ class World:
                 if on_checkpoint is not None:
                     on_checkpoint(self)
         finally:
+            if self.scenario is not None and end_scenario:
+                keys, lines = self.scenario.close(self)
+                if lines:
+                    self.sink.write(keys, lines)
             self.sink.close()
         return self.stats
 
@@ -305,6 +320,8 @@ class World:
         for lane, a in zip(self.lanes, asked, strict=True):
             self._finish(lane, a, out)
         times, keys, lines = out.sorted()
+        if self.scenario is not None:
+            times, keys, lines = self.scenario.filter_lines(-1, t0, times, keys, lines)
         self._emit(times, keys, lines, t0)
         self.stats.ticks += 1
         self._ticked_until = self.now
@@ -357,6 +374,10 @@ class World:
             lane.queue.add_plan(times[keep], rows[sub][keep])
             lane.planned_until = day + DAY
         self._arrivals(lane, t0, t1, out)
+        if self.scenario is not None:
+            injected = self.scenario.on_tick(self, lane.index, t0, t1)
+            if injected:
+                out.add(np.array([x[0] for x in injected]), np.array([x[1] for x in injected]), [x[2] for x in injected])
         self._due_ratings(lane, t1, out)
         return self._ask(lane, t1)
 
@@ -370,8 +391,11 @@ class World:
 
     def _complete(self, lane: _Lane, asked: _Asked | None, out: _TickLines) -> None:
         """Finish a lane's tick and hand its lines to the sink (unpaced)."""
+        t0 = lane.now
         self._finish(lane, asked, out)
-        _, keys, lines = out.sorted()
+        times, keys, lines = out.sorted()
+        if self.scenario is not None:
+            _, keys, lines = self.scenario.filter_lines(lane.index, t0, times, keys, lines)
         if lines:
             self.sink.write(keys, lines)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from movielab.auth import ensure_tokens
 from movielab.kafka.admin import ensure_topics, topic_name
 from movielab.kafka.broker import EmbeddedBroker
 from movielab.kafka.metrics import ProducedLinesCollector
@@ -24,6 +25,8 @@ from movielab.world.bootstrap import Universe, build_universe, build_world, run_
 from movielab.world.client import HttpRecommender, Team
 from movielab.world.config import WorldConfig
 from movielab.world.engine import Stats, World
+from movielab.world.instructor import create_instructor_app
+from movielab.world.scenarios.apilayer import ScenarioApi
 from movielab.world.service import run_world
 from movielab.world.sessionlog import SessionLog
 from movielab.world.sinks import ConfirmedFileSink, EventSink, TeamRouter, TeeSink
@@ -41,6 +44,7 @@ class LiveWorld:
     topics: list[str]
     api_url: str
     teams: list[Team]
+    instructor_url: str | None = None  # the scenario manifest, behind a token (config.instructor_port)
 
 
 def run_live(
@@ -67,6 +71,7 @@ def run_live(
     teams = [Team.parse(i, url) for i, url in enumerate(config.teams, start=1)]
     broker = None
     api = None
+    instructor = None
     client = None
     out_sink = None
     try:
@@ -93,8 +98,12 @@ def run_live(
         registry.register(ProducedLinesCollector(kafka_sinks))
         app = create_app(world.pop, universe.catalog, metrics=registry, edition=world.edition, taste=universe.taste,
                          seed=config.seed)  # fmt: skip
+        if world.scenario is not None:  # API-layer injections and the public announcements channel
+            app = ScenarioApi(app, world.scenario, seed=config.seed)
         api = ServerThread(app, config.api_host, config.api_port or None, **server_options()).start()
-        live = LiveWorld(world, universe, bootstrap, topics, api.url, teams)
+        instructor = _start_instructor(config, world)
+        live = LiveWorld(world, universe, bootstrap, topics, api.url, teams,
+                         instructor.url if instructor is not None else None)  # fmt: skip
         logger.info("world API on %s; topics %s on %s", api.url, ", ".join(topics), bootstrap)
         if on_ready is not None:
             on_ready(live)
@@ -109,5 +118,22 @@ def run_live(
             client.close()
         if api is not None:
             api.stop()
+        if instructor is not None:
+            instructor.stop()
         if broker is not None and config.kafka is None:
             broker.stop()
+
+
+def _start_instructor(config: WorldConfig, world: World) -> ServerThread | None:
+    """The instructor app (manifest and announcements, behind a token) on its own loopback port, if configured."""
+    if config.instructor_port is None:
+        return None
+    tokens = ensure_tokens(config.instructor_tokens, identity="instructor")
+    scenario = world.scenario
+    from movielab.world.manifest import Manifest
+
+    manifest = scenario.manifest if scenario is not None else Manifest()
+    app = create_instructor_app(manifest, tokens, announcements=scenario.announcements if scenario else [])
+    server = ServerThread(app, "127.0.0.1", config.instructor_port or None).start()
+    logger.info("instructor app on %s (token file %s)", server.url, config.instructor_tokens)
+    return server

@@ -1,0 +1,277 @@
+"""Drift in the hidden state: taste shifts, popularity shocks, catalog removals, activity changes, new-user waves."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from movielab.contract import account_line
+from movielab.world.clock import second_stamps
+from movielab.world.data.types import GENDERS, GENRES, OCCUPATIONS
+from movielab.world.population import Demographics, draw_population
+from movielab.world.scenarios.base import TICK, Effect, Lines, lines_containing
+from movielab.world.schedule import DAY
+
+
+def group_selector(group) -> dict[str, Any]:
+    """The manifest's rule for a demographic group."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.model_dump().items() if v is not None}
+
+
+def create_accounts(world, n: int, times: np.ndarray, rng: np.random.Generator, group=None,
+                    dormant: bool = False) -> np.ndarray:  # fmt: skip
+    """Add n users (of `group`'s demographics when given; `dormant`: they never act on their own); their ids."""
+    demo = world.demographics
+    if group is not None:
+        mask = np.ones(len(demo.age), np.bool_)
+        if group.age is not None:
+            mask &= (demo.age >= group.age[0]) & (demo.age <= group.age[1])
+        if group.gender is not None:
+            mask &= demo.gender == GENDERS.index(group.gender)
+        if group.occupation is not None:
+            mask &= demo.occupation == OCCUPATIONS.index(group.occupation)
+        if not mask.any():
+            raise ValueError(f"no real user matches the group {group_selector(group)} to draw new users from")
+        demo = Demographics(demo.age[mask], demo.gender[mask], demo.occupation[mask], demo.utc_offset[mask],
+                            demo.zip_prefix[mask], other_occupation_share=0.0)  # fmt: skip
+    batch = draw_population(n, demo, world.taste, world.activity, times, rng)
+    if dormant:
+        batch.activity[:] = 0.0
+        batch.binge[:] = 0.0
+    ids = world.pop.add(batch)
+    world._grow_user_state()  # the engine's per-user arrays follow the population
+    return ids
+
+
+class TasteShift(Effect):
+    """A group's taste moves toward (or away from) genres: `stars` more for the genres' movies at the end.
+
+    The shift is applied every STEP simulated minutes (a linear drift in small steps), and in full by the end.
+    """
+
+    STEP = 15
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        if not np.isfinite(self.end):
+            raise ValueError(f"injection {self.id}: a taste shift needs an end or a duration (its pace)")
+        self.lane_users: dict[int, int] = {}  # lane -> users shifted in its latest minute
+        self.members: dict[int, tuple[np.ndarray, int]] = {}  # lane -> (group rows, population size seen)
+        self.applied: dict[int, int] = {}  # lane -> minutes of the shift applied so far
+
+    def begin(self, world, t):
+        g = self.ctx.catalog.genres[:, [GENRES.index(x) for x in self.spec.genres]].any(axis=1)
+        q = world.taste.item_factors
+        d = (q[g].mean(0) - q.mean(0)).astype(np.float64)
+        # A step along d/|d|^2 raises p·d by one: the genres' movies gain that many stars over the average movie.
+        self.direction = (d / max(float(d @ d), 1e-9)).astype(np.float32)
+        self.ticks = max(1, int(np.ceil(self.end / TICK) - np.floor(self.start / TICK)))
+        self.rate = self.spec.stars / self.ticks  # stars per simulated minute: the whole shift over the window's minutes
+        return {"selector": {**group_selector(self.spec.group), "genres": self.spec.genres}}
+
+    def tick(self, world, lane_index, t0, t1):
+        # The group's rows of this lane, extended as users arrive (a user's demographics never change).
+        rows, seen = self.members.get(lane_index, (np.empty(0, np.int64), 0))
+        n = world.pop.size
+        if n > seen:
+            new = self.lane_rows(world, lane_index, n, lo=seen)
+            rows = np.concatenate([rows, new[self.ctx.in_group(world, self.spec.group, new)]])
+            self.members[lane_index] = (rows, n)
+        # Applied in steps of STEP minutes (and at the window's end): the same total, a fraction of the cost.
+        first = np.floor(self.start / TICK) * TICK
+        due = min(self.ticks, int((t1 - first) // TICK))
+        done = self.applied.get(lane_index, 0)
+        if due - done >= self.STEP or (due == self.ticks and due > done):
+            world.pop.taste[rows] += (due - done) * self.rate * self.direction[None, :]
+            self.applied[lane_index] = due
+        self.lane_users[lane_index] = len(rows)
+        self.touched["users"] = sum(self.lane_users.values())
+        return []
+
+    def state(self) -> dict[str, Any]:
+        return {"applied": {str(k): v for k, v in self.applied.items()}}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.applied = {int(k): int(v) for k, v in state.get("applied", {}).items()}
+
+
+class _CdfBoost:
+    """Raise one movie's share of browse candidates (global and, when present, discovery CDFs); undo later."""
+
+    def __init__(self, world, movie: int, share: float) -> None:
+        self.world, self.movie, self.share = world, movie, share
+        self.saved_browse = world.browse_cdf
+        self.saved_discovery = world.discovery
+
+    @staticmethod
+    def boosted(cdf: np.ndarray, movie: int, share: float) -> np.ndarray:
+        w = np.diff(np.concatenate([[0.0], cdf]))
+        w[movie] += share / (1 - share) * w.sum()
+        c = np.cumsum(w)
+        return c / c[-1]
+
+    def apply(self) -> None:
+        w = self.world
+        w.browse_cdf = self.boosted(self.saved_browse, self.movie, self.share)
+        d = self.saved_discovery
+        if d is not None:  # only the popularity-drawn part of the candidates can be boosted: scale it up to match
+            share = min(0.9, self.share / max(1.0 - d.taste_share, 1e-6))
+            w.discovery = dataclasses.replace(d, global_cdf=self.boosted(d.global_cdf, self.movie, share))
+
+    def undo(self) -> None:
+        self.world.browse_cdf = self.saved_browse
+        self.world.discovery = self.saved_discovery
+
+
+def _count_movie_lines(effect: Effect, keys, lines, needle: str, kinds: tuple[str, ...]) -> None:
+    from movielab.world.sinks import kind_of
+
+    hits = lines_containing(lines, needle)
+    hits = [i for i in hits if kind_of(lines[i]) in kinds]
+    mine = effect.key_in_teams([keys[i] for i in hits]).tolist()
+    effect.count([keys[i] for i, m in zip(hits, mine, strict=True) if m])
+
+
+def _set_item_bias(world, movie: int, value: float) -> None:
+    """Change one movie's hidden bias in this world only (the taste model may be shared with other worlds)."""
+    bias = world.taste.item_bias.copy()
+    bias[movie] = value
+    world.taste = dataclasses.replace(world.taste, item_bias=bias)
+
+
+class PopularityShock(Effect):
+    """A new release many users want: browse share and score boost during the window; watch lines counted."""
+
+    all_teams_only = True
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.movie = self.ctx.movie(self.spec.movie, self.rng(0), self.id, liked=True)
+        self.slug = self.ctx.catalog.slug[self.movie]
+
+    def params(self):
+        return {**super().params(), "movie": self.slug}
+
+    def begin(self, world, t):
+        self.cdf = _CdfBoost(world, self.movie, self.spec.share)
+        self.cdf.apply()
+        _set_item_bias(world, self.movie, float(world.taste.item_bias[self.movie]) + self.spec.boost)
+        return {"ids": [self.slug]}
+
+    def filter(self, lane, t0, active, times, keys, lines):
+        if active:
+            _count_movie_lines(self, keys, lines, f"/m/{self.slug}/", ("watch",))
+        return times, keys, lines
+
+    def finish(self, world):
+        self.cdf.undo()
+        _set_item_bias(world, self.movie, float(world.taste.item_bias[self.movie]) - self.spec.boost)
+
+
+class MovieRemoved(Effect):
+    """A movie leaves the catalog: no one finds or starts it (the API still answers for it: history stays)."""
+
+    all_teams_only = True
+    GONE = -1000.0  # stars: never chosen over leaving
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.movie = self.ctx.movie(self.spec.movie, self.rng(0), self.id)
+        self.slug = self.ctx.catalog.slug[self.movie]
+
+    def params(self):
+        return {**super().params(), "movie": self.slug}
+
+    def begin(self, world, t):
+        self.cdf = _CdfBoost(world, self.movie, 0.0)
+        w = np.diff(np.concatenate([[0.0], world.browse_cdf]))
+        w[self.movie] = 0.0
+        world.browse_cdf = np.cumsum(w) / w.sum()
+        self.saved_bias = float(world.taste.item_bias[self.movie])
+        _set_item_bias(world, self.movie, self.GONE)
+        return {"ids": [self.slug]}
+
+    def filter(self, lane, t0, active, times, keys, lines):
+        if active:  # recommendations still listing a removed movie
+            _count_movie_lines(self, keys, lines, self.slug, ("recommendation",))
+        return times, keys, lines
+
+    def finish(self, world):
+        if np.isfinite(self.end):
+            self.cdf.undo()
+            _set_item_bias(world, self.movie, self.saved_bias)
+
+
+class ActivityChange(Effect):
+    """factor > 1: extra sessions (surge, 10x load); factor < 1: a share 1 - factor of users stays away."""
+
+    def tick(self, world, lane_index, t0, t1):
+        n = world.pop.size
+        rows = self.lane_rows(world, lane_index, n)
+        rng = self.rng(lane_index, int(t0) // 60)
+        lane = world.lanes[lane_index]
+        if self.spec.factor > 1:
+            rate = float(world.pop.activity[rows].sum()) / DAY * TICK * (self.spec.factor - 1)
+            k = int(rng.poisson(rate))
+            free = rows[world.busy_until[rows] <= t0]  # a session of a user already watching would be skipped
+            if k and len(free):
+                who = free[rng.integers(0, len(free), k)].astype(np.int32)
+                lane.queue.push(t0 + rng.integers(0, TICK, k).astype(np.float64), who)
+                self.count(who.astype(np.int64) + 1)
+        else:
+            away_share = 1 - self.spec.factor
+            # The same users stay away for the whole window: drawn from a stream keyed by row, not by minute.
+            away = rows[np.random.default_rng([self.ctx.seed, 13, self.index, 99]).random(n)[rows] < away_share]
+            free = world.busy_until[away] <= t1
+            world.busy_until[away[free]] = np.maximum(world.busy_until[away[free]], min(self.end, t0 + DAY))
+            self.touched["users_away"] = max(self.touched["users_away"], len(away))
+        return []
+
+
+class UserWave(Effect):
+    """New accounts of a group at `per_hour` (a flash crowd at high rates); each starts watching soon after."""
+
+    all_teams_only = True
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.created_until = self.start
+        self.parts: dict[float, list] = {}  # minute -> [lanes yet to take it, (times, ids) per lane]
+
+    def begin(self, world, t):
+        self.created_until = float(np.floor(t / TICK) * TICK)  # minutes as the lanes tick them
+        return {"selector": group_selector(self.spec.group)}
+
+    def tick(self, world, lane_index, t0, t1):
+        lanes = len(world.lanes)
+        while self.created_until < t1 and self.created_until < self.end:  # the first lane here creates for all
+            m = self.created_until
+            rng = self.rng(int(m) // 60)
+            k = int(rng.poisson(self.spec.per_hour * TICK / 3600))
+            parts = [(np.empty(0), np.empty(0, np.int64))] * lanes
+            if k:
+                times = np.sort(m + rng.integers(0, TICK, k)).astype(np.float64)
+                ids = create_accounts(world, k, times, rng, self.spec.group)
+                lane_of = (ids - 1) % lanes
+                parts = [(times[lane_of == i], ids[lane_of == i]) for i in range(lanes)]
+            self.parts[m] = [lanes, *parts]
+            self.created_until = m + TICK
+        entry = self.parts.get(t0)
+        if entry is None:
+            return []
+        times, ids = entry[1 + lane_index]
+        entry[0] -= 1
+        if entry[0] == 0:
+            del self.parts[t0]
+        if not len(ids):
+            return []
+        stamps = second_stamps(int(t0), TICK)
+        out: Lines = [(float(t), int(u), account_line(stamps[int(t - t0)], int(u)))
+                      for t, u in zip(times.tolist(), ids.tolist(), strict=True)]  # fmt: skip
+        world.active[ids - 1] = True
+        world.lanes[lane_index].queue.push(times + 60 + self.rng(int(t0) // 60, 1).random(len(ids)) * 1800,
+                                           (ids - 1).astype(np.int32))  # fmt: skip
+        self.count(ids)
+        return out

@@ -1,0 +1,144 @@
+"""The running scenario: begins, ticks, filters and finishes each injection, and writes the hidden manifest.
+
+The engine makes three calls (see `World`): `on_tick(world, lane, t0, t1)` at the start of each lane's
+simulated minute (hidden-state changes; returns lines to add), `filter_lines(world, lane, t0, …)` on each
+batch of lines before the sink (the line layer), and `close(world)` when the run ends (held lines to
+publish; open injections end). API-layer effects are read by `apilayer.ScenarioApi`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from movielab.world.data.catalog import Catalog
+from movielab.world.manifest import Manifest
+from movielab.world.scenarios import attacks, bias, drift, faults, goals, outages
+from movielab.world.scenarios.base import TICK, Context, Effect
+from movielab.world.scenarios.schema import Scenario
+from movielab.world.scenarios.timeline import due_to_begin, due_to_finish, is_active
+
+if TYPE_CHECKING:
+    from movielab.world.engine import World
+
+logger = logging.getLogger(__name__)
+
+KINDS: dict[str, type[Effect]] = {
+    "taste_shift": drift.TasteShift, "popularity_shock": drift.PopularityShock, "movie_removed": drift.MovieRemoved,
+    "activity_change": drift.ActivityChange, "user_wave": drift.UserWave, "corrupt_lines": faults.CorruptLines,
+    "format_change": faults.FormatChange, "api_field_change": faults.ApiFieldChange,
+    "wrong_api_values": faults.WrongApiValues, "api_outage": outages.ApiOutage, "stream_pause": outages.StreamPause,
+    "takedown": outages.Takedown, "invalid_requests": outages.InvalidRequests, "misreported_age": bias.MisreportedAge,
+    "rating_bias": bias.RatingBias, "shilling": attacks.Shilling, "sybil_push": attacks.SybilPush,
+    "rating_spam": attacks.RatingSpam, "probe": attacks.Probe, "goal_change": goals.GoalChange,
+    "truth_refit": goals.TruthRefit,
+}  # fmt: skip
+
+
+def _iso(t: float) -> str | None:
+    return None if not np.isfinite(t) else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+class ScenarioRuntime:
+    """A scenario bound to a world's catalog, teams and seed; writes `manifest` as injections take effect.
+
+    `time_scale` > 1 compresses the timeline (168: a week an hour, for tests and benchmarks).
+    `team_urls` are the teams' service URLs (for `invalid_requests` and `probe`; without them those send nothing).
+    Raises ValueError naming the injection when it cannot apply (unknown movie, team that does not exist).
+    """
+
+    def __init__(self, scenario: Scenario, *, catalog: Catalog, n_teams: int, seed: int, run_start: float,
+                 manifest: Manifest | None = None, team_urls: list[str] | None = None,
+                 time_scale: float = 1.0) -> None:  # fmt: skip
+        if not time_scale > 0:
+            raise ValueError(f"time_scale must be > 0, got {time_scale}")
+        self.scenario = scenario
+        self.ctx = Context(catalog, n_teams, seed, run_start, list(team_urls or []), time_scale=time_scale)
+        self.effects = [KINDS[spec.kind](i, spec, self.ctx) for i, spec in enumerate(scenario.injections)]
+        self.manifest = manifest if manifest is not None else Manifest()
+
+    @property
+    def announcements(self) -> list[dict[str, Any]]:
+        """What teams are told (takedowns, announced changes): served on the world API's `/announcements`."""
+        return self.ctx.announcements
+
+    @property
+    def api_effects(self) -> list[Any]:
+        """The API-layer effects acting now."""
+        return self.ctx.api_effects
+
+    def _live(self) -> list[Effect]:
+        return [e for e in self.effects if e.begun_at is not None and not e.finished]
+
+    def on_tick(self, world: World, lane: int, t0: float, t1: float) -> list[tuple[float, int, str]]:
+        """Begin what is due, act on lane `lane`'s minute [t0, t1), finish what every lane has passed."""
+        self._finish_due(world)
+        for e in due_to_begin(self.effects, t0, t1):
+            self._begin(world, e, max(t0, e.start))
+        out: list[tuple[float, int, str]] = []
+        for e in self._live():
+            if is_active(e, t0, t1) or e.pending():
+                out.extend(e.tick(world, lane, t0, t1))
+        return out
+
+    def filter_lines(self, lane: int, t0: float, times: np.ndarray, keys: list[int], lines: list[str]
+                     ) -> tuple[np.ndarray, list[int], list[str]]:  # fmt: skip
+        """The line layer on one batch (lane -1: every lane's lines of a tick together); times stay sorted."""
+        live = self._live()
+        if not live:
+            return times, keys, lines
+        t = times.tolist()
+        for e in live:
+            t, keys, lines = e.filter(lane, t0, is_active(e, t0, t0 + TICK), t, keys, lines)
+        return np.asarray(t, np.float64), list(keys), list(lines)
+
+    def close(self, world: World) -> tuple[list[int], list[str]]:
+        """End every injection that began (at the run's end if still open), close the manifest file; return held
+        lines to publish."""
+        keys: list[int] = []
+        lines: list[str] = []
+        for e in self._live():
+            k, x = e.drain()
+            keys += k
+            lines += x
+            self._finish(world, e, min(world.now, e.end))
+        self.manifest.close()  # records stay readable in memory (the instructor app serves them)
+        return keys, lines
+
+    def _begin(self, world: World, e: Effect, t: float) -> None:
+        selected = e.begin(world, t)
+        e.begun_at = t
+        logger.info("scenario %s: %s takes effect at %s", self.scenario.name, e.id, _iso(t))
+        self.manifest.append({"event": "start", "id": e.id, "kind": e.spec.kind, "start": _iso(t), "end": _iso(e.end),
+                              "teams": e.teams, "params": e.params(), **selected})  # fmt: skip
+
+    def _finish_due(self, world: World) -> None:
+        for e in due_to_finish(self.effects, world.now):
+            self._finish(world, e, e.end)
+
+    def _finish(self, world: World, e: Effect, t: float) -> None:
+        e.finish(world)
+        e.finished = True
+        self.manifest.append({"event": "end", "id": e.id, "kind": e.spec.kind, "start": _iso(e.begun_at),
+                              "end": _iso(t), "teams": e.teams, "touched": int(sum(e.touched.values())),
+                              "touched_by": dict(sorted(e.touched.items())), **e.report()})  # fmt: skip
+
+    def state(self) -> dict[str, Any]:
+        """Progress as a plain JSON-able dict (hidden arrays are the world checkpoint's; this is the rest)."""
+        return {"effects": {e.id: {"begun_at": e.begun_at, "finished": e.finished, "touched": dict(e.touched),
+                                   **e.state()} for e in self.effects}}  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back `state()` of a runtime built from the same scenario."""
+        by_id = state.get("effects", {})
+        for e in self.effects:
+            s = by_id.get(e.id)
+            if s is None:
+                raise ValueError(f"scenario state has no injection {e.id}: not the same scenario")
+            e.begun_at, e.finished = s["begun_at"], s["finished"]
+            e.touched.clear()
+            e.touched.update(s["touched"])
+            e.restore(s)
