@@ -72,6 +72,9 @@ class Ingestor:
         self._overrides = consumer_overrides
         self._consumer: Consumer | None = None
         self.assigned = threading.Event()  # set once the group gave this consumer its partitions
+        # Set by an operator (control port `POST /ingest/pause`): `run` stops consuming, offsets stay committed.
+        # Kafka drops a consumer that has not polled for max.poll.interval.ms (5 min); it rejoins on resume.
+        self.paused = threading.Event()
         self.users: UserFetcher | None = None  # started with the consumer when fetch_users
         self.make_coldstart = coldstart  # new accounts' first lists from their self-descriptions
         self.coldstart: ColdStartWorker | None = None  # started with the consumer when coldstart
@@ -94,6 +97,10 @@ class Ingestor:
         """Ingest until `stop` is set; then close the consumer."""
         try:
             while not stop.is_set():
+                if self.paused.is_set():
+                    self._finish_pending()  # the batch in flight is stored and committed, then nothing more
+                    stop.wait(0.2)
+                    continue
                 self.step(stop)
         finally:
             self.close()

@@ -74,6 +74,7 @@ class OneServer:
         self.app = serve.create_app(loaded.table, folder=loaded.folder, manifest=loaded.manifest)
         self.server = ServerThread(self.app, host, port).start()
         self.url = self.server.url
+        self.previous: Path | None = None  # the champion before the last rollout or promotion
 
     @property
     def champion(self) -> Path:
@@ -83,6 +84,7 @@ class OneServer:
     def rollout(self, version: Path) -> None:
         """Serve `version` as champion (built first, then swapped in with one assignment)."""
         loaded = serve.load_version(version)
+        self.previous = self.champion
         serve.swap(self.app, loaded.table, loaded.folder, loaded.manifest)
         serve.prune_coldstart(self.app)  # users the new version knows no longer need their first list
 
@@ -97,6 +99,7 @@ class OneServer:
 
     def promote(self) -> None:
         """The challenger becomes the champion."""
+        self.previous = self.champion
         serve.promote(self.app)
 
     def rollback(self) -> None:
@@ -453,8 +456,9 @@ def create_control_app(operator: Operator, tokens: Tokens) -> Starlette:
     """The operator's HTTP face, for a loopback listener: `/metrics` (Prometheus, no token) and, with a token of
     `tokens` (401 otherwise), `/status`, the manual overrides `POST /canary/{promote,rollback,pause,resume}`
     with JSON `{"reason": ...}` (recorded `by` the token's identity), a hand-started canary `POST /canary/start`
-    with `{"version": <registered version>}`, `POST /retrain`, and a freeze of the schedule:
-    `POST /schedule/pause` / `POST /schedule/resume`."""
+    with `{"version": <registered version>}`, `POST /retrain`, a freeze of the schedule:
+    `POST /schedule/pause` / `POST /schedule/resume`, and the incident mitigations of
+    `movielab.recommender.mitigate` (pin, rollback, fallback, replicas restart, ingest pause/resume)."""
 
     async def status(request: Request) -> JSONResponse:
         return JSONResponse(await run_in_threadpool(operator.status))  # waits for a tick, not the event loop
@@ -506,12 +510,15 @@ def create_control_app(operator: Operator, tokens: Tokens) -> Starlette:
             return JSONResponse({"error": str(exc)}, 409)
         return JSONResponse(record.as_dict())
 
+    from movielab.recommender.mitigate import mitigation_routes
+
     app = create_metrics_app(operator.metrics)
     app.router.routes.extend([
         Route("/status", status, methods=["GET"]),
         Route("/canary/{action}", override, methods=["POST"]),
         Route("/retrain", retrain, methods=["POST"]),
         Route("/schedule/{action:str}", schedule, methods=["POST"]),
+        *mitigation_routes(operator),
     ])  # fmt: skip
     app.add_middleware(RequireToken, tokens=tokens, open_paths=("/metrics",))
     return app
