@@ -103,7 +103,7 @@ class AlertmanagerServer:
         self.binary = Path(binary) if binary else find_alertmanager()
         if self.binary is None:
             raise AlertmanagerError(f"alertmanager binary not found on PATH (or ${ALERTMANAGER_ENV}); install the "
-                                    "Debian package 'prometheus-alertmanager' or download it from prometheus.io")  # fmt: skip
+                                    "Debian package 'prometheus-alertmanager' (or get it from prometheus.io)")
         self.config = config if config is not None else load_config()
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -180,12 +180,10 @@ class AlertmanagerServer:
             return "(no log)"
         return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
 
-    def alerts(self, active_only: bool = True) -> list[dict[str, Any]]:
-        """Alerts Alertmanager holds (API v2): each with `labels`, `annotations`, `status.state`
-        ('active' or 'suppressed', with `inhibitedBy`), `startsAt`, `endsAt`."""
-        params = {"active": "true", "silenced": "false", "inhibited": "true", "unprocessed": "true"}
-        if not active_only:
-            params["active"] = "false"
+    def alerts(self) -> list[dict[str, Any]]:
+        """Alerts Alertmanager holds now (API v2), inhibited ones included: each with `labels`, `annotations`,
+        `status.state` ('active' or 'suppressed', with `inhibitedBy`), `startsAt`, `endsAt`."""
+        params = {"active": "true", "silenced": "true", "inhibited": "true", "unprocessed": "true"}
         try:
             resp = httpx.get(f"{self.url}/api/v2/alerts", params=params, timeout=5.0)
         except httpx.HTTPError as exc:

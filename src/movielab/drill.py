@@ -16,7 +16,7 @@ the exact command is logged) and waits for the resolved page:
    last good registered version>`.
 
 Alert rules wait minutes in production (`for: 10m`, `rate(…[5m])`); the drill runs a profile of the same rules
-with every duration divided by `--scale` (default 60: `for: 10m` → 10 s, ranges at least 10 s), Prometheus
+with every duration divided by `--scale` (default 60: `for: 10m` → 10 s, ranges at least 20 s), Prometheus
 scraping and evaluating every second, and Alertmanager grouping for 1 s and re-notifying every 2 s. The drill
 log (`drill.jsonl`, one step a line, and `drill.md`, a table per scenario) gives the time of each step, the alert
 state, the page received, the command and the times to detect (break → page) and to recover (mitigation →
@@ -62,9 +62,11 @@ def _seconds(number: str, unit: str) -> int:
     return int(number) * UNITS[unit]
 
 
-def drill_rules(text: str, scale: float = 60.0, min_range_s: int = 10) -> str:
+def drill_rules(text: str, scale: float = 60.0, min_range_s: int = 20) -> str:
     """The rule file `text` with every duration divided by `scale`: `for:` (at least 1 s), range selectors
-    `[…]` (at least `min_range_s`, so a rate sees several scrapes) and `offset` (at least 1 s)."""
+    `[…]` (at least `min_range_s`) and `offset` (at least 1 s). The floor keeps several samples of the slowest
+    input in a window: the ingestor reads the topics' end offsets every 5 s, and a `deriv` over 10 s of that
+    staircase turns negative now and then, resetting `ConsumerLagGrowing`'s `for:` (seen: 19–42 s to fire)."""
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
 
@@ -101,14 +103,16 @@ class DrillLog:
     def summary(self, result: dict[str, Any]) -> None:
         """Keep one scenario's result and rewrite `drill.md`."""
         self.results.append(result)
-        header = ("| scenario | alert | fired (s) | paged (s) | mitigation | mitigation began (s) | recovered (s) | "
-                  "time to detect (s) | time to recover (s) |")
-        lines = ["# Incident drill", "", header, "|---|---|---|---|---|---|---|---|---|"]
+        header = ("| scenario | alert | signal (s) | fired (s) | paged (s) | mitigation | mitigation began (s) | "
+                  "recovered (s) | time to detect (s) | time to recover (s) |")
+        lines = ["# Incident drill", "", header, "|---|---|---|---|---|---|---|---|---|---|"]
         for r in self.results:
-            lines.append(f"| {r['scenario']} | {r['alert']} | {r['fired_s']} | {r['paged_s']} | `{r['command']}` | "
+            lines.append(f"| {r['scenario']} | {r['alert']} | {r['signal_s']} | {r['fired_s']} | {r['paged_s']} | "
+                         f"`{r['command']}` | "
                          f"{r['mitigated_s']} | {r['resolved_s']} | {r['time_to_detect_s']} | "
                          f"{r['time_to_recover_s']} |")  # fmt: skip
-        note = ("Times are seconds after the break. Time to detect: break → page received; recovered: the service "
+        note = ("Times are seconds after the break. Signal: the raw metric shows the break in Prometheus (the "
+                "baseline of detection); time to detect: break → page received; recovered: the service "
                 "checks out again and the resolved page was received; time to recover: mitigation began → recovered. "
                 "Steps: drill.jsonl.")
         lines += ["", note]
@@ -246,8 +250,11 @@ def start_system(folder: Path, cfg: DrillConfig) -> System:
         s.prom = PrometheusServer([ScrapeJob("recommender", replicas), ScrapeJob("operator", [f"127.0.0.1:{control}"])],
                                   [rules], alertmanagers=[s.am.address]).start()  # fmt: skip
         s.closers.append(s.prom.stop)
-        wait_until(lambda: all(t["health"] == "up" for t in s.prom.targets()) and len(s.prom.targets()) == len(replicas) + 1,
-                   60, "Prometheus scraping every replica and the operator", s)  # fmt: skip
+        def scraped() -> bool:
+            targets = s.prom.targets()
+            return len(targets) == len(replicas) + 1 and all(t["health"] == "up" for t in targets)
+
+        wait_until(scraped, 60, "Prometheus scraping every replica and the operator", s)
         return s
     except BaseException:
         s.stop()
@@ -273,7 +280,8 @@ class Drill:
 
     def control(self, action: str, *extra: str) -> tuple[str, dict]:
         """Run `movielab recommender control <action>` as an engineer would; (the command line, its JSON answer)."""
-        args = ["recommender", "control", action, *extra, "--operator", self.s.control_url, "--tokens", str(self.s.tokens)]
+        args = ["recommender", "control", action, *extra, "--operator", self.s.control_url,
+                "--tokens", str(self.s.tokens)]  # fmt: skip
         shown = "movielab " + " ".join(args)
         done = subprocess.run([sys.executable, "-m", "movielab", *args], capture_output=True, text=True, timeout=600,
                               check=False)  # fmt: skip
@@ -286,14 +294,18 @@ class Drill:
         return [p for p in self.s.pages.read() if p["alertname"] == alert and p["status"] == status
                 and p["received_at"] >= since]  # fmt: skip
 
-    def run_scenario(self, name: str, alert: str, breaks: Callable[[], str], mitigation: tuple[str, ...],
-                     recovered: Callable[[], str | None]) -> dict[str, Any]:  # fmt: skip
-        """Break, see the alert fire and the page arrive, mitigate, see recovery and the resolved page."""
+    def run_scenario(self, name: str, alert: str, breaks: Callable[[], str], raw: str,
+                     mitigation: tuple[str, ...], recovered: Callable[[], str | None]) -> dict[str, Any]:  # fmt: skip
+        """Break, see the `raw` signal (PromQL) in Prometheus, the alert fire and the page arrive, mitigate, see
+        recovery and the resolved page. The signal is the baseline: how soon the metrics show the break at all."""
         log, prom, timeout = self.log, self.s.prom, self.cfg.step_timeout
         wait_until(lambda: prom.alert_state(alert) == "inactive", timeout, f"{alert} inactive before {name}", self.s)
         since = datetime.now(UTC).isoformat(timespec="milliseconds")
         t0 = time.time()
         log.step(name, "break", breaks(), alert_state=prom.alert_state(alert))
+        wait_until(lambda: prom.query(raw), timeout, f"the signal {raw} in Prometheus", self.s)
+        seen = time.time() - t0
+        log.step(name, "signal", f"Prometheus: {raw}", alert_state=prom.alert_state(alert), seconds=round(seen, 1))
         wait_until(lambda: prom.alert_state(alert) == "firing", timeout, f"{alert} firing in Prometheus", self.s)
         fired = time.time() - t0
         log.step(name, "alert firing", f"Prometheus: {alert} firing", alert_state="firing", seconds=round(fired, 1))
@@ -319,8 +331,9 @@ class Drill:
         resolved = max(recovered_at, _at(resolved_page) - t0)  # recovered: the check passed and the page came
         log.step(name, "resolved page", f"{resolved_page['kind']} resolved at {resolved_page['received_at']}: {alert}",
                  alert_state=prom.alert_state(alert), page=resolved_page, seconds=round(resolved, 1))  # fmt: skip
-        result = {"scenario": name, "alert": alert, "fired_s": round(fired, 1), "paged_s": round(paged, 1),
-                  "command": shown, "mitigated_s": round(mitigated, 1), "resolved_s": round(resolved, 1),
+        result = {"scenario": name, "alert": alert, "signal_s": round(seen, 1), "fired_s": round(fired, 1),
+                  "paged_s": round(paged, 1), "command": shown, "mitigated_s": round(mitigated, 1),
+                  "resolved_s": round(resolved, 1),
                   "time_to_detect_s": round(paged, 1), "time_to_recover_s": round(resolved - mitigated, 1)}  # fmt: skip
         log.summary(result)
         return result
@@ -341,7 +354,8 @@ class Drill:
             new = self.s.fleet()["replicas"][0]["pid"]
             return f"replica on port {victim['port']} back as pid {new}; Prometheus scrapes it" if up and ok else None
 
-        return self.run_scenario("replica", "ServingReplicaDown", breaks, ("restart-replicas",), recovered)
+        raw = f'up{{job="recommender",instance="127.0.0.1:{victim["port"]}"}} == 0'
+        return self.run_scenario("replica", "ServingReplicaDown", breaks, raw, ("restart-replicas",), recovered)
 
     def stall_ingest(self) -> dict[str, Any]:
         """Scenario `ingest`: ingestion stops while the world keeps publishing; lag grows until resumed."""
@@ -354,7 +368,8 @@ class Drill:
             lag = self.s.prom.value('sum(topic:consumer_lag:lines)')
             return f"consumer lag back to {lag:.0f} lines" if lag is not None and lag < 1000 else None
 
-        return self.run_scenario("ingest", "ConsumerLagGrowing", breaks, ("ingest-resume",), recovered)
+        raw = "sum(clamp_min(ingest_end_offset - ingest_committed_offset, 0)) > 1000"
+        return self.run_scenario("ingest", "ConsumerLagGrowing", breaks, raw, ("ingest-resume",), recovered)
 
     def serve_garbage(self) -> dict[str, Any]:
         """Scenario `garbage`: a stale export (movie ids without their year) loaded by hand on every replica;
@@ -371,17 +386,21 @@ class Drill:
                 resp = httpx.post(f"http://127.0.0.1:{r['admin_port']}/admin/load", headers=headers, timeout=120,
                                   json={"folder": str(bad), "arm": "champion"})  # fmt: skip
                 if resp.status_code != 200:
-                    raise DrillError(f"loading the garbage version on replica {r['port']}: {resp.status_code} {resp.text}")
-            return f"version {bad.name} (movie ids without their year) loaded by hand on {len(fleet['replicas'])} replicas"
+                    raise DrillError(f"loading the garbage version on replica {r['port']}: {resp.status_code} "
+                                     f"{resp.text}")  # fmt: skip
+            n = len(fleet["replicas"])
+            return f"version {bad.name} (movie ids without their year) loaded by hand on {n} replicas"
 
         def recovered() -> str | None:
             r = httpx.get(f"{self.s.serving_url}/recommend/1", timeout=2)
             model = r.headers.get("x-model", "")
-            if r.status_code == 200 and "garbage" not in model and self.s.prom.alert_state("RecommendationErrorsInStream") == "inactive":
+            quiet = self.s.prom.alert_state("RecommendationErrorsInStream") == "inactive"
+            if r.status_code == 200 and "garbage" not in model and quiet:
                 return f"answers come from {model.split(';')[0]} again; error share back under 1%"
             return None
 
-        return self.run_scenario("garbage", "RecommendationErrorsInStream", breaks, ("pin", "--version", good),
+        raw = 'sum(increase(stream_recommendation_requests_total{outcome=~"error_status|bad_answer"}[10s])) > 0'
+        return self.run_scenario("garbage", "RecommendationErrorsInStream", breaks, raw, ("pin", "--version", good),
                                  recovered)  # fmt: skip
 
     def _registered_champion(self) -> str:
@@ -439,7 +458,7 @@ def run_drill(folder: Path, cfg: DrillConfig | None = None, scenarios: tuple[str
 def main(argv: list[str] | None = None) -> int:
     """`python -m movielab.drill [--out DIR] [--scenarios replica,ingest,garbage] [--users N] [--scale 60]`."""
     parser = argparse.ArgumentParser(prog="scripts/drill", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="folder of the drill log and the system's files (default: a new temp dir)")
+    parser.add_argument("--out", type=Path, help="folder of the drill log and the system's files (default: temp)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, in order")
     parser.add_argument("--users", type=int, default=DrillConfig.users)
     parser.add_argument("--speed", type=float, default=DrillConfig.speed, help="simulated seconds per second")

@@ -55,7 +55,8 @@ def control(tmp_path, monkeypatch, mlflow_db):
     shutil.copy(mlflow_db, tmp_path / "mlflow.db")
     store = EventStore(tmp_path / "store.duckdb")
     store.append(lines_batch(watch_lines()))
-    registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", "movielab-team1", tmp_path / "cache", tmp_path / "mlruns")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry = Registry(uri, "movielab-team1", tmp_path / "cache", tmp_path / "mlruns")
     policy = RetrainPolicy(model="popularity", min_events=100, min_users=10, min_items=10)
     retrainer = Retrainer(store, registry, tmp_path / "models", policy, tmp_path / "retrain.jsonl")
     servers: list[OneServer] = []

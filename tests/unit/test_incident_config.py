@@ -16,7 +16,11 @@ from movielab.prometheus import find_prometheus
 
 AMTOOL = shutil.which("amtool")
 PROMTOOL = find_prometheus("promtool")
-needs_amtool = pytest.mark.skipif(AMTOOL is None, reason="amtool is not installed (Debian package prometheus-alertmanager)")
+needs_amtool = pytest.mark.skipif(AMTOOL is None, reason="amtool is not installed (Debian: prometheus-alertmanager)")
+
+
+def amtool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([AMTOOL, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 def rules() -> list[dict]:
@@ -43,20 +47,18 @@ def test_inhibitions_name_alerts_that_exist() -> None:
 
 @needs_amtool
 def test_amtool_accepts_the_config_and_routes_by_severity(tmp_path: Path) -> None:
-    check = subprocess.run([AMTOOL, "check-config", str(CONFIG)], capture_output=True, text=True, timeout=60, check=False)
+    check = amtool("check-config", str(CONFIG))
     assert check.returncode == 0, check.stdout + check.stderr
 
     def route(*labels: str) -> str:
-        done = subprocess.run([AMTOOL, "config", "routes", "test", "--config.file", str(CONFIG), *labels],
-                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-        return done.stdout.strip()
+        return amtool("config", "routes", "test", "--config.file", str(CONFIG), *labels).stdout.strip()
 
     assert route("alertname=ServingReplicaDown", "severity=page", "team=serving") == "pager"
     assert route("alertname=StrongDrift", "severity=ticket", "team=models") == "tickets"
     assert route("alertname=Unlabelled") == "tickets"  # nothing falls through unseen
     local = tmp_path / "am.yml"
     local.write_text(yaml.safe_dump(local_config("http://127.0.0.1:9999", DRILL_TIMINGS)))
-    check = subprocess.run([AMTOOL, "check-config", str(local)], capture_output=True, text=True, timeout=60, check=False)
+    check = amtool("check-config", str(local))
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -83,8 +85,8 @@ def test_load_config_names_a_broken_file(tmp_path: Path) -> None:
 
 def test_the_drill_profile_divides_every_duration() -> None:
     text = "for: 10m\nexpr: rate(x[5m]) > avg_over_time(y[1d] offset 1h) and deriv(z[10m]) > 0\nfor: 1m\n"
-    assert drill_rules(text, 60) == ("for: 10s\nexpr: rate(x[10s]) > avg_over_time(y[1440s] offset 60s) and "
-                                     "deriv(z[10s]) > 0\nfor: 1s\n")  # fmt: skip
+    assert drill_rules(text, 60) == ("for: 10s\nexpr: rate(x[20s]) > avg_over_time(y[1440s] offset 60s) and "
+                                     "deriv(z[20s]) > 0\nfor: 1s\n")  # fmt: skip
     assert drill_rules("for: 2m\nrate(x[1h])", 120, min_range_s=5) == "for: 1s\nrate(x[30s])"
     with pytest.raises(ValueError, match="scale must be positive"):
         drill_rules(text, 0)

@@ -33,7 +33,10 @@ def test_each_alert_of_a_notification_is_one_page_line(tmp_path) -> None:
     lines = [json.loads(x) for x in (tmp_path / "pages.jsonl").read_text().splitlines()]
     assert lines == listed and len(lines) == 3
     assert [(p["kind"], p["status"], p["labels"]["instance"]) for p in lines] == [
-        ("page", "firing", "127.0.0.1:8000"), ("page", "firing", "127.0.0.1:8001"), ("ticket", "resolved", "127.0.0.1:8000")]  # fmt: skip
+        ("page", "firing", "127.0.0.1:8000"),
+        ("page", "firing", "127.0.0.1:8001"),
+        ("ticket", "resolved", "127.0.0.1:8000"),
+    ]
     assert lines[0]["alertname"] == "ServingReplicaDown" and lines[0]["team"] == "serving"
     assert lines[0]["summary"] == "Serving replica 127.0.0.1:8000 is down" and lines[0]["receiver"] == "pager"
 

@@ -113,11 +113,11 @@ def rollback(operator, by: str, reason: str = "incident mitigation") -> dict[str
         if registered is not None:
             operator.registry.promote(registered.version)
         else:
-            logger.warning("rolled back to %s, which the registry does not hold: its champion alias is unchanged", label)
+            logger.warning("rolled back to %s, which the registry does not hold: its champion alias stays", label)
         operator._updated("rollback", label, _now(operator), f"champion {current} rolled back to {label} by {by}: "
                           f"{reason}" + (f"; canary {ended} rolled back" if ended else ""))  # fmt: skip
-        return {"serving": label, "replaced": current,
-                "registry_version": registered.version if registered else None, "canary_rolled_back": ended}  # fmt: skip
+        return {"serving": label, "replaced": current, "canary_rolled_back": ended,
+                "registry_version": registered.version if registered else None}  # fmt: skip
 
 
 def fallback(operator, by: str, reason: str = "incident mitigation") -> dict[str, Any]:
