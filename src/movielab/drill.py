@@ -124,8 +124,10 @@ class DrillLog:
 class DrillConfig:
     """The system's size and the drill profile's timing."""
 
-    users: int = 3000
-    speed: float = 300.0  # simulated seconds per second
+    # Small enough that ingest keeps up on a busy 2-core machine: at 3,000 users and 300× it fell up to 20 s
+    # behind in bursts, which made the lag alert flap and delayed every stream-based alert.
+    users: int = 2000
+    speed: float = 200.0  # simulated seconds per second
     replicas: int = 2
     scale: float = 60.0  # alert durations divided by this
     seed: int = 0
@@ -175,22 +177,45 @@ class System:
                 raise DrillError(f"{name} exited with {proc.returncode}: " + " | ".join(tail))
 
     def stop(self) -> None:
-        """Stop Prometheus, Alertmanager, the pager, then the processes (SIGTERM, SIGKILL after 30 s)."""
+        """Stop Prometheus, Alertmanager, the pager, then the world, the operator and the broker (SIGTERM, SIGKILL
+        after 2 minutes), then whatever serving processes outlived the operator."""
         for close in reversed(self.closers):
             try:
                 close()
             except Exception:  # stopping the rest matters more
                 logger.exception("stopping a drill part failed")
         self.closers.clear()
-        for _, proc in reversed(self.procs):
+        order = {"world": 0, "operator": 1, "broker": 2}  # the publisher first, the broker they both use last
+        for _, proc in sorted(self.procs, key=lambda p: order.get(p[0], -1)):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
+                try:  # the operator stops its ingest and fleet first: up to a minute on a busy machine
+                    proc.wait(120)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
         self.procs.clear()
+        self._stop_leftover_fleet()
+
+    def _stop_leftover_fleet(self) -> None:
+        """Stop replicas and nginx that outlived the operator (serving outlives a killed operator on purpose;
+        the drill started them, so it stops them): the pids in `fleet.json` and nginx's pid file, each only if
+        its command line still names this drill's folder (a reused pid is left alone)."""
+        from movielab.nginx import cmdline, stop_pid_group
+
+        fleet = self.state / "fleet"
+        try:
+            pids = [int(r["pid"]) for r in self.fleet()["replicas"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            pids = []
+        try:
+            pids.append(int((fleet / "nginx" / "nginx.pid").read_text().strip()))
+        except (OSError, ValueError):
+            pass
+        for pid in pids:
+            if str(self.state) in (cmdline(pid) or ""):
+                logger.warning("stopping pid %d left running by the drill's operator", pid)
+                stop_pid_group(pid, signal.SIGTERM, 10.0)
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, system: System | None = None,
@@ -250,6 +275,7 @@ def start_system(folder: Path, cfg: DrillConfig) -> System:
         s.prom = PrometheusServer([ScrapeJob("recommender", replicas), ScrapeJob("operator", [f"127.0.0.1:{control}"])],
                                   [rules], alertmanagers=[s.am.address]).start()  # fmt: skip
         s.closers.append(s.prom.stop)
+
         def scraped() -> bool:
             targets = s.prom.targets()
             return len(targets) == len(replicas) + 1 and all(t["health"] == "up" for t in targets)

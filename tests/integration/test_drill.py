@@ -30,7 +30,7 @@ COMMANDS = {"replica": "control restart-replicas", "ingest": "control ingest-res
 
 
 def test_each_scenario_fires_pages_is_mitigated_and_resolves(tmp_path) -> None:
-    results = run_drill(tmp_path, DrillConfig(users=2000, scale=120.0, step_timeout=90.0))
+    results = run_drill(tmp_path, DrillConfig(users=1500, scale=120.0, step_timeout=90.0))
     steps = [json.loads(line) for line in (tmp_path / "drill.jsonl").read_text().splitlines()]
     assert [r["scenario"] for r in results] == list(SCENARIOS)
     for result in results:
