@@ -124,9 +124,7 @@ class DrillLog:
 class DrillConfig:
     """The system's size and the drill profile's timing."""
 
-    # Small enough that ingest keeps up on a busy 2-core machine: at 3,000 users and 300× it fell up to 20 s
-    # behind in bursts, which made the lag alert flap and delayed every stream-based alert.
-    users: int = 2000
+    users: int = 2000  # small: the machine the drill runs on also runs the world, the operator and Prometheus
     speed: float = 200.0  # simulated seconds per second
     replicas: int = 2
     scale: float = 60.0  # alert durations divided by this
