@@ -33,7 +33,7 @@ from movielab.world.report import summarize
 
 logger = logging.getLogger(__name__)
 HOUR = 3600.0
-RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"  # in a source checkout
+RULES = Path(__file__).resolve().parents[3] / "deploy" / "prometheus" / "alerts.yml"  # in a source checkout
 
 
 class OperatedTeam:

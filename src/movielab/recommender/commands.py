@@ -292,6 +292,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     registry_args(p)
     p.add_argument("version", help="registered version number")
     p.set_defaults(func=cmd_promote)
-    from movielab.recommender import opscommands
+    from movielab.recommender import controlcommands, opscommands
 
     opscommands.register(rec, common)
+    controlcommands.register(rec)

@@ -79,6 +79,9 @@ class Ingestor:
         self._overrides = consumer_overrides
         self._consumer: Consumer | None = None
         self.assigned = threading.Event()  # set once the group gave this consumer its partitions
+        # Set by an operator (control port `POST /ingest/pause`): `run` stops consuming, offsets stay committed.
+        # Kafka drops a consumer that has not polled for max.poll.interval.ms (5 min); it rejoins on resume.
+        self.paused = threading.Event()
         self.users: UserFetcher | None = None  # started with the consumer when fetch_users
         self.make_coldstart = coldstart  # new accounts' first lists from their self-descriptions
         self.coldstart: ColdStartWorker | None = None  # started with the consumer when coldstart
@@ -101,6 +104,10 @@ class Ingestor:
         """Ingest until `stop` is set; then close the consumer."""
         try:
             while not stop.is_set():
+                if self.paused.is_set():
+                    self._finish_pending()  # the batch in flight is stored and committed, then nothing more
+                    stop.wait(0.2)
+                    continue
                 self.step(stop)
         finally:
             self.close()
@@ -239,11 +246,15 @@ class Ingestor:
         self.assigned.set()
 
     def _consume(self) -> list[ConsumedLine]:
-        """Up to batch_size records: wait up to batch_timeout for the first, then take what arrives at once."""
+        """Up to batch_size records: wait up to batch_timeout for the first, then take what arrives at once; a
+        batch never gathers for longer than batch_timeout (a steady trickle kept it open until batch_size lines
+        had come: 60 s at 350 lines/s, found by the incident drill)."""
         consumer = self._start()
         records: list[ConsumedLine] = []
         deadline = time.monotonic() + self.batch_timeout
         while len(records) < self.batch_size:
+            if records and time.monotonic() >= deadline:
+                break
             # Short waits: librdkafka's consume waits for a full batch, at the end of a topic the whole time-out.
             messages = consumer.consume(num_messages=self.batch_size - len(records), timeout=0.05)
             if not messages:

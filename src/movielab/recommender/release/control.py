@@ -16,6 +16,7 @@ from starlette.routing import Route
 from movielab.auth import RequireToken, Tokens, identity_of
 from movielab.recommender.errors import ExperimentError, OperatorError, RegistryError
 from movielab.recommender.monitoring.exporter import create_metrics_app
+from movielab.recommender.release.mitigate import mitigation_routes
 from movielab.recommender.release.operator import Operator
 
 logger = logging.getLogger(__name__)
@@ -71,8 +72,9 @@ def create_control_app(operator: Operator, tokens: Tokens) -> Starlette:
     """The operator's HTTP face, for a loopback listener: `/metrics` (Prometheus, no token) and, with a token of
     `tokens` (401 otherwise), `/status`, the manual overrides `POST /canary/{promote,rollback,pause,resume}`
     with JSON `{"reason": ...}` (recorded `by` the token's identity), a hand-started canary `POST /canary/start`
-    with `{"version": <registered version>}`, `POST /retrain`, and a freeze of the schedule:
-    `POST /schedule/pause` / `POST /schedule/resume`."""
+    with `{"version": <registered version>}`, `POST /retrain`, a freeze of the schedule:
+    `POST /schedule/pause` / `POST /schedule/resume`, and the incident mitigations of
+    `movielab.recommender.release.mitigate` (pin, rollback, fallback, replicas restart, ingest pause/resume)."""
 
     async def status(request: Request) -> JSONResponse:
         return JSONResponse(await run_in_threadpool(operator.status))  # waits for a tick, not the event loop
@@ -135,6 +137,7 @@ def create_control_app(operator: Operator, tokens: Tokens) -> Starlette:
             Route("/canary/{action}", override, methods=["POST"]),
             Route("/retrain", retrain, methods=["POST"]),
             Route("/schedule/{action:str}", schedule, methods=["POST"]),
+            *mitigation_routes(operator),
         ]
     )
     app.add_middleware(RequireToken, tokens=tokens, open_paths=("/metrics",))

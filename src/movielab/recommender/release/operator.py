@@ -61,7 +61,7 @@ class ServingSide(Protocol):
 class Update:
     """One change of what is served: kind, versions, and the time from the run's start to serving."""
 
-    kind: str  # champion | canary | promote | rollback
+    kind: str  # champion | canary | promote | rollback; by hand (mitigate.py): pin | fallback | restart
     version: str  # model/version now served (or dropped, for a rollback)
     stream_time: str
     wall_time: str
@@ -359,6 +359,7 @@ class Operator:
             return {
                 "stream_time": (t.isoformat() if (t := stream_time(self.store)) else None),
                 "schedule_paused": self.schedule_paused,
+                "ingest_paused": bool(getattr(self.ingestor, "paused", None) and self.ingestor.paused.is_set()),
                 "champion": champ.as_dict() if champ else None,
                 "challenger": challenger.as_dict() if challenger else None,
                 "experiment": None

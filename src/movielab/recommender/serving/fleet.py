@@ -208,8 +208,8 @@ class Fleet:
         )
         return self
 
-    def _spawn(self, version: Path) -> Replica:
-        port, admin_port = free_port(REPLICA_HOST), free_port(REPLICA_HOST)
+    def _spawn(self, version: Path, port: int | None = None, admin_port: int | None = None) -> Replica:
+        port, admin_port = port or free_port(REPLICA_HOST), admin_port or free_port(REPLICA_HOST)
         log = self.folder / f"replica-{port}.log"
         cmd = [
             sys.executable,
@@ -411,6 +411,28 @@ class Fleet:
             self.challenger = None
             self._save_state()
         return states
+
+    def restart_exited(self, timeout: float = 120.0) -> list[int]:
+        """Start again every replica whose process has exited, on its old ports (nginx's config names them, so it
+        needs no change), serving the champion and, during a canary, the challenger at the share and salt the
+        running replicas use; the public ports restarted (empty when every replica runs)."""
+        with self._lock:
+            if self.nginx is None:
+                raise FleetError("the fleet is not started")
+            dead = [i for i, r in enumerate(self.replicas) if r.exit_code() is not None]
+            alive = [r for r in self.replicas if r.exit_code() is None]
+            split = self._call(alive[0], "GET", "/admin/state") if dead and alive and self.challenger else None
+            for i in dead:
+                old = self.replicas[i]
+                logger.warning("replica on port %d exited (%s); starting it again", old.port, old.exit_code())
+                r = self.replicas[i] = self._spawn(self.champion, old.port, old.admin_port)
+                self._wait_serving(r, self.champion, time.monotonic() + timeout)
+                if split is not None and split.get("challenger"):
+                    self._load(r, self.challenger, "challenger", None, timeout, int(split["salt"]), drain=False)
+                    self._call(r, "POST", "/admin/share", {"share": split["share"], "salt": split["salt"]})
+            if dead:
+                self._save_state()
+            return [self.replicas[i].port for i in dead]
 
     def state(self) -> list[dict]:
         """`/admin/state` of every replica."""

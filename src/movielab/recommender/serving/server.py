@@ -26,6 +26,7 @@ class OneServer:
         self.app = create_app(loaded.table, folder=loaded.folder, manifest=loaded.manifest)
         self.server = ServerThread(self.app, host, port).start()
         self.url = self.server.url
+        self.previous: Path | None = None  # the champion before the last rollout or promotion
 
     @property
     def champion(self) -> Path:
@@ -35,6 +36,7 @@ class OneServer:
     def rollout(self, version: Path) -> None:
         """Serve `version` as champion (built first, then swapped in with one assignment)."""
         loaded = load_version(version)
+        self.previous = self.champion
         swap(self.app, loaded.table, loaded.folder, loaded.manifest)
         prune_coldstart(self.app)  # users the new version knows no longer need their first list
 
@@ -49,6 +51,7 @@ class OneServer:
 
     def promote(self) -> None:
         """The challenger becomes the champion."""
+        self.previous = self.champion
         promote(self.app)
 
     def rollback(self) -> None:
