@@ -38,8 +38,8 @@ from movielab.course.run import end_offsets
 from movielab.kafka.admin import ensure_topics
 from movielab.kafka.broker import EmbeddedBroker
 from movielab.kafka.consumer import read_topic
-from movielab.recommender.placeholder import SeenMovies, StreamFollower
-from movielab.recommender.placeholder import create_app as placeholder_app
+from movielab.recommender.serving.placeholder import SeenMovies, StreamFollower
+from movielab.recommender.serving.placeholder import create_app as placeholder_app
 from movielab.webserver import ServerThread, free_port
 from movielab.world import checkpoint
 
