@@ -49,3 +49,25 @@ def test_a_killed_replica_restarts_on_its_ports_with_the_canary_split(tmp_path) 
         with httpx.Client(base_url=again.url) as http:  # the restarted replica itself
             got = {u: http.get(f"/recommend/{u}").headers["x-model"].split(";")[0].split("/")[1] for u in want}
         assert got == want
+
+
+def test_coldstart_lists_reach_every_replica_and_a_restarted_one(tmp_path) -> None:
+    from movielab.recommender.ingest.coldstart import ColdStartList
+
+    champion = save_version(tmp_path / "models" / "popularity" / "v0001", "v0001", seed=1)
+    new_user = 900_001  # the version knows users 1..300 only
+    cold = ColdStartList(new_user, ("scream+1996", "fargo+1996"), ("Scream",), (), ("Horror",), "lexical-v1", "global")
+    with Fleet(tmp_path / "fleet", champion, replicas=2) as fleet:
+        assert fleet.set_coldstart([cold]) == 1
+        for r in fleet.replicas:  # each replica itself, not only through nginx
+            got = httpx.get(f"{r.url}/recommend/{new_user}")
+            assert got.text == "scream+1996,fargo+1996" and "source=coldstart" in got.headers["x-model"]
+        victim = fleet.replicas[0]
+        os.kill(victim.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while victim.exit_code() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fleet.restart_exited() == [victim.port]
+        got = httpx.get(f"{fleet.replicas[0].url}/recommend/{new_user}")
+        assert got.text == "scream+1996,fargo+1996" and "source=coldstart" in got.headers["x-model"]
+        assert httpx.get(f"{fleet.url}/recommend/{new_user}").text == "scream+1996,fargo+1996"

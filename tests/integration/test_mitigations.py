@@ -149,3 +149,41 @@ def test_mitigations_need_a_token_and_a_well_formed_body(control) -> None:
     assert r.status_code == 404 and "pin, rollback, fallback or restart" in r.json()["error"]
     r = httpx.post(f"{control.url}/ingest/flush", headers=headers, timeout=5)
     assert r.status_code == 404
+
+
+def test_stored_coldstart_lists_are_served_by_the_first_champion_and_after_a_restart(tmp_path, mlflow_db) -> None:
+    from types import SimpleNamespace
+
+    from movielab.recommender.ingest.coldstart import ColdStartList
+
+    shutil.copy(mlflow_db, tmp_path / "mlflow.db")
+    store = EventStore(tmp_path / "store.duckdb")
+    store.append(lines_batch(watch_lines()))
+    new_user = 5000  # no watch line: the model does not know this user
+    store.save_coldstart([ColdStartList(new_user, ("film+3+1999", "film+7+1999"), ("Film 3",), (), (), "lexical-v1", "global")])
+    registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", "movielab-team1", tmp_path / "cache", tmp_path / "mlruns")
+    policy = RetrainPolicy(model="popularity", min_events=100, min_users=10, min_items=10)
+    servers: list[OneServer] = []
+
+    def start_serving(version):
+        servers.append(OneServer(version))
+        return servers[-1]
+
+    def operator() -> Operator:
+        retrainer = Retrainer(store, registry, tmp_path / "models", policy, tmp_path / "retrain.jsonl")
+        op = Operator(store, retrainer, start_serving, tmp_path / "operator")
+        op.ingestor = SimpleNamespace(coldstart=object())  # cold start on the ingest path (its worker is not needed)
+        return op
+
+    try:
+        assert operator().retrain("first").status == "accepted"  # the first champion starts serving
+        restarted = operator()
+        restarted.resume()  # a new process: serves the registry's champion again
+        assert len(servers) == 2
+        for server in servers:
+            got = httpx.get(f"{server.url}/recommend/{new_user}")
+            assert got.text == "film+3+1999,film+7+1999" and "source=coldstart" in got.headers["x-model"]
+    finally:
+        for server in servers:
+            server.stop()
+        store.close()

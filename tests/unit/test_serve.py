@@ -813,3 +813,28 @@ def test_several_roots_each_allow_loads_and_nothing_outside_them(client, tokens,
         assert (r.status_code, r.json()["error"]) == (400, "folder must lie inside the artifacts root")
     with pytest.raises(ValueError, match="at least one artifacts root"):
         create_admin_app(client.app, tokens, [])
+
+
+def test_admin_coldstart_serves_new_users_lists_and_refuses_bad_ones(client, admin) -> None:
+    entry = {"user_id": 12345, "movies": ["scream+1996", "fargo+1996"], "matcher": "lexical-v1", "fallback": "global"}
+    known = next(u for u in range(2, 50) if "source=model" in client.get(f"/recommend/{u}").headers["x-model"])
+    model_user = {**entry, "user_id": known, "movies": ["heat+1995"]}
+    r = admin.post("/admin/coldstart", json={"lists": [entry, model_user]})
+    assert r.status_code == 200 and r.json() == {"set": 2, "coldstart_users": 2}
+    got = client.get("/recommend/12345")
+    assert got.text == "scream+1996,fargo+1996" and "source=coldstart" in got.headers["x-model"]
+    assert "matcher=lexical-v1" in got.headers["x-model"]
+    assert client.get(f"/recommend/{known}").text != "heat+1995"  # a user the model knows gets the model's answer
+    bad = [
+        ({"lists": []}, "lists"),
+        ({"lists": [{**entry, "movies": ["has space"]}]}, "outside the contract"),
+        ({"lists": [{**entry, "matcher": "a;b"}]}, "header token"),
+        ({"lists": [{**entry, "extra": 1}]}, "extra"),
+        ({"lists": [entry] * 501}, "lists"),
+    ]
+    for body, reason in bad:
+        r = admin.post("/admin/coldstart", json=body)
+        assert r.status_code == 400 and reason in r.json()["error"], (body, r.text)
+    assert client.get("/recommend/12345").text == "scream+1996,fargo+1996"  # refused bodies changed nothing
+    wrong = {"authorization": "Bearer " + "x" * 40}
+    assert admin.post("/admin/coldstart", json={"lists": [entry]}, headers=wrong).status_code == 401

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from movielab.recommender.errors import OperatorError
+from movielab.recommender.ingest.coldstart import ColdStartList
 from movielab.recommender.monitoring.exporter import IngestorCollector, OperatorMetrics
 from movielab.recommender.monitoring.monitor import MonitorLoop
 from movielab.recommender.monitoring.online import arm_metrics, by_arm
@@ -136,6 +137,23 @@ class Operator:
             if lists:
                 push(lists)
 
+    def _serve_first(self, folder: Path) -> None:
+        """Start serving `folder` (nothing served before), with the cold-start lists the store already holds."""
+        self.serving = self.start_serving(folder)
+        self._restore_coldstart()
+
+    def _restore_coldstart(self) -> None:
+        """Give serving every cold-start list in the store: lists made before a restart (or before a replica or a
+        fleet came up) keep being served to users the model does not know yet (it answers the others itself)."""
+        push = getattr(self.serving, "set_coldstart", None)
+        if push is None or getattr(self.ingestor, "coldstart", None) is None:
+            return
+        lists = [ColdStartList(u, tuple(m), tuple(li), tuple(d), tuple(g), k, f)
+                 for u, m, li, d, g, k, f in self.store.coldstart_rows()]  # fmt: skip
+        if lists:
+            push(lists)
+            logger.info("serving %d stored cold-start lists again", len(lists))
+
     def retrain(self, trigger: str = "on demand") -> RunRecord:
         """One retraining run now (rolled out or canaried when accepted); the record says what happened."""
         with self._lock:
@@ -171,7 +189,7 @@ class Operator:
             self.registry.promote(registered.version)
             folder = self._prepare(trained.folder)
             if self.serving is None:
-                self.serving = self.start_serving(folder)
+                self._serve_first(folder)
             else:
                 self.serving.rollout(folder)
         except Exception:  # the next scheduled run tries again
@@ -211,7 +229,7 @@ class Operator:
             champ = self.registry.champion_version()
             if champ is None or self.serving is not None:
                 return
-            self.serving = self.start_serving(self._prepare(self.registry.folder(champ)))
+            self._serve_first(self._prepare(self.registry.folder(champ)))
             path = self.folder / "experiment.json"
             if path.is_file():
                 exp = Experiment.load(path)
@@ -235,7 +253,7 @@ class Operator:
             )
         if record.decision == "champion":
             if self.serving is None:
-                self.serving = self.start_serving(folder)
+                self._serve_first(folder)
             else:
                 self.serving.rollout(folder)
             self._updated("champion", label, record.stream_time, f"registry version {registered.version}")

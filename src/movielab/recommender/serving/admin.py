@@ -30,6 +30,7 @@ from movielab.recommender.serving.state import (
     promote,
     serving,
     set_challenger,
+    set_coldstart,
     set_share,
     swap,
 )
@@ -40,8 +41,10 @@ logger = logging.getLogger(__name__)
 # nginx sets this on every request it forwards; admin routes refuse such requests (defence in depth: the
 # generated nginx config does not forward /admin at all).
 PROXY_HEADER = "x-movielab-proxy"
-ADMIN_POST = ("/admin/load", "/admin/share", "/admin/promote", "/admin/drop")
+ADMIN_POST = ("/admin/load", "/admin/share", "/admin/promote", "/admin/drop", "/admin/coldstart")
 MAX_BODY = 16_384  # bytes of an admin request body
+MAX_COLDSTART_LISTS = 500  # cold-start lists per `POST /admin/coldstart`
+MAX_COLDSTART_BODY = 1_048_576  # bytes of that request (500 lists of 20 long ids)
 MAX_PATH = 1024  # characters of a folder or segments path
 
 
@@ -71,6 +74,21 @@ class EmptyBody(_Body):
     """`POST /admin/promote`, `/admin/drop`: no fields."""
 
 
+class ColdStartEntry(_Body):
+    """One new user's cold-start list, as the operator's ingest path made it (`ingest.coldstart.ColdStartList`)."""
+
+    user_id: int = Field(ge=0, le=2**63 - 1)
+    movies: list[str] = Field(min_length=1, max_length=100)
+    matcher: str = Field(min_length=1, max_length=64)
+    fallback: str = Field(min_length=1, max_length=64)
+
+
+class ColdStartBody(_Body):
+    """`POST /admin/coldstart`: up to 500 lists, served to users the model does not know (`state.set_coldstart`)."""
+
+    lists: list[ColdStartEntry] = Field(min_length=1, max_length=MAX_COLDSTART_LISTS)
+
+
 class _AdminError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -96,6 +114,7 @@ def create_admin_app(app: Starlette, tokens: Tokens, root: str | Path | Sequence
             Route("/admin/share", _admin_share, methods=["POST"]),
             Route("/admin/promote", _admin_promote, methods=["POST"]),
             Route("/admin/drop", _admin_drop, methods=["POST"]),
+            Route("/admin/coldstart", _admin_coldstart, methods=["POST"]),
             Route("/admin/{rest:path}", _admin_unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ]
     )
@@ -119,12 +138,12 @@ def _admin(handler):
     return wrapped
 
 
-async def _body(request: Request, model: type[_Body]) -> _Body:
-    """The request body checked against `model` (an empty body is `{}`); 413 when too large, 400 naming the
-    fields and reasons (never the values) otherwise."""
+async def _body(request: Request, model: type[_Body], limit: int = MAX_BODY) -> _Body:
+    """The request body checked against `model` (an empty body is `{}`); 413 when over `limit` bytes, 400 naming
+    the fields and reasons (never the values) otherwise."""
     raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise _AdminError(413, f"request body has {len(raw)} bytes, at most {MAX_BODY}")
+    if len(raw) > limit:
+        raise _AdminError(413, f"request body has {len(raw)} bytes, at most {limit}")
     try:
         return model.model_validate_json(raw if raw.strip() else b"{}")
     except ValidationError as exc:
@@ -228,6 +247,19 @@ async def _admin_drop(request: Request) -> dict:
     drop_challenger(_public(request))
     logger.info("admin drop by %s", identity_of(request))
     return _state(_public(request))
+
+
+@_admin
+async def _admin_coldstart(request: Request) -> dict:
+    """Serve new users' cold-start lists on this replica (the operator pushes what its ingest path made)."""
+    body: ColdStartBody = await _body(request, ColdStartBody, MAX_COLDSTART_BODY)  # type: ignore[assignment]
+    app = _public(request)
+    try:
+        n = set_coldstart(app, body.lists)
+    except ValueError as exc:
+        raise _AdminError(400, str(exc)) from None
+    logger.info("admin coldstart: %d lists by %s", n, identity_of(request))
+    return {"set": n, "coldstart_users": len(app.state.coldstart)}
 
 
 @_admin

@@ -39,6 +39,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -62,6 +63,8 @@ logger = logging.getLogger(__name__)
 ADMIN_TIMEOUT_S = 600.0  # a load builds a whole answer table: seconds for 100,000s of users
 REPLICA_HOST = "127.0.0.1"  # replicas (public and admin ports) listen on loopback only; nginx faces clients
 STATE_FILE = "fleet.json"
+COLDSTART_CHUNK = 500  # lists per admin request (`serving.admin.MAX_COLDSTART_LISTS`)
+COLDSTART_KEPT = 200_000  # newest cold-start lists kept to give a replica started again
 
 
 @dataclass
@@ -160,6 +163,9 @@ class Fleet:
         self.challenger: Path | None = None
         self._lock = threading.Lock()  # one operation at a time: rollouts and canary steps do not interleave
         self._back_at = 0.0  # monotonic time the last drained replica served again
+        # New users' cold-start lists pushed so far (user id -> admin body entry), newest last, so a replica started
+        # again gets them too; at most COLDSTART_KEPT (the oldest users' models know them by then).
+        self._coldstart: dict[int, dict] = {}
 
     @property
     def url(self) -> str:
@@ -430,9 +436,39 @@ class Fleet:
                 if split is not None and split.get("challenger"):
                     self._load(r, self.challenger, "challenger", None, timeout, int(split["salt"]), drain=False)
                     self._call(r, "POST", "/admin/share", {"share": split["share"], "salt": split["salt"]})
+                self._send_coldstart(r, list(self._coldstart.values()))
             if dead:
                 self._save_state()
             return [self.replicas[i].port for i in dead]
+
+    def set_coldstart(self, lists: Iterable) -> int:
+        """Serve new users' cold-start lists (`ingest.coldstart.ColdStartList`s: user_id, movies, matcher,
+        fallback) on every replica through `POST /admin/coldstart`, in chunks; kept to give a restarted replica.
+        Returns how many lists were pushed; FleetError names a replica that refused them."""
+        entries = [
+            {
+                "user_id": int(c.user_id),
+                "movies": list(c.movies),
+                "matcher": str(c.matcher),
+                "fallback": str(c.fallback),
+            }
+            for c in lists
+        ]
+        if not entries:
+            return 0
+        with self._lock:
+            for e in entries:
+                self._coldstart.pop(e["user_id"], None)
+                self._coldstart[e["user_id"]] = e
+            while len(self._coldstart) > COLDSTART_KEPT:
+                del self._coldstart[next(iter(self._coldstart))]
+            for r in self._running():
+                self._send_coldstart(r, entries)
+        return len(entries)
+
+    def _send_coldstart(self, r: Replica, entries: list[dict]) -> None:
+        for i in range(0, len(entries), COLDSTART_CHUNK):
+            self._call(r, "POST", "/admin/coldstart", {"lists": entries[i : i + COLDSTART_CHUNK]})
 
     def state(self) -> list[dict]:
         """`/admin/state` of every replica."""

@@ -279,6 +279,16 @@ class RecordStore:
             int(u): (list(m), str(k)) for u, m, k in self._query("SELECT user_id, movies, matcher FROM coldstart_lists")
         }
 
+    def coldstart_rows(self) -> list[tuple[int, list[str], list[str], list[str], list[str], str, str]]:
+        """Every stored cold-start list in full, oldest first: (user id, movies, liked, disliked, genres, matcher,
+        fallback), the fields of `ingest.coldstart.ColdStartList` (the operator serves them again after a restart)."""
+        return [
+            (int(u), list(m), list(li or ()), list(d or ()), list(g or ()), str(k), str(f))
+            for u, m, li, d, g, k, f in self._query(
+                "SELECT user_id, movies, liked, disliked, genres, matcher, fallback FROM coldstart_lists ORDER BY created_at, user_id"
+            )
+        ]
+
     def user_segments(self) -> dict[int, int]:
         """Demographic segment (`segment_of`) of every user the world API has described, -1 when unknown."""
         users = self._arrow(f"SELECT {SEGMENT_COLUMNS} FROM users")
