@@ -14,7 +14,7 @@ from movielab.world.data.catalog import Catalog, build_catalog, display_title, s
 from movielab.world.data.errors import UnknownMovie
 from movielab.world.data.types import GENRES, MovieLensData, Movies, Ratings
 
-# The TMDB fields the world API's /movie/<id> answers with (DESIGN.md).
+# The TMDB fields the world API's /movie/<id> answers with (README, "Editions").
 TMDB_FIELDS = {
     "id", "tmdb_id", "imdb_id", "title", "original_title", "adult", "belongs_to_collection", "budget", "genres",
     "homepage", "original_language", "overview", "popularity", "poster_path", "production_companies",

@@ -1,4 +1,4 @@
-"""Formatting and the strict parser of the course's event lines (see DESIGN.md)."""
+"""Formatting and the strict parser of the course's event lines (the formats are in this module and `contract/editions.py`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The world's HTTP API: `GET /user/<ids>`, `GET /movie/<ids>` and `GET /healthz` (see DESIGN.md).
+"""The world's HTTP API: `GET /user/<ids>`, `GET /movie/<ids>` and `GET /healthz`.
+
+The README's "Editions" section shows each edition's records.
 
 One id answers a JSON object; ids joined by commas (at most `MAX_IDS`) answer a JSON list in the
 order given, duplicates included; `HEAD` answers like `GET`, without the body. A bulk request is all

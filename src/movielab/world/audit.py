@@ -2,7 +2,7 @@
 
 The journal records what the stream cannot show: session starts, where viewings start
 or resume, and seeks (rewinds and skips). `audit` replays the lines and reports every
-violation of the rules in DESIGN.md's behaviour section.
+violation of the rules of the world's behaviour (README, "How the world behaves").
 """
 
 from __future__ import annotations

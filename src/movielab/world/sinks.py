@@ -1,4 +1,4 @@
-"""Where event lines go: memory, a file, nowhere (benchmarks); Kafka lives in `bus`."""
+"""Where event lines go: memory, a file, nowhere (benchmarks); Kafka lives in `movielab.kafka.producer`."""
 
 from __future__ import annotations
 
