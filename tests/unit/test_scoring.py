@@ -231,8 +231,8 @@ def test_course_score_command_prints_the_board_and_one_team(tmp_path, capsys) ->
     out = capsys.readouterr().out
     assert "team 1, day by day" in out and "conversion_gender on 2026-03-20" in out
     event = out.splitlines()[-1].split()
-    assert event[:3] == ["outage", "2026-03-20T04:00", "2026-03-20T06:00"]
-    assert event[3:] == ["1.000", "0.000", "-", "1.000", "0.000", "-"]  # conversion, availability: before/during/after
+    assert event[:4] == ["-", "outage", "2026-03-20T04:00", "2026-03-20T06:00"]  # no id: not a world manifest
+    assert event[4:] == ["1.000", "0.000", "-", "1.000", "0.000", "-"]  # conversion, availability: before/during/after
     assert main(["course", "score", "--state", str(tmp_path), "--team", "5"]) == 2
     assert "team 5: no scores" in capsys.readouterr().err
 
