@@ -210,7 +210,7 @@ def read_manifest(path: str | Path, until: float | None = None) -> list[dict]:
             loose.append({"kind": str(kind), "start": t0, "end": max(t0 + 3600 if t1 is None else t1, t0 + 60)})
             continue
         if "id" not in rec:
-            raise ScoringError(f"{where}: a {event} record needs the injection's 'id'")
+            raise ScoringError(f"{where}: an injection's {event} record needs its 'id'")
         key = str(rec["id"])
         if event == "start":
             paired.pop(key, None)  # re-simulated after a restore: the latest start counts
