@@ -13,9 +13,9 @@ import pytest
 from movielab.auth import read_tokens
 from movielab.contract import ContractError, RateEvent, parse_line
 from movielab.kafka.consumer import read_topic
-from movielab.recommender.ingest import Ingestor
-from movielab.recommender.store import EventStore
-from movielab.recommender.worldapi import WorldApi
+from movielab.recommender.ingest.consumer import Ingestor
+from movielab.recommender.ingest.worldapi import WorldApi
+from movielab.recommender.store.events import EventStore
 from movielab.world.config import WorldConfig
 from movielab.world.live import run_live
 from movielab.world.manifest import read_manifest
