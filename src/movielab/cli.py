@@ -90,7 +90,8 @@ def _cmd_course_run(args: argparse.Namespace) -> int:
 
     def ready(run) -> None:
         print(f"course running: Kafka {run.bootstrap} topics {', '.join(run.topics)}, API {run.api_url}, state in "
-              f"{run.config.state_dir}" + (f", resumed from {run.re_emitted}" if run.restored_from else ""), flush=True)
+              f"{run.config.state_dir}" + (f", instructor {run.instructor_url}" if run.instructor_url else "")
+              + (f", resumed from {run.re_emitted}" if run.restored_from else ""), flush=True)  # fmt: skip
 
     run = run_course(load(args.file), on_ready=ready)
     print(f"course stopped at checkpoint; lines per topic: {run.lines()}")
