@@ -25,12 +25,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from movielab.world.data.types import GENRES, OCCUPATIONS
+from movielab.world.errors import WorldError
 
 _OFFSET = re.compile(r"^\+?(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-class ScenarioError(ValueError):
+class ScenarioError(WorldError, ValueError):
     """A scenario file or preset that cannot be used; the message names the entry, the field and the reason."""
 
 
