@@ -14,10 +14,11 @@ restored from, from the broker's end offsets at the restart):
   consumer sees of the doubling).
 
     .venv/bin/python benchmarks/course_restart.py [--users 5000] [--days 3] [--signal kill|term|both]
-        [--scenario FILE] [--scoreboard]
+        [--scenario semester|FILE] [--scenario-time-scale X] [--scoreboard]
 
-`--scenario` and `--scoreboard` switch on the scenario (issue 13) and the scoreboard (issue 14, part 3)
-where this build has them.
+`--scenario` runs a preset or a scenario file (its timeline compressed so that its injections fall inside the
+run's days unless `--scenario-time-scale` says otherwise); the scoreboard is always kept by the course, and
+`--scoreboard` prints it, day by day, with the injections the manifest holds.
 """
 
 from __future__ import annotations
@@ -79,7 +80,11 @@ def popularity_app(popular: Popular):
 
 def course_file(folder: Path, args: argparse.Namespace, bootstrap: str, api_port: int, urls: list[str]) -> Path:
     """Write the course file of the run."""
-    scenario = f'scenario = "{Path(args.scenario).resolve()}"' if args.scenario else ""
+    scenario = ""
+    if args.scenario:
+        ref = str(Path(args.scenario).resolve()) if Path(args.scenario).is_file() else args.scenario
+        scenario = f'scenario = "{ref}"\nscenario_time_scale = {time_scale(args)}'
+
     teams = "".join(f'[[teams]]\nname = "{name}"\nurl = "{url}"\n'
                     for name, url in zip(("movielab", "placeholder", "popularity"), urls, strict=True))  # fmt: skip
     path = folder / "course.toml"
@@ -95,12 +100,27 @@ bootstrap = "{bootstrap}"
 partitions = 4
 [api]
 port = {api_port}
+[instructor]
+port = {free_port()}
 [state]
 dir = "state"
 reports = "reports"
 checkpoint_every_minutes = {args.every}
 {teams}""")
     return path
+
+
+def time_scale(args: argparse.Namespace) -> float:
+    """The scenario's time scale: given, or so that its last declared start or end is at 90% of the run's days."""
+    if args.scenario_time_scale is not None:
+        return args.scenario_time_scale
+    from movielab.world.clock import parse_start
+    from movielab.world.scenarios import load
+
+    t0 = parse_start("2026-03-20T00:00:00")  # the course's default start; windows are relative to it
+    span = max(max(x for x in spec.window(t0) if x is not None and x != float("inf")) - t0
+               for spec in load(args.scenario).injections)  # fmt: skip
+    return max(1.0, span / (0.9 * args.days * DAY))
 
 
 def world_process(course: Path, log) -> subprocess.Popen:
@@ -183,7 +203,7 @@ def one_run(args: argparse.Namespace, sig: signal.Signals, folder: Path) -> dict
             meta = checkpoint.read_meta(state / "checkpoint")
             topics = [t["topic"] for t in meta["info"]["teams"]]
             manifest = [json.loads(x) for x in (state / "manifest.jsonl").read_text().splitlines()]
-            restored = [r for r in manifest if r["kind"] == "restored"]
+            restored = [r for r in manifest if r.get("event") == "course" and r["kind"] == "restored"]
             ends = end_offsets(broker.bootstrap, topics)
             out = {"signal": sig.name, "killed_at": killed_at, "wall": wall, "topics": {}}
             for topic in topics:
@@ -212,13 +232,18 @@ def one_run(args: argparse.Namespace, sig: signal.Signals, folder: Path) -> dict
 
 
 def scoreboard(folder: Path) -> None:
-    """Print the scoreboard where this build has one (issue 14, part 3)."""
-    try:
-        from movielab.course import score  # noqa: F401 -- present once the scoring branch is merged
-    except ImportError:
-        print("scoreboard: not in this build (movielab.course.score comes with issue 14, part 3)")
-        return
-    print(f"scoreboard: see {folder / 'reports'}")
+    """Print the course's scoreboard day by day and the injections its manifest holds."""
+    from movielab.world.scoring.board import Scoreboard, read_manifest
+
+    board = Scoreboard(folder / "reports")
+    for day in sorted(board.days):
+        print(board.table(day))
+    records = [json.loads(x) for x in (folder / "state" / "manifest.jsonl").read_text().splitlines()]
+    starts = Counter(r["id"] for r in records if r.get("event") == "start")
+    ends = {r["id"] for r in records if r.get("event") == "end"}
+    print(f"manifest: {len(starts)} injections began ({sum(starts.values()) - len(starts)} start records written "
+          f"again after the restart), {len(ends)} ended; {len(read_manifest(folder / 'state' / 'manifest.jsonl'))} "
+          f"paired events")  # fmt: skip
 
 
 def main() -> None:
@@ -232,15 +257,18 @@ def main() -> None:
     ap.add_argument("--signal", choices=["kill", "term", "both"], default="both")
     ap.add_argument("--recommender", choices=["operate", "none"], default="operate",
                     help="team 1: movielab's operated recommender, or nothing listening (failed requests)")
-    ap.add_argument("--scenario", help="scenario file (issue 13)")
-    ap.add_argument("--scoreboard", action="store_true", help="print the scoreboard (issue 14, part 3)")
+    ap.add_argument("--scenario", help="a scenario preset (e.g. semester) or file")
+    ap.add_argument("--scenario-time-scale", type=float, help="compress the scenario's timeline by this factor "
+                    "(default: its injections fall inside the run's days)")  # fmt: skip
+    ap.add_argument("--scoreboard", action="store_true", help="print the scoreboard and the manifest's injections")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds the restarted world may take")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="movielab-course-restart-"))
     sigs = {"kill": [signal.SIGKILL], "term": [signal.SIGTERM], "both": [signal.SIGKILL, signal.SIGTERM]}[args.signal]
     print(f"{args.users:,} users, {args.movies:,} movies, {args.days:g} simulated days, checkpoints every "
           f"{args.every} simulated minutes; teams: movielab ({args.recommender}), placeholder, popularity; "
-          f"work folder {root}")  # fmt: skip
+          f"scenario {args.scenario or 'none'}"
+          f"{f' (time scale {time_scale(args):.1f})' if args.scenario else ''}; work folder {root}")  # fmt: skip
     for sig in sigs:
         r = one_run(args, sig, root / sig.name.lower())
         print(f"\n{sig.name} half-way after the checkpoint of simulated {time.strftime('%Y-%m-%dT%H:%M', time.gmtime(r['killed_at']))}, "

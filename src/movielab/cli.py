@@ -90,7 +90,8 @@ def _cmd_course_run(args: argparse.Namespace) -> int:
 
     def ready(run) -> None:
         print(f"course running: Kafka {run.bootstrap} topics {', '.join(run.topics)}, API {run.api_url}, state in "
-              f"{run.config.state_dir}" + (f", resumed from {run.re_emitted}" if run.restored_from else ""), flush=True)
+              f"{run.config.state_dir}" + (f", instructor {run.instructor_url}" if run.instructor_url else "")
+              + (f", resumed from {run.re_emitted}" if run.restored_from else ""), flush=True)  # fmt: skip
 
     run = run_course(load(args.file), on_ready=ready)
     print(f"course stopped at checkpoint; lines per topic: {run.lines()}")
@@ -133,6 +134,14 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
 def _cmd_course_score(args: argparse.Namespace) -> int:
     from movielab.world.scoring.board import report
 
+    if args.file is not None:  # the course file says where its scores, sessions and manifest are
+        from movielab.course.config import load
+
+        config = load(args.file)
+        print(report(config.reports_dir, team=args.team, day=args.day,
+                     manifest=args.manifest or (config.manifest_path if config.manifest_path.exists() else None),
+                     sessions=config.state_dir))  # fmt: skip
+        return 0
     print(report(args.state, team=args.team, day=args.day, manifest=args.manifest))
     return 0
 
@@ -217,7 +226,10 @@ def parser() -> argparse.ArgumentParser:
     c_status.add_argument("--offline", action="store_true", help="do not ask Kafka for the topics' end offsets")
     c_status.set_defaults(func=_cmd_course_status)
     score = course_sub.add_parser("score", help="the scoreboard from the hidden truth (instructor only)")
-    score.add_argument("--state", default=".movielab/course", help="the world's state dir (holds scores/, sessions/)")
+    score.add_argument("file", nargs="?", help="the course file (its reports hold scores/, its state sessions/ and "
+                       "the manifest); without it, --state")  # fmt: skip
+    score.add_argument("--state", default=".movielab/course", help="without FILE: the state dir holding scores/ and "
+                       "sessions/")  # fmt: skip
     score.add_argument("--team", type=int, help="one team in detail: day by day, fairness groups, injected events")
     score.add_argument("--day", help="YYYY-MM-DD (default: the newest scored day)")
     score.add_argument("--manifest", help="the hidden manifest (JSONL) for per-event effects with --team")

@@ -43,6 +43,8 @@ bootstrap = "{bootstrap}"
 partitions = 1
 [api]
 port = 0
+[instructor]
+port = 0
 [state]
 checkpoint_every_minutes = 10
 reload_seconds = 0.1

@@ -51,6 +51,8 @@ bootstrap = "{bootstrap}"
 partitions = 2
 [api]
 port = 0
+[instructor]
+port = 0
 [state]
 dir = "state"
 checkpoint_every_minutes = {every}

@@ -53,8 +53,27 @@ def test_invalid_course_files_are_refused_naming_the_field(text, message) -> Non
 def test_a_missing_scenario_file_is_refused(tmp_path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[world]\nscenario = 'semester.toml'\n" + TEAMS)
-    with pytest.raises(CourseFileError, match=r"world\.scenario: .*semester\.toml is not a file"):
+    with pytest.raises(CourseFileError, match=r"world\.scenario: .*semester\.toml: no such file and no such preset"):
         load(path)
+
+
+def test_a_scenario_is_a_preset_or_a_file_next_to_the_course_file(tmp_path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[world]\nscenario = 'semester'\nscenario_time_scale = 7\n" + TEAMS)
+    config = load(path)
+    assert config.world_config().scenario == "semester" and config.world_config().scenario_time_scale == 7
+    assert config.world_config().manifest == tmp_path / "state" / "manifest.jsonl"
+    (tmp_path / "mine.toml").write_text('name = "mine"\n[[injections]]\nkind = "takedown"\nstart = "+1h"\n'
+                                        'movie = "auto"\n')  # fmt: skip
+    path.write_text("[world]\nscenario = 'mine.toml'\n" + TEAMS)
+    assert load(path).world_config().scenario == str(tmp_path / "mine.toml")
+    assert load(path).fingerprint_fields()["scenario"] == "mine.toml"
+
+
+def test_the_instructor_port_is_not_the_teams_port() -> None:
+    with pytest.raises(CourseFileError, match=r"instructor\.port: 8080 is the teams' API port"):
+        parse("[instructor]\nport = 8080\n" + TEAMS)
+    assert parse(TEAMS).instructor.enabled and parse(TEAMS).instructor.host == "127.0.0.1"
 
 
 def test_cli_init_and_status_before_any_run(tmp_path, capsys) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -231,8 +231,8 @@ def test_course_score_command_prints_the_board_and_one_team(tmp_path, capsys) ->
     out = capsys.readouterr().out
     assert "team 1, day by day" in out and "conversion_gender on 2026-03-20" in out
     event = out.splitlines()[-1].split()
-    assert event[:3] == ["outage", "2026-03-20T04:00", "2026-03-20T06:00"]
-    assert event[3:] == ["1.000", "0.000", "-", "1.000", "0.000", "-"]  # conversion, availability: before/during/after
+    assert event[:4] == ["-", "outage", "2026-03-20T04:00", "2026-03-20T06:00"]  # no id: not a world manifest
+    assert event[4:] == ["1.000", "0.000", "-", "1.000", "0.000", "-"]  # conversion, availability: before/during/after
     assert main(["course", "score", "--state", str(tmp_path), "--team", "5"]) == 2
     assert "team 5: no scores" in capsys.readouterr().err
 
@@ -308,3 +308,26 @@ def test_daily_scorer_stopping_at_midnight_scores_no_empty_day(universe, tmp_pat
     world.run(until=DAY0 + 86400, on_tick=scorer.on_tick)
     scorer.close(world)
     assert sorted(Scoreboard(tmp_path).days) == ["2026-03-20"]
+
+
+def test_read_manifest_pairs_start_and_end_records_by_injection_id(tmp_path) -> None:
+    def iso(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+    records = [
+        {"event": "course", "kind": "course_started", "at": iso(DAY0)},
+        {"event": "start", "id": "0:outage", "kind": "api_outage", "start": iso(DAY0 + 3600), "end": iso(DAY0 + 9000)},
+        {"event": "start", "id": "1:drift", "kind": "taste_shift", "start": iso(DAY0 + 7200), "end": None},
+        {"event": "course", "kind": "restored", "at": iso(DAY0 + 3000)},  # SIGKILL: the outage's start comes again
+        {"event": "start", "id": "0:outage", "kind": "api_outage", "start": iso(DAY0 + 3600), "end": iso(DAY0 + 9000)},
+        {"event": "end", "id": "0:outage", "kind": "api_outage", "start": iso(DAY0 + 3600), "end": iso(DAY0 + 7200),
+         "touched": 5},
+    ]  # fmt: skip
+    path = tmp_path / "manifest.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    events = read_manifest(path, until=DAY0 + 20_000)
+    assert events == [{"kind": "api_outage", "id": "0:outage", "start": DAY0 + 3600, "end": DAY0 + 7200},
+                      {"kind": "taste_shift", "id": "1:drift", "start": DAY0 + 7200, "end": DAY0 + 20_000}]  # fmt: skip
+    path.write_text(json.dumps({"event": "end", "kind": "api_outage", "start": iso(DAY0)}) + "\n")
+    with pytest.raises(ScoringError, match="line 1: an injection's end record needs its 'id'"):
+        read_manifest(path)

@@ -82,7 +82,10 @@ class WorldSection(BaseModel):
     days: float | None = Field(None, gt=0, description="simulated days to run; absent: until stopped")
     arrivals_per_day: float = Field(0.002, ge=0, description="new accounts a day, as a share of the initial users")
     timeout_ms: int = Field(600, ge=1, le=60_000, description="how long the world waits for a recommendation")
-    scenario: Path | None = Field(None, description="scenario file (drift, outages, attacks, ...)")
+    scenario: str | None = Field(None, description="scenario: a preset name (`movielab world scenarios`) or a TOML "
+                                 "file (relative to the course file): drift, outages, attacks, ...")  # fmt: skip
+    scenario_time_scale: float = Field(1.0, gt=0, description="> 1 compresses the scenario's timeline (7: the "
+                                       "semester's weeks in days)")  # fmt: skip
 
     @field_validator("edition")
     @classmethod
@@ -116,6 +119,18 @@ class ApiSection(BaseModel):
     port: int = Field(8080, ge=0, le=65535, description="0 = any free port")
 
 
+class InstructorSection(BaseModel):
+    """The instructor's port: manifest, scores and their /metrics, every route behind a token (never the teams')."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="serve the instructor app (a course needs it to read scores live)")
+    host: str = Field("127.0.0.1", description="listen address (loopback unless a proxy with TLS is in front)")
+    port: int = Field(8090, ge=0, le=65535, description="0 = any free port; must differ from [api].port")
+    tokens: Path = Field(Path("state/instructor.tokens"), description="token file (created mode 0600 at first "
+                         "start); `Authorization: Bearer <token>`")  # fmt: skip
+
+
 class StateSection(BaseModel):
     """Where the world keeps what only the instructor may see: checkpoints, manifest, reports."""
 
@@ -136,6 +151,7 @@ class CourseConfig(BaseModel):
     world: WorldSection = WorldSection()
     kafka: KafkaSection = KafkaSection()
     api: ApiSection = ApiSection()
+    instructor: InstructorSection = InstructorSection()
     state: StateSection = StateSection()
     teams: list[TeamEntry] = Field(min_length=1, description="the teams, in order: team N is the N-th entry")
     path: Path | None = Field(None, exclude=True, description="the file this was read from (set by `load`)")
@@ -148,6 +164,9 @@ class CourseConfig(BaseModel):
                 if value in seen:
                     raise ValueError(f"teams.{i}.{what}: {value!r} is already team {seen[value] + 1}'s")
                 seen[value] = i
+        ins = self.instructor
+        if ins.enabled and ins.port != 0 and ins.port == self.api.port:
+            raise ValueError(f"instructor.port: {ins.port} is the teams' API port; the instructor's needs its own")
         n = len(self.teams)
         for i, t in enumerate(self.teams):
             if t.user_share is not None and abs(t.user_share - 1 / n) > 1e-6:
@@ -175,6 +194,19 @@ class CourseConfig(BaseModel):
         return self.resolve(self.state.dir)
 
     @property
+    def reports_dir(self) -> Path:
+        """The reports folder: the scoreboard (`scores/<day>.json`, `scores.csv`)."""
+        return self.resolve(self.state.reports)
+
+    def scenario_ref(self) -> str | None:
+        """The scenario as `WorldConfig.scenario` takes it: a preset name, or the file resolved against this file."""
+        s = self.world.scenario
+        if s is None:
+            return None
+        path = self.resolve(Path(s))
+        return str(path) if path.is_file() else s
+
+    @property
     def manifest_path(self) -> Path:
         """The hidden manifest (JSON lines) of what happened: team changes, restores, scenario injections."""
         return self.state_dir / "manifest.jsonl"
@@ -187,7 +219,8 @@ class CourseConfig(BaseModel):
             factors=w.factors, seed=w.seed, start=w.start, speed=w.speed, days=w.days,
             arrivals_per_day=w.arrivals_per_day, teams=[t.url for t in self.teams], timeout_ms=w.timeout_ms,
             pacing="team", kafka=self.kafka.bootstrap, partitions=self.kafka.partitions, api_host=self.api.host,
-            api_port=self.api.port,
+            api_port=self.api.port, scenario=self.scenario_ref(), scenario_time_scale=w.scenario_time_scale,
+            manifest=self.manifest_path,
         )  # fmt: skip
 
     def fingerprint_fields(self) -> dict[str, Any]:
@@ -195,7 +228,8 @@ class CourseConfig(BaseModel):
         w = self.world
         return {"edition": w.edition, "dataset": w.dataset, "users": w.users, "movies": w.movies,
                 "factors": w.factors, "seed": w.seed, "start": w.start, "arrivals_per_day": w.arrivals_per_day,
-                "partitions": self.kafka.partitions}  # fmt: skip
+                "partitions": self.kafka.partitions,
+                **({"scenario": w.scenario, "scenario_time_scale": w.scenario_time_scale} if w.scenario else {})}  # fmt: skip
 
 
 def _describe(exc: ValidationError) -> str:
@@ -214,9 +248,13 @@ def parse(text: str, path: Path | None = None) -> CourseConfig:
     except ValidationError as exc:
         raise CourseFileError(f"course file {where}: {_describe(exc)}") from None
     config = config.model_copy(update={"path": path.resolve() if path else None})
-    scenario = config.resolve(config.world.scenario)
-    if scenario is not None and not scenario.is_file():
-        raise CourseFileError(f"course file {where}: world.scenario: {scenario} is not a file")
+    if config.world.scenario is not None:
+        from movielab.world.scenarios import load as load_scenario
+
+        try:
+            load_scenario(config.scenario_ref())
+        except ValueError as exc:  # ScenarioError names the preset or file, the entry and the reason
+            raise CourseFileError(f"course file {where}: world.scenario: {exc}") from None
     return config
 
 
@@ -246,7 +284,8 @@ speed = 1.0                  # simulated seconds per second: 1 = real time; remo
 # days = 100                 # simulated days to run; absent: until stopped
 arrivals_per_day = 0.002     # new accounts a day, as a share of the initial users
 timeout_ms = 600             # how long the world waits for a team's answer
-# scenario = "semester.toml" # drift, outages, attacks, ... on a timeline
+# scenario = "semester"      # a preset (`movielab world scenarios`) or a file: drift, outages, attacks, ...
+# scenario_time_scale = 1.0  # > 1 compresses the scenario's timeline (7: its weeks become days)
 
 [kafka]
 bootstrap = "127.0.0.1:9092" # run the broker apart (`movielab broker --port 9092`) so topics outlive the world
@@ -256,9 +295,13 @@ partitions = 4
 host = "127.0.0.1"
 port = 8080
 
+[instructor]                 # manifest, scores and their /metrics: token only, never the teams' port
+port = 8090
+tokens = "state/instructor.tokens"  # created mode 0600 at first start: Authorization: Bearer <token>
+
 [state]                      # instructor-only: never served to teams (folders mode 0700, files 0600)
-dir = "state"                # checkpoints + manifest.jsonl
-reports = "reports"
+dir = "state"                # checkpoints, manifest.jsonl, sessions/ (the hidden session log)
+reports = "reports"          # the scoreboard: scores/<day>.json, scores.csv
 checkpoint_every_minutes = 10  # simulated minutes; also on SIGTERM/SIGINT
 reload_seconds = 2.0         # this file is re-read when it changes: teams may be added, URLs changed
 

@@ -14,7 +14,12 @@ boundary). Started again with the same course file, it resumes from the newest c
   doubled; none is lost. How many were on the topics after the checkpoint is logged and recorded in the
   manifest (`{"kind": "restored", "re_emitted": {topic: lines}}`).
 
-Every team change and restore is appended to the manifest (JSON lines, `state/manifest.jsonl`).
+Every team change and restore is appended to the manifest (JSON lines, `state/manifest.jsonl`) through the
+same `world.manifest.Manifest` the scenario (`world.scenario`) writes its injections to. The hidden session log
+goes to `state/sessions/`, the scoreboard (scored at each simulated midnight, and for the day in progress when
+the run stops) to the reports folder (`scores/<day>.json`, `scores.csv`). The instructor app
+(`[instructor]`, its own loopback port, every route behind the token) serves `/manifest`, `/scores`,
+`/scores/<team>` and the scores' `/metrics`; the teams' API serves none of them.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from movielab.auth import ensure_tokens
 from movielab.course.config import CourseConfig, CourseFileError, load
 from movielab.kafka.admin import ensure_topics
 from movielab.kafka.broker import EmbeddedBroker
@@ -41,10 +47,19 @@ from movielab.world import checkpoint
 from movielab.world.api import create_app, server_options
 from movielab.world.bootstrap import Universe, build_universe, build_world, run_until
 from movielab.world.client import HttpRecommender, Team
+from movielab.world.clock import parse_start
 from movielab.world.engine import Stats, World
+from movielab.world.instructor import create_instructor_app
 from movielab.world.lanes import add_lane
+from movielab.world.manifest import Manifest
 from movielab.world.recs import RecommendationService
+from movielab.world.scenarios import load as load_scenario
+from movielab.world.scenarios.apilayer import ScenarioApi
+from movielab.world.scenarios.runtime import ScenarioRuntime
+from movielab.world.scoring.board import DailyScorer, Scoreboard
+from movielab.world.scoring_routes import score_routes
 from movielab.world.service import run_world
+from movielab.world.sessionlog import SessionLog
 from movielab.world.sinks import TeamRouter
 
 logger = logging.getLogger(__name__)
@@ -53,15 +68,12 @@ STATUS = "status.json"
 Offsets = dict[str, dict[str, int]]  # topic -> partition (as text, for JSON) -> end offset
 
 
-def record(manifest: Path, kind: str, at: float, **fields: Any) -> None:
-    """Append one `{"kind": ..., "at": <simulated time, ISO>, ...}` line to the manifest (mode 0600).
+def record(manifest: Manifest, kind: str, at: float, **fields: Any) -> None:
+    """Append one `{"event": "course", "kind": ..., "at": <simulated time, ISO>, ...}` record to the manifest.
 
-    Kept local until the shared manifest writer (`world/manifest.py`) is merged.
+    The course's own records (start, restores, team changes) share the scenario's writer: one file, one order.
     """
-    line = json.dumps({"kind": kind, "at": _iso(at), **fields}, sort_keys=True)
-    fd = os.open(manifest, os.O_WRONLY | os.O_APPEND | os.O_CREAT, checkpoint.FILE_MODE)
-    with os.fdopen(fd, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+    manifest.append({"event": "course", "kind": kind, "at": _iso(at), **fields})
 
 
 def _iso(t: float) -> str:
@@ -109,6 +121,9 @@ class CourseRun:
     checkpoints: int = 0
     skipped: int = 0  # periodic checkpoints skipped while the previous one was still being written
     stats: Stats | None = None
+    manifest: Manifest | None = None  # the hidden manifest (scenario injections and the course's own records)
+    board: Scoreboard | None = None  # the scoreboard (in the reports folder)
+    instructor_url: str = ""  # manifest, scores and /metrics behind the instructor token ("" when disabled)
 
     def lines(self) -> dict[str, int]:
         """Lines the world produced per topic over the whole course (this process and those before)."""
@@ -155,12 +170,8 @@ def run_course(
     course file that does not fit its state (a team removed), `checkpoint.CheckpointMismatch` for a checkpoint
     of another version or configuration.
     """
-    if config.world.scenario is not None:
-        raise CourseFileError(f"course file {config.path}: world.scenario: this movielab has no scenario runtime "
-                              "yet (issue 13); remove the line to run without one")  # fmt: skip
     state_dir = checkpoint.ensure_private_dir(config.state_dir)
-    checkpoint.ensure_private_dir(config.resolve(config.state.reports))
-    manifest = config.manifest_path
+    reports_dir = checkpoint.ensure_private_dir(config.reports_dir)
     fields = config.fingerprint_fields()
     cp = checkpoint.load(state_dir, fingerprint_fields=fields)
     n_lanes = len(cp.meta["lanes"]) if cp is not None else len(config.teams)
@@ -168,7 +179,8 @@ def run_course(
         raise CourseFileError(f"course file {config.path}: teams: {len(config.teams)} team(s), but the course in "
                               f"{state_dir} has {n_lanes}: a team cannot be removed from a running course")  # fmt: skip
     wc = config.world_config()
-    broker = api = client = reloader = None
+    broker = api = client = reloader = instructor = scorer = None
+    manifest = Manifest(config.manifest_path)
     try:
         if wc.kafka is None:
             broker = EmbeddedBroker().start()
@@ -183,12 +195,26 @@ def run_course(
         universe = universe or build_universe(wc)
         client = (service or _http(wc.timeout_ms))(list(teams), universe)
         room = int(wc.arrivals_per_day * wc.users * 30 * 1.2) + 64
+        scenario = None
+        if wc.scenario is not None:  # one manifest writer: the scenario appends to the course's Manifest
+            scenario = ScenarioRuntime(load_scenario(wc.scenario), catalog=universe.catalog, n_teams=n_lanes,
+                                       seed=wc.seed, run_start=parse_start(wc.start), manifest=manifest,
+                                       team_urls=[t.url for t in config.teams[:n_lanes]],
+                                       time_scale=wc.scenario_time_scale)  # fmt: skip
+        sessionlog = SessionLog(n_lanes, state_dir)  # hidden: state/sessions/<day>.npz
         world, universe = build_world(wc.model_copy(update={"teams": [t.url for t in teams]}), universe=universe,
-                                      service=client, sink=router,
+                                      service=client, sink=router, sessionlog=sessionlog, scenario=scenario,
                                       population=cp.population(room) if cp is not None else None)  # fmt: skip
-        run = CourseRun(config, world, universe, bootstrap, "", topics[:n_lanes], sinks, {})
+        board = Scoreboard(reports_dir)
+        scorer = DailyScorer(sessionlog, board, universe.catalog,
+                             takedowns=scenario.takedowns if scenario is not None else None)  # fmt: skip
+        world.extra_state["scoring"] = scorer  # its day and start-of-day taste are checkpointed with the world
+        run = CourseRun(config, world, universe, bootstrap, "", topics[:n_lanes], sinks, {}, manifest=manifest,
+                        board=board)  # fmt: skip
         if cp is not None:
             _resume(run, cp, manifest)
+            if scenario is not None:
+                scenario.resume(world)  # injections in progress: what their start computed (direction, CDFs)
         else:
             record(manifest, "course_started", world.now, course=config.name, teams=_teams(config, n_lanes),
                    fingerprint=checkpoint.fingerprint(fields))  # fmt: skip
@@ -213,28 +239,52 @@ def run_course(
         if cp is None:  # a SIGKILL before the first periodic checkpoint resumes from the start
             _save(run, saver, config, background=False)
         app = create_app(world.pop, universe.catalog, edition=world.edition, taste=world.taste, seed=wc.seed)
+        if scenario is not None:  # API-layer injections and the public /announcements
+            app = ScenarioApi(app, scenario, seed=wc.seed)
         api = ServerThread(app, config.api.host, config.api.port or None, **server_options()).start()
         run.api_url = api.url
+        instructor = _start_instructor(config, run, scenario)
         if config.path is not None:
             reloader = _Reloader(config.path, config.state.reload_seconds, apply)
             reloader.start()
         _status(state_dir, "running", run)
         if on_ready is not None:
             on_ready(run)
-        run.stats = run_world(world, run_until(wc), stop=stop, checkpoint_every=config.state.checkpoint_every_minutes * 60,
+        # end_scenario=None: open injections end only when the course reaches its end; a stop resumes them.
+        run.stats = run_world(world, run_until(wc), stop=stop, on_tick=scorer.on_tick, end_scenario=None,
+                              checkpoint_every=config.state.checkpoint_every_minutes * 60,
                               on_checkpoint=on_checkpoint)  # fmt: skip
+        scorer.close(world)  # the day in progress is scored as it stands (again, in full, after a restart)
         _save(run, saver, live["config"], background=False)  # the sinks are flushed and closed: offsets are final
         _status(state_dir, "stopped", run)
         return run
     finally:
         if reloader is not None:
             reloader.stopping.set()
+        if instructor is not None:
+            instructor.stop()
+        manifest.close()
         if client is not None and hasattr(client, "close"):
             client.close()
         if api is not None:
             api.stop()
         if broker is not None:
             broker.stop()
+
+
+def _start_instructor(config: CourseConfig, run: CourseRun, scenario: ScenarioRuntime | None) -> ServerThread | None:
+    """The instructor app (manifest, scores, their /metrics; every route behind the token) on its own port."""
+    ins = config.instructor
+    if not ins.enabled:
+        return None
+    tokens_path = config.resolve(ins.tokens)
+    tokens = ensure_tokens(tokens_path, identity="instructor")
+    app = create_instructor_app(run.manifest, tokens, announcements=scenario.announcements if scenario else [],
+                                extra_routes=score_routes(run.board))  # fmt: skip
+    server = ServerThread(app, ins.host, ins.port or None).start()
+    run.instructor_url = server.url
+    logger.info("instructor app on %s (token file %s)", server.url, tokens_path)
+    return server
 
 
 def _http(timeout_ms: int) -> Callable[[list[Team], Universe], RecommendationService]:
@@ -249,7 +299,7 @@ def _teams(config: CourseConfig, n: int) -> list[dict[str, Any]]:
     return [{"number": i + 1, "name": t.name, "url": t.url, "topic": topics[i]} for i, t in enumerate(config.teams[:n])]
 
 
-def _resume(run: CourseRun, cp: checkpoint.Checkpoint, manifest: Path) -> None:
+def _resume(run: CourseRun, cp: checkpoint.Checkpoint, manifest: Manifest) -> None:
     """Restore the checkpoint; count what the topics got after it (re-emitted now) and record the restore."""
     checkpoint.restore(run.world, cp)
     saved: Offsets = cp.info.get("offsets", {})
@@ -268,7 +318,7 @@ def _resume(run: CourseRun, cp: checkpoint.Checkpoint, manifest: Path) -> None:
            re_emitted=run.re_emitted, offsets_at_checkpoint=saved, offsets_at_restore=now)  # fmt: skip
 
 
-def _reload(run: CourseRun, live: dict, new: CourseConfig, client, pending: list[int], manifest: Path) -> None:
+def _reload(run: CourseRun, live: dict, new: CourseConfig, client, pending: list[int], manifest: Manifest) -> None:
     """Apply a changed course file: URLs at once, added teams at the next checkpoint; refuse the rest."""
     old: CourseConfig = live["config"]
     if new.fingerprint_fields() != old.fingerprint_fields() or new.state != old.state or new.kafka != old.kafka:
@@ -297,7 +347,7 @@ def _reload(run: CourseRun, live: dict, new: CourseConfig, client, pending: list
     live["config"] = new
 
 
-def _join_teams(run: CourseRun, config: CourseConfig, pending: list[int], client, manifest: Path) -> None:
+def _join_teams(run: CourseRun, config: CourseConfig, pending: list[int], client, manifest: Manifest) -> None:
     """Add the pending teams: a topic, a lane and a connection pool each; users re-split by id modulo teams."""
     while pending:
         i = pending.pop(0)
@@ -312,6 +362,8 @@ def _join_teams(run: CourseRun, config: CourseConfig, pending: list[int], client
         run.world.sink.sinks.append(sink)  # the TeamRouter now splits by modulo len(sinks)
         run.sinks.append(sink)
         run.topics.append(topic)
+        if run.world.sessionlog is not None:  # sessions are split by team like the lines: id modulo teams
+            run.world.sessionlog.n_teams = len(run.topics)
         record(manifest, "team_added", run.world.now, team=i + 1, name=entry.name, url=entry.url, topic=topic,
                users_reassigned=moved, teams=len(run.topics))  # fmt: skip
         logger.warning("team %d (%s) added at %s: %d users changed team (users are split by id modulo %d)", i + 1,
@@ -349,7 +401,7 @@ def _save(run: CourseRun, saver: checkpoint.BackgroundSaver, config: CourseConfi
 def _status(state_dir: Path, state: str, run: CourseRun) -> None:
     """Write `status.json` (what `movielab course status` shows besides the checkpoint)."""
     body = json.dumps({"state": state, "pid": os.getpid(), "updated_at": time.time(), "sim_time": run.world.now,
-                       "api": run.api_url, "bootstrap": run.bootstrap, "topics": run.topics,
+                       "api": run.api_url, "instructor": run.instructor_url, "bootstrap": run.bootstrap, "topics": run.topics,
                        "lines": run.lines(), "checkpoints_this_run": run.checkpoints, "skipped": run.skipped,
                        "restored_from": run.restored_from, "re_emitted": run.re_emitted}, indent=1)  # fmt: skip
     tmp = state_dir / f".{STATUS}.{os.getpid()}"

@@ -264,12 +264,13 @@ class World:
     def run(
         self, until: float | None = None, stop: threading.Event | None = None, on_tick: Callable[[World], None] | None = None,
         *, checkpoint_every: float | None = None, on_checkpoint: Callable[[World], None] | None = None,
-        end_scenario: bool = True,
+        end_scenario: bool | None = True,
     ) -> Stats:  # fmt: skip
         """Simulate until the simulated time `until` (or forever) or until `stop` is set; flush the sink.
 
         `end_scenario`: the scenario's open injections end with this run (their manifest end records are written
-        and held lines published); False when the run will be continued.
+        and held lines published); False when the run will be continued; None: only if the run reached `until`
+        (a course stopped by a signal resumes its injections after the restart).
 
         `on_tick(world)` runs after every tick (the world waits for it: demos use it to pause and act);
         with several lanes running as fast as possible, after every tick of the slowest lane.
@@ -293,7 +294,8 @@ class World:
                 if on_checkpoint is not None:
                     on_checkpoint(self)
         finally:
-            if self.scenario is not None and end_scenario:
+            reached = until is not None and self.now >= until
+            if self.scenario is not None and (end_scenario or (end_scenario is None and reached)):
                 keys, lines = self.scenario.close(self)
                 if lines:
                     self.sink.write(keys, lines)

@@ -23,7 +23,11 @@ from typing import Any
 
 
 class Manifest:
-    """Append-only JSONL writer (file optional: records are also kept in memory for the instructor app)."""
+    """Append-only JSONL writer (file optional: records are also kept in memory for the instructor app).
+
+    Opening an existing file continues it (its records are read back first): every writer of a course (the
+    scenario's injections, the course's team changes and restores) shares one `Manifest`.
+    """
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else None
@@ -31,6 +35,8 @@ class Manifest:
         self._lock = threading.Lock()
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():  # a resumed course appends: what is on file stays served
+                self.records = read_manifest(self.path)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # instructor-only data
             self._file = os.fdopen(fd, "a", encoding="utf-8")
         else:

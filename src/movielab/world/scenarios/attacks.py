@@ -61,6 +61,9 @@ class _Scripted(Effect):
     def restore(self, state: dict[str, Any]) -> None:
         self.queued = {int(k): [tuple(x) for x in v] for k, v in state.get("queued", {}).items()}
 
+    def resume(self, world):
+        """The bots are in the population and their planned lines in `state`: nothing to redo."""
+
 
 class Shilling(_Scripted):
     """Bots create accounts, watch the target a few minutes, rate it top and its nearest competitors bottom."""
@@ -103,6 +106,14 @@ class Shilling(_Scripted):
         self.plan(world, [x for x in lines if x[0] < self.end])
         self.competitors = [slugs[c] for c in competitors.tolist()]
         return {"ids": ids.tolist(), "selector": {"target": self.slug, "competitors": self.competitors}}
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), **({"competitors": self.competitors} if hasattr(self, "competitors") else {})}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        if "competitors" in state:
+            self.competitors = list(state["competitors"])
 
 
 class SybilPush(_Scripted):

@@ -186,6 +186,14 @@ class Effect:
     def restore(self, state: dict[str, Any]) -> None:
         """Take back `state()`."""
 
+    def resume(self, world: World) -> None:
+        """After a checkpoint restore of a begun, unfinished injection: redo what `begin` set outside the checkpoint.
+
+        The default re-runs `begin` at `begun_at` (right for kinds whose `begin` only computes, announces or
+        registers). Kinds whose `begin` changed checkpointed state (the population, the hidden taste) override it.
+        """
+        self.begin(world, self.begun_at)
+
     def report(self) -> dict[str, Any]:
         """Extra figures for the manifest's end record (e.g. answers to requests sent)."""
         return {}

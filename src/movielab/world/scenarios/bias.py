@@ -38,6 +38,21 @@ class MisreportedAge(Effect):
             out["ids"] = ids
         return out
 
+    def resume(self, world):
+        # The reported ages are in the checkpoint's population; the true ones come back from `state`.
+        self.ctx.true_age_rows = np.concatenate([self.ctx.true_age_rows, self.rows])
+        self.ctx.true_age = np.concatenate([self.ctx.true_age, self.true])
+
+    def state(self) -> dict[str, Any]:
+        if not hasattr(self, "rows"):
+            return {}
+        return {"rows": self.rows.tolist(), "true": self.true.tolist()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if "rows" in state:
+            self.rows = np.asarray(state["rows"], np.int64)
+            self.true = np.asarray(state["true"], np.int16)
+
     def finish(self, world):
         if np.isfinite(self.end):  # a bounded window: the users tell the truth again
             world.pop.age[self.rows] = self.true

@@ -165,6 +165,11 @@ class PopularityShock(Effect):
             _count_movie_lines(self, keys, lines, f"/m/{self.slug}/", ("watch",))
         return times, keys, lines
 
+    def resume(self, world):
+        # The boosted bias is in the checkpoint (the hidden taste); the browse CDFs are rebuilt with the world.
+        self.cdf = _CdfBoost(world, self.movie, self.spec.share)
+        self.cdf.apply()
+
     def finish(self, world):
         self.cdf.undo()
         _set_item_bias(world, self.movie, float(world.taste.item_bias[self.movie]) - self.spec.boost)
@@ -197,6 +202,20 @@ class MovieRemoved(Effect):
         if active:  # recommendations still listing a removed movie
             _count_movie_lines(self, keys, lines, self.slug, ("recommendation",))
         return times, keys, lines
+
+    def resume(self, world):
+        # The hidden bias (GONE) is in the checkpoint; the bias before it comes from `state`; the CDF is rebuilt.
+        self.cdf = _CdfBoost(world, self.movie, 0.0)
+        w = np.diff(np.concatenate([[0.0], world.browse_cdf]))
+        w[self.movie] = 0.0
+        world.browse_cdf = np.cumsum(w) / w.sum()
+
+    def state(self) -> dict[str, Any]:
+        return {"saved_bias": self.saved_bias} if hasattr(self, "saved_bias") else {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if "saved_bias" in state:
+            self.saved_bias = float(state["saved_bias"])
 
     def finish(self, world):
         if np.isfinite(self.end):
@@ -243,6 +262,15 @@ class UserWave(Effect):
     def begin(self, world, t):
         self.created_until = float(np.floor(t / TICK) * TICK)  # minutes as the lanes tick them
         return {"selector": group_selector(self.spec.group)}
+
+    def resume(self, world):
+        """The accounts made so far are in the population; `created_until` comes back from `state`."""
+
+    def state(self) -> dict[str, Any]:
+        return {"created_until": self.created_until}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.created_until = float(state.get("created_until", self.start))
 
     def tick(self, world, lane_index, t0, t1):
         lanes = len(world.lanes)

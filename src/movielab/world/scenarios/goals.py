@@ -43,6 +43,16 @@ class TruthRefit(Effect):
         self.views_before = world.stats.viewings_per_movie.copy()
         return {}
 
+    def resume(self, world):
+        """The viewings counted at the start come back from `state`."""
+
+    def state(self) -> dict[str, Any]:
+        return {"views_before": self.views_before.tolist()} if hasattr(self, "views_before") else {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if "views_before" in state:
+            self.views_before = np.asarray(state["views_before"], np.int64)
+
     def finish(self, world):
         recent = np.log1p((world.stats.viewings_per_movie - self.views_before).astype(np.float64))
         sd = recent.std()

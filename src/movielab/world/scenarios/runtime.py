@@ -59,6 +59,7 @@ class ScenarioRuntime:
         self.ctx = Context(catalog, n_teams, seed, run_start, list(team_urls or []), time_scale=time_scale)
         self.effects = [KINDS[spec.kind](i, spec, self.ctx) for i, spec in enumerate(scenario.injections)]
         self.manifest = manifest if manifest is not None else Manifest()
+        self._to_resume: list[Effect] = []  # begun before a checkpoint restore, not finished: `resume` redoes begin
 
     @property
     def announcements(self) -> list[dict[str, Any]]:
@@ -70,11 +71,18 @@ class ScenarioRuntime:
         """The API-layer effects acting now."""
         return self.ctx.api_effects
 
+    def takedowns(self) -> list[tuple[int, float]]:
+        """(movie row, unix time it was taken down) of every takedown that has begun: for the scoring."""
+        return [(e.movie, float(e.begun_at)) for e in self.effects
+                if e.spec.kind == "takedown" and e.begun_at is not None]  # fmt: skip
+
     def _live(self) -> list[Effect]:
         return [e for e in self.effects if e.begun_at is not None and not e.finished]
 
     def on_tick(self, world: World, lane: int, t0: float, t1: float) -> list[tuple[float, int, str]]:
         """Begin what is due, act on lane `lane`'s minute [t0, t1), finish what every lane has passed."""
+        if self._to_resume:
+            self.resume(world)
         self._finish_due(world)
         for e in due_to_begin(self.effects, t0, t1):
             self._begin(world, e, max(t0, e.start))
@@ -129,7 +137,8 @@ class ScenarioRuntime:
     def state(self) -> dict[str, Any]:
         """Progress as a plain JSON-able dict (hidden arrays are the world checkpoint's; this is the rest)."""
         return {"effects": {e.id: {"begun_at": e.begun_at, "finished": e.finished, "touched": dict(e.touched),
-                                   **e.state()} for e in self.effects}}  # fmt: skip
+                                   **e.state()} for e in self.effects},
+                "announcements": list(self.ctx.announcements)}  # fmt: skip
 
     def restore(self, state: dict[str, Any]) -> None:
         """Take back `state()` of a runtime built from the same scenario."""
@@ -142,3 +151,19 @@ class ScenarioRuntime:
             e.touched.clear()
             e.touched.update(s["touched"])
             e.restore(s)
+        self.ctx.announcements[:] = list(state.get("announcements", []))
+        self._to_resume = [e for e in self.effects if e.begun_at is not None and not e.finished]
+
+    def resume(self, world: World) -> None:
+        """After `restore`: redo what the injections in progress computed or set when they began and a checkpoint
+        does not hold (a taste-shift direction, boosted browse CDFs, API effects), without a new manifest record.
+
+        Deterministic (each kind's `resume`): a restored world continues as an uninterrupted one. Runs at the first
+        tick after a restore (or when called); announcements come back from the state, not from here.
+        """
+        todo, self._to_resume = self._to_resume, []
+        for e in todo:
+            told = len(self.ctx.announcements)
+            e.resume(world)
+            del self.ctx.announcements[told:]
+            logger.info("scenario %s: %s resumed after a restore", self.scenario.name, e.id)

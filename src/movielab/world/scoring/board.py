@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from movielab.world.scoring.daily import History, ScoreParams, Truth, score_day
 from movielab.world.scoring.errors import ScoringError
-from movielab.world.sessionlog import DAY, DayLog, SessionLog, day_of, day_start
+from movielab.world.sessionlog import DAY, DayLog, SessionLog, day_of, day_start, read_day
 
 logger = logging.getLogger(__name__)
 
@@ -156,12 +156,18 @@ class ScoreCollector:
         yield day
 
 
-def read_manifest(path: str | Path) -> list[dict]:
-    """Injected events from a manifest JSONL: each with `kind`, `start` and `end` (unix seconds or ISO-8601, UTC when
-    without a zone).
+def read_manifest(path: str | Path, until: float | None = None) -> list[dict]:
+    """Injected events from a manifest JSONL, in order of start: each `{"kind", "id", "start", "end"}` (unix s).
 
-    Tolerant of shape: `start`/`end` may be named `from`/`to` or `at`/`until`; an event without an end lasts
-    one hour. ScoringError names the file and line of a record without a kind or a readable start.
+    The world's manifest (`world.manifest`) writes two records per injection, `{"event": "start", "id", ...}` when
+    it takes effect and `{"event": "end", "id", ...}` when it stops: they are paired by `id` (the end record's
+    `start`/`end` are when it really ran). A start without an end (the run still going, or stopped by a signal)
+    lasts until its declared end, else until `until`, else one hour. A start written again for the same id (a
+    restart re-simulating minutes after its checkpoint) replaces the earlier one. Course records (`"event":
+    "course"`: restores, team changes) are not injections and are skipped. Records without `event` are read
+    tolerantly: `start`/`end` may be named `from`/`to` or `at`/`until`; without an end, one hour.
+    Times are unix seconds or ISO-8601 (UTC when without a zone). ScoringError names the file and line of a
+    record without a kind or a readable start.
     """
     def when(v, where: str) -> float:
         if isinstance(v, int | float) and not isinstance(v, bool):
@@ -174,11 +180,12 @@ def read_manifest(path: str | Path) -> list[dict]:
                 pass
         raise ScoringError(f"{where}: time {v!r} is neither unix seconds nor ISO-8601")
 
-    events = []
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise ScoringError(f"manifest {path} cannot be read: {exc}") from None
+    paired: dict[str, dict] = {}  # injection id -> event (dicts keep the order of first start)
+    loose: list[dict] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -189,15 +196,33 @@ def read_manifest(path: str | Path) -> list[dict]:
             raise ScoringError(f"{where}: not JSON") from None
         if not isinstance(rec, dict):
             raise ScoringError(f"{where}: expected a JSON object")
+        event = rec.get("event")
+        if event not in (None, "start", "end"):
+            continue
         kind = rec.get("kind") or rec.get("type") or rec.get("name")
         start = next((rec[k] for k in ("start", "from", "at", "time") if k in rec), None)
         if kind is None or start is None:
             raise ScoringError(f"{where}: needs 'kind' and 'start'")
         t0 = when(start, where)
         end = next((rec[k] for k in ("end", "to", "until") if rec.get(k) is not None), None)
-        t1 = when(end, where) if end is not None else t0 + 3600
-        events.append({"kind": str(kind), "start": t0, "end": max(t1, t0 + 60)})
-    return events
+        t1 = when(end, where) if end is not None else None
+        if event is None:
+            loose.append({"kind": str(kind), "start": t0, "end": max(t0 + 3600 if t1 is None else t1, t0 + 60)})
+            continue
+        if "id" not in rec:
+            raise ScoringError(f"{where}: an injection's {event} record needs its 'id'")
+        key = str(rec["id"])
+        if event == "start":
+            paired.pop(key, None)  # re-simulated after a restore: the latest start counts
+            paired[key] = {"kind": str(kind), "id": key, "start": t0, "end": t1, "ended": False}
+        else:
+            e = paired.setdefault(key, {"kind": str(kind), "id": key, "start": t0})
+            e.update(start=t0, end=t1 if t1 is not None else t0, ended=True)
+    events = []
+    for e in paired.values():
+        end = e["end"] if e["end"] is not None else (until if until is not None else e["start"] + 3600)
+        events.append({"kind": e["kind"], "id": e["id"], "start": e["start"], "end": max(end, e["start"] + 60)})
+    return sorted(loose + events, key=lambda e: e["start"])
 
 
 def event_effects(days: list[DayLog], team: int, events: list[dict]) -> list[dict]:
@@ -213,7 +238,7 @@ def event_effects(days: list[DayLog], team: int, events: list[dict]) -> list[dic
     out = []
     for e in events:
         span = e["end"] - e["start"]
-        row = {"kind": e["kind"], "start": e["start"], "end": e["end"]}
+        row = {"kind": e["kind"], "id": e.get("id"), "start": e["start"], "end": e["end"]}
         for name, lo, hi in (("before", e["start"] - span, e["start"]), ("during", e["start"], e["end"]),
                              ("after", e["end"], e["end"] + span)):  # fmt: skip
             w = (t >= lo) & (t < hi)
@@ -233,9 +258,11 @@ class DailyScorer:
     lanes ahead of the slowest one have moved on a little further: their end-of-day taste is a few ticks late.
     """
 
-    def __init__(self, log: SessionLog, board: Scoreboard, catalog, params: ScoreParams | None = None) -> None:
+    def __init__(self, log: SessionLog, board: Scoreboard, catalog, params: ScoreParams | None = None,
+                 takedowns: Callable[[], list[tuple[int, float]]] | None = None) -> None:  # fmt: skip
         self.log, self.board, self.catalog = log, board, catalog
         self.params = params or ScoreParams()
+        self.takedowns = takedowns  # () -> [(movie row, unix time)]: e.g. `ScenarioRuntime.takedowns`
         self.history = History.empty()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="scoring")
         self._pending: list[Future] = []
@@ -257,14 +284,48 @@ class DailyScorer:
         self._pending.append(self._pool.submit(self.score, finished, truth))
 
     def score(self, log: DayLog, truth: Truth) -> list[dict]:
-        """Write and score one taken day (the background thread's work; also callable directly); add it to the board."""
-        self.log.write(log)
+        """Write and score one taken day (the background thread's work; also callable directly); add it to the board.
+
+        The day is scored from its file when there is one: a checkpoint writes the records buffered so far, so the
+        taken part alone would miss them.
+        """
+        path = self.log.write(log)
+        if path is not None:
+            log = read_day(path)
         day = log.day
-        rows = score_day(log, truth, self.history, self.log.n_teams, self.params)
+        downs = self.takedowns() if self.takedowns is not None else []
+        rows = score_day(log, truth, self.history, self.log.n_teams, self.params, takedowns=downs)
         self.history = self.history.extended(log)
         self.board.add(day, rows)
         logger.info("scored %s for %d teams", day, len(rows))
         return rows
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What a checkpoint keeps (`World.extra_state`): the day being recorded and the users' taste at its start.
+
+        Waits for the day being scored: its records are in its file only once the scoring thread wrote it.
+        """
+        for f in list(self._pending):
+            f.result()
+        if self._day is None:
+            return {"day": np.array([np.nan]), "taste_start": np.zeros((0, 0), np.float32)}
+        return {"day": np.array([self._day]), "taste_start": self._taste_start.copy()}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from `state()`; the users' pick history is read back from the session log's day files."""
+        from movielab.world.sessionlog import read_days
+
+        before = read_days(self.log.dir.parent) if self.log.dir is not None else []
+        day = float(np.asarray(state["day"])[0])
+        if math.isfinite(day):
+            self._day, self._taste_start = day, np.asarray(state["taste_start"], np.float32).copy()
+        else:
+            self._day, self._taste_start = None, None
+        history = History.empty()
+        for d in before:
+            if self._day is None or day_start(d.day) < self._day:
+                history = history.extended(d)
+        self.history = history
 
     def close(self, world=None) -> None:
         """Wait for pending scores; with `world`, also score the unfinished current day as it stands."""
@@ -278,11 +339,13 @@ class DailyScorer:
 
 
 def report(state_dir: str | Path, team: int | None = None, day: str | None = None,
-           manifest: str | Path | None = None) -> str:  # fmt: skip
+           manifest: str | Path | None = None, sessions: str | Path | None = None) -> str:  # fmt: skip
     """The text `movielab course score` prints: the scoreboard of a day, or one team in detail.
 
-    One team: its figures day by day, its fairness groups on `day` (default: the newest), and with a
-    `manifest`, its conversion and availability before/during/after each injected event (from the session log).
+    `state_dir` holds `scores/` (a course keeps them in its reports folder); `sessions` the folder holding
+    `sessions/` (default: `state_dir`). One team: its figures day by day, its fairness groups on `day` (default:
+    the newest), and with a `manifest`, its conversion and availability before/during/after each injected event
+    (from the session log).
     """
     board = Scoreboard(state_dir)
     if not board.days:
@@ -300,11 +363,13 @@ def report(state_dir: str | Path, team: int | None = None, day: str | None = Non
     if manifest is not None:
         from movielab.world.sessionlog import read_days
 
-        effects = event_effects(read_days(state_dir), team, read_manifest(manifest))
+        logs = read_days(sessions if sessions is not None else state_dir)
+        until = float(DayLog.concat("all", logs).sessions["time"].max(initial=0)) if logs else None  # open events
+        effects = event_effects(logs, team, read_manifest(manifest, until=until))
         for e in effects:
             e["start"], e["end"] = (dt.datetime.fromtimestamp(e[k], dt.UTC).strftime("%Y-%m-%dT%H:%M") for k in
                                     ("start", "end"))  # fmt: skip
-        cols = ["kind", "start", "end"] + [f"{m}_{w}" for m in ("conversion", "availability")
+        cols = ["id", "kind", "start", "end"] + [f"{m}_{w}" for m in ("conversion", "availability")
                                            for w in ("before", "during", "after")]  # fmt: skip
         parts += [f"injected events ({manifest})", format_table(effects, cols) if effects else "no events"]
     return "\n".join(parts)
