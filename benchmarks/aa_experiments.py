@@ -57,9 +57,11 @@ class Setting:
     activity: str  # "poisson": 1 + Poisson(8); "lognormal": 1 + Poisson(8 · LogNormal(−σ²/2, σ=1))
 
 
-SETTINGS = (Setting("Beta(2, 6), 1+Poisson(8) requests", (2.0, 6.0), "poisson"),
-            Setting("Beta(0.5, 1.5), 1+Poisson(8) requests", (0.5, 1.5), "poisson"),
-            Setting("Beta(2, 6), heavy-tailed activity", (2.0, 6.0), "lognormal"))  # fmt: skip
+SETTINGS = (
+    Setting("Beta(2, 6), 1+Poisson(8) requests", (2.0, 6.0), "poisson"),
+    Setting("Beta(0.5, 1.5), 1+Poisson(8) requests", (0.5, 1.5), "poisson"),
+    Setting("Beta(2, 6), heavy-tailed activity", (2.0, 6.0), "lognormal"),
+)
 
 
 @dataclass
@@ -81,8 +83,15 @@ class Arm:
 
     def totals(self, k: int) -> UserTotals:
         ok = self.req[:k] - self.err[:k]
-        return UserTotals(np.arange(k), self.req[:k], ok, np.minimum(self.conv[:k], ok), np.zeros(k),
-                          self.pre_req[:k], self.pre_conv[:k])  # fmt: skip
+        return UserTotals(
+            np.arange(k),
+            self.req[:k],
+            ok,
+            np.minimum(self.conv[:k], ok),
+            np.zeros(k),
+            self.pre_req[:k],
+            self.pre_conv[:k],
+        )
 
 
 def activity(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
@@ -115,8 +124,9 @@ def per_request_msprt(c: Arm, t: Arm, ks: list[int], what: str) -> float:
     y = t.conv if what == "conv" else t.err
     p = 1.0
     for k in ks:
-        p = min(p, 1.0 / float(mixture_likelihood_ratio(x[:k].sum(), c.req[:k].sum(), y[:k].sum(), t.req[:k].sum(),
-                                                        TAU)))  # fmt: skip
+        p = min(
+            p, 1.0 / float(mixture_likelihood_ratio(x[:k].sum(), c.req[:k].sum(), y[:k].sum(), t.req[:k].sum(), TAU))
+        )
     return p
 
 
@@ -131,10 +141,22 @@ def controller_rolls_back(c: Arm, t: Arm, ks: list[int]) -> bool:
     exp = Experiment.start("aa", "model/v1", "model/v1-again", CanaryPlan(steps=(0.5, 1.0)), T0)
     for i, k in enumerate(ks, 1):
         at = T0 + timedelta(minutes=10 * i)
-        arms = [ArmMetrics(name, exp.salt, 0.5, T0, at, users=k, requests=int(a.req[:k].sum()),
-                           ok=int((a.req[:k] - a.err[:k]).sum()), errors={"timeout": int(a.err[:k].sum())},
-                           conversions=int(np.minimum(a.conv[:k], a.req[:k] - a.err[:k]).sum()),
-                           per_user=a.totals(k)) for name, a in (("champion", c), ("challenger", t))]  # fmt: skip
+        arms = [
+            ArmMetrics(
+                name,
+                exp.salt,
+                0.5,
+                T0,
+                at,
+                users=k,
+                requests=int(a.req[:k].sum()),
+                ok=int((a.req[:k] - a.err[:k]).sum()),
+                errors={"timeout": int(a.err[:k].sum())},
+                conversions=int(np.minimum(a.conv[:k], a.req[:k] - a.err[:k]).sum()),
+                per_user=a.totals(k),
+            )
+            for name, a in (("champion", c), ("challenger", t))
+        ]
         if exp.evaluate(at, *arms).action != "wait":
             break
     return exp.status == "rolled_back"
@@ -150,20 +172,23 @@ def run(s: Setting, reps: int, users: int, seed: int) -> dict[str, int]:
     ks = [users * (i + 1) // LOOKS for i in range(LOOKS)]
     tests: dict[str, Callable[[Arm, Arm], bool]] = {
         "conversion  fixed   per request (baseline)": lambda c, t: per_request_z(c, t, users, "conv") < ALPHA,
-        "conversion  fixed   per user, delta": lambda c, t: delta_ztest(c.ratio(users, cuped=False),
-                                                                        t.ratio(users, cuped=False)).p_value < ALPHA,
-        "conversion  fixed   per user, delta + CUPED": lambda c, t: delta_ztest(c.ratio(users),
-                                                                                t.ratio(users)).p_value < ALPHA,
+        "conversion  fixed   per user, delta": lambda c, t: (
+            delta_ztest(c.ratio(users, cuped=False), t.ratio(users, cuped=False)).p_value < ALPHA
+        ),
+        "conversion  fixed   per user, delta + CUPED": lambda c, t: (
+            delta_ztest(c.ratio(users), t.ratio(users)).p_value < ALPHA
+        ),
         "conversion  mSPRT   per request (baseline)": lambda c, t: per_request_msprt(c, t, ks, "conv") < ALPHA,
         "conversion  mSPRT   per user, delta": lambda c, t: msprt(c, t, ks, "conv", False) < ALPHA,
         "conversion  mSPRT   per user, delta + CUPED": lambda c, t: msprt(c, t, ks, "conv", True) < ALPHA,
         "errors      fixed   per request (baseline)": lambda c, t: per_request_z(c, t, users, "err") < ALPHA,
-        "errors      fixed   per user, delta": lambda c, t: delta_ztest(c.ratio(users, "err"),
-                                                                        t.ratio(users, "err")).p_value < ALPHA,
+        "errors      fixed   per user, delta": lambda c, t: (
+            delta_ztest(c.ratio(users, "err"), t.ratio(users, "err")).p_value < ALPHA
+        ),
         "errors      mSPRT   per request (baseline)": lambda c, t: per_request_msprt(c, t, ks, "err") < ALPHA,
         "errors      mSPRT   per user, delta": lambda c, t: msprt(c, t, ks, "err", False) < ALPHA,
         "controller  rolls back an identical model": lambda c, t: controller_rolls_back(c, t, ks),
-    }  # fmt: skip
+    }
     hits = dict.fromkeys(tests, 0)
     hits["srm         users at share 0.5 (p < 0.001)"] = 0
     for _ in range(reps):
@@ -182,8 +207,10 @@ def power(s: Setting, reps: int, users: int, seed: int) -> dict[str, int]:
     reduction = []
     for _ in range(reps):
         c, t = arm(rng, s, users), arm(rng, s, users, drop=0.05)
-        plain, adjusted = delta_ztest(c.ratio(users, cuped=False), t.ratio(users, cuped=False)), delta_ztest(
-            c.ratio(users), t.ratio(users))  # fmt: skip
+        plain, adjusted = (
+            delta_ztest(c.ratio(users, cuped=False), t.ratio(users, cuped=False)),
+            delta_ztest(c.ratio(users), t.ratio(users)),
+        )
         hits["fixed, per user"] += plain.p_value < ALPHA and plain.difference < 0
         hits["fixed, per user + CUPED"] += adjusted.p_value < ALPHA and adjusted.difference < 0
         hits["mSPRT, per user"] += msprt(c, t, ks, "conv", False) < ALPHA
@@ -199,16 +226,20 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=600, help="users per arm")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    print(f"A/A false-positive rate at alpha {ALPHA}, {args.reps} repetitions, {args.users} users per arm, "
-          f"sequential tests with {LOOKS} looks (tau {TAU}); 95% Clopper-Pearson interval\n")  # fmt: skip
+    print(
+        f"A/A false-positive rate at alpha {ALPHA}, {args.reps} repetitions, {args.users} users per arm, "
+        f"sequential tests with {LOOKS} looks (tau {TAU}); 95% Clopper-Pearson interval\n"
+    )
     for i, s in enumerate(SETTINGS):
         hits = run(s, args.reps, args.users, seed=1000 + i)
         print(f"{s.name}")
         for name, n in hits.items():
             print(f"  {name:48s} {rate(n, args.reps)}")
         print()
-    print(f"Power to detect a 5-point drop in mean conversion, {args.users} users per arm, {args.reps} repetitions "
-          f"(mean CUPED variance reduction in brackets)\n")  # fmt: skip
+    print(
+        f"Power to detect a 5-point drop in mean conversion, {args.users} users per arm, {args.reps} repetitions "
+        f"(mean CUPED variance reduction in brackets)\n"
+    )
     for i, s in enumerate(SETTINGS):
         hits = power(s, args.reps, args.users, seed=2000 + i)
         reduction = hits.pop("_reduction_pct")

@@ -68,10 +68,13 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     world, universe = build_world(WorldConfig(users=args.users, allow_download=False))
-    logger.info("world of %d users, %d movies built in %.1f s", world.pop.size, len(universe.catalog),
-                time.perf_counter() - t)  # fmt: skip
+    logger.info(
+        "world of %d users, %d movies built in %.1f s", world.pop.size, len(universe.catalog), time.perf_counter() - t
+    )
     # The limiter runs (its cost is measured) but never refuses: wrk is one client.
-    api = create_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=RateLimit(rate_per_s=1e9, burst=10**9))
+    api = create_app(
+        world.pop, universe.catalog, taste=universe.taste, rate_limit=RateLimit(rate_per_s=1e9, burst=10**9)
+    )
     options = server_options()  # as `movielab world run` serves it
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -51,12 +51,16 @@ def main() -> None:
         counter = KindCounter()
         t = time.perf_counter()
         world, universe = build_world(config, sink=counter)
-        print(f"world built in {time.perf_counter() - t:.1f} s ({args.users:,} users, {args.movies:,} movies, "
-              f"{len(world.lanes)} lanes)")  # fmt: skip
+        print(
+            f"world built in {time.perf_counter() - t:.1f} s ({args.users:,} users, {args.movies:,} movies, "
+            f"{len(world.lanes)} lanes)"
+        )
         world.run(until=world.now + args.warmup_hours * 3600)
         viewing = sum(len(lane.viewings) for lane in world.lanes)
-        print(f"warmed up {args.warmup_hours:g} h: {viewing:,} viewings in progress, "
-              f"{int((world.paused_movie[: world.pop.size] >= 0).sum()):,} paused movies")  # fmt: skip
+        print(
+            f"warmed up {args.warmup_hours:g} h: {viewing:,} viewings in progress, "
+            f"{int((world.paused_movie[: world.pop.size] >= 0).sum()):,} paused movies"
+        )
 
         saver = checkpoint.BackgroundSaver(state, fields)
         written: list[tuple[float, float]] = []  # (seconds, CPU seconds of the thread) per background checkpoint
@@ -76,7 +80,7 @@ def main() -> None:
         plain_t = plain_n = with_t = with_n = 0.0
         for pair in range(args.segments):
             # ABBA order: the hour of the day changes the mix of sessions and watch lines, so neither mode goes first
-            for with_checkpoints in ((False, True) if pair % 2 == 0 else (True, False)):
+            for with_checkpoints in (False, True) if pair % 2 == 0 else (True, False):
                 before, t0 = sum(world.stats.lines.values()), time.perf_counter()
                 if with_checkpoints:
                     world.run(until=world.now + seg, checkpoint_every=600, on_checkpoint=save)
@@ -96,10 +100,12 @@ def main() -> None:
         pauses = sorted(saver.pause_seconds)
         print(f"checkpoint write, synchronous (SIGTERM, start): {sync_write:.2f} s (target ≤ 5 s)")
         mid = sorted(written)[len(written) // 2] if written else (float("nan"), float("nan"))
-        print(f"periodic checkpoints: the world paused median {pauses[len(pauses) // 2]:.3f} s, max {pauses[-1]:.3f} s "
-              f"to copy its arrays ({len(pauses)} checkpoints, {sum(pauses):.1f} s in all); the thread wrote each in "
-              f"median {mid[0]:.2f} s ({mid[1]:.2f} s of CPU); {skipped[0]} boundaries skipped while the previous "
-              f"checkpoint was still being written")  # fmt: skip
+        print(
+            f"periodic checkpoints: the world paused median {pauses[len(pauses) // 2]:.3f} s, max {pauses[-1]:.3f} s "
+            f"to copy its arrays ({len(pauses)} checkpoints, {sum(pauses):.1f} s in all); the thread wrote each in "
+            f"median {mid[0]:.2f} s ({mid[1]:.2f} s of CPU); {skipped[0]} boundaries skipped while the previous "
+            f"checkpoint was still being written"
+        )
         print(f"checkpoint size:  {size / 1e6:,.0f} MB (target ≤ 1,000 MB)")
         print(f"events/s without checkpoints: {plain:12,.0f}  ({plain_n:,.0f} events in {plain_t:.1f} s)")
         print(f"events/s, one every 10 min:   {with_cp:12,.0f}  ({with_n:,.0f} events in {with_t:.1f} s)")
@@ -119,9 +125,11 @@ def main() -> None:
         t_restore = time.perf_counter() - t2
         assert again.now == saved_now and dict(again.stats.lines) == saved_lines
         total = time.perf_counter() - t0
-        print(f"restore: {total:.2f} s (target ≤ 10 s) = read {t_read:.2f} s + world around the saved population "
-              f"{t_build:.2f} s + state back {t_restore:.2f} s; the universe (data, fit, catalog) is built as for a "
-              f"fresh start: {sum(universe.timings.get(k, 0) for k in ('load', 'catalog', 'fit')):.1f} s")  # fmt: skip
+        print(
+            f"restore: {total:.2f} s (target ≤ 10 s) = read {t_read:.2f} s + world around the saved population "
+            f"{t_build:.2f} s + state back {t_restore:.2f} s; the universe (data, fit, catalog) is built as for a "
+            f"fresh start: {sum(universe.timings.get(k, 0) for k in ('load', 'catalog', 'fit')):.1f} s"
+        )
     finally:
         shutil.rmtree(state, ignore_errors=True)
 

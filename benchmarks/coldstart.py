@@ -67,11 +67,18 @@ class ListService:
 
     def recommend(self, user_ids: np.ndarray, times: np.ndarray) -> RecAnswers:
         """One list per user, status 200, 1 ms."""
-        got = [self.lists.get(u) or self.fallback.get(self.segments.get(u, -1)) or self.fallback[-1]
-               for u in user_ids.tolist()]  # fmt: skip
+        got = [
+            self.lists.get(u) or self.fallback.get(self.segments.get(u, -1)) or self.fallback[-1]
+            for u in user_ids.tolist()
+        ]
         n = len(got)
-        return RecAnswers(["team1:8082"] * n, np.full(n, 200, np.int32), np.ones(n, np.int32), [g[0] for g in got],
-                          [g[1] for g in got])  # fmt: skip
+        return RecAnswers(
+            ["team1:8082"] * n,
+            np.full(n, 200, np.int32),
+            np.ones(n, np.int32),
+            [g[0] for g in got],
+            [g[1] for g in got],
+        )
 
 
 class Tracker:
@@ -144,14 +151,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t_all = time.perf_counter()
-    config = WorldConfig(users=args.users, movies=args.movies, seed=args.seed, days=None,
-                         arrivals_per_day=args.arrivals, edition="2026")  # fmt: skip
+    config = WorldConfig(
+        users=args.users, movies=args.movies, seed=args.seed, days=None, arrivals_per_day=args.arrivals, edition="2026"
+    )
     universe = build_universe(config)
     tmp = Path(tempfile.mkdtemp(prefix="movielab-coldstart-"))
     with EventStore(tmp / "store.duckdb") as store:
         world, _ = build_world(config, universe=universe, service=NoService())
-        with ServerThread(world_api(world.pop, universe.catalog, rate_limit=None, taste=universe.taste)) as api, \
-                WorldApi(api.url) as wapi:  # fmt: skip
+        with (
+            ServerThread(world_api(world.pop, universe.catalog, rate_limit=None, taste=universe.taste)) as api,
+            WorldApi(api.url) as wapi,
+        ):
             sink = StoreSink(store, wapi)
             world.sink = sink
             rate, world.arrivals_per_day = world.arrivals_per_day, 0.0  # accounts per day, all users
@@ -160,16 +170,21 @@ def main() -> None:
             while world.now < end:
                 world.step()
             sink.close()
-            print(f"history: {args.history_days:g} days of {args.users:,} users, {sink.stored:,} events stored "
-                  f"({sink.quarantined} quarantined) in {time.perf_counter() - t:.0f} s")  # fmt: skip
+            print(
+                f"history: {args.history_days:g} days of {args.users:,} users, {sink.stored:,} events stored "
+                f"({sink.quarantined} quarantined) in {time.perf_counter() - t:.0f} s"
+            )
             tracemalloc.start()
             cold = ColdStart.from_store(store)
             matcher_bytes = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-            print(f"cold-start model: {len(cold.matcher):,} titles known to the store, built with "
-                  f"{matcher_bytes / 2**20:.1f} MiB peak (tracemalloc)")  # fmt: skip
-            worker = ColdStartWorker(store, WorldApi(api.url, cache_users=False, negative_ttl=0),
-                                     rebuild_every=float("inf"))  # fmt: skip
+            print(
+                f"cold-start model: {len(cold.matcher):,} titles known to the store, built with "
+                f"{matcher_bytes / 2**20:.1f} MiB peak (tracemalloc)"
+            )
+            worker = ColdStartWorker(
+                store, WorldApi(api.url, cache_users=False, negative_ttl=0), rebuild_every=float("inf")
+            )
             worker._model = cold  # the model just measured; the worker rebuilds on its own schedule in production
             service = ListService(universe.catalog.slug, cold.fallback, store.user_segments())
             tracker = Tracker(worker, service, universe.taste)
@@ -193,40 +208,63 @@ def main() -> None:
     for r in records:
         cold.build(replace(r, likes=None, dislikes=None))
     base_ms = 1000 * (time.perf_counter() - t) / max(len(records), 1)
-    print(f"\nlatency per new account on the ingest path (fetch over HTTP + match + blend + store), {n_acc:,} "
-          f"accounts in {len(per):,} batches: mean {1000 * (per * weights).sum() / weights.sum():.2f} ms, "
-          f"p50 {1000 * np.percentile(per, 50):.2f} ms, p99 {1000 * np.percentile(per, 99):.2f} ms per account")  # fmt: skip
-    print(f"list building alone: lexical matcher + blend {match_ms:.3f} ms per account; demographic fallback "
-          f"alone {base_ms:.3f} ms (baseline, same run)")  # fmt: skip
+    print(
+        f"\nlatency per new account on the ingest path (fetch over HTTP + match + blend + store), {n_acc:,} "
+        f"accounts in {len(per):,} batches: mean {1000 * (per * weights).sum() / weights.sum():.2f} ms, "
+        f"p50 {1000 * np.percentile(per, 50):.2f} ms, p99 {1000 * np.percentile(per, 99):.2f} ms per account"
+    )
+    print(
+        f"list building alone: lexical matcher + blend {match_ms:.3f} ms per account; demographic fallback "
+        f"alone {base_ms:.3f} ms (baseline, same run)"
+    )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"memory: matcher + fallback lists {matcher_bytes / 2**20:.1f} MiB (tracemalloc peak while built); "
-          f"process max RSS {rss:.0f} MiB (world, store, API server included)")  # fmt: skip
+    print(
+        f"memory: matcher + fallback lists {matcher_bytes / 2**20:.1f} MiB (tracemalloc peak while built); "
+        f"process max RSS {rss:.0f} MiB (world, store, API server included)"
+    )
     # Conversion per arm.
     rows = []
     truth = universe.taste
     index = {s: i for i, s in enumerate(universe.catalog.slug)}
     for arm in ("demographic", "selfdesc"):
         users = [u for u, s in tracker.sessions.items() if s and _arm(u) == arm]
-        conv = np.array([sum(p is not None and p in recs for recs, p in tracker.sessions[u]) / len(tracker.sessions[u])
-                         for u in users])  # fmt: skip
+        conv = np.array(
+            [
+                sum(p is not None and p in recs for recs, p in tracker.sessions[u]) / len(tracker.sessions[u])
+                for u in users
+            ]
+        )
         sessions = sum(len(tracker.sessions[u]) for u in users)
         conversions = sum(p is not None and p in recs for u in users for recs, p in tracker.sessions[u])
-        scores = [_true(truth, world.pop, u, index[p]) for u in users for recs, p in tracker.sessions[u]
-                  if p is not None and p in recs]  # fmt: skip
+        scores = [
+            _true(truth, world.pop, u, index[p])
+            for u in users
+            for recs, p in tracker.sessions[u]
+            if p is not None and p in recs
+        ]
         matched = np.mean([tracker.matched[u] > 0 for u in users]) if users else math.nan
-        rows.append((arm, len(users), sessions, conversions, conv, float(np.mean(scores)) if scores else math.nan,
-                     matched))  # fmt: skip
-    print(f"\nnew users' first {FIRST} sessions, {args.users:,} users × {args.days:g} days, {args.movies:,} movies, "
-          f"2026 edition, seed {args.seed}")  # fmt: skip
-    print(f"{'arm':13}{'users':>7}{'sessions':>10}{'conv.':>8}{'per session':>13}{'per user':>10}"
-          f"{'true score':>12}{'title found':>13}")  # fmt: skip
+        rows.append(
+            (arm, len(users), sessions, conversions, conv, float(np.mean(scores)) if scores else math.nan, matched)
+        )
+    print(
+        f"\nnew users' first {FIRST} sessions, {args.users:,} users × {args.days:g} days, {args.movies:,} movies, "
+        f"2026 edition, seed {args.seed}"
+    )
+    print(
+        f"{'arm':13}{'users':>7}{'sessions':>10}{'conv.':>8}{'per session':>13}{'per user':>10}"
+        f"{'true score':>12}{'title found':>13}"
+    )
     for arm, n, sessions, conversions, conv, score, matched in rows:
-        print(f"{arm:13}{n:7,}{sessions:10,}{conversions:8,}{conversions / max(sessions, 1):13.1%}"
-              f"{conv.mean():10.1%}{score:12.2f}{matched:13.0%}")  # fmt: skip
+        print(
+            f"{arm:13}{n:7,}{sessions:10,}{conversions:8,}{conversions / max(sessions, 1):13.1%}"
+            f"{conv.mean():10.1%}{score:12.2f}{matched:13.0%}"
+        )
     (_, _, _, _, base, *_), (_, _, _, _, ours, *_) = rows
     d, lo, hi = welch(ours, base)
-    print(f"\nself-descriptions − demographic fallback, per-user conversion: {d:+.1%} (95% CI {lo:+.1%} .. {hi:+.1%}); "
-          f"relative {d / base.mean():+.0%}")  # fmt: skip
+    print(
+        f"\nself-descriptions − demographic fallback, per-user conversion: {d:+.1%} (95% CI {lo:+.1%} .. {hi:+.1%}); "
+        f"relative {d / base.mean():+.0%}"
+    )
     print(f"total wall time {time.perf_counter() - t_all:.0f} s")
 
 

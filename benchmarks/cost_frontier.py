@@ -61,8 +61,13 @@ class TableService:
                 entry = self._rows[body] = (np.array([self.index[m] for m in ids], np.int32), ", ".join(ids))
             got.append(entry)
         n = len(got)
-        return RecAnswers(["team1:8082"] * n, np.full(n, 200, np.int32), np.ones(n, np.int32), [g[0] for g in got],
-                          [g[1] for g in got])  # fmt: skip
+        return RecAnswers(
+            ["team1:8082"] * n,
+            np.full(n, 200, np.int32),
+            np.ones(n, np.int32),
+            [g[0] for g in got],
+            [g[1] for g in got],
+        )
 
 
 def correlations(universe, pop) -> None:
@@ -88,9 +93,11 @@ def correlations(universe, pop) -> None:
         era = (years >= lo) & (years < hi) & (years > 0)
         top = era & (popularity >= np.quantile(popularity, 0.9))
         low = era & (popularity <= np.quantile(popularity, 0.5))
-        print(f"  released {lo or '…'}–{hi - 1 if hi < 10_000 else '…'}: mean {cost[era].mean():.3f} USD per play "
-              f"({int(era.sum()):,} movies); top-10% popular {cost[top].mean():.3f}, bottom half "
-              f"{cost[low].mean():.3f}")  # fmt: skip
+        print(
+            f"  released {lo or '…'}–{hi - 1 if hi < 10_000 else '…'}: mean {cost[era].mean():.3f} USD per play "
+            f"({int(era.sum()):,} movies); top-10% popular {cost[top].mean():.3f}, bottom half "
+            f"{cost[low].mean():.3f}"
+        )
     q = np.quantile(cost, [0.1, 0.5, 0.9])
     print(f"  cost quantiles 10/50/90%: {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f} USD per play\n")
 
@@ -106,33 +113,41 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t_all = time.perf_counter()
-    config = WorldConfig(users=args.users, movies=args.movies, seed=args.seed, days=None, arrivals_per_day=0.0,
-                         edition="2026")  # fmt: skip
+    config = WorldConfig(
+        users=args.users, movies=args.movies, seed=args.seed, days=None, arrivals_per_day=0.0, edition="2026"
+    )
     universe = build_universe(config)
     cost = np.asarray(universe.catalog.license_cost, np.float64)
     tmp = Path(tempfile.mkdtemp(prefix="movielab-cost-"))
     with EventStore(tmp / "store.duckdb") as store:
         world, _ = build_world(config, universe=universe, service=NoService())
         correlations(universe, world.pop)
-        with ServerThread(world_api(world.pop, universe.catalog, rate_limit=None,
-                                    taste=universe.taste)) as api, WorldApi(api.url) as wapi:
+        with (
+            ServerThread(world_api(world.pop, universe.catalog, rate_limit=None, taste=universe.taste)) as api,
+            WorldApi(api.url) as wapi,
+        ):
             sink = StoreSink(store, wapi)
             world.sink = sink
             t = time.perf_counter()
             world.run(until=world.now + args.history_days * DAY)
-            print(f"history: {args.history_days:g} days of {args.users:,} users, {sink.stored:,} events stored "
-                  f"in {time.perf_counter() - t:.0f} s")  # fmt: skip
+            print(
+                f"history: {args.history_days:g} days of {args.users:,} users, {sink.stored:,} events stored "
+                f"in {time.perf_counter() - t:.0f} s"
+            )
         snapshot = store.create_snapshot("history", None, None)
         data = TrainingData.from_snapshot(store, snapshot)
         segments = store.user_segments()
     known = np.isfinite(data.item_cost).mean() if data.item_cost is not None else 0.0
     t = time.perf_counter()
     model = create("costaware", base=args.base, trade_off=0.0).fit(data)
-    print(f"fitted costaware({args.base}) on {data.users.size:,} users × {len(data.items):,} movies "
-          f"({known:.0%} with a license cost) in {time.perf_counter() - t:.1f} s\n")  # fmt: skip
+    print(
+        f"fitted costaware({args.base}) on {data.users.size:,} users × {len(data.items):,} movies "
+        f"({known:.0%} with a license cost) in {time.perf_counter() - t:.1f} s\n"
+    )
     popularity = create("popularity").fit(data)
-    settings = [("popularity", popularity, None)] + [(f"λ={float(x):g}", model, float(x))
-                                                     for x in args.trade_offs.split(",")]
+    settings = [("popularity", popularity, None)] + [
+        (f"λ={float(x):g}", model, float(x)) for x in args.trade_offs.split(",")
+    ]
     results = []
     for name, m, trade_off in settings:
         if trade_off is not None:
@@ -141,8 +156,14 @@ def main() -> None:
         world, _ = build_world(config, universe=universe, service=NoService())
         world.run(until=world.now + args.history_days * DAY)  # the same history, identically
         s = world.stats
-        before = (s.sessions, s.picked_recommended, s.true_score_of_recommended_picks, s.viewings,
-                  s.viewings_per_movie.copy(), s.rating_hist.copy())  # fmt: skip
+        before = (
+            s.sessions,
+            s.picked_recommended,
+            s.true_score_of_recommended_picks,
+            s.viewings,
+            s.viewings_per_movie.copy(),
+            s.rating_hist.copy(),
+        )
         world.service = TableService(table, universe.catalog.slug)
         t = time.perf_counter()
         world.run(until=world.now + DAY)
@@ -154,17 +175,34 @@ def main() -> None:
         spent = float(plays_per_movie @ cost[: len(plays_per_movie)])
         hist = s.rating_hist - before[5]
         rating = float((hist * np.arange(len(hist))).sum() / max(hist.sum(), 1))
-        results.append((name, sessions, plays, spent / max(plays, 1), 1000 * spent / max(sessions, 1),
-                        picks / max(sessions, 1), true, rating, int(hist.sum())))  # fmt: skip
+        results.append(
+            (
+                name,
+                sessions,
+                plays,
+                spent / max(plays, 1),
+                1000 * spent / max(sessions, 1),
+                picks / max(sessions, 1),
+                true,
+                rating,
+                int(hist.sum()),
+            )
+        )
         print(f"  {name}: one served day in {time.perf_counter() - t:.0f} s")
     base = next(r for r in results if r[0] == "λ=0")
-    print(f"\n{args.users:,} users, {args.movies:,} movies, seed {args.seed}: one day served after "
-          f"{args.history_days:g} days of history (2026 edition; λ = trade-off, λ=0 is {args.base} itself)")  # fmt: skip
-    print(f"{'setting':12}{'sessions':>9}{'plays':>8}{'USD/play':>10}{'vs λ=0':>8}{'USD/1k req':>12}"
-          f"{'conversion':>12}{'true score':>12}{'mean rating':>13}{'ratings':>9}")  # fmt: skip
+    print(
+        f"\n{args.users:,} users, {args.movies:,} movies, seed {args.seed}: one day served after "
+        f"{args.history_days:g} days of history (2026 edition; λ = trade-off, λ=0 is {args.base} itself)"
+    )
+    print(
+        f"{'setting':12}{'sessions':>9}{'plays':>8}{'USD/play':>10}{'vs λ=0':>8}{'USD/1k req':>12}"
+        f"{'conversion':>12}{'true score':>12}{'mean rating':>13}{'ratings':>9}"
+    )
     for name, sessions, plays, per_play, per_1k, conv, true, rating, n_ratings in results:
-        print(f"{name:12}{sessions:9,}{plays:8,}{per_play:10.4f}{per_play / base[3] - 1:+8.0%}{per_1k:12.2f}"
-              f"{conv:12.1%}{true:12.2f}{rating:13.2f}{n_ratings:9,}")  # fmt: skip
+        print(
+            f"{name:12}{sessions:9,}{plays:8,}{per_play:10.4f}{per_play / base[3] - 1:+8.0%}{per_1k:12.2f}"
+            f"{conv:12.1%}{true:12.2f}{rating:13.2f}{n_ratings:9,}"
+        )
     print(f"\ntotal wall time {time.perf_counter() - t_all:.0f} s")
 
 

@@ -85,8 +85,10 @@ def course_file(folder: Path, args: argparse.Namespace, bootstrap: str, api_port
         ref = str(Path(args.scenario).resolve()) if Path(args.scenario).is_file() else args.scenario
         scenario = f'scenario = "{ref}"\nscenario_time_scale = {time_scale(args)}'
 
-    teams = "".join(f'[[teams]]\nname = "{name}"\nurl = "{url}"\n'
-                    for name, url in zip(("movielab", "placeholder", "popularity"), urls, strict=True))  # fmt: skip
+    teams = "".join(
+        f'[[teams]]\nname = "{name}"\nurl = "{url}"\n'
+        for name, url in zip(("movielab", "placeholder", "popularity"), urls, strict=True)
+    )
     path = folder / "course.toml"
     path.write_text(f"""name = "restart-bench"
 [world]
@@ -118,15 +120,18 @@ def time_scale(args: argparse.Namespace) -> float:
     from movielab.world.scenarios import load
 
     t0 = parse_start("2026-03-20T00:00:00")  # the course's default start; windows are relative to it
-    span = max(max(x for x in spec.window(t0) if x is not None and x != float("inf")) - t0
-               for spec in load(args.scenario).injections)  # fmt: skip
+    span = max(
+        max(x for x in spec.window(t0) if x is not None and x != float("inf")) - t0
+        for spec in load(args.scenario).injections
+    )
     return max(1.0, span / (0.9 * args.days * DAY))
 
 
 def world_process(course: Path, log) -> subprocess.Popen:
     """`movielab course run FILE` as its own process."""
-    return subprocess.Popen([sys.executable, "-m", "movielab", "course", "run", str(course)], stdout=log,
-                            stderr=subprocess.STDOUT)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "movielab", "course", "run", str(course)], stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def sim_time(state: Path) -> float:
@@ -172,12 +177,32 @@ def one_run(args: argparse.Namespace, sig: signal.Signals, folder: Path) -> dict
             if args.recommender == "operate":
                 rec_dir = folder / "team1"
                 rec_dir.mkdir()
-                env = {**os.environ, "MOVIELAB_REC_KAFKA": broker.bootstrap, "MOVIELAB_REC_TEAM": "1",
-                       "MOVIELAB_REC_WORLD_API": f"http://127.0.0.1:{api_port}", "MOVIELAB_REC_PORT": str(ports[0])}
-                procs.append(subprocess.Popen([sys.executable, "-m", "movielab", "recommender", "operate",
-                                               "--replicas", "0", "--control-port", str(free_port())], cwd=rec_dir,
-                                              env=env, stdout=(rec_dir / "operate.log").open("w"),
-                                              stderr=subprocess.STDOUT))  # fmt: skip
+                env = {
+                    **os.environ,
+                    "MOVIELAB_REC_KAFKA": broker.bootstrap,
+                    "MOVIELAB_REC_TEAM": "1",
+                    "MOVIELAB_REC_WORLD_API": f"http://127.0.0.1:{api_port}",
+                    "MOVIELAB_REC_PORT": str(ports[0]),
+                }
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "movielab",
+                            "recommender",
+                            "operate",
+                            "--replicas",
+                            "0",
+                            "--control-port",
+                            str(free_port()),
+                        ],
+                        cwd=rec_dir,
+                        env=env,
+                        stdout=(rec_dir / "operate.log").open("w"),
+                        stderr=subprocess.STDOUT,
+                    )
+                )
             t0 = time.perf_counter()
             world = world_process(course, log)
             start, seen_at = None, []  # wall times at which a new checkpoint showed in the status file
@@ -195,8 +220,9 @@ def one_run(args: argparse.Namespace, sig: signal.Signals, folder: Path) -> dict
             time.sleep(gap / 2)
             world.send_signal(sig)
             world.wait(timeout=300)
-            restart = subprocess.Popen([sys.executable, "-m", "movielab", "course", "run", str(course)], stdout=log,
-                                       stderr=subprocess.STDOUT)  # fmt: skip
+            restart = subprocess.Popen(
+                [sys.executable, "-m", "movielab", "course", "run", str(course)], stdout=log, stderr=subprocess.STDOUT
+            )
             if restart.wait(timeout=args.timeout) != 0:
                 raise SystemExit(f"the restarted world failed: see {folder / 'world.log'}")
             wall = time.perf_counter() - t0
@@ -211,8 +237,13 @@ def one_run(args: argparse.Namespace, sig: signal.Signals, folder: Path) -> dict
                 records = read_topic(broker.bootstrap, topic, f"count-{topic}", max_messages=n, timeout=600)
                 e = meta["info"]["lines"][topic]
                 r = restored[-1]["re_emitted"][topic] if restored else 0
-                out["topics"][topic] = {"on_topic": len(records), "world": e, "re_emitted": r,
-                                        "lost": e + r - len(records), "reversals": reversals(records)}  # fmt: skip
+                out["topics"][topic] = {
+                    "on_topic": len(records),
+                    "world": e,
+                    "re_emitted": r,
+                    "lost": e + r - len(records),
+                    "reversals": reversals(records),
+                }
             out["restored_from"] = restored[-1]["at"] if restored else None
             out["per_interval"] = sum(f["world"] for f in out["topics"].values()) / (args.days * 1440 / args.every)
             out["gap"] = gap
@@ -241,9 +272,11 @@ def scoreboard(folder: Path) -> None:
     records = [json.loads(x) for x in (folder / "state" / "manifest.jsonl").read_text().splitlines()]
     starts = Counter(r["id"] for r in records if r.get("event") == "start")
     ends = {r["id"] for r in records if r.get("event") == "end"}
-    print(f"manifest: {len(starts)} injections began ({sum(starts.values()) - len(starts)} start records written "
-          f"again after the restart), {len(ends)} ended; {len(read_manifest(folder / 'state' / 'manifest.jsonl'))} "
-          f"paired events")  # fmt: skip
+    print(
+        f"manifest: {len(starts)} injections began ({sum(starts.values()) - len(starts)} start records written "
+        f"again after the restart), {len(ends)} ended; {len(read_manifest(folder / 'state' / 'manifest.jsonl'))} "
+        f"paired events"
+    )
 
 
 def main() -> None:
@@ -255,34 +288,49 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=10, help="simulated minutes between checkpoints")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--signal", choices=["kill", "term", "both"], default="both")
-    ap.add_argument("--recommender", choices=["operate", "none"], default="operate",
-                    help="team 1: movielab's operated recommender, or nothing listening (failed requests)")
+    ap.add_argument(
+        "--recommender",
+        choices=["operate", "none"],
+        default="operate",
+        help="team 1: movielab's operated recommender, or nothing listening (failed requests)",
+    )
     ap.add_argument("--scenario", help="a scenario preset (e.g. semester) or file")
-    ap.add_argument("--scenario-time-scale", type=float, help="compress the scenario's timeline by this factor "
-                    "(default: its injections fall inside the run's days)")  # fmt: skip
+    ap.add_argument(
+        "--scenario-time-scale",
+        type=float,
+        help="compress the scenario's timeline by this factor (default: its injections fall inside the run's days)",
+    )
     ap.add_argument("--scoreboard", action="store_true", help="print the scoreboard and the manifest's injections")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds the restarted world may take")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="movielab-course-restart-"))
     sigs = {"kill": [signal.SIGKILL], "term": [signal.SIGTERM], "both": [signal.SIGKILL, signal.SIGTERM]}[args.signal]
-    print(f"{args.users:,} users, {args.movies:,} movies, {args.days:g} simulated days, checkpoints every "
-          f"{args.every} simulated minutes; teams: movielab ({args.recommender}), placeholder, popularity; "
-          f"scenario {args.scenario or 'none'}"
-          f"{f' (time scale {time_scale(args):.1f})' if args.scenario else ''}; work folder {root}")  # fmt: skip
+    print(
+        f"{args.users:,} users, {args.movies:,} movies, {args.days:g} simulated days, checkpoints every "
+        f"{args.every} simulated minutes; teams: movielab ({args.recommender}), placeholder, popularity; "
+        f"scenario {args.scenario or 'none'}"
+        f"{f' (time scale {time_scale(args):.1f})' if args.scenario else ''}; work folder {root}"
+    )
     for sig in sigs:
         r = one_run(args, sig, root / sig.name.lower())
-        print(f"\n{sig.name} half-way after the checkpoint of simulated {time.strftime('%Y-%m-%dT%H:%M', time.gmtime(r['killed_at']))}, "
-              f"restored from the checkpoint of {r['restored_from']}; {r['wall']:.0f} s wall")  # fmt: skip
+        print(
+            f"\n{sig.name} half-way after the checkpoint of simulated {time.strftime('%Y-%m-%dT%H:%M', time.gmtime(r['killed_at']))}, "
+            f"restored from the checkpoint of {r['restored_from']}; {r['wall']:.0f} s wall"
+        )
         print(f"{'topic':<10} {'on topic':>10} {'world':>10} {'doubled':>8} {'lost':>5} {'reversals':>9}")
         for topic, f in r["topics"].items():
-            print(f"{topic:<10} {f['on_topic']:>10,} {f['world']:>10,} {f['re_emitted']:>8,} {f['lost']:>5,} "
-                  f"{f['reversals']:>9,}")  # fmt: skip
+            print(
+                f"{topic:<10} {f['on_topic']:>10,} {f['world']:>10,} {f['re_emitted']:>8,} {f['lost']:>5,} "
+                f"{f['reversals']:>9,}"
+            )
         total = sum(f["on_topic"] for f in r["topics"].values())
         doubled = sum(f["re_emitted"] for f in r["topics"].values())
-        print(f"doubled {doubled:,} of {total:,} lines ({doubled / max(total, 1):.3%}); lost "
-              f"{sum(f['lost'] for f in r['topics'].values()):,}; the signal came {r['gap'] / 2:.2f} s (wall) after "
-              f"the checkpoint; one checkpoint interval holds {r['per_interval']:,.0f} lines on average "
-              f"(the bound on doubles)")  # fmt: skip
+        print(
+            f"doubled {doubled:,} of {total:,} lines ({doubled / max(total, 1):.3%}); lost "
+            f"{sum(f['lost'] for f in r['topics'].values()):,}; the signal came {r['gap'] / 2:.2f} s (wall) after "
+            f"the checkpoint; one checkpoint interval holds {r['per_interval']:,.0f} lines on average "
+            f"(the bound on doubles)"
+        )
         if args.scoreboard:
             scoreboard(root / sig.name.lower())
 

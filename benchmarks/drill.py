@@ -34,13 +34,17 @@ def main() -> None:
     results = run_drill(folder, DrillConfig(users=args.users, scale=args.scale))
     steps = [json.loads(line) for line in (folder / "drill.jsonl").read_text().splitlines()]
     print(f"\ndrill profile: rule durations / {args.scale:g}; {args.users:,} users; log {folder / 'drill.jsonl'}")
-    print(f"{'scenario':10}{'alert':30}{'signal (baseline)':>18}{'firing':>8}{'paged':>8}{'paged - signal':>16}"
-          f"{'mitigation took':>17}{'time to recover':>17}")
+    print(
+        f"{'scenario':10}{'alert':30}{'signal (baseline)':>18}{'firing':>8}{'paged':>8}{'paged - signal':>16}"
+        f"{'mitigation took':>17}{'time to recover':>17}"
+    )
     for r in results:
         done = next(s for s in steps if s["scenario"] == r["scenario"] and s["step"] == "mitigation done")
-        print(f"{r['scenario']:10}{r['alert']:30}{r['signal_s']:>17.1f}s{r['fired_s']:>7.1f}s{r['paged_s']:>7.1f}s"
-              f"{r['paged_s'] - r['signal_s']:>15.1f}s{done['seconds'] - r['mitigated_s']:>16.1f}s"
-              f"{r['time_to_recover_s']:>16.1f}s")
+        print(
+            f"{r['scenario']:10}{r['alert']:30}{r['signal_s']:>17.1f}s{r['fired_s']:>7.1f}s{r['paged_s']:>7.1f}s"
+            f"{r['paged_s'] - r['signal_s']:>15.1f}s{done['seconds'] - r['mitigated_s']:>16.1f}s"
+            f"{r['time_to_recover_s']:>16.1f}s"
+        )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ def write(path: Path, rerated: bool) -> None:
 
 
 def protocol(r: ratingsfile.Ratings) -> float:
-    rows = ml100k_protocol(r.user, r.item, r.rating, r.timestamp, lambda: [create("popularity")], SEEDS,
-                           latency_users=5)  # fmt: skip
+    rows = ml100k_protocol(
+        r.user, r.item, r.rating, r.timestamp, lambda: [create("popularity")], SEEDS, latency_users=5
+    )
     return rows[0].metrics["ndcg@10"]
 
 
@@ -59,11 +60,14 @@ def as_it_comes(path: Path) -> float:
         def mat(values, rows, cols, dtype) -> sp.csr_matrix:
             return sp.csr_matrix((np.asarray(values, dtype), (rows, cols)), shape=shape, dtype=dtype)
 
-        train = TrainingData(np.arange(shape[0], dtype=np.int64), [str(i) for i in range(shape[1])],
-                             sp.csr_matrix(shape, dtype=np.float32),
-                             mat(raw[~held, 2], user[~held], item[~held], np.float32),
-                             mat(raw[~held, 3], user[~held], item[~held], np.float64),
-                             np.full(shape[0], -1, np.int16))  # fmt: skip
+        train = TrainingData(
+            np.arange(shape[0], dtype=np.int64),
+            [str(i) for i in range(shape[1])],
+            sp.csr_matrix(shape, dtype=np.float32),
+            mat(raw[~held, 2], user[~held], item[~held], np.float32),
+            mat(raw[~held, 3], user[~held], item[~held], np.float64),
+            np.full(shape[0], -1, np.int16),
+        )
         test = mat(np.ones(held.sum()), user[held], item[held], np.float32)
         scores.append(evaluate_model(create("popularity").fit(train), train, test)["ndcg@10"])
     return float(np.mean(scores))

@@ -37,23 +37,35 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="report folder (default: a new temporary folder)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    config = LiveStudyConfig(users=args.users, movies=args.movies, seed=args.seed, history_days=args.history_days,
-                             pre_days=args.pre_days, days=args.days, arrivals=args.arrivals, base=args.base,
-                             trade_off=args.trade_off)  # fmt: skip
+    config = LiveStudyConfig(
+        users=args.users,
+        movies=args.movies,
+        seed=args.seed,
+        history_days=args.history_days,
+        pre_days=args.pre_days,
+        days=args.days,
+        arrivals=args.arrivals,
+        base=args.base,
+        trade_off=args.trade_off,
+    )
     out = args.out or Path(tempfile.mkdtemp(prefix="movielab-experiments-"))
     t = time.perf_counter()
     study = run_live_study(config, out)
-    print(f"{config.users:,} users, {config.movies:,} movies, 2026 edition, seed {config.seed}: "
-          f"{config.history_days:g} days history, {config.pre_days:g} pre-period, {config.days:g} experiment; "
-          f"{study.lines_produced:,} lines, {study.events_stored:,} stored, {study.quarantined:,} quarantined")  # fmt: skip
+    print(
+        f"{config.users:,} users, {config.movies:,} movies, 2026 edition, seed {config.seed}: "
+        f"{config.history_days:g} days history, {config.pre_days:g} pre-period, {config.days:g} experiment; "
+        f"{study.lines_produced:,} lines, {study.events_stored:,} stored, {study.quarantined:,} quarantined"
+    )
     for res in study.results:
         d = res.design
         c, tr = d.arms
         print(f"\n{d.name} ({tr} vs {c}, baseline {c} in the same run)")
         for arm in d.arms:
             k = res.counts[arm]
-            print(f"  {arm:12} users {k.users:6,}  sessions/requests {k.requests:7,}  conversions {k.conversions:6,}"
-                  f"  plays {k.plays:6,}  cost USD {k.license_cost:9,.2f}  ratings {k.ratings:6,}")  # fmt: skip
+            print(
+                f"  {arm:12} users {k.users:6,}  sessions/requests {k.requests:7,}  conversions {k.conversions:6,}"
+                f"  plays {k.plays:6,}  cost USD {k.license_cost:9,.2f}  ratings {k.ratings:6,}"
+            )
         print(f"  SRM: {res.srm.champion:,} vs {res.srm.challenger:,}, p = {res.srm.p_value:.3g}")
         for m in res.metrics.values():
             x = m.test
@@ -61,12 +73,17 @@ def main() -> None:
                 print(f"  {m.metric:14} {m.role:9} {c} {m.control:.4f}  {tr} {m.treatment:.4f}  (not tested)")
                 continue
             vr = "" if x.variance_reduction is None else f", CUPED variance −{x.variance_reduction:.0%}"
-            print(f"  {m.metric:14} {m.role:9} {c} {m.control:.4f}  {tr} {m.treatment:.4f}  difference "
-                  f"{x.difference:+.4f} (95% CI {x.ci_low:+.4f} .. {x.ci_high:+.4f}), p = {x.p_value:.3g}{vr}")  # fmt: skip
+            print(
+                f"  {m.metric:14} {m.role:9} {c} {m.control:.4f}  {tr} {m.treatment:.4f}  difference "
+                f"{x.difference:+.4f} (95% CI {x.ci_low:+.4f} .. {x.ci_high:+.4f}), p = {x.p_value:.3g}{vr}"
+            )
         print(f"  decision: {res.decision} — {res.reason}")
     print(f"\nreport: {study.report}")
-    print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in study.seconds.items())
-          + f"; total {time.perf_counter() - t:.0f} s")  # fmt: skip
+    print(
+        "wall time: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in study.seconds.items())
+        + f"; total {time.perf_counter() - t:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ def main() -> None:
     ap.add_argument("--out", default="fidelity")
     args = ap.parse_args()
     t = time.perf_counter()
-    report = fidelity_report(WorldConfig(seed=args.seed, arrivals_per_day=0.0, allow_download=False),
-                             seeds=range(args.seeds))  # fmt: skip
+    report = fidelity_report(
+        WorldConfig(seed=args.seed, arrivals_per_day=0.0, allow_download=False), seeds=range(args.seeds)
+    )
     print(report.table())
     files = write_plots(report, Path(args.out))
     print(f"plots: {', '.join(map(str, files))}; total {time.perf_counter() - t:.0f} s")

@@ -33,19 +33,28 @@ def save_version(folder: Path) -> Path:
     rng = np.random.default_rng(0)
     items = [f"movie+{i}+{1950 + i}" for i in range(60)]
     n = 2000
-    data = TrainingData.from_triples(rng.integers(1, 201, n), rng.choice(items, n), np.ones(n), np.zeros(n),
-                                     np.zeros(n), snapshot_id="snap-fuzz")  # fmt: skip
+    data = TrainingData.from_triples(
+        rng.integers(1, 201, n), rng.choice(items, n), np.ones(n), np.zeros(n), np.zeros(n), snapshot_id="snap-fuzz"
+    )
     folder.mkdir(parents=True)
     create("popularity").fit(data).save(folder)
-    manifest = {"model": "popularity", "version": folder.name, "snapshot_id": "snap-fuzz", "code_version": "fuzz",
-                "trained_at": "2026-03-20T08:00:00", "params": {}}  # fmt: skip
+    manifest = {
+        "model": "popularity",
+        "version": folder.name,
+        "snapshot_id": "snap-fuzz",
+        "code_version": "fuzz",
+        "trained_at": "2026-03-20T08:00:00",
+        "params": {},
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
 
 # Positive cases get well-formed ids and actions (so answers other than 400 are reached); negative ones break them.
-PARAMS = {"userid": {"type": "string", "pattern": "^[1-9][0-9]{0,5}$"},
-          "action": {"type": "string", "enum": ["promote", "rollback", "pause", "resume"]}}  # fmt: skip
+PARAMS = {
+    "userid": {"type": "string", "pattern": "^[1-9][0-9]{0,5}$"},
+    "action": {"type": "string", "enum": ["promote", "rollback", "pause", "resume"]},
+}
 
 
 def _body(model) -> dict:
@@ -55,8 +64,9 @@ def _body(model) -> dict:
 def _op(params: list[str] = (), body=None, secured: bool = True) -> dict:
     op: dict = {"responses": {"default": {"description": "any"}}}
     if params:
-        op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": PARAMS.get(p, {"type": "string"})}
-                            for p in params]  # fmt: skip
+        op["parameters"] = [
+            {"name": p, "in": "path", "required": True, "schema": PARAMS.get(p, {"type": "string"})} for p in params
+        ]
     if body is not None:
         op["requestBody"] = _body(body)
     if secured:
@@ -66,8 +76,12 @@ def _op(params: list[str] = (), body=None, secured: bool = True) -> dict:
 
 def spec(title: str, paths: dict) -> dict:
     """An OpenAPI 3.0 document of `paths` with a bearer-token scheme."""
-    return {"openapi": "3.0.3", "info": {"title": title, "version": "1"}, "paths": paths,
-            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}}  # fmt: skip
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": "1"},
+        "paths": paths,
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
 
 
 def fuzz(name: str, document: dict, url: str, headers: dict[str, str], examples: int) -> collections.Counter:
@@ -90,8 +104,10 @@ def fuzz(name: str, document: dict, url: str, headers: dict[str, str], examples:
                 response = case.call(base_url=url, headers=headers, timeout=30)
                 counts[response.status_code] += 1
                 if response.status_code >= 500:
-                    print(f"  5xx: {case.method} {case.formatted_path} body={str(case.body)[:120]!r} -> "
-                          f"{response.status_code} {response.text[:200]}")  # fmt: skip
+                    print(
+                        f"  5xx: {case.method} {case.formatted_path} body={str(case.body)[:120]!r} -> "
+                        f"{response.status_code} {response.text[:200]}"
+                    )
 
             try:
                 run()
@@ -106,8 +122,10 @@ def line(name: str, with_token: collections.Counter, without: collections.Counte
     text = f"{name:<34} {n:>6} requests, 5xx: {fives}   statuses {dict(sorted(with_token.items()))}"
     if without is not None:
         m = sum(without.values())
-        text += (f"\n{'':<34} baseline without the token: {m} requests, 401: {without[401]}, "
-                 f"5xx: {sum(v for k, v in without.items() if k >= 500)}")  # fmt: skip
+        text += (
+            f"\n{'':<34} baseline without the token: {m} requests, 401: {without[401]}, "
+            f"5xx: {sum(v for k, v in without.items() if k >= 500)}"
+        )
     return text
 
 
@@ -138,31 +156,63 @@ def main() -> None:
         loaded = load_version(version)
         app = create_app(loaded.table, folder=loaded.folder, manifest=loaded.manifest)
         admin = create_admin_app(app, tokens, base / "models")
-        public_doc = spec("serving", {"/recommend/{userid}": {"get": _op(["userid"], secured=False)},
-                                      "/healthz": {"get": _op(secured=False)},
-                                      "/metrics": {"get": _op(secured=False)}})  # fmt: skip
-        admin_doc = spec("serving admin", {
-            "/admin/state": {"get": _op()}, "/admin/load": {"post": _op(body=LoadBody)},
-            "/admin/share": {"post": _op(body=ShareBody)}, "/admin/promote": {"post": _op(body=EmptyBody)},
-            "/admin/drop": {"post": _op(body=EmptyBody)}, "/explain/{userid}": {"get": _op(["userid"])}})  # fmt: skip
-        control_doc = spec("operator control", {
-            "/status": {"get": _op()}, "/metrics": {"get": _op(secured=False)},
-            "/canary/{action}": {"post": _op(["action"], body=OverrideBody)},
-            "/canary/start": {"post": _op(body=StartBody)}, "/retrain": {"post": _op(body=EmptyBody)},
-            "/schedule/{action}": {"post": _op(["action"], body=EmptyBody)}})  # fmt: skip
+        public_doc = spec(
+            "serving",
+            {
+                "/recommend/{userid}": {"get": _op(["userid"], secured=False)},
+                "/healthz": {"get": _op(secured=False)},
+                "/metrics": {"get": _op(secured=False)},
+            },
+        )
+        admin_doc = spec(
+            "serving admin",
+            {
+                "/admin/state": {"get": _op()},
+                "/admin/load": {"post": _op(body=LoadBody)},
+                "/admin/share": {"post": _op(body=ShareBody)},
+                "/admin/promote": {"post": _op(body=EmptyBody)},
+                "/admin/drop": {"post": _op(body=EmptyBody)},
+                "/explain/{userid}": {"get": _op(["userid"])},
+            },
+        )
+        control_doc = spec(
+            "operator control",
+            {
+                "/status": {"get": _op()},
+                "/metrics": {"get": _op(secured=False)},
+                "/canary/{action}": {"post": _op(["action"], body=OverrideBody)},
+                "/canary/start": {"post": _op(body=StartBody)},
+                "/retrain": {"post": _op(body=EmptyBody)},
+                "/schedule/{action}": {"post": _op(["action"], body=EmptyBody)},
+            },
+        )
         config = RecommenderConfig(store=base / "store.duckdb", artifacts=base / "models")
         out = []
         with EventStore(config.store) as store:
             operator = Operator(store, Retrainer.from_config(config, store), lambda v: OneServer(v), base / "operator")
-            with ServerThread(app) as s, ServerThread(admin) as a, \
-                    ServerThread(create_control_app(operator, tokens)) as c:  # fmt: skip
+            with (
+                ServerThread(app) as s,
+                ServerThread(admin) as a,
+                ServerThread(create_control_app(operator, tokens)) as c,
+            ):
                 auth = tokens.headers()
-                out.append(line("serving /recommend (public)", fuzz("public", public_doc, s.url, {}, args.examples),
-                                None))  # fmt: skip
-                out.append(line("serving admin + explain (token)", fuzz("admin", admin_doc, a.url, auth, args.examples),
-                                fuzz("admin", admin_doc, a.url, {}, max(10, args.examples // 5))))  # fmt: skip
-                out.append(line("operator control (token)", fuzz("control", control_doc, c.url, auth, args.examples),
-                                fuzz("control", control_doc, c.url, {}, max(10, args.examples // 5))))  # fmt: skip
+                out.append(
+                    line("serving /recommend (public)", fuzz("public", public_doc, s.url, {}, args.examples), None)
+                )
+                out.append(
+                    line(
+                        "serving admin + explain (token)",
+                        fuzz("admin", admin_doc, a.url, auth, args.examples),
+                        fuzz("admin", admin_doc, a.url, {}, max(10, args.examples // 5)),
+                    )
+                )
+                out.append(
+                    line(
+                        "operator control (token)",
+                        fuzz("control", control_doc, c.url, auth, args.examples),
+                        fuzz("control", control_doc, c.url, {}, max(10, args.examples // 5)),
+                    )
+                )
     print("\n".join(out))
 
 

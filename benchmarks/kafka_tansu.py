@@ -34,8 +34,20 @@ def tansu_broker(start_timeout: float = 15.0) -> Iterator[str]:
     port = _free_port("127.0.0.1")
     url = f"tcp://127.0.0.1:{port}"
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                                 "--storage-engine", "memory://tansu/"], stdout=log, stderr=log)  # fmt: skip
+        proc = subprocess.Popen(
+            [
+                str(binary),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=log,
+        )
         try:
             deadline = time.monotonic() + start_timeout
             while True:  # connect by hand first, so librdkafka does not log "connection refused"

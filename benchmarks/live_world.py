@@ -45,8 +45,13 @@ def fixed_list_service(port: int, ids: list[str]) -> None:
     async def recommend(request):
         return PlainTextResponse(body)
 
-    uvicorn.run(Starlette(routes=[Route("/recommend/{u}", recommend)]), host="127.0.0.1", port=port,
-                log_level="warning", access_log=False)  # fmt: skip
+    uvicorn.run(
+        Starlette(routes=[Route("/recommend/{u}", recommend)]),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 def _count(bootstrap: str, topic: str, expected, ready, result) -> None:
@@ -130,10 +135,19 @@ def main() -> None:
         requests = world.stats.sessions - sessions0
         # The ceiling: raw produce of the same number of pre-formatted lines, read back by nobody.
         slugs = universe.catalog.slug
-        lines = [f"2026-03-20T08:12:{i % 60:02d},{i % 1_000_000 + 1},GET /data/m/{slugs[i % len(slugs)]}/"
-                 f"{i % 120 + 1}.mpg".encode() for i in range(n)]  # fmt: skip
-        p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 10, "batch.num.messages": 10_000,
-                      "queue.buffering.max.messages": 2_000_000})  # fmt: skip
+        lines = [
+            f"2026-03-20T08:12:{i % 60:02d},{i % 1_000_000 + 1},GET /data/m/{slugs[i % len(slugs)]}/"
+            f"{i % 120 + 1}.mpg".encode()
+            for i in range(n)
+        ]
+        p = Producer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "linger.ms": 10,
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": 2_000_000,
+            }
+        )
         t = time.perf_counter()
         for i, line in enumerate(lines):
             while True:
@@ -163,16 +177,22 @@ def main() -> None:
         counter.join(5)
     service.terminate()
     print(f"{args.users:,} users, {args.movies:,} movies, {args.minutes:g} simulated minutes measured")
-    print(f"end to end (world → Kafka → consumer): {e2e:10,.0f} events/s  (target ≥ 50,000; {n:,} lines, "
-          f"world alone {n / t_world:,.0f}/s)")
+    print(
+        f"end to end (world → Kafka → consumer): {e2e:10,.0f} events/s  (target ≥ 50,000; {n:,} lines, "
+        f"world alone {n / t_world:,.0f}/s)"
+    )
     print(f"raw confluent-kafka produce (ceiling): {ceiling:10,.0f} lines/s  (same run)")
     print(f"recommendation requests in the run:    {requests / t_world:10,.0f} req/s  ({requests:,} requests)")
-    print(f"client capacity, batches of 2,000:     {rps:10,.0f} req/s  (target ≥ 1,000; answered 200; "
-          f"{failed:,} of {done:,} not)")  # fmt: skip
+    print(
+        f"client capacity, batches of 2,000:     {rps:10,.0f} req/s  (target ≥ 1,000; answered 200; "
+        f"{failed:,} of {done:,} not)"
+    )
     p50, p99 = np.percentile(single, 50) * 1000, np.percentile(single, 99) * 1000
     b50, b99 = np.percentile(bare, 50) * 1000, np.percentile(bare, 99) * 1000
-    print(f"one request at a time: world client p50 {p50:.2f} ms p99 {p99:.2f} ms; bare socket p50 {b50:.2f} ms "
-          f"p99 {b99:.2f} ms; the world adds {p50 - b50:.2f} ms at p50")
+    print(
+        f"one request at a time: world client p50 {p50:.2f} ms p99 {p99:.2f} ms; bare socket p50 {b50:.2f} ms "
+        f"p99 {b99:.2f} ms; the world adds {p50 - b50:.2f} ms at p50"
+    )
     print(f"(the reference service answers in ~{b50:.1f} ms on this machine)")
 
 

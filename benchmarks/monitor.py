@@ -55,32 +55,68 @@ def synthetic_day(users: int, movies: int, sessions: int, minutes: int, seed: in
     length = rng.integers(1, minutes * 2, n_sess)
     rated = rng.random(n_sess) < 0.3
     # Recommendation lines.
-    cols: dict[str, list] = {k: [] for k in ("time", "user_id", "kind", "movie_id", "minute", "rating", "status",
-                                             "recommendations", "error", "response_ms")}  # fmt: skip
+    cols: dict[str, list] = {
+        k: []
+        for k in (
+            "time",
+            "user_id",
+            "kind",
+            "movie_id",
+            "minute",
+            "rating",
+            "status",
+            "recommendations",
+            "error",
+            "response_ms",
+        )
+    }
     t_rec = start
     rec_lists = [list(slugs[r]) if o else None for r, o in zip(recs, ok, strict=True)]
-    _extend(cols, t_rec, user, "recommendation", None, None, None, np.where(ok, 200, 0), rec_lists,
-            [None if o else "Request timeout to team1.local:8082 after 600 ms" for o in ok],
-            np.where(ok, rng.integers(3, 80, n_sess), 601))  # fmt: skip
+    _extend(
+        cols,
+        t_rec,
+        user,
+        "recommendation",
+        None,
+        None,
+        None,
+        np.where(ok, 200, 0),
+        rec_lists,
+        [None if o else "Request timeout to team1.local:8082 after 600 ms" for o in ok],
+        np.where(ok, rng.integers(3, 80, n_sess), 601),
+    )
     # Watch lines: one per minute watched.
     rep = np.repeat(np.arange(n_sess), length)
     minute = np.concatenate([np.arange(1, k + 1) for k in length])
-    _extend(cols, start[rep] + 5 + 60 * minute, user[rep], "watch", slugs[pick[rep]], minute, None, None, None,
-            None, None)  # fmt: skip
+    _extend(
+        cols, start[rep] + 5 + 60 * minute, user[rep], "watch", slugs[pick[rep]], minute, None, None, None, None, None
+    )
     # Ratings after some sessions.
     r = np.flatnonzero(rated)
-    _extend(cols, start[r] + 60 * (length[r] + 2), user[r], "rate", slugs[pick[r]], None,
-            rng.integers(1, 6, len(r)), None, None, None, None)  # fmt: skip
+    _extend(
+        cols,
+        start[r] + 60 * (length[r] + 2),
+        user[r],
+        "rate",
+        slugs[pick[r]],
+        None,
+        rng.integers(1, 6, len(r)),
+        None,
+        None,
+        None,
+        None,
+    )
     times = np.concatenate(cols.pop("time"))
     order = np.argsort(times, kind="stable")
     order = order[times[order] < 86_400]  # the day ends at midnight: later minutes belong to tomorrow
     n = len(order)
     table = {
-        "topic": pa.array(["movielog1"] * n), "partition": pa.array(np.zeros(n, np.int32)),
+        "topic": pa.array(["movielog1"] * n),
+        "partition": pa.array(np.zeros(n, np.int32)),
         "offset": pa.array(np.arange(n, dtype=np.int64)),
         "time": pa.array(np.datetime64(DAY0, "us") + (times[order] * 1e6).astype("timedelta64[us]")),
         "server": pa.array(["team1.local:8082"] * n),
-    }  # fmt: skip
+    }
     for name, parts in cols.items():
         flat = [v for part in parts for v in (part if isinstance(part, list) else part.tolist())]
         table[name] = pa.array([flat[i] for i in order.tolist()], EVENT_SCHEMA.field(name).type)
@@ -93,10 +129,18 @@ def _extend(cols, times, users, kind, movie, minute, rating, status, recs, error
     def col(v):
         return [None] * n if v is None else (v if isinstance(v, list) else np.asarray(v))
 
-    for name, v in (("time", np.asarray(times, np.float64)), ("user_id", np.asarray(users)), ("kind", [kind] * n),
-                    ("movie_id", col(movie)), ("minute", col(minute)), ("rating", col(rating)),
-                    ("status", col(status)), ("recommendations", col(recs)), ("error", col(error)),
-                    ("response_ms", col(ms))):  # fmt: skip
+    for name, v in (
+        ("time", np.asarray(times, np.float64)),
+        ("user_id", np.asarray(users)),
+        ("kind", [kind] * n),
+        ("movie_id", col(movie)),
+        ("minute", col(minute)),
+        ("rating", col(rating)),
+        ("status", col(status)),
+        ("recommendations", col(recs)),
+        ("error", col(error)),
+        ("response_ms", col(ms)),
+    ):
         cols[name].append(v)
 
 
@@ -116,14 +160,26 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp, EventStore(Path(tmp) / "events.duckdb") as store:
         store.add_records(
-            movies=[MovieInfo(f"movie+{i}+{1950 + i % 70}", 90, (GENRES[i % 8], GENRES[(i * 3) % 8]), f"M{i}")
-                    for i in range(args.movies)],
-            users=[UserInfo(u, int(a), g, OCCUPATIONS[u % 5]) for u, a, g in
-                   zip(range(1, args.users + 1), rng.integers(12, 70, args.users),
-                       rng.choice(["F", "M"], args.users), strict=True)])  # fmt: skip
+            movies=[
+                MovieInfo(f"movie+{i}+{1950 + i % 70}", 90, (GENRES[i % 8], GENRES[(i * 3) % 8]), f"M{i}")
+                for i in range(args.movies)
+            ],
+            users=[
+                UserInfo(u, int(a), g, OCCUPATIONS[u % 5])
+                for u, a, g in zip(
+                    range(1, args.users + 1),
+                    rng.integers(12, 70, args.users),
+                    rng.choice(["F", "M"], args.users),
+                    strict=True,
+                )
+            ],
+        )
         t = time.perf_counter()
-        last_minute = int(np.searchsorted(day["time"].to_numpy(), np.datetime64(DAY0 + timedelta(hours=24)
-                                                                                 - timedelta(minutes=1), "us")))
+        last_minute = int(
+            np.searchsorted(
+                day["time"].to_numpy(), np.datetime64(DAY0 + timedelta(hours=24) - timedelta(minutes=1), "us")
+            )
+        )
         for lo in range(0, last_minute, 1_000_000):
             store.append(Batch(day.slice(lo, min(1_000_000, last_minute - lo)), QUARANTINE_SCHEMA.empty_table()))
         print(f"stored {last_minute:,} events in {time.perf_counter() - t:.1f} s")
@@ -131,8 +187,9 @@ def main() -> None:
         start = end - timedelta(minutes=args.window_minutes)
 
         t = time.perf_counter()
-        (n,) = store._query("SELECT count(*) FROM events WHERE time >= $start AND time < $end",
-                            {"start": start, "end": end})[0]  # fmt: skip
+        (n,) = store._query(
+            "SELECT count(*) FROM events WHERE time >= $start AND time < $end", {"start": start, "end": end}
+        )[0]
         baseline = time.perf_counter() - t
 
         ref = profile_window(store, DAY0, DAY0 + timedelta(minutes=args.window_minutes))
@@ -152,14 +209,18 @@ def main() -> None:
 
         print(f"window: last {args.window_minutes} min of the day, {n:,} events")
         print(f"SELECT count(*) of the window: {baseline * 1e3:8.1f} ms   (baseline, same run)")
-        print(f"update, steady state:          {steady * 1e3:8.1f} ms   (= {steady / baseline:.0f}x baseline; "
-              f"{day.num_rows - last_minute:,} new rows counted)")
+        print(
+            f"update, steady state:          {steady * 1e3:8.1f} ms   (= {steady / baseline:.0f}x baseline; "
+            f"{day.num_rows - last_minute:,} new rows counted)"
+        )
         print(f"  of which the window profile: {profile * 1e3:8.1f} ms")
         print(f"update, first after a restart: {first * 1e3:8.1f} ms   (counts all {last_minute:,} rows once)")
         if report is not None:
             psi = ", ".join(f"{k}={v.psi:.3f}" for k, v in report.features.items())
-            print(f"drift vs the first hour: {psi}; watch share recommended "
-                  f"{report.current.recommended_watch_share:.2f}, exposure Gini {report.current.exposure_gini:.2f}")
+            print(
+                f"drift vs the first hour: {psi}; watch share recommended "
+                f"{report.current.recommended_watch_share:.2f}, exposure Gini {report.current.exposure_gini:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -87,16 +87,19 @@ def main() -> None:
     print(f"ml-100k: {len(r):,} ratings, {data.n_users} users, {len(data.movies)} movies ({data.source})")
     t0 = time.perf_counter()
     params = DEFAULTS if args.no_tune else tune(user, item, rating, stamp)
-    rows = ml100k_protocol(user, item, rating, stamp, lambda: [create(n, **p) for n, p in params.items()],
-                           seeds=args.seeds)  # fmt: skip
+    rows = ml100k_protocol(
+        user, item, rating, stamp, lambda: [create(n, **p) for n, p in params.items()], seeds=args.seeds
+    )
     print(f"\nPublished protocol, per-user random 80/20 of all ratings, seeds {args.seeds}, mean ± std:\n")
     print(to_markdown(rows))
     best = max(rows, key=lambda row: row.metrics["ndcg@10"])
     pop = next(row for row in rows if row.model == "popularity")
     verdict = "meets" if best.metrics["ndcg@10"] >= TARGET else "MISSES"
-    print(f"\nbest: {best.model} NDCG@10 {best.metrics['ndcg@10']:.4f} ({verdict} the target ≥ {TARGET}); "
-          f"MostPop {pop.metrics['ndcg@10']:.4f}; ×{best.metrics['ndcg@10'] / pop.metrics['ndcg@10']:.2f}. "
-          f"Total {time.perf_counter() - t0:.0f} s.")  # fmt: skip
+    print(
+        f"\nbest: {best.model} NDCG@10 {best.metrics['ndcg@10']:.4f} ({verdict} the target ≥ {TARGET}); "
+        f"MostPop {pop.metrics['ndcg@10']:.4f}; ×{best.metrics['ndcg@10'] / pop.metrics['ndcg@10']:.2f}. "
+        f"Total {time.perf_counter() - t0:.0f} s."
+    )
 
 
 if __name__ == "__main__":

@@ -56,22 +56,30 @@ def main() -> None:
     # Day 1 through the real pipeline.
     with EmbeddedBroker() as broker:
         ensure_topics(broker.bootstrap, ["movielog1"], partitions=4)
-        world, _ = build_world(config, universe=universe, service=NoService(), sink=KafkaSink(broker.bootstrap, "movielog1"))
+        world, _ = build_world(
+            config, universe=universe, service=NoService(), sink=KafkaSink(broker.bootstrap, "movielog1")
+        )
         with ServerThread(world_api(world.pop, universe.catalog, rate_limit=None, taste=universe.taste)) as api:
             t = time.perf_counter()
             world.run(until=world.now + args.history_days * DAY)
             produced = sum(world.stats.lines.values())
-            print(f"history ({args.history_days:g} days): {produced:,} events produced in {time.perf_counter() - t:.1f} s")
+            print(
+                f"history ({args.history_days:g} days): {produced:,} events produced in {time.perf_counter() - t:.1f} s"
+            )
             store = EventStore(tmp / "store.duckdb")
             with WorldApi(api.url) as wapi:
                 t = time.perf_counter()
                 ing = Ingestor(broker.bootstrap, ["movielog1"], store, wapi)
                 ing.run_until_idle(idle_seconds=3.0, timeout=900)
-            print(f"ingested {ing.events_stored:,} events ({dict(ing.quarantined) or 'none quarantined'}) "
-                  f"in {time.perf_counter() - t:.1f} s")  # fmt: skip
+            print(
+                f"ingested {ing.events_stored:,} events ({dict(ing.quarantined) or 'none quarantined'}) "
+                f"in {time.perf_counter() - t:.1f} s"
+            )
     snapshot = store.create_snapshot("day1", None, None)
     trained = {}
-    print(f"\ntraining on snapshot {snapshot.id} ({snapshot.rows:,} events, {args.history_days:g} simulated days of {args.users:,} users)")
+    print(
+        f"\ntraining on snapshot {snapshot.id} ({snapshot.rows:,} events, {args.history_days:g} simulated days of {args.users:,} users)"
+    )
     for spec in args.models.split(","):
         # "als:popularity_weight=1.0" → model als with that parameter
         model, _, rest = spec.partition(":")
@@ -79,8 +87,10 @@ def main() -> None:
         name = spec
         t = time.perf_counter()
         trained[name] = train(store, model, tmp / "models", snapshot=snapshot, params=params)
-        print(f"  {name:11s} trained in {time.perf_counter() - t:6.2f} s "
-              f"(fit {trained[name].manifest['train_seconds']:.2f} s)")  # fmt: skip
+        print(
+            f"  {name:11s} trained in {time.perf_counter() - t:6.2f} s "
+            f"(fit {trained[name].manifest['train_seconds']:.2f} s)"
+        )
     tables = {name: answer_table(tr, store) for name, tr in trained.items()}
     # The same models offline, on the snapshot's own time-aware split: do offline and online agree?
     train_part, test_part = time_split(TrainingData.from_snapshot(store, snapshot))
@@ -95,8 +105,12 @@ def main() -> None:
         journal = [] if name == "oracle" else None
         world, _ = build_world(config, universe=universe, service=NoService(), journal=journal)
         world.run(until=world.now + args.history_days * DAY)
-        s0 = (world.stats.sessions, world.stats.picked_recommended, world.stats.true_score_of_recommended_picks,
-              world.stats.viewings)  # fmt: skip
+        s0 = (
+            world.stats.sessions,
+            world.stats.picked_recommended,
+            world.stats.true_score_of_recommended_picks,
+            world.stats.viewings,
+        )
         server = None
         if name == "random":
             world.service = RandomService(universe.catalog.slug, seed=args.seed)
@@ -127,8 +141,10 @@ def main() -> None:
     learned = {n: s for n, s in shares.items() if n not in ("random", "oracle", "popularity")}
     if learned and "popularity" in shares:
         best = max(learned, key=learned.get)
-        print(f"best learned model {best}: {learned[best] / shares['popularity']:.3f} × popularity's share "
-              f"(target ≥ 1.2), {learned[best] / shares['oracle']:.3f} × the oracle's (target ≥ 0.8)")
+        print(
+            f"best learned model {best}: {learned[best] / shares['popularity']:.3f} × popularity's share "
+            f"(target ≥ 1.2), {learned[best] / shares['oracle']:.3f} × the oracle's (target ≥ 0.8)"
+        )
 
 
 if __name__ == "__main__":

@@ -18,13 +18,27 @@ from movielab.contract import parse_line
 from movielab.recommender.ingest.validation import parse_values
 
 _IDS = [
-    "the+usual+suspects+1995", "monsters_+inc.+2001", "ben-hur+1959", "dr.+no+1962", "les+misrables+1998",
-    "harold++kumar+go+to+white+castle+2004", "the+hunger+games+mockingjay+-+part+1+2014", "toy+story+1995",
-]  # fmt: skip
+    "the+usual+suspects+1995",
+    "monsters_+inc.+2001",
+    "ben-hur+1959",
+    "dr.+no+1962",
+    "les+misrables+1998",
+    "harold++kumar+go+to+white+castle+2004",
+    "the+hunger+games+mockingjay+-+part+1+2014",
+    "toy+story+1995",
+]
 
 
-_PLAIN_IDS = ["the+usual+suspects+1995", "toy+story+1995", "heat+1995", "fargo+1996", "scream+1996", "casino+1995",
-              "babe+1995", "twelve+monkeys+1995"]  # fmt: skip
+_PLAIN_IDS = [
+    "the+usual+suspects+1995",
+    "toy+story+1995",
+    "heat+1995",
+    "fargo+1996",
+    "scream+1996",
+    "casino+1995",
+    "babe+1995",
+    "twelve+monkeys+1995",
+]
 
 
 def make_lines(n: int, seed: int = 0, ids: list[str] = _IDS) -> list[str]:
@@ -61,8 +75,11 @@ def main() -> None:
     """Run the benchmark and print its figures."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--lines", type=int, default=1_000_000)
-    ap.add_argument("--plain-ids", action="store_true",
-                    help="only ids of letters, digits and '+' (what parsers before the course alphabet accepted)")
+    ap.add_argument(
+        "--plain-ids",
+        action="store_true",
+        help="only ids of letters, digits and '+' (what parsers before the course alphabet accepted)",
+    )
     args = ap.parse_args()
     lines = make_lines(args.lines, ids=_PLAIN_IDS if args.plain_ids else _IDS)
     raw = [line.encode() for line in lines]
@@ -72,8 +89,9 @@ def main() -> None:
     print(f"{args.lines:,} lines (98% watch; {'plain' if args.plain_ids else 'course-alphabet'} movie ids)")
     print(f"  baseline: split on the first two commas   {floor:>12,.0f} lines/s")
     print(f"  contract parse_line (typed events)        {parser:>12,.0f} lines/s  ({parser / floor:.3f} of baseline)")
-    print(f"  recommender parse_values (columnar)       {columnar:>12,.0f} lines/s  "
-          f"({columnar / floor:.3f} of baseline)")
+    print(
+        f"  recommender parse_values (columnar)       {columnar:>12,.0f} lines/s  ({columnar / floor:.3f} of baseline)"
+    )
 
 
 if __name__ == "__main__":

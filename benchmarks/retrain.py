@@ -41,8 +41,16 @@ GROUPS = 50
 STAGES = ("snapshot", "checks", "train", "gate", "register", "rollout")
 
 
-def synthetic_batch(rng: np.random.Generator, users: int, movies: int, watches: int, minutes: int, first_offset: int,
-                    start: np.datetime64, days: float) -> Batch:  # fmt: skip
+def synthetic_batch(
+    rng: np.random.Generator,
+    users: int,
+    movies: int,
+    watches: int,
+    minutes: int,
+    first_offset: int,
+    start: np.datetime64,
+    days: float,
+) -> Batch:
     """`watches` movies per user (its group's block two times in three, else by popularity), `minutes` lines each."""
     group = np.arange(users) % GROUPS
     block = max(1, movies // GROUPS)
@@ -69,15 +77,24 @@ def synthetic_batch(rng: np.random.Generator, users: int, movies: int, watches: 
     }
     total = n_w + n_r
     none = pa.nulls(total)
-    events = pa.table({
-        "topic": pa.array(np.full(total, "movielog1", dtype=object)), "partition": pa.array(np.zeros(total, np.int32)),
-        "offset": pa.array(np.arange(first_offset, first_offset + total, dtype=np.int64)),
-        "time": pa.array(cols["time"]), "user_id": pa.array(cols["user_id"]), "kind": pa.array(kind),
-        "movie_id": pa.array(cols["movie_id"]),
-        "minute": pa.array(cols["minute"], mask=np.arange(total) >= n_w),
-        "rating": pa.array(cols["rating"], mask=np.arange(total) < n_w),
-        "server": none, "status": none, "recommendations": none, "error": none, "response_ms": none,
-    }).cast(EVENT_SCHEMA)  # fmt: skip
+    events = pa.table(
+        {
+            "topic": pa.array(np.full(total, "movielog1", dtype=object)),
+            "partition": pa.array(np.zeros(total, np.int32)),
+            "offset": pa.array(np.arange(first_offset, first_offset + total, dtype=np.int64)),
+            "time": pa.array(cols["time"]),
+            "user_id": pa.array(cols["user_id"]),
+            "kind": pa.array(kind),
+            "movie_id": pa.array(cols["movie_id"]),
+            "minute": pa.array(cols["minute"], mask=np.arange(total) >= n_w),
+            "rating": pa.array(cols["rating"], mask=np.arange(total) < n_w),
+            "server": none,
+            "status": none,
+            "recommendations": none,
+            "error": none,
+            "response_ms": none,
+        }
+    ).cast(EVENT_SCHEMA)
     films = [MovieInfo(str(i), minutes, ("Drama",), None) for i in ids]
     people = [UserInfo(u, 18 + u % 50, "FM"[u % 2], "other") for u in range(1, users + 1)]
     return Batch(events, QUARANTINE_SCHEMA.empty_table(), films, people)
@@ -87,8 +104,14 @@ def fill(store: EventStore, batch: Batch, chunk: int = 1_000_000) -> None:
     """Append a big batch in chunks (records with the first chunk), as ingestion would."""
     for i in range(0, batch.events.num_rows, chunk):
         first = i == 0
-        store.append(Batch(batch.events.slice(i, chunk), QUARANTINE_SCHEMA.empty_table(),
-                           batch.movies if first else [], batch.users if first else []))  # fmt: skip
+        store.append(
+            Batch(
+                batch.events.slice(i, chunk),
+                QUARANTINE_SCHEMA.empty_table(),
+                batch.movies if first else [],
+                batch.users if first else [],
+            )
+        )
 
 
 def main() -> None:
@@ -108,8 +131,10 @@ def main() -> None:
         t = time.perf_counter()
         week = synthetic_batch(rng, args.users, args.movies, args.watches, args.minutes, 0, T0, 7.0)
         fill(store, week)
-        print(f"store: {week.events.num_rows:,} events of {args.users:,} users, {args.movies:,} movies "
-              f"(built and stored in {time.perf_counter() - t:.1f} s)")  # fmt: skip
+        print(
+            f"store: {week.events.num_rows:,} events of {args.users:,} users, {args.movies:,} movies "
+            f"(built and stored in {time.perf_counter() - t:.1f} s)"
+        )
 
         snap = store.create_snapshot("baseline", None, None)
         t = time.perf_counter()
@@ -118,14 +143,17 @@ def main() -> None:
         t = time.perf_counter()
         create(args.model, **params).fit(data)
         fit_s = time.perf_counter() - t
-        print(f"baseline: {args.model} fit alone {fit_s:.2f} s (training data query {data_s:.2f} s; "
-              f"{len(data.users):,} users × {len(data.items):,} movies)")  # fmt: skip
+        print(
+            f"baseline: {args.model} fit alone {fit_s:.2f} s (training data query {data_s:.2f} s; "
+            f"{len(data.users):,} users × {len(data.items):,} movies)"
+        )
         del data
 
         artifacts = Path(tmp) / "models"
         t = time.perf_counter()
-        registry = Registry(default_tracking_uri(artifacts), "movielab-bench", Path(tmp) / "cache",
-                            Path(tmp) / "mlruns")  # fmt: skip
+        registry = Registry(
+            default_tracking_uri(artifacts), "movielab-bench", Path(tmp) / "cache", Path(tmp) / "mlruns"
+        )
         print(f"registry: MLflow import + new sqlite database {time.perf_counter() - t:.1f} s (once per operator)")
         tables = []
 
@@ -135,8 +163,16 @@ def main() -> None:
         policy = RetrainPolicy(model=args.model, params=params, window_days=8)
         retrainer = Retrainer(store, registry, artifacts, policy, Path(tmp) / "retrain.jsonl", rollout)
         runs = [retrainer.run()]
-        day = synthetic_batch(rng, args.users, args.movies, max(1, args.watches // 7), args.minutes,
-                              week.events.num_rows, T0 + 7 * DAY_US, 1.0)  # fmt: skip
+        day = synthetic_batch(
+            rng,
+            args.users,
+            args.movies,
+            max(1, args.watches // 7),
+            args.minutes,
+            week.events.num_rows,
+            T0 + 7 * DAY_US,
+            1.0,
+        )
         fill(store, day)
         runs.append(retrainer.run())
 
@@ -148,8 +184,10 @@ def main() -> None:
         print("| **retrain-to-serving** | " + " | ".join(f"**{r.seconds['total']:.2f}**" for r in runs) + " |")
         print(f"| baseline: fit alone | {fit_s:.2f} | |")
         for i, r in enumerate(runs, 1):
-            print(f"run {i}: {r.status} ({r.decision}) {r.reason}; snapshot {r.snapshot['rows']:,} events; "
-                  f"retrain-to-serving / fit alone = {r.seconds['total'] / fit_s:.1f}×; target ≤ 60 s")  # fmt: skip
+            print(
+                f"run {i}: {r.status} ({r.decision}) {r.reason}; snapshot {r.snapshot['rows']:,} events; "
+                f"retrain-to-serving / fit alone = {r.seconds['total'] / fit_s:.1f}×; target ≤ 60 s"
+            )
         if tables:
             print(f"answer table: {len(tables[-1]):,} users")
 

@@ -69,15 +69,27 @@ def save_versions(folder: Path, n_users: int, count: int, seed: int = 0) -> list
     n = n_users * 20
     items = [f"movie+{i}+{1920 + i % 100}" for i in range(N_MOVIES)]
     popular = rng.zipf(1.3, n) % N_MOVIES
-    data = TrainingData.from_triples(rng.integers(1, n_users + 1, n), np.asarray(items, dtype=object)[popular],
-                                     np.ones(n), np.zeros(n), np.zeros(n), snapshot_id="bench")  # fmt: skip
+    data = TrainingData.from_triples(
+        rng.integers(1, n_users + 1, n),
+        np.asarray(items, dtype=object)[popular],
+        np.ones(n),
+        np.zeros(n),
+        np.zeros(n),
+        snapshot_id="bench",
+    )
     model = create("popularity").fit(data)
     out = []
     for k in range(1, count + 1):
         v = folder / f"v{k:04d}"
         model.save(v)
-        manifest = {"model": "popularity", "version": v.name, "snapshot_id": "bench", "code_version": "bench",
-                    "trained_at": f"2026-03-20T08:{k:02d}:00", "params": {}}  # fmt: skip
+        manifest = {
+            "model": "popularity",
+            "version": v.name,
+            "snapshot_id": "bench",
+            "code_version": "bench",
+            "trained_at": f"2026-03-20T08:{k:02d}:00",
+            "params": {},
+        }
         (v / "manifest.json").write_text(json.dumps(manifest))
         out.append(v)
     return out
@@ -95,8 +107,9 @@ def figures(output: str) -> dict[str, float]:
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     over = re.search(r"OVER600 (\d+) RECORDED (\d+) TIMEOUTS (\d+)", output)
     socket_errors = sum(int(g) for g in errors.groups()) if errors else 0
-    for kind, value in zip(("connect", "read", "write", "timeout"), errors.groups() if errors else (0,) * 4,
-                           strict=True):  # fmt: skip
+    for kind, value in zip(
+        ("connect", "read", "write", "timeout"), errors.groups() if errors else (0,) * 4, strict=True
+    ):
         out[f"{kind}_errors"] = float(value)
     out["requests"] = float(total.group(1)) if total else float("nan")
     out["failed"] = float(socket_errors + out["non_2xx"])
@@ -106,11 +119,13 @@ def figures(output: str) -> dict[str, float]:
     return out
 
 
-def under_rollouts(fleet: Fleet, url: str, versions: list[Path], args: argparse.Namespace, script: Path,
-                   drain: bool) -> tuple[dict, list]:  # fmt: skip
+def under_rollouts(
+    fleet: Fleet, url: str, versions: list[Path], args: argparse.Namespace, script: Path, drain: bool
+) -> tuple[dict, list]:
     """wrk through nginx while `versions` are rolled out back to back; wrk's figures and the rollout reports."""
-    wrk = subprocess.Popen(wrk_command(url, args.connections, 3600, script), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wrk = subprocess.Popen(
+        wrk_command(url, args.connections, 3600, script), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         time.sleep(1)
         reports = [fleet.rollout(v, drain=drain) for v in versions]
@@ -134,16 +149,24 @@ def run(args: argparse.Namespace) -> dict:
             url = fleet.url
             subprocess.run(wrk_command(url, args.connections, 2, script), capture_output=True, check=True)  # warm-up
             logger.info("baseline: wrk for %d s, no rollout", args.duration)
-            done = subprocess.run(wrk_command(url, args.connections, args.duration, script), capture_output=True,
-                                  text=True, check=True, timeout=args.duration + 60)  # fmt: skip
+            done = subprocess.run(
+                wrk_command(url, args.connections, args.duration, script),
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=args.duration + 60,
+            )
             baseline = figures(done.stdout)
             out: dict = {"baseline": baseline}
             k = args.rollouts
             for name, drain, vs in (("drained", True, versions[1 : k + 1]), ("in place", False, versions[k + 1 :])):
                 logger.info("%s rollouts: wrk until 1 s after the last of %d rollouts", name, k)
                 during, reports = under_rollouts(fleet, url, vs, args, script, drain)
-                out[name] = {**during, "rollout_seconds": [r.seconds for r in reports],
-                             "replica_seconds": [list(r.replica_seconds.values()) for r in reports]}  # fmt: skip
+                out[name] = {
+                    **during,
+                    "rollout_seconds": [r.seconds for r in reports],
+                    "replica_seconds": [list(r.replica_seconds.values()) for r in reports],
+                }
             out["served_after"] = sorted({s["champion"]["provenance"]["model_version"] for s in fleet.state()})
     return out
 
@@ -161,24 +184,38 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     missing = [b for b, found in (("wrk", shutil.which("wrk")), ("nginx", find_nginx())) if not found]
     if missing:
-        print(f"{' and '.join(missing)} not installed: this benchmark needs them (Debian: apt-get install wrk "
-              "nginx-light)", file=sys.stderr)  # fmt: skip
+        print(
+            f"{' and '.join(missing)} not installed: this benchmark needs them (Debian: apt-get install wrk "
+            "nginx-light)",
+            file=sys.stderr,
+        )
         return 2
     r = run(args)
-    print(f"2 replicas behind nginx, {args.users:,} users x {N_MOVIES:,} movies, wrk -t2 -c{args.connections} "
-          "through nginx")  # fmt: skip
-    print(f"{'phase':34} {'requests':>9} {'failed':>7} {'>600 ms':>8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'p99.9 ms':>8} {'max ms':>7}")  # fmt: skip
-    phases = (("baseline (no rollout)", "baseline"), (f"during {args.rollouts} drained rollouts", "drained"),
-              (f"during {args.rollouts} in-place rollouts", "in place"))  # fmt: skip
+    print(
+        f"2 replicas behind nginx, {args.users:,} users x {N_MOVIES:,} movies, wrk -t2 -c{args.connections} "
+        "through nginx"
+    )
+    print(
+        f"{'phase':34} {'requests':>9} {'failed':>7} {'>600 ms':>8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'p99.9 ms':>8} {'max ms':>7}"
+    )
+    phases = (
+        ("baseline (no rollout)", "baseline"),
+        (f"during {args.rollouts} drained rollouts", "drained"),
+        (f"during {args.rollouts} in-place rollouts", "in place"),
+    )
     for label, key in phases:
         f = r[key]
-        print(f"{label:34} {f['requests']:9.0f} {f['failed']:7.0f} {f['over_600ms']:8.0f} {f['rps']:8.0f} "
-              f"{f['p50_ms']:7.2f} {f['p99_ms']:7.2f} {f['p999_ms']:8.2f} {f['max_ms']:7.2f}")  # fmt: skip
+        print(
+            f"{label:34} {f['requests']:9.0f} {f['failed']:7.0f} {f['over_600ms']:8.0f} {f['rps']:8.0f} "
+            f"{f['p50_ms']:7.2f} {f['p99_ms']:7.2f} {f['p999_ms']:8.2f} {f['max_ms']:7.2f}"
+        )
     for label, key in phases[1:]:
         d = r[key]
-        print(f"{label}: failed by kind: connect {d['connect_errors']:.0f}, read {d['read_errors']:.0f}, "
-              f"write {d['write_errors']:.0f}, timeout {d['timeout_errors']:.0f}, non-2xx {d['non_2xx']:.0f}")
+        print(
+            f"{label}: failed by kind: connect {d['connect_errors']:.0f}, read {d['read_errors']:.0f}, "
+            f"write {d['write_errors']:.0f}, timeout {d['timeout_errors']:.0f}, non-2xx {d['non_2xx']:.0f}"
+        )
         for k, (total, per) in enumerate(zip(d["rollout_seconds"], d["replica_seconds"], strict=True), start=1):
             print(f"  rollout {k}: {total:.2f} s (replicas: {', '.join(f'{s:.2f} s' for s in per)})")
     print(f"serving after the rollouts: {', '.join(r['served_after'])}")

@@ -30,11 +30,13 @@ from movielab.world.scenarios import load, presets
 from movielab.world.sinks import KindCounter, MemorySink
 
 
-def events_per_second(universe, users: int, scenario: str | None, scale: float, warmup_h: float,
-                      hours: float) -> tuple[float, float]:  # fmt: skip
+def events_per_second(
+    universe, users: int, scenario: str | None, scale: float, warmup_h: float, hours: float
+) -> tuple[float, float]:
     """(events per wall second, per CPU second of this process) over `hours` simulated after `warmup_h`."""
-    config = WorldConfig(users=users, movies=len(universe.catalog), days=None, scenario=scenario,
-                         scenario_time_scale=scale)  # fmt: skip
+    config = WorldConfig(
+        users=users, movies=len(universe.catalog), days=None, scenario=scenario, scenario_time_scale=scale
+    )
     world, _ = build_world(config, universe=universe, sink=KindCounter())
     world.run(until=world.now + warmup_h * 3600, end_scenario=False)
     before = sum(world.stats.lines.values())
@@ -48,16 +50,21 @@ def events_per_second(universe, users: int, scenario: str | None, scale: float, 
 def speed(args) -> None:
     universe = build_universe(WorldConfig(users=args.users, movies=args.movies))
     compress = 14 * 7 * 24 / (args.warmup_hours + args.hours)  # the 14 weeks within warm-up and measured window
-    runs = [("calm (baseline)", "calm", 1.0), ("semester, course pace", "semester", 1.0),
-            ("semester, compressed (all act)", "semester", compress)]  # fmt: skip
+    runs = [
+        ("calm (baseline)", "calm", 1.0),
+        ("semester, course pace", "semester", 1.0),
+        ("semester, compressed (all act)", "semester", compress),
+    ]
     rates: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in runs}
     for _ in range(args.repeats):  # interleaved, so load from other processes hits every variant alike
         for label, scenario, scale in runs:
             rates[label].append(events_per_second(universe, args.users, scenario, scale, args.warmup_hours, args.hours))
             gc.collect()
-    print(f"\n{args.users:,} users x {args.movies:,} movies, {args.hours:g} h measured after {args.warmup_hours:g} h, "
-          f"best of {args.repeats} interleaved runs (every run in brackets); per CPU second is the steadier figure "
-          "on a shared machine")  # fmt: skip
+    print(
+        f"\n{args.users:,} users x {args.movies:,} movies, {args.hours:g} h measured after {args.warmup_hours:g} h, "
+        f"best of {args.repeats} interleaved runs (every run in brackets); per CPU second is the steadier figure "
+        "on a shared machine"
+    )
     for i, unit in ((1, "per CPU second"), (0, "per wall second")):
         base = max(r[i] for r in rates["calm (baseline)"])
         print(f" events {unit}:")
@@ -76,8 +83,15 @@ def _parse(line: str):
         return None
 
 
-def _windows(lines: list[str], at: Callable[[str], int], start: str, end: str, f: Callable[[int, str], float | None],
-             per_hour: bool, run: tuple[str, str]) -> tuple[str, str, str]:  # fmt: skip
+def _windows(
+    lines: list[str],
+    at: Callable[[str], int],
+    start: str,
+    end: str,
+    f: Callable[[int, str], float | None],
+    per_hour: bool,
+    run: tuple[str, str],
+) -> tuple[str, str, str]:
     """f over the lines published before / during / after [start, end) (by when they were published, not by
     their stamps: `at(time)` is the stream position at a simulated time): a rate per hour, or a mean."""
     out = []
@@ -100,11 +114,13 @@ def _rating(movie: str | None = None) -> Callable[[int, str], float | None]:
             return None
         ev = _parse(x)
         return ev.rating if isinstance(ev, RateEvent) else None
+
     return f
 
 
 def _broken(mode: str, lines: list[str], known: set[str]) -> Callable[[int, str], float | None]:
     """A predicate (1 or None) for lines broken the way `mode` breaks them, judged from the stream alone."""
+
     def f(i: int, x: str) -> float | None:
         if mode in ("truncated", "garbled", "swapped_fields"):
             return 1 if _parse(x) is None else None
@@ -118,6 +134,7 @@ def _broken(mode: str, lines: list[str], known: set[str]) -> Callable[[int, str]
         if mode == "unknown_movie":
             return 1 if ev is not None and getattr(ev, "movie_id", None) not in (None, *known) else None
         return 1 if ev is not None and ev.user_id > 1_000_000_000 else None
+
     run_year = lines[0][:4] if lines else ""
     return f
 
@@ -126,33 +143,42 @@ def _effect(r: dict, start: dict, lines: list[str], at, run, known) -> tuple[str
     kind, params = r["kind"], start["params"]
     s, e = r["start"], r["end"]
     if kind == "shilling":
-        return f"mean rating of {params['target'][:22]}", _windows(lines, at, s, e, _rating(params["target"]), False, run)
+        return f"mean rating of {params['target'][:22]}", _windows(
+            lines, at, s, e, _rating(params["target"]), False, run
+        )
     if kind in ("sybil_push", "popularity_shock"):
         slug = params.get("target") or start["ids"][0]
-        return f"watch lines of {slug[:22]}", _windows(lines, at, s, e, lambda i, x: 1 if f"/m/{slug}/" in x else None,
-                                                       True, run)  # fmt: skip
+        return f"watch lines of {slug[:22]}", _windows(
+            lines, at, s, e, lambda i, x: 1 if f"/m/{slug}/" in x else None, True, run
+        )
     if kind == "corrupt_lines":
         mode = params["mode"]
         return f"{mode} lines", _windows(lines, at, s, e, _broken(mode, lines, known), True, run)
     if kind == "format_change":
         change = params["change"]
-        test = {"rate_extra_field": lambda i, x: 1 if "/rate/" in x and x.endswith(",web") else None,
-                "minute_stamps": lambda i, x: 1 if x[16] == "," else None,
-                "fraction_digits": lambda i, x: 1 if "recommendation request" in x and len(x.split(",", 1)[0]) == 26
-                else None}[change]  # fmt: skip
+        test = {
+            "rate_extra_field": lambda i, x: 1 if "/rate/" in x and x.endswith(",web") else None,
+            "minute_stamps": lambda i, x: 1 if x[16] == "," else None,
+            "fraction_digits": lambda i, x: (
+                1 if "recommendation request" in x and len(x.split(",", 1)[0]) == 26 else None
+            ),
+        }[change]
         return f"lines in the new format ({change})", _windows(lines, at, s, e, test, True, run)
     if kind == "activity_change":
-        return "recommendation requests", _windows(lines, at, s, e, lambda i, x: 1 if "recommendation request" in x
-                                                   else None, True, run)  # fmt: skip
+        return "recommendation requests", _windows(
+            lines, at, s, e, lambda i, x: 1 if "recommendation request" in x else None, True, run
+        )
     if kind == "user_wave":
-        return "new accounts", _windows(lines, at, s, e, lambda i, x: 1 if x.endswith("/create_account") else None,
-                                        True, run)  # fmt: skip
+        return "new accounts", _windows(
+            lines, at, s, e, lambda i, x: 1 if x.endswith("/create_account") else None, True, run
+        )
     if kind == "stream_pause":
         return "lines published", _windows(lines, at, s, e, lambda i, x: 1, True, run)
     if kind in ("takedown", "movie_removed"):
         slug = start["ids"][0]
-        return "recommendations listing it", _windows(lines, at, s, e, lambda i, x: 1 if "recommendation request" in x
-                                                      and slug in x else None, True, run)  # fmt: skip
+        return "recommendations listing it", _windows(
+            lines, at, s, e, lambda i, x: 1 if "recommendation request" in x and slug in x else None, True, run
+        )
     if kind in ("rating_bias", "rating_spam"):
         return "mean rating (all)", _windows(lines, at, s, e, _rating(), False, run)
     return "(hidden state, API or requests: see touched)", ("", "", "")
@@ -163,11 +189,17 @@ def table(args) -> None:
     known = set(universe.catalog.slug)
     runs = [(name, 1.0) for name, _ in presets()] + [("semester", 14 * 7 * 24 / args.table_hours)]
     for name, scale in runs:
-        config = WorldConfig(users=args.table_users, days=args.table_hours / 24, scenario=name, arrivals_per_day=0.02,
-                             scenario_time_scale=scale)  # fmt: skip
+        config = WorldConfig(
+            users=args.table_users,
+            days=args.table_hours / 24,
+            scenario=name,
+            arrivals_per_day=0.02,
+            scenario_time_scale=scale,
+        )
         sink = MemorySink()
-        world, _ = build_world(config, universe=universe, sink=sink,
-                               service=FixedService(np.arange(20), universe.catalog.slug))  # fmt: skip
+        world, _ = build_world(
+            config, universe=universe, sink=sink, service=FixedService(np.arange(20), universe.catalog.slug)
+        )
         marks = [(world.now, 0)]  # (simulated time, lines published by then)
         world.run(until=run_until(config), on_tick=lambda w, m=marks, k=sink: m.append((w.now, len(k.lines))))
         times = np.array([t for t, _ in marks])
@@ -180,8 +212,10 @@ def table(args) -> None:
         ends = [r for r in records if r["event"] == "end"]
         run = (config.start[:19], time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(run_until(config))))
         label = name if scale == 1 else f"{name} compressed x{scale:g}"
-        print(f"\n### {label}: {len(load(name).injections)} declared, {len(ends)} took effect in "
-              f"{args.table_hours:g} h; {len(sink.lines):,} lines")  # fmt: skip
+        print(
+            f"\n### {label}: {len(load(name).injections)} declared, {len(ends)} took effect in "
+            f"{args.table_hours:g} h; {len(sink.lines):,} lines"
+        )
         if not ends:
             continue
         print("| injection | window | touched | effect measured in the stream | before | during | after |")
@@ -189,8 +223,10 @@ def table(args) -> None:
         for r in sorted(ends, key=lambda r: (r["start"], r["id"])):
             what, (b, d, a) = _effect(r, starts[r["id"]], sink.lines, at, run, known)
             by = ", ".join(f"{k} {v}" for k, v in r["touched_by"].items()) or "0"
-            print(f"| {r['id']} | {r['start'][11:16]}-{r['end'][11:16]} | {r['touched']} ({by}) | {what} | {b} | {d} "
-                  f"| {a} |")  # fmt: skip
+            print(
+                f"| {r['id']} | {r['start'][11:16]}-{r['end'][11:16]} | {r['touched']} ({by}) | {what} | {b} | {d} "
+                f"| {a} |"
+            )
 
 
 def main() -> None:

@@ -49,14 +49,29 @@ def measure_rates(users: int) -> dict[str, float]:
     ends = kept.day("2026-03-20").ends
     conv = s["from_list"]
     ended = np.isin(s["sid"][conv], ends["end_sid"])
-    return {"sessions_per_user": len(s["sid"]) / users, "pick": float(s["picked"].mean()),
-            "from_list_of_picks": float(conv.sum() / max(s["picked"].sum(), 1)), "ended": float(ended.mean()),
-            "minutes_mean": float(ends["minutes"].mean()), "completed": float(ends["completed"].mean()),
-            "cpu_without_log": min(cpu[False]), "cpu_with_log": min(cpu[True]), "sessions": len(s["sid"])}  # fmt: skip
+    return {
+        "sessions_per_user": len(s["sid"]) / users,
+        "pick": float(s["picked"].mean()),
+        "from_list_of_picks": float(conv.sum() / max(s["picked"].sum(), 1)),
+        "ended": float(ended.mean()),
+        "minutes_mean": float(ends["minutes"].mean()),
+        "completed": float(ends["completed"].mean()),
+        "cpu_without_log": min(cpu[False]),
+        "cpu_with_log": min(cpu[True]),
+        "sessions": len(s["sid"]),
+    }
 
 
-def synth_day(n_users: int, n_movies: int, n_teams: int, rates: dict[str, float], day: float, sid0: int,
-              rng: np.random.Generator, popularity: np.ndarray) -> DayLog:  # fmt: skip
+def synth_day(
+    n_users: int,
+    n_movies: int,
+    n_teams: int,
+    rates: dict[str, float],
+    day: float,
+    sid0: int,
+    rng: np.random.Generator,
+    popularity: np.ndarray,
+) -> DayLog:
     """A day's session log at this size with the measured rates (see the module)."""
     n = int(rates["sessions_per_user"] * n_users)
     act = rng.lognormal(0, 1.1, n_users)
@@ -69,20 +84,34 @@ def synth_day(n_users: int, n_movies: int, n_teams: int, rates: dict[str, float]
     picked = rng.random(n) < rates["pick"]
     from_list = picked & ok & (rng.random(n) < rates["from_list_of_picks"])
     rank = np.where(from_list, rng.integers(0, 20, n), -1).astype(np.int8)
-    movie = np.where(from_list, served[np.arange(n), np.maximum(rank, 0)],
-                     np.searchsorted(cdf, rng.random(n))).astype(np.int32)  # fmt: skip
+    movie = np.where(from_list, served[np.arange(n), np.maximum(rank, 0)], np.searchsorted(cdf, rng.random(n))).astype(
+        np.int32
+    )
     movie[~picked] = -1
     sid = np.arange(sid0, sid0 + n, dtype=np.int64)
-    sessions = {"sid": sid, "time": np.sort(day + rng.random(n) * DAY), "team": (rows % n_teams).astype(np.int16),
-                "row": rows, "status": np.where(ok, 200, 0).astype(np.int16),
-                "ms": np.where(ok, rng.lognormal(3, 1, n), 600).astype(np.int32), "ok": ok, "served": served,
-                "picked": picked, "movie": movie, "resumed": picked & ~from_list & (rng.random(n) < 0.3),
-                "from_list": from_list, "rank": rank,
-                "true_score": np.where(picked, rng.normal(3.8, 0.6, n), np.nan).astype(np.float32)}  # fmt: skip
+    sessions = {
+        "sid": sid,
+        "time": np.sort(day + rng.random(n) * DAY),
+        "team": (rows % n_teams).astype(np.int16),
+        "row": rows,
+        "status": np.where(ok, 200, 0).astype(np.int16),
+        "ms": np.where(ok, rng.lognormal(3, 1, n), 600).astype(np.int32),
+        "ok": ok,
+        "served": served,
+        "picked": picked,
+        "movie": movie,
+        "resumed": picked & ~from_list & (rng.random(n) < 0.3),
+        "from_list": from_list,
+        "rank": rank,
+        "true_score": np.where(picked, rng.normal(3.8, 0.6, n), np.nan).astype(np.float32),
+    }
     done = np.flatnonzero(picked & (rng.random(n) < rates["ended"]))
-    ends = {"end_sid": sid[done], "end_time": sessions["time"][done] + 3600,
-            "minutes": rng.exponential(rates["minutes_mean"], len(done)).astype(np.int32),
-            "completed": rng.random(len(done)) < rates["completed"]}  # fmt: skip
+    ends = {
+        "end_sid": sid[done],
+        "end_time": sessions["time"][done] + 3600,
+        "minutes": rng.exponential(rates["minutes_mean"], len(done)).astype(np.int32),
+        "completed": rng.random(len(done)) < rates["completed"],
+    }
     return DayLog("2026-03-20", sessions, ends)
 
 
@@ -95,33 +124,51 @@ def main() -> None:
     ap.add_argument("--measure-users", type=int, default=20_000)
     args = ap.parse_args()
     rates = measure_rates(args.measure_users)
-    print(f"measured on a real {args.measure_users:,}-user day ({rates['sessions']:,} sessions): "
-          f"{rates['sessions_per_user']:.3f} sessions/user, pick {rates['pick']:.3f}, from the list "
-          f"{rates['from_list_of_picks']:.3f} of picks, ended by midnight {rates['ended']:.3f}, "
-          f"{rates['minutes_mean']:.1f} min watched")  # fmt: skip
+    print(
+        f"measured on a real {args.measure_users:,}-user day ({rates['sessions']:,} sessions): "
+        f"{rates['sessions_per_user']:.3f} sessions/user, pick {rates['pick']:.3f}, from the list "
+        f"{rates['from_list_of_picks']:.3f} of picks, ended by midnight {rates['ended']:.3f}, "
+        f"{rates['minutes_mean']:.1f} min watched"
+    )
     overhead = rates["cpu_with_log"] / rates["cpu_without_log"] - 1
-    print(f"engine with the session log: {rates['cpu_with_log']:.2f} s CPU vs {rates['cpu_without_log']:.2f} s "
-          f"without ({overhead:+.1%}) for that day (best of 2 each, alternated)")  # fmt: skip
+    print(
+        f"engine with the session log: {rates['cpu_with_log']:.2f} s CPU vs {rates['cpu_without_log']:.2f} s "
+        f"without ({overhead:+.1%}) for that day (best of 2 each, alternated)"
+    )
     rng = np.random.default_rng(0)
     k, n, m, T = 16, args.users, args.movies, args.teams
     popularity = rng.pareto(1.2, m) * 10
     taste = rng.normal(0, 0.5, (n, k)).astype(np.float32)
-    truth = Truth(3.5, rng.normal(0, 0.5, (m, k)).astype(np.float32), rng.normal(0, 0.4, m).astype(np.float32),
-                  rng.uniform(0.02, 0.5, m).astype(np.float32), popularity, taste,
-                  taste + rng.normal(0, 0.01, (n, k)).astype(np.float32), rng.normal(0, 0.3, n).astype(np.float32),
-                  rng.integers(13, 70, n), rng.integers(0, 2, n), rng.integers(0, 21, n))  # fmt: skip
+    truth = Truth(
+        3.5,
+        rng.normal(0, 0.5, (m, k)).astype(np.float32),
+        rng.normal(0, 0.4, m).astype(np.float32),
+        rng.uniform(0.02, 0.5, m).astype(np.float32),
+        popularity,
+        taste,
+        taste + rng.normal(0, 0.01, (n, k)).astype(np.float32),
+        rng.normal(0, 0.3, n).astype(np.float32),
+        rng.integers(13, 70, n),
+        rng.integers(0, 2, n),
+        rng.integers(0, 21, n),
+    )
     history, sid = History.empty(), 0
     for d in range(7):
         past = synth_day(n, m, T, rates, START - (7 - d) * DAY, sid, rng, popularity)
         sid += len(past)
         history = history.extended(past)
     day = synth_day(n, m, T, rates, START, sid, rng, popularity)
-    print(f"synthesized day: {len(day):,} sessions of {n:,} users, {T} teams, {m:,} movies; "
-          f"history {len(history.row):,} picks")  # fmt: skip
+    print(
+        f"synthesized day: {len(day):,} sessions of {n:,} users, {T} teams, {m:,} movies; "
+        f"history {len(history.row):,} picks"
+    )
     params = ScoreParams()
     one = day.sessions["team"] == 0
-    day1 = DayLog(day.day, {c: v[one] for c, v in day.sessions.items()},
-                  {c: v[np.isin(day.ends["end_sid"], day.sessions["sid"][one])] for c, v in day.ends.items()})  # fmt: skip
+    day1 = DayLog(
+        day.day,
+        {c: v[one] for c, v in day.sessions.items()},
+        {c: v[np.isin(day.ends["end_sid"], day.sessions["sid"][one])] for c, v in day.ends.items()},
+    )
     t, c = time.perf_counter(), time.process_time()
     score_day(day1, truth, history, 1, params)
     base, base_cpu = time.perf_counter() - t, time.process_time() - c
@@ -129,11 +176,15 @@ def main() -> None:
     rows = score_day(day, truth, history, T, params)
     full, full_cpu = time.perf_counter() - t, time.process_time() - c
     print(f"baseline, 1 team ({len(day1):,} sessions): {base:.1f} s wall, {base_cpu:.1f} s CPU")
-    print(f"one daily score of {T} teams at {n:,} users: {full:.1f} s wall, {full_cpu:.1f} s CPU (target ≤ 60 s; "
-          f"{full / base:.1f}× one team); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; team 1: "
-          f"availability {rows[0]['availability']:.3f}, conversion {rows[0]['conversion']:.3f}, "
-          f"regret {rows[0]['regret']:.3f}, coverage {rows[0]['coverage']:.3f}")  # fmt: skip
+    print(
+        f"one daily score of {T} teams at {n:,} users: {full:.1f} s wall, {full_cpu:.1f} s CPU (target ≤ 60 s; "
+        f"{full / base:.1f}× one team); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; team 1: "
+        f"availability {rows[0]['availability']:.3f}, conversion {rows[0]['conversion']:.3f}, "
+        f"regret {rows[0]['regret']:.3f}, coverage {rows[0]['coverage']:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,12 @@ logger = logging.getLogger("serve_wrk")
 # Paced: each connection waits 3..8 ms (5.5 on average) before its next request, so 32 connections offer
 # about 32 / (5.5 ms + latency) = 5,400 req/s, the load the service is sized for (wrk cannot fix a rate).
 LUA_DELAY = "function delay()\n  return math.random(3, 8)\nend\n"
-APPS = {"baseline": "baseline FastAPI constant text", "serve": "serve /recommend (metrics on)",
-        "serve-bare": "serve /recommend (metrics off)", "fastapi": "FastAPI route /recommend"}  # fmt: skip
+APPS = {
+    "baseline": "baseline FastAPI constant text",
+    "serve": "serve /recommend (metrics on)",
+    "serve-bare": "serve /recommend (metrics off)",
+    "fastapi": "FastAPI route /recommend",
+}
 PACED = "serve, paced to ~5,400 req/s"
 
 
@@ -135,8 +139,16 @@ def serve_main(kind: str, port: int, users: int) -> None:
             return {"status": "ok"}
     else:
         app = create_app(build_table(users, ml100k_slugs()), instrument=kind == "serve")
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", workers=1,
-                log_level="warning", access_log=False)  # fmt: skip
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        workers=1,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 def start_server(kind: str, users: int) -> tuple[subprocess.Popen, str]:
@@ -244,16 +256,20 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"answer table, {len(items):,} movies, random top-20 per user:")
     for m in memory:
-        print(f"  {m['users']:>9,} users: {m['bytes'] / 2**20:7.1f} MiB by size ({m['bytes'] / m['users']:.0f} B/user),"
-              f" RSS +{m['rss_growth'] / 2**20:.1f} MiB ({m['rss_growth'] / m['users']:.0f} B/user),"
-              f" body {m['body_len']:.0f} B, built in {m['build_s']:.1f} s")  # fmt: skip
+        print(
+            f"  {m['users']:>9,} users: {m['bytes'] / 2**20:7.1f} MiB by size ({m['bytes'] / m['users']:.0f} B/user),"
+            f" RSS +{m['rss_growth'] / 2**20:.1f} MiB ({m['rss_growth'] / m['users']:.0f} B/user),"
+            f" body {m['body_len']:.0f} B, built in {m['build_s']:.1f} s"
+        )
     setup = f"wrk -t2 -c{args.connections} -d{args.duration}s, uvicorn 1 worker (uvloop, httptools)"
     print(f"{setup}, {args.users:,} users")
     print(f"{'app':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'CPU us/req':>11}")
     for kind, r in results.items():
         flag = "  socket errors!" if r["socket_errors"] else ""
-        print(f"{APPS.get(kind, kind):34} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['non_2xx']:8.0f}"
-              f" {r['cpu_us']:11.1f}{flag}")  # fmt: skip
+        print(
+            f"{APPS.get(kind, kind):34} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['non_2xx']:8.0f}"
+            f" {r['cpu_us']:11.1f}{flag}"
+        )
     if "serve" in results and "baseline" in results:
         print(f"serve/baseline throughput: {results['serve']['rps'] / results['baseline']['rps']:.2f}")
     if "serve" in results and "serve-bare" in results:

@@ -87,11 +87,14 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--minutes", type=float, default=60)
     args = ap.parse_args()
-    base = WorldConfig(users=args.users, days=args.minutes / 1440, teams=["http://127.0.0.1:1"] * 2,
-                       allow_download=False)  # fmt: skip
+    base = WorldConfig(
+        users=args.users, days=args.minutes / 1440, teams=["http://127.0.0.1:1"] * 2, allow_download=False
+    )
     universe = build_universe(base)
     port = free_port()
-    service = mp.get_context("spawn").Process(target=fixed_list_service, args=(port, universe.catalog.slug[:20]), daemon=True)
+    service = mp.get_context("spawn").Process(
+        target=fixed_list_service, args=(port, universe.catalog.slug[:20]), daemon=True
+    )
     service.start()
     good = f"http://127.0.0.1:{port}"
     for _ in range(200):  # wait until the service listens
@@ -103,11 +106,13 @@ def main() -> None:
     hanging = f"http://127.0.0.1:{Hanging().port}"
     runs = {
         "both good, one clock (baseline)": _run(base.model_copy(update={"pacing": "together"}), universe, [good, good]),
-        "team 2 hangs, one clock (--pacing together)": _run(base.model_copy(update={"pacing": "together"}), universe,
-                                                             [good, hanging]),
-        "team 2 hangs, per-team pacing (--pacing team)": _run(base.model_copy(update={"pacing": "team"}), universe,
-                                                               [good, hanging]),
-    }  # fmt: skip
+        "team 2 hangs, one clock (--pacing together)": _run(
+            base.model_copy(update={"pacing": "together"}), universe, [good, hanging]
+        ),
+        "team 2 hangs, per-team pacing (--pacing team)": _run(
+            base.model_copy(update={"pacing": "team"}), universe, [good, hanging]
+        ),
+    }
     service.terminate()
     print(f"{args.users:,} users, 2 teams, {args.minutes:g} simulated minutes as fast as possible, time-out 600 ms")
     print(f"{'run':48} {'team 1 done s':>13} {'team 2 done s':>13} {'team 1 lines':>12} {'team 2 lines':>12}")
@@ -116,9 +121,11 @@ def main() -> None:
     team_paced = runs["team 2 hangs, per-team pacing (--pacing team)"]
     together = runs["team 2 hangs, one clock (--pacing together)"]
     timeouts = sum("Request timeout" in line for line in team_paced.lines[1])
-    print(f"team 1 waits {together.last[0] / max(team_paced.last[0], 1e-9):.1f}x less for its minutes with per-team"
-          f" pacing; team 2's {timeouts:,} requests all timed out: "
-          f"{timeouts == sum('recommendation request' in line for line in team_paced.lines[1])}")  # fmt: skip
+    print(
+        f"team 1 waits {together.last[0] / max(team_paced.last[0], 1e-9):.1f}x less for its minutes with per-team"
+        f" pacing; team 2's {timeouts:,} requests all timed out: "
+        f"{timeouts == sum('recommendation request' in line for line in team_paced.lines[1])}"
+    )
     ok = np.mean([("status 200" in line) for line in team_paced.lines[0] if "recommendation request" in line])
     print(f"team 1's requests answered with 200 in the per-team run: {ok:.1%}")
 

@@ -57,8 +57,13 @@ def bad_version(champion_folder: Path, folder: Path) -> Path:
     bad._fitted = True  # its arrays are set by hand, as Model.load would set them
     bad.save(folder)
     manifest = json.loads((champion_folder / "manifest.json").read_text())
-    manifest.update(model="popularity", version="v0001", params={}, train_seconds=0.0,
-                    trained_at=datetime.now().strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
+    manifest.update(
+        model="popularity",
+        version="v0001",
+        params={},
+        train_seconds=0.0,
+        trained_at=datetime.now().strftime("%Y-%m-%dT%H:%M:%S"),
+    )
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return folder
 
@@ -92,10 +97,19 @@ def main() -> None:
     ap.add_argument("--speed", type=float, default=600.0, help="simulated seconds per second (600: a day in 144 s)")
     ap.add_argument("--bad-after-hours", type=float, default=24.0, help="earliest stream hour for the bad canary")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
-    ap.add_argument("--kill-operator-after-hours", dest="kill_operator_after_hours", type=float,
-                    help="once a champion serves and this many stream hours passed: kill -9 the operator, restart it")
-    ap.add_argument("--down-seconds", dest="down_seconds", type=float, default=10.0,
-                    help="seconds the killed operator stays down before its restart")
+    ap.add_argument(
+        "--kill-operator-after-hours",
+        dest="kill_operator_after_hours",
+        type=float,
+        help="once a champion serves and this many stream hours passed: kill -9 the operator, restart it",
+    )
+    ap.add_argument(
+        "--down-seconds",
+        dest="down_seconds",
+        type=float,
+        default=10.0,
+        help="seconds the killed operator stays down before its restart",
+    )
     # On a few simulated days the offline gate's time split favours popularity over EASE (users have watched
     # 2-3 movies each; EASE passes it after about a week): ALS with a popularity prior passes it sooner.
     ap.add_argument("--model", default="als", help="model the operator retrains")
@@ -111,17 +125,69 @@ def main() -> None:
         ensure_topics(broker.bootstrap, ["movielog1"], partitions=4)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         op_log, world_log = open(work / "operator.log", "wb"), open(work / "world.log", "wb")  # noqa: SIM115
-        op_cmd = [sys.executable, "-m", "movielab", "recommender", "operate", "--kafka", broker.bootstrap, "--world-api",
-                  f"http://127.0.0.1:{api_port}", "--store", str(rec / "store.duckdb"), "--artifacts",
-                  str(rec / "models"), "--port", str(serve_port), "--control-port", str(ctrl_port), "--replicas",
-                  str(args.replicas), "--steps", "0.25,0.5,1.0", "--min-requests", "1000", "--margin", "0.05", "--tau",
-                  "0.05", "--tick", "1", "--model", args.model, "--params", args.params]  # fmt: skip
+        op_cmd = [
+            sys.executable,
+            "-m",
+            "movielab",
+            "recommender",
+            "operate",
+            "--kafka",
+            broker.bootstrap,
+            "--world-api",
+            f"http://127.0.0.1:{api_port}",
+            "--store",
+            str(rec / "store.duckdb"),
+            "--artifacts",
+            str(rec / "models"),
+            "--port",
+            str(serve_port),
+            "--control-port",
+            str(ctrl_port),
+            "--replicas",
+            str(args.replicas),
+            "--steps",
+            "0.25,0.5,1.0",
+            "--min-requests",
+            "1000",
+            "--margin",
+            "0.05",
+            "--tau",
+            "0.05",
+            "--tick",
+            "1",
+            "--model",
+            args.model,
+            "--params",
+            args.params,
+        ]
         operator = subprocess.Popen(op_cmd, stdout=op_log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         world = subprocess.Popen(
-            [sys.executable, "-m", "movielab", "world", "run", "--users", str(args.users), "--days", str(args.days),
-             "--kafka", broker.bootstrap, "--teams", f"http://127.0.0.1:{serve_port}", "--api-port", str(api_port),
-             "--seed", str(args.seed), "--speed", str(args.speed)],
-            stdout=world_log, stderr=subprocess.STDOUT, env=env, start_new_session=True)  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "movielab",
+                "world",
+                "run",
+                "--users",
+                str(args.users),
+                "--days",
+                str(args.days),
+                "--kafka",
+                broker.bootstrap,
+                "--teams",
+                f"http://127.0.0.1:{serve_port}",
+                "--api-port",
+                str(api_port),
+                "--seed",
+                str(args.seed),
+                "--speed",
+                str(args.speed),
+            ],
+            stdout=world_log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         print(f"soak: {args.users:,} users, {args.days:g} simulated days; work folder {work}", flush=True)
         injected = None
         killed: dict = {}
@@ -136,24 +202,33 @@ def main() -> None:
                 now = datetime.fromisoformat(s["stream_time"])
                 start_stream = start_stream or now
                 exp = s["experiment"]
-                what = (f"champion {(s['champion'] or {}).get('tags', {}).get('model')} "
-                        f"v{(s['champion'] or {}).get('version')}, experiment "
-                        f"{exp and (exp['name'], exp['status'], exp['share'])}")  # fmt: skip
+                what = (
+                    f"champion {(s['champion'] or {}).get('tags', {}).get('model')} "
+                    f"v{(s['champion'] or {}).get('version')}, experiment "
+                    f"{exp and (exp['name'], exp['status'], exp['share'])}"
+                )
                 if what != last:
                     print(f"  {time.perf_counter() - t0:6.0f} s  stream {now:%m-%d %H:%M}  {what}", flush=True)
                     last = what
                 if killed.get("restarted") and "back" not in killed:
                     killed["back"] = now  # the restarted operator answers again
-                if (args.kill_operator_after_hours is not None and not killed and s["champion"]
-                        and now - start_stream >= timedelta(hours=args.kill_operator_after_hours)):  # fmt: skip
+                if (
+                    args.kill_operator_after_hours is not None
+                    and not killed
+                    and s["champion"]
+                    and now - start_stream >= timedelta(hours=args.kill_operator_after_hours)
+                ):
                     killed["at"] = now
                     os.killpg(operator.pid, signal.SIGKILL)  # the operator's session only: serving has its own
                     operator.wait()
-                    print(f"  kill -9 of the operator at stream time {now}; restarting it in {args.down_seconds} s",
-                          flush=True)  # fmt: skip
+                    print(
+                        f"  kill -9 of the operator at stream time {now}; restarting it in {args.down_seconds} s",
+                        flush=True,
+                    )
                     time.sleep(args.down_seconds)
-                    operator = subprocess.Popen(op_cmd, stdout=op_log, stderr=subprocess.STDOUT, env=env,
-                                                start_new_session=True)  # fmt: skip
+                    operator = subprocess.Popen(
+                        op_cmd, stdout=op_log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                    )
                     killed["restarted"] = True
                     continue
                 promoted = any(u["kind"] == "promote" for u in s["updates"])
@@ -174,8 +249,9 @@ def main() -> None:
                         injected = {"error": repr(exc)}
                         print(f"  injecting the bad version failed: {exc!r}", flush=True)
             world.wait()
-            print(f"world finished after {time.perf_counter() - t0:.0f} s; waiting for the ingest to catch up",
-                  flush=True)  # fmt: skip
+            print(
+                f"world finished after {time.perf_counter() - t0:.0f} s; waiting for the ingest to catch up", flush=True
+            )
             settle(ctrl)
         finally:
             final = status(ctrl)
@@ -196,14 +272,18 @@ def inject_bad(rec: Path, s: dict, ctrl: str, done: dict | None) -> dict:
     """Register the bad version (once) and start its canary through the operator; what was done. A scheduled
     canary may start between the check and the request (409): then it is tried again when that one ends."""
     if done is None:
-        registry = Registry(default_tracking_uri(rec / "models"), registered_name(1), rec / "registry-cache",
-                            rec / "mlruns")  # fmt: skip
+        registry = Registry(
+            default_tracking_uri(rec / "models"), registered_name(1), rec / "registry-cache", rec / "mlruns"
+        )
         folder = bad_version(registry.folder(registry.champion_version()), rec / "bad" / "popularity" / "v0001")
         registered = registry.register(load(folder), tags={"note": "deliberately bad: least popular movies first"})
         done = {"version": registered.version}
     r = httpx.post(f"{ctrl}/canary/start", json={"version": done["version"]}, headers=auth(), timeout=600)
-    print(f"  canary of the deliberately bad version (registry v{done['version']}) at stream time "
-          f"{s['stream_time']}: {r.status_code} {r.text[:200]}", flush=True)  # fmt: skip
+    print(
+        f"  canary of the deliberately bad version (registry v{done['version']}) at stream time "
+        f"{s['stream_time']}: {r.status_code} {r.text[:200]}",
+        flush=True,
+    )
     if r.status_code == 200:
         done.update(stream_time=s["stream_time"], answer=r.json())
     return done
@@ -223,8 +303,9 @@ def settle(ctrl: str, quiet: float = 20.0, timeout: float = 900.0) -> None:
         time.sleep(2)
 
 
-def report(args, work: Path, records, final: dict | None, injected: dict | None, wall: float,
-           killed: dict | None = None) -> None:  # fmt: skip
+def report(
+    args, work: Path, records, final: dict | None, injected: dict | None, wall: float, killed: dict | None = None
+) -> None:
     """Availability and failures from the stream, updates and experiments from the operator's records."""
     updates = [json.loads(x) for x in (work / "rec" / "operator" / "updates.jsonl").read_text().splitlines()]
     first = None  # the first request answered 200: serving is up (the first update's stream time lags the world)
@@ -256,12 +337,16 @@ def report(args, work: Path, records, final: dict | None, injected: dict | None,
             late += ev.ok
             failed += not ev.ok
             failures.append((ev.time, f"status {ev.status} {ev.response_ms} ms {(ev.error or '')[:60]}"))
-    print(f"\nsoak report: {args.users:,} users, {args.days:g} simulated days, {args.replicas} replicas behind nginx; "
-          f"{lines:,} lines on the topic; wall {wall:.0f} s")  # fmt: skip
+    print(
+        f"\nsoak report: {args.users:,} users, {args.days:g} simulated days, {args.replicas} replicas behind nginx; "
+        f"{lines:,} lines on the topic; wall {wall:.0f} s"
+    )
     print(f"requests before the first answer (no model served yet): {before:,}; first answer at {first}")
     if total:
-        print(f"from the first served model on: {total:,} requests, availability {ok / total:.4%} "
-              f"(200 within {BUDGET_MS} ms); failed {failed:,}, answered too late {late:,}")  # fmt: skip
+        print(
+            f"from the first served model on: {total:,} requests, availability {ok / total:.4%} "
+            f"(200 within {BUDGET_MS} ms); failed {failed:,}, answered too late {late:,}"
+        )
     print("\nupdates (stream time, kind, version, retrain start → serving, failures within 10 min after):")
     for u in updates:
         at = datetime.fromisoformat(u["stream_time"])
@@ -275,27 +360,39 @@ def report(args, work: Path, records, final: dict | None, injected: dict | None,
         e = json.loads(path.read_text())
         d = e["decisions"][-1]
         srm = d.get("srm") or {}
-        print(f"  {e['name']}: {e['challenger']} vs {e['champion']} → {e['status']} at {d['time']} "
-              f"(step share {d['share']}); {d['reason']}")  # fmt: skip
-        print(f"    test {d.get('test')}, p {d.get('p_value')}, effect {d.get('effect')}, "
-              f"SRM p {srm.get('p_value')}; {len(e['decisions'])} evaluations")  # fmt: skip
+        print(
+            f"  {e['name']}: {e['challenger']} vs {e['champion']} → {e['status']} at {d['time']} "
+            f"(step share {d['share']}); {d['reason']}"
+        )
+        print(
+            f"    test {d.get('test')}, p {d.get('p_value')}, effect {d.get('effect')}, "
+            f"SRM p {srm.get('p_value')}; {len(e['decisions'])} evaluations"
+        )
     if final and final.get("experiment") and final["experiment"]["status"] not in ("promoted", "rolled_back"):
         print(f"  still running at the end: {final['experiment']['name']} at share {final['experiment']['share']}")
     runs = [json.loads(x) for x in (work / "rec" / "retrain.jsonl").read_text().splitlines()]
     print(f"\nretraining runs: {len(runs)}")
     for r in runs:
-        print(f"  {r['stream_time']} {r['trigger']:9} {r['status']:9} {r.get('decision') or '':10} "
-              f"total {r['seconds'].get('total', 0):6.1f} s  {r['reason'][:100]}")  # fmt: skip
+        print(
+            f"  {r['stream_time']} {r['trigger']:9} {r['status']:9} {r.get('decision') or '':10} "
+            f"total {r['seconds'].get('total', 0):6.1f} s  {r['reason'][:100]}"
+        )
     if injected:
         print(f"\nbad version injected: {injected}")
     if killed and "at" in killed:
         # Stream time of the operator's status lags the world's by the ingest; the window is generous on both ends.
         lo, hi = killed["at"] - timedelta(minutes=30), killed.get("back", killed["at"]) + timedelta(minutes=30)
-        window = [1 for _, value, _, _ in records if b"recommendation request" in value
-                  and lo <= datetime.fromisoformat(value.split(b",", 1)[0].decode()[:19]) < hi]  # fmt: skip
+        window = [
+            1
+            for _, value, _, _ in records
+            if b"recommendation request" in value
+            and lo <= datetime.fromisoformat(value.split(b",", 1)[0].decode()[:19]) < hi
+        ]
         near = sum(1 for t, _ in failures if lo <= t < hi)
-        print(f"\nkill -9 of the operator at stream {killed['at']}, back at {killed.get('back')}: {near} failed of "
-              f"{len(window):,} requests in [{lo}, {hi}) (30 min either side)")  # fmt: skip
+        print(
+            f"\nkill -9 of the operator at stream {killed['at']}, back at {killed.get('back')}: {near} failed of "
+            f"{len(window):,} requests in [{lo}, {hi}) (30 min either side)"
+        )
 
 
 if __name__ == "__main__":

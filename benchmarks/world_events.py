@@ -31,7 +31,10 @@ def format_floor(n: int, slugs: list[str], seed: int = 0) -> float:
     movies = rng.integers(0, len(slugs), n).tolist()
     minutes = rng.integers(1, 120, n).tolist()
     t = time.perf_counter()
-    lines = [f"{stamps[s]},{u},GET /data/m/{slugs[m]}/{mn}.mpg" for s, u, m, mn in zip(sec, users, movies, minutes, strict=True)]
+    lines = [
+        f"{stamps[s]},{u},GET /data/m/{slugs[m]}/{mn}.mpg"
+        for s, u, m, mn in zip(sec, users, movies, minutes, strict=True)
+    ]
     dt = time.perf_counter() - t
     assert len(lines) == n
     return n / dt
@@ -61,7 +64,9 @@ def main() -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the floor's own line list
     floor = format_floor(min(n, 2_000_000), universe.catalog.slug)
     print(f"simulated {args.hours:g} h after {args.warmup_hours:g} h warm-up: {n:,} events in {dt:.2f} s")
-    print(f"world:            {n / dt:12,.0f} events/s  (target ≥ 100,000; watch lines {watch_share:.1%}, target ≥ 95%)")
+    print(
+        f"world:            {n / dt:12,.0f} events/s  (target ≥ 100,000; watch lines {watch_share:.1%}, target ≥ 95%)"
+    )
     print(f"formatting only:  {floor:12,.0f} lines/s   (floor on cost, same run; world/floor = {n / dt / floor:.2f})")
     print(f"peak RSS:         {rss:12,.0f} MB        (target ≤ 1,536 MB)")
     print(f"simulated real-time rate of this population: {n / (args.hours * 3600):,.0f} events/s")

@@ -41,5 +41,10 @@ def parse_wrk(output: str) -> dict[str, float]:
         raise ValueError(f"wrk output has no Requests/sec line:\n{output}")
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     errors = re.search(r"Socket errors:.*", output)
-    return {"rps": float(rps.group(1)), "p50_ms": latency("50"), "p99_ms": latency("99"),
-            "non_2xx": float(non2xx.group(1)) if non2xx else 0.0, "socket_errors": errors is not None}  # fmt: skip
+    return {
+        "rps": float(rps.group(1)),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "non_2xx": float(non2xx.group(1)) if non2xx else 0.0,
+        "socket_errors": errors is not None,
+    }

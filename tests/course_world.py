@@ -23,8 +23,11 @@ def main() -> None:
     def ready(run) -> None:
         print(f"ready {run.api_url}", flush=True)
 
-    run_course(config, service=lambda teams, universe: FixedService(list(range(0, 200, 10)), universe.catalog.slug),
-               on_ready=ready)  # fmt: skip
+    run_course(
+        config,
+        service=lambda teams, universe: FixedService(list(range(0, 200, 10)), universe.catalog.slug),
+        on_ready=ready,
+    )
 
 
 if __name__ == "__main__":

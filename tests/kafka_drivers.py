@@ -53,8 +53,10 @@ def produce_watch_lines(bootstrap: str, topic: str, partitions: int, n: int, use
     """
     ensure_topics(bootstrap, [topic], partitions=partitions)
     keys = [(i * 7919) % users + 1 for i in range(n)]
-    lines = [f"2026-03-20T08:{i // 60 % 60:02d}:{i % 60:02d},{u},GET /data/m/brides+2004/{i % 90 + 1}.mpg"
-             for i, u in enumerate(keys)]  # fmt: skip
+    lines = [
+        f"2026-03-20T08:{i // 60 % 60:02d}:{i % 60:02d},{u},GET /data/m/brides+2004/{i % 90 + 1}.mpg"
+        for i, u in enumerate(keys)
+    ]
     with KafkaSink(bootstrap, topic) as sink:
         sink.write(keys, lines)
     produced = Counter((str(u).encode(), line.encode()) for u, line in zip(keys, lines, strict=True))
@@ -78,8 +80,14 @@ class KafkaPython:
     def _consumer(self, bootstrap: str, group: str | None):
         from kafka import KafkaConsumer
 
-        return KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
-                             enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=1000)  # fmt: skip
+        return KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+        )
 
     def _drain(self, consumer, want: int) -> list[Record]:
         out: list[Record] = []
@@ -120,8 +128,9 @@ class KafkaPython:
                 for records in consumer.poll(timeout_ms=200, max_records=take - len(out)).values():
                     out.extend((m.partition, m.offset, m.key, m.value) for m in records)
             taken = out[:take]
-            consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "", -1)
-                             for p, o in next_offsets(taken).items()})  # fmt: skip
+            consumer.commit(
+                {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in next_offsets(taken).items()}
+            )
             return taken
         finally:
             consumer.close(autocommit=False)
@@ -156,8 +165,15 @@ class AioKafka:
     def _consumer(self, bootstrap: str, group: str | None, *topics: str):
         from aiokafka import AIOKafkaConsumer
 
-        return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
-                                enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=1000)  # fmt: skip
+        return AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+        )
 
     async def _drain(self, consumer, want: int, exact: bool) -> list[Record]:
         out: list[Record] = []
@@ -246,8 +262,15 @@ class ConfluentKafka:
     def _consumer(self, bootstrap: str, group: str):
         from confluent_kafka import Consumer
 
-        return Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False, "session.timeout.ms": 6000})  # fmt: skip
+        return Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "session.timeout.ms": 6000,
+            }
+        )
 
     def _drain(self, consumer, want: int, exact: bool) -> list[Record]:
         out: list[Record] = []
@@ -304,7 +327,9 @@ class ConfluentKafka:
 
         consumer = self._consumer(bootstrap, "unused-watermarks")
         try:
-            return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)
+            }
         finally:
             consumer.close()
 
@@ -334,8 +359,10 @@ class Kcat:
     @staticmethod
     def _records(out: str) -> list[Record]:
         rows = [json.loads(line) for line in out.splitlines() if line.strip()]
-        return [(r["partition"], r["offset"], None if r["key"] is None else r["key"].encode(),
-                 r["payload"].encode()) for r in rows]  # fmt: skip
+        return [
+            (r["partition"], r["offset"], None if r["key"] is None else r["key"].encode(), r["payload"].encode())
+            for r in rows
+        ]
 
     def beginning(self, bootstrap: str, topic: str, partitions: int, expect: int) -> list[Record]:
         self.started_at = time.monotonic()
@@ -346,8 +373,22 @@ class Kcat:
     def group_read(self, bootstrap: str, topic: str, group: str, take: int) -> list[Record]:
         # A balanced consumer (-G) that exits after `take` messages; it commits the offsets of the messages it
         # handed out (librdkafka's auto offset store + commit on close).
-        args = ["-b", bootstrap, "-G", group, "-X", "session.timeout.ms=6000", "-X", "auto.offset.reset=earliest",
-                "-c", str(take), "-e", "-J", "-q", topic]  # fmt: skip
+        args = [
+            "-b",
+            bootstrap,
+            "-G",
+            group,
+            "-X",
+            "session.timeout.ms=6000",
+            "-X",
+            "auto.offset.reset=earliest",
+            "-c",
+            str(take),
+            "-e",
+            "-J",
+            "-q",
+            topic,
+        ]
         return self._records(self._run(args))
 
     def committed(self, bootstrap: str, topic: str, group: str, partitions: int) -> dict[int, int]:

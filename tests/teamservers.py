@@ -241,28 +241,52 @@ CASES: list[tuple[str, Handler, int, str]] = [
     ("valid, two chunks 20 ms apart", two_chunks, 200, OK),
     ("valid, no length, ends at close", until_close, 200, OK),
     ("valid, gzip-encoded", gzipped, 200, OK),
-    ("Content-Length 1000, closes after 29 bytes", short_of_length, 0,
-     rf"Truncated response from {S}: connection closed before the end of the body \(.*received 29 of 1000 bytes.*"),
-    ("chunked, closes before the last chunk", chunked_cut, 0,
-     rf"Truncated response from {S}: connection closed before the last chunk"),
+    (
+        "Content-Length 1000, closes after 29 bytes",
+        short_of_length,
+        0,
+        rf"Truncated response from {S}: connection closed before the end of the body \(.*received 29 of 1000 bytes.*",
+    ),
+    (
+        "chunked, closes before the last chunk",
+        chunked_cut,
+        0,
+        rf"Truncated response from {S}: connection closed before the last chunk",
+    ),
     ("one byte per 100 ms", trickle, 0, rf"Request timeout to {S} after \d+ ms"),
     ("headers, then silence", head_then_silence, 0, rf"Request timeout to {S} after \d+ ms"),
     ("no answer", silence, 0, rf"Request timeout to {S} after \d+ ms"),
-    ("10 MB body, Content-Length", huge_length, 200,
-     rf"Invalid response from {S}: body longer than 65536 bytes \(10,485,760 bytes or more\)"),
+    (
+        "10 MB body, Content-Length",
+        huge_length,
+        200,
+        rf"Invalid response from {S}: body longer than 65536 bytes \(10,485,760 bytes or more\)",
+    ),
     ("10 MB body, chunked", huge_chunked, 200, rf"Invalid response from {S}: body longer than 65536 bytes \(.*\)"),
     ("10 MB after gzip, 10 kB sent", gzip_bomb, 200, rf"Invalid response from {S}: body longer than 65536 bytes .*"),
-    ("gzip header, body not gzip", bad_gzip, 200,
-     rf"Invalid response from {S}: body cannot be decoded from Content-Encoding 'gzip'"),
+    (
+        "gzip header, body not gzip",
+        bad_gzip,
+        200,
+        rf"Invalid response from {S}: body cannot be decoded from Content-Encoding 'gzip'",
+    ),
     ("closes without answering", hang_up, 0, rf"Connection closed by {S} before a response"),
     ("not HTTP at all", not_http, 0, rf"Invalid HTTP response from {S}: .+"),
     ("HTTP 500", status_500, 500, rf"HTTP 500 from {S}"),
-    ("valid shape, one unknown id", unknown_id, 200,
-     rf"Invalid response from {S}: unknown movie id 'twelve\+angry\+men\+1957'"),
+    (
+        "valid shape, one unknown id",
+        unknown_id,
+        200,
+        rf"Invalid response from {S}: unknown movie id 'twelve\+angry\+men\+1957'",
+    ),
     ("a JSON list", json_body, 200, rf"Invalid response from {S}: body .* is not a comma-separated list of movie ids"),
-    ("a JSON list without spaces", json_compact, 200,  # each token is a well-formed id, the first one unknown
-     rf"Invalid response from {S}: unknown movie id '\[\"film\+number\+1\+1951\"'"),
-]  # fmt: skip
+    (
+        "a JSON list without spaces",
+        json_compact,
+        200,  # each token is a well-formed id, the first one unknown
+        rf"Invalid response from {S}: unknown movie id '\[\"film\+number\+1\+1951\"'",
+    ),
+]
 
 
 class CaseServers:
@@ -280,6 +304,7 @@ class CaseServers:
 
     async def _start(self) -> None:
         for case in self.cases:
+
             async def serve(reader, writer, case=case) -> None:
                 case.connections += 1
                 task = asyncio.current_task()

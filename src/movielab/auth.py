@@ -74,8 +74,10 @@ def ensure_tokens(path: str | Path, identity: str = "operator") -> Tokens:
     except FileExistsError:
         return read_tokens(path)
     with os.fdopen(fd, "w") as f:
-        f.write(f"# movielab access tokens: <identity> <token>, one a line; keep this file private (mode 0600)\n"
-                f"{identity} {secrets.token_urlsafe(32)}\n")  # fmt: skip
+        f.write(
+            f"# movielab access tokens: <identity> <token>, one a line; keep this file private (mode 0600)\n"
+            f"{identity} {secrets.token_urlsafe(32)}\n"
+        )
     logger.info("created token file %s for %s", path, identity)
     return read_tokens(path)
 
@@ -97,8 +99,9 @@ def read_tokens(path: str | Path) -> Tokens:
             continue
         parts = line.split()
         if len(parts) != 2 or not IDENTITY.fullmatch(parts[0]) or not TOKEN.fullmatch(parts[1]):
-            raise AuthError(f"token file {path} line {n}: expected '<identity> <token>' (token: 32-256 of "
-                            "A-Z a-z 0-9 _ -)")  # fmt: skip
+            raise AuthError(
+                f"token file {path} line {n}: expected '<identity> <token>' (token: 32-256 of A-Z a-z 0-9 _ -)"
+            )
         if parts[0] in out:
             raise AuthError(f"token file {path} line {n}: identity {parts[0]!r} repeats")
         out[parts[0]] = parts[1]
@@ -137,11 +140,23 @@ class RequireToken:
                     identity = self.tokens.identify(presented.strip())
                 break
         if identity is None:
-            body = json.dumps({"error": "authentication required: send 'Authorization: Bearer <token>' "
-                                        "(the token file next to the recommender's state)"}).encode()  # fmt: skip
-            await send({"type": "http.response.start", "status": 401,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
-                                    (b"www-authenticate", b'Bearer realm="movielab"')]})  # fmt: skip
+            body = json.dumps(
+                {
+                    "error": "authentication required: send 'Authorization: Bearer <token>' "
+                    "(the token file next to the recommender's state)"
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", b"%d" % len(body)),
+                        (b"www-authenticate", b'Bearer realm="movielab"'),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         scope.setdefault("state", {})["identity"] = identity

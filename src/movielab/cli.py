@@ -12,14 +12,30 @@ from collections.abc import Sequence
 def _world_config(args: argparse.Namespace):
     from movielab.world.config import WorldConfig
 
-    given = {k: v for k, v in {
-        "users": args.users, "movies": args.movies, "seed": args.seed, "start": args.start, "speed": args.speed,
-        "days": args.days, "data_dir": args.data_dir, "dataset": args.dataset, "kafka": args.kafka,
-        "partitions": args.partitions, "api_port": args.api_port, "timeout_ms": args.timeout_ms,
-        "pacing": args.pacing, "teams": args.teams.split(",") if args.teams else None, "edition": args.edition,
-        "scenario": getattr(args, "scenario", None), "manifest": getattr(args, "manifest", None),
-        "instructor_port": getattr(args, "instructor_port", None),
-    }.items() if v is not None}  # fmt: skip
+    given = {
+        k: v
+        for k, v in {
+            "users": args.users,
+            "movies": args.movies,
+            "seed": args.seed,
+            "start": args.start,
+            "speed": args.speed,
+            "days": args.days,
+            "data_dir": args.data_dir,
+            "dataset": args.dataset,
+            "kafka": args.kafka,
+            "partitions": args.partitions,
+            "api_port": args.api_port,
+            "timeout_ms": args.timeout_ms,
+            "pacing": args.pacing,
+            "teams": args.teams.split(",") if args.teams else None,
+            "edition": args.edition,
+            "scenario": getattr(args, "scenario", None),
+            "manifest": getattr(args, "manifest", None),
+            "instructor_port": getattr(args, "instructor_port", None),
+        }.items()
+        if v is not None
+    }
     if given.get("scenario") and "manifest" not in given:
         given["manifest"] = ".movielab/world/manifest.jsonl"
     if args.forever:
@@ -41,8 +57,11 @@ def _cmd_world_run(args: argparse.Namespace) -> int:
     t = {}
 
     def ready(live) -> None:
-        print(f"world running: Kafka {live.bootstrap} topics {', '.join(live.topics)}, API {live.api_url}, "
-              f"teams {', '.join(team.url for team in live.teams)}", flush=True)  # fmt: skip
+        print(
+            f"world running: Kafka {live.bootstrap} topics {', '.join(live.topics)}, API {live.api_url}, "
+            f"teams {', '.join(team.url for team in live.teams)}",
+            flush=True,
+        )
         if live.instructor_url:
             print(f"instructor app (manifest, token in {config.instructor_tokens}): {live.instructor_url}", flush=True)
         t["start"] = time.perf_counter()
@@ -89,9 +108,13 @@ def _cmd_course_run(args: argparse.Namespace) -> int:
     from movielab.course.run import run_course
 
     def ready(run) -> None:
-        print(f"course running: Kafka {run.bootstrap} topics {', '.join(run.topics)}, API {run.api_url}, state in "
-              f"{run.config.state_dir}" + (f", instructor {run.instructor_url}" if run.instructor_url else "")
-              + (f", resumed from {run.re_emitted}" if run.restored_from else ""), flush=True)  # fmt: skip
+        print(
+            f"course running: Kafka {run.bootstrap} topics {', '.join(run.topics)}, API {run.api_url}, state in "
+            f"{run.config.state_dir}"
+            + (f", instructor {run.instructor_url}" if run.instructor_url else "")
+            + (f", resumed from {run.re_emitted}" if run.restored_from else ""),
+            flush=True,
+        )
 
     run = run_course(load(args.file), on_ready=ready)
     print(f"course stopped at checkpoint; lines per topic: {run.lines()}")
@@ -138,9 +161,15 @@ def _cmd_course_score(args: argparse.Namespace) -> int:
         from movielab.course.config import load
 
         config = load(args.file)
-        print(report(config.reports_dir, team=args.team, day=args.day,
-                     manifest=args.manifest or (config.manifest_path if config.manifest_path.exists() else None),
-                     sessions=config.state_dir))  # fmt: skip
+        print(
+            report(
+                config.reports_dir,
+                team=args.team,
+                day=args.day,
+                manifest=args.manifest or (config.manifest_path if config.manifest_path.exists() else None),
+                sessions=config.state_dir,
+            )
+        )
         return 0
     print(report(args.state, team=args.team, day=args.day, manifest=args.manifest))
     return 0
@@ -192,10 +221,15 @@ def parser() -> argparse.ArgumentParser:
     _world_args(run)
     run.add_argument("--out", help="also append every event line to this file, once Kafka confirmed it")
     run.add_argument("--scenario", help="scenario preset (see 'movielab world scenarios') or TOML file")
-    run.add_argument("--manifest", help="hidden manifest file (JSONL; default with --scenario: "
-                     ".movielab/world/manifest.jsonl)")
-    run.add_argument("--instructor-port", type=int, help="loopback port of the instructor app serving the manifest "
-                     "behind a token (default: off; 0 = any free port)")
+    run.add_argument(
+        "--manifest", help="hidden manifest file (JSONL; default with --scenario: .movielab/world/manifest.jsonl)"
+    )
+    run.add_argument(
+        "--instructor-port",
+        type=int,
+        help="loopback port of the instructor app serving the manifest "
+        "behind a token (default: off; 0 = any free port)",
+    )
     run.set_defaults(func=_cmd_world_run)
     scen = world.add_parser("scenarios", help="list the scenario presets that ship")
     scen.set_defaults(func=_cmd_world_scenarios)
@@ -226,10 +260,14 @@ def parser() -> argparse.ArgumentParser:
     c_status.add_argument("--offline", action="store_true", help="do not ask Kafka for the topics' end offsets")
     c_status.set_defaults(func=_cmd_course_status)
     score = course_sub.add_parser("score", help="the scoreboard from the hidden truth (instructor only)")
-    score.add_argument("file", nargs="?", help="the course file (its reports hold scores/, its state sessions/ and "
-                       "the manifest); without it, --state")  # fmt: skip
-    score.add_argument("--state", default=".movielab/course", help="without FILE: the state dir holding scores/ and "
-                       "sessions/")  # fmt: skip
+    score.add_argument(
+        "file",
+        nargs="?",
+        help="the course file (its reports hold scores/, its state sessions/ and the manifest); without it, --state",
+    )
+    score.add_argument(
+        "--state", default=".movielab/course", help="without FILE: the state dir holding scores/ and sessions/"
+    )
     score.add_argument("--team", type=int, help="one team in detail: day by day, fairness groups, injected events")
     score.add_argument("--day", help="YYYY-MM-DD (default: the newest scored day)")
     score.add_argument("--manifest", help="the hidden manifest (JSONL) for per-event effects with --team")

@@ -105,12 +105,21 @@ def real_interactions(universe: Universe) -> Interactions:
     u, t = r.user[order].astype(np.int64), r.timestamp[order].astype(np.float64)
     gaps = np.diff(t)[np.diff(u) == 0]
     ratings = np.column_stack([r.user, r.movie, r.rating]).astype(np.float32)
-    return Interactions(r.user.astype(np.int64), r.movie.astype(np.int64), r.timestamp.astype(np.float64), ratings,
-                        gaps[gaps > SESSION_GAP] / 3600.0, None, universe.data.n_users, len(universe.data.movies))  # fmt: skip
+    return Interactions(
+        r.user.astype(np.int64),
+        r.movie.astype(np.int64),
+        r.timestamp.astype(np.float64),
+        ratings,
+        gaps[gaps > SESSION_GAP] / 3600.0,
+        None,
+        universe.data.n_users,
+        len(universe.data.movies),
+    )
 
 
-def _population_like_ml100k(universe: Universe, target: np.ndarray, days: float, start: float,
-                            rng: np.random.Generator) -> Population:  # fmt: skip
+def _population_like_ml100k(
+    universe: Universe, target: np.ndarray, days: float, start: float, rng: np.random.Generator
+) -> Population:
     """The real users' demographics, taste drawn given them, activity set to reach `target` in about `days`."""
     users = universe.data.users
     if users is None:
@@ -120,26 +129,37 @@ def _population_like_ml100k(universe: Universe, target: np.ndarray, days: float,
     zips = np.array([int(z[:3]) if z[:3].isdigit() else 0 for z in users.zip_code], dtype=np.uint16)
     # Sessions a day so that the user's count is reached in about `days` (some sessions end without a pick).
     act = (1.5 * target / days).astype(np.float32)
-    return Population(age=users.age.astype(np.int16), gender=users.gender.astype(np.uint8),
-                      occupation=users.occupation.astype(np.uint8),
-                      utc_offset=np.asarray(utc_offsets(users.zip_code), np.int8), zip_prefix=zips, activity=act,
-                      binge=np.full(n, 0.3, np.float32), created_at=np.full(n, start - DAY),
-                      taste=vec.astype(np.float32), bias=bias.astype(np.float32), size=n)  # fmt: skip
+    return Population(
+        age=users.age.astype(np.int16),
+        gender=users.gender.astype(np.uint8),
+        occupation=users.occupation.astype(np.uint8),
+        utc_offset=np.asarray(utc_offsets(users.zip_code), np.int8),
+        zip_prefix=zips,
+        activity=act,
+        binge=np.full(n, 0.3, np.float32),
+        created_at=np.full(n, start - DAY),
+        taste=vec.astype(np.float32),
+        bias=bias.astype(np.float32),
+        size=n,
+    )
 
 
-def simulated_interactions(universe: Universe, params: BehaviorParams | None = None, seed: int = 0,
-                           days: float = 20.0, max_days: float = 60.0) -> Interactions:  # fmt: skip
+def simulated_interactions(
+    universe: Universe, params: BehaviorParams | None = None, seed: int = 0, days: float = 20.0, max_days: float = 60.0
+) -> Interactions:
     """Run an ml-100k-shaped population until each user started as many distinct movies as the real one rated."""
     data = universe.data
     target = np.bincount(data.ratings.user, minlength=data.n_users).astype(np.int64)
-    config = WorldConfig(users=1, seed=seed, days=None, arrivals_per_day=0.0, allow_download=False,
-                         edition="2019")  # ml-100k rates 1..5: compare on its scale
+    config = WorldConfig(
+        users=1, seed=seed, days=None, arrivals_per_day=0.0, allow_download=False, edition="2019"
+    )  # ml-100k rates 1..5: compare on its scale
     slug_row = {s: i for i, s in enumerate(universe.catalog.slug)}
     sink, journal = _RatingsAndCompletion(slug_row), []
     start = parse_start(config.start)
     pop = _population_like_ml100k(universe, target, days, start, np.random.default_rng([seed, 12]))
-    world, _ = build_world(config, universe=universe, service=NoService(), sink=sink, journal=journal, params=params,
-                           population=pop)  # fmt: skip
+    world, _ = build_world(
+        config, universe=universe, service=NoService(), sink=sink, journal=journal, params=params, population=pop
+    )
     seen: set[tuple[int, int]] = set()
     first: list[tuple[int, int, float]] = []
     sessions: list[tuple[int, float]] = []
@@ -171,12 +191,17 @@ def simulated_interactions(universe: Universe, params: BehaviorParams | None = N
     rat = [(uid - 1, mv, s) for uid, mv, s in sink.ratings if (uid - 1, mv) in kept]
     ratings = np.array(rat, dtype=np.float32).reshape(-1, 3)
     runtime = universe.catalog.runtime
-    comp = [min(mm / max(int(runtime[mv]), 1), 1.0) for (uid, mv), mm in sink.max_minute.items() if (uid - 1, mv) in kept]
+    comp = [
+        min(mm / max(int(runtime[mv]), 1), 1.0) for (uid, mv), mm in sink.max_minute.items() if (uid - 1, mv) in kept
+    ]
     s = np.array(sessions, dtype=np.float64).reshape(-1, 2)
     s = s[np.lexsort((s[:, 1], s[:, 0]))]
     gaps = np.diff(s[:, 1])[np.diff(s[:, 0]) == 0] / 3600.0
-    notes = {"simulated_days": (world.now - world.clock.start) / DAY, "users_short": float((count < target).sum()),
-             "lines": float(sink.lines)}  # fmt: skip
+    notes = {
+        "simulated_days": (world.now - world.clock.start) / DAY,
+        "users_short": float((count < target).sum()),
+        "lines": float(sink.lines),
+    }
     return Interactions(u, m, t, ratings, gaps, np.array(comp), data.n_users, len(data.movies), notes)
 
 
@@ -232,10 +257,23 @@ def describe(x: Interactions, genres: np.ndarray) -> dict[str, object]:
 def protocol(x: Interactions, seeds: Sequence[int] = (0, 1, 2, 3, 4)) -> dict[str, dict[str, float]]:
     """NDCG@10 and Recall@20 (mean and std over seeds) of each model under the published protocol."""
     rating = np.ones(len(x.user), np.float32)
-    rows = ml100k_protocol(x.user, x.movie, rating, x.time, lambda: [create(n, **p) for n, p in MODEL_PARAMS.items()],
-                           seeds=seeds, latency_users=20)  # fmt: skip
-    return {r.model: {"ndcg@10": r.metrics["ndcg@10"], "recall@20": r.metrics["recall@20"],
-                      "ndcg@10_std": r.std.get("ndcg@10", 0.0)} for r in rows}  # fmt: skip
+    rows = ml100k_protocol(
+        x.user,
+        x.movie,
+        rating,
+        x.time,
+        lambda: [create(n, **p) for n, p in MODEL_PARAMS.items()],
+        seeds=seeds,
+        latency_users=20,
+    )
+    return {
+        r.model: {
+            "ndcg@10": r.metrics["ndcg@10"],
+            "recall@20": r.metrics["recall@20"],
+            "ndcg@10_std": r.std.get("ndcg@10", 0.0),
+        }
+        for r in rows
+    }
 
 
 @dataclass
@@ -275,8 +313,12 @@ class Report:
             row(f"NDCG@10 {m}", self.models_real[m]["ndcg@10"], self.models_sim[m]["ndcg@10"])
         for m in ("popularity", "itemknn", "als", "ease"):
             row(f"Recall@20 {m}", self.models_real[m]["recall@20"], self.models_sim[m]["recall@20"])
-        row("EASE / popularity NDCG@10", self.models_real["ease"]["ndcg@10"] / self.models_real["popularity"]["ndcg@10"],
-            self.models_sim["ease"]["ndcg@10"] / self.models_sim["popularity"]["ndcg@10"], "{:12.2f}")  # fmt: skip
+        row(
+            "EASE / popularity NDCG@10",
+            self.models_real["ease"]["ndcg@10"] / self.models_real["popularity"]["ndcg@10"],
+            self.models_sim["ease"]["ndcg@10"] / self.models_sim["popularity"]["ndcg@10"],
+            "{:12.2f}",
+        )
         for i in range(5):
             row(f"ratings {i + 1}★ share", r["rating_hist"][i], s["rating_hist"][i], "{:12.3f}")
         row("mean rating", r["mean_rating"], s["mean_rating"], "{:12.3f}")
@@ -296,15 +338,18 @@ class Report:
         row("viewings watched to the end", math.nan, s["completion_full"], "{:12.3f}")
         lines.append("")
         lines += [f"{'PASS' if ok else 'FAIL'}  {name}" for name, ok in self.checks().items()]
-        lines.append("real: ml-100k ratings; simulated: distinct movies started; hours between real sessions are gaps "
-                     "over 1 h between ratings (MovieLens users rate in bursts), so that row is context, not a target; "
-                     "ml-100k has no viewings, so completion is simulated only.")  # fmt: skip
+        lines.append(
+            "real: ml-100k ratings; simulated: distinct movies started; hours between real sessions are gaps "
+            "over 1 h between ratings (MovieLens users rate in bursts), so that row is context, not a target; "
+            "ml-100k has no viewings, so completion is simulated only."
+        )
         lines.append("simulation: " + ", ".join(f"{k} {v:,.1f}" for k, v in self.notes.items()))
         return "\n".join(lines)
 
 
-def _svg(path: Path, title: str, series: dict[str, Sequence[float]], xlabel: str, ylabel: str,
-         log_y: bool = False) -> None:  # fmt: skip
+def _svg(
+    path: Path, title: str, series: dict[str, Sequence[float]], xlabel: str, ylabel: str, log_y: bool = False
+) -> None:
     """A minimal line chart as SVG (no plotting library): one polyline per series."""
     w, h, pad = 640, 400, 50
     ys = [np.log10(np.maximum(np.asarray(v, float), 1e-9)) if log_y else np.asarray(v, float) for v in series.values()]
@@ -312,14 +357,16 @@ def _svg(path: Path, title: str, series: dict[str, Sequence[float]], xlabel: str
     lo, hi = min(float(y.min()) for y in ys), max(float(y.max()) for y in ys)
     hi = hi if hi > lo else lo + 1
     colors = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
-             f'<rect width="{w}" height="{h}" fill="white"/>',
-             f'<text x="{w / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>',
-             f'<text x="{w / 2}" y="{h - 8}" text-anchor="middle">{xlabel}</text>',
-             f'<text x="14" y="{h / 2}" transform="rotate(-90 14 {h / 2})" text-anchor="middle">{ylabel}</text>',
-             f'<rect x="{pad}" y="{pad}" width="{w - 2 * pad}" height="{h - 2 * pad}" fill="none" stroke="#888"/>',
-             f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{(10 ** hi if log_y else hi):.3g}</text>',
-             f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{(10 ** lo if log_y else lo):.3g}</text>']  # fmt: skip
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<text x="{w / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>',
+        f'<text x="{w / 2}" y="{h - 8}" text-anchor="middle">{xlabel}</text>',
+        f'<text x="14" y="{h / 2}" transform="rotate(-90 14 {h / 2})" text-anchor="middle">{ylabel}</text>',
+        f'<rect x="{pad}" y="{pad}" width="{w - 2 * pad}" height="{h - 2 * pad}" fill="none" stroke="#888"/>',
+        f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{(10**hi if log_y else hi):.3g}</text>',
+        f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{(10**lo if log_y else lo):.3g}</text>',
+    ]
     for i, (name, y) in enumerate(zip(series, ys, strict=True)):
         xs = pad + (w - 2 * pad) * np.arange(len(y)) / max(n - 1, 1)
         yy = h - pad - (h - 2 * pad) * (y - lo) / (hi - lo)
@@ -337,26 +384,59 @@ def write_plots(report: Report, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     r, s = report.real, report.sim
     files = [out / "ratings.svg", out / "popularity.svg", out / "activity.svg", out / "fidelity.json"]
-    _svg(files[0], "Rating histogram", {"ml-100k": r["rating_hist"], "simulated": s["rating_hist"]},
-         "stars 1..5", "share of ratings")  # fmt: skip
-    _svg(files[1], "Cumulative share of interactions, movies by popularity",
-         {"ml-100k": r["popularity_curve"], "simulated": s["popularity_curve"]}, "movies, most popular first", "share")
-    _svg(files[2], "Interactions per user, users by activity",
-         {"ml-100k": r["activity_sorted"], "simulated": s["activity_sorted"]}, "users, most active first",
-         "interactions (log)", log_y=True)  # fmt: skip
-    files[3].write_text(json.dumps({"real": r, "simulated": s, "models_real": report.models_real,
-                                    "models_simulated": report.models_sim, "checks": report.checks(),
-                                    "notes": report.notes}, indent=1) + "\n", encoding="utf-8")  # fmt: skip
+    _svg(
+        files[0],
+        "Rating histogram",
+        {"ml-100k": r["rating_hist"], "simulated": s["rating_hist"]},
+        "stars 1..5",
+        "share of ratings",
+    )
+    _svg(
+        files[1],
+        "Cumulative share of interactions, movies by popularity",
+        {"ml-100k": r["popularity_curve"], "simulated": s["popularity_curve"]},
+        "movies, most popular first",
+        "share",
+    )
+    _svg(
+        files[2],
+        "Interactions per user, users by activity",
+        {"ml-100k": r["activity_sorted"], "simulated": s["activity_sorted"]},
+        "users, most active first",
+        "interactions (log)",
+        log_y=True,
+    )
+    files[3].write_text(
+        json.dumps(
+            {
+                "real": r,
+                "simulated": s,
+                "models_real": report.models_real,
+                "models_simulated": report.models_sim,
+                "checks": report.checks(),
+                "notes": report.notes,
+            },
+            indent=1,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     return files
 
 
-def fidelity_report(config: WorldConfig | None = None, params: BehaviorParams | None = None,
-                    seeds: Sequence[int] = (0, 1, 2, 3, 4), universe: Universe | None = None) -> Report:  # fmt: skip
+def fidelity_report(
+    config: WorldConfig | None = None,
+    params: BehaviorParams | None = None,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    universe: Universe | None = None,
+) -> Report:
     """Simulate the ml-100k-shaped population and compare it with ml-100k (see the module docstring)."""
     config = config or WorldConfig(dataset="ml-100k", arrivals_per_day=0.0, edition="2019")  # 1..5 stars as ml-100k
     if config.dataset not in ("ml-100k", "ml-1m") or config.movies is not None:
-        raise ValueError(f"the fidelity report needs a data set with demographics and its own catalog "
-                         f"(ml-100k or ml-1m, no --movies); got {config.dataset} with movies={config.movies}")  # fmt: skip
+        raise ValueError(
+            f"the fidelity report needs a data set with demographics and its own catalog "
+            f"(ml-100k or ml-1m, no --movies); got {config.dataset} with movies={config.movies}"
+        )
     universe = universe or build_universe(config)
     t = time.perf_counter()
     sim = simulated_interactions(universe, params, seed=config.seed)

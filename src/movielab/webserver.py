@@ -34,8 +34,13 @@ class PortRouter:
         app = self.apps.get(server[1])
         if app is None:
             body = b"no app on this listener"
-            await send({"type": "http.response.start", "status": 404,
-                        "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 404,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         await app(scope, receive, send)
@@ -68,13 +73,22 @@ def serve_listeners(listeners: list[tuple[object, str, int]], **config) -> None:
 class ServerThread:
     """uvicorn serving `app` on host:port in a daemon thread; `stop()` shuts it down cleanly."""
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None, log_level: str = "warning",
-                 **options) -> None:  # fmt: skip
+    def __init__(
+        self, app, host: str = "127.0.0.1", port: int | None = None, log_level: str = "warning", **options
+    ) -> None:
         """`options` go to `uvicorn.Config` as they are (e.g. `http=` a protocol class)."""
         self.host = host
         self.port = port or free_port(host)
-        config = uvicorn.Config(app, host=host, port=self.port, log_level=log_level, access_log=False,
-                                lifespan="on", timeout_graceful_shutdown=2, **options)  # fmt: skip
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=self.port,
+            log_level=log_level,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+            **options,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
 

@@ -44,7 +44,9 @@ def world_universe():
 def base_url(world_universe) -> Iterator[str]:
     world, universe = world_universe
     # Generous enough that the fuzzing below is never refused.
-    app = create_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=RateLimit(rate_per_s=10_000, burst=10_000))
+    app = create_app(
+        world.pop, universe.catalog, taste=universe.taste, rate_limit=RateLimit(rate_per_s=10_000, burst=10_000)
+    )
     server = ServerThread(app, **server_options()).start()
     try:
         yield server.url
@@ -83,8 +85,11 @@ def _ids(openapi: dict, template: str, catalog) -> st.SearchStrategy[str]:
     """Values for a path's `ids`: from its documented schema, real ids, garbage, bulk lists and overlong."""
     (param,) = openapi["paths"][template]["get"]["parameters"]
     schema = param["schema"]
-    real = (st.integers(1, USERS + 5).map(str) if template.startswith("/user")
-            else st.sampled_from(catalog.slug[:300] + ["no+such+movie+1901"]))  # fmt: skip
+    real = (
+        st.integers(1, USERS + 5).map(str)
+        if template.startswith("/user")
+        else st.sampled_from(catalog.slug[:300] + ["no+such+movie+1901"])
+    )
     documented = st.from_regex(schema["pattern"], fullmatch=True) if "pattern" in schema else st.text(max_size=60)
     one = st.one_of(real, real, documented, st.text(max_size=20), st.integers().map(str))
     return st.one_of(
@@ -177,11 +182,15 @@ def _raw(base_url: str, request: bytes) -> tuple[bytes, bytes]:
 
 @pytest.mark.parametrize(
     "request_bytes",
-    [b"GET /user/" + b"1" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a request line over 64 KiB
-     b"GET /movie/" + b"a+" * 40_000 + b"b HTTP/1.1\r\nHost: x\r\n\r\n",
-     b"BLAH\r\n\r\n", b"GET /user/1 HTTP/1.1\r\nHost x\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"],
+    [
+        b"GET /user/" + b"1" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a request line over 64 KiB
+        b"GET /movie/" + b"a+" * 40_000 + b"b HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"BLAH\r\n\r\n",
+        b"GET /user/1 HTTP/1.1\r\nHost x\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    ],
     ids=["long-user-line", "long-movie-line", "not-http", "bad-header", "tls-hello"],
-)  # fmt: skip
+)
 def test_requests_the_server_cannot_parse_get_a_json_400(base_url, request_bytes: bytes) -> None:
     head, body = _raw(base_url, request_bytes)
     assert head.startswith(b"HTTP/1.1 400 "), head

@@ -71,8 +71,10 @@ def test_a_burst_larger_than_the_pool_is_judged_on_each_answer_not_on_the_queue(
         return PlainTextResponse(",".join(ids))
 
     app = Starlette(routes=[Route("/recommend/{user}", recommend)])
-    with ServerThread(app) as server, \
-            HttpRecommender([Team.parse(1, server.url)], INDEX, timeout_ms=600, max_connections=16) as client:  # fmt: skip
+    with (
+        ServerThread(app) as server,
+        HttpRecommender([Team.parse(1, server.url)], INDEX, timeout_ms=600, max_connections=16) as client,
+    ):
         answers = client.recommend(np.arange(1, 501), np.zeros(500))
     assert answers.status.tolist() == [200] * 500, [r for r in answers.result if "timeout" in r][:3]
     assert int(answers.ms.max()) < 600  # each answer's own time, not its wait in the queue

@@ -87,8 +87,12 @@ def test_url_changes_and_added_teams_apply_while_the_course_runs(universe, tmp_p
             thread.join(timeout=60)
             assert not thread.is_alive() and "run" in done
             ends = end_offsets(broker.bootstrap, ["movielog2"])
-            team2 = [r[1].decode() for r in read_topic(broker.bootstrap, "movielog2", "check",
-                                                        max_messages=sum(ends["movielog2"].values()))]  # fmt: skip
+            team2 = [
+                r[1].decode()
+                for r in read_topic(
+                    broker.bootstrap, "movielog2", "check", max_messages=sum(ends["movielog2"].values())
+                )
+            ]
     finally:
         for s in servers:
             s.stop()
@@ -99,13 +103,19 @@ def test_url_changes_and_added_teams_apply_while_the_course_runs(universe, tmp_p
     added = records["team_added"]
     assert added["team"] == 3 and added["topic"] == "movielog3" and added["users_reassigned"] > 1000
     meta = checkpoint.read_meta(config.state_dir / "checkpoint")
-    assert len(meta["lanes"]) == 3 and [t["topic"] for t in meta["info"]["teams"]] == ["movielog1", "movielog2",
-                                                                                       "movielog3"]  # fmt: skip
+    assert len(meta["lanes"]) == 3 and [t["topic"] for t in meta["info"]["teams"]] == [
+        "movielog1",
+        "movielog2",
+        "movielog3",
+    ]
     run = done["run"]
     assert run.topics == ["movielog1", "movielog2", "movielog3"]
     assert run.lines()["movielog3"] > 0 and meta["info"]["lines"] == run.lines()
-    served_by = [line.split("recommendation request ", 1)[1].split(",", 1)[0] for line in team2
-                 if "recommendation request" in line]  # fmt: skip
+    served_by = [
+        line.split("recommendation request ", 1)[1].split(",", 1)[0]
+        for line in team2
+        if "recommendation request" in line
+    ]
     first, second = servers[0].url.removeprefix("http://"), servers[1].url.removeprefix("http://")
     switch = served_by.index(second)  # team 2 moved to its new server, and never went back
     assert switch > 0 and set(served_by[:switch]) == {first} and set(served_by[switch:]) == {second}
@@ -124,8 +134,11 @@ def test_a_team_removed_from_the_file_is_refused_at_start(universe, tmp_path) ->
         shown = format_status(status)
         assert "team 2 t2: http://127.0.0.1:9 -> movielog2" in shown and "world process" in shown
         course.write_text(text.split("[[teams]]")[0] + '[[teams]]\nname = "t1"\nurl = "http://127.0.0.1:9"\n')
-        with pytest.raises(CourseFileError, match=r"teams: 1 team\(s\), but the course in .* has 2: a team cannot be "
-                                                  r"removed"):  # fmt: skip
+        with pytest.raises(
+            CourseFileError,
+            match=r"teams: 1 team\(s\), but the course in .* has 2: a team cannot be "
+            r"removed",
+        ):
             run_course(load(course), universe=universe)
         ends = end_offsets(broker.bootstrap, ["movielog1", "movielog2"])
         assert sum(ends["movielog1"].values()) > 0

@@ -70,8 +70,12 @@ topic = "{name}-b"
 
 
 def _start(course: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "course_world.py"), str(course)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "course_world.py"), str(course)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -128,8 +132,11 @@ def test_sigterm_then_restart_loses_and_doubles_nothing(broker, reference, tmp_p
     _finish(_start(course))
     lines = {t.replace("term-", ""): c for t, c in _lines(broker.bootstrap, "term").items()}
     assert lines == reference  # every line once: none lost, none doubled
-    restored = [json.loads(x) for x in (state / "manifest.jsonl").read_text().splitlines()
-                if json.loads(x)["kind"] == "restored"]  # fmt: skip
+    restored = [
+        json.loads(x)
+        for x in (state / "manifest.jsonl").read_text().splitlines()
+        if json.loads(x)["kind"] == "restored"
+    ]
     assert len(restored) == 1 and set(restored[0]["re_emitted"].values()) == {0}
 
 
@@ -153,8 +160,11 @@ def test_sigkill_between_checkpoints_doubles_only_lines_after_the_last_checkpoin
     cp_time = checkpoint.read_meta(checkpoint.latest(state))["sim_time"]
     _finish(_start(course))
     lines = {t.replace("kill-", ""): c for t, c in _lines(broker.bootstrap, "kill").items()}
-    restored = [json.loads(x) for x in (state / "manifest.jsonl").read_text().splitlines()
-                if json.loads(x)["kind"] == "restored"]  # fmt: skip
+    restored = [
+        json.loads(x)
+        for x in (state / "manifest.jsonl").read_text().splitlines()
+        if json.loads(x)["kind"] == "restored"
+    ]
     assert len(restored) == 1
     doubled_total = 0
     for team, ref in reference.items():

@@ -106,8 +106,10 @@ url = "{teams[1].url}"
                         assert http.get(run.api_url + path).status_code == 404, path  # the teams' API: no such page
                     auth = {"authorization": f"Bearer {token}"}
                     board = http.get(run.instructor_url + "/scores", headers=auth).json()
-                    manifest = [json.loads(x) for x in
-                                http.get(run.instructor_url + "/manifest", headers=auth).text.splitlines()]  # fmt: skip
+                    manifest = [
+                        json.loads(x)
+                        for x in http.get(run.instructor_url + "/manifest", headers=auth).text.splitlines()
+                    ]
                     metrics = http.get(run.instructor_url + "/metrics", headers=auth).text
                     told = http.get(run.api_url + "/announcements").json()
             finally:

@@ -32,11 +32,13 @@ COURSE_LINES = Path(__file__).parent.parent / "data" / "course" / "lines.txt"
 
 
 def _world_lines(universe, name: str, seed: int) -> list[str]:
-    config = WorldConfig(users=400, days=2 / 24, allow_download=False, edition=name, start="2026-03-20T08:00:00",
-                         seed=seed)  # fmt: skip
+    config = WorldConfig(
+        users=400, days=2 / 24, allow_download=False, edition=name, start="2026-03-20T08:00:00", seed=seed
+    )
     sink = MemorySink()
-    world, _ = build_world(config, universe=universe, sink=sink, service=FixedService(list(range(20)),
-                                                                                     universe.catalog.slug))
+    world, _ = build_world(
+        config, universe=universe, sink=sink, service=FixedService(list(range(20)), universe.catalog.slug)
+    )
     world.run(until=run_until(config))
     return sink.lines
 
@@ -76,8 +78,16 @@ def test_stored_plus_quarantined_is_every_line_on_the_topic(topic, tmp_path, nam
     bootstrap, api_url, lines, on_topic = topic
     assert len(on_topic) == len(lines) and Counter(on_topic) == Counter(line.encode() for line in lines)
     with EventStore(tmp_path / "events.duckdb") as store, WorldApi(api_url) as api:
-        ingestor = Ingestor(bootstrap, [TOPIC], store, api, group_id=f"mixed-{name}", batch_size=2000,
-                            fetch_users=False, edition=edition(name))  # fmt: skip
+        ingestor = Ingestor(
+            bootstrap,
+            [TOPIC],
+            store,
+            api,
+            group_id=f"mixed-{name}",
+            batch_size=2000,
+            fetch_users=False,
+            edition=edition(name),
+        )
         handled = ingestor.run_until_idle(idle_seconds=2.0, timeout=90.0)
         stored = len(store.event_keys())
         quarantine = store.quarantine_counts()
@@ -88,7 +98,9 @@ def test_stored_plus_quarantined_is_every_line_on_the_topic(topic, tmp_path, nam
     broken = [line for line in lines if line.startswith(("2024-10-14T15 :", "2024-10-14T16G:"))]
     assert len(broken) == 2 and all(reasons[line][0] == "malformed" for line in broken)
     assert reasons["2026-03-20T10:23:03,8,GET /data/m/the+hunger+games+mockingjay+-+part+1+2014/5.mpg"] == (
-        "unknown_movie", f"movie 'the+hunger+games+mockingjay+-+part+1+2014' is unknown to the world API {api_url}")
+        "unknown_movie",
+        f"movie 'the+hunger+games+mockingjay+-+part+1+2014' is unknown to the world API {api_url}",
+    )
     assert "2026-03-20T10:23:02,8,GET /data/m/ben-hur+1959/5.mpg" not in reasons  # stored
     assert quarantine.get("duplicate", 0) == 0
     ten_star = [line for line in lines if isinstance(ev := _parsed(line), RateEvent) and ev.rating > 5]
@@ -97,8 +109,9 @@ def test_stored_plus_quarantined_is_every_line_on_the_topic(topic, tmp_path, nam
         assert "bad_rating" not in quarantine
     else:  # a 2019 consumer refuses every rating above 5, saying why
         assert quarantine["bad_rating"] == len(ten_star)
-        assert all(reasons[line] == ("bad_rating", edition("2019").check_rating(_parsed(line).rating))
-                   for line in ten_star)  # fmt: skip
+        assert all(
+            reasons[line] == ("bad_rating", edition("2019").check_rating(_parsed(line).rating)) for line in ten_star
+        )
 
 
 def _parsed(line: str):

@@ -22,11 +22,22 @@ pytestmark = [
     pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (Debian: apt-get install nginx-light)"),
 ]
 
-STEPS = ["break", "signal", "alert firing", "page received", "mitigation started", "mitigation done", "recovered",
-         "resolved page"]
+STEPS = [
+    "break",
+    "signal",
+    "alert firing",
+    "page received",
+    "mitigation started",
+    "mitigation done",
+    "recovered",
+    "resolved page",
+]
 ALERTS = {"replica": "ServingReplicaDown", "ingest": "ConsumerLagGrowing", "garbage": "RecommendationErrorsInStream"}
-COMMANDS = {"replica": "control restart-replicas", "ingest": "control ingest-resume",
-            "garbage": "control pin --version"}
+COMMANDS = {
+    "replica": "control restart-replicas",
+    "ingest": "control ingest-resume",
+    "garbage": "control pin --version",
+}
 
 
 def test_each_scenario_fires_pages_is_mitigated_and_resolves(tmp_path) -> None:

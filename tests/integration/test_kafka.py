@@ -50,8 +50,11 @@ def test_sink_round_trip_keeps_every_line_and_each_users_order(broker):
     users, per_user = 100, 100
     # Interleave users the way the world does: minute m of every user, then minute m + 1.
     keys = [u for m in range(1, per_user + 1) for u in range(1, users + 1)]
-    lines = [f"2026-03-20T08:12:38,{u},GET /data/m/brides+2004/{m}.mpg"
-             for m in range(1, per_user + 1) for u in range(1, users + 1)]  # fmt: skip
+    lines = [
+        f"2026-03-20T08:12:38,{u},GET /data/m/brides+2004/{m}.mpg"
+        for m in range(1, per_user + 1)
+        for u in range(1, users + 1)
+    ]
     sink = KafkaSink(broker.bootstrap, topic)
     for i in range(0, len(lines), 1000):
         sink.write(keys[i : i + 1000], lines[i : i + 1000])

@@ -89,12 +89,28 @@ def test_old_message_format_is_refused_and_nothing_is_written(broker):
     struct.pack_into(">qib", batch, 0, 0, 49, 0)
     batch[16] = 1  # magic 1: a v1 message set, not a v2 record batch
     body = Writer().string(None).int16(1).int32(5000)
-    body.array([("old-format", [(0, bytes(batch))])],
-               lambda t: (body.string(t[0]), body.array(t[1], lambda p: body.int32(p[0]).bytes_(p[1]))))  # fmt: skip
+    body.array(
+        [("old-format", [(0, bytes(batch))])],
+        lambda t: (body.string(t[0]), body.array(t[1], lambda p: body.int32(p[0]).bytes_(p[1]))),
+    )
     with connect(broker.bootstrap) as s:
         r = call(s, 0, 8, body)
-        topics = r.array(lambda: (r.string(), r.array(lambda: (r.int32(), r.int16(), r.int64(), r.int64(), r.int64(),
-                                                               r.array(lambda: None), r.nullable_string()))))  # fmt: skip
+        topics = r.array(
+            lambda: (
+                r.string(),
+                r.array(
+                    lambda: (
+                        r.int32(),
+                        r.int16(),
+                        r.int64(),
+                        r.int64(),
+                        r.int64(),
+                        r.array(lambda: None),
+                        r.nullable_string(),
+                    )
+                ),
+            )
+        )
     (name, [(partition, error, base, _, _, _, message)]) = topics[0]
     assert (name, partition, error, base) == ("old-format", 0, 43, -1)  # UNSUPPORTED_FOR_MESSAGE_FORMAT
     assert "magic 1" in message and "old-format-0" in message
@@ -139,8 +155,14 @@ def test_a_member_that_stops_heartbeating_loses_its_partitions(broker):
     ensure_topics(broker.bootstrap, [topic], partitions=3)
     with connect(broker.bootstrap) as dead:
         member, generation = _join(dead, group, topic, session_ms=1000)  # then never heard of again
-        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "session.timeout.ms": 6000,
-                             "auto.offset.reset": "earliest"})  # fmt: skip
+        consumer = Consumer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "group.id": group,
+                "session.timeout.ms": 6000,
+                "auto.offset.reset": "earliest",
+            }
+        )
         try:
             consumer.subscribe([topic])
             deadline = time.monotonic() + 20
@@ -157,15 +179,20 @@ def test_a_member_that_stops_heartbeating_loses_its_partitions(broker):
 def test_two_consumers_split_the_partitions_and_one_takes_over_when_the_other_leaves(broker):
     topic, group = "split", "split-group"
     ensure_topics(broker.bootstrap, [topic], partitions=3)
-    conf = {"bootstrap.servers": broker.bootstrap, "group.id": group, "session.timeout.ms": 6000,
-            "heartbeat.interval.ms": 500}  # fmt: skip
+    conf = {
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": group,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+    }
     a, b = Consumer(conf), Consumer(conf)
     try:
         a.subscribe([topic])
         b.subscribe([topic])
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (a.assignment() and b.assignment()
-                                                   and len(a.assignment()) + len(b.assignment()) == 3):  # fmt: skip
+        while time.monotonic() < deadline and not (
+            a.assignment() and b.assignment() and len(a.assignment()) + len(b.assignment()) == 3
+        ):
             a.poll(0.1)
             b.poll(0.1)
         parts_a = {tp.partition for tp in a.assignment()}
@@ -184,8 +211,12 @@ def test_movielab_broker_serves_until_sigterm(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "movielab", "broker", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "movielab", "broker", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert f"127.0.0.1:{port}" in line, line + proc.stderr.read()

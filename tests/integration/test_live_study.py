@@ -56,8 +56,10 @@ def test_tiny_live_study_writes_a_report_whose_counts_add_up_to_the_stream(unive
     for u in old:
         per_arm[b_arm[u]] += len(requests[u])
     assert (b.counts["plain"].requests, b.counts["costaware"].requests) == (per_arm[False], per_arm[True])
-    assert (b.counts["plain"].users, b.counts["costaware"].users) == (Counter(b_arm.values())[False],
-                                                                       Counter(b_arm.values())[True])  # fmt: skip
+    assert (b.counts["plain"].users, b.counts["costaware"].users) == (
+        Counter(b_arm.values())[False],
+        Counter(b_arm.values())[True],
+    )
     assert min(b.counts["plain"].users, b.counts["costaware"].users) > 0
     window = [r for rs in requests.values() for r in rs]
     assert window and all(r.server.startswith("127.0.0.1:") for r in window)

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_live_world_end_to_end(stub_teams, universe) -> None:
-    config = WorldConfig(users=1500, days=1 / 24, teams=stub_teams, api_port=0, partitions=2, arrivals_per_day=0.5,
-                         allow_download=False)  # fmt: skip
+    config = WorldConfig(
+        users=1500, days=1 / 24, teams=stub_teams, api_port=0, partitions=2, arrivals_per_day=0.5, allow_download=False
+    )
     journal: list[tuple] = []
     seen: dict[str, object] = {}
 
@@ -40,8 +41,12 @@ def test_live_world_end_to_end(stub_teams, universe) -> None:
     assert list(topics) == ["movielog1", "movielog2", "movielog3", "movielog4"]
     total = sum(len(records) for records in topics.values())
     assert total == sum(stats.lines.values())  # nothing lost, nothing doubled
-    expected = {"movielog1": None, "movielog2": (0, "Request timeout to "), "movielog3": (200, "Invalid response from "),
-                "movielog4": (0, "Connection refused to ")}  # fmt: skip
+    expected = {
+        "movielog1": None,
+        "movielog2": (0, "Request timeout to "),
+        "movielog3": (200, "Invalid response from "),
+        "movielog4": (0, "Connection refused to "),
+    }
     for topic, records in topics.items():
         team = int(topic.removeprefix("movielog"))
         events = [parse_line(value) for _, value, _, _ in records]  # every line parses
@@ -57,5 +62,9 @@ def test_live_world_end_to_end(stub_teams, universe) -> None:
         lines = [value.decode() for _, value, _, _ in records]
         mine = [j for j in journal if (j[2] - 1) % 4 == team - 1]
         assert audit(lines, mine, world.pop.size, set(universe.catalog.slug)) == []
-    assert any(line.endswith("/create_account") for records in topics.values() for _, v, _, _ in records
-               for line in [v.decode()])  # fmt: skip
+    assert any(
+        line.endswith("/create_account")
+        for records in topics.values()
+        for _, v, _, _ in records
+        for line in [v.decode()]
+    )

@@ -160,8 +160,12 @@ def test_stored_coldstart_lists_are_served_by_the_first_champion_and_after_a_res
     store = EventStore(tmp_path / "store.duckdb")
     store.append(lines_batch(watch_lines()))
     new_user = 5000  # no watch line: the model does not know this user
-    store.save_coldstart([ColdStartList(new_user, ("film+3+1999", "film+7+1999"), ("Film 3",), (), (), "lexical-v1", "global")])
-    registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", "movielab-team1", tmp_path / "cache", tmp_path / "mlruns")
+    store.save_coldstart(
+        [ColdStartList(new_user, ("film+3+1999", "film+7+1999"), ("Film 3",), (), (), "lexical-v1", "global")]
+    )
+    registry = Registry(
+        f"sqlite:///{tmp_path / 'mlflow.db'}", "movielab-team1", tmp_path / "cache", tmp_path / "mlruns"
+    )
     policy = RetrainPolicy(model="popularity", min_events=100, min_users=10, min_items=10)
     servers: list[OneServer] = []
 

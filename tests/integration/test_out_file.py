@@ -19,8 +19,24 @@ pytestmark = pytest.mark.integration
 
 
 def _run_and_kill(bootstrap: str, out: Path, min_bytes: int) -> None:
-    cmd = [sys.executable, "-m", "movielab", "world", "run", "--users", "3000", "--forever", "--kafka", bootstrap,
-           "--api-port", "0", "--teams", f"http://127.0.0.1:{free_port()}", "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "movielab",
+        "world",
+        "run",
+        "--users",
+        "3000",
+        "--forever",
+        "--kafka",
+        bootstrap,
+        "--api-port",
+        "0",
+        "--teams",
+        f"http://127.0.0.1:{free_port()}",
+        "--out",
+        str(out),
+    ]
     start = out.stat().st_size if out.exists() else 0
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -30,8 +30,10 @@ from movielab.world.api import create_app as world_app
 from movielab.world.bootstrap import build_world
 from movielab.world.config import WorldConfig
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(find_prometheus() is None, reason="prometheus is not installed (Debian package)")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(find_prometheus() is None, reason="prometheus is not installed (Debian package)"),
+]
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 T0 = datetime(2026, 3, 20, 8, 0, 0)
@@ -65,8 +67,12 @@ class SentLines:
 
 def request_lines(n: int, status: int, first_minute: int = 0) -> list[str]:
     result = "movie+0+2000, movie+1+2000" if status == 200 else "Internal Server Error"
-    return [recommendation_line(format_time_us(T0 + timedelta(minutes=first_minute + i)), 1 + i % 3,
-                                "team1.local:8082", status, result, 12) for i in range(n)]  # fmt: skip
+    return [
+        recommendation_line(
+            format_time_us(T0 + timedelta(minutes=first_minute + i)), 1 + i % 3, "team1.local:8082", status, result, 12
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +107,9 @@ def world_api(universe):
     world, _ = build_world(WorldConfig(users=50, allow_download=False), universe=universe)
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ProducedLinesCollector([SentLines("movielog1", PRODUCED)]))
-    with ServerThread(world_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=None, metrics=registry)) as server:
+    with ServerThread(
+        world_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=None, metrics=registry)
+    ) as server:
         yield server
 
 
@@ -123,19 +131,28 @@ def serving_app():
 def test_alerts_fire_when_the_service_breaks_and_clear_when_fixed(operator, world_api, rules) -> None:
     serving = ServerThread(serving_app()).start()
     port = serving.port
-    jobs = [ScrapeJob("recommender", [f"127.0.0.1:{port}"]), ScrapeJob("operator", [f"127.0.0.1:{operator.port}"]),
-            ScrapeJob("world", [f"127.0.0.1:{world_api.port}"])]  # fmt: skip
+    jobs = [
+        ScrapeJob("recommender", [f"127.0.0.1:{port}"]),
+        ScrapeJob("operator", [f"127.0.0.1:{operator.port}"]),
+        ScrapeJob("world", [f"127.0.0.1:{world_api.port}"]),
+    ]
     try:
         with PrometheusServer(jobs, [rules]) as prom:
             assert {g["name"] for g in prom.rule_groups()} >= {"movielab-serving", "movielab-recording"}
             prom.wait_for(lambda: all(t["health"] == "up" for t in prom.targets()), 20, "all three targets up")
             with httpx.Client(base_url=serving.url) as http:
                 assert http.get("/recommend/1").status_code == 200
-            prom.wait_for(lambda: prom.value('sum(recommend_requests_total{job="recommender"})') == 1, 20,
-                          "the serving request counted by Prometheus")  # fmt: skip
+            prom.wait_for(
+                lambda: prom.value('sum(recommend_requests_total{job="recommender"})') == 1,
+                20,
+                "the serving request counted by Prometheus",
+            )
             # Lag in the broker's offset space: end offsets read from the broker minus offsets stored.
-            prom.wait_for(lambda: prom.value('topic:consumer_lag:lines{topic="movielog1"}') is not None, 20,
-                          "the lag recording rule")  # fmt: skip
+            prom.wait_for(
+                lambda: prom.value('topic:consumer_lag:lines{topic="movielog1"}') is not None,
+                20,
+                "the lag recording rule",
+            )
             assert prom.value('topic:consumer_lag:lines{topic="movielog1"}') == PRODUCED - STORED
             assert prom.alert_state("ServingReplicaDown") == "inactive"
             assert prom.alert_state("RecommendationErrorsInStream") == "inactive"
@@ -149,14 +166,18 @@ def test_alerts_fire_when_the_service_breaks_and_clear_when_fixed(operator, worl
 
             # Fixed: a replica is back on the same port.
             serving = ServerThread(serving_app(), port=port).start()
-            prom.wait_for(lambda: prom.alert_state("ServingReplicaDown") == "inactive", 30,
-                          "ServingReplicaDown resolved")  # fmt: skip
+            prom.wait_for(
+                lambda: prom.alert_state("ServingReplicaDown") == "inactive", 30, "ServingReplicaDown resolved"
+            )
 
             # Break 2: the stream shows the service answering 500s; the operator's monitor counts them.
             operator.store.append(lines_batch(request_lines(20, 500, first_minute=STORED), first=STORED))
             operator.loop.update(operator.store)
-            prom.wait_for(lambda: prom.alert_state("RecommendationErrorsInStream") == "firing", 30,
-                          "RecommendationErrorsInStream firing")  # fmt: skip
+            prom.wait_for(
+                lambda: prom.alert_state("RecommendationErrorsInStream") == "firing",
+                30,
+                "RecommendationErrorsInStream firing",
+            )
             # The recording rule is evaluated on its own tick: wait for the new offsets to reach it.
             lag = 'topic:consumer_lag:lines{topic="movielog1"}'
             prom.wait_for(lambda: prom.value(lag) == PRODUCED - STORED - 20, 30, "consumer lag down by 20 lines")

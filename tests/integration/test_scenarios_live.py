@@ -22,18 +22,30 @@ from movielab.world.manifest import read_manifest
 
 pytestmark = pytest.mark.integration
 
-MODES = {"truncated": "malformed", "garbled": "malformed", "swapped_fields": "malformed", "duplicated": "duplicate",
-         "future_time": "bad_time", "past_time": "bad_time", "unknown_movie": "unknown_movie",
-         "out_of_order": None, "unknown_user": None}  # fmt: skip
+MODES = {
+    "truncated": "malformed",
+    "garbled": "malformed",
+    "swapped_fields": "malformed",
+    "duplicated": "duplicate",
+    "future_time": "bad_time",
+    "past_time": "bad_time",
+    "unknown_movie": "unknown_movie",
+    "out_of_order": None,
+    "unknown_user": None,
+}
 
 SCENARIO = "\n".join(
     ['name = "live"', 'description = "every corrupt mode in turn, a shilling attack, a takedown, invalid requests"']
-    + [f'[[injections]]\nkind = "corrupt_lines"\nstart = "+{10 + 8 * i}m"\nduration = "8m"\nmode = "{m}"\nshare = 0.03'
-       for i, m in enumerate(MODES)]
-    + ['[[injections]]\nkind = "shilling"\nstart = "+30m"\nduration = "40m"\nbots = 25\ncompetitors = 2',
-       '[[injections]]\nkind = "takedown"\nstart = "+40m"\nmovie = "MOVIE"',
-       '[[injections]]\nkind = "invalid_requests"\nstart = "+20m"\nduration = "5m"\nper_minute = 3']
-)  # fmt: skip
+    + [
+        f'[[injections]]\nkind = "corrupt_lines"\nstart = "+{10 + 8 * i}m"\nduration = "8m"\nmode = "{m}"\nshare = 0.03'
+        for i, m in enumerate(MODES)
+    ]
+    + [
+        '[[injections]]\nkind = "shilling"\nstart = "+30m"\nduration = "40m"\nbots = 25\ncompetitors = 2',
+        '[[injections]]\nkind = "takedown"\nstart = "+40m"\nmovie = "MOVIE"',
+        '[[injections]]\nkind = "invalid_requests"\nstart = "+20m"\nduration = "5m"\nper_minute = 3',
+    ]
+)
 
 
 def _get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
@@ -48,23 +60,34 @@ def test_a_scenario_is_seen_in_the_stream_and_recorded_only_for_the_instructor(s
     slug = universe.catalog.slug[2]  # the good stub team recommends rows 0..19: it keeps recommending the takedown
     scenario = tmp_path / "live.toml"
     scenario.write_text(SCENARIO.replace("MOVIE", slug))
-    config = WorldConfig(users=1500, days=100 / 60 / 24, teams=stub_teams[:1], api_port=0, partitions=2,
-                         arrivals_per_day=0.5, allow_download=False, scenario=str(scenario),
-                         manifest=tmp_path / "manifest.jsonl", instructor_port=0,
-                         instructor_tokens=tmp_path / "instructor.tokens")  # fmt: skip
+    config = WorldConfig(
+        users=1500,
+        days=100 / 60 / 24,
+        teams=stub_teams[:1],
+        api_port=0,
+        partitions=2,
+        arrivals_per_day=0.5,
+        allow_download=False,
+        scenario=str(scenario),
+        manifest=tmp_path / "manifest.jsonl",
+        instructor_port=0,
+        instructor_tokens=tmp_path / "instructor.tokens",
+    )
     seen: dict = {}
 
     def after(live, stats) -> None:
-        seen["lines"] = [v.decode("utf-8", "replace") for _, v, _, _ in read_topic(live.bootstrap, "movielog1",
-                                                                                   group_id="truth")]  # fmt: skip
+        seen["lines"] = [
+            v.decode("utf-8", "replace") for _, v, _, _ in read_topic(live.bootstrap, "movielog1", group_id="truth")
+        ]
         seen["announcements"] = _get(f"{live.api_url}/announcements")
         seen["public_manifest"] = _get(f"{live.api_url}/manifest")[0]
         seen["instructor_no_token"] = _get(f"{live.instructor_url}/manifest")[0]
         token = read_tokens(config.instructor_tokens).headers()
         seen["instructor"] = _get(f"{live.instructor_url}/manifest", token)
         with EventStore(tmp_path / "events.duckdb") as store, WorldApi(live.api_url) as api:
-            ingest = Ingestor(live.bootstrap, ["movielog1"], store, api, group_id="scen", batch_size=5000,
-                              fetch_users=False)  # fmt: skip
+            ingest = Ingestor(
+                live.bootstrap, ["movielog1"], store, api, group_id="scen", batch_size=5000, fetch_users=False
+            )
             ingest.run_until_idle(idle_seconds=2.0, timeout=60.0)
             seen["quarantined"] = Counter(ingest.quarantined)
 

@@ -75,14 +75,30 @@ def test_oracle_team_scores_better_than_random_from_the_hidden_truth(universe, t
 
     def after(live, stats) -> None:
         got["scorer"].close(live.world)
-        got["topics"] = {t: [v.decode() for _, v, _, _ in read_topic(live.bootstrap, t, group_id=f"score-{t}")]
-                         for t in live.topics}  # fmt: skip
+        got["topics"] = {
+            t: [v.decode() for _, v, _, _ in read_topic(live.bootstrap, t, group_id=f"score-{t}")] for t in live.topics
+        }
 
     try:
-        config = WorldConfig(users=3000, days=0.5, allow_download=False, arrivals_per_day=0, pacing="together",
-                             teams=[s.url for s in servers], api_port=0, partitions=1)  # fmt: skip
-        _, live = run_live(config, universe=universe, journal=[], sessionlog=log, on_ready=on_ready, after=after,
-                           on_tick=lambda w: got["scorer"].on_tick(w))  # fmt: skip
+        config = WorldConfig(
+            users=3000,
+            days=0.5,
+            allow_download=False,
+            arrivals_per_day=0,
+            pacing="together",
+            teams=[s.url for s in servers],
+            api_port=0,
+            partitions=1,
+        )
+        _, live = run_live(
+            config,
+            universe=universe,
+            journal=[],
+            sessionlog=log,
+            on_ready=on_ready,
+            after=after,
+            on_tick=lambda w: got["scorer"].on_tick(w),
+        )
         world = live.world
     finally:
         for s in servers:

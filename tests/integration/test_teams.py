@@ -43,9 +43,15 @@ def test_each_outcome_becomes_the_right_line(stub_teams, universe) -> None:
 
 @pytest.mark.parametrize(
     ("body", "reason"),
-    [(b"", "empty body"), (b"\xff", "not UTF-8"), (b"a+1, b+2", "not a comma-separated"), (b"a+1,a+1", "repeat"),
-     (b"nope+1999", "unknown movie id 'nope+1999'"), (b"toy+story+1995\n", "not a comma-separated")],
-)  # fmt: skip
+    [
+        (b"", "empty body"),
+        (b"\xff", "not UTF-8"),
+        (b"a+1, b+2", "not a comma-separated"),
+        (b"a+1,a+1", "repeat"),
+        (b"nope+1999", "unknown movie id 'nope+1999'"),
+        (b"toy+story+1995\n", "not a comma-separated"),
+    ],
+)
 def test_bad_bodies_are_named(body: bytes, reason: str) -> None:
     got = check_body(body, {"a+1": 0, "toy+story+1995": 1})
     assert isinstance(got, str) and reason in got

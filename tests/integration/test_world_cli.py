@@ -19,8 +19,24 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_the_world_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     out = tmp_path / "events.log"
-    cmd = [sys.executable, "-m", "movielab", "world", "run", "--users", "3000", "--forever", "--speed", "600",
-           "--api-port", "0", "--teams", f"http://127.0.0.1:{free_port()}", "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "movielab",
+        "world",
+        "run",
+        "--users",
+        "3000",
+        "--forever",
+        "--speed",
+        "600",
+        "--api-port",
+        "0",
+        "--teams",
+        f"http://127.0.0.1:{free_port()}",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = proc.stdout.readline()

@@ -21,7 +21,9 @@ def alert_names() -> list[str]:
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(PROMTOOL), *args], capture_output=True, text=True, timeout=120, cwd=RULES_DIR, check=False)
+    return subprocess.run(
+        [str(PROMTOOL), *args], capture_output=True, text=True, timeout=120, cwd=RULES_DIR, check=False
+    )
 
 
 @needs_promtool
@@ -42,8 +44,14 @@ def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
     # The same tests against rules whose drift threshold moved must fail: the tests look at thresholds.
     (tmp_path / "alerts.yml").write_text(RULES.read_text().replace("(drift_psi) > 0.25", "(drift_psi) > 0.5"))
     (tmp_path / "alerts_test.yml").write_text(RULE_TESTS.read_text())
-    result = subprocess.run([str(PROMTOOL), "test", "rules", "alerts_test.yml"], capture_output=True, text=True, check=False,
-                            timeout=120, cwd=tmp_path)  # fmt: skip
+    result = subprocess.run(
+        [str(PROMTOOL), "test", "rules", "alerts_test.yml"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode != 0 and "StrongDrift" in result.stdout + result.stderr
 
 
@@ -59,7 +67,9 @@ def test_every_alert_is_tested_firing_and_silent() -> None:
 
 def test_every_alert_has_a_justification() -> None:
     readme = README.read_text()
-    missing = [n for n in alert_names() if not re.search(rf"^\| `{n}` \(\w+\) \| .+ \| .{{40,}} \|$", readme, re.MULTILINE)]
+    missing = [
+        n for n in alert_names() if not re.search(rf"^\| `{n}` \(\w+\) \| .+ \| .{{40,}} \|$", readme, re.MULTILINE)
+    ]
     assert not missing, f"alerts without a justification row in {README.name}: {missing}"
 
 

@@ -28,11 +28,32 @@ with warnings.catch_warnings():
 
 USERS = 500
 MOVIE_FIELDS = {
-    "id", "tmdb_id", "imdb_id", "title", "original_title", "adult", "belongs_to_collection", "budget", "genres",
-    "homepage", "original_language", "overview", "popularity", "poster_path", "production_companies",
-    "production_countries", "release_date", "revenue", "runtime", "spoken_languages", "status", "tagline",
-    "vote_average", "vote_count", "license_cost",
-}  # fmt: skip
+    "id",
+    "tmdb_id",
+    "imdb_id",
+    "title",
+    "original_title",
+    "adult",
+    "belongs_to_collection",
+    "budget",
+    "genres",
+    "homepage",
+    "original_language",
+    "overview",
+    "popularity",
+    "poster_path",
+    "production_companies",
+    "production_countries",
+    "release_date",
+    "revenue",
+    "runtime",
+    "spoken_languages",
+    "status",
+    "tagline",
+    "vote_average",
+    "vote_count",
+    "license_cost",
+}
 COURSE = Path(__file__).parent.parent / "data" / "course"
 
 
@@ -162,13 +183,30 @@ def test_bulk_movies_answer_a_list_in_the_order_given(client, catalog) -> None:
 # --- errors ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("path", "bad"),
-    [("/user/0", "0"), ("/user/007", "007"), ("/user/-1", "-1"), ("/user/+1", "+1"), ("/user/1.0", "1.0"),
-     ("/user/abc", "abc"), ("/user/%201", " 1"), ("/user/1%0A", "1\n"), ("/user/%D9%A1", "\u0661"),
-     ("/user/1_000", "1_000"), ("/user/1e3", "1e3"), ("/user/" + "9" * 19, "9" * 19), ("/user/1,,2", ""),
-     ("/user/,1", ""), ("/user/1,", ""), ("/user/1,x,2,y", "x"),
-     ("/movie/toy%20story", "toy story"), ("/movie/t%C3%B6y", "t\u00f6y"),
-     ("/movie/" + "a" * 201, "a" * 100 + "…"), ("/movie/toy+story+1995,", ""), ("/movie/%FF", "\ufffd")],
-)  # fmt: skip
+    [
+        ("/user/0", "0"),
+        ("/user/007", "007"),
+        ("/user/-1", "-1"),
+        ("/user/+1", "+1"),
+        ("/user/1.0", "1.0"),
+        ("/user/abc", "abc"),
+        ("/user/%201", " 1"),
+        ("/user/1%0A", "1\n"),
+        ("/user/%D9%A1", "\u0661"),
+        ("/user/1_000", "1_000"),
+        ("/user/1e3", "1e3"),
+        ("/user/" + "9" * 19, "9" * 19),
+        ("/user/1,,2", ""),
+        ("/user/,1", ""),
+        ("/user/1,", ""),
+        ("/user/1,x,2,y", "x"),
+        ("/movie/toy%20story", "toy story"),
+        ("/movie/t%C3%B6y", "t\u00f6y"),
+        ("/movie/" + "a" * 201, "a" * 100 + "…"),
+        ("/movie/toy+story+1995,", ""),
+        ("/movie/%FF", "\ufffd"),
+    ],
+)
 def test_malformed_ids_are_400_naming_the_id_and_the_reason(client, path, bad) -> None:
     body = _error(client.get(path), 400)
     assert body["id"] == bad
@@ -176,8 +214,10 @@ def test_malformed_ids_are_400_naming_the_id_and_the_reason(client, path, bad) -
     assert ": " in body["error"]  # the reason follows the id
 
 
-@pytest.mark.parametrize("movie", ["Toy+Story+1995", "toy++story", "+toy", "ben-hur+1901", "monsters_+inc.+1900",
-                                   "dr.+no+1900", "carcasses+"])
+@pytest.mark.parametrize(
+    "movie",
+    ["Toy+Story+1995", "toy++story", "+toy", "ben-hur+1901", "monsters_+inc.+1900", "dr.+no+1900", "carcasses+"],
+)
 def test_ids_of_the_course_alphabet_are_looked_up_not_refused(client, movie) -> None:
     body = _error(client.get(f"/movie/{quote(movie)}"), 404)
     assert body["ids"] == [movie]
@@ -185,8 +225,11 @@ def test_ids_of_the_course_alphabet_are_looked_up_not_refused(client, movie) -> 
 
 def test_unknown_user_is_404_naming_it(client) -> None:
     body = _error(client.get("/user/123456789"), 404)
-    assert body == {"error": "unknown user id '123456789': not in the population", "id": "123456789",
-                    "ids": ["123456789"]}  # fmt: skip
+    assert body == {
+        "error": "unknown user id '123456789': not in the population",
+        "id": "123456789",
+        "ids": ["123456789"],
+    }
 
 
 def test_bulk_with_unknown_ids_is_404_listing_each_once(client) -> None:
@@ -244,7 +287,9 @@ def test_openapi_documents_the_answers(client) -> None:
     assert [p["name"] for p in user_op["parameters"]] == ["ids"]
     assert set(user_op["responses"]) == {"200", "400", "404", "429"}
     error_ref = {"$ref": "#/components/schemas/Error"}
-    assert all(user_op["responses"][s]["content"]["application/json"]["schema"] == error_ref for s in ("400", "404", "429"))
+    assert all(
+        user_op["responses"][s]["content"]["application/json"]["schema"] == error_ref for s in ("400", "404", "429")
+    )
     schemas = doc["components"]["schemas"]
     assert set(schemas["User"]["properties"]) == {"user_id", "age", "occupation", "gender", "likes", "dislikes"}
     assert MOVIE_FIELDS | {"simulated"} == set(schemas["Movie"]["properties"])
@@ -278,7 +323,8 @@ def test_every_id_the_document_allows_is_served_or_unknown_never_refused(client,
         pattern = _documented(doc, f"/{kind}/{{ids}}")
         # from_regex treats the per-id look-ahead loosely: keep what the documented pattern really allows
         _STRATEGIES[kind] = st.from_regex(pattern, fullmatch=True).filter(
-            lambda t, p=pattern: "\n" not in t and re.fullmatch(p, t) is not None)
+            lambda t, p=pattern: "\n" not in t and re.fullmatch(p, t) is not None
+        )
     ids = data.draw(_STRATEGIES[kind], label="ids")
     response = client.get(f"/{kind}/" + quote(ids, safe=",+"))
     assert response.status_code in (200, 404), (ids, response.text)
@@ -287,9 +333,14 @@ def test_every_id_the_document_allows_is_served_or_unknown_never_refused(client,
 @settings(max_examples=300, deadline=None)
 @given(
     kind=st.sampled_from(["user", "movie"]),
-    raw=st.one_of(st.text(max_size=30), st.text(alphabet="az09+,", max_size=30), st.integers(0, 10**20).map(str),
-                  st.integers(1, 300).map(lambda n: "a" * n), st.integers(1, 210).map(lambda n: ",".join(["1"] * n))),
-)  # fmt: skip
+    raw=st.one_of(
+        st.text(max_size=30),
+        st.text(alphabet="az09+,", max_size=30),
+        st.integers(0, 10**20).map(str),
+        st.integers(1, 300).map(lambda n: "a" * n),
+        st.integers(1, 210).map(lambda n: ",".join(["1"] * n)),
+    ),
+)
 def test_the_document_allows_exactly_what_the_routes_accept(client, doc, kind, raw) -> None:
     if raw == "" or "/" in raw:
         return  # another path (/user/, /user/a/b), not this parameter
@@ -363,9 +414,13 @@ def test_token_buckets_forget_idle_clients_and_stay_bounded() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"rate_per_s": 0, "burst": 1}, "rate_per_s"), ({"rate_per_s": float("nan"), "burst": 1}, "rate_per_s"),
-     ({"rate_per_s": 1, "burst": 0}, "burst"), ({"rate_per_s": 1, "burst": 1, "max_clients": 0}, "max_clients")],
-)  # fmt: skip
+    [
+        ({"rate_per_s": 0, "burst": 1}, "rate_per_s"),
+        ({"rate_per_s": float("nan"), "burst": 1}, "rate_per_s"),
+        ({"rate_per_s": 1, "burst": 0}, "burst"),
+        ({"rate_per_s": 1, "burst": 1, "max_clients": 0}, "max_clients"),
+    ],
+)
 def test_rate_limit_config_is_checked(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         RateLimit(**kwargs)

@@ -40,13 +40,16 @@ def test_more_identities_by_hand_and_each_is_named(tmp_path) -> None:
         tokens.token("carol")
 
 
-@pytest.mark.parametrize(("text", "mode", "reason"), [
-    ("alice " + "a" * 40 + "\n", 0o644, "has mode 0644: others may read it"),
-    ("alice\n", 0o600, "line 1: expected '<identity> <token>'"),
-    ("alice short\n", 0o600, "line 1: expected"),
-    ("alice " + "a" * 40 + "\nalice " + "b" * 40 + "\n", 0o600, "line 2: identity 'alice' repeats"),
-    ("# nothing\n", 0o600, "holds no token"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "mode", "reason"),
+    [
+        ("alice " + "a" * 40 + "\n", 0o644, "has mode 0644: others may read it"),
+        ("alice\n", 0o600, "line 1: expected '<identity> <token>'"),
+        ("alice short\n", 0o600, "line 1: expected"),
+        ("alice " + "a" * 40 + "\nalice " + "b" * 40 + "\n", 0o600, "line 2: identity 'alice' repeats"),
+        ("# nothing\n", 0o600, "holds no token"),
+    ],
+)
 def test_bad_token_files_are_errors_naming_the_file_and_reason(tmp_path, text, mode, reason) -> None:
     path = tmp_path / "t"
     path.write_text(text)
@@ -68,7 +71,12 @@ def test_the_middleware_names_the_identity_and_leaves_open_paths_open(tmp_path) 
     with TestClient(app) as c:
         assert c.get("/who", headers=tokens.headers()).text == "alice"
         assert c.get("/who", headers={"authorization": "bearer " + tokens.token()}).text == "alice"
-        for h in ({}, {"authorization": "Bearer"}, {"authorization": b"Bearer \xe9"}, {"authorization": tokens.token()}):
+        for h in (
+            {},
+            {"authorization": "Bearer"},
+            {"authorization": b"Bearer \xe9"},
+            {"authorization": tokens.token()},
+        ):
             r = c.get("/who", headers=h)
             assert r.status_code == 401 and "authentication required" in r.json()["error"]
         assert c.get("/metrics").text == "anonymous"

@@ -55,8 +55,9 @@ def test_discovery_rejects_mismatched_inputs() -> None:
 
 def test_rating_opinion_stretches_around_the_users_mean() -> None:
     p = BehaviorParams(rating_spread=2.0, rating_shift=-0.5, rating_rec_bonus=0.25)
-    v = rating_value(np.array([4.0, 3.0]), np.array([3.5, 3.5]), np.array([True, False]), 0.0, p,
-                     np.random.default_rng(0))  # fmt: skip
+    v = rating_value(
+        np.array([4.0, 3.0]), np.array([3.5, 3.5]), np.array([True, False]), 0.0, p, np.random.default_rng(0)
+    )
     assert v == pytest.approx([3.5 + 2.0 * 0.5 - 0.5 + 0.25, 3.5 - 2.0 * 0.5 - 0.5])
 
 
@@ -80,8 +81,11 @@ def test_oracle_recommends_each_users_best_unseen_movies(universe) -> None:
         assert len(set(rows.tolist())) == 20
         assert not {world.slugs[r] for r in rows} & seen.get(uid, set())
     u = 0
-    util = (world.taste.item_bias + world.familiarity
-            + world.params.taste_weight * world.taste.item_factors @ world.pop.taste[u])  # fmt: skip
+    util = (
+        world.taste.item_bias
+        + world.familiarity
+        + world.params.taste_weight * world.taste.item_factors @ world.pop.taste[u]
+    )
     got = util[answers.movies[u]]
     assert np.all(np.diff(got) <= 0)
     unseen = np.setdiff1d(np.arange(len(util)), [world.slugs.index(s) for s in seen.get(1, set())])

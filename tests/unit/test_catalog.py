@@ -16,13 +16,39 @@ from movielab.world.data.types import GENRES, MovieLensData, Movies, Ratings
 
 # The TMDB fields the world API's /movie/<id> answers with (README, "Editions").
 TMDB_FIELDS = {
-    "id", "tmdb_id", "imdb_id", "title", "original_title", "adult", "belongs_to_collection", "budget", "genres",
-    "homepage", "original_language", "overview", "popularity", "poster_path", "production_companies",
-    "production_countries", "release_date", "revenue", "runtime", "spoken_languages", "status", "tagline",
-    "vote_average", "vote_count",
-}  # fmt: skip
-COMBOS = [(("Drama",), 0.4), (("Comedy",), 0.25), (("Comedy", "Romance"), 0.15), (("Animation", "Children's"), 0.1),
-          (("War", "Drama"), 0.07), ((), 0.03)]  # fmt: skip
+    "id",
+    "tmdb_id",
+    "imdb_id",
+    "title",
+    "original_title",
+    "adult",
+    "belongs_to_collection",
+    "budget",
+    "genres",
+    "homepage",
+    "original_language",
+    "overview",
+    "popularity",
+    "poster_path",
+    "production_companies",
+    "production_countries",
+    "release_date",
+    "revenue",
+    "runtime",
+    "spoken_languages",
+    "status",
+    "tagline",
+    "vote_average",
+    "vote_count",
+}
+COMBOS = [
+    (("Drama",), 0.4),
+    (("Comedy",), 0.25),
+    (("Comedy", "Romance"), 0.15),
+    (("Animation", "Children's"), 0.1),
+    (("War", "Drama"), 0.07),
+    ((), 0.03),
+]
 FIXED_TITLES = ["Usual Suspects, The", "Avventura, L'", "Heat", "Heat", "Double vie de Véronique, La (Double Life)"]
 
 
@@ -36,12 +62,19 @@ def _movielens(n_movies: int = 500, n_users: int = 50, seed: int = 1) -> MovieLe
     years = rng.integers(1930, 2000, n_movies)
     years[2:4] = 1995  # two movies called "Heat (1995)": the slug clash gets a suffix
     n_ratings = 20 * n_movies
-    movies = Movies(source_id=np.arange(1, n_movies + 1, dtype=np.int64) * 3, title=titles,
-                    year=years.astype(np.int16), genres=genres)  # fmt: skip
+    movies = Movies(
+        source_id=np.arange(1, n_movies + 1, dtype=np.int64) * 3,
+        title=titles,
+        year=years.astype(np.int16),
+        genres=genres,
+    )
     movie = np.minimum(rng.zipf(1.5, n_ratings) - 1, n_movies - 1).astype(np.int32)
-    ratings = Ratings(user=rng.integers(0, n_users, n_ratings).astype(np.int32), movie=movie,
-                      rating=rng.integers(1, 6, n_ratings).astype(np.float32),
-                      timestamp=rng.integers(8e8, 9e8, n_ratings).astype(np.int64))  # fmt: skip
+    ratings = Ratings(
+        user=rng.integers(0, n_users, n_ratings).astype(np.int32),
+        movie=movie,
+        rating=rng.integers(1, 6, n_ratings).astype(np.float32),
+        timestamp=rng.integers(8e8, 9e8, n_ratings).astype(np.int64),
+    )
     return MovieLensData(name="fixture", movies=movies, ratings=ratings, users=None, n_users=n_users, source="test")
 
 
@@ -74,11 +107,17 @@ def test_build_catalog_keeps_movielens_facts(catalog):
 
 @pytest.mark.parametrize(
     ("title", "shown"),
-    [("Usual Suspects, The", "The Usual Suspects"), ("Avventura, L'", "L'Avventura"), ("Heat", "Heat"),
-     ("Double vie de Véronique, La (Double Life of Veronique, The)",
-      "La Double vie de Véronique (Double Life of Veronique, The)"),
-     ("Good, the Bad and the Ugly, The", "The Good, the Bad and the Ugly")],
-)  # fmt: skip
+    [
+        ("Usual Suspects, The", "The Usual Suspects"),
+        ("Avventura, L'", "L'Avventura"),
+        ("Heat", "Heat"),
+        (
+            "Double vie de Véronique, La (Double Life of Veronique, The)",
+            "La Double vie de Véronique (Double Life of Veronique, The)",
+        ),
+        ("Good, the Bad and the Ugly, The", "The Good, the Bad and the Ugly"),
+    ],
+)
 def test_display_title_moves_the_article_to_the_front(title, shown):
     assert display_title(title) == shown
 
@@ -98,8 +137,17 @@ def test_scale_catalog_keeps_real_rows_unchanged(catalog, scaled):
     assert len(scaled) == 20_000 and scaled.synthetic.sum() == 19_500 and not scaled.synthetic[:500].any()
     for name in ("slug", "title", "imdb_id"):
         assert getattr(scaled, name)[:500] == getattr(catalog, name)
-    for name in ("year", "genres", "runtime", "license_cost", "tmdb_id", "popularity", "vote_average", "vote_count",
-                 "source_id"):  # fmt: skip
+    for name in (
+        "year",
+        "genres",
+        "runtime",
+        "license_cost",
+        "tmdb_id",
+        "popularity",
+        "vote_average",
+        "vote_count",
+        "source_id",
+    ):
         assert np.array_equal(getattr(scaled, name)[:500], getattr(catalog, name)), name
     assert scaled.tmdb_record(7) == catalog.tmdb_record(7)
     assert (scaled.source_id[500:] == -1).all()
@@ -174,8 +222,11 @@ def test_tmdb_record_genre_ids():
     genres[0, [GENRES.index("Children's"), GENRES.index("Sci-Fi"), GENRES.index("Musical")]] = True
     movies = Movies(data.movies.source_id, data.movies.title, data.movies.year, genres)
     record = build_catalog(MovieLensData("f", movies, data.ratings, None, 50, "t")).tmdb_record(0)
-    assert record["genres"] == [{"id": 10751, "name": "Family"}, {"id": 10402, "name": "Music"},
-                                {"id": 878, "name": "Science Fiction"}]  # fmt: skip
+    assert record["genres"] == [
+        {"id": 10751, "name": "Family"},
+        {"id": 10402, "name": "Music"},
+        {"id": 878, "name": "Science Fiction"},
+    ]
 
 
 def test_tmdb_record_refuses_rows_outside_the_catalog(catalog):

@@ -59,8 +59,10 @@ def test_parsed_fields() -> None:
 
 
 def test_status_200_with_a_bad_body_is_a_failure_with_its_text() -> None:
-    line = ("2026-03-20T08:12:38.176557,5,recommendation request t:8082, status 200, result: "
-            "Invalid response from t:8082: not a comma-separated list of movie ids, 3 ms")  # fmt: skip
+    line = (
+        "2026-03-20T08:12:38.176557,5,recommendation request t:8082, status 200, result: "
+        "Invalid response from t:8082: not a comma-separated list of movie ids, 3 ms"
+    )
     ev = parse_line(line)
     assert isinstance(ev, RecommendationEvent) and not ev.ok and ev.status == 200
     assert format_event(ev) == line
@@ -98,9 +100,12 @@ def test_status_200_with_a_bad_body_is_a_failure_with_its_text() -> None:
         ("2026-03-20T08:12:38.000001,6,recommendation request t:99999, status 200, result: a+1, 3 ms", "port"),
         ("2026-03-20T08:12:38.000001,6,recommendation request t:80, status 200, result: a+1, a+1, 3 ms", "repeat"),
         ("2026-03-20T08:12:38.000001,6,recommendation request t:80, status 500, result: , 3 ms", "error text"),
-        ("2026-03-20T08:12:38.000001,6,recommendation request t:80, status 200, result: a+1, 3ms", "expected 'recommendation"),
+        (
+            "2026-03-20T08:12:38.000001,6,recommendation request t:80, status 200, result: a+1, 3ms",
+            "expected 'recommendation",
+        ),
     ],
-)  # fmt: skip
+)
 def test_malformed_lines_name_line_and_reason(line: str, reason: str) -> None:
     with pytest.raises(MalformedEvent) as info:
         parse_line(line)
@@ -138,12 +143,29 @@ events = st.one_of(
     st.builds(WatchEvent, times, users, slugs, st.integers(1, 99_999), nanos),
     st.builds(RateEvent, times, users, slugs, st.integers(1, 10), nanos),
     st.builds(AccountEvent, times, users, nanos),
-    st.builds(RecommendationEvent, times, users, servers, st.just(200),
-              st.lists(slugs, min_size=1, max_size=20, unique=True).map(tuple), st.none(), st.integers(0, 10**6),
-              nanos),
-    st.builds(RecommendationEvent, times, users, servers, st.sampled_from([0, 404, 500, 503]), st.just(()), errors,
-              st.integers(0, 10**6), nanos),
-)  # fmt: skip
+    st.builds(
+        RecommendationEvent,
+        times,
+        users,
+        servers,
+        st.just(200),
+        st.lists(slugs, min_size=1, max_size=20, unique=True).map(tuple),
+        st.none(),
+        st.integers(0, 10**6),
+        nanos,
+    ),
+    st.builds(
+        RecommendationEvent,
+        times,
+        users,
+        servers,
+        st.sampled_from([0, 404, 500, 503]),
+        st.just(()),
+        errors,
+        st.integers(0, 10**6),
+        nanos,
+    ),
+)
 
 
 @given(events)
@@ -167,8 +189,12 @@ def test_mutated_lines_never_crash_and_mutations_that_parse_reformat_exactly(lin
     pos = data.draw(st.integers(0, len(line) - 1))
     how = data.draw(st.sampled_from(["delete", "insert", "replace", "truncate"]))
     char = data.draw(st.characters(codec="utf-8"))
-    mutated = {"delete": line[:pos] + line[pos + 1 :], "insert": line[:pos] + char + line[pos:],
-               "replace": line[:pos] + char + line[pos + 1 :], "truncate": line[:pos]}[how]  # fmt: skip
+    mutated = {
+        "delete": line[:pos] + line[pos + 1 :],
+        "insert": line[:pos] + char + line[pos:],
+        "replace": line[:pos] + char + line[pos + 1 :],
+        "truncate": line[:pos],
+    }[how]
     try:
         ev = parse_line(mutated)
     except MalformedEvent:
@@ -290,15 +316,17 @@ def test_editions() -> None:
         ("The Hunger Games: Mockingjay - Part 1 (2014)", "the+hunger+games+mockingjay+-+part+1+2014"),
         ("Schindler's List (1993)", "schindlers+list+1993"),
         ("Please Don't Eat the Daisies (1960)", "please+dont+eat+the+daisies+1960"),
-        ("Don't Be a Menace to South Central While Drinking Your Juice in the Hood (1996)",
-         "dont+be+a+menace+to+south+central+while+drinking+your+juice+in+the+hood+1996"),
+        (
+            "Don't Be a Menace to South Central While Drinking Your Juice in the Hood (1996)",
+            "dont+be+a+menace+to+south+central+while+drinking+your+juice+in+the+hood+1996",
+        ),
         ("City of Lost Children, The (Cité des enfants perdus, La) (1995)", "the+city+of+lost+children+1995"),
         ("Face/Off (1997)", "faceoff+1997"),
         ("What? Why! [Really] {No} (2000)", "what+why+really+no+2000"),
         ("Carcasses", "carcasses+"),  # no year: a trailing '+'
         ("!!! (2001)", "untitled+2001"),
     ],
-)  # fmt: skip
+)
 def test_slug_rule(title: str, slug: str) -> None:
     assert slugify(*split_title_year(title)) == slug
     assert is_movie_id(slug)

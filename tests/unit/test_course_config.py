@@ -31,20 +31,23 @@ def test_the_example_is_a_valid_course_with_two_teams(tmp_path) -> None:
     assert EXAMPLE.count("#") > 20  # commented
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("[world]\nusers = 0\n" + TEAMS, r"world\.users: Input should be greater than or equal to 1"),
-    ("[world]\nstart = 'yesterday'\n" + TEAMS, r"world\.start: .*'yesterday' is not an ISO-8601"),
-    ("[world]\nedition = '1999'\n" + TEAMS, r"world\.edition: "),
-    ("[world]\nspeeed = 2\n" + TEAMS, r"world\.speeed: Extra inputs are not permitted"),
-    ("[state]\ncheckpoint_every_minutes = 0\n" + TEAMS, r"state\.checkpoint_every_minutes: "),
-    ("name = 'x'\n", r"teams: Field required"),
-    (TEAMS.replace("http://127.0.0.1:8092", "ftp://x"), r"teams\.1\.url: .*must look like http://host:port"),
-    (TEAMS.replace('name = "b"', 'name = "a"'), r"teams\.1\.name: 'a' is already team 1's"),
-    (TEAMS + 'topic = "movielog1"\n', r"teams\.1\.topic: 'movielog1' is already team 1's"),
-    (TEAMS + 'topic = "bad topic"\n', r"teams\.1\.topic: .*not a Kafka topic name"),
-    (TEAMS + "user_share = 0.7\n", r"teams\.1\.user_share: 0\.7 is not 1/2"),
-    ("[world\n", r"is not valid TOML"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[world]\nusers = 0\n" + TEAMS, r"world\.users: Input should be greater than or equal to 1"),
+        ("[world]\nstart = 'yesterday'\n" + TEAMS, r"world\.start: .*'yesterday' is not an ISO-8601"),
+        ("[world]\nedition = '1999'\n" + TEAMS, r"world\.edition: "),
+        ("[world]\nspeeed = 2\n" + TEAMS, r"world\.speeed: Extra inputs are not permitted"),
+        ("[state]\ncheckpoint_every_minutes = 0\n" + TEAMS, r"state\.checkpoint_every_minutes: "),
+        ("name = 'x'\n", r"teams: Field required"),
+        (TEAMS.replace("http://127.0.0.1:8092", "ftp://x"), r"teams\.1\.url: .*must look like http://host:port"),
+        (TEAMS.replace('name = "b"', 'name = "a"'), r"teams\.1\.name: 'a' is already team 1's"),
+        (TEAMS + 'topic = "movielog1"\n', r"teams\.1\.topic: 'movielog1' is already team 1's"),
+        (TEAMS + 'topic = "bad topic"\n', r"teams\.1\.topic: .*not a Kafka topic name"),
+        (TEAMS + "user_share = 0.7\n", r"teams\.1\.user_share: 0\.7 is not 1/2"),
+        ("[world\n", r"is not valid TOML"),
+    ],
+)
 def test_invalid_course_files_are_refused_naming_the_field(text, message) -> None:
     with pytest.raises(CourseFileError, match=message):
         parse(text)
@@ -63,8 +66,9 @@ def test_a_scenario_is_a_preset_or_a_file_next_to_the_course_file(tmp_path) -> N
     config = load(path)
     assert config.world_config().scenario == "semester" and config.world_config().scenario_time_scale == 7
     assert config.world_config().manifest == tmp_path / "state" / "manifest.jsonl"
-    (tmp_path / "mine.toml").write_text('name = "mine"\n[[injections]]\nkind = "takedown"\nstart = "+1h"\n'
-                                        'movie = "auto"\n')  # fmt: skip
+    (tmp_path / "mine.toml").write_text(
+        'name = "mine"\n[[injections]]\nkind = "takedown"\nstart = "+1h"\nmovie = "auto"\n'
+    )
     path.write_text("[world]\nscenario = 'mine.toml'\n" + TEAMS)
     assert load(path).world_config().scenario == str(tmp_path / "mine.toml")
     assert load(path).fingerprint_fields()["scenario"] == "mine.toml"

@@ -19,10 +19,28 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "movielab.json"
 RULES = DEPLOY / "prometheus" / "alerts.yml"
 PROMETHEUS_OWN = {"up"}  # series Prometheus itself writes for every target
-KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
-            "inf", "nan"}  # fmt: skip
-SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
-            "gauge": ("",), "info": ("_info",), "summary": ("", "_sum", "_count", "_created")}  # fmt: skip
+KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+    "inf",
+    "nan",
+}
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "gauge": ("",),
+    "info": ("_info",),
+    "summary": ("", "_sum", "_count", "_created"),
+}
 
 
 class FakeIngestor:
@@ -67,17 +85,21 @@ def panel_exprs() -> list[tuple[str, str]]:
 def rule_exprs() -> list[str]:
     text = RULES.read_text()
     single = re.findall(r"^\s*expr: (?!>-)(.+)$", text, re.MULTILINE)
-    folded = [" ".join(line.strip() for line in block.splitlines())
-              for block in re.findall(r"^\s*expr: >-\n((?:\s{10,}.+\n?)+)", text, re.MULTILINE)]  # fmt: skip
+    folded = [
+        " ".join(line.strip() for line in block.splitlines())
+        for block in re.findall(r"^\s*expr: >-\n((?:\s{10,}.+\n?)+)", text, re.MULTILINE)
+    ]
     return single + folded
 
 
 def test_metric_name_extraction() -> None:
     assert metric_names('sum by (le, job) (rate(recommend_latency_seconds_bucket{job="x"}[5m])) > 0.3') == {
-        "recommend_latency_seconds_bucket"}  # fmt: skip
+        "recommend_latency_seconds_bucket"
+    }
     assert metric_names("a:b:c - on () group_left () (0.8 * max(x_total offset 1h))") == {"a:b:c", "x_total"}
     assert metric_names("time() - monitor_last_update_timestamp_seconds > 1e3") == {
-        "monitor_last_update_timestamp_seconds"}  # fmt: skip
+        "monitor_last_update_timestamp_seconds"
+    }
 
 
 def test_dashboard_is_provisioning_ready_json() -> None:

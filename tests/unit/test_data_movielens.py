@@ -36,8 +36,14 @@ USERS = [
     (3, 15, "M", "student", 10, "T8H1N"),
     (5, 22, "F", "student", 4, "10003"),
 ]
-RATINGS = [(1, 1, 5, 881250949), (1, 2, 3, 881250950), (2, 267, 1, 891717742), (3, 3, 4, 878887116),
-           (5, 1412, 2, 880606923), (5, 1, 4, 886397596)]  # fmt: skip
+RATINGS = [
+    (1, 1, 5, 881250949),
+    (1, 2, 3, 881250950),
+    (2, 267, 1, 891717742),
+    (3, 3, 4, 878887116),
+    (5, 1412, 2, 880606923),
+    (5, 1, 4, 886397596),
+]
 
 
 def _flags(genres: tuple[str, ...]) -> str:
@@ -111,8 +117,13 @@ def _genres(data, row: int) -> set[str]:
 def test_native_ml100k_loads_titles_years_genres_users_and_ratings(tmp_path):
     data = load_ml100k_native(write_ml100k_native(tmp_path))
     assert data.name == "ml-100k" and data.n_users == 4 and len(data.movies) == 5 and len(data.ratings) == 6
-    assert data.movies.title == ["Toy Story", "Usual Suspects, The", "Misérables, Les", "unknown",
-                                 "Land Before Time III: The Time of the Great Giving"]  # fmt: skip
+    assert data.movies.title == [
+        "Toy Story",
+        "Usual Suspects, The",
+        "Misérables, Les",
+        "unknown",
+        "Land Before Time III: The Time of the Great Giving",
+    ]
     assert data.movies.year.tolist() == [1995, 1995, 1995, 0, 1995]
     assert _genres(data, 0) == {"Animation", "Children's", "Comedy"} and _genres(data, 3) == set()
     assert data.users.occupation.tolist() == [u[4] for u in USERS]
@@ -155,9 +166,13 @@ def test_ml_latest_maps_genres_and_renumbers_users_densely(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "writer", "loader"),
-    [("ml-100k", write_ml100k_native, load_ml100k_native), ("ml-100k", write_ml100k_recbole, load_ml100k_recbole),
-     ("ml-1m", write_ml1m, load_ml1m), ("ml-25m", write_ml_latest, load_ml_latest)],
-)  # fmt: skip
+    [
+        ("ml-100k", write_ml100k_native, load_ml100k_native),
+        ("ml-100k", write_ml100k_recbole, load_ml100k_recbole),
+        ("ml-1m", write_ml1m, load_ml1m),
+        ("ml-25m", write_ml_latest, load_ml_latest),
+    ],
+)
 def test_load_movielens_dispatches_by_name_and_files(tmp_path, name, writer, loader):
     data = load_movielens(name, writer(tmp_path))
     assert data.name == name and len(data.ratings) == len(loader(tmp_path).ratings)
@@ -185,8 +200,12 @@ def _replace_line(path: Path, lineno: int, text: str, encoding: str = "utf-8") -
     path.write_text("\n".join(lines), encoding=encoding)
 
 
-DATASET_OF = {write_ml100k_native: "ml-100k", write_ml100k_recbole: "ml-100k", write_ml1m: "ml-1m",
-              write_ml_latest: "ml-latest-small"}  # fmt: skip
+DATASET_OF = {
+    write_ml100k_native: "ml-100k",
+    write_ml100k_recbole: "ml-100k",
+    write_ml1m: "ml-1m",
+    write_ml_latest: "ml-latest-small",
+}
 MALFORMED = [
     # (writer, file, line to replace, new text, reason fragment)
     (write_ml100k_native, "u.data", 2, "1\t2\tx\t881250950", "rating 'x' is not a number"),
@@ -270,8 +289,9 @@ def test_repeated_ratings_of_a_pair_keep_the_latest(tmp_path, caplog):
     with (tmp_path / "u.data").open("a") as f:  # user 1 re-rates movie 1 later, user 5 rates movie 1 earlier
         f.write("1\t1\t2\t881250999\n5\t1\t1\t886390000\n")
     data = load_ml100k_native(tmp_path)
-    pairs = list(zip(data.ratings.user.tolist(), data.ratings.movie.tolist(), data.ratings.rating.tolist(),
-                     strict=True))  # fmt: skip
+    pairs = list(
+        zip(data.ratings.user.tolist(), data.ratings.movie.tolist(), data.ratings.rating.tolist(), strict=True)
+    )
     assert len(pairs) == 6 and len({(u, m) for u, m, _ in pairs}) == 6
     assert (0, 0, 2.0) in pairs and (3, 0, 4.0) in pairs  # user 1's later rating, user 5's later one
     assert "2 repeated (user, movie) ratings merged" in caplog.text

@@ -25,18 +25,24 @@ from movielab.world.data.sources import (
     pip_download,
 )
 
-ITEM = ("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
-        "1\tToy Story\t1995\tAnimation Children's Comedy\n2\tGoldenEye\t1995\tAction Adventure Thriller\n")
-USER = ("user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n"
-        "1\t24\tM\ttechnician\t85711\n2\t53\tF\tother\t94043\n")
-INTER = ("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-         "1\t1\t3\t881250949\n2\t1\t4\t891717742\n2\t2\t5\t878887116\n")
+ITEM = (
+    "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+    "1\tToy Story\t1995\tAnimation Children's Comedy\n2\tGoldenEye\t1995\tAction Adventure Thriller\n"
+)
+USER = (
+    "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n"
+    "1\t24\tM\ttechnician\t85711\n2\t53\tF\tother\t94043\n"
+)
+INTER = (
+    "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    "1\t1\t3\t881250949\n2\t1\t4\t891717742\n2\t2\t5\t878887116\n"
+)
 RECBOLE_FILES = {"ml-100k.inter": INTER.encode(), "ml-100k.item": ITEM.encode(), "ml-100k.user": USER.encode()}
 NATIVE_FILES = {
     "u.item": b"1|Toy Story (1995)|01-Jan-1995||x|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n",
     "u.user": b"1|24|M|technician|85711\n",
     "u.data": b"1\t1\t5\t881250949\n",
-}  # fmt: skip
+}
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
@@ -174,8 +180,12 @@ def test_everything_failing_raises_data_unavailable_naming_every_source(tmp_path
     with pytest.raises(DataUnavailable) as caught:
         fetch_ml100k(cache_dir=tmp_path, download=UNREACHABLE, pip=NO_PIP)
     sources_tried = [source for source, _ in caught.value.attempts]
-    assert sources_tried == [f"cache {tmp_path / GROUPLENS_DIR}", f"cache {tmp_path / RECBOLE_DIR}",
-                             f"GroupLens {sources.GROUPLENS_URL}", "PyPI wheel recbole==1.2.1"]  # fmt: skip
+    assert sources_tried == [
+        f"cache {tmp_path / GROUPLENS_DIR}",
+        f"cache {tmp_path / RECBOLE_DIR}",
+        f"GroupLens {sources.GROUPLENS_URL}",
+        "PyPI wheel recbole==1.2.1",
+    ]
     message = str(caught.value)
     assert "not cached" in message and "Name or service not known" in message and "no index" in message
 
@@ -235,8 +245,11 @@ def test_pip_download_reports_failures_and_timeouts(monkeypatch, tmp_path):
     monkeypatch.setattr(sources.subprocess, "run", failing)
     with pytest.raises(DataError, match="failed with exit code 1: .*No matching distribution"):
         pip_download("recbole==1.2.1", tmp_path, 120.0)
-    assert seen["cmd"][1:] == ["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "recbole==1.2.1",
-                               "-d", str(tmp_path)] and seen["timeout"] == 120.0  # fmt: skip
+    assert (
+        seen["cmd"][1:]
+        == ["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "recbole==1.2.1", "-d", str(tmp_path)]
+        and seen["timeout"] == 120.0
+    )
 
     def slow(cmd, **kwargs):
         raise subprocess.TimeoutExpired(cmd, kwargs["timeout"])
@@ -269,5 +282,7 @@ def test_a_cache_without_its_manifest_is_fetched_again(tmp_path, monkeypatch):
     download = FakeDownload(_grouplens_zip(monkeypatch))
     fetch_ml100k(cache_dir=tmp_path, download=download, pip=NO_PIP)
     (tmp_path / GROUPLENS_DIR / "SHA256SUMS").write_text("garbage\n")
-    assert fetch_ml100k(cache_dir=tmp_path, download=download, pip=NO_PIP).source == "GroupLens ml-100k.zip (downloaded)"
+    assert (
+        fetch_ml100k(cache_dir=tmp_path, download=download, pip=NO_PIP).source == "GroupLens ml-100k.zip (downloaded)"
+    )
     assert download.calls == 2

@@ -29,11 +29,19 @@ def test_every_ml100k_occupation_maps_into_the_ml1m_vocabulary():
 
 @pytest.mark.parametrize(
     ("name", "age", "expected"),
-    [("administrator", 40, "clerical/admin"), ("entertainment", 30, "artist"), ("healthcare", 30, "doctor/health care"),
-     ("librarian", 50, "academic/educator"), ("none", 30, "unemployed"), ("other", 30, "other or not specified"),
-     ("salesman", 30, "sales/marketing"), ("student", 17, "K-12 student"), ("student", 18, "college/grad student"),
-     ("Programmer", 25, "programmer")],
-)  # fmt: skip
+    [
+        ("administrator", 40, "clerical/admin"),
+        ("entertainment", 30, "artist"),
+        ("healthcare", 30, "doctor/health care"),
+        ("librarian", 50, "academic/educator"),
+        ("none", 30, "unemployed"),
+        ("other", 30, "other or not specified"),
+        ("salesman", 30, "sales/marketing"),
+        ("student", 17, "K-12 student"),
+        ("student", 18, "college/grad student"),
+        ("Programmer", 25, "programmer"),
+    ],
+)
 def test_ml1m_occupation(name, age, expected):
     assert OCCUPATIONS[ml1m_occupation(name, age)] == expected
 
@@ -45,10 +53,28 @@ def test_unknown_occupation_is_named():
 
 @pytest.mark.parametrize(
     ("zip_code", "offset"),
-    [("02139", -5), ("10003", -5), ("30303", -5), ("48103", -5), ("55117", -6), ("60615", -6), ("73034", -6),
-     ("85711", -7), ("94043", -8), ("98101-1234", -8), ("T8H1N", -7), ("V3N4P", -8), ("R3T5K", -6),
-     ("M4J2K", -5), ("E2A4H", -5), ("Y1A6B", -5), ("", -5), ("É1", -5), ("v3n4p", -8)],
-)  # fmt: skip
+    [
+        ("02139", -5),
+        ("10003", -5),
+        ("30303", -5),
+        ("48103", -5),
+        ("55117", -6),
+        ("60615", -6),
+        ("73034", -6),
+        ("85711", -7),
+        ("94043", -8),
+        ("98101-1234", -8),
+        ("T8H1N", -7),
+        ("V3N4P", -8),
+        ("R3T5K", -6),
+        ("M4J2K", -5),
+        ("E2A4H", -5),
+        ("Y1A6B", -5),
+        ("", -5),
+        ("É1", -5),
+        ("v3n4p", -8),
+    ],
+)
 def test_utc_offset_for_zip(zip_code, offset):
     assert utc_offset_for_zip(zip_code) == offset
 

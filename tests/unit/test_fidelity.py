@@ -35,10 +35,16 @@ def test_gini_and_top_share_known_values() -> None:
 
 
 def test_describe_counts_what_it_is_given() -> None:
-    x = Interactions(user=np.array([0, 0, 1, 1, 1]), movie=np.array([0, 1, 0, 1, 2]), time=np.arange(5.0),
-                     ratings=np.array([[0, 0, 1], [0, 1, 5], [1, 2, 3]], np.float32),
-                     session_gaps_h=np.array([1.0, 2.0, 3.0]), completion=np.array([1.0, 0.5]), n_users=2,
-                     n_movies=4)  # fmt: skip
+    x = Interactions(
+        user=np.array([0, 0, 1, 1, 1]),
+        movie=np.array([0, 1, 0, 1, 2]),
+        time=np.arange(5.0),
+        ratings=np.array([[0, 0, 1], [0, 1, 5], [1, 2, 3]], np.float32),
+        session_gaps_h=np.array([1.0, 2.0, 3.0]),
+        completion=np.array([1.0, 0.5]),
+        n_users=2,
+        n_movies=4,
+    )
     genres = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], bool)
     d = describe(x, genres)
     assert d["rating_hist"] == pytest.approx([1 / 3, 0, 1 / 3, 0, 1 / 3])
@@ -68,10 +74,17 @@ def test_report_refuses_data_without_demographics() -> None:
 
 
 def test_checks_and_plots(tmp_path) -> None:
-    base = {"rating_hist": [0.06, 0.11, 0.27, 0.34, 0.22], "top10_share": 0.43, "gini": 0.63,
-            "popularity_curve": [0.5, 0.8, 1.0], "activity_sorted": [30, 20, 1]}  # fmt: skip
-    models = {m: {"ndcg@10": v, "recall@20": v} for m, v in
-              (("popularity", 0.2), ("itemknn", 0.35), ("als", 0.42), ("ease", 0.44))}  # fmt: skip
+    base = {
+        "rating_hist": [0.06, 0.11, 0.27, 0.34, 0.22],
+        "top10_share": 0.43,
+        "gini": 0.63,
+        "popularity_curve": [0.5, 0.8, 1.0],
+        "activity_sorted": [30, 20, 1],
+    }
+    models = {
+        m: {"ndcg@10": v, "recall@20": v}
+        for m, v in (("popularity", 0.2), ("itemknn", 0.35), ("als", 0.42), ("ease", 0.44))
+    }
     off = dict(base, rating_hist=[0.02, 0.11, 0.31, 0.34, 0.22], gini=0.5)
     report = Report(base, off, models, dict(models, ease={"ndcg@10": 0.41, "recall@20": 0.4}), {})
     checks = report.checks()

@@ -85,8 +85,9 @@ def test_load_config_names_a_broken_file(tmp_path: Path) -> None:
 
 def test_the_drill_profile_divides_every_duration() -> None:
     text = "for: 10m\nexpr: rate(x[5m]) > avg_over_time(y[1d] offset 1h) and deriv(z[10m]) > 0\nfor: 1m\n"
-    assert drill_rules(text, 60) == ("for: 10s\nexpr: rate(x[20s]) > avg_over_time(y[1440s] offset 60s) and "
-                                     "deriv(z[20s]) > 0\nfor: 1s\n")  # fmt: skip
+    assert drill_rules(text, 60) == (
+        "for: 10s\nexpr: rate(x[20s]) > avg_over_time(y[1440s] offset 60s) and deriv(z[20s]) > 0\nfor: 1s\n"
+    )
     assert drill_rules("for: 2m\nrate(x[1h])", 120, min_range_s=5) == "for: 1s\nrate(x[30s])"
     with pytest.raises(ValueError, match="scale must be positive"):
         drill_rules(text, 0)
@@ -98,6 +99,7 @@ def test_promtool_accepts_the_drill_profile_of_the_shipped_rules(tmp_path: Path)
     assert "for: 10m" not in text and "[5m]" not in text and "for: 10s" in text
     path = tmp_path / "alerts.yml"
     path.write_text(text)
-    done = subprocess.run([str(PROMTOOL), "check", "rules", str(path)], capture_output=True, text=True, timeout=60,
-                          check=False)  # fmt: skip
+    done = subprocess.run(
+        [str(PROMTOOL), "check", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -56,12 +56,15 @@ def test_offset_for_time_finds_the_first_batch_at_or_after_it():
     assert [log.offset_for_time(t) for t in (0, 1000, 1500, 3000, 3001)] == [0, 0, 10, 20, -1]
 
 
-@pytest.mark.parametrize(("records", "reason"), [
-    (batch(3)[:40], "shorter than a batch header"),
-    (batch(3) + b"\x00" * 10, "shorter than a batch header"),
-    (batch(3)[:-1], "declares 50 bytes, 49 remain"),
-    (batch(3)[:16] + b"\x01" + batch(3)[17:], "magic 1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("records", "reason"),
+    [
+        (batch(3)[:40], "shorter than a batch header"),
+        (batch(3) + b"\x00" * 10, "shorter than a batch header"),
+        (batch(3)[:-1], "declares 50 bytes, 49 remain"),
+        (batch(3)[:16] + b"\x01" + batch(3)[17:], "magic 1"),
+    ],
+)
 def test_records_that_are_not_v2_batches_are_refused_whole(records, reason):
     log = PartitionLog()
     with pytest.raises(InvalidRecords, match=reason):

@@ -24,12 +24,23 @@ def _inventory(world) -> tuple:
 
 @pytest.mark.parametrize("teams", [1, 2])
 def test_added_lane_takes_its_users_and_the_world_runs_on_soundly(universe, teams) -> None:
-    config = WorldConfig(users=3000, seed=2, days=None, arrivals_per_day=0.05, allow_download=False,
-                         teams=[f"http://127.0.0.1:{9001 + i}" for i in range(teams)])  # fmt: skip
+    config = WorldConfig(
+        users=3000,
+        seed=2,
+        days=None,
+        arrivals_per_day=0.05,
+        allow_download=False,
+        teams=[f"http://127.0.0.1:{9001 + i}" for i in range(teams)],
+    )
     k = teams + 1
     sink, journal = MemorySink(), []
-    world, _ = build_world(config, universe=universe, sink=sink, journal=journal,
-                           service=FixedService(list(range(20)), universe.catalog.slug))  # fmt: skip
+    world, _ = build_world(
+        config,
+        universe=universe,
+        sink=sink,
+        journal=journal,
+        service=FixedService(list(range(20)), universe.catalog.slug),
+    )
     world.run(until=world.now + 4 * 3600)
     before = _inventory(world)
     assert before[0] and before[2]

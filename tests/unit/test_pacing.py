@@ -32,9 +32,13 @@ class TwoTeams:
     def recommend(self, user_ids: np.ndarray, times: np.ndarray) -> RecAnswers:
         n = len(user_ids)
         good = (np.asarray(user_ids) % 2 == 1) | (self.team2 != "failing")
-        return RecAnswers(["t:1" if u % 2 else "t:2" for u in user_ids], np.where(good, 200, 0).astype(np.int32),
-                          np.ones(n, np.int32), [self.rows if g else np.empty(0, np.int32) for g in good],
-                          [self.text if g else "Request timeout to t:2 after 600 ms" for g in good])  # fmt: skip
+        return RecAnswers(
+            ["t:1" if u % 2 else "t:2" for u in user_ids],
+            np.where(good, 200, 0).astype(np.int32),
+            np.ones(n, np.int32),
+            [self.rows if g else np.empty(0, np.int32) for g in good],
+            [self.text if g else "Request timeout to t:2 after 600 ms" for g in good],
+        )
 
     def submit(self, user_ids: np.ndarray, times: np.ndarray) -> Future:
         future: Future = Future()
@@ -58,8 +62,9 @@ class TwoTeams:
 
 
 def _run(universe, team2: str, pacing: str = "team", hours: float = 3.0):
-    config = WorldConfig(users=3000, days=hours / 24, teams=TEAMS, pacing=pacing, arrivals_per_day=0.05,
-                         allow_download=False)  # fmt: skip
+    config = WorldConfig(
+        users=3000, days=hours / 24, teams=TEAMS, pacing=pacing, arrivals_per_day=0.05, allow_download=False
+    )
     sink = MemorySink()
     world, _ = build_world(config, universe=universe, sink=sink)
     service = TwoTeams(list(range(20)), universe.catalog.slug, team2)
@@ -71,8 +76,7 @@ def _run(universe, team2: str, pacing: str = "team", hours: float = 3.0):
         def release_when_team1_is_done() -> None:
             while world.lanes[0].now < until:  # no time limit here: the world thread must get there first
                 threading.Event().wait(0.005)
-            seen.update(team2_answered=service.answered_team2, team2_now=world.lanes[1].now,
-                        held=len(service.held))  # fmt: skip
+            seen.update(team2_answered=service.answered_team2, team2_now=world.lanes[1].now, held=len(service.held))
             service.release()
 
         watcher = threading.Thread(target=release_when_team1_is_done, daemon=True)
@@ -114,7 +118,17 @@ def test_pacing_together_is_one_clock_and_reproducible(universe) -> None:
 def test_lanes_must_be_positive(universe) -> None:
     world, _ = build_world(WorldConfig(users=100, allow_download=False), universe=universe)
     with pytest.raises(ValueError, match="at least one lane"):
-        type(world)(slugs=world.slugs, runtime=world.runtime, browse_weights=np.ones(len(world.slugs)),
-                    familiarity=world.familiarity, taste=world.taste, population=world.pop,
-                    demographics=world.demographics, activity=world.activity, service=world.service,
-                    sink=world.sink, clock=world.clock, lanes=0)  # fmt: skip
+        type(world)(
+            slugs=world.slugs,
+            runtime=world.runtime,
+            browse_weights=np.ones(len(world.slugs)),
+            familiarity=world.familiarity,
+            taste=world.taste,
+            population=world.pop,
+            demographics=world.demographics,
+            activity=world.activity,
+            service=world.service,
+            sink=world.sink,
+            clock=world.clock,
+            lanes=0,
+        )

@@ -14,14 +14,36 @@ with warnings.catch_warnings():  # Starlette's TestClient warns that it drives h
 
 def notification(status: str = "firing", n: int = 2) -> dict:
     """What Alertmanager 0.25 posts (webhook format version 4), with `n` alerts of one group."""
-    alerts = [{"status": status, "labels": {"alertname": "ServingReplicaDown", "severity": "page", "team": "serving",
-                                            "instance": f"127.0.0.1:{8000 + i}", "job": "recommender"},
-               "annotations": {"summary": f"Serving replica 127.0.0.1:{8000 + i} is down"},
-               "startsAt": "2026-12-01T01:05:50.93Z", "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://p",
-               "fingerprint": f"f{i}"} for i in range(n)]  # fmt: skip
-    return {"version": "4", "status": status, "receiver": "pager", "groupKey": "{}:{alertname=\"ServingReplicaDown\"}",
-            "truncatedAlerts": 0, "groupLabels": {"alertname": "ServingReplicaDown"}, "commonLabels": {},
-            "commonAnnotations": {}, "externalURL": "http://am", "alerts": alerts}  # fmt: skip
+    alerts = [
+        {
+            "status": status,
+            "labels": {
+                "alertname": "ServingReplicaDown",
+                "severity": "page",
+                "team": "serving",
+                "instance": f"127.0.0.1:{8000 + i}",
+                "job": "recommender",
+            },
+            "annotations": {"summary": f"Serving replica 127.0.0.1:{8000 + i} is down"},
+            "startsAt": "2026-12-01T01:05:50.93Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://p",
+            "fingerprint": f"f{i}",
+        }
+        for i in range(n)
+    ]
+    return {
+        "version": "4",
+        "status": status,
+        "receiver": "pager",
+        "groupKey": '{}:{alertname="ServingReplicaDown"}',
+        "truncatedAlerts": 0,
+        "groupLabels": {"alertname": "ServingReplicaDown"},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://am",
+        "alerts": alerts,
+    }
 
 
 def test_each_alert_of_a_notification_is_one_page_line(tmp_path) -> None:

@@ -89,13 +89,26 @@ change = "rate_extra_field"
 
 def _world(universe, tmp_path, name: str, population=None):
     (tmp_path / "windows.toml").write_text(SCENARIO)
-    config = WorldConfig(users=2000, seed=4, days=None, arrivals_per_day=0.05, allow_download=False,
-                         teams=["http://127.0.0.1:9001", "http://127.0.0.1:9002"],
-                         scenario=str(tmp_path / "windows.toml"), manifest=tmp_path / name / "manifest.jsonl")  # fmt: skip
+    config = WorldConfig(
+        users=2000,
+        seed=4,
+        days=None,
+        arrivals_per_day=0.05,
+        allow_download=False,
+        teams=["http://127.0.0.1:9001", "http://127.0.0.1:9002"],
+        scenario=str(tmp_path / "windows.toml"),
+        manifest=tmp_path / name / "manifest.jsonl",
+    )
     sink = MemorySink()
     log = SessionLog(2, tmp_path / name)
-    world, _ = build_world(config, universe=universe, sink=sink, sessionlog=log, population=population,
-                           service=FixedService(list(range(0, 200, 10)), universe.catalog.slug))  # fmt: skip
+    world, _ = build_world(
+        config,
+        universe=universe,
+        sink=sink,
+        sessionlog=log,
+        population=population,
+        service=FixedService(list(range(0, 200, 10)), universe.catalog.slug),
+    )
     return world, sink, log
 
 

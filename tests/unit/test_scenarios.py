@@ -34,13 +34,25 @@ START = parse_start("2026-03-20T00:00:00")
 
 def _run(universe, injections, hours=3.0, users=2000, seed=0, manifest=None, service=None, teams=1, end=True):
     """A world of `users` run for `hours` with the given injections; (world, sink lines, manifest records)."""
-    config = WorldConfig(users=users, days=hours / 24, seed=seed, arrivals_per_day=0.0, allow_download=False,
-                         teams=[f"http://127.0.0.1:{9 + t}" for t in range(teams)])  # fmt: skip
+    config = WorldConfig(
+        users=users,
+        days=hours / 24,
+        seed=seed,
+        arrivals_per_day=0.0,
+        allow_download=False,
+        teams=[f"http://127.0.0.1:{9 + t}" for t in range(teams)],
+    )
     runtime = None
     if injections is not None:
         scenario = parse_scenario({"name": "test", "injections": injections}, "test")
-        runtime = ScenarioRuntime(scenario, catalog=universe.catalog, n_teams=teams, seed=seed, run_start=START,
-                                  manifest=manifest or Manifest())  # fmt: skip
+        runtime = ScenarioRuntime(
+            scenario,
+            catalog=universe.catalog,
+            n_teams=teams,
+            seed=seed,
+            run_start=START,
+            manifest=manifest or Manifest(),
+        )
     sink = MemorySink()
     service = service or FixedService(np.arange(20), universe.catalog.slug)
     world, _ = build_world(config, universe=universe, sink=sink, service=service, scenario=runtime)
@@ -69,16 +81,32 @@ def test_every_preset_validates_and_has_a_description() -> None:
 
 def test_an_error_names_the_entry_the_field_and_the_reason(tmp_path) -> None:
     with pytest.raises(ScenarioError, match=r"injections\[1\] \(shilling\)\.bots: .*greater than or equal to 1"):
-        parse_scenario({"name": "x", "injections": [{"kind": "stream_pause", "start": "+1h"},
-                                                    {"kind": "shilling", "start": "+1h", "bots": 0}]}, "f")  # fmt: skip
+        parse_scenario(
+            {
+                "name": "x",
+                "injections": [
+                    {"kind": "stream_pause", "start": "+1h"},
+                    {"kind": "shilling", "start": "+1h", "bots": 0},
+                ],
+            },
+            "f",
+        )
     with pytest.raises(ScenarioError, match=r"injections\[0\] \(taste_shift\)\.genres.*unknown genre 'Scifi'"):
-        parse_scenario({"name": "x", "injections": [{"kind": "taste_shift", "start": "+1h", "duration": "1h",
-                                                     "genres": ["Scifi"], "stars": 1}]}, "f")  # fmt: skip
+        parse_scenario(
+            {
+                "name": "x",
+                "injections": [
+                    {"kind": "taste_shift", "start": "+1h", "duration": "1h", "genres": ["Scifi"], "stars": 1}
+                ],
+            },
+            "f",
+        )
     with pytest.raises(ScenarioError, match=r"injections\[0\] \(stream_pause\)\.start: .*'soon' is neither an offset"):
         parse_scenario({"name": "x", "injections": [{"kind": "stream_pause", "start": "soon"}]}, "f")
     with pytest.raises(ScenarioError, match=r"end or duration, not both"):
-        parse_scenario({"name": "x", "injections": [{"kind": "stream_pause", "start": "+1h", "end": "+2h",
-                                                     "duration": "1h"}]}, "f")  # fmt: skip
+        parse_scenario(
+            {"name": "x", "injections": [{"kind": "stream_pause", "start": "+1h", "end": "+2h", "duration": "1h"}]}, "f"
+        )
     with pytest.raises(ScenarioError, match=r"injections\[0\] \(nonsense\).*does not match"):
         parse_scenario({"name": "x", "injections": [{"kind": "nonsense", "start": "+1h"}]}, "f")
     bad = tmp_path / "bad.toml"
@@ -93,8 +121,13 @@ def test_an_error_names_the_entry_the_field_and_the_reason(tmp_path) -> None:
 
 def test_runtime_refuses_what_cannot_apply(universe) -> None:
     def runtime(inj, teams=1):
-        return ScenarioRuntime(parse_scenario({"name": "x", "injections": [inj]}, "x"), catalog=universe.catalog,
-                               n_teams=teams, seed=0, run_start=START)  # fmt: skip
+        return ScenarioRuntime(
+            parse_scenario({"name": "x", "injections": [inj]}, "x"),
+            catalog=universe.catalog,
+            n_teams=teams,
+            seed=0,
+            run_start=START,
+        )
 
     with pytest.raises(ValueError, match="movie 'no-such' is not in the catalog"):
         runtime({"kind": "takedown", "start": "+1h", "movie": "no-such"})
@@ -119,20 +152,36 @@ def _unparsable(lines) -> int:
     return n
 
 
-@pytest.mark.parametrize("mode", ["truncated", "garbled", "swapped_fields", "future_time", "past_time",
-                                  "unknown_movie", "unknown_user", "duplicated", "out_of_order"])  # fmt: skip
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "truncated",
+        "garbled",
+        "swapped_fields",
+        "future_time",
+        "past_time",
+        "unknown_movie",
+        "unknown_user",
+        "duplicated",
+        "out_of_order",
+    ],
+)
 def test_corrupt_lines_break_exactly_what_the_manifest_counts(universe, calm, mode) -> None:
     _, calm_lines, _ = calm
-    _, lines, records = _run(universe, [{"kind": "corrupt_lines", "start": "+1h", "duration": "1h", "mode": mode,
-                                         "share": 0.02}])  # fmt: skip
+    _, lines, records = _run(
+        universe, [{"kind": "corrupt_lines", "start": "+1h", "duration": "1h", "mode": mode, "share": 0.02}]
+    )
     touched = _end(records, "corrupt_lines")["touched"]
     assert touched > 50
     if mode == "duplicated":
         extra = Counter(lines) - Counter(calm_lines)
         assert len(lines) - len(calm_lines) == touched == sum(extra.values())
         assert not Counter(calm_lines) - Counter(lines)  # every original line is still there
-        assert all(lines[i + 1] == lines[i] for i in range(len(lines) - 1) if lines[i] in extra and
-                   lines.count(lines[i]) == 2 and lines.index(lines[i]) == i)  # the copy follows its original
+        assert all(
+            lines[i + 1] == lines[i]
+            for i in range(len(lines) - 1)
+            if lines[i] in extra and lines.count(lines[i]) == 2 and lines.index(lines[i]) == i
+        )  # the copy follows its original
     elif mode == "out_of_order":
         assert Counter(lines) == Counter(calm_lines) and lines != calm_lines
         stamps = [x.split(",", 1)[0] for x in lines]
@@ -159,8 +208,12 @@ def test_corrupt_lines_break_exactly_what_the_manifest_counts(universe, calm, mo
 def test_an_injection_for_one_team_leaves_the_other_teams_stream_alone(universe) -> None:
     """Two teams, each at its own pace (two lanes): corrupt only team 2's lines."""
     _, calm_lines, _ = _run(universe, None, hours=2, teams=2)
-    _, lines, records = _run(universe, [{"kind": "corrupt_lines", "start": "+1h", "mode": "past_time", "share": 0.05,
-                                         "teams": [2]}], hours=2, teams=2)  # fmt: skip
+    _, lines, records = _run(
+        universe,
+        [{"kind": "corrupt_lines", "start": "+1h", "mode": "past_time", "share": 0.05, "teams": [2]}],
+        hours=2,
+        teams=2,
+    )
 
     def team(ls, n):
         return [x for x in ls if (int(x.split(",")[1]) - 1) % 2 == n - 1]
@@ -176,15 +229,18 @@ def test_format_changes_and_rating_bias_touch_what_they_say(universe, calm) -> N
     for inj, check in [
         ({"change": "rate_extra_field"}, lambda a, b: "/rate/" in a and b == a + ",web"),
         ({"change": "minute_stamps"}, lambda a, b: b == a[:16] + a[19:]),
-        ({"change": "fraction_digits", "digits": 6}, lambda a, b: "recommendation" in a and
-         len(b.split(",", 1)[0]) == 26),
+        (
+            {"change": "fraction_digits", "digits": 6},
+            lambda a, b: "recommendation" in a and len(b.split(",", 1)[0]) == 26,
+        ),
     ]:
         _, lines, records = _run(universe, [{"kind": "format_change", "start": "+1h", "duration": "1h", **inj}])
         pairs = [(a, b) for a, b in zip(calm_lines, lines, strict=True) if a != b]
         assert pairs and all(check(a, b) for a, b in pairs)
         assert len(pairs) == _end(records, "format_change")["touched"]
-    world, lines, records = _run(universe, [{"kind": "rating_bias", "start": "+0m", "group": {"gender": "F"},
-                                             "stars": -2}])  # fmt: skip
+    world, lines, records = _run(
+        universe, [{"kind": "rating_bias", "start": "+0m", "group": {"gender": "F"}, "stars": -2}]
+    )
     pairs = [(a, b) for a, b in zip(calm_lines, lines, strict=True) if a != b]
     assert pairs and all(int(b.rsplit("=", 1)[1]) == max(1, int(a.rsplit("=", 1)[1]) - 2) for a, b in pairs)
     assert all(world.pop.gender[parse_line(b).user_id - 1] == 0 for _, b in pairs)  # GENDERS[0] == "F"
@@ -198,7 +254,7 @@ def test_a_stream_pause_holds_the_window_and_replays_it_in_a_burst(universe, cal
     in_window = [x for x in calm_lines if "2026-03-20T01:00" <= x[:16] < "2026-03-20T01:30"]
     assert _end(records, "stream_pause")["touched"] == len(in_window)
     first_after = next(i for i, x in enumerate(lines) if x[:16] >= "2026-03-20T01:30" and "T01:" in x[:14])
-    assert lines[first_after - len(in_window): first_after] == in_window  # published together at the window's end
+    assert lines[first_after - len(in_window) : first_after] == in_window  # published together at the window's end
 
 
 def test_a_takedown_is_announced_and_counts_recommendations_still_listing_it(universe) -> None:
@@ -206,15 +262,27 @@ def test_a_takedown_is_announced_and_counts_recommendations_still_listing_it(uni
     world, lines, records = _run(universe, [{"kind": "takedown", "start": "+1h", "movie": slug}], hours=2)
     listed = [x for x in lines if "recommendation request" in x and x[:13] >= "2026-03-20T01"]
     assert _end(records, "takedown")["touched"] == len(listed) > 0
-    assert world.scenario.announcements == [{"kind": "takedown", "movie": slug, "reason": "legal request",
-                                             "from": "2026-03-20T01:00:00", "teams": [1]}]  # fmt: skip
+    assert world.scenario.announcements == [
+        {"kind": "takedown", "movie": slug, "reason": "legal request", "from": "2026-03-20T01:00:00", "teams": [1]}
+    ]
 
 
 # --- hidden state: drift and bias ------------------------------------------------------------------------
 def test_a_taste_shift_moves_the_groups_hidden_taste_by_the_declared_stars(universe, calm) -> None:
     calm_world = calm[0]
-    world, _, records = _run(universe, [{"kind": "taste_shift", "start": "+30m", "duration": "2h",
-                                         "group": {"age": [18, 24]}, "genres": ["Sci-Fi"], "stars": 2.0}])  # fmt: skip
+    world, _, records = _run(
+        universe,
+        [
+            {
+                "kind": "taste_shift",
+                "start": "+30m",
+                "duration": "2h",
+                "group": {"age": [18, 24]},
+                "genres": ["Sci-Fi"],
+                "stars": 2.0,
+            }
+        ],
+    )
     g = universe.catalog.genres[:, GENRES.index("Sci-Fi")].astype(bool)
     q = world.taste.item_factors
     d = q[g].mean(0) - q.mean(0)
@@ -235,14 +303,16 @@ def _watch_count(lines, slug, lo, hi):
 
 def test_a_popularity_shock_makes_many_watch_one_movie_then_fades(universe, calm) -> None:
     _, calm_lines, _ = calm
-    world, lines, records = _run(universe, [{"kind": "popularity_shock", "start": "+1h", "duration": "1h",
-                                             "share": 0.05}])  # fmt: skip
+    world, lines, records = _run(
+        universe, [{"kind": "popularity_shock", "start": "+1h", "duration": "1h", "share": 0.05}]
+    )
     slug = next(r for r in records if r["event"] == "start")["ids"][0]
     during = _watch_count(lines, slug, "2026-03-20T01:00", "2026-03-20T02:00")
     assert during > 10 * max(1, _watch_count(calm_lines, slug, "2026-03-20T01:00", "2026-03-20T02:00"))
     assert _end(records, "popularity_shock")["touched"] == during
     assert world.taste.item_bias[universe.catalog.index_of(slug)] == pytest.approx(
-        calm[0].taste.item_bias[universe.catalog.index_of(slug)])  # reverted
+        calm[0].taste.item_bias[universe.catalog.index_of(slug)]
+    )  # reverted
 
 
 def test_a_removed_movie_is_never_started_again(universe) -> None:
@@ -267,8 +337,9 @@ def test_activity_surges_and_dips(universe, calm) -> None:
 
 
 def test_a_user_wave_brings_accounts_of_its_group(universe) -> None:
-    world, lines, records = _run(universe, [{"kind": "user_wave", "start": "+1h", "duration": "1h", "per_hour": 300,
-                                             "group": {"age": [13, 17]}}])  # fmt: skip
+    world, lines, records = _run(
+        universe, [{"kind": "user_wave", "start": "+1h", "duration": "1h", "per_hour": 300, "group": {"age": [13, 17]}}]
+    )
     accounts = [parse_line(x).user_id for x in lines if x.endswith("/create_account")]
     assert 200 < len(accounts) < 400 and len(accounts) == _end(records, "user_wave")["touched"]
     ages = world.pop.age[np.array(accounts) - 1]
@@ -277,8 +348,11 @@ def test_a_user_wave_brings_accounts_of_its_group(universe) -> None:
 
 
 def test_misreported_ages_show_in_the_api_while_the_truth_keeps_them(universe) -> None:
-    world, _, records = _run(universe, [{"kind": "misreported_age", "start": "+0m", "group": {"age": [13, 17]},
-                                         "share": 0.5, "reported": [18, 30]}], hours=0.5)  # fmt: skip
+    world, _, records = _run(
+        universe,
+        [{"kind": "misreported_age", "start": "+0m", "group": {"age": [13, 17]}, "share": 0.5, "reported": [18, 30]}],
+        hours=0.5,
+    )
     ids = np.array(next(r for r in records if r["event"] == "start")["ids"])
     assert len(ids) > 10 and _end(records, "misreported_age")["touched"] == len(ids)
     assert ((world.pop.age[ids - 1] >= 18) & (world.pop.age[ids - 1] <= 30)).all()
@@ -289,8 +363,10 @@ def test_misreported_ages_show_in_the_api_while_the_truth_keeps_them(universe) -
 # --- attacks -----------------------------------------------------------------------------------------------
 def test_shilling_bots_create_accounts_and_rate_the_target_top_and_competitors_bottom(universe, calm) -> None:
     _, calm_lines, _ = calm
-    world, lines, records = _run(universe, [{"kind": "shilling", "start": "+1h", "duration": "1h", "bots": 30,
-                                             "competitors": 2, "realistic": True}])  # fmt: skip
+    world, lines, records = _run(
+        universe,
+        [{"kind": "shilling", "start": "+1h", "duration": "1h", "bots": 30, "competitors": 2, "realistic": True}],
+    )
     start = next(r for r in records if r["event"] == "start")
     bots, target = set(start["ids"]), start["params"]["target"]
     events = [parse_line(x) for x in lines if parse_line(x).user_id in bots]
@@ -314,8 +390,10 @@ def test_rating_spam_adds_the_ratings_it_counts(universe, calm) -> None:
 # --- the manifest, replay, API layer, instructor ------------------------------------------------------------
 def test_same_seed_scenario_and_answers_give_the_same_stream_and_manifest(universe, tmp_path) -> None:
     injections = [i.model_dump(exclude_none=True, mode="json") for i in load("drift").injections]
-    injections += [{"kind": "corrupt_lines", "start": "+1h", "duration": "2h", "mode": "truncated", "share": 0.01},
-                   {"kind": "shilling", "start": "+2h", "duration": "1h", "bots": 10}]  # fmt: skip
+    injections += [
+        {"kind": "corrupt_lines", "start": "+1h", "duration": "2h", "mode": "truncated", "share": 0.01},
+        {"kind": "shilling", "start": "+2h", "duration": "1h", "bots": 10},
+    ]
     runs = []
     for n in range(2):
         path = tmp_path / f"manifest{n}.jsonl"
@@ -332,10 +410,25 @@ def test_same_seed_scenario_and_answers_give_the_same_stream_and_manifest(univer
 
 def test_api_layer_changes_answers_and_serves_announcements(universe) -> None:
     config = WorldConfig(users=500, days=None, arrivals_per_day=0.0, allow_download=False)
-    scenario = parse_scenario({"name": "api", "injections": [
-        {"kind": "api_field_change", "start": "+0m", "duration": "1h", "record": "user", "change": "rename",
-         "field": "age", "to": "user_age", "announced": True},
-        {"kind": "api_outage", "start": "+1h", "duration": "1h", "mode": "down"}]}, "api")  # fmt: skip
+    scenario = parse_scenario(
+        {
+            "name": "api",
+            "injections": [
+                {
+                    "kind": "api_field_change",
+                    "start": "+0m",
+                    "duration": "1h",
+                    "record": "user",
+                    "change": "rename",
+                    "field": "age",
+                    "to": "user_age",
+                    "announced": True,
+                },
+                {"kind": "api_outage", "start": "+1h", "duration": "1h", "mode": "down"},
+            ],
+        },
+        "api",
+    )
     runtime = ScenarioRuntime(scenario, catalog=universe.catalog, n_teams=1, seed=0, run_start=START)
     world, _ = build_world(config, universe=universe, scenario=runtime)
     app = ScenarioApi(create_app(world.pop, universe.catalog, taste=universe.taste, rate_limit=None), runtime)
@@ -367,8 +460,10 @@ def test_instructor_app_serves_the_manifest_only_with_a_token(tmp_path) -> None:
 
 
 def test_runtime_state_is_plain_json_and_restores(universe) -> None:
-    injections = [{"kind": "stream_pause", "start": "+30m", "duration": "1h"},
-                  {"kind": "shilling", "start": "+10m", "duration": "2h", "bots": 5}]  # fmt: skip
+    injections = [
+        {"kind": "stream_pause", "start": "+30m", "duration": "1h"},
+        {"kind": "shilling", "start": "+10m", "duration": "2h", "bots": 5},
+    ]
     world, _, _ = _run(universe, injections, hours=1.0, end=False)  # stops mid-window: lines held, bot lines queued
     state = json.loads(json.dumps(world.scenario.state()))
     pause, shill = state["effects"]["0:stream_pause"], state["effects"]["1:shilling"]
@@ -377,8 +472,13 @@ def test_runtime_state_is_plain_json_and_restores(universe) -> None:
     fresh = ScenarioRuntime(world.scenario.scenario, catalog=universe.catalog, n_teams=1, seed=0, run_start=START)
     fresh.restore(state)
     assert json.loads(json.dumps(fresh.state())) == state
-    other = ScenarioRuntime(parse_scenario({"name": "x", "injections": injections[::-1]}, "x"),
-                            catalog=universe.catalog, n_teams=1, seed=0, run_start=START)  # fmt: skip
+    other = ScenarioRuntime(
+        parse_scenario({"name": "x", "injections": injections[::-1]}, "x"),
+        catalog=universe.catalog,
+        n_teams=1,
+        seed=0,
+        run_start=START,
+    )
     with pytest.raises(ValueError, match="no injection 0:shilling: not the same scenario"):
         other.restore(state)
 
@@ -390,15 +490,18 @@ def test_a_truth_refit_raises_what_was_watched_in_the_window(universe, calm) -> 
     assert np.corrcoef(delta, np.log1p(views))[0, 1] > 0.8
     assert np.std(delta) == pytest.approx(0.5, rel=0.01)
     end = _end(records, "truth_refit")
-    assert end["touched"] == int((delta != 0).sum()) and end["refit"]["raised"][0] == universe.catalog.slug[
-        int(np.argmax(delta))]
+    assert (
+        end["touched"] == int((delta != 0).sum())
+        and end["refit"]["raised"][0] == universe.catalog.slug[int(np.argmax(delta))]
+    )
     assert universe.taste.item_bias is calm[0].taste.item_bias  # the shared truth of other worlds is untouched
 
 
 def test_a_sybil_push_watches_the_target_through_bot_accounts_only(universe, calm) -> None:
     _, calm_lines, _ = calm
-    _, lines, records = _run(universe, [{"kind": "sybil_push", "start": "+1h", "duration": "1h", "bots": 20,
-                                         "watch_minutes": 4}])  # fmt: skip
+    _, lines, records = _run(
+        universe, [{"kind": "sybil_push", "start": "+1h", "duration": "1h", "bots": 20, "watch_minutes": 4}]
+    )
     start = next(r for r in records if r["event"] == "start")
     bots, target = set(start["ids"]), start["params"]["target"]
     extra = Counter(lines) - Counter(calm_lines)
@@ -407,8 +510,9 @@ def test_a_sybil_push_watches_the_target_through_bot_accounts_only(universe, cal
 
 
 def test_a_goal_change_is_announced_and_recorded_for_scoring(universe) -> None:
-    world, _, records = _run(universe, [{"kind": "goal_change", "start": "+30m", "goal": "profit",
-                                         "value_per_play": 0.5}], hours=1)  # fmt: skip
+    world, _, records = _run(
+        universe, [{"kind": "goal_change", "start": "+30m", "goal": "profit", "value_per_play": 0.5}], hours=1
+    )
     start = next(r for r in records if r["event"] == "start")
     assert start["params"] == {"goal": "profit", "value_per_play": 0.5, "announced": True}
     assert start["selector"]["unprofitable_movies"] == int((universe.catalog.license_cost > 0.5).sum())
@@ -417,9 +521,16 @@ def test_a_goal_change_is_announced_and_recorded_for_scoring(universe) -> None:
 
 def test_api_errors_and_wrong_values_hit_the_declared_share(universe) -> None:
     config = WorldConfig(users=500, days=None, arrivals_per_day=0.0, allow_download=False)
-    scenario = parse_scenario({"name": "api", "injections": [
-        {"kind": "api_outage", "start": "+0m", "duration": "1h", "mode": "errors", "share": 0.3, "status": 502},
-        {"kind": "wrong_api_values", "start": "+0m", "duration": "1h", "record": "user", "share": 0.5}]}, "api")  # fmt: skip
+    scenario = parse_scenario(
+        {
+            "name": "api",
+            "injections": [
+                {"kind": "api_outage", "start": "+0m", "duration": "1h", "mode": "errors", "share": 0.3, "status": 502},
+                {"kind": "wrong_api_values", "start": "+0m", "duration": "1h", "record": "user", "share": 0.5},
+            ],
+        },
+        "api",
+    )
     runtime = ScenarioRuntime(scenario, catalog=universe.catalog, n_teams=1, seed=0, run_start=START)
     world, _ = build_world(config, universe=universe, scenario=runtime)
     truth = {i: world.pop.describe(i)["age"] for i in range(1, 401)}
@@ -451,11 +562,19 @@ def test_probes_and_invalid_requests_reach_the_team_service_and_are_counted(univ
 
     app = Starlette(routes=[Route("/recommend/{user:path}", recommend)])
     with ServerThread(app) as team:
-        scenario = parse_scenario({"name": "req", "injections": [
-            {"kind": "probe", "start": "+0m", "duration": "3m", "per_minute": 4},
-            {"kind": "invalid_requests", "start": "+0m", "duration": "2m", "per_minute": 3}]}, "req")  # fmt: skip
-        runtime = ScenarioRuntime(scenario, catalog=universe.catalog, n_teams=1, seed=0, run_start=START,
-                                  team_urls=[team.url])  # fmt: skip
+        scenario = parse_scenario(
+            {
+                "name": "req",
+                "injections": [
+                    {"kind": "probe", "start": "+0m", "duration": "3m", "per_minute": 4},
+                    {"kind": "invalid_requests", "start": "+0m", "duration": "2m", "per_minute": 3},
+                ],
+            },
+            "req",
+        )
+        runtime = ScenarioRuntime(
+            scenario, catalog=universe.catalog, n_teams=1, seed=0, run_start=START, team_urls=[team.url]
+        )
         config = WorldConfig(users=300, days=None, arrivals_per_day=0.0, allow_download=False)
         world, _ = build_world(config, universe=universe, scenario=runtime)
         world.run(until=START + 600)

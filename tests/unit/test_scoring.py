@@ -57,10 +57,19 @@ def test_regret_is_zero_for_the_oracle_list_and_positive_otherwise() -> None:
 def _truth(n_users: int, n_movies: int, k: int = 4, seed: int = 0) -> Truth:
     rng = np.random.default_rng(seed)
     taste = rng.normal(size=(n_users, k)).astype(np.float32)
-    return Truth(3.5, rng.normal(size=(n_movies, k)).astype(np.float32), np.zeros(n_movies, np.float32),
-                 np.full(n_movies, 0.1, np.float32), np.arange(n_movies)[::-1].copy(), taste, taste.copy(),
-                 np.zeros(n_users, np.float32), np.full(n_users, 30), (np.arange(n_users) // 2) % 2,
-                 np.arange(n_users) % 3)  # fmt: skip
+    return Truth(
+        3.5,
+        rng.normal(size=(n_movies, k)).astype(np.float32),
+        np.zeros(n_movies, np.float32),
+        np.full(n_movies, 0.1, np.float32),
+        np.arange(n_movies)[::-1].copy(),
+        taste,
+        taste.copy(),
+        np.zeros(n_users, np.float32),
+        np.full(n_users, 30),
+        (np.arange(n_users) // 2) % 2,
+        np.arange(n_users) % 3,
+    )
 
 
 def _day(log: SessionLog, truth: Truth, lists: dict[int, np.ndarray], status: int = 200, t: float = DAY0 + 3600):
@@ -84,8 +93,14 @@ def test_score_day_on_a_known_log() -> None:
     constant = np.tile(np.arange(20, dtype=np.int32), (n, 1))
     log = SessionLog(n_teams=2)
     _day(log, truth, {0: oracle, 1: constant})
-    rows = score_day(log.day("2026-03-20"), truth, History.empty(), 2, ScoreParams(min_group=5),
-                     takedowns=[(0, DAY0), (1, DAY0 + 7200)])  # movie 1 taken down after the requests
+    rows = score_day(
+        log.day("2026-03-20"),
+        truth,
+        History.empty(),
+        2,
+        ScoreParams(min_group=5),
+        takedowns=[(0, DAY0), (1, DAY0 + 7200)],
+    )  # movie 1 taken down after the requests
     one, two = rows
     assert one["answered"] == two["answered"] == 30
     assert one["personalized_share"] == 1.0 and two["personalized_share"] == 0.0  # one list for everyone
@@ -133,8 +148,12 @@ def test_session_log_flushes_days_to_npz_and_reads_them_back(tmp_path) -> None:
     truth = _truth(10, 100)
     log = SessionLog(n_teams=2, state_dir=tmp_path)
     _day(log, truth, {0: np.tile(np.arange(20, dtype=np.int32), (10, 1)), 1: np.zeros((10, 20), np.int32) - 1})
-    _day(log, truth, {0: np.tile(np.arange(20, dtype=np.int32), (10, 1)), 1: np.zeros((10, 20), np.int32) - 1},
-         t=DAY0 + 86400 + 60)  # fmt: skip
+    _day(
+        log,
+        truth,
+        {0: np.tile(np.arange(20, dtype=np.int32), (10, 1)), 1: np.zeros((10, 20), np.int32) - 1},
+        t=DAY0 + 86400 + 60,
+    )
     assert log.flush(DAY0 + 86400) == [tmp_path / "sessions" / "2026-03-20.npz"]
     (day,) = read_days(tmp_path)
     assert len(day) == 10 and day.sessions["served"].shape == (10, 20)
@@ -178,20 +197,32 @@ def test_course_checks_from_stream_lines() -> None:
 
 def test_scoreboard_files_table_metrics_and_events(tmp_path) -> None:
     board = Scoreboard(tmp_path)
-    board.add("2026-03-20", [{"team": 1, "day": "2026-03-20", "conversion": 0.5, "regret": float("nan")},
-                             {"team": 2, "day": "2026-03-20", "conversion": 0.1, "regret": 1.0}])  # fmt: skip
+    board.add(
+        "2026-03-20",
+        [
+            {"team": 1, "day": "2026-03-20", "conversion": 0.5, "regret": float("nan")},
+            {"team": 2, "day": "2026-03-20", "conversion": 0.1, "regret": 1.0},
+        ],
+    )
     again = Scoreboard(tmp_path)
     assert again.days["2026-03-20"][0]["regret"] is None  # nan → null in JSON
     assert (tmp_path / "scores.csv").read_text().splitlines()[1].startswith("2026-03-20,1,")
     assert "0.500" in again.table() and "-" in again.table()
     with pytest.raises(ScoringError, match="team 7"):
         again.team(7)
-    samples = {(s.labels.get("team"), s.labels.get("metric")): s.value
-               for fam in ScoreCollector(again).collect() for s in fam.samples}  # fmt: skip
+    samples = {
+        (s.labels.get("team"), s.labels.get("metric")): s.value
+        for fam in ScoreCollector(again).collect()
+        for s in fam.samples
+    }
     assert samples[("2", "conversion")] == 0.1 and ("1", "regret") not in samples
     manifest = tmp_path / "manifest.jsonl"
-    manifest.write_text(json.dumps({"kind": "outage", "start": "2026-03-20T02:00:00", "end": DAY0 + 3 * 3600}) + "\n"
-                        + json.dumps({"kind": "drift", "at": DAY0 + 7200}) + "\n")  # fmt: skip
+    manifest.write_text(
+        json.dumps({"kind": "outage", "start": "2026-03-20T02:00:00", "end": DAY0 + 3 * 3600})
+        + "\n"
+        + json.dumps({"kind": "drift", "at": DAY0 + 7200})
+        + "\n"
+    )
     events = read_manifest(manifest)
     assert events[0] == {"kind": "outage", "start": DAY0 + 7200, "end": DAY0 + 10800}
     assert events[1]["end"] == DAY0 + 7200 + 3600
@@ -223,8 +254,11 @@ def test_course_score_command_prints_the_board_and_one_team(tmp_path, capsys) ->
     Scoreboard(tmp_path).add("2026-03-20", score_day(log.day("2026-03-20"), truth, History.empty(), 2))
     assert main(["course", "score", "--state", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == "scores of 2026-03-20" and out.splitlines()[1].split()[:3] == ["team", "requests",
-                                                                                               "availability"]
+    assert out.splitlines()[0] == "scores of 2026-03-20" and out.splitlines()[1].split()[:3] == [
+        "team",
+        "requests",
+        "availability",
+    ]
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text(json.dumps({"kind": "outage", "start": DAY0 + 4 * 3600, "end": DAY0 + 6 * 3600}) + "\n")
     assert main(["course", "score", "--state", str(tmp_path), "--team", "1", "--manifest", str(manifest)]) == 0
@@ -255,8 +289,12 @@ def test_daily_scorer_scores_each_midnight_off_the_loop(universe, tmp_path) -> N
     from movielab.world.scoring.board import DailyScorer
 
     log = SessionLog(n_teams=1, state_dir=tmp_path)
-    world, _ = build_world(WorldConfig(users=600, allow_download=False, arrivals_per_day=0.05), universe=universe,
-                           service=FixedService(np.arange(20), universe.catalog.slug), sessionlog=log)  # fmt: skip
+    world, _ = build_world(
+        WorldConfig(users=600, allow_download=False, arrivals_per_day=0.05),
+        universe=universe,
+        service=FixedService(np.arange(20), universe.catalog.slug),
+        sessionlog=log,
+    )
     board = Scoreboard(tmp_path)
     scorer = DailyScorer(log, board, universe.catalog)
     world.run(until=DAY0 + 1.5 * 86400, on_tick=scorer.on_tick)
@@ -302,8 +340,12 @@ def test_daily_scorer_stopping_at_midnight_scores_no_empty_day(universe, tmp_pat
     from movielab.world.scoring.board import DailyScorer
 
     log = SessionLog(n_teams=1, state_dir=tmp_path)
-    world, _ = build_world(WorldConfig(users=300, allow_download=False), universe=universe,
-                           service=FixedService(np.arange(20), universe.catalog.slug), sessionlog=log)  # fmt: skip
+    world, _ = build_world(
+        WorldConfig(users=300, allow_download=False),
+        universe=universe,
+        service=FixedService(np.arange(20), universe.catalog.slug),
+        sessionlog=log,
+    )
     scorer = DailyScorer(log, Scoreboard(tmp_path), universe.catalog)
     world.run(until=DAY0 + 86400, on_tick=scorer.on_tick)
     scorer.close(world)
@@ -320,14 +362,22 @@ def test_read_manifest_pairs_start_and_end_records_by_injection_id(tmp_path) -> 
         {"event": "start", "id": "1:drift", "kind": "taste_shift", "start": iso(DAY0 + 7200), "end": None},
         {"event": "course", "kind": "restored", "at": iso(DAY0 + 3000)},  # SIGKILL: the outage's start comes again
         {"event": "start", "id": "0:outage", "kind": "api_outage", "start": iso(DAY0 + 3600), "end": iso(DAY0 + 9000)},
-        {"event": "end", "id": "0:outage", "kind": "api_outage", "start": iso(DAY0 + 3600), "end": iso(DAY0 + 7200),
-         "touched": 5},
-    ]  # fmt: skip
+        {
+            "event": "end",
+            "id": "0:outage",
+            "kind": "api_outage",
+            "start": iso(DAY0 + 3600),
+            "end": iso(DAY0 + 7200),
+            "touched": 5,
+        },
+    ]
     path = tmp_path / "manifest.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     events = read_manifest(path, until=DAY0 + 20_000)
-    assert events == [{"kind": "api_outage", "id": "0:outage", "start": DAY0 + 3600, "end": DAY0 + 7200},
-                      {"kind": "taste_shift", "id": "1:drift", "start": DAY0 + 7200, "end": DAY0 + 20_000}]  # fmt: skip
+    assert events == [
+        {"kind": "api_outage", "id": "0:outage", "start": DAY0 + 3600, "end": DAY0 + 7200},
+        {"kind": "taste_shift", "id": "1:drift", "start": DAY0 + 7200, "end": DAY0 + 20_000},
+    ]
     path.write_text(json.dumps({"event": "end", "kind": "api_outage", "start": iso(DAY0)}) + "\n")
     with pytest.raises(ScoringError, match="line 1: an injection's end record needs its 'id'"):
         read_manifest(path)

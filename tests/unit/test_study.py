@@ -44,8 +44,13 @@ def session(t: datetime, user: int, recs: list[str], pick: str | None, rating: i
 
 def store_with(lines: list[str]) -> EventStore:
     store = EventStore(None)
-    store.add_records(movies=[MovieInfo(PRICEY, 100, (), "Pricey", 1.0), MovieInfo(CHEAP, 100, (), "Cheap", 0.2),
-                              MovieInfo(OTHER, 100, (), "Other", 0.5)])  # fmt: skip
+    store.add_records(
+        movies=[
+            MovieInfo(PRICEY, 100, (), "Pricey", 1.0),
+            MovieInfo(CHEAP, 100, (), "Cheap", 0.2),
+            MovieInfo(OTHER, 100, (), "Other", 0.5),
+        ]
+    )
     store.append(lines_batch(lines))
     return store
 
@@ -57,8 +62,9 @@ def arms(design: StudyDesign, n: int, first: int = 1000) -> tuple[list[int], lis
 
 
 # --- A: cold start ---------------------------------------------------------------------------------------
-def coldstart_lines(design: StudyDesign, p_control: float, p_treatment: float, n: int = 300, n_treated: int | None = None,
-                    seed: int = 0) -> tuple[list[str], dict]:  # fmt: skip
+def coldstart_lines(
+    design: StudyDesign, p_control: float, p_treatment: float, n: int = 300, n_treated: int | None = None, seed: int = 0
+) -> tuple[list[str], dict]:
     """New accounts during the window; each of their first 3 sessions converts with the arm's probability.
     Also lines that must not count: a 4th session, an old user, a pick after the next request, a late pick."""
     rng = np.random.default_rng(seed)
@@ -122,8 +128,9 @@ def test_sample_ratio_mismatch_means_no_decision() -> None:
 
 
 # --- B: cost-aware ---------------------------------------------------------------------------------------
-def costaware_lines(design: StudyDesign, treated_picks: tuple[float, float], n: int = 300,
-                    seed: int = 1) -> tuple[list[str], dict]:  # fmt: skip
+def costaware_lines(
+    design: StudyDesign, treated_picks: tuple[float, float], n: int = 300, seed: int = 1
+) -> tuple[list[str], dict]:
     """Old users: a pre-period session the day before (control list for everyone), then two sessions. Control
     users pick the pricey movie; treated users the cheap one with probability treated_picks[0], and convert
     (pick from the list) with probability treated_picks[1] (control: 0.7). Ratings 7 both arms."""
@@ -141,8 +148,10 @@ def costaware_lines(design: StudyDesign, treated_picks: tuple[float, float], n: 
                 lines += session(t + timedelta(hours=4 * s), u, [movie, OTHER] if convert else [OTHER], movie, 7)
                 expect["requests"] += 1
     new = control[-1] + 50_000  # a new account in the window: left out of B
-    lines += [account_line(ts(START + timedelta(hours=2)), new), *session(START + timedelta(hours=3), new, [CHEAP],
-                                                                          CHEAP)]  # fmt: skip
+    lines += [
+        account_line(ts(START + timedelta(hours=2)), new),
+        *session(START + timedelta(hours=3), new, [CHEAP], CHEAP),
+    ]
     return lines, expect
 
 
@@ -217,8 +226,21 @@ def test_report_command_analyses_a_store_file_again(tmp_path, capsys) -> None:
         store.append(lines_batch(lines))
     designs = tmp_path / "designs.json"
     designs.write_text(json.dumps([a.as_dict()]))
-    assert main(["experiments", "report", "--store", str(tmp_path / "store.duckdb"), "--designs", str(designs),
-                 "--out", str(tmp_path / "again")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "experiments",
+                "report",
+                "--store",
+                str(tmp_path / "store.duckdb"),
+                "--designs",
+                str(designs),
+                "--out",
+                str(tmp_path / "again"),
+            ]
+        )
+        == 0
+    )
     assert "coldstart-test: ship" in capsys.readouterr().out
     assert (tmp_path / "again" / "report.md").is_file()
     # Bad input: a clear error naming the file, exit status 2, no traceback.

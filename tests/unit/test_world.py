@@ -15,8 +15,9 @@ from movielab.world.sinks import MemorySink
 
 
 def _run(universe, service=None, users=3000, hours=8.0, seed=0, arrivals=0.002, edition="current"):
-    config = WorldConfig(users=users, days=hours / 24, seed=seed, arrivals_per_day=arrivals, allow_download=False,
-                         edition=edition)  # fmt: skip
+    config = WorldConfig(
+        users=users, days=hours / 24, seed=seed, arrivals_per_day=arrivals, allow_download=False, edition=edition
+    )
     sink, journal = MemorySink(), []
     world, _ = build_world(config, universe=universe, sink=sink, journal=journal, service=service)
     stats = world.run(until=run_until(config))
@@ -47,7 +48,9 @@ def test_stream_shape(run) -> None:
 
 @pytest.mark.parametrize(("name", "stars", "digits"), [("2019", 5, 6), ("2024", 5, 9), ("2026", 10, 9)])
 def test_each_edition_writes_its_rating_scale_and_stamp_precision(universe, name, stars, digits) -> None:
-    _, stats, sink, _ = _run(universe, FixedService(list(range(20)), universe.catalog.slug), users=2000, hours=4.0, edition=name)
+    _, stats, sink, _ = _run(
+        universe, FixedService(list(range(20)), universe.catalog.slug), users=2000, hours=4.0, edition=name
+    )
     events = [parse_line(line) for line in sink.lines]
     ratings = {e.rating for e in events if isinstance(e, RateEvent)}
     assert ratings <= set(range(1, stars + 1)) and max(ratings) == stars and len(stats.rating_hist) == stars + 1

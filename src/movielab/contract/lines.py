@@ -114,8 +114,9 @@ def format_event(event: Event) -> str:
         stamp = format_time(event.time, _digits(event, 0), event.nanosecond)
         return watch_line(stamp, event.user_id, event.movie_id, event.minute)
     if isinstance(event, RateEvent):
-        return rate_line(format_time(event.time, _digits(event, 0), event.nanosecond), event.user_id,
-                         event.movie_id, event.rating)  # fmt: skip
+        return rate_line(
+            format_time(event.time, _digits(event, 0), event.nanosecond), event.user_id, event.movie_id, event.rating
+        )
     if isinstance(event, AccountEvent):
         return account_line(format_time(event.time, _digits(event, 0), event.nanosecond), event.user_id)
     if isinstance(event, RecommendationEvent):
@@ -159,8 +160,11 @@ def _parse(raw: str | bytes) -> Event:
     if head is None:
         fields = _FIELDS.match(line)
         if fields is not None and _STAMP_RE.fullmatch(fields["time"]) is not None:
-            raise MalformedEvent(raw, f"user id {fields['user'][:30]!r} is not a positive integer of 1–10 digits "
-                                      "without sign or leading zero")  # fmt: skip
+            raise MalformedEvent(
+                raw,
+                f"user id {fields['user'][:30]!r} is not a positive integer of 1–10 digits "
+                "without sign or leading zero",
+            )
         raise MalformedEvent(
             raw, "expected '<time>,<userid>,<request>' with time YYYY-MM-DDTHH:MM[:SS[.f…]] (1–9 fractional digits)"
         )

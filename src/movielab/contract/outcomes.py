@@ -23,4 +23,3 @@ INVALID_RESPONSE = "Invalid response from"
 #: Error classes of a failed request: time-out, no connection, another status-0 failure, invalid body at 200,
 #: and `http_<status>` for any other status.
 ERROR_KINDS = ("timeout", "connect", "no_answer", "invalid_body")
-

@@ -39,15 +39,21 @@ class TeamEntry(BaseModel):
     name: str = Field(description="the team's name (letters, digits, space, _ . -; unique)")
     url: str = Field(description="recommendation service base URL: the world calls <url>/recommend/<user id>")
     topic: str | None = Field(None, description="Kafka topic of the team's users' lines (default movielog<N>)")
-    user_share: float | None = Field(None, gt=0, le=1, description="share of the users the team serves; users are "
-                                     "split evenly by id modulo the number of teams, so it must be 1/teams if given")
+    user_share: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="share of the users the team serves; users are "
+        "split evenly by id modulo the number of teams, so it must be 1/teams if given",
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         if not _NAME.fullmatch(v):
-            raise ValueError(f"team name {v!r} must be 1-64 letters, digits, spaces or _ . - (starting with a letter "
-                             "or digit)")  # fmt: skip
+            raise ValueError(
+                f"team name {v!r} must be 1-64 letters, digits, spaces or _ . - (starting with a letter or digit)"
+            )
         return v
 
     @field_validator("url")
@@ -77,15 +83,20 @@ class WorldSection(BaseModel):
     factors: int = Field(16, ge=2, le=256)
     seed: int = 0
     start: str = Field("2026-03-20T00:00:00", description="simulated start, ISO-8601 UTC")
-    speed: float | None = Field(None, gt=0, description="simulated seconds per second (1 = real time); absent: as "
-                                "fast as possible")  # fmt: skip
+    speed: float | None = Field(
+        None, gt=0, description="simulated seconds per second (1 = real time); absent: as fast as possible"
+    )
     days: float | None = Field(None, gt=0, description="simulated days to run; absent: until stopped")
     arrivals_per_day: float = Field(0.002, ge=0, description="new accounts a day, as a share of the initial users")
     timeout_ms: int = Field(600, ge=1, le=60_000, description="how long the world waits for a recommendation")
-    scenario: str | None = Field(None, description="scenario: a preset name (`movielab world scenarios`) or a TOML "
-                                 "file (relative to the course file): drift, outages, attacks, ...")  # fmt: skip
-    scenario_time_scale: float = Field(1.0, gt=0, description="> 1 compresses the scenario's timeline (7: the "
-                                       "semester's weeks in days)")  # fmt: skip
+    scenario: str | None = Field(
+        None,
+        description="scenario: a preset name (`movielab world scenarios`) or a TOML "
+        "file (relative to the course file): drift, outages, attacks, ...",
+    )
+    scenario_time_scale: float = Field(
+        1.0, gt=0, description="> 1 compresses the scenario's timeline (7: the semester's weeks in days)"
+    )
 
     @field_validator("edition")
     @classmethod
@@ -105,8 +116,11 @@ class KafkaSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    bootstrap: str | None = Field(None, description="host:port of the Kafka cluster; absent: an embedded broker "
-                                  "(in memory: its topics do not survive a restart)")  # fmt: skip
+    bootstrap: str | None = Field(
+        None,
+        description="host:port of the Kafka cluster; absent: an embedded broker "
+        "(in memory: its topics do not survive a restart)",
+    )
     partitions: int = Field(4, ge=1, le=1024)
 
 
@@ -127,8 +141,10 @@ class InstructorSection(BaseModel):
     enabled: bool = Field(True, description="serve the instructor app (a course needs it to read scores live)")
     host: str = Field("127.0.0.1", description="listen address (loopback unless a proxy with TLS is in front)")
     port: int = Field(8090, ge=0, le=65535, description="0 = any free port; must differ from [api].port")
-    tokens: Path = Field(Path("state/instructor.tokens"), description="token file (created mode 0600 at first "
-                         "start); `Authorization: Bearer <token>`")  # fmt: skip
+    tokens: Path = Field(
+        Path("state/instructor.tokens"),
+        description="token file (created mode 0600 at first start); `Authorization: Bearer <token>`",
+    )
 
 
 class StateSection(BaseModel):
@@ -170,8 +186,10 @@ class CourseConfig(BaseModel):
         n = len(self.teams)
         for i, t in enumerate(self.teams):
             if t.user_share is not None and abs(t.user_share - 1 / n) > 1e-6:
-                raise ValueError(f"teams.{i}.user_share: {t.user_share} is not 1/{n}: users are split evenly between "
-                                 f"the {n} teams (by id modulo {n})")  # fmt: skip
+                raise ValueError(
+                    f"teams.{i}.user_share: {t.user_share} is not 1/{n}: users are split evenly between "
+                    f"the {n} teams (by id modulo {n})"
+                )
         return self
 
     def names(self) -> list[str]:
@@ -215,21 +233,44 @@ class CourseConfig(BaseModel):
         """The `WorldConfig` of this course's world."""
         w = self.world
         return WorldConfig(
-            edition=w.edition, dataset=w.dataset, data_dir=self.resolve(w.data_dir), users=w.users, movies=w.movies,
-            factors=w.factors, seed=w.seed, start=w.start, speed=w.speed, days=w.days,
-            arrivals_per_day=w.arrivals_per_day, teams=[t.url for t in self.teams], timeout_ms=w.timeout_ms,
-            pacing="team", kafka=self.kafka.bootstrap, partitions=self.kafka.partitions, api_host=self.api.host,
-            api_port=self.api.port, scenario=self.scenario_ref(), scenario_time_scale=w.scenario_time_scale,
+            edition=w.edition,
+            dataset=w.dataset,
+            data_dir=self.resolve(w.data_dir),
+            users=w.users,
+            movies=w.movies,
+            factors=w.factors,
+            seed=w.seed,
+            start=w.start,
+            speed=w.speed,
+            days=w.days,
+            arrivals_per_day=w.arrivals_per_day,
+            teams=[t.url for t in self.teams],
+            timeout_ms=w.timeout_ms,
+            pacing="team",
+            kafka=self.kafka.bootstrap,
+            partitions=self.kafka.partitions,
+            api_host=self.api.host,
+            api_port=self.api.port,
+            scenario=self.scenario_ref(),
+            scenario_time_scale=w.scenario_time_scale,
             manifest=self.manifest_path,
-        )  # fmt: skip
+        )
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """What decides how the world is built: a checkpoint is only restored into the same."""
         w = self.world
-        return {"edition": w.edition, "dataset": w.dataset, "users": w.users, "movies": w.movies,
-                "factors": w.factors, "seed": w.seed, "start": w.start, "arrivals_per_day": w.arrivals_per_day,
-                "partitions": self.kafka.partitions,
-                **({"scenario": w.scenario, "scenario_time_scale": w.scenario_time_scale} if w.scenario else {})}  # fmt: skip
+        return {
+            "edition": w.edition,
+            "dataset": w.dataset,
+            "users": w.users,
+            "movies": w.movies,
+            "factors": w.factors,
+            "seed": w.seed,
+            "start": w.start,
+            "arrivals_per_day": w.arrivals_per_day,
+            "partitions": self.kafka.partitions,
+            **({"scenario": w.scenario, "scenario_time_scale": w.scenario_time_scale} if w.scenario else {}),
+        }
 
 
 def _describe(exc: ValidationError) -> str:

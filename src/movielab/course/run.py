@@ -82,8 +82,14 @@ def _iso(t: float) -> str:
 
 def end_offsets(bootstrap: str, topics: list[str], timeout: float = 10.0) -> Offsets:
     """The end offset (high watermark) of every partition of `topics`, read from the broker."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "movielab-course-offsets",
-                         "enable.auto.commit": False, "logger": logger})  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "movielab-course-offsets",
+            "enable.auto.commit": False,
+            "logger": logger,
+        }
+    )
     try:
         meta = consumer.list_topics(timeout=timeout)
         out: Offsets = {}
@@ -91,8 +97,10 @@ def end_offsets(bootstrap: str, topics: list[str], timeout: float = 10.0) -> Off
             if topic not in meta.topics:
                 out[topic] = {}
                 continue
-            out[topic] = {str(p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
-                          for p in sorted(meta.topics[topic].partitions)}  # fmt: skip
+            out[topic] = {
+                str(p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+                for p in sorted(meta.topics[topic].partitions)
+            }
         return out
     except KafkaException as exc:
         raise RuntimeError(f"end offsets of {', '.join(topics)} on {bootstrap} could not be read: {exc}") from None
@@ -127,8 +135,10 @@ class CourseRun:
 
     def lines(self) -> dict[str, int]:
         """Lines the world produced per topic over the whole course (this process and those before)."""
-        return {t: self.base_lines.get(t, 0) + (s.sent if i < len(self.sinks) else 0)
-                for i, (t, s) in enumerate(zip(self.topics, self.sinks, strict=False))}  # fmt: skip
+        return {
+            t: self.base_lines.get(t, 0) + (s.sent if i < len(self.sinks) else 0)
+            for i, (t, s) in enumerate(zip(self.topics, self.sinks, strict=False))
+        }
 
 
 class _Reloader(threading.Thread):
@@ -176,16 +186,21 @@ def run_course(
     cp = checkpoint.load(state_dir, fingerprint_fields=fields)
     n_lanes = len(cp.meta["lanes"]) if cp is not None else len(config.teams)
     if len(config.teams) < n_lanes:
-        raise CourseFileError(f"course file {config.path}: teams: {len(config.teams)} team(s), but the course in "
-                              f"{state_dir} has {n_lanes}: a team cannot be removed from a running course")  # fmt: skip
+        raise CourseFileError(
+            f"course file {config.path}: teams: {len(config.teams)} team(s), but the course in "
+            f"{state_dir} has {n_lanes}: a team cannot be removed from a running course"
+        )
     wc = config.world_config()
     broker = api = client = reloader = instructor = scorer = None
     manifest = Manifest(config.manifest_path)
     try:
         if wc.kafka is None:
             broker = EmbeddedBroker().start()
-            logger.warning("embedded Kafka broker on %s: its topics live in this process's memory and do not "
-                           "survive a restart (set kafka.bootstrap for a course)", broker.bootstrap)  # fmt: skip
+            logger.warning(
+                "embedded Kafka broker on %s: its topics live in this process's memory and do not "
+                "survive a restart (set kafka.bootstrap for a course)",
+                broker.bootstrap,
+            )
         bootstrap = wc.kafka or broker.bootstrap
         topics = config.topics()
         ensure_topics(bootstrap, topics, partitions=config.kafka.partitions)
@@ -197,27 +212,47 @@ def run_course(
         room = int(wc.arrivals_per_day * wc.users * 30 * 1.2) + 64
         scenario = None
         if wc.scenario is not None:  # one manifest writer: the scenario appends to the course's Manifest
-            scenario = ScenarioRuntime(load_scenario(wc.scenario), catalog=universe.catalog, n_teams=n_lanes,
-                                       seed=wc.seed, run_start=parse_start(wc.start), manifest=manifest,
-                                       team_urls=[t.url for t in config.teams[:n_lanes]],
-                                       time_scale=wc.scenario_time_scale)  # fmt: skip
+            scenario = ScenarioRuntime(
+                load_scenario(wc.scenario),
+                catalog=universe.catalog,
+                n_teams=n_lanes,
+                seed=wc.seed,
+                run_start=parse_start(wc.start),
+                manifest=manifest,
+                team_urls=[t.url for t in config.teams[:n_lanes]],
+                time_scale=wc.scenario_time_scale,
+            )
         sessionlog = SessionLog(n_lanes, state_dir)  # hidden: state/sessions/<day>.npz
-        world, universe = build_world(wc.model_copy(update={"teams": [t.url for t in teams]}), universe=universe,
-                                      service=client, sink=router, sessionlog=sessionlog, scenario=scenario,
-                                      population=cp.population(room) if cp is not None else None)  # fmt: skip
+        world, universe = build_world(
+            wc.model_copy(update={"teams": [t.url for t in teams]}),
+            universe=universe,
+            service=client,
+            sink=router,
+            sessionlog=sessionlog,
+            scenario=scenario,
+            population=cp.population(room) if cp is not None else None,
+        )
         board = Scoreboard(reports_dir)
-        scorer = DailyScorer(sessionlog, board, universe.catalog,
-                             takedowns=scenario.takedowns if scenario is not None else None)  # fmt: skip
+        scorer = DailyScorer(
+            sessionlog, board, universe.catalog, takedowns=scenario.takedowns if scenario is not None else None
+        )
         world.extra_state["scoring"] = scorer  # its day and start-of-day taste are checkpointed with the world
-        run = CourseRun(config, world, universe, bootstrap, "", topics[:n_lanes], sinks, {}, manifest=manifest,
-                        board=board)  # fmt: skip
+        run = CourseRun(
+            config, world, universe, bootstrap, "", topics[:n_lanes], sinks, {}, manifest=manifest, board=board
+        )
         if cp is not None:
             _resume(run, cp, manifest)
             if scenario is not None:
                 scenario.resume(world)  # injections in progress: what their start computed (direction, CDFs)
         else:
-            record(manifest, "course_started", world.now, course=config.name, teams=_teams(config, n_lanes),
-                   fingerprint=checkpoint.fingerprint(fields))  # fmt: skip
+            record(
+                manifest,
+                "course_started",
+                world.now,
+                course=config.name,
+                teams=_teams(config, n_lanes),
+                fingerprint=checkpoint.fingerprint(fields),
+            )
         pending: list[int] = []  # indexes of teams added to the file, joining at the next checkpoint boundary
         live = {"config": config}
         lock = threading.Lock()
@@ -251,9 +286,15 @@ def run_course(
         if on_ready is not None:
             on_ready(run)
         # end_scenario=None: open injections end only when the course reaches its end; a stop resumes them.
-        run.stats = run_world(world, run_until(wc), stop=stop, on_tick=scorer.on_tick, end_scenario=None,
-                              checkpoint_every=config.state.checkpoint_every_minutes * 60,
-                              on_checkpoint=on_checkpoint)  # fmt: skip
+        run.stats = run_world(
+            world,
+            run_until(wc),
+            stop=stop,
+            on_tick=scorer.on_tick,
+            end_scenario=None,
+            checkpoint_every=config.state.checkpoint_every_minutes * 60,
+            on_checkpoint=on_checkpoint,
+        )
         scorer.close(world)  # the day in progress is scored as it stands (again, in full, after a restart)
         _save(run, saver, live["config"], background=False)  # the sinks are flushed and closed: offsets are final
         _status(state_dir, "stopped", run)
@@ -279,8 +320,12 @@ def _start_instructor(config: CourseConfig, run: CourseRun, scenario: ScenarioRu
         return None
     tokens_path = config.resolve(ins.tokens)
     tokens = ensure_tokens(tokens_path, identity="instructor")
-    app = create_instructor_app(run.manifest, tokens, announcements=scenario.announcements if scenario else [],
-                                extra_routes=score_routes(run.board))  # fmt: skip
+    app = create_instructor_app(
+        run.manifest,
+        tokens,
+        announcements=scenario.announcements if scenario else [],
+        extra_routes=score_routes(run.board),
+    )
     server = ServerThread(app, ins.host, ins.port or None).start()
     run.instructor_url = server.url
     logger.info("instructor app on %s (token file %s)", server.url, tokens_path)
@@ -307,41 +352,73 @@ def _resume(run: CourseRun, cp: checkpoint.Checkpoint, manifest: Manifest) -> No
     for topic in run.topics:
         after = _total(now.get(topic, {})) - _total(saved.get(topic, {}))
         if after < 0:
-            logger.warning("topic %s has %d line(s) fewer than at the checkpoint: the broker lost them (restarted?)",
-                           topic, -after)  # fmt: skip
+            logger.warning(
+                "topic %s has %d line(s) fewer than at the checkpoint: the broker lost them (restarted?)", topic, -after
+            )
         run.re_emitted[topic] = after
     run.base_lines = dict(cp.info.get("lines", {}))
     run.restored_from = cp.sim_time
-    logger.warning("resumed from the checkpoint of %s (written %s); lines the topics got after it, produced again "
-                   "now: %s", _iso(cp.sim_time), time.ctime(cp.meta["written_at"]), run.re_emitted)  # fmt: skip
-    record(manifest, "restored", cp.sim_time, checkpoint=str(cp.path), written_at=cp.meta["written_at"],
-           re_emitted=run.re_emitted, offsets_at_checkpoint=saved, offsets_at_restore=now)  # fmt: skip
+    logger.warning(
+        "resumed from the checkpoint of %s (written %s); lines the topics got after it, produced again now: %s",
+        _iso(cp.sim_time),
+        time.ctime(cp.meta["written_at"]),
+        run.re_emitted,
+    )
+    record(
+        manifest,
+        "restored",
+        cp.sim_time,
+        checkpoint=str(cp.path),
+        written_at=cp.meta["written_at"],
+        re_emitted=run.re_emitted,
+        offsets_at_checkpoint=saved,
+        offsets_at_restore=now,
+    )
 
 
 def _reload(run: CourseRun, live: dict, new: CourseConfig, client, pending: list[int], manifest: Manifest) -> None:
     """Apply a changed course file: URLs at once, added teams at the next checkpoint; refuse the rest."""
     old: CourseConfig = live["config"]
     if new.fingerprint_fields() != old.fingerprint_fields() or new.state != old.state or new.kafka != old.kafka:
-        logger.error("course file %s: only [[teams]] can change while the course runs (the world, kafka and "
-                     "state sections apply at the next start, and only if they keep the world's fingerprint)",
-                     new.path)  # fmt: skip
+        logger.error(
+            "course file %s: only [[teams]] can change while the course runs (the world, kafka and "
+            "state sections apply at the next start, and only if they keep the world's fingerprint)",
+            new.path,
+        )
     if len(new.teams) < len(old.teams):
-        logger.error("course file %s: a team cannot be removed from a running course; keeping %d teams", new.path,
-                     len(old.teams))  # fmt: skip
+        logger.error(
+            "course file %s: a team cannot be removed from a running course; keeping %d teams", new.path, len(old.teams)
+        )
         return
     old_topics, new_topics = old.topics(), new.topics()
     for i, (a, b) in enumerate(zip(old.teams, new.teams, strict=False)):
         if old_topics[i] != new_topics[i]:
-            logger.error("course file %s: teams.%d.topic cannot change while the course runs (%s -> %s); "
-                         "keeping the running teams", new.path, i, old_topics[i], new_topics[i])  # fmt: skip
+            logger.error(
+                "course file %s: teams.%d.topic cannot change while the course runs (%s -> %s); "
+                "keeping the running teams",
+                new.path,
+                i,
+                old_topics[i],
+                new_topics[i],
+            )
             return
         if a == b:
             continue
         if a.url != b.url and i < len(run.topics) and hasattr(client, "set_url"):
             client.set_url(i, b.url)
-        record(manifest, "team_changed", run.world.now, team=i + 1, name=b.name, topic=new_topics[i],
-               changes={k: [getattr(a, k), getattr(b, k)] for k in ("name", "url", "user_share")
-                        if getattr(a, k) != getattr(b, k)})  # fmt: skip
+        record(
+            manifest,
+            "team_changed",
+            run.world.now,
+            team=i + 1,
+            name=b.name,
+            topic=new_topics[i],
+            changes={
+                k: [getattr(a, k), getattr(b, k)]
+                for k in ("name", "url", "user_share")
+                if getattr(a, k) != getattr(b, k)
+            },
+        )
         logger.info("team %d (%s) changed: %s -> %s", i + 1, b.name, a.url, b.url)
     pending.extend(range(len(old.teams), len(new.teams)))
     live["config"] = new
@@ -364,10 +441,25 @@ def _join_teams(run: CourseRun, config: CourseConfig, pending: list[int], client
         run.topics.append(topic)
         if run.world.sessionlog is not None:  # sessions are split by team like the lines: id modulo teams
             run.world.sessionlog.n_teams = len(run.topics)
-        record(manifest, "team_added", run.world.now, team=i + 1, name=entry.name, url=entry.url, topic=topic,
-               users_reassigned=moved, teams=len(run.topics))  # fmt: skip
-        logger.warning("team %d (%s) added at %s: %d users changed team (users are split by id modulo %d)", i + 1,
-                       entry.name, _iso(run.world.now), moved, len(run.topics))  # fmt: skip
+        record(
+            manifest,
+            "team_added",
+            run.world.now,
+            team=i + 1,
+            name=entry.name,
+            url=entry.url,
+            topic=topic,
+            users_reassigned=moved,
+            teams=len(run.topics),
+        )
+        logger.warning(
+            "team %d (%s) added at %s: %d users changed team (users are split by id modulo %d)",
+            i + 1,
+            entry.name,
+            _iso(run.world.now),
+            moved,
+            len(run.topics),
+        )
 
 
 def _save(run: CourseRun, saver: checkpoint.BackgroundSaver, config: CourseConfig, background: bool) -> None:
@@ -384,11 +476,16 @@ def _save(run: CourseRun, saver: checkpoint.BackgroundSaver, config: CourseConfi
         return
     for sink in run.sinks:
         if not sink._closed and sink.flush() > 0:
-            logger.error("checkpoint at %s skipped: topic %s still has undelivered lines", _iso(run.world.now),
-                         sink.topic)  # fmt: skip
+            logger.error(
+                "checkpoint at %s skipped: topic %s still has undelivered lines", _iso(run.world.now), sink.topic
+            )
             return
-    info = {"offsets": end_offsets(run.bootstrap, run.topics), "lines": run.lines(),
-            "teams": _teams(config, len(run.topics)), "course": config.name}  # fmt: skip
+    info = {
+        "offsets": end_offsets(run.bootstrap, run.topics),
+        "lines": run.lines(),
+        "teams": _teams(config, len(run.topics)),
+        "course": config.name,
+    }
     if background:
         saver.save(run.world, info)
     else:
@@ -400,10 +497,24 @@ def _save(run: CourseRun, saver: checkpoint.BackgroundSaver, config: CourseConfi
 
 def _status(state_dir: Path, state: str, run: CourseRun) -> None:
     """Write `status.json` (what `movielab course status` shows besides the checkpoint)."""
-    body = json.dumps({"state": state, "pid": os.getpid(), "updated_at": time.time(), "sim_time": run.world.now,
-                       "api": run.api_url, "instructor": run.instructor_url, "bootstrap": run.bootstrap, "topics": run.topics,
-                       "lines": run.lines(), "checkpoints_this_run": run.checkpoints, "skipped": run.skipped,
-                       "restored_from": run.restored_from, "re_emitted": run.re_emitted}, indent=1)  # fmt: skip
+    body = json.dumps(
+        {
+            "state": state,
+            "pid": os.getpid(),
+            "updated_at": time.time(),
+            "sim_time": run.world.now,
+            "api": run.api_url,
+            "instructor": run.instructor_url,
+            "bootstrap": run.bootstrap,
+            "topics": run.topics,
+            "lines": run.lines(),
+            "checkpoints_this_run": run.checkpoints,
+            "skipped": run.skipped,
+            "restored_from": run.restored_from,
+            "re_emitted": run.re_emitted,
+        },
+        indent=1,
+    )
     tmp = state_dir / f".{STATUS}.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, checkpoint.FILE_MODE)
     with os.fdopen(fd, "w") as f:

@@ -36,11 +36,17 @@ def course_status(config: CourseConfig, live: bool = True, now: float | None = N
     if folder is not None:
         meta = checkpoint.read_meta(folder)
         info = meta.get("info", {})
-        out["checkpoint"] = {"folder": str(folder), "sim_time": _iso(meta["sim_time"]),
-                             "written_at": _iso(meta["written_at"]), "age_seconds": now - meta["written_at"],
-                             "bytes": meta.get("arrays_bytes"), "write_seconds": meta.get("write_seconds"),
-                             "users": meta["population_size"], "lines": info.get("lines", {}),
-                             "teams": info.get("teams", [])}  # fmt: skip
+        out["checkpoint"] = {
+            "folder": str(folder),
+            "sim_time": _iso(meta["sim_time"]),
+            "written_at": _iso(meta["written_at"]),
+            "age_seconds": now - meta["written_at"],
+            "bytes": meta.get("arrays_bytes"),
+            "write_seconds": meta.get("write_seconds"),
+            "users": meta["population_size"],
+            "lines": info.get("lines", {}),
+            "teams": info.get("teams", []),
+        }
     status_file = state_dir / STATUS
     if status_file.is_file():
         st = json.loads(status_file.read_text())
@@ -63,20 +69,27 @@ def format_status(s: dict[str, Any]) -> str:
     if cp is None:
         lines.append("no checkpoint yet: the course has not run")
     else:
-        lines.append(f"last checkpoint: simulated {cp['sim_time']}, written {cp['written_at']} UTC "
-                     f"({cp['age_seconds']:.0f} s ago, {cp['bytes'] or 0:,} bytes in {cp['write_seconds'] or 0:.2f} s), "
-                     f"{cp['users']:,} users")  # fmt: skip
+        lines.append(
+            f"last checkpoint: simulated {cp['sim_time']}, written {cp['written_at']} UTC "
+            f"({cp['age_seconds']:.0f} s ago, {cp['bytes'] or 0:,} bytes in {cp['write_seconds'] or 0:.2f} s), "
+            f"{cp['users']:,} users"
+        )
         for t in cp["teams"]:
-            lines.append(f"  team {t['number']} {t['name']}: {t['url']} -> {t['topic']}, "
-                         f"{cp['lines'].get(t['topic'], 0):,} lines at the checkpoint")  # fmt: skip
+            lines.append(
+                f"  team {t['number']} {t['name']}: {t['url']} -> {t['topic']}, "
+                f"{cp['lines'].get(t['topic'], 0):,} lines at the checkpoint"
+            )
     p = s["process"]
     if p is not None:
         state = "running" if p["alive"] else ("stopped" if p["state"] == "stopped" else "not running (killed?)")
-        lines.append(f"world process {p['pid']}: {state}; simulated {p['sim_time']}; API {p['api']}; "
-                     f"Kafka {p['bootstrap']}")  # fmt: skip
+        lines.append(
+            f"world process {p['pid']}: {state}; simulated {p['sim_time']}; API {p['api']}; Kafka {p['bootstrap']}"
+        )
         if p.get("restored_from") is not None:
-            lines.append(f"  resumed from {_iso(p['restored_from'])}; lines the topics had after that checkpoint "
-                         f"(produced again): {p['re_emitted']}")  # fmt: skip
+            lines.append(
+                f"  resumed from {_iso(p['restored_from'])}; lines the topics had after that checkpoint "
+                f"(produced again): {p['re_emitted']}"
+            )
     if "topics_now" in s:
         lines.append(f"topics now: {s['topics_now']}")
     return "\n".join(lines)

@@ -69,8 +69,9 @@ def load_config(path: Path | str = CONFIG) -> dict[str, Any]:
     return data
 
 
-def local_config(pager_url: str | None = None, timings: dict[str, str] | None = None,
-                 path: Path | str = CONFIG) -> dict[str, Any]:  # fmt: skip
+def local_config(
+    pager_url: str | None = None, timings: dict[str, str] | None = None, path: Path | str = CONFIG
+) -> dict[str, Any]:
     """The config in `path` with every webhook pointed at `pager_url` (scheme and host:port replaced, each
     receiver's path kept) and, when given, `timings` (group_wait, group_interval, repeat_interval) set on the
     root route and every child route that sets them."""
@@ -99,12 +100,15 @@ def local_config(pager_url: str | None = None, timings: dict[str, str] | None = 
 class AlertmanagerServer:
     """An Alertmanager process on 127.0.0.1:`port` with a temporary config and data directory; `stop()` ends it."""
 
-    def __init__(self, config: dict[str, Any] | None = None, *, port: int | None = None,
-                 binary: Path | str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, config: dict[str, Any] | None = None, *, port: int | None = None, binary: Path | str | None = None
+    ) -> None:
         self.binary = Path(binary) if binary else find_alertmanager()
         if self.binary is None:
-            raise AlertmanagerError(f"alertmanager binary not found on PATH (or ${ALERTMANAGER_ENV}); install the "
-                                    "Debian package 'prometheus-alertmanager' (or get it from prometheus.io)")
+            raise AlertmanagerError(
+                f"alertmanager binary not found on PATH (or ${ALERTMANAGER_ENV}); install the "
+                "Debian package 'prometheus-alertmanager' (or get it from prometheus.io)"
+            )
         self.config = config if config is not None else load_config()
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -129,8 +133,14 @@ class AlertmanagerServer:
         config_file = work / "alertmanager.yml"
         config_file.write_text(json.dumps(self.config, indent=2))  # JSON is YAML
         self._log = work / "alertmanager.log"
-        cmd = [str(self.binary), f"--config.file={config_file}", f"--storage.path={work / 'data'}",
-               f"--web.listen-address={self.address}", "--cluster.listen-address=", "--log.level=info"]  # fmt: skip
+        cmd = [
+            str(self.binary),
+            f"--config.file={config_file}",
+            f"--storage.path={work / 'data'}",
+            f"--web.listen-address={self.address}",
+            "--cluster.listen-address=",
+            "--log.level=info",
+        ]
         logger.info("starting alertmanager on %s (config %s)", self.url, config_file)
         with open(self._log, "wb") as log:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -93,9 +93,14 @@ class DrillLog:
 
     def step(self, scenario: str, step: str, observed: str, **extra: Any) -> dict[str, Any]:
         """Append one step: wall time, seconds since the drill began, what was observed, and `extra` fields."""
-        row = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-               "t": round(time.monotonic() - self.t0, 2), "scenario": scenario, "step": step, "observed": observed,
-               **extra}  # fmt: skip
+        row = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "t": round(time.monotonic() - self.t0, 2),
+            "scenario": scenario,
+            "step": step,
+            "observed": observed,
+            **extra,
+        }
         with self.path.open("a") as f:
             f.write(json.dumps(row, default=str) + "\n")
         logger.info("[%s] %s: %s", scenario, step, observed)
@@ -105,18 +110,24 @@ class DrillLog:
     def summary(self, result: dict[str, Any]) -> None:
         """Keep one scenario's result and rewrite `drill.md`."""
         self.results.append(result)
-        header = ("| scenario | alert | signal (s) | fired (s) | paged (s) | mitigation | mitigation began (s) | "
-                  "recovered (s) | time to detect (s) | time to recover (s) |")
+        header = (
+            "| scenario | alert | signal (s) | fired (s) | paged (s) | mitigation | mitigation began (s) | "
+            "recovered (s) | time to detect (s) | time to recover (s) |"
+        )
         lines = ["# Incident drill", "", header, "|---|---|---|---|---|---|---|---|---|---|"]
         for r in self.results:
-            lines.append(f"| {r['scenario']} | {r['alert']} | {r['signal_s']} | {r['fired_s']} | {r['paged_s']} | "
-                         f"`{r['command']}` | "
-                         f"{r['mitigated_s']} | {r['resolved_s']} | {r['time_to_detect_s']} | "
-                         f"{r['time_to_recover_s']} |")  # fmt: skip
-        note = ("Times are seconds after the break. Signal: the raw metric shows the break in Prometheus (the "
-                "baseline of detection); time to detect: break → page received; recovered: the service "
-                "checks out again and the resolved page was received; time to recover: mitigation began → recovered. "
-                "Steps: drill.jsonl.")
+            lines.append(
+                f"| {r['scenario']} | {r['alert']} | {r['signal_s']} | {r['fired_s']} | {r['paged_s']} | "
+                f"`{r['command']}` | "
+                f"{r['mitigated_s']} | {r['resolved_s']} | {r['time_to_detect_s']} | "
+                f"{r['time_to_recover_s']} |"
+            )
+        note = (
+            "Times are seconds after the break. Signal: the raw metric shows the break in Prometheus (the "
+            "baseline of detection); time to detect: break → page received; recovered: the service "
+            "checks out again and the resolved page was received; time to recover: mitigation began → recovered. "
+            "Steps: drill.jsonl."
+        )
         lines += ["", note]
         (self.folder / "drill.md").write_text("\n".join(lines) + "\n")
 
@@ -162,8 +173,13 @@ class System:
         """Start `python -m movielab <args>` with its output in `<folder>/<name>.log`."""
         log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it; closed after spawn
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "movielab", *args], stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})  # fmt: skip
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "movielab", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+            )
         finally:
             log.close()
         self.procs.append((name, proc))
@@ -218,8 +234,9 @@ class System:
                 stop_pid_group(pid, signal.SIGTERM, 10.0)
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str, system: System | None = None,
-               every: float = 0.25) -> Any:  # fmt: skip
+def wait_until(
+    check: Callable[[], Any], timeout: float, what: str, system: System | None = None, every: float = 0.25
+) -> Any:
     """Poll `check` until it returns something truthy (returned); DrillError naming `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -251,29 +268,75 @@ def start_system(folder: Path, cfg: DrillConfig) -> System:
         s.spawn("broker", ["broker", "--port", str(kafka)])
         s.serving_url, s.control_url, s.world_url = (f"http://127.0.0.1:{p}" for p in (serving, control, api))
         wait_until(lambda: _connectable(kafka), 30, "the Kafka broker listening", s)
-        s.spawn("world", ["world", "run", "--kafka", f"127.0.0.1:{kafka}", "--teams", s.serving_url, "--users",
-                          str(cfg.users), "--speed", str(cfg.speed), "--forever",
-                          "--api-port", str(api), "--seed", str(cfg.seed)])  # fmt: skip
+        s.spawn(
+            "world",
+            [
+                "world",
+                "run",
+                "--kafka",
+                f"127.0.0.1:{kafka}",
+                "--teams",
+                s.serving_url,
+                "--users",
+                str(cfg.users),
+                "--speed",
+                str(cfg.speed),
+                "--forever",
+                "--api-port",
+                str(api),
+                "--seed",
+                str(cfg.seed),
+            ],
+        )
         state = s.state
         # Retrain every simulated half hour until the first champion serves; the drill then freezes the schedule.
-        s.spawn("operator", ["recommender", "operate", "--kafka", f"127.0.0.1:{kafka}", "--world-api", s.world_url,
-                             "--store", str(state / "store.duckdb"), "--artifacts", str(state / "models"),
-                             "--model", "popularity", "--replicas", str(cfg.replicas), "--port", str(serving),
-                             "--control-port", str(control), "--tick", "0.5"],
-                env={"MOVIELAB_REC_RETRAIN_EVERY_HOURS": "0.5", "MOVIELAB_REC_RETRAIN_MIN_EVENTS": "200"})  # fmt: skip
+        s.spawn(
+            "operator",
+            [
+                "recommender",
+                "operate",
+                "--kafka",
+                f"127.0.0.1:{kafka}",
+                "--world-api",
+                s.world_url,
+                "--store",
+                str(state / "store.duckdb"),
+                "--artifacts",
+                str(state / "models"),
+                "--model",
+                "popularity",
+                "--replicas",
+                str(cfg.replicas),
+                "--port",
+                str(serving),
+                "--control-port",
+                str(control),
+                "--tick",
+                "0.5",
+            ],
+            env={"MOVIELAB_REC_RETRAIN_EVERY_HOURS": "0.5", "MOVIELAB_REC_RETRAIN_MIN_EVENTS": "200"},
+        )
         s.tokens = state / "access.tokens"
         s.pages = Pages(folder / "pages.jsonl")
         pager = ServerThread(create_app(s.pages)).start()
         s.closers.append(pager.stop)
         s.am = AlertmanagerServer(local_config(pager.url, DRILL_TIMINGS)).start()
         s.closers.append(s.am.stop)
-        wait_until(lambda: httpx.get(f"{s.serving_url}/healthz", timeout=2).status_code == 200, 240,
-                   "the fleet serving a first champion through nginx", s, every=1.0)  # fmt: skip
+        wait_until(
+            lambda: httpx.get(f"{s.serving_url}/healthz", timeout=2).status_code == 200,
+            240,
+            "the fleet serving a first champion through nginx",
+            s,
+            every=1.0,
+        )
         replicas = [f"127.0.0.1:{r['port']}" for r in s.fleet()["replicas"]]
         rules = folder / "alerts-drill.yml"
         rules.write_text(drill_rules(RULES.read_text(), cfg.scale))
-        s.prom = PrometheusServer([ScrapeJob("recommender", replicas), ScrapeJob("operator", [f"127.0.0.1:{control}"])],
-                                  [rules], alertmanagers=[s.am.address]).start()  # fmt: skip
+        s.prom = PrometheusServer(
+            [ScrapeJob("recommender", replicas), ScrapeJob("operator", [f"127.0.0.1:{control}"])],
+            [rules],
+            alertmanagers=[s.am.address],
+        ).start()
         s.closers.append(s.prom.stop)
 
         def scraped() -> bool:
@@ -306,22 +369,41 @@ class Drill:
 
     def control(self, action: str, *extra: str) -> tuple[str, dict]:
         """Run `movielab recommender control <action>` as an engineer would; (the command line, its JSON answer)."""
-        args = ["recommender", "control", action, *extra, "--operator", self.s.control_url,
-                "--tokens", str(self.s.tokens)]  # fmt: skip
+        args = [
+            "recommender",
+            "control",
+            action,
+            *extra,
+            "--operator",
+            self.s.control_url,
+            "--tokens",
+            str(self.s.tokens),
+        ]
         shown = "movielab " + " ".join(args)
-        done = subprocess.run([sys.executable, "-m", "movielab", *args], capture_output=True, text=True, timeout=600,
-                              check=False)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "movielab", *args], capture_output=True, text=True, timeout=600, check=False
+        )
         if done.returncode != 0:
             raise DrillError(f"`{shown}` failed ({done.returncode}): {done.stdout[-500:]} {done.stderr[-500:]}")
         return shown, json.loads(done.stdout)
 
     def pages_for(self, alert: str, status: str, since: str) -> list[dict]:
         """Pages of `alert` with `status` received at or after `since` (ISO time)."""
-        return [p for p in self.s.pages.read() if p["alertname"] == alert and p["status"] == status
-                and p["received_at"] >= since]  # fmt: skip
+        return [
+            p
+            for p in self.s.pages.read()
+            if p["alertname"] == alert and p["status"] == status and p["received_at"] >= since
+        ]
 
-    def run_scenario(self, name: str, alert: str, breaks: Callable[[], str], raw: str,
-                     mitigation: tuple[str, ...], recovered: Callable[[], str | None]) -> dict[str, Any]:  # fmt: skip
+    def run_scenario(
+        self,
+        name: str,
+        alert: str,
+        breaks: Callable[[], str],
+        raw: str,
+        mitigation: tuple[str, ...],
+        recovered: Callable[[], str | None],
+    ) -> dict[str, Any]:
         """Break, see the `raw` signal (PromQL) in Prometheus, the alert fire and the page arrive, mitigate, see
         recovery and the resolved page. The signal is the baseline: how soon the metrics show the break at all."""
         log, prom, timeout = self.log, self.s.prom, self.cfg.step_timeout
@@ -338,29 +420,56 @@ class Drill:
         page = wait_until(lambda: self.pages_for(alert, "firing", since), timeout, f"a page for {alert}", self.s)[0]
         paged = _at(page) - t0
         am = [a["status"]["state"] for a in self.s.am.alerts() if a["labels"].get("alertname") == alert]
-        log.step(name, "page received", f"{page['kind']} via receiver {page['receiver']}: {page['summary']}",
-                 alert_state="firing", alertmanager=am, page=page, seconds=round(paged, 1))  # fmt: skip
+        log.step(
+            name,
+            "page received",
+            f"{page['kind']} via receiver {page['receiver']}: {page['summary']}",
+            alert_state="firing",
+            alertmanager=am,
+            page=page,
+            seconds=round(paged, 1),
+        )
         # A resolution counts only after the mitigation began: an alert that flaps before it proves nothing.
         fixing = datetime.now(UTC).isoformat(timespec="milliseconds")
         mitigated = time.time() - t0
-        log.step(name, "mitigation started", "running `movielab recommender control " + " ".join(mitigation) + " …`",
-                 alert_state=prom.alert_state(alert), seconds=round(mitigated, 1))  # fmt: skip
+        log.step(
+            name,
+            "mitigation started",
+            "running `movielab recommender control " + " ".join(mitigation) + " …`",
+            alert_state=prom.alert_state(alert),
+            seconds=round(mitigated, 1),
+        )
         shown, answer = self.control(*mitigation)
-        log.step(name, "mitigation done", f"ran `{shown}`", command=shown, answer=answer,
-                 seconds=round(time.time() - t0, 1))  # fmt: skip
+        log.step(
+            name, "mitigation done", f"ran `{shown}`", command=shown, answer=answer, seconds=round(time.time() - t0, 1)
+        )
         observed = wait_until(recovered, timeout, f"recovery after {name}", self.s)
-        log.step(name, "recovered", observed, alert_state=prom.alert_state(alert),
-                 seconds=round(time.time() - t0, 1))  # fmt: skip
-        resolved_page = wait_until(lambda: self.pages_for(alert, "resolved", fixing), timeout,
-                                   f"the resolved page for {alert}", self.s)[0]  # fmt: skip
+        log.step(name, "recovered", observed, alert_state=prom.alert_state(alert), seconds=round(time.time() - t0, 1))
+        resolved_page = wait_until(
+            lambda: self.pages_for(alert, "resolved", fixing), timeout, f"the resolved page for {alert}", self.s
+        )[0]
         recovered_at = time.time() - t0
         resolved = max(recovered_at, _at(resolved_page) - t0)  # recovered: the check passed and the page came
-        log.step(name, "resolved page", f"{resolved_page['kind']} resolved at {resolved_page['received_at']}: {alert}",
-                 alert_state=prom.alert_state(alert), page=resolved_page, seconds=round(resolved, 1))  # fmt: skip
-        result = {"scenario": name, "alert": alert, "signal_s": round(seen, 1), "fired_s": round(fired, 1),
-                  "paged_s": round(paged, 1), "command": shown, "mitigated_s": round(mitigated, 1),
-                  "resolved_s": round(resolved, 1),
-                  "time_to_detect_s": round(paged, 1), "time_to_recover_s": round(resolved - mitigated, 1)}  # fmt: skip
+        log.step(
+            name,
+            "resolved page",
+            f"{resolved_page['kind']} resolved at {resolved_page['received_at']}: {alert}",
+            alert_state=prom.alert_state(alert),
+            page=resolved_page,
+            seconds=round(resolved, 1),
+        )
+        result = {
+            "scenario": name,
+            "alert": alert,
+            "signal_s": round(seen, 1),
+            "fired_s": round(fired, 1),
+            "paged_s": round(paged, 1),
+            "command": shown,
+            "mitigated_s": round(mitigated, 1),
+            "resolved_s": round(resolved, 1),
+            "time_to_detect_s": round(paged, 1),
+            "time_to_recover_s": round(resolved - mitigated, 1),
+        }
         log.summary(result)
         return result
 
@@ -391,7 +500,7 @@ class Drill:
             return f"ingestion stalled (`{shown}` stands in for a stuck consumer)"
 
         def recovered() -> str | None:
-            lag = self.s.prom.value('sum(topic:consumer_lag:lines)')
+            lag = self.s.prom.value("sum(topic:consumer_lag:lines)")
             return f"consumer lag back to {lag:.0f} lines" if lag is not None and lag < 1000 else None
 
         raw = "sum(clamp_min(ingest_end_offset - ingest_committed_offset, 0)) > 1000"
@@ -409,11 +518,16 @@ class Drill:
 
         def breaks() -> str:
             for r in fleet["replicas"]:
-                resp = httpx.post(f"http://127.0.0.1:{r['admin_port']}/admin/load", headers=headers, timeout=120,
-                                  json={"folder": str(bad), "arm": "champion"})  # fmt: skip
+                resp = httpx.post(
+                    f"http://127.0.0.1:{r['admin_port']}/admin/load",
+                    headers=headers,
+                    timeout=120,
+                    json={"folder": str(bad), "arm": "champion"},
+                )
                 if resp.status_code != 200:
-                    raise DrillError(f"loading the garbage version on replica {r['port']}: {resp.status_code} "
-                                     f"{resp.text}")  # fmt: skip
+                    raise DrillError(
+                        f"loading the garbage version on replica {r['port']}: {resp.status_code} {resp.text}"
+                    )
             n = len(fleet["replicas"])
             return f"version {bad.name} (movie ids without their year) loaded by hand on {n} replicas"
 
@@ -426,8 +540,9 @@ class Drill:
             return None
 
         raw = 'sum(increase(stream_recommendation_requests_total{outcome=~"error_status|bad_answer"}[10s])) > 0'
-        return self.run_scenario("garbage", "RecommendationErrorsInStream", breaks, raw, ("pin", "--version", good),
-                                 recovered)  # fmt: skip
+        return self.run_scenario(
+            "garbage", "RecommendationErrorsInStream", breaks, raw, ("pin", "--version", good), recovered
+        )
 
     def _registered_champion(self) -> str:
         """The registry's champion version number, from the operator's /status."""
@@ -472,9 +587,13 @@ def run_drill(folder: Path, cfg: DrillConfig | None = None, scenarios: tuple[str
     try:
         drill = Drill(system, log, cfg)
         shown, answer = drill.control("freeze")  # no release during the drill: every change is the drill's
-        log.step("setup", "system up", f"serving {system.serving_url}, control {system.control_url}, Prometheus "
-                 f"{system.prom.url}, Alertmanager {system.am.url}, pages {system.pages.path}; ran `{shown}`",
-                 answer=answer)  # fmt: skip
+        log.step(
+            "setup",
+            "system up",
+            f"serving {system.serving_url}, control {system.control_url}, Prometheus "
+            f"{system.prom.url}, Alertmanager {system.am.url}, pages {system.pages.path}; ran `{shown}`",
+            answer=answer,
+        )
         runs = {"replica": drill.kill_replica, "ingest": drill.stall_ingest, "garbage": drill.serve_garbage}
         return [runs[name]() for name in scenarios]
     finally:

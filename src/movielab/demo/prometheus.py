@@ -57,8 +57,12 @@ def find_prometheus(name: str = DEFAULT_BINARY) -> Path | None:
     return Path(found) if found else None
 
 
-def config(jobs: Iterable[ScrapeJob], rule_files: Iterable[Path | str] = (), interval: str = "1s",
-           alertmanagers: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+def config(
+    jobs: Iterable[ScrapeJob],
+    rule_files: Iterable[Path | str] = (),
+    interval: str = "1s",
+    alertmanagers: Sequence[str] = (),
+) -> dict[str, Any]:
     """A Prometheus configuration: global scrape/evaluation `interval`, the rule files, one scrape config a job,
     and the Alertmanagers (host:port) that firing and resolved alerts are sent to, if any."""
     jobs = list(jobs)
@@ -71,9 +75,11 @@ def config(jobs: Iterable[ScrapeJob], rule_files: Iterable[Path | str] = (), int
     out = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "rule_files": [str(Path(f).resolve()) for f in rule_files],
-        "scrape_configs": [{"job_name": j.name, "metrics_path": j.metrics_path,
-                            "static_configs": [{"targets": list(j.targets)}]} for j in jobs],
-    }  # fmt: skip
+        "scrape_configs": [
+            {"job_name": j.name, "metrics_path": j.metrics_path, "static_configs": [{"targets": list(j.targets)}]}
+            for j in jobs
+        ],
+    }
     if alertmanagers:
         out["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]}
     return out
@@ -82,13 +88,24 @@ def config(jobs: Iterable[ScrapeJob], rule_files: Iterable[Path | str] = (), int
 class PrometheusServer:
     """A Prometheus process on 127.0.0.1:`port` with a temporary data directory; `stop()` ends it cleanly."""
 
-    def __init__(self, jobs: Iterable[ScrapeJob], rule_files: Iterable[Path | str] = (), *, interval: str = "1s",
-                 port: int | None = None, binary: Path | str | None = None, data_dir: Path | str | None = None,
-                 retention: str = "2h", alertmanagers: Sequence[str] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        jobs: Iterable[ScrapeJob],
+        rule_files: Iterable[Path | str] = (),
+        *,
+        interval: str = "1s",
+        port: int | None = None,
+        binary: Path | str | None = None,
+        data_dir: Path | str | None = None,
+        retention: str = "2h",
+        alertmanagers: Sequence[str] = (),
+    ) -> None:
         self.binary = Path(binary) if binary else find_prometheus()
         if self.binary is None:
-            raise PrometheusError(f"prometheus binary not found on PATH (or ${PROMETHEUS_ENV}); install the "
-                                  f"Debian package 'prometheus' or download it from prometheus.io")  # fmt: skip
+            raise PrometheusError(
+                f"prometheus binary not found on PATH (or ${PROMETHEUS_ENV}); install the "
+                f"Debian package 'prometheus' or download it from prometheus.io"
+            )
         self.config = config(jobs, rule_files, interval, alertmanagers)
         self.port = port or free_port()
         self.host = "127.0.0.1"

@@ -81,8 +81,10 @@ class LiveStudyConfig:
 
     def __post_init__(self) -> None:
         if min(self.history_days, self.pre_days, self.days) <= 0 or self.arrivals <= 0 or self.users < 10:
-            raise ValueError(f"live study: every phase needs a positive length, arrivals must be positive and "
-                             f"users at least 10, got {asdict(self)}")  # fmt: skip
+            raise ValueError(
+                f"live study: every phase needs a positive length, arrivals must be positive and "
+                f"users at least 10, got {asdict(self)}"
+            )
 
 
 @dataclass
@@ -118,8 +120,14 @@ def _utc(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC).replace(tzinfo=None)
 
 
-def run_live_study(config: LiveStudyConfig, out: Path | str, *, universe: Universe | None = None,
-                   extra_sink: EventSink | None = None, catch_up_timeout: float = 120.0) -> LiveStudy:  # fmt: skip
+def run_live_study(
+    config: LiveStudyConfig,
+    out: Path | str,
+    *,
+    universe: Universe | None = None,
+    extra_sink: EventSink | None = None,
+    catch_up_timeout: float = 120.0,
+) -> LiveStudy:
     """Run the three phases, analyse both experiments from the store and write the report into `out`.
 
     `extra_sink` also gets every line (tests read the stream back from it). Raises RuntimeError when the
@@ -127,8 +135,15 @@ def run_live_study(config: LiveStudyConfig, out: Path | str, *, universe: Univer
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    wc = WorldConfig(users=config.users, movies=config.movies, seed=config.seed, days=None,
-                     arrivals_per_day=config.arrivals, edition="2026", allow_download=universe is None)  # fmt: skip
+    wc = WorldConfig(
+        users=config.users,
+        movies=config.movies,
+        seed=config.seed,
+        days=None,
+        arrivals_per_day=config.arrivals,
+        edition="2026",
+        allow_download=universe is None,
+    )
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     universe = universe or build_universe(wc)
@@ -140,11 +155,13 @@ def run_live_study(config: LiveStudyConfig, out: Path | str, *, universe: Univer
         sinks = (kafka, counter) if extra_sink is None else (kafka, counter, extra_sink)
         world, _ = build_world(wc, universe=universe, service=NoService(), sink=TeeSink(*sinks))
         rate, world.arrivals_per_day = world.arrivals_per_day, 0.0
-        app = world_api(world.pop, universe.catalog, rate_limit=None, edition=world.edition, taste=universe.taste,
-                        seed=config.seed)  # fmt: skip
+        app = world_api(
+            world.pop, universe.catalog, rate_limit=None, edition=world.edition, taste=universe.taste, seed=config.seed
+        )
         with ServerThread(app) as api, EventStore(out / "store.duckdb") as store, WorldApi(api.url) as wapi:
-            ingestor = Ingestor(broker.bootstrap, [TOPIC], store, wapi, group_id="study", batch_timeout=0.05,
-                                coldstart=True)  # fmt: skip
+            ingestor = Ingestor(
+                broker.bootstrap, [TOPIC], store, wapi, group_id="study", batch_timeout=0.05, coldstart=True
+            )
             thread = threading.Thread(target=ingestor.run, args=(stop,), name="study-ingest", daemon=True)
             thread.start()
             client = None
@@ -163,8 +180,14 @@ def run_live_study(config: LiveStudyConfig, out: Path | str, *, universe: Univer
                 data = TrainingData.from_snapshot(store, snap)
                 artifacts = out / "models"
                 plain = pipeline.train(store, config.base, artifacts, snapshot=snap, data=data)
-                costaware = pipeline.train(store, "costaware", artifacts, snapshot=snap, data=data,
-                                           params={"base": config.base, "trade_off": config.trade_off})  # fmt: skip
+                costaware = pipeline.train(
+                    store,
+                    "costaware",
+                    artifacts,
+                    snapshot=snap,
+                    data=data,
+                    params={"base": config.base, "trade_off": config.trade_off},
+                )
                 control, treatment = answer_table(plain, store), answer_table(costaware, store)
                 seconds["train"] = time.perf_counter() - t
                 # 2. pre-period: the base model for everyone (both arms serve the same table)
@@ -173,10 +196,17 @@ def run_live_study(config: LiveStudyConfig, out: Path | str, *, universe: Univer
                 start = pre_start + config.pre_days * DAY
                 end = start + config.days * DAY
                 a = coldstart_design("coldstart-selfdesc-2026", _utc(start), _utc(end), share=config.share)
-                b = costaware_design(f"costaware-{config.base}-{config.trade_off:g}", _utc(start), _utc(end),
-                                     config.trade_off, config.base, config.max_conversion_drop,
-                                     config.max_rating_drop, share=config.share,
-                                     pre_period=timedelta(days=config.pre_days))  # fmt: skip
+                b = costaware_design(
+                    f"costaware-{config.base}-{config.trade_off:g}",
+                    _utc(start),
+                    _utc(end),
+                    config.trade_off,
+                    config.base,
+                    config.max_conversion_drop,
+                    config.max_rating_drop,
+                    share=config.share,
+                    pre_period=timedelta(days=config.pre_days),
+                )
                 service = StudyService(control, control, costaware=b, coldstart=a)
                 server = ServerThread(service.app).start()
                 index = {s: i for i, s in enumerate(universe.catalog.slug)}
@@ -205,21 +235,28 @@ def run_live_study(config: LiveStudyConfig, out: Path | str, *, universe: Univer
             t = time.perf_counter()
             results = [analyze(store, a), analyze(store, b)]
             seconds["analysis"] = time.perf_counter() - t
-            phases = {"history": f"{_utc(pre_start - config.history_days * DAY).isoformat()} .. "
-                                 f"{history_end.isoformat()}",
-                      "pre-period": f"{_utc(pre_start).isoformat()} .. {a.start.isoformat()}",
-                      "experiment": f"{a.start.isoformat()} .. {a.end.isoformat()}"}  # fmt: skip
+            phases = {
+                "history": f"{_utc(pre_start - config.history_days * DAY).isoformat()} .. {history_end.isoformat()}",
+                "pre-period": f"{_utc(pre_start).isoformat()} .. {a.start.isoformat()}",
+                "experiment": f"{a.start.isoformat()} .. {a.end.isoformat()}",
+            }
             stored = ingestor.events_stored
             quarantined = sum(ingestor.quarantined.values())
-    notes = [f"2026-edition world: {config.users:,} users, {config.movies:,} movies, seed {config.seed}; phases "
-             f"(stream time): " + "; ".join(f"{k} {v}" for k, v in phases.items()),
-             (f"stream: {counter.lines:,} lines produced to Kafka, {stored:,} stored by the recommender's ingestor, "
-             f"{quarantined:,} quarantined; {counter.accounts:,} new accounts"),
-             (f"served over HTTP: base {plain.provenance.model_name}/{plain.provenance.model_version} (plain) and "
-             f"costaware/{costaware.provenance.model_version} (trade-off {config.trade_off:g}) trained on snapshot "
-             f"{snap.id}; cold-start lists pushed: {service.served['selfdesc']:,} self-description, "
-             f"{service.served['demographic']:,} demographic fallback"),
-             "wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())]  # fmt: skip
+    notes = [
+        f"2026-edition world: {config.users:,} users, {config.movies:,} movies, seed {config.seed}; phases "
+        f"(stream time): " + "; ".join(f"{k} {v}" for k, v in phases.items()),
+        (
+            f"stream: {counter.lines:,} lines produced to Kafka, {stored:,} stored by the recommender's ingestor, "
+            f"{quarantined:,} quarantined; {counter.accounts:,} new accounts"
+        ),
+        (
+            f"served over HTTP: base {plain.provenance.model_name}/{plain.provenance.model_version} (plain) and "
+            f"costaware/{costaware.provenance.model_version} (trade-off {config.trade_off:g}) trained on snapshot "
+            f"{snap.id}; cold-start lists pushed: {service.served['selfdesc']:,} self-description, "
+            f"{service.served['demographic']:,} demographic fallback"
+        ),
+        "wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()),
+    ]
     report = write_report(results, out, notes=notes)
     return LiveStudy(results, report, counter.lines, stored, quarantined, dict(service.served), phases, seconds)
 
@@ -236,8 +273,9 @@ def _catch_up(ingestor: Ingestor, produced: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while ingestor.events_stored + sum(ingestor.quarantined.values()) + ingestor.replayed < produced:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the recommender ingested {ingestor.events_stored:,} of {produced:,} lines in "
-                               f"{timeout:g} s")  # fmt: skip
+            raise RuntimeError(
+                f"the recommender ingested {ingestor.events_stored:,} of {produced:,} lines in {timeout:g} s"
+            )
         time.sleep(0.005)
 
 
@@ -245,8 +283,15 @@ class _ColdStartPump:
     """After a simulated minute with new accounts: wait for the ingest and the cold-start worker, then serve the
     new users their lists by A's arm."""
 
-    def __init__(self, ingestor: Ingestor, counter: _Counter, service: StudyService, store: EventStore,
-                 kafka: KafkaSink, timeout: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        counter: _Counter,
+        service: StudyService,
+        store: EventStore,
+        kafka: KafkaSink,
+        timeout: float,
+    ) -> None:
         self.ingestor, self.counter, self.service, self.store = ingestor, counter, service, store
         self.kafka, self.timeout = kafka, timeout
         self.seen = counter.accounts
@@ -262,8 +307,10 @@ class _ColdStartPump:
         # Every account line of the run is a new account of the experiment (none arrive before it).
         while worker is None or worker.built < self.counter.accounts:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the cold-start worker built {0 if worker is None else worker.built:,} lists of "
-                                   f"{self.counter.accounts:,} new accounts in {self.timeout:g} s")  # fmt: skip
+                raise RuntimeError(
+                    f"the cold-start worker built {0 if worker is None else worker.built:,} lists of "
+                    f"{self.counter.accounts:,} new accounts in {self.timeout:g} s"
+                )
             time.sleep(0.005)
             worker = self.ingestor.coldstart
         lists = worker.take()

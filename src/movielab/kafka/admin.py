@@ -24,8 +24,9 @@ def topic_name(team: int) -> str:
     return f"movielog{team}"
 
 
-def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 3, replication: int = -1,
-                  timeout: float = 15.0) -> None:  # fmt: skip
+def ensure_topics(
+    bootstrap: str, names: Iterable[str], partitions: int = 3, replication: int = -1, timeout: float = 15.0
+) -> None:
     """Create the topics that do not exist yet (existing ones are left as they are); raise KafkaSetupError."""
     names = list(dict.fromkeys(names))
     if partitions < 1:
@@ -40,16 +41,18 @@ def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 3, rep
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
-        raise KafkaSetupError(f"{_topics(names)} on {bootstrap} could not be created: "
-                              f"the cluster did not answer ({_reason(exc)})") from exc  # fmt: skip
+        raise KafkaSetupError(
+            f"{_topics(names)} on {bootstrap} could not be created: the cluster did not answer ({_reason(exc)})"
+        ) from exc
     # Create only what is missing: fewer round trips, and no TOPIC_ALREADY_EXISTS to sort out.
     missing = [n for n in names if n not in existing]
     if not missing:
         logger.debug("topics %s already exist on %s", names, bootstrap)
         return
     # replication -1 lets the cluster apply its default (Kafka >= 2.4; the embedded broker accepts it too).
-    futures = admin.create_topics([NewTopic(n, partitions, replication) for n in missing],
-                                  operation_timeout=timeout, request_timeout=timeout)  # fmt: skip
+    futures = admin.create_topics(
+        [NewTopic(n, partitions, replication) for n in missing], operation_timeout=timeout, request_timeout=timeout
+    )
     for name, future in futures.items():
         try:
             future.result(timeout=timeout + 5.0)  # let the cluster's own time-out speak first
@@ -60,8 +63,10 @@ def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 3, rep
                 continue
             raise KafkaSetupError(f"{_topics([name])} on {bootstrap} could not be created: {_reason(exc)}") from exc
         except TimeoutError as exc:  # concurrent.futures.TimeoutError is TimeoutError since 3.11
-            raise KafkaSetupError(f"{_topics([name])} on {bootstrap} could not be created: "
-                                  f"no answer from the cluster within {timeout + 5.0} s") from exc  # fmt: skip
+            raise KafkaSetupError(
+                f"{_topics([name])} on {bootstrap} could not be created: "
+                f"no answer from the cluster within {timeout + 5.0} s"
+            ) from exc
         logger.info("created topic %s (%d partitions) on %s", name, partitions, bootstrap)
 
 

@@ -57,9 +57,15 @@ class EmbeddedBroker:
     Topics cannot be deleted unless `allow_topic_deletion` (clients get TOPIC_DELETION_DISABLED).
     """
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", start_timeout: float = 15.0,
-                 stop_timeout: float = 3.0, binary: Path | str | None = None,
-                 allow_topic_deletion: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        start_timeout: float = 15.0,
+        stop_timeout: float = 3.0,
+        binary: Path | str | None = None,
+        allow_topic_deletion: bool = False,
+    ) -> None:
         self.host = host
         self.allow_topic_deletion = allow_topic_deletion
         self.start_timeout = start_timeout
@@ -132,9 +138,15 @@ class EmbeddedBroker:
         self._log_path = Path(name)
         # Own session: a Ctrl-C reaches only us, and we stop the broker in order.
         try:
-            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
-                                          env={**os.environ, "NO_COLOR": "1"}, start_new_session=True,
-                                          preexec_fn=_die_with_parent_hook())  # fmt: skip  # noqa: PLW1509 (prctl only, no locks)
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                env={**os.environ, "NO_COLOR": "1"},
+                start_new_session=True,
+                preexec_fn=_die_with_parent_hook(),
+            )  # noqa: PLW1509 (prctl only, no locks)
         except OSError as exc:
             self._remove_log()
             raise BrokerError(f"cannot run the Kafka broker {cmd[0]}: {exc}") from exc
@@ -170,8 +182,9 @@ class EmbeddedBroker:
             time.sleep(0.05)
             if self._proc.poll() is None:
                 return
-        raise BrokerError(f"Kafka broker on {bootstrap} did not answer metadata within "
-                          f"{self.start_timeout} s (last: {last})")  # fmt: skip
+        raise BrokerError(
+            f"Kafka broker on {bootstrap} did not answer metadata within {self.start_timeout} s (last: {last})"
+        )
 
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None
@@ -181,8 +194,9 @@ class EmbeddedBroker:
             try:
                 proc.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
-                logger.warning("Kafka broker (pid %d) ignored SIGTERM for %s s; killing it",
-                               proc.pid, self.stop_timeout)  # fmt: skip
+                logger.warning(
+                    "Kafka broker (pid %d) ignored SIGTERM for %s s; killing it", proc.pid, self.stop_timeout
+                )
                 proc.kill()
                 proc.wait()
         elif proc is not None:
@@ -221,8 +235,9 @@ def run_broker(port: int | None = None, on_ready: Callable[[str], None] | None =
                 on_ready(broker.bootstrap)
             while not stopping.wait(0.5):
                 if not broker.running:
-                    raise BrokerError(f"Kafka broker on {broker.bootstrap} exited unexpectedly; "
-                                      f"tail:\n{broker._log_tail()}")  # fmt: skip
+                    raise BrokerError(
+                        f"Kafka broker on {broker.bootstrap} exited unexpectedly; tail:\n{broker._log_tail()}"
+                    )
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -16,8 +16,12 @@ logger = logging.getLogger(__name__)
 Record = tuple[bytes | None, bytes, int, int]
 
 # Errors after which waiting longer cannot help.
-_GIVE_UP = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED,
-            KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError._INVALID_ARG}  # fmt: skip
+_GIVE_UP = {
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError._INVALID_ARG,
+}
 
 
 class ConsumeError(MovielabKafkaError, RuntimeError):
@@ -26,23 +30,37 @@ class ConsumeError(MovielabKafkaError, RuntimeError):
 
 def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str, Any]:
     """Consumer settings: manual commits, start at the earliest offset, 6 s session."""
-    return {"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            # A consumer that dies without leaving holds its partitions for this long (45 s by default).
-            "session.timeout.ms": 6000,
-            # librdkafka pauses a partition's fetching for this long once its local queue is full;
-            # the 1000 ms default caps reading at ~140k msg/s, 50 ms reads ~1M msg/s.
-            "fetch.queue.backoff.ms": 50,
-            **overrides}  # fmt: skip
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        # A consumer that dies without leaving holds its partitions for this long (45 s by default).
+        "session.timeout.ms": 6000,
+        # librdkafka pauses a partition's fetching for this long once its local queue is full;
+        # the 1000 ms default caps reading at ~140k msg/s, 50 ms reads ~1M msg/s.
+        "fetch.queue.backoff.ms": 50,
+        **overrides,
+    }
 
 
-def read_topic(bootstrap: str, topic: str, group_id: str, max_messages: int | None = None,
-               idle_timeout: float = 2.0, from_beginning: bool = True, timeout: float = 60.0,
-               **config: Any) -> list[Record]:  # fmt: skip
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    group_id: str,
+    max_messages: int | None = None,
+    idle_timeout: float = 2.0,
+    from_beginning: bool = True,
+    timeout: float = 60.0,
+    **config: Any,
+) -> list[Record]:
     """Read a topic through consumer group `group_id` until `max_messages`, `idle_timeout` s of quiet
     after the first message, or `timeout` s overall; commits nothing."""
-    settings = consumer_config(bootstrap, group_id, **{"auto.offset.reset": "earliest" if from_beginning
-                                                        else "latest", **config, "logger": logger})  # fmt: skip
+    settings = consumer_config(
+        bootstrap,
+        group_id,
+        **{"auto.offset.reset": "earliest" if from_beginning else "latest", **config, "logger": logger},
+    )
     consumer = Consumer(settings)
 
     def rewind(c: Consumer, partitions: list[TopicPartition]) -> None:

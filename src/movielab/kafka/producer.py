@@ -76,8 +76,14 @@ class KafkaSink:
         self._on_delivered = on_delivered
         if on_delivered is not None:
             config = {**config, "delivery.report.only.error": False}
-        settings = {**PRODUCER_DEFAULTS, **config, "bootstrap.servers": bootstrap, "logger": logger,
-                    "error_cb": self._on_error, "on_delivery": self._on_delivery}  # fmt: skip
+        settings = {
+            **PRODUCER_DEFAULTS,
+            **config,
+            "bootstrap.servers": bootstrap,
+            "logger": logger,
+            "error_cb": self._on_error,
+            "on_delivery": self._on_delivery,
+        }
         self._producer = Producer(settings)
 
     @property
@@ -106,7 +112,7 @@ class KafkaSink:
             raise ValueError(f"KafkaSink.write got {len(keys)} keys for {len(lines)} lines")
         produce = self._producer.produce
         topic = self.topic
-        for key, line in zip(keys, lines):
+        for key, line in zip(keys, lines, strict=False):
             try:
                 produce(topic, line, str(key))
             except BufferError:
@@ -126,8 +132,9 @@ class KafkaSink:
         failed = self._failed
         if undelivered:
             # Give up on what is left: purging turns each into a failed delivery report, so none is silent.
-            logger.warning("KafkaSink %s: %d line(s) undelivered after %s s; purging", self.topic, undelivered,
-                           self.flush_timeout)  # fmt: skip
+            logger.warning(
+                "KafkaSink %s: %d line(s) undelivered after %s s; purging", self.topic, undelivered, self.flush_timeout
+            )
             self._producer.purge()
             self._producer.flush(1.0)
         if hasattr(self._producer, "close"):  # newer confluent-kafka only; older ones clean up on GC

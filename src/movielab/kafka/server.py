@@ -183,8 +183,14 @@ def _resolve(fut: asyncio.Future | None, value: object) -> None:
 class Broker:
     """The broker's state and request handlers; `serve()` runs it on an asyncio loop."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9092, advertised_host: str | None = None,
-                 default_partitions: int = 1, allow_topic_deletion: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9092,
+        advertised_host: str | None = None,
+        default_partitions: int = 1,
+        allow_topic_deletion: bool = False,
+    ) -> None:
         self.host = host
         self.allow_topic_deletion = allow_topic_deletion
         self.port = port
@@ -217,8 +223,7 @@ class Broker:
 
     async def serve(self, ready: Callable[[int], None] | None = None, stop: asyncio.Event | None = None) -> None:
         """Listen on host:port until `stop` is set; `ready(port)` is called once listening."""
-        server = await asyncio.start_server(self._connection, self.host, self.port, reuse_address=True,
-                                            limit=1 << 20)  # fmt: skip
+        server = await asyncio.start_server(self._connection, self.host, self.port, reuse_address=True, limit=1 << 20)
         self.port = server.sockets[0].getsockname()[1]
         reaper = asyncio.create_task(self._expire_members())
         try:
@@ -308,8 +313,10 @@ class Broker:
         w = Writer()
         if v >= 3:
             w.int32(0)
-        w.array([NODE_ID], lambda n: (w.int32(n).string(self.advertised_host).int32(self.port),
-                                      w.string(None) if v >= 1 else None))  # fmt: skip
+        w.array(
+            [NODE_ID],
+            lambda n: (w.int32(n).string(self.advertised_host).int32(self.port), w.string(None) if v >= 1 else None),
+        )
         if v >= 2:
             w.string(CLUSTER_ID)
         if v >= 1:
@@ -369,8 +376,13 @@ class Broker:
             elif partitions < 1:
                 results.append((name, INVALID_PARTITIONS, f"topic {name!r}: {partitions} partitions, need >= 1"))
             elif replication not in (-1, 1):
-                results.append((name, INVALID_REPLICATION_FACTOR,
-                                f"topic {name!r}: replication factor {replication}, but there is one broker"))  # fmt: skip
+                results.append(
+                    (
+                        name,
+                        INVALID_REPLICATION_FACTOR,
+                        f"topic {name!r}: replication factor {replication}, but there is one broker",
+                    )
+                )
             else:
                 if not validate_only:
                     self._create(name, partitions)
@@ -405,8 +417,9 @@ class Broker:
         r.int32()
         w = Writer().int32(0)
         if transactional_id is not None:
-            logger.warning("client %r asked for transactional id %r: transactions are not served",
-                           client, transactional_id)  # fmt: skip
+            logger.warning(
+                "client %r asked for transactional id %r: transactions are not served", client, transactional_id
+            )
             return w.int16(TRANSACTIONAL_ID_AUTHORIZATION_FAILED).int64(-1).int16(-1)
         return w.int16(NONE).int64(next(self._producer_ids)).int16(0)
 
@@ -437,8 +450,10 @@ class Broker:
                         base = log.append(records)
                         wrote = True
                     except InvalidRecords as exc:
-                        error, message = (UNSUPPORTED_FOR_MESSAGE_FORMAT if "magic" in str(exc) else CORRUPT_MESSAGE,
-                                          f"{topic}-{index}: {exc}")  # fmt: skip
+                        error, message = (
+                            UNSUPPORTED_FOR_MESSAGE_FORMAT if "magic" in str(exc) else CORRUPT_MESSAGE,
+                            f"{topic}-{index}: {exc}",
+                        )
                 if message is not None:
                     logger.warning("produce from %r refused: %s", client, message)
                 rows.append((index, error, base, message))
@@ -520,8 +535,9 @@ class Broker:
         w.array(results, lambda t: (w.string(t[0]), w.array(t[1], partition)))
         return w
 
-    def _gather(self, wanted: list[tuple[str, list[tuple[int, int, int]]]],
-                max_bytes: int) -> tuple[int, list[tuple[str, list[tuple[int, int, int, bytes]]]]]:  # fmt: skip
+    def _gather(
+        self, wanted: list[tuple[str, list[tuple[int, int, int]]]], max_bytes: int
+    ) -> tuple[int, list[tuple[str, list[tuple[int, int, int, bytes]]]]]:
         total, results = 0, []
         for topic, partitions in wanted:
             rows = []
@@ -679,10 +695,15 @@ class Broker:
             member_id = f"{client or 'member'}-{uuid.uuid4()}"
         member = group.members.get(member_id)
         if member is None:
-            member = group.members[member_id] = Member(member_id, client, session_ms, rebalance_ms,
-                                                       protocol_type, protocols, instance_id)  # fmt: skip
+            member = group.members[member_id] = Member(
+                member_id, client, session_ms, rebalance_ms, protocol_type, protocols, instance_id
+            )
         else:
-            member.protocols, member.session_timeout_ms, member.rebalance_timeout_ms = protocols, session_ms, rebalance_ms
+            member.protocols, member.session_timeout_ms, member.rebalance_timeout_ms = (
+                protocols,
+                session_ms,
+                rebalance_ms,
+            )
         group.protocol_type = protocol_type
         member.last_seen = time.monotonic()
         member.join = asyncio.get_running_loop().create_future()
@@ -790,10 +811,15 @@ class Broker:
             await asyncio.sleep(0.25)
             now = time.monotonic()
             for group in list(self.groups.values()):
-                expired = [m for m in group.members.values()
-                           if (m.join is None or m.join.done()) and now - m.last_seen > m.session_timeout_ms / 1000]  # fmt: skip
+                expired = [
+                    m
+                    for m in group.members.values()
+                    if (m.join is None or m.join.done()) and now - m.last_seen > m.session_timeout_ms / 1000
+                ]
                 for m in expired:
-                    logger.info("member %s of group %s missed its session time-out; removed", m.member_id, group.group_id)
+                    logger.info(
+                        "member %s of group %s missed its session time-out; removed", m.member_id, group.group_id
+                    )
                     del group.members[m.member_id]
                     _resolve(m.sync, (UNKNOWN_MEMBER_ID, b""))
                 if expired:
@@ -875,8 +901,10 @@ class Broker:
         if v >= 1:
             w.int32(0)
         w.int16(NONE)
-        return w.array(sorted(self.groups.values(), key=lambda g: g.group_id),
-                       lambda g: w.string(g.group_id).string(g.protocol_type or "consumer"))  # fmt: skip
+        return w.array(
+            sorted(self.groups.values(), key=lambda g: g.group_id),
+            lambda g: w.string(g.group_id).string(g.protocol_type or "consumer"),
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -886,8 +914,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9092, help="TCP port (0: any free one)")
     parser.add_argument("--advertised-host", default=None, help="host clients are told to connect to")
     parser.add_argument("--default-partitions", type=int, default=1, help="partitions of auto-created topics")
-    parser.add_argument("--allow-topic-deletion", action="store_true",
-                        help="serve DeleteTopics (off by default: any client could wipe a team's stream)")  # fmt: skip
+    parser.add_argument(
+        "--allow-topic-deletion",
+        action="store_true",
+        help="serve DeleteTopics (off by default: any client could wipe a team's stream)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     broker = Broker(args.host, args.port, args.advertised_host, args.default_partitions, args.allow_topic_deletion)

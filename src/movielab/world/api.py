@@ -112,8 +112,15 @@ def parse_movie_id(raw: str) -> str:
 class Lookup:
     """Answers id requests as JSON bytes from a live population and a catalog."""
 
-    def __init__(self, population: Population, catalog: Catalog, movie_cache_size: int = 20_000, *,
-                 edition: Edition = CURRENT, descriptions: SelfDescriptions | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        population: Population,
+        catalog: Catalog,
+        movie_cache_size: int = 20_000,
+        *,
+        edition: Edition = CURRENT,
+        descriptions: SelfDescriptions | None = None,
+    ) -> None:
         self.population = population  # held, not copied: accounts created while the world runs are served
         self.catalog = catalog
         self.edition = edition
@@ -173,11 +180,17 @@ class User(BaseModel):
     age: int = Field(examples=[27])
     occupation: str = Field(examples=["self-employed"])
     gender: str = Field(examples=["F"])
-    likes: str | None = Field(None, examples=["Big fan of Comedy. Favorites: Toy Story (1995)"],
-                              description="2026 edition: free-text answer to 'what movies do you like' "
-                                          "(empty when not answered; generated from the hidden taste)")
-    dislikes: str | None = Field(None, examples=["Not into Horror."],
-                                 description="2026 edition: free-text answer to 'what movies do you not like'")
+    likes: str | None = Field(
+        None,
+        examples=["Big fan of Comedy. Favorites: Toy Story (1995)"],
+        description="2026 edition: free-text answer to 'what movies do you like' "
+        "(empty when not answered; generated from the hidden taste)",
+    )
+    dislikes: str | None = Field(
+        None,
+        examples=["Not into Horror."],
+        description="2026 edition: free-text answer to 'what movies do you not like'",
+    )
 
 
 class Genre(BaseModel):
@@ -245,8 +258,9 @@ class Movie(BaseModel):
     tagline: str
     vote_average: str = Field(examples=["7.7"])
     vote_count: str = Field(examples=["452"])
-    license_cost: float | None = Field(None, examples=[0.1834],
-                                       description="2026 edition: USD paid per play (simulated)")
+    license_cost: float | None = Field(
+        None, examples=[0.1834], description="2026 edition: USD paid per play (simulated)"
+    )
     simulated: list[str] = Field(description="the fields of this record that are simulated, not from MovieLens")
 
 
@@ -255,8 +269,11 @@ class Error(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     error: str
-    id: str | None = Field(None, description="the malformed or first unknown id (with too many ids: the first one"
-                                              " past the limit), shortened to 100 characters; null if none")
+    id: str | None = Field(
+        None,
+        description="the malformed or first unknown id (with too many ids: the first one"
+        " past the limit), shortened to 100 characters; null if none",
+    )
     ids: list[str] | None = Field(None, description="404 only: every unknown id of the request, once each")
 
 
@@ -321,9 +338,12 @@ async def _internal(request: Request, exc: Exception) -> Response:
 _ID_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Error, "description": "a malformed id, an empty id, or more than 200 ids"},
     404: {"model": Error, "description": "unknown ids; `ids` lists every one of them"},
-    429: {"model": Error, "description": "rate limit exceeded; wait `Retry-After` seconds",
-          "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}},
-}  # fmt: skip
+    429: {
+        "model": Error,
+        "description": "rate limit exceeded; wait `Retry-After` seconds",
+        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+    },
+}
 
 
 def ids_pattern(kind: str) -> str:
@@ -341,12 +361,24 @@ def ids_pattern(kind: str) -> str:
 
 def _ids_parameter(kind: str) -> dict[str, Any]:
     example = "21303" if kind == "user" else "toy+story+1995"
-    schema: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": MAX_IDS_LENGTH,
-                              "pattern": ids_pattern(kind)}  # fmt: skip
-    return {"parameters": [{
-        "name": "ids", "in": "path", "required": True, "schema": schema, "example": example,
-        "description": f"a {kind} id, or up to {MAX_IDS} {kind} ids joined by commas",
-    }]}  # fmt: skip
+    schema: dict[str, Any] = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_IDS_LENGTH,
+        "pattern": ids_pattern(kind),
+    }
+    return {
+        "parameters": [
+            {
+                "name": "ids",
+                "in": "path",
+                "required": True,
+                "schema": schema,
+                "example": example,
+                "description": f"a {kind} id, or up to {MAX_IDS} {kind} ids joined by commas",
+            }
+        ]
+    }
 
 
 _DESCRIPTION = """The world's user and movie API (movielab). Ids: user ids are positive integers, movie ids are
@@ -398,15 +430,34 @@ def create_app(
     # One route per method, so each documented operation has its own id (HEAD: same answer, no body).
     for method in _READ:
         verb = method.lower()
-        app.add_api_route("/user/{ids}", get_users, methods=[method], operation_id=f"{verb}_users", response_model=None,
-                          summary="One user, or up to 200 users", openapi_extra=_ids_parameter("user"),
-                          responses={200: {"model": User | list[User]}, **_ID_ERRORS})  # fmt: skip
-        app.add_api_route("/movie/{ids}", get_movies, methods=[method], operation_id=f"{verb}_movies",
-                          response_model=None, summary="One movie, or up to 200 movies",
-                          openapi_extra=_ids_parameter("movie"),
-                          responses={200: {"model": Movie | list[Movie]}, **_ID_ERRORS})  # fmt: skip
-        app.add_api_route("/healthz", healthz, methods=[method], operation_id=f"{verb}_healthz", response_model=Health,
-                          summary="Liveness")  # fmt: skip
+        app.add_api_route(
+            "/user/{ids}",
+            get_users,
+            methods=[method],
+            operation_id=f"{verb}_users",
+            response_model=None,
+            summary="One user, or up to 200 users",
+            openapi_extra=_ids_parameter("user"),
+            responses={200: {"model": User | list[User]}, **_ID_ERRORS},
+        )
+        app.add_api_route(
+            "/movie/{ids}",
+            get_movies,
+            methods=[method],
+            operation_id=f"{verb}_movies",
+            response_model=None,
+            summary="One movie, or up to 200 movies",
+            openapi_extra=_ids_parameter("movie"),
+            responses={200: {"model": Movie | list[Movie]}, **_ID_ERRORS},
+        )
+        app.add_api_route(
+            "/healthz",
+            healthz,
+            methods=[method],
+            operation_id=f"{verb}_healthz",
+            response_model=Health,
+            summary="Liveness",
+        )
 
     if metrics is not None:
 
@@ -426,11 +477,13 @@ def create_app(
 
 # --- the server -------------------------------------------------------------------------------------
 #: Body of the 400 the HTTP server itself sends for a request it cannot parse (before any route sees it).
-UNPARSABLE_REQUEST = json.dumps({
-    "error": "invalid HTTP request: it could not be parsed (a request line of 64 KiB or more, a malformed request"
-             " line or header, or not HTTP/1.x); the API serves GET /user/<ids>, /movie/<ids> and /healthz",
-    "id": None,
-}).encode()  # fmt: skip
+UNPARSABLE_REQUEST = json.dumps(
+    {
+        "error": "invalid HTTP request: it could not be parsed (a request line of 64 KiB or more, a malformed request"
+        " line or header, or not HTTP/1.x); the API serves GET /user/<ids>, /movie/<ids> and /healthz",
+        "id": None,
+    }
+).encode()
 
 
 def _json_400_head(date_and_server: list[tuple[bytes, bytes]]) -> bytes:

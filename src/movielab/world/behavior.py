@@ -88,8 +88,16 @@ class Discovery:
     temperature: float
 
     @classmethod
-    def build(cls, item_factors: np.ndarray, genres: np.ndarray, weights: np.ndarray, n_clusters: int,
-              taste_share: float, temperature: float, seed: int = 0) -> Discovery:  # fmt: skip
+    def build(
+        cls,
+        item_factors: np.ndarray,
+        genres: np.ndarray,
+        weights: np.ndarray,
+        n_clusters: int,
+        taste_share: float,
+        temperature: float,
+        seed: int = 0,
+    ) -> Discovery:
         """Cluster the catalog (Lloyd's k-means, 15 rounds) and precompute the sampling tables."""
         q = np.asarray(item_factors, np.float32)
         w = np.asarray(weights, np.float64)
@@ -112,8 +120,9 @@ class Discovery:
         cs = np.cumsum(wo)
         before = np.concatenate([[0.0], cs])[np.searchsorted(lab, np.arange(k))]  # weight before each cluster
         cluster_cdf = lab + (cs - before[lab]) / tot[lab]
-        centroids = np.stack([q[order][lab == c].mean(0) if (lab == c).any() else np.zeros(q.shape[1], np.float32)
-                              for c in range(k)]).astype(np.float32)  # fmt: skip
+        centroids = np.stack(
+            [q[order][lab == c].mean(0) if (lab == c).any() else np.zeros(q.shape[1], np.float32) for c in range(k)]
+        ).astype(np.float32)
         log_weight = np.where(tot > 0, np.log(np.maximum(tot, 1e-300) / tot.sum()), -np.inf).astype(np.float32)
         gcdf = np.cumsum(w) / w.sum()
         return cls(centroids, log_weight, order, cluster_cdf, gcdf, float(taste_share), float(temperature))
@@ -146,9 +155,12 @@ def rec_rank_bonus(n_slots: int, bonus: float) -> np.ndarray:
 
 
 def choose(
-    true_scores: np.ndarray, is_rec_bonus: np.ndarray, valid: np.ndarray, params: BehaviorParams,
+    true_scores: np.ndarray,
+    is_rec_bonus: np.ndarray,
+    valid: np.ndarray,
+    params: BehaviorParams,
     rng: np.random.Generator,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Index of the chosen candidate per row, or -1 for leaving; rows are sessions, columns candidates."""
     util = true_scores + is_rec_bonus + params.choice_noise * gumbel(rng, true_scores.shape)
     util = np.where(valid, util, -np.inf)
@@ -159,9 +171,12 @@ def choose(
 
 
 def plan_stop(
-    true_score: np.ndarray, start_minute: np.ndarray, runtime: np.ndarray, params: BehaviorParams,
+    true_score: np.ndarray,
+    start_minute: np.ndarray,
+    runtime: np.ndarray,
+    params: BehaviorParams,
     rng: np.random.Generator,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Last minute each viewing will watch: the runtime if completed, else an earlier minute."""
     logit = params.complete_base + params.complete_slope * (true_score - 3.5)
     complete = rng.random(len(true_score)) < 1.0 / (1.0 + np.exp(-logit))
@@ -184,9 +199,16 @@ def seek(minute: np.ndarray, params: BehaviorParams, rng: np.random.Generator) -
 
 
 def rate(
-    true_score: np.ndarray, user_mean: np.ndarray, watched: np.ndarray, completed: np.ndarray,
-    recommended: np.ndarray, noise_std: float, params: BehaviorParams, rng: np.random.Generator, scale: int = 5,
-) -> np.ndarray:  # fmt: skip
+    true_score: np.ndarray,
+    user_mean: np.ndarray,
+    watched: np.ndarray,
+    completed: np.ndarray,
+    recommended: np.ndarray,
+    noise_std: float,
+    params: BehaviorParams,
+    rng: np.random.Generator,
+    scale: int = 5,
+) -> np.ndarray:
     """Rating 1..`scale` per ended viewing (5 or 10 stars, by edition), 0 where the user does not rate.
 
     The opinion is drawn on MovieLens's 1..5 scale (the truth is fitted to it); a 10-star edition maps
@@ -205,9 +227,13 @@ def rate(
 
 
 def rating_value(
-    true_score: np.ndarray, user_mean: np.ndarray, recommended: np.ndarray, noise_std: float, params: BehaviorParams,
+    true_score: np.ndarray,
+    user_mean: np.ndarray,
+    recommended: np.ndarray,
+    noise_std: float,
+    params: BehaviorParams,
     rng: np.random.Generator,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """The continuous opinion behind a rating, on the 1..5 star scale (unrounded, unclipped; float64).
 
     The one place ratings are drawn: `rate` rounds and clips it to 1..5 stars, or maps it onto 1..10
@@ -216,5 +242,4 @@ def rating_value(
     """
     stretched = user_mean + params.rating_spread * (true_score - user_mean)
     noise = params.rating_noise * noise_std * rng.standard_normal(len(true_score))
-    return (stretched + params.rating_shift + noise
-            + params.rating_rec_bonus * recommended)  # fmt: skip
+    return stretched + params.rating_shift + noise + params.rating_rec_bonus * recommended

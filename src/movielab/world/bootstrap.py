@@ -65,10 +65,14 @@ def build_universe(config: WorldConfig, data: MovieLensData | None = None) -> Un
     factors = fit_factors(data.ratings, data.n_users, len(data.movies), k=config.factors, seed=config.seed)
     users = data.users
     taste = build_taste_model(
-        factors, data.movies.genres, catalog.genres,
-        users.age if users else None, users.gender if users else None, users.occupation if users else None,
+        factors,
+        data.movies.genres,
+        catalog.genres,
+        users.age if users else None,
+        users.gender if users else None,
+        users.occupation if users else None,
         seed=config.seed,
-    )  # fmt: skip
+    )
     timings["fit"] = time.perf_counter() - t
     demographics = Demographics.fit(users, utc_offsets(users.zip_code) if users else None)
     return Universe(data, catalog, taste, demographics, timings)
@@ -81,8 +85,15 @@ def browse_weights(catalog: Catalog, params: BehaviorParams) -> np.ndarray:
 
 def discovery(catalog: Catalog, taste: TasteModel, params: BehaviorParams, seed: int = 0) -> Discovery:
     """How users find movies: through taste neighbourhoods of the hidden factors and genres, and popularity."""
-    return Discovery.build(taste.item_factors, catalog.genres, browse_weights(catalog, params), params.taste_clusters,
-                           params.taste_share, params.taste_temperature, seed)  # fmt: skip
+    return Discovery.build(
+        taste.item_factors,
+        catalog.genres,
+        browse_weights(catalog, params),
+        params.taste_clusters,
+        params.taste_share,
+        params.taste_temperature,
+        seed,
+    )
 
 
 def familiarity(catalog: Catalog, params: BehaviorParams) -> np.ndarray:
@@ -118,20 +129,38 @@ def build_world(
     created = start - rng.random(config.users) * 365 * 86400
     expected_arrivals = int(config.arrivals_per_day * config.users * (config.days or 30) * 1.2) + 64
     if population is None:  # a given population (the fidelity report's ml-100k users) replaces the drawn one
-        population = draw_population(config.users, universe.demographics, universe.taste, activity, created, rng,
-                                     capacity=config.users + expected_arrivals)  # fmt: skip
+        population = draw_population(
+            config.users,
+            universe.demographics,
+            universe.taste,
+            activity,
+            created,
+            rng,
+            capacity=config.users + expected_arrivals,
+        )
     universe.timings["population"] = time.perf_counter() - t
     world = World(
-        slugs=universe.catalog.slug, runtime=universe.catalog.runtime,
-        browse_weights=browse_weights(universe.catalog, params), familiarity=familiarity(universe.catalog, params),
-        taste=universe.taste, population=population,
-        demographics=universe.demographics, activity=activity, service=service or NoService(),
-        sink=sink if sink is not None else NullSink(), clock=SimClock(start, config.speed), seed=config.seed,
-        arrivals_per_day=config.arrivals_per_day * config.users, params=params, journal=journal,
-        edition=edition(config.edition), lanes=len(config.teams) if config.pacing == "team" else 1,
-        discovery=discovery(universe.catalog, universe.taste, params, config.seed), sessionlog=sessionlog,
+        slugs=universe.catalog.slug,
+        runtime=universe.catalog.runtime,
+        browse_weights=browse_weights(universe.catalog, params),
+        familiarity=familiarity(universe.catalog, params),
+        taste=universe.taste,
+        population=population,
+        demographics=universe.demographics,
+        activity=activity,
+        service=service or NoService(),
+        sink=sink if sink is not None else NullSink(),
+        clock=SimClock(start, config.speed),
+        seed=config.seed,
+        arrivals_per_day=config.arrivals_per_day * config.users,
+        params=params,
+        journal=journal,
+        edition=edition(config.edition),
+        lanes=len(config.teams) if config.pacing == "team" else 1,
+        discovery=discovery(universe.catalog, universe.taste, params, config.seed),
+        sessionlog=sessionlog,
         scenario=scenario or scenario_runtime(config, universe),
-    )  # fmt: skip
+    )
     return world, universe
 
 
@@ -139,9 +168,16 @@ def scenario_runtime(config: WorldConfig, universe: Universe) -> ScenarioRuntime
     """The scenario `config` names (a preset or a TOML file) bound to this universe, or None."""
     if config.scenario is None:
         return None
-    return ScenarioRuntime(load_scenario(config.scenario), catalog=universe.catalog, n_teams=len(config.teams),
-                           seed=config.seed, run_start=parse_start(config.start), manifest=Manifest(config.manifest),
-                           team_urls=config.teams, time_scale=config.scenario_time_scale)  # fmt: skip
+    return ScenarioRuntime(
+        load_scenario(config.scenario),
+        catalog=universe.catalog,
+        n_teams=len(config.teams),
+        seed=config.seed,
+        run_start=parse_start(config.start),
+        manifest=Manifest(config.manifest),
+        team_urls=config.teams,
+        time_scale=config.scenario_time_scale,
+    )
 
 
 def run_until(config: WorldConfig) -> float | None:

@@ -54,8 +54,19 @@ DIR_MODE, FILE_MODE = 0o700, 0o600
 
 POPULATION_ARRAYS = tuple(f.name for f in dataclasses.fields(Population) if f.name not in ("size", "_arrays"))
 _USER_ARRAYS = ("busy_until", "paused_minute", "paused_movie", "recent", "recent_pos", "active")
-_STAT_SCALARS = ("ticks", "sessions", "skipped_busy", "left", "viewings", "resumed", "picked_recommended",
-                 "requests_ok", "accounts", "ratings", "true_score_of_recommended_picks")  # fmt: skip
+_STAT_SCALARS = (
+    "ticks",
+    "sessions",
+    "skipped_busy",
+    "left",
+    "viewings",
+    "resumed",
+    "picked_recommended",
+    "requests_ok",
+    "accounts",
+    "ratings",
+    "true_score_of_recommended_picks",
+)
 _STAT_ARRAYS = ("rating_hist", "viewings_per_movie", "watch_lines_per_movie")
 
 
@@ -137,8 +148,9 @@ def capture(world: World) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays[p + "rate_row"] = np.array([r[1] for r in pend], np.int64)
         arrays[p + "rate_movie"] = np.array([r[2] for r in pend], np.int64)
         arrays[p + "rate_value"] = np.array([r[3] for r in pend], np.int64)
-        lanes.append({"index": lane.index, "now": lane.now, "planned_until": lane.planned_until,
-                      "rng": _rng_state(lane.rng)})  # fmt: skip
+        lanes.append(
+            {"index": lane.index, "now": lane.now, "planned_until": lane.planned_until, "rng": _rng_state(lane.rng)}
+        )
     # Accounts drawn ahead for lanes that have not reached their minute yet.
     minutes = sorted(world._arrived)
     arrays["arrived.minute"] = np.array(minutes, np.float64)
@@ -150,8 +162,12 @@ def capture(world: World) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             part_l.append(np.full(len(ids), i, np.int64))
             part_t.append(np.asarray(times, np.float64))
             part_i.append(np.asarray(ids, np.int64))
-    for key, parts, dt in (("minute_of", part_m, np.float64), ("lane_of", part_l, np.int64),
-                           ("time", part_t, np.float64), ("id", part_i, np.int64)):  # fmt: skip
+    for key, parts, dt in (
+        ("minute_of", part_m, np.float64),
+        ("lane_of", part_l, np.int64),
+        ("time", part_t, np.float64),
+        ("id", part_i, np.int64),
+    ):
         arrays[f"arrived.{key}"] = np.concatenate(parts).astype(dt) if parts else np.empty(0, dt)
     sizes = sorted(world._size_before)
     arrays["size_before.minute"] = np.array(sizes, np.float64)
@@ -198,8 +214,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save(world: World, state_dir: str | Path, *, fingerprint_fields: dict[str, Any],
-         info: dict[str, Any] | None = None) -> Path:  # fmt: skip
+def save(
+    world: World, state_dir: str | Path, *, fingerprint_fields: dict[str, Any], info: dict[str, Any] | None = None
+) -> Path:
     """Write the world's checkpoint atomically into `state_dir/checkpoint`; return that folder.
 
     `fingerprint_fields` are the settings the world was built from (checked by `load`); `info` is saved as is
@@ -215,9 +232,14 @@ def _prepare(world: World, fingerprint_fields: dict[str, Any], info: dict[str, A
     for name in arrays:
         if not _ARRAY_NAME.fullmatch(name):
             raise CheckpointError(f"array name {name!r} cannot be a file name (letters, digits, _ . - only)")
-    meta = {"format": FORMAT_VERSION, "fingerprint": fingerprint(fingerprint_fields),
-            "fingerprint_fields": fingerprint_fields, "written_at": time.time(), **meta,
-            "info": info or {}}  # fmt: skip
+    meta = {
+        "format": FORMAT_VERSION,
+        "fingerprint": fingerprint(fingerprint_fields),
+        "fingerprint_fields": fingerprint_fields,
+        "written_at": time.time(),
+        **meta,
+        "info": info or {},
+    }
     return meta, arrays
 
 
@@ -253,8 +275,13 @@ def _write(state_dir: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray],
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"checkpoint in {state} could not be written: {exc}") from exc
-    logger.info("checkpoint at %s written to %s in %.2f s (%d bytes)", meta["sim_time"], current,
-                time.perf_counter() - t0, meta["arrays_bytes"])  # fmt: skip
+    logger.info(
+        "checkpoint at %s written to %s in %.2f s (%d bytes)",
+        meta["sim_time"],
+        current,
+        time.perf_counter() - t0,
+        meta["arrays_bytes"],
+    )
     return current
 
 
@@ -338,16 +365,24 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
 def check(meta: dict[str, Any], fingerprint_fields: dict[str, Any], where: Path) -> None:
     """Refuse a checkpoint of another format version or configuration (`CheckpointMismatch` naming the difference)."""
     if meta.get("format") != FORMAT_VERSION:
-        raise CheckpointMismatch(f"checkpoint {where} has format version {meta.get('format')!r}; this movielab "
-                                 f"reads version {FORMAT_VERSION} only")  # fmt: skip
+        raise CheckpointMismatch(
+            f"checkpoint {where} has format version {meta.get('format')!r}; this movielab "
+            f"reads version {FORMAT_VERSION} only"
+        )
     if meta.get("fingerprint") == fingerprint(fingerprint_fields):
         return
     saved = meta.get("fingerprint_fields", {})
-    diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {fingerprint_fields.get(k)!r}"
-             for k in sorted(set(saved) | set(fingerprint_fields)) if saved.get(k) != fingerprint_fields.get(k)]  # fmt: skip
-    raise CheckpointMismatch(f"checkpoint {where} is of a world configured differently ("
-                             + ("; ".join(diffs) or "fingerprint differs") + "): use its course file, or another "
-                             "state folder for a new world")  # fmt: skip
+    diffs = [
+        f"{k}: checkpoint {saved.get(k)!r}, now {fingerprint_fields.get(k)!r}"
+        for k in sorted(set(saved) | set(fingerprint_fields))
+        if saved.get(k) != fingerprint_fields.get(k)
+    ]
+    raise CheckpointMismatch(
+        f"checkpoint {where} is of a world configured differently ("
+        + ("; ".join(diffs) or "fingerprint differs")
+        + "): use its course file, or another "
+        "state folder for a new world"
+    )
 
 
 def load(state_dir: str | Path, *, fingerprint_fields: dict[str, Any]) -> Checkpoint | None:
@@ -365,8 +400,10 @@ def load(state_dir: str | Path, *, fingerprint_fields: dict[str, Any]) -> Checkp
         path = folder / ARRAYS / f"{name}.npy"
         try:
             if path.stat().st_size != size:
-                raise CheckpointError(f"checkpoint array {path} has {path.stat().st_size} bytes, its manifest says "
-                                      f"{size}: the file is damaged")  # fmt: skip
+                raise CheckpointError(
+                    f"checkpoint array {path} has {path.stat().st_size} bytes, its manifest says "
+                    f"{size}: the file is damaged"
+                )
             arrays[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"checkpoint array {path} cannot be read: {exc}") from None
@@ -381,30 +418,46 @@ def restore(world: World, cp: Checkpoint) -> None:
     """
     meta, a = cp.meta, cp.arrays
     if len(world.lanes) != len(meta["lanes"]):
-        raise CheckpointMismatch(f"checkpoint {cp.path} has {len(meta['lanes'])} lane(s) (one per team), the world "
-                                 f"{len(world.lanes)}")  # fmt: skip
+        raise CheckpointMismatch(
+            f"checkpoint {cp.path} has {len(meta['lanes'])} lane(s) (one per team), the world {len(world.lanes)}"
+        )
     if len(world.slugs) != meta["catalog_size"]:
-        raise CheckpointMismatch(f"checkpoint {cp.path} has {meta['catalog_size']} movies, the world's catalog "
-                                 f"{len(world.slugs)}")  # fmt: skip
+        raise CheckpointMismatch(
+            f"checkpoint {cp.path} has {meta['catalog_size']} movies, the world's catalog {len(world.slugs)}"
+        )
     n = int(meta["population_size"])
     if world.pop.size != n:
         raise CheckpointMismatch(f"world population has {world.pop.size} users, checkpoint {cp.path} {n}")
     world._grow_user_state()
     for name in _USER_ARRAYS:
         getattr(world, name)[:n] = a[f"user.{name}"]
-    world.taste = dataclasses.replace(world.taste, item_factors=a["truth.item_factors"], item_bias=a["truth.item_bias"],
-                                      mu=meta["taste"]["mu"], noise_std=meta["taste"]["noise_std"])  # fmt: skip
+    world.taste = dataclasses.replace(
+        world.taste,
+        item_factors=a["truth.item_factors"],
+        item_bias=a["truth.item_bias"],
+        mu=meta["taste"]["mu"],
+        noise_std=meta["taste"]["noise_std"],
+    )
     for lane, saved in zip(world.lanes, meta["lanes"], strict=True):
         p = f"lane{saved['index']}."
         lane.now, lane.planned_until = saved["now"], saved["planned_until"]
         lane.rng.bit_generator.state = saved["rng"]
         q = lane.queue
         q._plan_t, q._plan_u, q._pos = a[p + "plan_t"], a[p + "plan_u"].astype(np.int32), 0
-        q._push_t, q._push_u = ([a[p + "push_t"]], [a[p + "push_u"].astype(np.int32)]) if len(a[p + "push_t"]) else ([], [])
+        q._push_t, q._push_u = (
+            ([a[p + "push_t"]], [a[p + "push_u"].astype(np.int32)]) if len(a[p + "push_t"]) else ([], [])
+        )
         for name in _Viewings.FIELDS:
             setattr(lane.viewings, name, a[p + "view." + name])
-        lane.pending_rates = list(zip(a[p + "rate_t"].tolist(), a[p + "rate_row"].tolist(),
-                                      a[p + "rate_movie"].tolist(), a[p + "rate_value"].tolist(), strict=True))  # fmt: skip
+        lane.pending_rates = list(
+            zip(
+                a[p + "rate_t"].tolist(),
+                a[p + "rate_row"].tolist(),
+                a[p + "rate_movie"].tolist(),
+                a[p + "rate_value"].tolist(),
+                strict=True,
+            )
+        )
     if (world._arrivals_rng is None) != (meta["arrivals_rng"] is None):
         raise CheckpointMismatch(f"checkpoint {cp.path} and the world disagree on a separate arrivals stream")
     if world._arrivals_rng is not None:

@@ -189,10 +189,12 @@ class HttpRecommender:
         return [
             aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300),
-                timeout=timeout, skip_auto_headers=("User-Agent",), raise_for_status=False,
+                timeout=timeout,
+                skip_auto_headers=("User-Agent",),
+                raise_for_status=False,
             )
             for _ in self.teams
-        ]  # fmt: skip
+        ]
 
     def set_url(self, index: int, url: str) -> Team:
         """Point team `index` (0-based) at a new URL from its next request on (same number, same topic)."""
@@ -209,9 +211,10 @@ class HttpRecommender:
         async def open_one() -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_ms / 1000), skip_auto_headers=("User-Agent",),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_ms / 1000),
+                skip_auto_headers=("User-Agent",),
                 raise_for_status=False,
-            )  # fmt: skip
+            )
             return session, asyncio.Semaphore(self.max_connections)
 
         session, slot = self._call(open_one())
@@ -229,8 +232,9 @@ class HttpRecommender:
         The world's lanes use it to keep one team's slow answers from holding back the others.
         """
         teams = team_of(user_ids, len(self.teams))
-        return asyncio.run_coroutine_threadsafe(self._answers(np.asarray(user_ids).tolist(), teams.tolist()),
-                                                self._loop)  # fmt: skip
+        return asyncio.run_coroutine_threadsafe(
+            self._answers(np.asarray(user_ids).tolist(), teams.tolist()), self._loop
+        )
 
     async def _answers(self, ids: list[int], teams: list[int]) -> RecAnswers:
         servers = [self.teams[t].server for t in teams]  # before the requests: a URL may change meanwhile (set_url)
@@ -262,14 +266,28 @@ class HttpRecommender:
                 try:
                     body = await read_body(resp)
                 except _Oversized as exc:
-                    return 200, elapsed(), None, (f"{outcomes.INVALID_RESPONSE} {team.server}: body longer than {MAX_BODY}"
-                                                  f" bytes ({exc.size:,} bytes or more)")  # fmt: skip
+                    return (
+                        200,
+                        elapsed(),
+                        None,
+                        (
+                            f"{outcomes.INVALID_RESPONSE} {team.server}: body longer than {MAX_BODY}"
+                            f" bytes ({exc.size:,} bytes or more)"
+                        ),
+                    )
                 except aiohttp.ClientPayloadError as exc:
                     if not _undecodable(exc):
                         raise  # the body ended early: no whole HTTP answer came
                     encoding = _shown(resp.headers.get("Content-Encoding", ""), 20)
-                    return 200, elapsed(), None, (f"{outcomes.INVALID_RESPONSE} {team.server}: body cannot be decoded"
-                                                  f" from Content-Encoding '{encoding}'")  # fmt: skip
+                    return (
+                        200,
+                        elapsed(),
+                        None,
+                        (
+                            f"{outcomes.INVALID_RESPONSE} {team.server}: body cannot be decoded"
+                            f" from Content-Encoding '{encoding}'"
+                        ),
+                    )
                 ms = elapsed()
                 checked = check_body(body, self.index)
                 if isinstance(checked, str):

@@ -24,8 +24,11 @@ class WorldConfig(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MOVIELAB_WORLD_", extra="forbid", frozen=True)
 
-    edition: str = Field("current", description="course edition (a year 2019..2026, '2019-2023', '2024-2025', "
-                         "'2026' or 'current'): rating scale, time-stamp precision, API fields")
+    edition: str = Field(
+        "current",
+        description="course edition (a year 2019..2026, '2019-2023', '2024-2025', "
+        "'2026' or 'current'): rating scale, time-stamp precision, API fields",
+    )
     dataset: Dataset = "ml-100k"
     data_dir: Path | None = Field(None, description="folder with the data set in its native format")
     cache_dir: Path | None = Field(None, description="where fetched data is cached (default ~/.cache/movielab)")
@@ -52,13 +55,20 @@ class WorldConfig(BaseSettings):
     kafka: str | None = Field(None, description="bootstrap host:port of a Kafka cluster; None = embedded broker")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of each team topic the world creates")
     scenario: str | None = Field(None, description="scenario preset name (movielab world scenarios) or TOML file")
-    scenario_time_scale: float = Field(1.0, gt=0, description="> 1 compresses the scenario's timeline (168: a week "
-                                       "an hour)")
+    scenario_time_scale: float = Field(
+        1.0, gt=0, description="> 1 compresses the scenario's timeline (168: a week an hour)"
+    )
     manifest: Path | None = Field(None, description="hidden manifest file (JSONL) of the scenario's injections")
-    instructor_port: int | None = Field(None, ge=0, le=65535, description="loopback port of the instructor app "
-                                        "(manifest, behind a token); None = off; 0 = any free port")
-    instructor_tokens: Path = Field(Path(".movielab/world/instructor.tokens"), description="token file of the "
-                                    "instructor app (created mode 0600 at first start)")
+    instructor_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="loopback port of the instructor app (manifest, behind a token); None = off; 0 = any free port",
+    )
+    instructor_tokens: Path = Field(
+        Path(".movielab/world/instructor.tokens"),
+        description="token file of the instructor app (created mode 0600 at first start)",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=0, le=65535, description="port of the world's user/movie API; 0 = any free port")
 

@@ -77,8 +77,18 @@ class Stats:
 class _Viewings:
     """Viewings in progress as arrays (one row each)."""
 
-    FIELDS = {"user": np.int32, "movie": np.int32, "minute": np.int32, "stop": np.int32, "runtime": np.int32,
-              "next": np.float64, "watched": np.int32, "score": np.float32, "rec": np.bool_, "last": np.int32}  # fmt: skip
+    FIELDS = {
+        "user": np.int32,
+        "movie": np.int32,
+        "minute": np.int32,
+        "stop": np.int32,
+        "runtime": np.int32,
+        "next": np.float64,
+        "watched": np.int32,
+        "score": np.float32,
+        "rec": np.bool_,
+        "last": np.int32,
+    }
 
     def __init__(self) -> None:
         for name, dt in self.FIELDS.items():
@@ -203,9 +213,11 @@ class World:
         self._arrived_until = start
         self._size_before: dict[float, int] = {}  # minute → population size before its arrivals
         self._ticked_until = start
-        self.stats = Stats(viewings_per_movie=np.zeros(len(slugs), np.int64),
-                           watch_lines_per_movie=np.zeros(len(slugs), np.int64),
-                           rating_hist=np.zeros(edition.rating_max + 1, np.int64))  # fmt: skip
+        self.stats = Stats(
+            viewings_per_movie=np.zeros(len(slugs), np.int64),
+            watch_lines_per_movie=np.zeros(len(slugs), np.int64),
+            rating_hist=np.zeros(edition.rating_max + 1, np.int64),
+        )
         self._grow_user_state()
         self.active = np.zeros(self.pop.capacity, np.bool_)
         self._rank_bonus = rec_rank_bonus(MAX_RECS, self.params.rec_bonus)
@@ -262,10 +274,15 @@ class World:
 
     # --- the loop -------------------------------------------------------------------------
     def run(
-        self, until: float | None = None, stop: threading.Event | None = None, on_tick: Callable[[World], None] | None = None,
-        *, checkpoint_every: float | None = None, on_checkpoint: Callable[[World], None] | None = None,
+        self,
+        until: float | None = None,
+        stop: threading.Event | None = None,
+        on_tick: Callable[[World], None] | None = None,
+        *,
+        checkpoint_every: float | None = None,
+        on_checkpoint: Callable[[World], None] | None = None,
         end_scenario: bool | None = True,
-    ) -> Stats:  # fmt: skip
+    ) -> Stats:
         """Simulate until the simulated time `until` (or forever) or until `stop` is set; flush the sink.
 
         `end_scenario`: the scenario's open injections end with this run (their manifest end records are written
@@ -302,7 +319,9 @@ class World:
             self.sink.close()
         return self.stats
 
-    def _run_to(self, until: float | None, stop: threading.Event | None, on_tick: Callable[[World], None] | None) -> None:
+    def _run_to(
+        self, until: float | None, stop: threading.Event | None, on_tick: Callable[[World], None] | None
+    ) -> None:
         if len(self.lanes) > 1 and not self.clock.paced:
             self._run_lanes(until, stop, on_tick)
         else:
@@ -370,8 +389,9 @@ class World:
         while lane.planned_until < t1:
             day = math.floor(lane.planned_until / DAY) * DAY
             rows = self._lane_rows(lane, self._size_at(lane.planned_until))
-            times, sub = plan_day(day, self.pop.activity[rows], self.pop.utc_offset[rows], self.pop.created_at[rows],
-                                  lane.rng)  # fmt: skip
+            times, sub = plan_day(
+                day, self.pop.activity[rows], self.pop.utc_offset[rows], self.pop.created_at[rows], lane.rng
+            )
             keep = times >= lane.planned_until
             lane.queue.add_plan(times[keep], rows[sub][keep])
             lane.planned_until = day + DAY
@@ -379,7 +399,9 @@ class World:
         if self.scenario is not None:
             injected = self.scenario.on_tick(self, lane.index, t0, t1)
             if injected:
-                out.add(np.array([x[0] for x in injected]), np.array([x[1] for x in injected]), [x[2] for x in injected])
+                out.add(
+                    np.array([x[0] for x in injected]), np.array([x[1] for x in injected]), [x[2] for x in injected]
+                )
         self._due_ratings(lane, t1, out)
         return self._ask(lane, t1)
 
@@ -521,15 +543,30 @@ class World:
         rng = lane.rng
         ids = rows.astype(np.int64) + 1
         digits = self.edition.rec_fraction_digits
-        out.add(times, ids, [recommendation_line(fraction_stamp(t, digits), u, srv, s, r, ms) for t, u, srv, s, r, ms in
-                             zip(times.tolist(), ids.tolist(), answers.servers, answers.status.tolist(), answers.result,
-                                 answers.ms.tolist())])  # fmt: skip
+        out.add(
+            times,
+            ids,
+            [
+                recommendation_line(fraction_stamp(t, digits), u, srv, s, r, ms)
+                for t, u, srv, s, r, ms in zip(
+                    times.tolist(),
+                    ids.tolist(),
+                    answers.servers,
+                    answers.status.tolist(),
+                    answers.result,
+                    answers.ms.tolist(),
+                    strict=False,
+                )
+            ],
+        )
         self.stats.sessions += n
         self.stats.lines["recommendation"] += n
         self.stats.requests_ok += int((answers.status == 200).sum())
         self.active[rows] = True
         if self.journal is not None:
-            self.journal.extend(("session", t, u, None, None) for t, u in zip(times.tolist(), ids.tolist()))
+            self.journal.extend(
+                ("session", t, u, None, None) for t, u in zip(times.tolist(), ids.tolist(), strict=False)
+            )
         # Candidates: recommended rows (padded with -1) then a popularity-weighted browse sample.
         recs = np.full((n, MAX_RECS), -1, np.int32)
         for i, m in enumerate(answers.movies):
@@ -549,8 +586,12 @@ class World:
         recent = self.recent[rows]
         valid &= ~(safe[:, :, None] == recent[:, None, :]).any(axis=2)
         vec = self.pop.taste[rows]
-        score = (self.taste.mu + self.pop.bias[rows][:, None] + self.taste.item_bias[safe]
-                 + p.taste_weight * np.einsum("sk,sck->sc", vec, self.taste.item_factors[safe]))  # fmt: skip
+        score = (
+            self.taste.mu
+            + self.pop.bias[rows][:, None]
+            + self.taste.item_bias[safe]
+            + p.taste_weight * np.einsum("sk,sck->sc", vec, self.taste.item_factors[safe])
+        )
         bonus = self.familiarity[safe]  # a title one has heard of appeals more than an unknown one
         bonus[:, :MAX_RECS] += np.where(recs >= 0, self._rank_bonus[None, :], 0)
         pick = choose(score, bonus, valid, p, rng)
@@ -567,8 +608,12 @@ class World:
         if len(rows_go) == 0:
             return
         is_rec = (recs[go] == movie[:, None]).any(axis=1)
-        true = self.taste.mu + self.pop.bias[rows_go] + self.taste.item_bias[movie] + np.einsum(
-            "sk,sk->s", self.pop.taste[rows_go], self.taste.item_factors[movie])  # fmt: skip
+        true = (
+            self.taste.mu
+            + self.pop.bias[rows_go]
+            + self.taste.item_bias[movie]
+            + np.einsum("sk,sk->s", self.pop.taste[rows_go], self.taste.item_factors[movie])
+        )
         if self.sessionlog is not None:
             self.sessionlog.picks(go, movie, resume, true)
         start_minute = np.minimum(start_minute, self.runtime[movie])
@@ -576,9 +621,18 @@ class World:
         delay = answers.ms[go] / 1000.0 + 2.0 + rng.exponential(p.browse_seconds, len(rows_go))
         start = np.ceil(times[go] + delay)
         self.busy_until[rows_go] = np.inf
-        lane.viewings.append(user=rows_go, movie=movie, minute=start_minute, stop=stop, runtime=self.runtime[movie],
-                             next=start, watched=np.zeros(len(rows_go)), score=true, rec=is_rec,
-                             last=np.zeros(len(rows_go)))  # fmt: skip
+        lane.viewings.append(
+            user=rows_go,
+            movie=movie,
+            minute=start_minute,
+            stop=stop,
+            runtime=self.runtime[movie],
+            next=start,
+            watched=np.zeros(len(rows_go)),
+            score=true,
+            rec=is_rec,
+            last=np.zeros(len(rows_go)),
+        )
         self.stats.viewings += len(rows_go)
         self.stats.resumed += int(resume.sum())
         self.stats.picked_recommended += int(is_rec.sum())
@@ -586,8 +640,12 @@ class World:
         np.add.at(self.stats.viewings_per_movie, movie, 1)
         if self.journal is not None:
             kinds = np.where(resume, "resume", "start").tolist()
-            self.journal.extend((kind, t, int(r) + 1, self.slugs[m], int(mn)) for kind, t, r, m, mn in
-                                zip(kinds, start.tolist(), rows_go.tolist(), movie.tolist(), start_minute.tolist()))  # fmt: skip
+            self.journal.extend(
+                (kind, t, int(r) + 1, self.slugs[m], int(mn))
+                for kind, t, r, m, mn in zip(
+                    kinds, start.tolist(), rows_go.tolist(), movie.tolist(), start_minute.tolist(), strict=False
+                )
+            )
 
     # --- watching -------------------------------------------------------------------------------
     def _watch(self, lane: _Lane, t0: float, t1: float, out: _TickLines) -> None:
@@ -601,8 +659,16 @@ class World:
         user, movie, minute, when = v.user[idx], v.movie[idx], v.minute[idx], v.next[idx]
         stamps = second_stamps(int(t0), TICK)
         slugs = self.slugs
-        lines = [f"{stamps[s]},{u},GET /data/m/{slugs[m]}/{mn}.mpg" for s, u, m, mn in
-                 zip((when - t0).astype(np.int64).tolist(), (user + 1).tolist(), movie.tolist(), minute.tolist())]  # fmt: skip
+        lines = [
+            f"{stamps[s]},{u},GET /data/m/{slugs[m]}/{mn}.mpg"
+            for s, u, m, mn in zip(
+                (when - t0).astype(np.int64).tolist(),
+                (user + 1).tolist(),
+                movie.tolist(),
+                minute.tolist(),
+                strict=False,
+            )
+        ]
         out.add(when, user.astype(np.int64) + 1, lines)
         self.stats.lines["watch"] += len(lines)
         np.add.at(self.stats.watch_lines_per_movie, movie, 1)
@@ -631,12 +697,22 @@ class World:
         if self.sessionlog is not None:
             self.sessionlog.ended(rows, watched, completed, end_t)
         user_mean = self.taste.mu + self.pop.bias[rows]
-        rating = rate(v.score[idx], user_mean, watched, completed, v.rec[idx], self.taste.noise_std, p, rng,
-                      scale=self.edition.rating_max)
+        rating = rate(
+            v.score[idx],
+            user_mean,
+            watched,
+            completed,
+            v.rec[idx],
+            self.taste.noise_std,
+            p,
+            rng,
+            scale=self.edition.rating_max,
+        )
         rated = rating > 0
         rate_t = end_t + rng.integers(3, 45, len(idx))
-        for t, r, m, val in zip(rate_t[rated].tolist(), rows[rated].tolist(), movie[rated].tolist(),
-                                rating[rated].tolist()):  # fmt: skip
+        for t, r, m, val in zip(
+            rate_t[rated].tolist(), rows[rated].tolist(), movie[rated].tolist(), rating[rated].tolist(), strict=False
+        ):
             lane.pending_rates.append((t, r, m, val))
         np.add.at(self.stats.rating_hist, rating[rated], 1)
         self.stats.ratings += int(rated.sum())

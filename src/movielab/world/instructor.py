@@ -20,8 +20,9 @@ from movielab.auth import RequireToken, Tokens
 from movielab.world.manifest import Manifest
 
 
-def create_instructor_app(manifest: Manifest, tokens: Tokens, *, announcements: list | None = None,
-                          extra_routes: Sequence[BaseRoute] = ()) -> RequireToken:  # fmt: skip
+def create_instructor_app(
+    manifest: Manifest, tokens: Tokens, *, announcements: list | None = None, extra_routes: Sequence[BaseRoute] = ()
+) -> RequireToken:
     """The instructor's ASGI app over a live `manifest`; every request needs a token of `tokens`."""
 
     async def get_manifest(_request: Request) -> Response:
@@ -32,6 +33,9 @@ def create_instructor_app(manifest: Manifest, tokens: Tokens, *, announcements: 
     async def get_announcements(_request: Request) -> Response:
         return JSONResponse(list(announcements or []))
 
-    routes = [Route("/manifest", get_manifest, methods=["GET"]),
-              Route("/announcements", get_announcements, methods=["GET"]), *extra_routes]  # fmt: skip
+    routes = [
+        Route("/manifest", get_manifest, methods=["GET"]),
+        Route("/announcements", get_announcements, methods=["GET"]),
+        *extra_routes,
+    ]
     return RequireToken(Starlette(routes=routes), tokens)

@@ -50,7 +50,9 @@ def add_lane(world: World) -> int:
         mine = plan_u % k == i
         lane.queue._plan_t, lane.queue._plan_u, lane.queue._pos = plan_t[mine], plan_u[mine], 0
         mine = push_u % k == i
-        lane.queue._push_t, lane.queue._push_u = ([push_t[mine]], [push_u[mine].astype(np.int32)]) if mine.any() else ([], [])
+        lane.queue._push_t, lane.queue._push_u = (
+            ([push_t[mine]], [push_u[mine].astype(np.int32)]) if mine.any() else ([], [])
+        )
         mine = views["user"] % k == i
         v = _Viewings()
         for name in _Viewings.FIELDS:

@@ -91,19 +91,22 @@ def run_live(
             sink = TeeSink(sink, extra_sink)
         universe = universe or build_universe(config)
         client = HttpRecommender(teams, {s: i for i, s in enumerate(universe.catalog.slug)}, config.timeout_ms)
-        world, universe = build_world(config, universe=universe, service=client, sink=sink, journal=journal,
-                                      sessionlog=sessionlog)  # fmt: skip
+        world, universe = build_world(
+            config, universe=universe, service=client, sink=sink, journal=journal, sessionlog=sessionlog
+        )
         # The API's /metrics says how many lines each topic got: consumers' lag is measured against it.
         registry = CollectorRegistry()
         registry.register(ProducedLinesCollector(kafka_sinks))
-        app = create_app(world.pop, universe.catalog, metrics=registry, edition=world.edition, taste=universe.taste,
-                         seed=config.seed)  # fmt: skip
+        app = create_app(
+            world.pop, universe.catalog, metrics=registry, edition=world.edition, taste=universe.taste, seed=config.seed
+        )
         if world.scenario is not None:  # API-layer injections and the public announcements channel
             app = ScenarioApi(app, world.scenario, seed=config.seed)
         api = ServerThread(app, config.api_host, config.api_port or None, **server_options()).start()
         instructor = _start_instructor(config, world)
-        live = LiveWorld(world, universe, bootstrap, topics, api.url, teams,
-                         instructor.url if instructor is not None else None)  # fmt: skip
+        live = LiveWorld(
+            world, universe, bootstrap, topics, api.url, teams, instructor.url if instructor is not None else None
+        )
         logger.info("world API on %s; topics %s on %s", api.url, ", ".join(topics), bootstrap)
         if on_ready is not None:
             on_ready(live)

@@ -46,15 +46,22 @@ class Demographics:
             rng = np.random.default_rng(7)
             n = 1000
             return cls(
-                np.clip(rng.normal(33, 11, n), 13, 75).astype(np.int16), (rng.random(n) < 0.71).astype(np.uint8),
+                np.clip(rng.normal(33, 11, n), 13, 75).astype(np.int16),
+                (rng.random(n) < 0.71).astype(np.uint8),
                 rng.integers(0, len(OCCUPATIONS), n).astype(np.uint8),
                 rng.choice(np.array([-5, -6, -7, -8], np.int8), n, p=[0.47, 0.29, 0.07, 0.17]),
-                rng.integers(10, 999, n).astype(np.uint16), other_occupation_share=0.0,
-            )  # fmt: skip
+                rng.integers(10, 999, n).astype(np.uint16),
+                other_occupation_share=0.0,
+            )
         zips = np.array([int(z[:3]) if z[:3].isdigit() else 0 for z in users.zip_code], dtype=np.uint16)
         offsets = utc_offsets if utc_offsets is not None else np.full(len(users), -5, np.int8)
-        return cls(users.age.astype(np.int16), users.gender.astype(np.uint8), users.occupation.astype(np.uint8),
-                   np.asarray(offsets, np.int8), zips)  # fmt: skip
+        return cls(
+            users.age.astype(np.int16),
+            users.gender.astype(np.uint8),
+            users.occupation.astype(np.uint8),
+            np.asarray(offsets, np.int8),
+            zips,
+        )
 
 
 @dataclass
@@ -75,8 +82,18 @@ class Population:
     _arrays: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
-        self._arrays = ("age", "gender", "occupation", "utc_offset", "zip_prefix", "activity", "binge",
-                        "created_at", "taste", "bias")  # fmt: skip
+        self._arrays = (
+            "age",
+            "gender",
+            "occupation",
+            "utc_offset",
+            "zip_prefix",
+            "activity",
+            "binge",
+            "created_at",
+            "taste",
+            "bias",
+        )
 
     def __len__(self) -> int:
         return self.size
@@ -178,7 +195,15 @@ def draw_population(
 
     created = np.broadcast_to(np.asarray(created_at, dtype=np.float64), (n,))
     return Population(
-        age=room(age), gender=room(gender), occupation=room(occupation), utc_offset=room(utc_offset),
-        zip_prefix=room(zip_prefix), activity=room(act), binge=room(binge), created_at=room(created.copy()),
-        taste=room(vec), bias=room(bias), size=n,
-    )  # fmt: skip
+        age=room(age),
+        gender=room(gender),
+        occupation=room(occupation),
+        utc_offset=room(utc_offset),
+        zip_prefix=room(zip_prefix),
+        activity=room(act),
+        binge=room(binge),
+        created_at=room(created.copy()),
+        taste=room(vec),
+        bias=room(bias),
+        size=n,
+    )

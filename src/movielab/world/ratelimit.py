@@ -105,12 +105,17 @@ class RateLimitMiddleware:
 
 
 async def _send_429(send: Send, host: str, wait: int, limit: RateLimit) -> None:
-    body = json.dumps({
-        "error": f"rate limit exceeded for client {host}: {limit.rate_per_s:g} requests/s, burst {limit.burst};"
-                 f" retry after {wait} s",
-        "id": None,
-    }).encode()  # fmt: skip
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"retry-after", str(wait).encode())]  # fmt: skip
+    body = json.dumps(
+        {
+            "error": f"rate limit exceeded for client {host}: {limit.rate_per_s:g} requests/s, burst {limit.burst};"
+            f" retry after {wait} s",
+            "id": None,
+        }
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(wait).encode()),
+    ]
     await send({"type": "http.response.start", "status": 429, "headers": headers})
     await send({"type": "http.response.body", "body": body})

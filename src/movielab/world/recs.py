@@ -47,8 +47,9 @@ class NoService:
         """Fail every request with status 0 and 0 ms."""
         n = len(user_ids)
         empty = np.empty(0, dtype=np.int32)
-        return RecAnswers([self.server] * n, np.zeros(n, np.int32), np.zeros(n, np.int32), [empty] * n,
-                          [self.reason] * n)  # fmt: skip
+        return RecAnswers(
+            [self.server] * n, np.zeros(n, np.int32), np.zeros(n, np.int32), [empty] * n, [self.reason] * n
+        )
 
 
 class FixedService:
@@ -63,8 +64,13 @@ class FixedService:
     def recommend(self, user_ids: np.ndarray, times: np.ndarray) -> RecAnswers:
         """The same list for everyone, status 200."""
         n = len(user_ids)
-        return RecAnswers([self.server] * n, np.full(n, 200, np.int32), np.full(n, self.ms, np.int32),
-                          [self.rows] * n, [self.text] * n)  # fmt: skip
+        return RecAnswers(
+            [self.server] * n,
+            np.full(n, 200, np.int32),
+            np.full(n, self.ms, np.int32),
+            [self.rows] * n,
+            [self.text] * n,
+        )
 
 
 class RandomService:
@@ -114,8 +120,11 @@ class OracleService:
         self._catch_up()
         w, k = self.world, len(user_ids)
         rows = np.asarray(user_ids, np.int64) - 1
-        util = (w.taste.item_bias[None, :] + w.familiarity[None, :]
-                + w.params.taste_weight * (w.pop.taste[rows] @ w.taste.item_factors.T))  # fmt: skip
+        util = (
+            w.taste.item_bias[None, :]
+            + w.familiarity[None, :]
+            + w.params.taste_weight * (w.pop.taste[rows] @ w.taste.item_factors.T)
+        )
         for i, r in enumerate(rows.tolist()):
             if r in self.seen:
                 util[i, self.seen[r]] = -np.inf

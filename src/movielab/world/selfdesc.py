@@ -61,8 +61,14 @@ _ARTICLES = ("The ", "A ", "An ")
 class SelfDescriptions:
     """Answers `(likes, dislikes)` for users of a population, drawn from the hidden taste."""
 
-    def __init__(self, population: Population, taste: TasteModel, catalog: Catalog, seed: int = 0,
-                 params: SelfDescriptionParams | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        population: Population,
+        taste: TasteModel,
+        catalog: Catalog,
+        seed: int = 0,
+        params: SelfDescriptionParams | None = None,
+    ) -> None:
         self.population = population
         self.taste = taste
         self.catalog = catalog
@@ -91,12 +97,19 @@ class SelfDescriptions:
         genre_lean = _genre_lean(personal, self._genres)
         order = np.argsort(-score, kind="stable")
         likes = self._answer(rng, order[: p.top_k], np.argsort(-genre_lean)[:2], _LIKE_TEMPLATES, _VAGUE_LIKES)
-        dislikes = self._answer(rng, order[::-1][: p.top_k], np.argsort(genre_lean)[:1], _DISLIKE_TEMPLATES,
-                                _VAGUE_DISLIKES)  # fmt: skip
+        dislikes = self._answer(
+            rng, order[::-1][: p.top_k], np.argsort(genre_lean)[:1], _DISLIKE_TEMPLATES, _VAGUE_DISLIKES
+        )
         return likes, dislikes
 
-    def _answer(self, rng: np.random.Generator, pool: np.ndarray, genres: np.ndarray, templates: tuple[str, ...],
-                vague: tuple[str, ...]) -> str:  # fmt: skip
+    def _answer(
+        self,
+        rng: np.random.Generator,
+        pool: np.ndarray,
+        genres: np.ndarray,
+        templates: tuple[str, ...],
+        vague: tuple[str, ...],
+    ) -> str:
         p = self.params
         if rng.random() < p.empty_p:
             return ""
@@ -104,11 +117,19 @@ class SelfDescriptions:
             return vague[int(rng.integers(len(vague)))]
         k = int(rng.integers(1, 4))
         picks = rng.choice(pool, size=min(k, len(pool)), replace=False)
-        titles = [self._title(int(self._known[i]) if rng.random() >= p.wrong_title_p
-                              else int(self._known[rng.integers(len(self._known))]), rng) for i in picks]  # fmt: skip
+        titles = [
+            self._title(
+                int(self._known[i])
+                if rng.random() >= p.wrong_title_p
+                else int(self._known[rng.integers(len(self._known))]),
+                rng,
+            )
+            for i in picks
+        ]
         genre_names = [GENRES[int(g)] for g in genres if g < len(GENRES)]
         text = templates[int(rng.integers(len(templates)))].format(
-            titles=_join(titles), genres=_join(genre_names) or "drama")
+            titles=_join(titles), genres=_join(genre_names) or "drama"
+        )
         return text.lower() if rng.random() < p.lower_p else text
 
     def _title(self, row: int, rng: np.random.Generator) -> str:
@@ -117,7 +138,7 @@ class SelfDescriptions:
         if rng.random() < p.no_article_p:
             for article in _ARTICLES:
                 if title.startswith(article):
-                    title = title[len(article):]
+                    title = title[len(article) :]
                     break
         if rng.random() < p.typo_p and len(title) > 4:
             title = _typo(title, rng)
@@ -138,8 +159,8 @@ def _typo(title: str, rng: np.random.Generator) -> str:
     """One character dropped, or two neighbours swapped."""
     i = int(rng.integers(1, len(title) - 1))
     if rng.random() < 0.5:
-        return title[:i] + title[i + 1:]
-    return title[:i] + title[i + 1] + title[i] + title[i + 2:]
+        return title[:i] + title[i + 1 :]
+    return title[:i] + title[i + 1] + title[i] + title[i + 2 :]
 
 
 def _join(items: list[str]) -> str:

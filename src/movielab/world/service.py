@@ -13,7 +13,10 @@ logger = logging.getLogger(__name__)
 
 
 def run_world(
-    world: World, until: float | None, stop: threading.Event | None = None, on_tick: Callable[[World], None] | None = None,
+    world: World,
+    until: float | None,
+    stop: threading.Event | None = None,
+    on_tick: Callable[[World], None] | None = None,
     **checkpoints,
 ) -> Stats:
     """Run until `until` (simulated), `stop` or a signal; the tick in progress completes, the sink is flushed.

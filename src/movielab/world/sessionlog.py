@@ -48,8 +48,7 @@ SESSION_COLUMNS: dict[str, type] = {
     "true_score": np.float32,  # the pick's true score (stars, mu + b_u + b_i + p·q at pick time), nan if none
 }
 #: Columns of a day's viewing ends, joined to sessions by `sid`.
-END_COLUMNS: dict[str, type] = {"end_sid": np.int64, "end_time": np.float64, "minutes": np.int32,
-                                "completed": np.bool_}  # fmt: skip
+END_COLUMNS: dict[str, type] = {"end_sid": np.int64, "end_time": np.float64, "minutes": np.int32, "completed": np.bool_}
 
 
 class SessionLogError(WorldError, ValueError):
@@ -83,8 +82,9 @@ class DayLog:
     @classmethod
     def concat(cls, day: str, parts: list[DayLog]) -> DayLog:
         """Several logs' records as one (sessions and ends concatenated in order)."""
-        return cls(day, _concat([p.sessions for p in parts], SESSION_COLUMNS),
-                   _concat([p.ends for p in parts], END_COLUMNS))  # fmt: skip
+        return cls(
+            day, _concat([p.sessions for p in parts], SESSION_COLUMNS), _concat([p.ends for p in parts], END_COLUMNS)
+        )
 
 
 def _concat(chunks: list[dict[str, np.ndarray]], columns: dict[str, type]) -> dict[str, np.ndarray]:
@@ -120,8 +120,9 @@ class SessionLog:
         self._io = threading.Lock()  # day files: the scoring thread writes, `day` reads
 
     # --- appended by the engine -----------------------------------------------------------
-    def requests(self, times: np.ndarray, rows: np.ndarray, status: np.ndarray, ms: np.ndarray,
-                 served: np.ndarray) -> None:  # fmt: skip
+    def requests(
+        self, times: np.ndarray, rows: np.ndarray, status: np.ndarray, ms: np.ndarray, served: np.ndarray
+    ) -> None:
         """One batch of requests: times (n,) s, user rows (n,), status (n,), ms (n,), served rows (n, ≤20) -1 padded."""
         n = len(rows)
         served = np.asarray(served, np.int32)
@@ -133,12 +134,20 @@ class SessionLog:
         status = np.asarray(status, np.int16)
         batch = {
             "sid": np.arange(self._next_sid, self._next_sid + n, dtype=np.int64),
-            "time": np.asarray(times, np.float64), "team": (rows % self.n_teams).astype(np.int16), "row": rows,
-            "status": status, "ms": np.asarray(ms, np.int32), "ok": (status == 200) & (served[:, 0] >= 0),
-            "served": served[:, :MAX_RECS], "picked": np.zeros(n, np.bool_), "movie": np.full(n, -1, np.int32),
-            "resumed": np.zeros(n, np.bool_), "from_list": np.zeros(n, np.bool_), "rank": np.full(n, -1, np.int8),
+            "time": np.asarray(times, np.float64),
+            "team": (rows % self.n_teams).astype(np.int16),
+            "row": rows,
+            "status": status,
+            "ms": np.asarray(ms, np.int32),
+            "ok": (status == 200) & (served[:, 0] >= 0),
+            "served": served[:, :MAX_RECS],
+            "picked": np.zeros(n, np.bool_),
+            "movie": np.full(n, -1, np.int32),
+            "resumed": np.zeros(n, np.bool_),
+            "from_list": np.zeros(n, np.bool_),
+            "rank": np.full(n, -1, np.int8),
             "true_score": np.full(n, np.nan, np.float32),
-        }  # fmt: skip
+        }
         self._next_sid += n
         self._commit()
         self._last = batch  # appended at the next batch, read or flush: `picks` fills it first
@@ -186,8 +195,12 @@ class SessionLog:
         if len(rows) == 0:
             return
         self._open[rows] = -1
-        batch = {"end_sid": sid, "end_time": np.asarray(end_time, np.float64), "minutes": np.asarray(minutes, np.int32),
-                 "completed": np.asarray(completed, np.bool_)}  # fmt: skip
+        batch = {
+            "end_sid": sid,
+            "end_time": np.asarray(end_time, np.float64),
+            "minutes": np.asarray(minutes, np.int32),
+            "completed": np.asarray(completed, np.bool_),
+        }
         self._append(self._ends, batch, batch["end_time"])
 
     def _append(self, store: dict[str, list], batch: dict[str, np.ndarray], times: np.ndarray) -> None:
@@ -196,8 +209,9 @@ class SessionLog:
         for d in range(first, last + 1):
             name = self._names.get(d) or self._names.setdefault(d, day_of(d * DAY))
             if name in self._flushed:
-                logger.warning("session log: a record of %s arrived after the day was taken; kept for the next flush",
-                               name)  # fmt: skip
+                logger.warning(
+                    "session log: a record of %s arrived after the day was taken; kept for the next flush", name
+                )
                 self._flushed.discard(name)
             if days is None:
                 store.setdefault(name, []).append(batch)
@@ -212,21 +226,29 @@ class SessionLog:
         with self._io:
             if self.dir is not None and (self.dir / f"{day}.npz").exists():
                 parts.append(read_day(self.dir / f"{day}.npz"))
-        parts.append(DayLog(day, _concat(self._sessions.get(day, []), SESSION_COLUMNS),
-                            _concat(self._ends.get(day, []), END_COLUMNS)))  # fmt: skip
+        parts.append(
+            DayLog(
+                day,
+                _concat(self._sessions.get(day, []), SESSION_COLUMNS),
+                _concat(self._ends.get(day, []), END_COLUMNS),
+            )
+        )
         return DayLog.concat(day, parts)
 
     def days(self) -> list[str]:
         """Every day with records, in order (flushed or in memory)."""
         self._commit()
-        on_disk = {m.group(1) for p in self.dir.glob("*.npz") if (m := _DAY_FILE.fullmatch(p.name))} if self.dir else set()
+        on_disk = (
+            {m.group(1) for p in self.dir.glob("*.npz") if (m := _DAY_FILE.fullmatch(p.name))} if self.dir else set()
+        )
         return sorted(on_disk | set(self._sessions) | set(self._ends))
 
     def take(self, day: str) -> DayLog:
         """Remove `day`'s records from memory and return them (call from the engine's thread; then `write` anywhere)."""
         self._commit()
-        log = DayLog(day, _concat(self._sessions.pop(day, []), SESSION_COLUMNS),
-                     _concat(self._ends.pop(day, []), END_COLUMNS))  # fmt: skip
+        log = DayLog(
+            day, _concat(self._sessions.pop(day, []), SESSION_COLUMNS), _concat(self._ends.pop(day, []), END_COLUMNS)
+        )
         self._flushed.add(day)
         return log
 
@@ -256,8 +278,13 @@ class SessionLog:
         if self.dir is None:
             raise SessionLogError("checkpointing a session log needs a state dir for its buffered days")
         for name in sorted(set(self._sessions) | set(self._ends)):
-            self.write(DayLog(name, _concat(self._sessions.pop(name, []), SESSION_COLUMNS),
-                              _concat(self._ends.pop(name, []), END_COLUMNS)))  # fmt: skip
+            self.write(
+                DayLog(
+                    name,
+                    _concat(self._sessions.pop(name, []), SESSION_COLUMNS),
+                    _concat(self._ends.pop(name, []), END_COLUMNS),
+                )
+            )
         return {"next_sid": np.array([self._next_sid], np.int64), "open": self._open.copy()}
 
     def restore(self, state: dict[str, np.ndarray]) -> None:

@@ -77,8 +77,11 @@ class FileSink:
         if tail.endswith(b"\n"):
             return
         last = tail.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
-        logger.warning("%s did not end on a newline (a crash mid-write?); ending its last line %r before appending",
-                       self.path, last)  # fmt: skip
+        logger.warning(
+            "%s did not end on a newline (a crash mid-write?); ending its last line %r before appending",
+            self.path,
+            last,
+        )
         self._append(b"\n")
 
     def _append(self, data: bytes) -> None:

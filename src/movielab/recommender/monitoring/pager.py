@@ -64,11 +64,23 @@ class Pages:
     def append(self, kind: str, note: Notification) -> list[dict]:
         """Write one line per alert of `note` (received as `kind`); the lines written."""
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        rows = [{"received_at": now, "kind": kind, "receiver": note.receiver, "status": a.status,
-                 "alertname": a.labels.get("alertname", ""), "severity": a.labels.get("severity", ""),
-                 "team": a.labels.get("team", ""), "summary": a.annotations.get("summary", ""),
-                 "starts_at": a.startsAt, "ends_at": a.endsAt, "fingerprint": a.fingerprint, "labels": a.labels}
-                for a in note.alerts]  # fmt: skip
+        rows = [
+            {
+                "received_at": now,
+                "kind": kind,
+                "receiver": note.receiver,
+                "status": a.status,
+                "alertname": a.labels.get("alertname", ""),
+                "severity": a.labels.get("severity", ""),
+                "team": a.labels.get("team", ""),
+                "summary": a.annotations.get("summary", ""),
+                "starts_at": a.startsAt,
+                "ends_at": a.endsAt,
+                "fingerprint": a.fingerprint,
+                "labels": a.labels,
+            }
+            for a in note.alerts
+        ]
         with self._lock, self.path.open("a") as f:
             for row in rows:
                 f.write(json.dumps(row, sort_keys=True) + "\n")
@@ -97,13 +109,22 @@ def create_app(pages: Pages) -> Starlette:
         try:
             note = Notification.model_validate_json(raw)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}"
-                                 for e in exc.errors(include_url=False, include_input=False)[:5])  # fmt: skip
+            problems = "; ".join(
+                f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}"
+                for e in exc.errors(include_url=False, include_input=False)[:5]
+            )
             return JSONResponse({"error": f"not an Alertmanager webhook notification: {problems}"}, 400)
         rows = pages.append(kind, note)
         for row in rows:
-            logger.warning("%s %s: %s [%s, team %s] %s", kind.upper(), row["status"], row["alertname"],
-                           row["severity"], row["team"] or "-", row["summary"])  # fmt: skip
+            logger.warning(
+                "%s %s: %s [%s, team %s] %s",
+                kind.upper(),
+                row["status"],
+                row["alertname"],
+                row["severity"],
+                row["team"] or "-",
+                row["summary"],
+            )
         return JSONResponse({"written": len(rows)})
 
     async def listing(request: Request) -> JSONResponse:
@@ -112,8 +133,10 @@ def create_app(pages: Pages) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "pages": str(pages.path)})
 
-    return Starlette(routes=[
-        Route("/pages", listing, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/{kind:str}", receive, methods=["POST"]),
-    ])  # fmt: skip
+    return Starlette(
+        routes=[
+            Route("/pages", listing, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/{kind:str}", receive, methods=["POST"]),
+        ]
+    )

@@ -91,8 +91,12 @@ def pin(operator, version: int | str, by: str, reason: str = "pinned by hand") -
         label = _label_of(folder)
         detail = f"pinned registry version {registered.version} by {by}: {reason}; scheduled retraining frozen"
         operator._updated("pin", label, _now(operator), detail + (f"; canary {ended} rolled back" if ended else ""))
-        return {"serving": label, "registry_version": registered.version, "schedule_paused": True,
-                "canary_rolled_back": ended}  # fmt: skip
+        return {
+            "serving": label,
+            "registry_version": registered.version,
+            "schedule_paused": True,
+            "canary_rolled_back": ended,
+        }
 
 
 def rollback(operator, by: str, reason: str = "incident mitigation") -> dict[str, Any]:
@@ -101,22 +105,39 @@ def rollback(operator, by: str, reason: str = "incident mitigation") -> dict[str
         serving = _serving(operator)
         previous = getattr(serving, "previous", None)
         if previous is None:
-            raise _operator_error()("no earlier champion is known to serving (this process has served one "
-                                    "version only): pin a registered version or fall back to popularity")  # fmt: skip
+            raise _operator_error()(
+                "no earlier champion is known to serving (this process has served one "
+                "version only): pin a registered version or fall back to popularity"
+            )
         ended = _end_canary(operator, by, f"rollback of the champion: {reason}")
         current = _label_of(serving.champion)
         serving.rollout(Path(previous))
         label = _label_of(previous)
-        registered = next((v for v in operator.registry.versions()
-                           if f"{v.model}/{v.tags.get('artifact_version', v.version)}" == label), None)  # fmt: skip
+        registered = next(
+            (
+                v
+                for v in operator.registry.versions()
+                if f"{v.model}/{v.tags.get('artifact_version', v.version)}" == label
+            ),
+            None,
+        )
         if registered is not None:
             operator.registry.promote(registered.version)
         else:
             logger.warning("rolled back to %s, which the registry does not hold: its champion alias stays", label)
-        operator._updated("rollback", label, _now(operator), f"champion {current} rolled back to {label} by {by}: "
-                          f"{reason}" + (f"; canary {ended} rolled back" if ended else ""))  # fmt: skip
-        return {"serving": label, "replaced": current, "canary_rolled_back": ended,
-                "registry_version": registered.version if registered else None}  # fmt: skip
+        operator._updated(
+            "rollback",
+            label,
+            _now(operator),
+            f"champion {current} rolled back to {label} by {by}: "
+            f"{reason}" + (f"; canary {ended} rolled back" if ended else ""),
+        )
+        return {
+            "serving": label,
+            "replaced": current,
+            "canary_rolled_back": ended,
+            "registry_version": registered.version if registered else None,
+        }
 
 
 def fallback(operator, by: str, reason: str = "incident mitigation") -> dict[str, Any]:
@@ -133,11 +154,20 @@ def fallback(operator, by: str, reason: str = "incident mitigation") -> dict[str
         operator.registry.promote(registered.version)
         operator.schedule_paused = True
         label = _label_of(folder)
-        operator._updated("fallback", label, _now(operator), f"popularity fallback (registry version "
-                          f"{registered.version}) by {by}: {reason}; scheduled retraining frozen"
-                          + (f"; canary {ended} rolled back" if ended else ""))  # fmt: skip
-        return {"serving": label, "registry_version": registered.version, "schedule_paused": True,
-                "canary_rolled_back": ended}  # fmt: skip
+        operator._updated(
+            "fallback",
+            label,
+            _now(operator),
+            f"popularity fallback (registry version "
+            f"{registered.version}) by {by}: {reason}; scheduled retraining frozen"
+            + (f"; canary {ended} rolled back" if ended else ""),
+        )
+        return {
+            "serving": label,
+            "registry_version": registered.version,
+            "schedule_paused": True,
+            "canary_rolled_back": ended,
+        }
 
 
 def restart_replicas(operator, by: str) -> dict[str, Any]:
@@ -149,8 +179,9 @@ def restart_replicas(operator, by: str) -> dict[str, Any]:
             raise _operator_error()("serving is one in-process server, not a fleet: there are no replicas to restart")
         ports = restart()
         if ports:
-            operator._updated("restart", _label_of(serving.champion), _now(operator),
-                              f"replicas on ports {ports} restarted by {by}")  # fmt: skip
+            operator._updated(
+                "restart", _label_of(serving.champion), _now(operator), f"replicas on ports {ports} restarted by {by}"
+            )
         return {"restarted": ports}
 
 
@@ -195,8 +226,9 @@ def mitigation_routes(operator) -> list[Route]:
         action = request.path_params["action"]
         if action not in ("pin", "rollback", "fallback", "restart"):
             return JSONResponse({"error": "unknown serving action: choose pin, rollback, fallback or restart"}, 404)
-        body = await _control_body(request, PinBody if action == "pin" else EmptyBody if action == "restart"
-                                   else ReasonBody)  # fmt: skip
+        body = await _control_body(
+            request, PinBody if action == "pin" else EmptyBody if action == "restart" else ReasonBody
+        )
         if isinstance(body, JSONResponse):
             return body
         by = identity_of(request)
@@ -216,5 +248,7 @@ def mitigation_routes(operator) -> list[Route]:
             return body
         return await call(set_ingest, operator, action == "pause", identity_of(request))
 
-    return [Route("/serving/{action:str}", serving_action, methods=["POST"]),
-            Route("/ingest/{action:str}", ingest_action, methods=["POST"])]  # fmt: skip
+    return [
+        Route("/serving/{action:str}", serving_action, methods=["POST"]),
+        Route("/ingest/{action:str}", ingest_action, methods=["POST"]),
+    ]

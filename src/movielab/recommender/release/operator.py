@@ -148,8 +148,10 @@ class Operator:
         push = getattr(self.serving, "set_coldstart", None)
         if push is None or getattr(self.ingestor, "coldstart", None) is None:
             return
-        lists = [ColdStartList(u, tuple(m), tuple(li), tuple(d), tuple(g), k, f)
-                 for u, m, li, d, g, k, f in self.store.coldstart_rows()]  # fmt: skip
+        lists = [
+            ColdStartList(u, tuple(m), tuple(li), tuple(d), tuple(g), k, f)
+            for u, m, li, d, g, k, f in self.store.coldstart_rows()
+        ]
         if lists:
             push(lists)
             logger.info("serving %d stored cold-start lists again", len(lists))

@@ -98,20 +98,25 @@ class StudyDesign:
         if self.kind not in KINDS:
             raise StudyError(f"experiment kind {self.kind!r} is unknown: choose one of {', '.join(KINDS)}")
         if not self.end > self.start:
-            raise StudyError(f"experiment {self.name!r}: end {self.end.isoformat()} is not after its start "
-                             f"{self.start.isoformat()}")  # fmt: skip
+            raise StudyError(
+                f"experiment {self.name!r}: end {self.end.isoformat()} is not after its start {self.start.isoformat()}"
+            )
         if not 0.0 < self.share < 1.0:
             raise StudyError(f"experiment {self.name!r}: share {self.share!r} must be strictly between 0 and 1")
         if not 0.0 < self.alpha < 1.0:
             raise StudyError(f"experiment {self.name!r}: alpha {self.alpha!r} must be strictly between 0 and 1")
         if self.first_sessions < 1 or self.conversion_window <= timedelta(0) or self.pre_period < timedelta(0):
-            raise StudyError(f"experiment {self.name!r}: first_sessions ≥ 1, a positive conversion window and a "
-                             "pre-period ≥ 0 are needed")  # fmt: skip
+            raise StudyError(
+                f"experiment {self.name!r}: first_sessions ≥ 1, a positive conversion window and a "
+                "pre-period ≥ 0 are needed"
+            )
         known = METRICS[self.kind]
         for metric in (self.primary, *(g.metric for g in self.guards)):
             if metric not in known:
-                raise StudyError(f"experiment {self.name!r} ({self.kind}): metric {metric!r} is unknown: choose "
-                                 f"one of {', '.join(known)}")  # fmt: skip
+                raise StudyError(
+                    f"experiment {self.name!r} ({self.kind}): metric {metric!r} is unknown: choose "
+                    f"one of {', '.join(known)}"
+                )
         object.__setattr__(self, "guards", tuple(self.guards))
 
     @property
@@ -131,8 +136,10 @@ class StudyDesign:
     def rule(self) -> str:
         """The decision rule in words, as fixed before the data."""
         good = "below" if self.lower_is_better else "above"
-        text = (f"ship {self.arms[1]} if the {1 - self.alpha:.0%} interval of {self.arms[1]} − {self.arms[0]} "
-                f"in {LABELS[self.primary]} lies entirely {good} 0")  # fmt: skip
+        text = (
+            f"ship {self.arms[1]} if the {1 - self.alpha:.0%} interval of {self.arms[1]} − {self.arms[0]} "
+            f"in {LABELS[self.primary]} lies entirely {good} 0"
+        )
         for g in self.guards:
             text += f", and {LABELS[g.metric]} does not fall by more than {g.max_drop:g} (interval's lower end above "
             text += f"−{g.max_drop:g})"
@@ -141,9 +148,13 @@ class StudyDesign:
     def as_dict(self) -> dict:
         """JSON-able design (times ISO, durations in seconds)."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d.update(start=self.start.isoformat(), end=self.end.isoformat(), guards=[asdict(g) for g in self.guards],
-                 pre_period=self.pre_period.total_seconds(),
-                 conversion_window=self.conversion_window.total_seconds())  # fmt: skip
+        d.update(
+            start=self.start.isoformat(),
+            end=self.end.isoformat(),
+            guards=[asdict(g) for g in self.guards],
+            pre_period=self.pre_period.total_seconds(),
+            conversion_window=self.conversion_window.total_seconds(),
+        )
         return d
 
     @classmethod
@@ -153,10 +164,16 @@ class StudyDesign:
         if unknown:
             raise StudyError(f"study design has unknown keys: {', '.join(sorted(unknown))}")
         try:
-            return cls(**{**d, "start": datetime.fromisoformat(d["start"]), "end": datetime.fromisoformat(d["end"]),
-                          "guards": tuple(Guard(**g) for g in d.get("guards", ())),
-                          "pre_period": timedelta(seconds=float(d.get("pre_period", 0))),
-                          "conversion_window": timedelta(seconds=float(d.get("conversion_window", 3600)))})  # fmt: skip
+            return cls(
+                **{
+                    **d,
+                    "start": datetime.fromisoformat(d["start"]),
+                    "end": datetime.fromisoformat(d["end"]),
+                    "guards": tuple(Guard(**g) for g in d.get("guards", ())),
+                    "pre_period": timedelta(seconds=float(d.get("pre_period", 0))),
+                    "conversion_window": timedelta(seconds=float(d.get("conversion_window", 3600))),
+                }
+            )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, StudyError):
                 raise
@@ -165,8 +182,11 @@ class StudyDesign:
 
 SRM_ALPHA = 0.001
 METRICS = {"coldstart": ("conversion", "rating"), "costaware": ("cost_per_play", "conversion", "rating")}
-LABELS = {"conversion": "conversion (sessions whose pick was recommended, per session)",
-          "cost_per_play": "license cost per play (USD)", "rating": "mean rating given (1–10)"}  # fmt: skip
+LABELS = {
+    "conversion": "conversion (sessions whose pick was recommended, per session)",
+    "cost_per_play": "license cost per play (USD)",
+    "rating": "mean rating given (1–10)",
+}
 UNITS = {"conversion": "points", "cost_per_play": "USD", "rating": "stars"}
 
 
@@ -176,14 +196,31 @@ def coldstart_design(name: str, start: datetime, end: datetime, **kw) -> StudyDe
     return StudyDesign("coldstart", name, start, end, primary="conversion", **kw)
 
 
-def costaware_design(name: str, start: datetime, end: datetime, trade_off: float, base: str = "ease",
-                     max_conversion_drop: float = 0.02, max_rating_drop: float = 0.2, **kw) -> StudyDesign:  # fmt: skip
+def costaware_design(
+    name: str,
+    start: datetime,
+    end: datetime,
+    trade_off: float,
+    base: str = "ease",
+    max_conversion_drop: float = 0.02,
+    max_rating_drop: float = 0.2,
+    **kw,
+) -> StudyDesign:
     """Experiment B: cost per play must fall; conversion may not fall by more than 2 points, ratings by more
     than 0.2 stars (defaults); CUPED pre-period of a day unless `pre_period` is given."""
     kw.setdefault("pre_period", timedelta(hours=24))
-    return StudyDesign("costaware", name, start, end, primary="cost_per_play", lower_is_better=True,
-                       guards=(Guard("conversion", max_conversion_drop), Guard("rating", max_rating_drop)),
-                       base=base, trade_off=trade_off, **kw)  # fmt: skip
+    return StudyDesign(
+        "costaware",
+        name,
+        start,
+        end,
+        primary="cost_per_play",
+        lower_is_better=True,
+        guards=(Guard("conversion", max_conversion_drop), Guard("rating", max_rating_drop)),
+        base=base,
+        trade_off=trade_off,
+        **kw,
+    )
 
 
 # --- serving both experiments ------------------------------------------------------------------------
@@ -197,10 +234,19 @@ class StudyService:
     the worker's `ColdStart` model from the user's stored record.
     """
 
-    def __init__(self, control: AnswerTable, treatment: AnswerTable, costaware: StudyDesign | None = None,
-                 coldstart: StudyDesign | None = None) -> None:  # fmt: skip
-        if costaware is not None and costaware.kind != "costaware" or coldstart is not None and \
-                coldstart.kind != "coldstart":  # fmt: skip
+    def __init__(
+        self,
+        control: AnswerTable,
+        treatment: AnswerTable,
+        costaware: StudyDesign | None = None,
+        coldstart: StudyDesign | None = None,
+    ) -> None:
+        if (
+            costaware is not None
+            and costaware.kind != "costaware"
+            or coldstart is not None
+            and coldstart.kind != "coldstart"
+        ):
             raise StudyError("StudyService: give a costaware design as `costaware` and a coldstart one as `coldstart`")
         self.app: Starlette = serve_app.create_app(control)
         share = costaware.share if costaware is not None else 0.5
@@ -268,10 +314,17 @@ class MetricResult:
 
     def as_dict(self) -> dict:
         """JSON-able numbers."""
-        return {"metric": self.metric, "control": _num(self.control), "treatment": _num(self.treatment),
-                "control_ci": [_num(x) for x in self.control_ci], "treatment_ci": [_num(x) for x in self.treatment_ci],
-                "test": None if self.test is None else self.test.as_dict(), "role": self.role,
-                "max_drop": self.max_drop, "holds": self.holds}  # fmt: skip
+        return {
+            "metric": self.metric,
+            "control": _num(self.control),
+            "treatment": _num(self.treatment),
+            "control_ci": [_num(x) for x in self.control_ci],
+            "treatment_ci": [_num(x) for x in self.treatment_ci],
+            "test": None if self.test is None else self.test.as_dict(),
+            "role": self.role,
+            "max_drop": self.max_drop,
+            "holds": self.holds,
+        }
 
 
 @dataclass(frozen=True)
@@ -288,9 +341,15 @@ class StudyResult:
 
     def as_dict(self) -> dict:
         """JSON-able result."""
-        return {"design": self.design.as_dict(), "counts": {a: asdict(c) for a, c in self.counts.items()},
-                "srm": self.srm.as_dict(), "metrics": {k: m.as_dict() for k, m in self.metrics.items()},
-                "decision": self.decision, "reason": self.reason, "extra": self.extra}  # fmt: skip
+        return {
+            "design": self.design.as_dict(),
+            "counts": {a: asdict(c) for a, c in self.counts.items()},
+            "srm": self.srm.as_dict(),
+            "metrics": {k: m.as_dict() for k, m in self.metrics.items()},
+            "decision": self.decision,
+            "reason": self.reason,
+            "extra": self.extra,
+        }
 
 
 def _num(x: float | None) -> float | None:
@@ -306,8 +365,9 @@ def _arm_ci(x: UserRatio, z: float = 1.959963984540054) -> tuple[float, float, f
     return r, r - z * se, r + z * se
 
 
-def _metric(name: str, c: UserRatio, t: UserRatio, design: StudyDesign, role: str,
-            max_drop: float | None = None) -> MetricResult:  # fmt: skip
+def _metric(
+    name: str, c: UserRatio, t: UserRatio, design: StudyDesign, role: str, max_drop: float | None = None
+) -> MetricResult:
     rc, *cci = _arm_ci(c)
     rt, *tci = _arm_ci(t)
     test = delta_ztest(c, t, design.alpha, cuped=True) if min(c.users, t.users) >= 2 else None
@@ -316,9 +376,11 @@ def _metric(name: str, c: UserRatio, t: UserRatio, design: StudyDesign, role: st
 
 def _decide(design: StudyDesign, srm: SRMResult, metrics: dict[str, MetricResult]) -> tuple[str, str]:
     if srm.mismatch:
-        return "invalid", (f"sample-ratio mismatch: {srm.champion} {design.arms[0]} vs {srm.challenger} "
-                           f"{design.arms[1]} users at share {design.share:g} (p={srm.p_value:.2g} < {srm.alpha:g}); "
-                           "the split or the data path is broken, no effect is read")  # fmt: skip
+        return "invalid", (
+            f"sample-ratio mismatch: {srm.champion} {design.arms[0]} vs {srm.challenger} "
+            f"{design.arms[1]} users at share {design.share:g} (p={srm.p_value:.2g} < {srm.alpha:g}); "
+            "the split or the data path is broken, no effect is read"
+        )
     p = metrics[design.primary]
     if p.test is None:
         return "no ship", f"{design.primary}: fewer than 2 users with data in an arm"
@@ -342,8 +404,10 @@ def analyze_coldstart(store: EventStore, design: StudyDesign) -> StudyResult:
     """Experiment A from the store: new accounts in [start, end), each one's first sessions (see the module)."""
     if design.kind != "coldstart":
         raise StudyError(f"experiment {design.name!r} is {design.kind}, not coldstart")
-    rows = store.read(_COLDSTART_SQL, {"start": design.start, "end": design.end, "k": design.first_sessions,
-                                       "window": design.conversion_window})  # fmt: skip
+    rows = store.read(
+        _COLDSTART_SQL,
+        {"start": design.start, "end": design.end, "k": design.first_sessions, "window": design.conversion_window},
+    )
     users = np.array([r[0] for r in rows], np.int64)
     sessions = np.array([r[1] for r in rows], np.float64)
     conv = np.array([r[2] for r in rows], np.float64)
@@ -353,21 +417,27 @@ def analyze_coldstart(store: EventStore, design: StudyDesign) -> StudyResult:
     counts, ratios = {}, {}
     for arm, mask in zip(design.arms, (~treated, treated), strict=True):
         s = mask & (sessions > 0)
-        counts[arm] = ArmCounts(int(s.sum()), int(sessions[mask].sum()), int(conv[mask].sum()),
-                                ratings=int(rn[mask].sum()), accounts=int(mask.sum()))  # fmt: skip
+        counts[arm] = ArmCounts(
+            int(s.sum()),
+            int(sessions[mask].sum()),
+            int(conv[mask].sum()),
+            ratings=int(rn[mask].sum()),
+            accounts=int(mask.sum()),
+        )
         r = mask & (rn > 0)
         ratios[arm] = (UserRatio(conv[s], sessions[s]), UserRatio(rsum[r], rn[r]))
     # The arm sizes are the new accounts (randomized at creation), not the ones that came back for a session.
     srm = srm_check(counts[design.arms[0]].accounts, counts[design.arms[1]].accounts, design.share, SRM_ALPHA)
     (cc, cr), (tc, tr) = ratios[design.arms[0]], ratios[design.arms[1]]
-    metrics = {"conversion": _metric("conversion", cc, tc, design, "primary"),
-               "rating": _metric("rating", cr, tr, design, "reported")}  # fmt: skip
+    metrics = {
+        "conversion": _metric("conversion", cc, tc, design, "primary"),
+        "rating": _metric("rating", cr, tr, design, "reported"),
+    }
     for g in design.guards:
         m = metrics[g.metric]
         metrics[g.metric] = replace(m, role="guard", max_drop=g.max_drop)
     decision, reason = _decide(design, srm, metrics)
-    return StudyResult(design, counts, srm, metrics, decision, reason,
-                       {"new_accounts": len(users)})  # fmt: skip
+    return StudyResult(design, counts, srm, metrics, decision, reason, {"new_accounts": len(users)})
 
 
 def analyze_costaware(store: EventStore, design: StudyDesign) -> StudyResult:
@@ -382,8 +452,9 @@ def analyze_costaware(store: EventStore, design: StudyDesign) -> StudyResult:
         )
     }
     pre = design.pre_period
-    m = arm_metrics(store, design.start, design.end, design.salt, design.share, design.conversion_window,
-                    pre, pre_end=design.start)  # fmt: skip
+    m = arm_metrics(
+        store, design.start, design.end, design.salt, design.share, design.conversion_window, pre, pre_end=design.start
+    )
     params = {"start": design.start, "end": design.end, "pre_start": design.start - pre}
     plays = {int(u): r for u, *r in store.read(_PLAYS_RATINGS_SQL, params)}
     counts, ratios = {}, {}
@@ -392,22 +463,31 @@ def analyze_costaware(store: EventStore, design: StudyDesign) -> StudyResult:
         keep = np.array([int(x) not in new for x in u.user_id.tolist()], bool)
         ids = u.user_id[keep]
         conv = UserRatio(u.conversions[keep], u.requests[keep], u.pre_conversions[keep], u.pre_requests[keep])
-        per = np.array([plays.get(int(x), (0, 0, 0.0, 0, 0.0, 0, 0.0, 0.0, 0)) for x in ids.tolist()],
-                       np.float64).reshape(-1, 9)  # fmt: skip
+        per = np.array(
+            [plays.get(int(x), (0, 0, 0.0, 0, 0.0, 0, 0.0, 0.0, 0)) for x in ids.tolist()], np.float64
+        ).reshape(-1, 9)
         n_plays, costed, cost, n_rat, rat_sum, pre_costed, pre_cost, pre_rat_sum, pre_rat = per.T
         c_mask, r_mask = costed > 0, n_rat > 0
         cost_ratio = UserRatio(cost[c_mask], costed[c_mask], pre_cost[c_mask], pre_costed[c_mask])
         rating_ratio = UserRatio(rat_sum[r_mask], n_rat[r_mask], pre_rat_sum[r_mask], pre_rat[r_mask])
-        counts[arm] = ArmCounts(len(ids), int(u.requests[keep].sum()), int(u.conversions[keep].sum()),
-                                int(n_plays.sum()), int(costed.sum()), float(cost.sum()), int(n_rat.sum()))  # fmt: skip
+        counts[arm] = ArmCounts(
+            len(ids),
+            int(u.requests[keep].sum()),
+            int(u.conversions[keep].sum()),
+            int(n_plays.sum()),
+            int(costed.sum()),
+            float(cost.sum()),
+            int(n_rat.sum()),
+        )
         ratios[arm] = {"conversion": conv, "cost_per_play": cost_ratio, "rating": rating_ratio}
     srm = srm_check(counts[design.arms[0]].users, counts[design.arms[1]].users, design.share, SRM_ALPHA)
     guards = {g.metric: g.max_drop for g in design.guards}
     metrics = {}
     for name in METRICS["costaware"]:
         role = "primary" if name == design.primary else "guard" if name in guards else "reported"
-        metrics[name] = _metric(name, ratios[design.arms[0]][name], ratios[design.arms[1]][name], design, role,
-                                guards.get(name))  # fmt: skip
+        metrics[name] = _metric(
+            name, ratios[design.arms[0]][name], ratios[design.arms[1]][name], design, role, guards.get(name)
+        )
     decision, reason = _decide(design, srm, metrics)
     return StudyResult(design, counts, srm, metrics, decision, reason, {"new_users_left_out": len(new)})
 
@@ -468,8 +548,12 @@ FROM pc FULL JOIN rc USING (user_id)"""
 
 
 # --- the report ----------------------------------------------------------------------------------------
-def write_report(results: list[StudyResult], out: Path | str, title: str = "The course's two experiments",
-                 notes: list[str] | None = None) -> Path:  # fmt: skip
+def write_report(
+    results: list[StudyResult],
+    out: Path | str,
+    title: str = "The course's two experiments",
+    notes: list[str] | None = None,
+) -> Path:
     """Write `report.md`, one SVG per experiment and `results.json` into `out`; returns the report's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -479,34 +563,56 @@ def write_report(results: list[StudyResult], out: Path | str, title: str = "The 
         svg = out / f"{d.kind}.svg"
         svg.write_text(_plot(res), encoding="utf-8")
         c, t = d.arms
-        lines += [f"## {d.name}: {t} vs {c} ({d.kind})", "",
-                  f"Window {d.start.isoformat()} .. {d.end.isoformat()} (stream time), share {d.share:g} to {t}, "
-                  f"salt {d.salt}." + (f" CUPED pre-period: {d.pre_period}." if d.pre_period else " No pre-period."),
-                  "", f"**Decision rule (fixed before the data):** {d.rule()}", "",
-                  "| arm | users | " + ("accounts | sessions" if d.kind == "coldstart" else "requests | plays | "
-                                      "costed plays | license cost (USD)") + " | conversions | ratings |",
-                  "|---|---|" + ("---|---|" if d.kind == "coldstart" else "---|---|---|---|") + "---|---|"]  # fmt: skip
+        lines += [
+            f"## {d.name}: {t} vs {c} ({d.kind})",
+            "",
+            f"Window {d.start.isoformat()} .. {d.end.isoformat()} (stream time), share {d.share:g} to {t}, "
+            f"salt {d.salt}." + (f" CUPED pre-period: {d.pre_period}." if d.pre_period else " No pre-period."),
+            "",
+            f"**Decision rule (fixed before the data):** {d.rule()}",
+            "",
+            "| arm | users | "
+            + (
+                "accounts | sessions"
+                if d.kind == "coldstart"
+                else "requests | plays | costed plays | license cost (USD)"
+            )
+            + " | conversions | ratings |",
+            "|---|---|" + ("---|---|" if d.kind == "coldstart" else "---|---|---|---|") + "---|---|",
+        ]
         for arm in d.arms:
             k = res.counts[arm]
-            mid = (f"{k.accounts:,} | {k.requests:,}" if d.kind == "coldstart" else
-                   f"{k.requests:,} | {k.plays:,} | {k.costed_plays:,} | {k.license_cost:,.2f}")  # fmt: skip
+            mid = (
+                f"{k.accounts:,} | {k.requests:,}"
+                if d.kind == "coldstart"
+                else f"{k.requests:,} | {k.plays:,} | {k.costed_plays:,} | {k.license_cost:,.2f}"
+            )
             lines.append(f"| {arm} | {k.users:,} | {mid} | {k.conversions:,} | {k.ratings:,} |")
         s = res.srm
-        lines += ["", (f"Sample ratio: {s.champion:,} vs {s.challenger:,} (expected {s.expected_champion:,.0f} vs "
-                  f"{s.expected_challenger:,.0f}), chi² {s.chi2:.2f}, p = {s.p_value:.3g}: "
-                  f"{'MISMATCH' if s.mismatch else 'no mismatch'}."), "",
-                  f"| metric | role | {c} | {t} | difference | {1 - d.alpha:.0%} CI | p | CUPED variance reduction |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            (
+                f"Sample ratio: {s.champion:,} vs {s.challenger:,} (expected {s.expected_champion:,.0f} vs "
+                f"{s.expected_challenger:,.0f}), chi² {s.chi2:.2f}, p = {s.p_value:.3g}: "
+                f"{'MISMATCH' if s.mismatch else 'no mismatch'}."
+            ),
+            "",
+            f"| metric | role | {c} | {t} | difference | {1 - d.alpha:.0%} CI | p | CUPED variance reduction |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for m in res.metrics.values():
             x = m.test
-            role = m.role + (f" (max drop {m.max_drop:g}: {'holds' if m.holds else 'fails'})" if m.role == "guard"
-                             else "")  # fmt: skip
+            role = m.role + (
+                f" (max drop {m.max_drop:g}: {'holds' if m.holds else 'fails'})" if m.role == "guard" else ""
+            )
             if x is None:
                 lines.append(f"| {LABELS[m.metric]} | {role} | {_f(m.control)} | {_f(m.treatment)} | – | – | – | – |")
                 continue
             vr = "–" if x.variance_reduction is None else f"{x.variance_reduction:.0%}"
-            lines.append(f"| {LABELS[m.metric]} | {role} | {_f(m.control)} | {_f(m.treatment)} | {x.difference:+.4g} "
-                         f"| {x.ci_low:+.4g} .. {x.ci_high:+.4g} | {x.p_value:.3g} | {vr} |")  # fmt: skip
+            lines.append(
+                f"| {LABELS[m.metric]} | {role} | {_f(m.control)} | {_f(m.treatment)} | {x.difference:+.4g} "
+                f"| {x.ci_low:+.4g} .. {x.ci_high:+.4g} | {x.p_value:.3g} | {vr} |"
+            )
         lines += ["", f"**Decision: {res.decision}.** {res.reason}.", "", f"![{d.kind}]({svg.name})", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -532,13 +638,19 @@ def _panel(x0: float, title: str, ylabel: str, bars: list[tuple[str, float, floa
     def y(v: float) -> float:
         return _H - _PAD - (_H - 2 * _PAD) * (v - lo_v) / (hi_v - lo_v)
 
-    out = [f'<text x="{x0 + _W / 2}" y="22" text-anchor="middle" font-size="13">{_esc(title)}</text>',
-           (f'<text x="{x0 + 14}" y="{_H / 2}" transform="rotate(-90 {x0 + 14} {_H / 2})" '
-           f'text-anchor="middle">{_esc(ylabel)}</text>'),
-           (f'<rect x="{x0 + _PAD}" y="{_PAD}" width="{_W - 2 * _PAD}" height="{_H - 2 * _PAD}" fill="none" '
-           'stroke="#888"/>'),
-           f'<text x="{x0 + _PAD - 4}" y="{_PAD + 4}" text-anchor="end">{hi_v:.3g}</text>',
-           f'<text x="{x0 + _PAD - 4}" y="{_H - _PAD}" text-anchor="end">{lo_v:.3g}</text>']  # fmt: skip
+    out = [
+        f'<text x="{x0 + _W / 2}" y="22" text-anchor="middle" font-size="13">{_esc(title)}</text>',
+        (
+            f'<text x="{x0 + 14}" y="{_H / 2}" transform="rotate(-90 {x0 + 14} {_H / 2})" '
+            f'text-anchor="middle">{_esc(ylabel)}</text>'
+        ),
+        (
+            f'<rect x="{x0 + _PAD}" y="{_PAD}" width="{_W - 2 * _PAD}" height="{_H - 2 * _PAD}" fill="none" '
+            'stroke="#888"/>'
+        ),
+        f'<text x="{x0 + _PAD - 4}" y="{_PAD + 4}" text-anchor="end">{hi_v:.3g}</text>',
+        f'<text x="{x0 + _PAD - 4}" y="{_H - _PAD}" text-anchor="end">{lo_v:.3g}</text>',
+    ]
     step = (_W - 2 * _PAD) / (len(bars) + 1)
     for i, (label, m, lo, hi) in enumerate(bars):
         cx, col = x0 + _PAD + step * (i + 1), _COLORS[i % 2]
@@ -547,8 +659,10 @@ def _panel(x0: float, title: str, ylabel: str, bars: list[tuple[str, float, floa
                 f'<line x1="{cx:.1f}" y1="{y(lo):.1f}" x2="{cx:.1f}" y2="{y(hi):.1f}" stroke="{col}" stroke-width="2"/>'
             )
             for v in (lo, hi):
-                out.append(f'<line x1="{cx - 8:.1f}" y1="{y(v):.1f}" x2="{cx + 8:.1f}" y2="{y(v):.1f}" stroke="{col}" '
-                           'stroke-width="2"/>')  # fmt: skip
+                out.append(
+                    f'<line x1="{cx - 8:.1f}" y1="{y(v):.1f}" x2="{cx + 8:.1f}" y2="{y(v):.1f}" stroke="{col}" '
+                    'stroke-width="2"/>'
+                )
         if math.isfinite(m):
             out.append(f'<circle cx="{cx:.1f}" cy="{y(m):.1f}" r="5" fill="{col}"/>')
             out.append(f'<text x="{cx + 12:.1f}" y="{y(m) + 4:.1f}">{m:.4g}</text>')
@@ -585,8 +699,10 @@ def _plot(res: StudyResult) -> str:
 
 
 def _scatter(x0: float, xm: MetricResult, ym: MetricResult, arms: tuple[str, str]) -> list[str]:
-    pts = [(xm.control, *xm.control_ci, ym.control, *ym.control_ci),
-           (xm.treatment, *xm.treatment_ci, ym.treatment, *ym.treatment_ci)]  # fmt: skip
+    pts = [
+        (xm.control, *xm.control_ci, ym.control, *ym.control_ci),
+        (xm.treatment, *xm.treatment_ci, ym.treatment, *ym.treatment_ci),
+    ]
     xs = [v for p in pts for v in p[:3] if math.isfinite(v)] or [0.0, 1.0]
     ys = [v for p in pts for v in p[3:] if math.isfinite(v)] or [0.0, 1.0]
 
@@ -601,22 +717,32 @@ def _scatter(x0: float, xm: MetricResult, ym: MetricResult, arms: tuple[str, str
     def sy(v: float) -> float:
         return scale(v, min(ys), max(ys), _H - _PAD, _PAD)
 
-    out = [f'<text x="{x0 + _W / 2}" y="22" text-anchor="middle" font-size="13">cost vs rating per arm</text>',
-           (f'<rect x="{x0 + _PAD}" y="{_PAD}" width="{_W - 2 * _PAD}" height="{_H - 2 * _PAD}" fill="none" '
-           'stroke="#888"/>'),
-           f'<text x="{x0 + _W / 2}" y="{_H - 16}" text-anchor="middle">USD per play</text>',
-           (f'<text x="{x0 + 14}" y="{_H / 2}" transform="rotate(-90 {x0 + 14} {_H / 2})" '
-           'text-anchor="middle">mean rating</text>')]  # fmt: skip
+    out = [
+        f'<text x="{x0 + _W / 2}" y="22" text-anchor="middle" font-size="13">cost vs rating per arm</text>',
+        (
+            f'<rect x="{x0 + _PAD}" y="{_PAD}" width="{_W - 2 * _PAD}" height="{_H - 2 * _PAD}" fill="none" '
+            'stroke="#888"/>'
+        ),
+        f'<text x="{x0 + _W / 2}" y="{_H - 16}" text-anchor="middle">USD per play</text>',
+        (
+            f'<text x="{x0 + 14}" y="{_H / 2}" transform="rotate(-90 {x0 + 14} {_H / 2})" '
+            'text-anchor="middle">mean rating</text>'
+        ),
+    ]
     for i, (x, xlo, xhi, y, ylo, yhi) in enumerate(pts):
         if not (math.isfinite(x) and math.isfinite(y)):
             continue
         col = _COLORS[i]
         if math.isfinite(xlo) and math.isfinite(xhi):
-            out.append(f'<line x1="{sx(xlo):.1f}" y1="{sy(y):.1f}" x2="{sx(xhi):.1f}" y2="{sy(y):.1f}" '
-                       f'stroke="{col}" stroke-width="2"/>')  # fmt: skip
+            out.append(
+                f'<line x1="{sx(xlo):.1f}" y1="{sy(y):.1f}" x2="{sx(xhi):.1f}" y2="{sy(y):.1f}" '
+                f'stroke="{col}" stroke-width="2"/>'
+            )
         if math.isfinite(ylo) and math.isfinite(yhi):
-            out.append(f'<line x1="{sx(x):.1f}" y1="{sy(ylo):.1f}" x2="{sx(x):.1f}" y2="{sy(yhi):.1f}" '
-                       f'stroke="{col}" stroke-width="2"/>')  # fmt: skip
+            out.append(
+                f'<line x1="{sx(x):.1f}" y1="{sy(ylo):.1f}" x2="{sx(x):.1f}" y2="{sy(yhi):.1f}" '
+                f'stroke="{col}" stroke-width="2"/>'
+            )
         out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="5" fill="{col}"/>')
         out.append(f'<text x="{sx(x) + 8:.1f}" y="{sy(y) - 8:.1f}" fill="{col}">{_esc(arms[i])}</text>')
     return out

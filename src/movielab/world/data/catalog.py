@@ -23,47 +23,144 @@ from movielab.world.data.types import GENRES, MovieLensData
 # TMDB's movie genre ids and names. TMDB has no Film-Noir genre: 10001 is movielab's own id for it,
 # chosen outside TMDB's id range so it never collides with a real TMDB genre.
 TMDB_GENRES: dict[str, tuple[int, str]] = {
-    "Action": (28, "Action"), "Adventure": (12, "Adventure"), "Animation": (16, "Animation"),
-    "Children's": (10751, "Family"), "Comedy": (35, "Comedy"), "Crime": (80, "Crime"),
-    "Documentary": (99, "Documentary"), "Drama": (18, "Drama"), "Fantasy": (14, "Fantasy"),
-    "Film-Noir": (10001, "Film-Noir"), "Horror": (27, "Horror"), "Musical": (10402, "Music"),
-    "Mystery": (9648, "Mystery"), "Romance": (10749, "Romance"), "Sci-Fi": (878, "Science Fiction"),
-    "Thriller": (53, "Thriller"), "War": (10752, "War"), "Western": (37, "Western"),
-}  # fmt: skip
+    "Action": (28, "Action"),
+    "Adventure": (12, "Adventure"),
+    "Animation": (16, "Animation"),
+    "Children's": (10751, "Family"),
+    "Comedy": (35, "Comedy"),
+    "Crime": (80, "Crime"),
+    "Documentary": (99, "Documentary"),
+    "Drama": (18, "Drama"),
+    "Fantasy": (14, "Fantasy"),
+    "Film-Noir": (10001, "Film-Noir"),
+    "Horror": (27, "Horror"),
+    "Musical": (10402, "Music"),
+    "Mystery": (9648, "Mystery"),
+    "Romance": (10749, "Romance"),
+    "Sci-Fi": (878, "Science Fiction"),
+    "Thriller": (53, "Thriller"),
+    "War": (10752, "War"),
+    "Western": (37, "Western"),
+}
 # Median runtime (minutes) by genre; a movie's median is the mean over its genres.
 RUNTIME_BY_GENRE: dict[str, int] = {
-    "Action": 110, "Adventure": 112, "Animation": 85, "Children's": 88, "Comedy": 100, "Crime": 110,
-    "Documentary": 95, "Drama": 118, "Fantasy": 105, "Film-Noir": 100, "Horror": 95, "Musical": 112,
-    "Mystery": 105, "Romance": 108, "Sci-Fi": 110, "Thriller": 108, "War": 125, "Western": 110,
-}  # fmt: skip
+    "Action": 110,
+    "Adventure": 112,
+    "Animation": 85,
+    "Children's": 88,
+    "Comedy": 100,
+    "Crime": 110,
+    "Documentary": 95,
+    "Drama": 118,
+    "Fantasy": 105,
+    "Film-Noir": 100,
+    "Horror": 95,
+    "Musical": 112,
+    "Mystery": 105,
+    "Romance": 108,
+    "Sci-Fi": 110,
+    "Thriller": 108,
+    "War": 125,
+    "Western": 110,
+}
 RUNTIME_MEDIAN = np.array([RUNTIME_BY_GENRE[g] for g in GENRES], dtype=np.float64)
 DEFAULT_RUNTIME, RUNTIME_SPREAD, RUNTIME_RANGE = 105.0, 0.15, (60, 240)
 LATEST_YEAR = 2026
 SIMULATED_ALWAYS = (
-    "tmdb_id", "imdb_id", "adult", "belongs_to_collection", "budget", "homepage", "original_language",
-    "overview", "poster_path", "production_companies", "production_countries", "release_date", "revenue",
-    "runtime", "spoken_languages", "status", "tagline",
-)  # fmt: skip
+    "tmdb_id",
+    "imdb_id",
+    "adult",
+    "belongs_to_collection",
+    "budget",
+    "homepage",
+    "original_language",
+    "overview",
+    "poster_path",
+    "production_companies",
+    "production_countries",
+    "release_date",
+    "revenue",
+    "runtime",
+    "spoken_languages",
+    "status",
+    "tagline",
+)
 SIMULATED_IF_SYNTHETIC = ("title", "original_title", "genres", "popularity", "vote_average", "vote_count")
 
-_ARTICLE = re.compile(r"^(?P<body>.*?),\s*(?P<article>the|a|an|les|la|le|l'|il|el|das|der|die|den|det|lo|los|las"
-                      r"|i|gli|un|une)(?P<rest>\s*\(.*\))?\s*$", re.IGNORECASE)  # fmt: skip
+_ARTICLE = re.compile(
+    r"^(?P<body>.*?),\s*(?P<article>the|a|an|les|la|le|l'|il|el|das|der|die|den|det|lo|los|las"
+    r"|i|gli|un|une)(?P<rest>\s*\(.*\))?\s*$",
+    re.IGNORECASE,
+)
 _TITLE_WORD = re.compile(r"[A-Za-z]{3,}")
 _STOP_WORDS = frozenset("the and for with from les des der die das von del les une dans".split())
-_KIND = ("action film", "adventure", "animated film", "family film", "comedy", "crime story", "documentary",
-         "drama", "fantasy", "film noir", "horror film", "musical", "mystery", "romance", "science-fiction film",
-         "thriller", "war film", "western")  # fmt: skip
-_WHO = ("a retired detective", "an estranged sister", "a small-town teacher", "an ambitious young lawyer",
-        "a family of musicians", "a stranded pilot", "a reluctant hero", "an aging boxer", "a curious child")
-_WHAT = ("must face the past", "finds an unlikely friend", "is drawn into a dangerous plan",
-         "tries to save the family business", "chases a long-lost dream", "uncovers a secret")
+_KIND = (
+    "action film",
+    "adventure",
+    "animated film",
+    "family film",
+    "comedy",
+    "crime story",
+    "documentary",
+    "drama",
+    "fantasy",
+    "film noir",
+    "horror film",
+    "musical",
+    "mystery",
+    "romance",
+    "science-fiction film",
+    "thriller",
+    "war film",
+    "western",
+)
+_WHO = (
+    "a retired detective",
+    "an estranged sister",
+    "a small-town teacher",
+    "an ambitious young lawyer",
+    "a family of musicians",
+    "a stranded pilot",
+    "a reluctant hero",
+    "an aging boxer",
+    "a curious child",
+)
+_WHAT = (
+    "must face the past",
+    "finds an unlikely friend",
+    "is drawn into a dangerous plan",
+    "tries to save the family business",
+    "chases a long-lost dream",
+    "uncovers a secret",
+)
 _WHERE = ("in a restless city", "on the open road", "in a quiet coastal town", "far from home", "over one summer")
-_TAGLINES = ("Some secrets never stay buried.", "Every journey starts with one step.", "Nothing is what it seems.",
-             "The past is never far behind.", "One night can change everything.", "Hold on tight.")
-_COMPANIES = ("Northlight Pictures", "Blue Harbor Films", "Redwood Studios", "Meridian Entertainment",
-              "Silver Lantern Productions", "Crosswind Media", "Granite Peak Films", "Lumen & Lark")
-_COUNTRIES = (("US", "United States of America"), ("GB", "United Kingdom"), ("FR", "France"),
-              ("DE", "Germany"), ("CA", "Canada"), ("IT", "Italy"), ("JP", "Japan"))
+_TAGLINES = (
+    "Some secrets never stay buried.",
+    "Every journey starts with one step.",
+    "Nothing is what it seems.",
+    "The past is never far behind.",
+    "One night can change everything.",
+    "Hold on tight.",
+)
+_COMPANIES = (
+    "Northlight Pictures",
+    "Blue Harbor Films",
+    "Redwood Studios",
+    "Meridian Entertainment",
+    "Silver Lantern Productions",
+    "Crosswind Media",
+    "Granite Peak Films",
+    "Lumen & Lark",
+)
+_COUNTRIES = (
+    ("US", "United States of America"),
+    ("GB", "United Kingdom"),
+    ("FR", "France"),
+    ("DE", "Germany"),
+    ("CA", "Canada"),
+    ("IT", "Italy"),
+    ("JP", "Japan"),
+)
 _POSTER_CHARS = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
 
 
@@ -89,8 +186,20 @@ class Catalog:
 
     def __post_init__(self) -> None:
         n = len(self.slug)
-        for name in ("title", "year", "genres", "runtime", "license_cost", "tmdb_id", "imdb_id", "popularity",
-                     "vote_average", "vote_count", "synthetic", "source_id"):  # fmt: skip
+        for name in (
+            "title",
+            "year",
+            "genres",
+            "runtime",
+            "license_cost",
+            "tmdb_id",
+            "imdb_id",
+            "popularity",
+            "vote_average",
+            "vote_count",
+            "synthetic",
+            "source_id",
+        ):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"catalog column {name} has {len(getattr(self, name))} rows, slug has {n}")
 
@@ -129,20 +238,32 @@ class Catalog:
         release = "null" if year == 0 else f"{year:04d}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}"
         simulated = list(SIMULATED_ALWAYS) + (list(SIMULATED_IF_SYNTHETIC) if self.synthetic[i] else [])
         record = {
-            "id": self.slug[i], "tmdb_id": int(self.tmdb_id[i]), "imdb_id": self.imdb_id[i],
-            "title": self.title[i], "original_title": self.title[i], "adult": "False",
-            "belongs_to_collection": {}, "budget": str(budget),
+            "id": self.slug[i],
+            "tmdb_id": int(self.tmdb_id[i]),
+            "imdb_id": self.imdb_id[i],
+            "title": self.title[i],
+            "original_title": self.title[i],
+            "adult": "False",
+            "belongs_to_collection": {},
+            "budget": str(budget),
             "genres": [{"id": TMDB_GENRES[g][0], "name": TMDB_GENRES[g][1]} for g in genres],
             "homepage": "null" if rng.random() < 0.6 else f"https://movies.example.com/{self.slug[i]}",
-            "original_language": "en", "overview": overview, "popularity": f"{pop:.4f}",
+            "original_language": "en",
+            "overview": overview,
+            "popularity": f"{pop:.4f}",
             "poster_path": "/" + "".join(rng.choice(_POSTER_CHARS, 27)) + ".jpg",
             "production_companies": [{"name": _COMPANIES[c], "id": 1000 + int(c)} for c in companies],
             "production_countries": [{"iso_3166_1": country[0], "name": country[1]}],
-            "release_date": release, "revenue": str(revenue), "runtime": int(self.runtime[i]),
-            "spoken_languages": [{"iso_639_1": "en", "name": "English"}], "status": "Released",
-            "tagline": _pick(rng, _TAGLINES), "vote_average": f"{float(self.vote_average[i]):.1f}",
-            "vote_count": str(int(self.vote_count[i])), "simulated": simulated,
-        }  # fmt: skip
+            "release_date": release,
+            "revenue": str(revenue),
+            "runtime": int(self.runtime[i]),
+            "spoken_languages": [{"iso_639_1": "en", "name": "English"}],
+            "status": "Released",
+            "tagline": _pick(rng, _TAGLINES),
+            "vote_average": f"{float(self.vote_average[i]):.1f}",
+            "vote_count": str(int(self.vote_count[i])),
+            "simulated": simulated,
+        }
         if license_cost:
             record["license_cost"] = round(float(self.license_cost[i]), 4)
             simulated.append("license_cost")
@@ -203,15 +324,21 @@ def build_catalog(data: MovieLensData, seed: int = 0) -> Catalog:
     popularity = (100.0 * counts / max(data.n_users, 1)).astype(np.float32)
     years = movies.year.astype(np.int16)
     return Catalog(
-        slug=unique_slugs((t, int(y) or None) for t, y in zip(movies.title, years.tolist())),
-        title=[display_title(t) for t in movies.title], year=years, genres=movies.genres.astype(bool),
-        runtime=_runtimes(movies.genres, rng), license_cost=_license_costs(popularity, years, rng),
+        slug=unique_slugs((t, int(y) or None) for t, y in zip(movies.title, years.tolist(), strict=False)),
+        title=[display_title(t) for t in movies.title],
+        year=years,
+        genres=movies.genres.astype(bool),
+        runtime=_runtimes(movies.genres, rng),
+        license_cost=_license_costs(popularity, years, rng),
         tmdb_id=_unique_ints(rng, n, 1_000_000, np.zeros(0, np.int64)).astype(np.int32),
         imdb_id=_imdb_ids(_unique_ints(rng, n, 10_000_000, np.zeros(0, np.int64))),
-        popularity=popularity, vote_average=(2.0 * sums / np.maximum(counts, 1)).astype(np.float32),
-        vote_count=counts.astype(np.int32), synthetic=np.zeros(n, dtype=bool),
-        source_id=movies.source_id.astype(np.int64), seed=seed,
-    )  # fmt: skip
+        popularity=popularity,
+        vote_average=(2.0 * sums / np.maximum(counts, 1)).astype(np.float32),
+        vote_count=counts.astype(np.int32),
+        synthetic=np.zeros(n, dtype=bool),
+        source_id=movies.source_id.astype(np.int64),
+        seed=seed,
+    )
 
 
 def _title_vocabulary(titles: list[str]) -> list[str]:
@@ -223,7 +350,7 @@ def _synthetic_titles(vocabulary: list[str], n: int, rng: np.random.Generator) -
     lengths = rng.integers(2, 5, n)
     words = np.asarray(vocabulary, dtype=object)[rng.integers(0, len(vocabulary), (n, 4))]
     with_the = rng.random(n) < 0.2
-    return [("The " if the else "") + " ".join(row[:k]) for row, k, the in zip(words, lengths, with_the)]
+    return [("The " if the else "") + " ".join(row[:k]) for row, k, the in zip(words, lengths, with_the, strict=False)]
 
 
 def scale_catalog(catalog: Catalog, n_movies: int, seed: int = 0) -> Catalog:
@@ -249,10 +376,12 @@ def scale_catalog(catalog: Catalog, n_movies: int, seed: int = 0) -> Catalog:
     vote_average = np.where(vote_count > 0, np.clip(catalog.vote_average[donor] + rng.normal(0, 0.2, n), 0, 10), 0)
     titles = _synthetic_titles(_title_vocabulary([catalog.title[i] for i in real]), n, rng)
     # Old slugs stay; a synthetic title whose slug clashes with one gets a suffix instead.
-    slugs = catalog.slug + unique_slugs(zip(titles, years.tolist()), taken=catalog.slug)
+    slugs = catalog.slug + unique_slugs(zip(titles, years.tolist(), strict=False), taken=catalog.slug)
     old_imdb = np.array([int(s[2:]) for s in catalog.imdb_id], dtype=np.int64)
     return Catalog(
-        slug=slugs, title=catalog.title + titles, year=np.concatenate([catalog.year, years]),
+        slug=slugs,
+        title=catalog.title + titles,
+        year=np.concatenate([catalog.year, years]),
         genres=np.concatenate([catalog.genres, genres]),
         runtime=np.concatenate([catalog.runtime, _runtimes(genres, rng)]),
         license_cost=np.concatenate([catalog.license_cost, _license_costs(popularity, years, rng)]),
@@ -262,5 +391,6 @@ def scale_catalog(catalog: Catalog, n_movies: int, seed: int = 0) -> Catalog:
         vote_average=np.concatenate([catalog.vote_average, vote_average.astype(np.float32)]),
         vote_count=np.concatenate([catalog.vote_count, vote_count]),
         synthetic=np.concatenate([catalog.synthetic, np.ones(n, dtype=bool)]),
-        source_id=np.concatenate([catalog.source_id, np.full(n, -1, dtype=np.int64)]), seed=catalog.seed,
-    )  # fmt: skip
+        source_id=np.concatenate([catalog.source_id, np.full(n, -1, dtype=np.int64)]),
+        seed=catalog.seed,
+    )

@@ -62,7 +62,9 @@ def _require(folder: Path, name: str) -> Path:
 
 # UTF-8 of é, ü, ’ … read as latin-1 or cp1252: "Ã" or "Â" (or "â" before "€") then a character of 0x80..0xBF
 # (or its cp1252 look-alike). Real titles do not have these pairs; re-saved files do.
-_MOJIBAKE = re.compile("[\u00c2\u00c3][\u0080-\u00bf\u2018-\u203a\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc]|\u00e2\u20ac")
+_MOJIBAKE = re.compile(
+    "[\u00c2\u00c3][\u0080-\u00bf\u2018-\u203a\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc]|\u00e2\u20ac"
+)
 AUTO = "utf-8, else latin-1"  # the encoding argument of `_lines` that detects it
 
 
@@ -78,8 +80,12 @@ def _lines(path: Path, encoding: str) -> list[str]:
     bad = _MOJIBAKE.search(text)
     if bad:
         line = text.count("\n", 0, bad.start()) + 1
-        raise DataFormatError(path, line, f"{bad.group()!r} is UTF-8 text decoded with a wrong encoding (mojibake); "
-                              "the file was re-saved badly: restore the original download")  # fmt: skip
+        raise DataFormatError(
+            path,
+            line,
+            f"{bad.group()!r} is UTF-8 text decoded with a wrong encoding (mojibake); "
+            "the file was re-saved badly: restore the original download",
+        )
     # split on "\n" only: str.splitlines would also split latin-1 text on \x85 and friends.
     lines = [line.rstrip("\r") for line in text.split("\n")]
     return lines[:-1] if lines and lines[-1] == "" else lines
@@ -128,8 +134,10 @@ def _id(value: str, what: str) -> int:
     """An id that must be a plain integer: `01` is refused (as text it is another id than `1`)."""
     if not _PLAIN_ID.fullmatch(value):
         plain = value.isascii() and value.isdigit()
-        raise ValueError(f"{what} {value!r} is not " + ("a plain integer (a token like '01' is not the id 1)"
-                                                        if plain else "an integer"))  # fmt: skip
+        raise ValueError(
+            f"{what} {value!r} is not "
+            + ("a plain integer (a token like '01' is not the id 1)" if plain else "an integer")
+        )
     return int(value)
 
 
@@ -166,16 +174,24 @@ def _movies(path: Path, table: _Table) -> Movies:
     genres = np.zeros((len(rows), len(GENRES)), dtype=bool)
     for i, row in enumerate(rows):
         genres[i, row[3]] = True
-    return Movies(source_id=np.array([r[0] for r in rows], dtype=np.int64), title=[r[1] for r in rows],
-                  year=np.array([r[2] for r in rows], dtype=np.int16), genres=genres)  # fmt: skip
+    return Movies(
+        source_id=np.array([r[0] for r in rows], dtype=np.int64),
+        title=[r[1] for r in rows],
+        year=np.array([r[2] for r in rows], dtype=np.int16),
+        genres=genres,
+    )
 
 
 def _users(path: Path, table: _Table) -> Users:
     _check_unique(path, table, "user")
-    ids, ages, genders, occupations, zips = zip(*table[0]) if table[0] else ((),) * 5
-    return Users(source_id=np.array(ids, dtype=np.int64), age=np.array(ages, dtype=np.int16),
-                 gender=np.array(genders, dtype=np.uint8), occupation=np.array(occupations, dtype=np.uint8),
-                 zip_code=list(zips))  # fmt: skip
+    ids, ages, genders, occupations, zips = zip(*table[0], strict=False) if table[0] else ((),) * 5
+    return Users(
+        source_id=np.array(ids, dtype=np.int64),
+        age=np.array(ages, dtype=np.int16),
+        gender=np.array(genders, dtype=np.uint8),
+        occupation=np.array(occupations, dtype=np.uint8),
+        zip_code=list(zips),
+    )
 
 
 def _read_ratings(path: Path, sep: str, header: str | None) -> tuple[dict[str, np.ndarray], int]:
@@ -192,10 +208,11 @@ def _read_ratings(path: Path, sep: str, header: str | None) -> tuple[dict[str, n
         table = pacsv.read_csv(
             source,
             read_options=pacsv.ReadOptions(column_names=list(_RATING_COLUMNS), skip_rows=first_line - 1),
-            parse_options=pacsv.ParseOptions(delimiter="\t" if sep == "::" else sep, quote_char=False,
-                                             ignore_empty_lines=False),  # keeps row i on line first_line + i
+            parse_options=pacsv.ParseOptions(
+                delimiter="\t" if sep == "::" else sep, quote_char=False, ignore_empty_lines=False
+            ),  # keeps row i on line first_line + i
             convert_options=pacsv.ConvertOptions(column_types=types, null_values=[]),
-        )  # fmt: skip
+        )
     except pa.ArrowException as exc:
         raise _diagnose_ratings(path, sep, first_line, str(exc)) from None
     if tokens:
@@ -218,8 +235,11 @@ def _token_ids(table: pa.Table, path: Path, first_line: int) -> pa.Table:
         plain = pc.match_substring_regex(column, f"^(?:{_PLAIN_ID.pattern})$").to_numpy(zero_copy_only=False)
         if not plain.all():
             i = int(np.argmin(plain))
-            raise DataFormatError(path, first_line + i, f"{what} {column[i].as_py()!r} is not a plain integer "
-                                  "(a token like '01' is not the id 1)")  # fmt: skip
+            raise DataFormatError(
+                path,
+                first_line + i,
+                f"{what} {column[i].as_py()!r} is not a plain integer (a token like '01' is not the id 1)",
+            )
         table = table.set_column(table.schema.get_field_index(name), name, pc.cast(column, pa.int64()))
     return table
 
@@ -266,8 +286,9 @@ def _dense_index(ids: np.ndarray) -> tuple[int, np.ndarray]:
     return len(unique), inverse.astype(np.int32)
 
 
-def _data(name: str, folder: Path, movies: Movies, users: Users | None, path: Path, sep: str,
-          header: str | None = None) -> MovieLensData:  # fmt: skip
+def _data(
+    name: str, folder: Path, movies: Movies, users: Users | None, path: Path, sep: str, header: str | None = None
+) -> MovieLensData:
     """Read the ratings file `path` against movies (and users) and assemble the data set."""
     cols, first_line = _read_ratings(path, sep, header)
     movie = _row_index(cols["movie"], movies.source_id, path, first_line, "movie")
@@ -277,13 +298,19 @@ def _data(name: str, folder: Path, movies: Movies, users: Users | None, path: Pa
         n_users, user = _dense_index(cols["user"])
     keep = _latest_per_pair(user, movie, cols["timestamp"])
     if len(keep) < len(user):
-        logger.warning("%s: %d repeated (user, movie) ratings merged into the latest of their pair", path,
-                       len(user) - len(keep))  # fmt: skip
-    ratings = Ratings(user=user[keep], movie=movie[keep], rating=cols["rating"][keep].astype(np.float32),
-                      timestamp=cols["timestamp"][keep].astype(np.int64))  # fmt: skip
+        logger.warning(
+            "%s: %d repeated (user, movie) ratings merged into the latest of their pair", path, len(user) - len(keep)
+        )
+    ratings = Ratings(
+        user=user[keep],
+        movie=movie[keep],
+        rating=cols["rating"][keep].astype(np.float32),
+        timestamp=cols["timestamp"][keep].astype(np.int64),
+    )
     logger.info("loaded %s from %s: %d users, %d movies, %d ratings", name, folder, n_users, len(movies), len(ratings))
-    return MovieLensData(name=name, movies=movies, ratings=ratings, users=users, n_users=n_users,
-                         source=f"folder {folder}")  # fmt: skip
+    return MovieLensData(
+        name=name, movies=movies, ratings=ratings, users=users, n_users=n_users, source=f"folder {folder}"
+    )
 
 
 def _latest_per_pair(user: np.ndarray, movie: np.ndarray, time: np.ndarray) -> np.ndarray:

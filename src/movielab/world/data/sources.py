@@ -49,8 +49,14 @@ PIP_TIMEOUT = 120.0
 Download = Callable[[str, float], bytes]  # (url, timeout) -> body
 PipDownload = Callable[[str, Path, float], None]  # (requirement, destination folder, timeout)
 # What a failing source may raise; anything else is a bug and propagates.
-_SOURCE_ERRORS = (DataError, OSError, ValueError, zipfile.BadZipFile, subprocess.SubprocessError,
-                  http.client.HTTPException)  # fmt: skip
+_SOURCE_ERRORS = (
+    DataError,
+    OSError,
+    ValueError,
+    zipfile.BadZipFile,
+    subprocess.SubprocessError,
+    http.client.HTTPException,
+)
 
 
 def default_cache_dir() -> Path:
@@ -164,8 +170,9 @@ def _member(archive: zipfile.ZipFile, member: str, origin: str) -> bytes:
         raise DataError(f"{origin} has no member {member}") from None
 
 
-def _ensure(cache: Path, allow_download: bool, timeout: float, download: Download, pip: PipDownload,
-            pip_timeout: float) -> tuple[Path, str]:  # fmt: skip
+def _ensure(
+    cache: Path, allow_download: bool, timeout: float, download: Download, pip: PipDownload, pip_timeout: float
+) -> tuple[Path, str]:
     """Return (folder of verified ml-100k files in the cache, source label), fetching when needed."""
     attempts: list[tuple[str, str]] = []
     cached = (("GroupLens ml-100k.zip", GROUPLENS_DIR), ("recbole-1.2.1 wheel", RECBOLE_DIR))
@@ -183,12 +190,14 @@ def _ensure(cache: Path, allow_download: bool, timeout: float, download: Downloa
         return folder, f"{label} (cached)"
     steps: list[tuple[str, str, Callable[[], Path]]] = []
     if allow_download:
-        steps.append(("GroupLens ml-100k.zip", f"GroupLens {GROUPLENS_URL}",
-                      lambda: _fetch_grouplens(cache, timeout, download)))  # fmt: skip
+        steps.append(
+            ("GroupLens ml-100k.zip", f"GroupLens {GROUPLENS_URL}", lambda: _fetch_grouplens(cache, timeout, download))
+        )
     else:
         attempts.append((f"GroupLens {GROUPLENS_URL}", "skipped: allow_download=False"))
-    steps.append(("recbole-1.2.1 wheel", f"PyPI wheel {RECBOLE_REQUIREMENT}",
-                  lambda: _fetch_recbole(cache, pip, pip_timeout)))  # fmt: skip
+    steps.append(
+        ("recbole-1.2.1 wheel", f"PyPI wheel {RECBOLE_REQUIREMENT}", lambda: _fetch_recbole(cache, pip, pip_timeout))
+    )
     for label, where, step in steps:
         try:
             folder = step()
@@ -200,9 +209,15 @@ def _ensure(cache: Path, allow_download: bool, timeout: float, download: Downloa
     raise DataUnavailable("ml-100k", attempts)
 
 
-def ensure_ml100k_cached(cache_dir: Path | None = None, allow_download: bool = True, timeout: float = 5.0, *,
-                         download: Download = http_download, pip: PipDownload = pip_download,
-                         pip_timeout: float = PIP_TIMEOUT) -> Path:  # fmt: skip
+def ensure_ml100k_cached(
+    cache_dir: Path | None = None,
+    allow_download: bool = True,
+    timeout: float = 5.0,
+    *,
+    download: Download = http_download,
+    pip: PipDownload = pip_download,
+    pip_timeout: float = PIP_TIMEOUT,
+) -> Path:
     """Make sure verified ml-100k files are in the cache (fetching them if needed); return their folder."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder, source = _ensure(cache, allow_download, timeout, download, pip, pip_timeout)
@@ -210,9 +225,16 @@ def ensure_ml100k_cached(cache_dir: Path | None = None, allow_download: bool = T
     return folder
 
 
-def fetch_ml100k(folder: Path | None = None, cache_dir: Path | None = None, allow_download: bool = True,
-                 timeout: float = 5.0, *, download: Download = http_download, pip: PipDownload = pip_download,
-                 pip_timeout: float = PIP_TIMEOUT) -> MovieLensData:  # fmt: skip
+def fetch_ml100k(
+    folder: Path | None = None,
+    cache_dir: Path | None = None,
+    allow_download: bool = True,
+    timeout: float = 5.0,
+    *,
+    download: Download = http_download,
+    pip: PipDownload = pip_download,
+    pip_timeout: float = PIP_TIMEOUT,
+) -> MovieLensData:
     """Load ml-100k from `folder` if given (no fallback), else from the cache, GroupLens or the recbole wheel."""
     if folder is not None:
         data = load_movielens("ml-100k", folder)

@@ -9,20 +9,52 @@ import numpy as np
 # The MovieLens-100k/1M genre vocabulary; ml-latest's "Children" maps to "Children's",
 # its "IMAX" and "(no genres listed)" map to no genre.
 GENRES: tuple[str, ...] = (
-    "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
     "Western",
-)  # fmt: skip
+)
 
 GENDERS: tuple[str, ...] = ("F", "M")
 
 # The MovieLens-1M occupation vocabulary, as the course's user API spells it (index = ML-1M code).
 OCCUPATIONS: tuple[str, ...] = (
-    "other or not specified", "academic/educator", "artist", "clerical/admin", "college/grad student",
-    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
-    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist", "self-employed",
-    "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
-)  # fmt: skip
+    "other or not specified",
+    "academic/educator",
+    "artist",
+    "clerical/admin",
+    "college/grad student",
+    "customer service",
+    "doctor/health care",
+    "executive/managerial",
+    "farmer",
+    "homemaker",
+    "K-12 student",
+    "lawyer",
+    "programmer",
+    "retired",
+    "sales/marketing",
+    "scientist",
+    "self-employed",
+    "technician/engineer",
+    "tradesman/craftsman",
+    "unemployed",
+    "writer",
+)
 
 
 @dataclass(frozen=True)

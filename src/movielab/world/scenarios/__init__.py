@@ -37,6 +37,7 @@ def load(name_or_path: str | Path) -> Scenario:
         return parse_scenario(tomllib.loads(f.read_text(encoding="utf-8")), f"preset {name_or_path}")
     path = Path(name_or_path)
     if not path.exists():
-        raise ScenarioError(f"scenario {name_or_path}: no such file and no such preset (presets: "
-                            f"{', '.join(sorted(files))})")  # fmt: skip
+        raise ScenarioError(
+            f"scenario {name_or_path}: no such file and no such preset (presets: {', '.join(sorted(files))})"
+        )
     return load_scenario(path)

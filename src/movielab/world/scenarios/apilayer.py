@@ -85,12 +85,18 @@ class ScenarioApi:
                         e.touched["api"] += 1
             body = json.dumps(data).encode()
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-        await send({"type": "http.response.start", "status": start.get("status", 500),
-                    "headers": [*headers, (b"content-length", b"%d" % len(body))]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": start.get("status", 500),
+                "headers": [*headers, (b"content-length", b"%d" % len(body))],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
 async def _answer(send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*_JSON, (b"content-length", b"%d" % len(body))]})  # fmt: skip
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [*_JSON, (b"content-length", b"%d" % len(body))]}
+    )
     await send({"type": "http.response.body", "body": body})

@@ -48,8 +48,7 @@ class _Scripted(Effect):
 
     def bots(self, world, t: float, n: int) -> np.ndarray:
         """`n` dormant bot accounts per team of the injection (ids; accounts of other teams made alongside stay idle)."""
-        ids = create_accounts(world, n * self.ctx.n_teams, np.full(n * self.ctx.n_teams, t), self.rng(1),
-                              dormant=True)  # fmt: skip
+        ids = create_accounts(world, n * self.ctx.n_teams, np.full(n * self.ctx.n_teams, t), self.rng(1), dormant=True)
         return ids[np.isin((ids - 1) % self.ctx.n_teams + 1, self.teams)]
 
     def target(self) -> int:
@@ -160,8 +159,10 @@ class RatingSpam(Effect):
         stars = rng.integers(1, world.edition.rating_max + 1, k)
         times = np.sort(t0 + rng.integers(0, TICK, k))
         slugs = self.ctx.catalog.slug
-        out = [(float(t), int(u), rate_line(_stamp(t), int(u), slugs[m], int(r)))
-               for t, u, m, r in zip(times.tolist(), who.tolist(), movies.tolist(), stars.tolist(), strict=True)]  # fmt: skip
+        out = [
+            (float(t), int(u), rate_line(_stamp(t), int(u), slugs[m], int(r)))
+            for t, u, m, r in zip(times.tolist(), who.tolist(), movies.tolist(), stars.tolist(), strict=True)
+        ]
         self.count(who)
         return out
 

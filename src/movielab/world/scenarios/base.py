@@ -167,8 +167,9 @@ class Effect:
         """Act on one lane's minute [t0, t1) while active; return lines to add."""
         return []
 
-    def filter(self, lane: int, t0: float, active: bool, times: list[float], keys: list[int], lines: list[str]
-               ) -> tuple[list[float], list[int], list[str]]:  # fmt: skip
+    def filter(
+        self, lane: int, t0: float, active: bool, times: list[float], keys: list[int], lines: list[str]
+    ) -> tuple[list[float], list[int], list[str]]:
         """Change a batch of lines (one lane's, or every lane's when `lane` is -1) of the minute starting t0."""
         return times, keys, lines
 

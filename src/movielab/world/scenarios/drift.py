@@ -20,8 +20,9 @@ def group_selector(group) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.model_dump().items() if v is not None}
 
 
-def create_accounts(world, n: int, times: np.ndarray, rng: np.random.Generator, group=None,
-                    dormant: bool = False) -> np.ndarray:  # fmt: skip
+def create_accounts(
+    world, n: int, times: np.ndarray, rng: np.random.Generator, group=None, dormant: bool = False
+) -> np.ndarray:
     """Add n users (of `group`'s demographics when given; `dormant`: they never act on their own); their ids."""
     demo = world.demographics
     if group is not None:
@@ -34,8 +35,14 @@ def create_accounts(world, n: int, times: np.ndarray, rng: np.random.Generator, 
             mask &= demo.occupation == OCCUPATIONS.index(group.occupation)
         if not mask.any():
             raise ValueError(f"no real user matches the group {group_selector(group)} to draw new users from")
-        demo = Demographics(demo.age[mask], demo.gender[mask], demo.occupation[mask], demo.utc_offset[mask],
-                            demo.zip_prefix[mask], other_occupation_share=0.0)  # fmt: skip
+        demo = Demographics(
+            demo.age[mask],
+            demo.gender[mask],
+            demo.occupation[mask],
+            demo.utc_offset[mask],
+            demo.zip_prefix[mask],
+            other_occupation_share=0.0,
+        )
     batch = draw_population(n, demo, world.taste, world.activity, times, rng)
     if dormant:
         batch.activity[:] = 0.0
@@ -68,7 +75,9 @@ class TasteShift(Effect):
         # A step along d/|d|^2 raises p·d by one: the genres' movies gain that many stars over the average movie.
         self.direction = (d / max(float(d @ d), 1e-9)).astype(np.float32)
         self.ticks = max(1, int(np.ceil(self.end / TICK) - np.floor(self.start / TICK)))
-        self.rate = self.spec.stars / self.ticks  # stars per simulated minute: the whole shift over the window's minutes
+        self.rate = (
+            self.spec.stars / self.ticks
+        )  # stars per simulated minute: the whole shift over the window's minutes
         return {"selector": {**group_selector(self.spec.group), "genres": self.spec.genres}}
 
     def tick(self, world, lane_index, t0, t1):
@@ -296,10 +305,13 @@ class UserWave(Effect):
         if not len(ids):
             return []
         stamps = second_stamps(int(t0), TICK)
-        out: Lines = [(float(t), int(u), account_line(stamps[int(t - t0)], int(u)))
-                      for t, u in zip(times.tolist(), ids.tolist(), strict=True)]  # fmt: skip
+        out: Lines = [
+            (float(t), int(u), account_line(stamps[int(t - t0)], int(u)))
+            for t, u in zip(times.tolist(), ids.tolist(), strict=True)
+        ]
         world.active[ids - 1] = True
-        world.lanes[lane_index].queue.push(times + 60 + self.rng(int(t0) // 60, 1).random(len(ids)) * 1800,
-                                           (ids - 1).astype(np.int32))  # fmt: skip
+        world.lanes[lane_index].queue.push(
+            times + 60 + self.rng(int(t0) // 60, 1).random(len(ids)) * 1800, (ids - 1).astype(np.int32)
+        )
         self.count(ids)
         return out

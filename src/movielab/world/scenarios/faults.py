@@ -76,8 +76,9 @@ class CorruptLines(Effect):
             out_t, out_k, out_l = (_splice(col, pos, copy=True) for col in (out_t, out_k, out_l))
         elif mode == "out_of_order":  # held back, released first in a later batch
             delays = rng.integers(1, 6, len(idx)) * 60
-            self.held.setdefault(lane, []).extend((t0 + float(d), out_k[p], out_l[p])
-                                                  for p, d in zip(pos, delays.tolist(), strict=True))  # fmt: skip
+            self.held.setdefault(lane, []).extend(
+                (t0 + float(d), out_k[p], out_l[p]) for p, d in zip(pos, delays.tolist(), strict=True)
+            )
             out_t, out_k, out_l = (_splice(col, pos, copy=False) for col in (out_t, out_k, out_l))
         else:
             for j in idx.tolist():
@@ -124,7 +125,7 @@ def _corrupt(line: str, mode: str, rng: np.random.Generator) -> str:
     if mode == "unknown_movie":
         fake = f"unknown-{int(rng.integers(0, 1 << 32)):08x}+2099"
         if rest.startswith("GET /data/m/"):
-            _, minute = rest[len("GET /data/m/"):].rsplit("/", 1)
+            _, minute = rest[len("GET /data/m/") :].rsplit("/", 1)
             return f"{stamp},{user},GET /data/m/{fake}/{minute}"
         _, rating = rest.rsplit("=", 1)
         return f"{stamp},{user},GET /rate/{fake}={rating}"
@@ -138,10 +139,14 @@ class FormatChange(Effect):
 
     def begin(self, world, t):
         if self.spec.announced:
-            self.ctx.announcements.append({"kind": "format_change", "change": self.spec.change,
-                                           "from": datetime.fromtimestamp(t, UTC).strftime(_ISO),
-                                           **({"digits": self.spec.digits} if self.spec.change == "fraction_digits"
-                                              else {})})  # fmt: skip
+            self.ctx.announcements.append(
+                {
+                    "kind": "format_change",
+                    "change": self.spec.change,
+                    "from": datetime.fromtimestamp(t, UTC).strftime(_ISO),
+                    **({"digits": self.spec.digits} if self.spec.change == "fraction_digits" else {}),
+                }
+            )
         return {}
 
     def filter(self, lane, t0, active, times, keys, lines):
@@ -177,8 +182,9 @@ class ApiEffect(Effect):
     def begin(self, world, t):
         self.ctx.api_effects.append(self)
         if getattr(self.spec, "announced", False):
-            self.ctx.announcements.append({"kind": self.spec.kind, **self.params(),
-                                           "from": datetime.fromtimestamp(t, UTC).strftime(_ISO)})  # fmt: skip
+            self.ctx.announcements.append(
+                {"kind": self.spec.kind, **self.params(), "from": datetime.fromtimestamp(t, UTC).strftime(_ISO)}
+            )
         return {}
 
     def finish(self, world):

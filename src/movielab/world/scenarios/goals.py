@@ -21,12 +21,21 @@ class GoalChange(Effect):
     def begin(self, world, t):
         cost = self.ctx.catalog.license_cost
         if self.spec.announced:
-            self.ctx.announcements.append({"kind": "goal_change", "goal": self.spec.goal,
-                                           "value_per_play": self.spec.value_per_play,
-                                           "from": datetime.fromtimestamp(t, UTC).strftime(_ISO),
-                                           "license_cost": "per play, field license_cost of GET /movie/<id>"})  # fmt: skip
-        return {"selector": {"license_cost_mean": round(float(cost.mean()), 4),
-                             "unprofitable_movies": int((cost > self.spec.value_per_play).sum())}}  # fmt: skip
+            self.ctx.announcements.append(
+                {
+                    "kind": "goal_change",
+                    "goal": self.spec.goal,
+                    "value_per_play": self.spec.value_per_play,
+                    "from": datetime.fromtimestamp(t, UTC).strftime(_ISO),
+                    "license_cost": "per play, field license_cost of GET /movie/<id>",
+                }
+            )
+        return {
+            "selector": {
+                "license_cost_mean": round(float(cost.mean()), 4),
+                "unprofitable_movies": int((cost > self.spec.value_per_play).sum()),
+            }
+        }
 
 
 class TruthRefit(Effect):
@@ -63,9 +72,11 @@ class TruthRefit(Effect):
         self.touched["movies"] = int((delta != 0).sum())
         order = np.argsort(delta, kind="stable")
         slugs = self.ctx.catalog.slug
-        self.refit = {"raised": [slugs[i] for i in order[::-1][:10].tolist()],
-                      "lowered": [slugs[i] for i in order[:10].tolist()],
-                      "mean_abs_change": round(float(np.abs(delta).mean()), 4)}  # fmt: skip
+        self.refit = {
+            "raised": [slugs[i] for i in order[::-1][:10].tolist()],
+            "lowered": [slugs[i] for i in order[:10].tolist()],
+            "mean_abs_change": round(float(np.abs(delta).mean()), 4),
+        }
 
     def report(self) -> dict[str, Any]:
         return {"refit": getattr(self, "refit", {})}

@@ -75,9 +75,15 @@ class Takedown(Effect):
         return {**super().params(), "movie": self.slug}
 
     def begin(self, world, t):
-        self.ctx.announcements.append({"kind": "takedown", "movie": self.slug, "reason": self.spec.reason,
-                                       "from": datetime.fromtimestamp(t, UTC).strftime(_ISO),
-                                       "teams": self.teams})  # fmt: skip
+        self.ctx.announcements.append(
+            {
+                "kind": "takedown",
+                "movie": self.slug,
+                "reason": self.spec.reason,
+                "from": datetime.fromtimestamp(t, UTC).strftime(_ISO),
+                "teams": self.teams,
+            }
+        )
         return {"ids": [self.slug]}
 
     def filter(self, lane, t0, active, times, keys, lines):
@@ -85,8 +91,12 @@ class Takedown(Effect):
             return times, keys, lines
         slug = self.slug
         hits = lines_containing(lines, slug)
-        hits = [i for i in hits if kind_of(lines[i]) == "recommendation"
-                and slug in lines[i].split("result: ", 1)[-1].rsplit(", ", 1)[0].split(", ")]  # fmt: skip
+        hits = [
+            i
+            for i in hits
+            if kind_of(lines[i]) == "recommendation"
+            and slug in lines[i].split("result: ", 1)[-1].rsplit(", ", 1)[0].split(", ")
+        ]
         mine = self.key_in_teams([keys[i] for i in hits]).tolist()
         self.count([keys[i] for i, m in zip(hits, mine, strict=True) if m])
         return times, keys, lines
@@ -123,7 +133,9 @@ class InvalidRequests(Effect):
 def _call(url: str, timeout_ms: int) -> str:
     """'200', '404', … or 'timeout'/'refused' for one GET (the world's view of a team's answer)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_ms / 1000) as resp:  # team URLs are http(s): config checks them
+        with urllib.request.urlopen(
+            url, timeout=timeout_ms / 1000
+        ) as resp:  # team URLs are http(s): config checks them
             resp.read(65536)
             return str(resp.status)
     except urllib.error.HTTPError as exc:

@@ -27,15 +27,28 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KINDS: dict[str, type[Effect]] = {
-    "taste_shift": drift.TasteShift, "popularity_shock": drift.PopularityShock, "movie_removed": drift.MovieRemoved,
-    "activity_change": drift.ActivityChange, "user_wave": drift.UserWave, "corrupt_lines": faults.CorruptLines,
-    "format_change": faults.FormatChange, "api_field_change": faults.ApiFieldChange,
-    "wrong_api_values": faults.WrongApiValues, "api_outage": outages.ApiOutage, "stream_pause": outages.StreamPause,
-    "takedown": outages.Takedown, "invalid_requests": outages.InvalidRequests, "misreported_age": bias.MisreportedAge,
-    "rating_bias": bias.RatingBias, "shilling": attacks.Shilling, "sybil_push": attacks.SybilPush,
-    "rating_spam": attacks.RatingSpam, "probe": attacks.Probe, "goal_change": goals.GoalChange,
+    "taste_shift": drift.TasteShift,
+    "popularity_shock": drift.PopularityShock,
+    "movie_removed": drift.MovieRemoved,
+    "activity_change": drift.ActivityChange,
+    "user_wave": drift.UserWave,
+    "corrupt_lines": faults.CorruptLines,
+    "format_change": faults.FormatChange,
+    "api_field_change": faults.ApiFieldChange,
+    "wrong_api_values": faults.WrongApiValues,
+    "api_outage": outages.ApiOutage,
+    "stream_pause": outages.StreamPause,
+    "takedown": outages.Takedown,
+    "invalid_requests": outages.InvalidRequests,
+    "misreported_age": bias.MisreportedAge,
+    "rating_bias": bias.RatingBias,
+    "shilling": attacks.Shilling,
+    "sybil_push": attacks.SybilPush,
+    "rating_spam": attacks.RatingSpam,
+    "probe": attacks.Probe,
+    "goal_change": goals.GoalChange,
     "truth_refit": goals.TruthRefit,
-}  # fmt: skip
+}
 
 
 def _iso(t: float) -> str | None:
@@ -50,9 +63,18 @@ class ScenarioRuntime:
     Raises ValueError naming the injection when it cannot apply (unknown movie, team that does not exist).
     """
 
-    def __init__(self, scenario: Scenario, *, catalog: Catalog, n_teams: int, seed: int, run_start: float,
-                 manifest: Manifest | None = None, team_urls: list[str] | None = None,
-                 time_scale: float = 1.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        catalog: Catalog,
+        n_teams: int,
+        seed: int,
+        run_start: float,
+        manifest: Manifest | None = None,
+        team_urls: list[str] | None = None,
+        time_scale: float = 1.0,
+    ) -> None:
         if not time_scale > 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
         self.scenario = scenario
@@ -73,8 +95,9 @@ class ScenarioRuntime:
 
     def takedowns(self) -> list[tuple[int, float]]:
         """(movie row, unix time it was taken down) of every takedown that has begun: for the scoring."""
-        return [(e.movie, float(e.begun_at)) for e in self.effects
-                if e.spec.kind == "takedown" and e.begun_at is not None]  # fmt: skip
+        return [
+            (e.movie, float(e.begun_at)) for e in self.effects if e.spec.kind == "takedown" and e.begun_at is not None
+        ]
 
     def _live(self) -> list[Effect]:
         return [e for e in self.effects if e.begun_at is not None and not e.finished]
@@ -92,8 +115,9 @@ class ScenarioRuntime:
                 out.extend(e.tick(world, lane, t0, t1))
         return out
 
-    def filter_lines(self, lane: int, t0: float, times: np.ndarray, keys: list[int], lines: list[str]
-                     ) -> tuple[np.ndarray, list[int], list[str]]:  # fmt: skip
+    def filter_lines(
+        self, lane: int, t0: float, times: np.ndarray, keys: list[int], lines: list[str]
+    ) -> tuple[np.ndarray, list[int], list[str]]:
         """The line layer on one batch (lane -1: every lane's lines of a tick together); times stay sorted."""
         live = self._live()
         if not live:
@@ -120,8 +144,18 @@ class ScenarioRuntime:
         selected = e.begin(world, t)
         e.begun_at = t
         logger.info("scenario %s: %s takes effect at %s", self.scenario.name, e.id, _iso(t))
-        self.manifest.append({"event": "start", "id": e.id, "kind": e.spec.kind, "start": _iso(t), "end": _iso(e.end),
-                              "teams": e.teams, "params": e.params(), **selected})  # fmt: skip
+        self.manifest.append(
+            {
+                "event": "start",
+                "id": e.id,
+                "kind": e.spec.kind,
+                "start": _iso(t),
+                "end": _iso(e.end),
+                "teams": e.teams,
+                "params": e.params(),
+                **selected,
+            }
+        )
 
     def _finish_due(self, world: World) -> None:
         for e in due_to_finish(self.effects, world.now):
@@ -130,15 +164,29 @@ class ScenarioRuntime:
     def _finish(self, world: World, e: Effect, t: float) -> None:
         e.finish(world)
         e.finished = True
-        self.manifest.append({"event": "end", "id": e.id, "kind": e.spec.kind, "start": _iso(e.begun_at),
-                              "end": _iso(t), "teams": e.teams, "touched": int(sum(e.touched.values())),
-                              "touched_by": dict(sorted(e.touched.items())), **e.report()})  # fmt: skip
+        self.manifest.append(
+            {
+                "event": "end",
+                "id": e.id,
+                "kind": e.spec.kind,
+                "start": _iso(e.begun_at),
+                "end": _iso(t),
+                "teams": e.teams,
+                "touched": int(sum(e.touched.values())),
+                "touched_by": dict(sorted(e.touched.items())),
+                **e.report(),
+            }
+        )
 
     def state(self) -> dict[str, Any]:
         """Progress as a plain JSON-able dict (hidden arrays are the world checkpoint's; this is the rest)."""
-        return {"effects": {e.id: {"begun_at": e.begun_at, "finished": e.finished, "touched": dict(e.touched),
-                                   **e.state()} for e in self.effects},
-                "announcements": list(self.ctx.announcements)}  # fmt: skip
+        return {
+            "effects": {
+                e.id: {"begun_at": e.begun_at, "finished": e.finished, "touched": dict(e.touched), **e.state()}
+                for e in self.effects
+            },
+            "announcements": list(self.ctx.announcements),
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Take back `state()` of a runtime built from the same scenario."""

@@ -105,8 +105,9 @@ class _Injection(BaseModel):
     duration: str | None = Field(None, description="length ('3h'); instead of end")
     teams: list[int] | None = Field(None, description="team numbers (1..T) it applies to; omitted: all")
 
-    _check_start = field_validator("start", "end", mode="before")(classmethod(lambda cls, v: v if v is None
-                                                                              else _time_or_offset(v)))  # fmt: skip
+    _check_start = field_validator("start", "end", mode="before")(
+        classmethod(lambda cls, v: v if v is None else _time_or_offset(v))
+    )
 
     @field_validator("duration")
     @classmethod
@@ -148,8 +149,10 @@ class TasteShift(_Injection):
     kind: Literal["taste_shift"]
     group: Group = Group()
     genres: list[str] = Field(min_length=1)
-    stars: float = Field(description="change of the group's score of the genres' movies relative to others, in "
-                         "stars, reached at the window's end (the shift stays afterwards)")  # fmt: skip
+    stars: float = Field(
+        description="change of the group's score of the genres' movies relative to others, in "
+        "stars, reached at the window's end (the shift stays afterwards)"
+    )
     _g = field_validator("genres")(classmethod(lambda cls, v: [_genre(g) for g in v]))
 
 
@@ -187,8 +190,17 @@ class UserWave(_Injection):
 
 # --- schema and format changes, corrupt data (the line and API layers) -------------------------------
 LineKind = Literal["watch", "rate", "account", "recommendation"]
-CorruptMode = Literal["truncated", "garbled", "swapped_fields", "duplicated", "out_of_order", "future_time",
-                      "past_time", "unknown_movie", "unknown_user"]  # fmt: skip
+CorruptMode = Literal[
+    "truncated",
+    "garbled",
+    "swapped_fields",
+    "duplicated",
+    "out_of_order",
+    "future_time",
+    "past_time",
+    "unknown_movie",
+    "unknown_user",
+]
 
 
 class CorruptLines(_Injection):
@@ -340,11 +352,29 @@ class TruthRefit(_Injection):
 
 
 Injection = Annotated[
-    TasteShift | PopularityShock | MovieRemoved | ActivityChange | UserWave | CorruptLines | FormatChange
-    | ApiFieldChange | WrongApiValues | ApiOutage | StreamPause | Takedown | InvalidRequests | MisreportedAge
-    | RatingBias | Shilling | SybilPush | RatingSpam | Probe | GoalChange | TruthRefit,
+    TasteShift
+    | PopularityShock
+    | MovieRemoved
+    | ActivityChange
+    | UserWave
+    | CorruptLines
+    | FormatChange
+    | ApiFieldChange
+    | WrongApiValues
+    | ApiOutage
+    | StreamPause
+    | Takedown
+    | InvalidRequests
+    | MisreportedAge
+    | RatingBias
+    | Shilling
+    | SybilPush
+    | RatingSpam
+    | Probe
+    | GoalChange
+    | TruthRefit,
     Field(discriminator="kind"),
-]  # fmt: skip
+]
 
 
 class Scenario(BaseModel):

@@ -30,13 +30,53 @@ from movielab.world.sessionlog import DAY, DayLog, SessionLog, day_of, day_start
 logger = logging.getLogger(__name__)
 
 #: The scoreboard's columns (CSV order); the JSON adds `fairness` (per-group values).
-COLUMNS = ("day", "team", "requests", "answered", "personalized_share", "takedown_violations", "availability",
-           "latency_p50", "latency_p95", "latency_p99", "conversion", "completion", "watch_minutes", "true_rating",
-           "regret", "coverage", "popularity_bias", "exposure_gini", "homogenization", "homogenization_change",
-           "profit", "profit_per_1k", "feedback_pull", "taste_drift", "conversion_gap_age", "conversion_gap_gender",
-           "conversion_gap_occupation", "regret_gap_age", "regret_gap_gender", "regret_gap_occupation")  # fmt: skip
-TABLE = ("team", "requests", "availability", "latency_p95", "conversion", "completion", "true_rating", "regret",
-         "coverage", "exposure_gini", "homogenization", "profit", "feedback_pull")  # fmt: skip
+COLUMNS = (
+    "day",
+    "team",
+    "requests",
+    "answered",
+    "personalized_share",
+    "takedown_violations",
+    "availability",
+    "latency_p50",
+    "latency_p95",
+    "latency_p99",
+    "conversion",
+    "completion",
+    "watch_minutes",
+    "true_rating",
+    "regret",
+    "coverage",
+    "popularity_bias",
+    "exposure_gini",
+    "homogenization",
+    "homogenization_change",
+    "profit",
+    "profit_per_1k",
+    "feedback_pull",
+    "taste_drift",
+    "conversion_gap_age",
+    "conversion_gap_gender",
+    "conversion_gap_occupation",
+    "regret_gap_age",
+    "regret_gap_gender",
+    "regret_gap_occupation",
+)
+TABLE = (
+    "team",
+    "requests",
+    "availability",
+    "latency_p95",
+    "conversion",
+    "completion",
+    "true_rating",
+    "regret",
+    "coverage",
+    "exposure_gini",
+    "homogenization",
+    "profit",
+    "feedback_pull",
+)
 
 
 def _clean(v):
@@ -102,8 +142,9 @@ class Scoreboard:
         with self._lock:
             rows = [r for d in sorted(self.days) for r in self.days[d] if r["team"] == team]
         if not rows and self.days:
-            raise ScoringError(f"team {team}: no scores (teams scored: "
-                               f"{sorted({r['team'] for d in self.days.values() for r in d})})")  # fmt: skip
+            raise ScoringError(
+                f"team {team}: no scores (teams scored: {sorted({r['team'] for d in self.days.values() for r in d})})"
+            )
         return rows
 
     def table(self, day: str | None = None, columns: Iterable[str] = TABLE) -> str:
@@ -141,8 +182,9 @@ class ScoreCollector:
 
     def collect(self):
         """One gauge family; every numeric figure of every team of the newest day."""
-        g = GaugeMetricFamily("movielab_score", "Team scores from the hidden truth, newest scored day",
-                              labels=["team", "metric"])  # fmt: skip
+        g = GaugeMetricFamily(
+            "movielab_score", "Team scores from the hidden truth, newest scored day", labels=["team", "metric"]
+        )
         rows = self.board.latest()
         for r in rows:
             for c in COLUMNS[2:]:
@@ -169,6 +211,7 @@ def read_manifest(path: str | Path, until: float | None = None) -> list[dict]:
     Times are unix seconds or ISO-8601 (UTC when without a zone). ScoringError names the file and line of a
     record without a kind or a readable start.
     """
+
     def when(v, where: str) -> float:
         if isinstance(v, int | float) and not isinstance(v, bool):
             return float(v)
@@ -239,8 +282,11 @@ def event_effects(days: list[DayLog], team: int, events: list[dict]) -> list[dic
     for e in events:
         span = e["end"] - e["start"]
         row = {"kind": e["kind"], "id": e.get("id"), "start": e["start"], "end": e["end"]}
-        for name, lo, hi in (("before", e["start"] - span, e["start"]), ("during", e["start"], e["end"]),
-                             ("after", e["end"], e["end"] + span)):  # fmt: skip
+        for name, lo, hi in (
+            ("before", e["start"] - span, e["start"]),
+            ("during", e["start"], e["end"]),
+            ("after", e["end"], e["end"] + span),
+        ):
             w = (t >= lo) & (t < hi)
             n = int(w.sum())
             row[f"requests_{name}"] = n
@@ -258,8 +304,14 @@ class DailyScorer:
     lanes ahead of the slowest one have moved on a little further: their end-of-day taste is a few ticks late.
     """
 
-    def __init__(self, log: SessionLog, board: Scoreboard, catalog, params: ScoreParams | None = None,
-                 takedowns: Callable[[], list[tuple[int, float]]] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        log: SessionLog,
+        board: Scoreboard,
+        catalog,
+        params: ScoreParams | None = None,
+        takedowns: Callable[[], list[tuple[int, float]]] | None = None,
+    ) -> None:
         self.log, self.board, self.catalog = log, board, catalog
         self.params = params or ScoreParams()
         self.takedowns = takedowns  # () -> [(movie row, unix time)]: e.g. `ScenarioRuntime.takedowns`
@@ -338,8 +390,13 @@ class DailyScorer:
         self._pool.shutdown()
 
 
-def report(state_dir: str | Path, team: int | None = None, day: str | None = None,
-           manifest: str | Path | None = None, sessions: str | Path | None = None) -> str:  # fmt: skip
+def report(
+    state_dir: str | Path,
+    team: int | None = None,
+    day: str | None = None,
+    manifest: str | Path | None = None,
+    sessions: str | Path | None = None,
+) -> str:
     """The text `movielab course score` prints: the scoreboard of a day, or one team in detail.
 
     `state_dir` holds `scores/` (a course keeps them in its reports folder); `sessions` the folder holding
@@ -367,9 +424,11 @@ def report(state_dir: str | Path, team: int | None = None, day: str | None = Non
         until = float(DayLog.concat("all", logs).sessions["time"].max(initial=0)) if logs else None  # open events
         effects = event_effects(logs, team, read_manifest(manifest, until=until))
         for e in effects:
-            e["start"], e["end"] = (dt.datetime.fromtimestamp(e[k], dt.UTC).strftime("%Y-%m-%dT%H:%M") for k in
-                                    ("start", "end"))  # fmt: skip
-        cols = ["id", "kind", "start", "end"] + [f"{m}_{w}" for m in ("conversion", "availability")
-                                           for w in ("before", "during", "after")]  # fmt: skip
+            e["start"], e["end"] = (
+                dt.datetime.fromtimestamp(e[k], dt.UTC).strftime("%Y-%m-%dT%H:%M") for k in ("start", "end")
+            )
+        cols = ["id", "kind", "start", "end"] + [
+            f"{m}_{w}" for m in ("conversion", "availability") for w in ("before", "during", "after")
+        ]
         parts += [f"injected events ({manifest})", format_table(effects, cols) if effects else "no events"]
     return "\n".join(parts)

@@ -22,8 +22,9 @@ from movielab.contract.errors import ContractError
 from movielab.world.scoring.errors import ScoringError
 
 
-def course_checks(lines: Iterable[str], at: datetime,
-                  takedowns: Iterable[tuple[str, datetime]] = ()) -> dict[str, object]:  # fmt: skip
+def course_checks(
+    lines: Iterable[str], at: datetime, takedowns: Iterable[tuple[str, datetime]] = ()
+) -> dict[str, object]:
     """The course's checks of one team's topic lines at time `at` (naive UTC, like the stream's stamps).
 
     Returns {answered_24h, personalized_share, availability, window_requests, takedown_violations {id: n},

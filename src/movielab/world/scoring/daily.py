@@ -87,9 +87,19 @@ class Truth:
         start = end if taste_start is None else taste_start
         if len(start) < n:  # users who arrived during the day start from their drawn taste
             start = np.vstack([start, end[len(start) :]])
-        return cls(world.taste.mu, world.taste.item_factors, world.taste.item_bias, catalog.license_cost,
-                   catalog.vote_count, start[:n], end, pop.bias[:n].copy(), pop.age[:n].copy(), pop.gender[:n].copy(),
-                   pop.occupation[:n].copy())  # fmt: skip
+        return cls(
+            world.taste.mu,
+            world.taste.item_factors,
+            world.taste.item_bias,
+            catalog.license_cost,
+            catalog.vote_count,
+            start[:n],
+            end,
+            pop.bias[:n].copy(),
+            pop.age[:n].copy(),
+            pop.gender[:n].copy(),
+            pop.occupation[:n].copy(),
+        )
 
 
 @dataclass
@@ -109,8 +119,11 @@ class History:
         """This history plus the day's picks."""
         s = day.sessions
         p = s["picked"]
-        return History(np.concatenate([self.row, s["row"][p]]), np.concatenate([self.movie, s["movie"][p]]),
-                       np.concatenate([self.time, s["time"][p]]))  # fmt: skip
+        return History(
+            np.concatenate([self.row, s["row"][p]]),
+            np.concatenate([self.movie, s["movie"][p]]),
+            np.concatenate([self.time, s["time"][p]]),
+        )
 
 
 @dataclass(frozen=True)
@@ -124,9 +137,15 @@ class ScoreParams:
     seed: int = 0
 
 
-def score_day(day: DayLog, truth: Truth, history: History, n_teams: int, params: ScoreParams | None = None,
-              later_ends: DayLog | None = None,
-              takedowns: list[tuple[int, float]] = ()) -> list[dict]:  # fmt: skip
+def score_day(
+    day: DayLog,
+    truth: Truth,
+    history: History,
+    n_teams: int,
+    params: ScoreParams | None = None,
+    later_ends: DayLog | None = None,
+    takedowns: list[tuple[int, float]] = (),
+) -> list[dict]:
     """Every team's figures for one day (one dict per team, team numbers 1..n_teams; see the module).
 
     `later_ends` (the next day's log) supplies viewings that ended after midnight; `takedowns` lists
@@ -137,8 +156,9 @@ def score_day(day: DayLog, truth: Truth, history: History, n_teams: int, params:
     m = len(truth.item_bias)
     n_users = len(truth.taste_end)
     if len(s["row"]) and (s["row"].max() >= n_users or s["served"].max() >= m or s["movie"].max() >= m):
-        raise ScoringError(f"session log of {day.day} names user rows or movies beyond the truth "
-                           f"({n_users} users, {m} movies)")  # fmt: skip
+        raise ScoringError(
+            f"session log of {day.day} names user rows or movies beyond the truth ({n_users} users, {m} movies)"
+        )
     team = s["team"].astype(np.int64)
     if len(team) and team.max() >= n_teams:
         raise ScoringError(f"session log of {day.day} has team index {int(team.max())} for {n_teams} teams")
@@ -198,20 +218,38 @@ def score_day(day: DayLog, truth: Truth, history: History, n_teams: int, params:
         hit = ok & (s["time"] >= since) & (served == movie).any(axis=1)
         down += np.bincount(team[hit], minlength=T)
     homog = _homogenization(picks, n_users, T, p, rng)
-    groups = {"age": age_bucket(truth.age), "gender": np.asarray(truth.gender, np.int64),
-              "occupation": np.asarray(truth.occupation, np.int64)}  # fmt: skip
+    groups = {
+        "age": age_bucket(truth.age),
+        "gender": np.asarray(truth.gender, np.int64),
+        "occupation": np.asarray(truth.occupation, np.int64),
+    }
     names = {"age": AGE_GROUPS, "gender": GENDERS, "occupation": OCCUPATIONS}
     for t in range(T):
         o = out[t]
         lat = ms_sorted[bounds[t] : bounds[t + 1]]
         q = np.percentile(lat, [50, 95, 99]) if len(lat) else [np.nan] * 3
-        o.update(answered=int(np.count_nonzero(ok & (team == t))), personalized_share=personal[t],
-                 takedown_violations=int(down[t]), availability=avail[t], latency_p50=q[0], latency_p95=q[1], latency_p99=q[2], conversion=conversion[t],
-                 completion=completion[t], watch_minutes=watch[t], true_rating=true_rating[t], regret=regret[t],
-                 coverage=float((exposure[t] > 0).mean()), popularity_bias=pop_bias[t],
-                 exposure_gini=gini(exposure[t]), homogenization=homog[t], profit=float(revenue[t] - cost[t]),
-                 profit_per_1k=float((revenue[t] - cost[t]) / req[t] * 1000) if req[t] else float("nan"),
-                 feedback_pull=pull[t], taste_drift=drift[t])  # fmt: skip
+        o.update(
+            answered=int(np.count_nonzero(ok & (team == t))),
+            personalized_share=personal[t],
+            takedown_violations=int(down[t]),
+            availability=avail[t],
+            latency_p50=q[0],
+            latency_p95=q[1],
+            latency_p99=q[2],
+            conversion=conversion[t],
+            completion=completion[t],
+            watch_minutes=watch[t],
+            true_rating=true_rating[t],
+            regret=regret[t],
+            coverage=float((exposure[t] > 0).mean()),
+            popularity_bias=pop_bias[t],
+            exposure_gini=gini(exposure[t]),
+            homogenization=homog[t],
+            profit=float(revenue[t] - cost[t]),
+            profit_per_1k=float((revenue[t] - cost[t]) / req[t] * 1000) if req[t] else float("nan"),
+            feedback_pull=pull[t],
+            taste_drift=drift[t],
+        )
         fair = {}
         mine = team == t
         for attr, g in groups.items():
