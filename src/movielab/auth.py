@@ -143,7 +143,7 @@ class RequireToken:
             body = json.dumps(
                 {
                     "error": "authentication required: send 'Authorization: Bearer <token>' "
-                    "(the token file next to the recommender's state)"
+                    "(a token of this listener's token file, mode 0600, beside the state it guards)"
                 }
             ).encode()
             await send(

@@ -65,7 +65,7 @@ def test_more_than_twenty_ids_is_invalid() -> None:
 def test_team_urls_are_validated() -> None:
     assert Team.parse(1, "127.0.0.1:8082").url == "http://127.0.0.1:8082"
     assert Team.parse(2, "http://team2.local:9000/api/").server == "team2.local:9000"
-    for bad in ("ftp://x:1", "http://", "http://x:99999", "http://x:1/?q=1"):
+    for bad in ("ftp://x:1", "http://", "http://x:99999", "http://x:1/?q=1", "not a url", "http://a,b:80", "x:1/a b"):
         with pytest.raises(TeamConfigError, match="team 3"):
             Team.parse(3, bad)
 

@@ -40,7 +40,11 @@ def test_the_example_is_a_valid_course_with_two_teams(tmp_path) -> None:
         ("[world]\nspeeed = 2\n" + TEAMS, r"world\.speeed: Extra inputs are not permitted"),
         ("[state]\ncheckpoint_every_minutes = 0\n" + TEAMS, r"state\.checkpoint_every_minutes: "),
         ("name = 'x'\n", r"teams: Field required"),
-        (TEAMS.replace("http://127.0.0.1:8092", "ftp://x"), r"teams\.1\.url: .*must look like http://host:port"),
+        (
+            TEAMS.replace("http://127.0.0.1:8092", "ftp://x"),
+            r"teams\.1\.url: (?!.*team 0).*must look like http://host:port",
+        ),
+        (TEAMS.replace("http://127.0.0.1:8092", "not a url"), r"teams\.1\.url: .*the host must be a name or address"),
         (TEAMS.replace('name = "b"', 'name = "a"'), r"teams\.1\.name: 'a' is already team 1's"),
         (TEAMS + 'topic = "movielog1"\n', r"teams\.1\.topic: 'movielog1' is already team 1's"),
         (TEAMS + 'topic = "bad topic"\n', r"teams\.1\.topic: .*not a Kafka topic name"),

@@ -103,3 +103,15 @@ def test_promtool_accepts_the_drill_profile_of_the_shipped_rules(tmp_path: Path)
         [str(PROMTOOL), "check", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--scenarios", "nope"], "unknown ['nope']; known: replica"), (["--scale", "0"], "--scale must be positive")],
+)
+def test_drill_refuses_bad_arguments_before_starting_anything(argv, message, capsys) -> None:
+    from movielab.demo.drill import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err

@@ -59,7 +59,7 @@ class TeamEntry(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        Team.parse(0, v)  # raises TeamConfigError (a ValueError) naming the URL
+        Team.parse(None, v)  # raises TeamConfigError (a ValueError) naming the URL; the field names the team
         return v
 
     @field_validator("topic")

@@ -604,11 +604,19 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m movielab.demo.drill [--out DIR] [--scenarios replica,ingest,garbage] [--users N] [--scale 60]`."""
     parser = argparse.ArgumentParser(prog="scripts/drill", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="folder of the drill log and the system's files (default: temp)")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, in order")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, in order, of: {', '.join(SCENARIOS)}"
+    )
     parser.add_argument("--users", type=int, default=DrillConfig.users)
     parser.add_argument("--speed", type=float, default=DrillConfig.speed, help="simulated seconds per second")
     parser.add_argument("--scale", type=float, default=DrillConfig.scale, help="alert durations divided by this")
     args = parser.parse_args(argv)
+    unknown = sorted({s for s in args.scenarios.split(",") if s} - set(SCENARIOS))
+    if unknown or not [s for s in args.scenarios.split(",") if s]:
+        parser.error(f"--scenarios: unknown {unknown or 'none given'}; known: {', '.join(SCENARIOS)}")
+    for name in ("users", "speed", "scale"):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     folder = args.out or Path(tempfile.mkdtemp(prefix="movielab-drill-"))
     cfg = DrillConfig(users=args.users, speed=args.speed, scale=args.scale)

@@ -47,6 +47,7 @@ from movielab.world.errors import WorldError
 from movielab.world.recs import RecAnswers
 
 logger = logging.getLogger(__name__)
+_HOST = re.compile(r"[A-Za-z0-9._:-]+")  # a host name, IPv4 or (bracket-less) IPv6 address
 
 _BODY = re.compile(rf"{MOVIE_ID_PATTERN}(?:,{MOVIE_ID_PATTERN})*", re.ASCII)
 #: Bytes of a (decoded) answer body the world reads at most; 20 ids of 200 characters take 4,019.
@@ -92,17 +93,24 @@ class Team:
     server: str
 
     @classmethod
-    def parse(cls, number: int, url: str) -> Team:
-        """Validate `http://host:port[/prefix]`; the world calls `<url>/recommend/<user id>`."""
+    def parse(cls, number: int | None, url: str) -> Team:
+        """Validate `http://host:port[/prefix]`; the world calls `<url>/recommend/<user id>`. TeamConfigError names
+        the URL, the reason and team `number` (None: the caller names the team itself, e.g. a config field)."""
+        who = "" if number is None else f"team {number}: "
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme != "http" or not parts.hostname:
-            raise TeamConfigError(f"team {number}: recommendation URL {url!r} must look like http://host:port")
+            raise TeamConfigError(f"{who}recommendation URL {url!r} must look like http://host:port")
+        if any(c.isspace() for c in url) or _HOST.fullmatch(parts.hostname) is None:
+            raise TeamConfigError(
+                f"{who}recommendation URL {url!r}: the host must be a name or address (letters, digits, . - :), "
+                "with no spaces"
+            )
         try:
             port = parts.port or 80
         except ValueError as exc:
-            raise TeamConfigError(f"team {number}: recommendation URL {url!r}: {exc}") from None
+            raise TeamConfigError(f"{who}recommendation URL {url!r}: {exc}") from None
         if parts.query or parts.fragment:
-            raise TeamConfigError(f"team {number}: recommendation URL {url!r} must not carry a query or fragment")
+            raise TeamConfigError(f"{who}recommendation URL {url!r} must not carry a query or fragment")
         base = f"http://{parts.hostname}:{port}{parts.path.rstrip('/')}"
         return cls(number, base, f"{parts.hostname}:{port}")
 
