@@ -19,16 +19,14 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import tempfile
-import time
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import yaml
 
+from movielab.demo.process import ReadyServer
 from movielab.errors import MovielabError
 from movielab.webserver import free_port
 
@@ -97,8 +95,11 @@ def local_config(
     return cfg
 
 
-class AlertmanagerServer:
+class AlertmanagerServer(ReadyServer):
     """An Alertmanager process on 127.0.0.1:`port` with a temporary config and data directory; `stop()` ends it."""
+
+    name = "alertmanager"
+    error = AlertmanagerError
 
     def __init__(
         self, config: dict[str, Any] | None = None, *, port: int | None = None, binary: Path | str | None = None
@@ -109,30 +110,20 @@ class AlertmanagerServer:
                 f"alertmanager binary not found on PATH (or ${ALERTMANAGER_ENV}); install the "
                 "Debian package 'prometheus-alertmanager' (or get it from prometheus.io)"
             )
+        super().__init__()
         self.config = config if config is not None else load_config()
-        self.host = "127.0.0.1"
         self.port = port or free_port()
-        self._tmp: tempfile.TemporaryDirectory | None = None
-        self._proc: subprocess.Popen | None = None
-        self._log: Path | None = None
 
     @property
     def address(self) -> str:
         """host:port, as Prometheus's `alerting.alertmanagers` targets name it."""
         return f"{self.host}:{self.port}"
 
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. http://127.0.0.1:9093."""
-        return f"http://{self.address}"
-
     def start(self, timeout: float = 30.0) -> AlertmanagerServer:
         """Write the config, start the process and return once `/-/ready` answers 200."""
-        self._tmp = tempfile.TemporaryDirectory(prefix="movielab-alertmanager-")
-        work = Path(self._tmp.name)
+        work = self._workdir()
         config_file = work / "alertmanager.yml"
         config_file.write_text(json.dumps(self.config, indent=2))  # JSON is YAML
-        self._log = work / "alertmanager.log"
         cmd = [
             str(self.binary),
             f"--config.file={config_file}",
@@ -141,55 +132,7 @@ class AlertmanagerServer:
             "--cluster.listen-address=",
             "--log.level=info",
         ]
-        logger.info("starting alertmanager on %s (config %s)", self.url, config_file)
-        with open(self._log, "wb") as log:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._proc.poll() is not None:
-                tail = self.log_tail()
-                code = self._proc.returncode
-                self._cleanup()
-                raise AlertmanagerError(f"alertmanager on port {self.port} exited with {code}: {tail}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                self.stop()
-                raise AlertmanagerError(f"alertmanager on port {self.port} not ready within {timeout} s")
-            time.sleep(0.1)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, wait up to `timeout` s (then kill), remove the temporary files."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                logger.warning("alertmanager on port %d did not stop within %s s; killing it", self.port, timeout)
-                proc.kill()
-                proc.wait()
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        tmp, self._tmp = self._tmp, None
-        if tmp is not None:
-            tmp.cleanup()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines of Alertmanager's own log (for error messages)."""
-        if self._log is None or not self._log.exists():
-            return "(no log)"
-        return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
+        return self._launch(cmd, timeout)
 
     def alerts(self) -> list[dict[str, Any]]:
         """Alerts Alertmanager holds now (API v2), inhibited ones included: each with `labels`, `annotations`,

@@ -14,8 +14,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from movielab.demo.process import ReadyServer
 from movielab.errors import MovielabError
 from movielab.webserver import free_port
 
@@ -85,8 +84,11 @@ def config(
     return out
 
 
-class PrometheusServer:
+class PrometheusServer(ReadyServer):
     """A Prometheus process on 127.0.0.1:`port` with a temporary data directory; `stop()` ends it cleanly."""
+
+    name = "prometheus"
+    error = PrometheusError
 
     def __init__(
         self,
@@ -106,28 +108,18 @@ class PrometheusServer:
                 f"prometheus binary not found on PATH (or ${PROMETHEUS_ENV}); install the "
                 f"Debian package 'prometheus' or download it from prometheus.io"
             )
+        super().__init__()
         self.config = config(jobs, rule_files, interval, alertmanagers)
         self.port = port or free_port()
-        self.host = "127.0.0.1"
         self.retention = retention
-        self._tmp: tempfile.TemporaryDirectory | None = None
         self._data_dir = Path(data_dir) if data_dir else None
-        self._proc: subprocess.Popen | None = None
-        self._log: Path | None = None
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. http://127.0.0.1:9090."""
-        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> PrometheusServer:
         """Write the config, start the process and return once `/-/ready` answers 200."""
-        self._tmp = tempfile.TemporaryDirectory(prefix="movielab-prometheus-")
-        work = Path(self._tmp.name)
+        work = self._workdir()
         data = self._data_dir or work / "data"
         config_file = work / "prometheus.yml"
         config_file.write_text(json.dumps(self.config, indent=2))
-        self._log = work / "prometheus.log"
         cmd = [
             str(self.binary),
             f"--config.file={config_file}",
@@ -136,54 +128,7 @@ class PrometheusServer:
             f"--storage.tsdb.retention.time={self.retention}",
             "--web.enable-lifecycle",
         ]
-        logger.info("starting prometheus on %s (config %s)", self.url, config_file)
-        with open(self._log, "wb") as log:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._proc.poll() is not None:
-                tail = self.log_tail()
-                self._cleanup()
-                raise PrometheusError(f"prometheus on port {self.port} exited with {self._proc.returncode}: {tail}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                self.stop()
-                raise PrometheusError(f"prometheus on port {self.port} not ready within {timeout} s")
-            time.sleep(0.1)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, wait up to `timeout` s (then kill), remove the temporary files."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                logger.warning("prometheus on port %d did not stop within %s s; killing it", self.port, timeout)
-                proc.kill()
-                proc.wait()
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        tmp, self._tmp = self._tmp, None
-        if tmp is not None:
-            tmp.cleanup()
-
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines of Prometheus's own log (for error messages)."""
-        if self._log is None or not self._log.exists():
-            return "(no log)"
-        return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
+        return self._launch(cmd, timeout)
 
     # --- HTTP API ----------------------------------------------------------------------------------
     def api(self, path: str, params: dict[str, str] | None = None) -> Any:
