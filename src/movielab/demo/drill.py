@@ -144,6 +144,19 @@ class DrillConfig:
     seed: int = 0
     step_timeout: float = 90.0  # seconds any one step may take
 
+    def __post_init__(self) -> None:
+        for name in ("users", "speed", "replicas", "scale", "step_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+def check_scenarios(names: tuple[str, ...]) -> None:
+    """ValueError unless `names` is a non-empty sequence of known drill scenarios (`SCENARIOS`)."""
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown or not names:
+        problem = f"unknown {unknown}" if unknown else "none given"
+        raise ValueError(f"scenarios: {problem}; known: {', '.join(SCENARIOS)}")
+
 
 @dataclass
 class System:
@@ -579,9 +592,7 @@ def run_drill(folder: Path, cfg: DrillConfig | None = None, scenarios: tuple[str
     """Start the system in `folder`, freeze scheduled retraining, run `scenarios` in order, stop everything;
     the per-scenario results (also in `folder/drill.md`, steps in `folder/drill.jsonl`)."""
     cfg = cfg or DrillConfig()
-    unknown = set(scenarios) - set(SCENARIOS)
-    if unknown:
-        raise ValueError(f"unknown drill scenario(s) {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
+    check_scenarios(scenarios)
     log = DrillLog(folder)
     system = start_system(folder, cfg)
     try:
@@ -611,16 +622,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=DrillConfig.speed, help="simulated seconds per second")
     parser.add_argument("--scale", type=float, default=DrillConfig.scale, help="alert durations divided by this")
     args = parser.parse_args(argv)
-    unknown = sorted({s for s in args.scenarios.split(",") if s} - set(SCENARIOS))
-    if unknown or not [s for s in args.scenarios.split(",") if s]:
-        parser.error(f"--scenarios: unknown {unknown or 'none given'}; known: {', '.join(SCENARIOS)}")
-    for name in ("users", "speed", "scale"):
-        if not getattr(args, name) > 0:
-            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
+    scenarios = tuple(s for s in args.scenarios.split(",") if s)
+    try:  # before anything starts: a bad argument is a usage error, not a traceback after minutes of set-up
+        check_scenarios(scenarios)
+    except ValueError as exc:
+        parser.error(f"--{exc}")
+    try:
+        cfg = DrillConfig(users=args.users, speed=args.speed, scale=args.scale)
+    except ValueError as exc:
+        parser.error(f"--{exc}")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     folder = args.out or Path(tempfile.mkdtemp(prefix="movielab-drill-"))
-    cfg = DrillConfig(users=args.users, speed=args.speed, scale=args.scale)
-    results = run_drill(folder, cfg, tuple(s for s in args.scenarios.split(",") if s))
+    results = run_drill(folder, cfg, scenarios)
     print((folder / "drill.md").read_text())
     print(f"drill log: {folder / 'drill.jsonl'}; {len(results)} scenario(s) detected, mitigated and resolved")
     return 0
