@@ -53,26 +53,7 @@ REASON_KINDS = ("malformed", "bad_rating", "bad_time", "unknown_movie", "duplica
 ConsumedLine = tuple[str, int, int, bytes | None]
 
 #: A parsed batch: `idx` is the record index; the other columns are those of the events table.
-PARSED_SCHEMA = pa.schema(
-    [pa.field("idx", pa.int64())]
-    + [
-        EVENT_SCHEMA.field(n)
-        for n in (
-            "time",
-            "user_id",
-            "kind",
-            "movie_id",
-            "minute",
-            "rating",
-            "server",
-            "status",
-            "recommendations",
-            "error",
-            "response_ms",
-            "nanosecond",
-        )
-    ]
-)
+PARSED_SCHEMA = pa.schema([pa.field("idx", pa.int64())] + [EVENT_SCHEMA.field(n) for n in CONTENT_COLUMNS])
 
 _TIME = r"(?P<time>[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})"
 _USER = r"(?P<user>[1-9][0-9]{0,9})"
