@@ -275,9 +275,7 @@ class RecordStore:
 
     def coldstart_lists(self) -> dict[int, tuple[list[str], str]]:
         """Every stored cold-start list: user id → (movie ids best first, matcher that made it)."""
-        return {
-            int(u): (list(m), str(k)) for u, m, k in self._query("SELECT user_id, movies, matcher FROM coldstart_lists")
-        }
+        return {u: (movies, matcher) for u, movies, _, _, _, matcher, _ in self.coldstart_rows()}
 
     def coldstart_rows(self) -> list[tuple[int, list[str], list[str], list[str], list[str], str, str]]:
         """Every stored cold-start list in full, oldest first: (user id, movies, liked, disliked, genres, matcher,
