@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +68,17 @@ class Manifest:
                 self._file = None
 
 
-def read_manifest(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a manifest file; ValueError naming the file and line of a record that is not JSON."""
-    out = []
+def manifest_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) of every non-blank line of a manifest file; ValueError naming the file and the
+    line that is not JSON, OSError when the file cannot be read."""
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             try:
-                out.append(json.loads(line))
+                yield n, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"manifest {path} line {n}: not JSON: {exc.msg}") from None
-    return out
+
+
+def read_manifest(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a manifest file; ValueError naming the file and line of a record that is not JSON."""
+    return [record for _, record in manifest_lines(path)]

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client.core import GaugeMetricFamily
 
+from movielab.world.manifest import manifest_lines
 from movielab.world.scoring.daily import History, ScoreParams, Truth, score_day
 from movielab.world.scoring.errors import ScoringError
 from movielab.world.sessionlog import DAY, DayLog, SessionLog, day_of, day_start, read_day
@@ -224,19 +225,15 @@ def read_manifest(path: str | Path, until: float | None = None) -> list[dict]:
         raise ScoringError(f"{where}: time {v!r} is neither unix seconds nor ISO-8601")
 
     try:
-        text = Path(path).read_text()
+        records = list(manifest_lines(path))
     except OSError as exc:
         raise ScoringError(f"manifest {path} cannot be read: {exc}") from None
+    except ValueError as exc:
+        raise ScoringError(str(exc)) from None
     paired: dict[str, dict] = {}  # injection id -> event (dicts keep the order of first start)
     loose: list[dict] = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, rec in records:
         where = f"manifest {path} line {n}"
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            raise ScoringError(f"{where}: not JSON") from None
         if not isinstance(rec, dict):
             raise ScoringError(f"{where}: expected a JSON object")
         event = rec.get("event")
