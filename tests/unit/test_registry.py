@@ -123,3 +123,14 @@ def test_cli_retrain_registry_promote_explain(mlflow_template: Path, tmp_path: P
     assert main(["recommender", "promote", "7", *common]) == 2
     assert main(["recommender", "explain", "-5", *common]) == 2
     assert "user id '-5'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["explain", "5"], ["registry"], ["promote", "1"]])
+def test_read_only_commands_do_not_create_a_registry(command: list[str], tmp_path: Path, capsys) -> None:
+    from movielab.cli import main
+
+    common = ["--store", str(tmp_path / "store.duckdb"), "--artifacts", str(tmp_path / "models"), "--team", "4"]
+    assert main(["recommender", *command, *common]) == 2
+    err = capsys.readouterr().err
+    assert "no model registry at" in err and "mlflow.db" in err and "retrain" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing created: no mlflow.db, no store

@@ -177,7 +177,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
     """List the registered versions with their aliases and lineage."""
     from movielab.recommender.training.registry import Registry
 
-    registry = Registry.from_config(_config(args))
+    registry = Registry.from_config(_config(args), existing=True)
     versions = registry.versions()
     if args.json:
         print(json.dumps([v.as_dict() for v in versions], indent=2))
@@ -197,7 +197,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     """Make a registered version the champion (a manual override of the gate and canary)."""
     from movielab.recommender.training.registry import Registry
 
-    version = Registry.from_config(_config(args)).promote(args.version)
+    version = Registry.from_config(_config(args), existing=True).promote(args.version)
     print(json.dumps(version.as_dict(), indent=2))
     return 0
 

@@ -158,7 +158,7 @@ def explain_from_registry(
     from movielab.recommender.training.pipeline import load
     from movielab.recommender.training.registry import Registry
 
-    registry = Registry.from_config(config)
+    registry = Registry.from_config(config, existing=True)
     if version is not None:
         mv = registry.get(version)
     else:

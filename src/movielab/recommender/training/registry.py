@@ -100,10 +100,18 @@ class Registry:
         self._ensure_registered_model()
 
     @classmethod
-    def from_config(cls, config) -> Registry:
-        """The registry a `RecommenderConfig` names (sqlite next to the artifacts unless `tracking_uri`)."""
+    def from_config(cls, config, existing: bool = False) -> Registry:
+        """The registry a `RecommenderConfig` names (sqlite next to the artifacts unless `tracking_uri`).
+
+        `existing=True` is for commands that only read (explain, registry, promote): a sqlite registry file
+        that does not exist yet raises RegistryError naming it, instead of being created empty.
+        """
         base = Path(config.artifacts).resolve().parent
         uri = config.tracking_uri or default_tracking_uri(config.artifacts)
+        if existing and uri.startswith("sqlite:///"):
+            db = Path(uri.removeprefix("sqlite:///"))
+            if not db.exists():
+                raise RegistryError(f"no model registry at {db}: run `movielab recommender retrain` first")
         root = base / "mlruns" if config.tracking_uri is None else None
         return cls(uri, registered_name(config.team), base / "registry-cache", root)
 
