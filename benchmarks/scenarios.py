@@ -25,6 +25,7 @@ from movielab.contract import ContractError, RateEvent, parse_line
 from movielab.world.bootstrap import build_universe, build_world, run_until
 from movielab.world.clock import parse_start
 from movielab.world.config import WorldConfig
+from movielab.world.manifest import injections
 from movielab.world.recs import FixedService
 from movielab.world.scenarios import load, presets
 from movielab.world.sinks import KindCounter, MemorySink
@@ -174,6 +175,16 @@ def _effect(r: dict, start: dict, lines: list[str], at, run, known) -> tuple[str
         )
     if kind == "stream_pause":
         return "lines published", _windows(lines, at, s, e, lambda i, x: 1, True, run)
+    if kind == "movie_added":
+        slug = start["ids"][0]
+        return f"watch+rate lines of {slug[:22]}", _windows(
+            lines, at, s, e, lambda i, x: 1 if f"/m/{slug}/" in x or f"/rate/{slug}=" in x else None, True, run
+        )
+    if kind == "movie_renamed":  # the API's title changes; the stream keeps the id
+        slug = start["ids"][0]
+        return f"lines with the same id {slug[:22]}", _windows(
+            lines, at, s, e, lambda i, x: 1 if f"/m/{slug}/" in x or f"/rate/{slug}=" in x else None, True, run
+        )
     if kind in ("takedown", "movie_removed"):
         slug = start["ids"][0]
         return "recommendations listing it", _windows(
@@ -208,20 +219,24 @@ def table(args) -> None:
             return marks[min(int(np.searchsorted(times, parse_start(iso))), len(marks) - 1)][1]
 
         records = world.scenario.manifest.records
-        starts = {r["id"]: r for r in records if r["event"] == "start"}
-        ends = [r for r in records if r["event"] == "end"]
+        pairs = injections(records)
+        ended = [p for p in pairs if p["end"] is not None]
         run = (config.start[:19], time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(run_until(config))))
         label = name if scale == 1 else f"{name} compressed x{scale:g}"
         print(
-            f"\n### {label}: {len(load(name).injections)} declared, {len(ends)} took effect in "
+            f"\n### {label}: {len(load(name).injections)} declared, {len(ended)} took effect in "
             f"{args.table_hours:g} h; {len(sink.lines):,} lines"
         )
-        if not ends:
+        for p in pairs:
+            if p["skipped"] is not None:
+                print(f"- skipped {p['id']}: {p['skipped']['reason']}")
+        if not ended:
             continue
         print("| injection | window | touched | effect measured in the stream | before | during | after |")
         print("|---|---|---|---|---|---|---|")
-        for r in sorted(ends, key=lambda r: (r["start"], r["id"])):
-            what, (b, d, a) = _effect(r, starts[r["id"]], sink.lines, at, run, known)
+        for p in sorted(ended, key=lambda p: (p["end"]["start"], p["id"])):
+            r = p["end"]
+            what, (b, d, a) = _effect(r, p["start"], sink.lines, at, run, known)
             by = ", ".join(f"{k} {v}" for k, v in r["touched_by"].items()) or "0"
             print(
                 f"| {r['id']} | {r['start'][11:16]}-{r['end'][11:16]} | {r['touched']} ({by}) | {what} | {b} | {d} "
