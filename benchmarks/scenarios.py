@@ -25,9 +25,11 @@ from movielab.contract import ContractError, RateEvent, parse_line
 from movielab.world.bootstrap import build_universe, build_world, run_until
 from movielab.world.clock import parse_start
 from movielab.world.config import WorldConfig
+from movielab.world.data.types import GENRES
 from movielab.world.manifest import injections
 from movielab.world.recs import FixedService
 from movielab.world.scenarios import load, presets
+from movielab.world.scenarios.schema import Group
 from movielab.world.sinks import KindCounter, MemorySink
 
 
@@ -140,9 +142,34 @@ def _broken(mode: str, lines: list[str], known: set[str]) -> Callable[[int, str]
     return f
 
 
-def _effect(r: dict, start: dict, lines: list[str], at, run, known) -> tuple[str, tuple[str, str, str]]:
+def _genre_share(world, selector: dict, genres: list[str]) -> Callable[[int, str], float | None]:
+    """Per viewing start (minute 1) by a user of the group: 1 when the movie has one of the genres, else 0."""
+    group = Group(**{k: v for k, v in selector.items() if k in ("age", "gender", "occupation")})
+    n = world.pop.size
+    members = set((np.flatnonzero(world.scenario.ctx.group_mask(world, group, n)) + 1).tolist())
+    cat = world.scenario.ctx.catalog
+    of_genre = cat.genres[:, [GENRES.index(g) for g in genres]].any(axis=1)
+    in_genres = {slug for slug, g in zip(cat.slug, of_genre.tolist(), strict=True) if g}
+
+    def f(_i: int, x: str) -> float | None:
+        if not x.endswith("/1.mpg"):
+            return None
+        _, user, request = x.split(",", 2)
+        if int(user) not in members:
+            return None
+        return 1.0 if request.split("/")[3] in in_genres else 0.0
+
+    return f
+
+
+def _effect(r: dict, start: dict, lines: list[str], at, run, known, world) -> tuple[str, tuple[str, str, str]]:
     kind, params = r["kind"], start["params"]
     s, e = r["start"], r["end"]
+    if kind == "taste_shift":
+        genres = start["selector"]["genres"]
+        return f"group's share of viewings in {'/'.join(genres)[:20]}", _windows(
+            lines, at, s, e, _genre_share(world, start["selector"], genres), False, run
+        )
     if kind == "shilling":
         return f"mean rating of {params['target'][:22]}", _windows(
             lines, at, s, e, _rating(params["target"]), False, run
@@ -236,7 +263,7 @@ def table(args) -> None:
         print("|---|---|---|---|---|---|---|")
         for p in sorted(ended, key=lambda p: (p["end"]["start"], p["id"])):
             r = p["end"]
-            what, (b, d, a) = _effect(r, p["start"], sink.lines, at, run, known)
+            what, (b, d, a) = _effect(r, p["start"], sink.lines, at, run, known, world)
             by = ", ".join(f"{k} {v}" for k, v in r["touched_by"].items()) or "0"
             print(
                 f"| {r['id']} | {r['start'][11:16]}-{r['end'][11:16]} | {r['touched']} ({by}) | {what} | {b} | {d} "
