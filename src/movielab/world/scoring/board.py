@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -205,7 +206,7 @@ def read_manifest(path: str | Path, until: float | None = None) -> list[dict]:
     The world's manifest (`world.manifest`) writes two records per injection, `{"event": "start", "id", ...}` when
     it takes effect and `{"event": "end", "id", ...}` when it stops: they are paired by `id` within a run chain
     (`world.manifest.injection_key`: ids repeat across runs appended to one file; the event's `id` is then
-    `<chain>/<id>`; the end record's `start`/`end` are when it really ran). A start without an end (the run still going, or stopped by a signal)
+    `<chain>/<id>`, the plain id when only one chain has it; the end record's `start`/`end` are when it really ran). A start without an end (the run still going, or stopped by a signal)
     lasts until its declared end, else until `until`, else one hour. A start written again for the same id (a
     restart re-simulating minutes after its checkpoint) replaces the earlier one. Course records (`"event":
     "course"`: restores, team changes) are not injections and are skipped. Records without `event` are read
@@ -256,14 +257,16 @@ def read_manifest(path: str | Path, until: float | None = None) -> list[dict]:
         key = injection_key(rec, chains)
         if event == "start":
             paired.pop(key, None)  # re-simulated after a restore: the latest start counts
-            paired[key] = {"kind": str(kind), "id": key, "start": t0, "end": t1, "ended": False}
+            paired[key] = {"kind": str(kind), "id": key, "raw": str(rec["id"]), "start": t0, "end": t1, "ended": False}
         else:
-            e = paired.setdefault(key, {"kind": str(kind), "id": key, "start": t0})
+            e = paired.setdefault(key, {"kind": str(kind), "id": key, "raw": str(rec["id"]), "start": t0})
             e.update(start=t0, end=t1 if t1 is not None else t0, ended=True)
     events = []
+    runs_of = Counter(e["raw"] for e in paired.values())  # an id in one run chain only is shown as it is
     for e in paired.values():
         end = e["end"] if e["end"] is not None else (until if until is not None else e["start"] + 3600)
-        events.append({"kind": e["kind"], "id": e["id"], "start": e["start"], "end": max(end, e["start"] + 60)})
+        shown = e["id"] if runs_of[e["raw"]] > 1 else e["raw"]
+        events.append({"kind": e["kind"], "id": shown, "start": e["start"], "end": max(end, e["start"] + 60)})
     return sorted(loose + events, key=lambda e: e["start"])
 
 
