@@ -25,8 +25,11 @@ from movielab.contract import ContractError, RateEvent, parse_line
 from movielab.world.bootstrap import build_universe, build_world, run_until
 from movielab.world.clock import parse_start
 from movielab.world.config import WorldConfig
+from movielab.world.data.types import GENRES
+from movielab.world.manifest import injections
 from movielab.world.recs import FixedService
 from movielab.world.scenarios import load, presets
+from movielab.world.scenarios.schema import Group
 from movielab.world.sinks import KindCounter, MemorySink
 
 
@@ -139,9 +142,34 @@ def _broken(mode: str, lines: list[str], known: set[str]) -> Callable[[int, str]
     return f
 
 
-def _effect(r: dict, start: dict, lines: list[str], at, run, known) -> tuple[str, tuple[str, str, str]]:
+def _genre_share(world, selector: dict, genres: list[str]) -> Callable[[int, str], float | None]:
+    """Per viewing start (minute 1) by a user of the group: 1 when the movie has one of the genres, else 0."""
+    group = Group(**{k: v for k, v in selector.items() if k in ("age", "gender", "occupation")})
+    n = world.pop.size
+    members = set((np.flatnonzero(world.scenario.ctx.group_mask(world, group, n)) + 1).tolist())
+    cat = world.scenario.ctx.catalog
+    of_genre = cat.genres[:, [GENRES.index(g) for g in genres]].any(axis=1)
+    in_genres = {slug for slug, g in zip(cat.slug, of_genre.tolist(), strict=True) if g}
+
+    def f(_i: int, x: str) -> float | None:
+        if not x.endswith("/1.mpg"):
+            return None
+        _, user, request = x.split(",", 2)
+        if int(user) not in members:
+            return None
+        return 1.0 if request.split("/")[3] in in_genres else 0.0
+
+    return f
+
+
+def _effect(r: dict, start: dict, lines: list[str], at, run, known, world) -> tuple[str, tuple[str, str, str]]:
     kind, params = r["kind"], start["params"]
     s, e = r["start"], r["end"]
+    if kind == "taste_shift":
+        genres = start["selector"]["genres"]
+        return f"group's share of viewings in {'/'.join(genres)[:20]}", _windows(
+            lines, at, s, e, _genre_share(world, start["selector"], genres), False, run
+        )
     if kind == "shilling":
         return f"mean rating of {params['target'][:22]}", _windows(
             lines, at, s, e, _rating(params["target"]), False, run
@@ -174,6 +202,16 @@ def _effect(r: dict, start: dict, lines: list[str], at, run, known) -> tuple[str
         )
     if kind == "stream_pause":
         return "lines published", _windows(lines, at, s, e, lambda i, x: 1, True, run)
+    if kind == "movie_added":
+        slug = start["ids"][0]
+        return f"watch+rate lines of {slug[:22]}", _windows(
+            lines, at, s, e, lambda i, x: 1 if f"/m/{slug}/" in x or f"/rate/{slug}=" in x else None, True, run
+        )
+    if kind == "movie_renamed":  # the API's title changes; the stream keeps the id
+        slug = start["ids"][0]
+        return f"lines with the same id {slug[:22]}", _windows(
+            lines, at, s, e, lambda i, x: 1 if f"/m/{slug}/" in x or f"/rate/{slug}=" in x else None, True, run
+        )
     if kind in ("takedown", "movie_removed"):
         slug = start["ids"][0]
         return "recommendations listing it", _windows(
@@ -208,20 +246,24 @@ def table(args) -> None:
             return marks[min(int(np.searchsorted(times, parse_start(iso))), len(marks) - 1)][1]
 
         records = world.scenario.manifest.records
-        starts = {r["id"]: r for r in records if r["event"] == "start"}
-        ends = [r for r in records if r["event"] == "end"]
+        pairs = injections(records)
+        ended = [p for p in pairs if p["end"] is not None]
         run = (config.start[:19], time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(run_until(config))))
         label = name if scale == 1 else f"{name} compressed x{scale:g}"
         print(
-            f"\n### {label}: {len(load(name).injections)} declared, {len(ends)} took effect in "
+            f"\n### {label}: {len(load(name).injections)} declared, {len(ended)} took effect in "
             f"{args.table_hours:g} h; {len(sink.lines):,} lines"
         )
-        if not ends:
+        for p in pairs:
+            if p["skipped"] is not None:
+                print(f"- skipped {p['id']}: {p['skipped']['reason']}")
+        if not ended:
             continue
         print("| injection | window | touched | effect measured in the stream | before | during | after |")
         print("|---|---|---|---|---|---|---|")
-        for r in sorted(ends, key=lambda r: (r["start"], r["id"])):
-            what, (b, d, a) = _effect(r, starts[r["id"]], sink.lines, at, run, known)
+        for p in sorted(ended, key=lambda p: (p["end"]["start"], p["id"])):
+            r = p["end"]
+            what, (b, d, a) = _effect(r, p["start"], sink.lines, at, run, known, world)
             by = ", ".join(f"{k} {v}" for k, v in r["touched_by"].items()) or "0"
             print(
                 f"| {r['id']} | {r['start'][11:16]}-{r['end'][11:16]} | {r['touched']} ({by}) | {what} | {b} | {d} "

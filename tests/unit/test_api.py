@@ -143,7 +143,9 @@ def test_bulk_of_max_ids_is_served_and_one_more_is_refused(client) -> None:
     ids = [str(1 + i % USERS) for i in range(MAX_IDS)]
     assert len(_json(client.get("/user/" + ",".join(ids)))) == MAX_IDS
     body = _error(client.get("/user/" + ",".join(ids + ["9"])), 400)
-    assert "too many ids: 201 given, at most 200" in body["error"] and body["id"] == "9"
+    assert body["error"] == "too many user ids in one request: 201 given, at most 200" and body["id"] == "9"
+    body = _error(client.get("/movie/" + ",".join(["a" * 199] * 202)), 400)
+    assert body["error"] == "too many movie ids in one request: 40399 characters, at most 40200"
 
 
 def test_user_created_after_the_app_was_built_is_served(world, catalog) -> None:

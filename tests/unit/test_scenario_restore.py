@@ -12,7 +12,7 @@ import numpy as np
 from movielab.world import checkpoint
 from movielab.world.bootstrap import build_world
 from movielab.world.config import WorldConfig
-from movielab.world.manifest import read_manifest
+from movielab.world.manifest import injections, read_manifest
 from movielab.world.recs import FixedService
 from movielab.world.sessionlog import SessionLog, read_days
 from movielab.world.sinks import MemorySink
@@ -84,6 +84,19 @@ kind = "format_change"
 start = "+2h"
 duration = "2h"
 change = "rate_extra_field"
+[[injections]]
+kind = "movie_added"
+start = "+2h"
+share = 0.2
+[[injections]]
+kind = "movie_renamed"
+start = "+1h"
+duration = "4h"
+[[injections]]
+name = "added after the cut"
+kind = "movie_added"
+start = "+3h"
+share = 0.2
 """
 
 
@@ -128,7 +141,7 @@ def test_a_world_restored_inside_scenario_windows_continues_line_for_line(univer
     first, first_sink, _ = _world(universe, tmp_path, "split")
     first.run(until=start + 2.5 * HOUR, end_scenario=False)
     live = [e.id for e in first.scenario.effects if e.begun_at is not None and not e.finished]
-    assert len(live) == 12  # every injection is in the middle of its window (the takedown is open-ended)
+    assert len(live) == 14  # all but the last are in the middle of their window (the takedown is open-ended)
     checkpoint.save(first, tmp_path / "cp", fingerprint_fields=FIELDS)
     first.scenario.manifest.close()
 
@@ -146,12 +159,28 @@ def test_a_world_restored_inside_scenario_windows_continues_line_for_line(univer
     np.testing.assert_array_equal(second.pop.age[: second.pop.size], whole.pop.age[: whole.pop.size])
     np.testing.assert_array_equal(second.taste.item_bias, whole.taste.item_bias)
     np.testing.assert_array_equal(second.browse_cdf, whole.browse_cdf)
-    # The manifest: one start and one end per injection, as in the uninterrupted run (no start written twice).
+    # The manifest: the cut run and the run resumed from its checkpoint; one start and one end per injection, as in
+    # the uninterrupted run (no start written twice), paired across the two runs.
     split = read_manifest(tmp_path / "split" / "manifest.jsonl")
-    assert [(r["event"], r["id"]) for r in split] == [(r["event"], r["id"]) for r in whole.scenario.manifest.records]
-    ends = {r["id"]: r["touched"] for r in split if r["event"] == "end"}
-    assert ends == {r["id"]: r["touched"] for r in whole.scenario.manifest.records if r["event"] == "end"}
+    runs = [r for r in split if r["event"] == "run"]
+    assert [(r["run"], r["resumed_from"], r["start"]) for r in runs] == [
+        (1, None, "2026-03-20T00:00:00"),
+        (2, 1, "2026-03-20T02:30:00"),
+    ]
+    whole_records = whole.scenario.manifest.records
+    assert [(r["event"], r["id"]) for r in split if r["event"] != "run"] == [
+        (r["event"], r["id"]) for r in whole_records if r["event"] != "run"
+    ]
+    pairs = injections(split)
+    assert len(pairs) == len(whole.scenario.effects) == 15 and all(p["end"] is not None for p in pairs)
+    assert {p["key"].split("/")[0] for p in pairs} == {"1"}  # run 2 continues run 1's injections
+    ends = {p["id"]: p["end"]["touched"] for p in pairs}
+    assert ends == {p["id"]: p["end"]["touched"] for p in injections(whole_records)}
     assert min(ends.values()) >= 0 and sum(ends.values()) > 100
+    assert ends["12:movie_added"] > 0 and ends["13:movie_renamed"] == 0  # no API calls here
+    late = whole.scenario.effects[14].slug  # held back across the cut: the restored world held it back again
+    assert not [x for x in second_sink.lines if f"/m/{late}/" in x and x[:16] < "2026-03-20T03:00"]
+    assert np.all(np.diff(whole.browse_cdf) >= 0)
     # The session log: the same sessions, ids and answers whether the run was cut or not.
     a, b = _sessions(tmp_path / "whole"), _sessions(tmp_path / "split")
     assert len(a["sid"]) > 500 and a.keys() == b.keys()

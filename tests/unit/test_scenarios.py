@@ -107,7 +107,7 @@ def test_an_error_names_the_entry_the_field_and_the_reason(tmp_path) -> None:
         parse_scenario(
             {"name": "x", "injections": [{"kind": "stream_pause", "start": "+1h", "end": "+2h", "duration": "1h"}]}, "f"
         )
-    with pytest.raises(ScenarioError, match=r"injections\[0\] \(nonsense\).*does not match"):
+    with pytest.raises(ScenarioError, match=r"injections\[0\] \(nonsense\)\.kind: kind 'nonsense' is unknown"):
         parse_scenario({"name": "x", "injections": [{"kind": "nonsense", "start": "+1h"}]}, "f")
     bad = tmp_path / "bad.toml"
     bad.write_text("name = 'x'\n[[injections]\n")

@@ -61,6 +61,15 @@ class MalformedId(WorldError, ValueError):
         super().__init__(f"malformed {kind} id {_shown(id_)!r}: {reason}")
 
 
+class TooManyIds(MalformedId):
+    """More ids (or characters) in one request than the API answers; 400, like a malformed id, but the message blames
+    the request's size, not an id (`id` is still the first id past the limit)."""
+
+    def __init__(self, kind: str, id_: str, reason: str) -> None:
+        super().__init__(kind, id_, reason)
+        self.args = (f"too many {kind} ids in one request: {reason}",)
+
+
 class UnknownIds(WorldError, LookupError):
     """Well-formed ids that name no user or movie; answered with 404 listing all of them."""
 
@@ -79,12 +88,13 @@ def _shown(id_: str) -> str:
 
 # --- parsing ------------------------------------------------------------------------------------
 def split_ids(raw: str, kind: str) -> list[str]:
-    """Split a path segment into its comma-separated ids; raise `MalformedId` for empty or too many."""
+    """Split a path segment into its comma-separated ids; raise `MalformedId` for an empty id, `TooManyIds` for more
+    than MAX_IDS ids or MAX_IDS_LENGTH characters."""
     if len(raw) > MAX_IDS_LENGTH:
-        raise MalformedId(kind, raw, f"longer than {MAX_IDS_LENGTH} characters")
+        raise TooManyIds(kind, raw, f"{len(raw)} characters, at most {MAX_IDS_LENGTH}")
     parts = raw.split(",")
     if len(parts) > MAX_IDS:
-        raise MalformedId(kind, parts[MAX_IDS], f"too many ids: {len(parts)} given, at most {MAX_IDS} a request")
+        raise TooManyIds(kind, parts[MAX_IDS], f"{len(parts)} given, at most {MAX_IDS}")
     for part in parts:
         if not part:
             raise MalformedId(kind, part, "empty id (two commas in a row, or a leading or trailing comma)")

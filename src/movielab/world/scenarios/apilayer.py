@@ -2,7 +2,9 @@
 the public announcements channel (`GET /announcements`: takedowns and announced changes, never the manifest).
 
 Effects act on `/user/…` and `/movie/…` answers only: outages (slow, 5xx on a share, down = every request
-503), fields renamed/added/retyped/"null", wrong values. Each changed answer is counted on its effect.
+503), fields renamed/added/retyped/"null", wrong values, a movie's title renamed. Each changed answer is counted
+on its effect. A movie a `movie_added` injection has not added yet is answered 404, as an unknown id (counted on
+that injection).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import threading
 
 import numpy as np
 
+from movielab.world.api import MalformedId, UnknownIds, _shown, parse_movie_id, split_ids
+from movielab.world.data.errors import UnknownMovie
 from movielab.world.scenarios.runtime import ScenarioRuntime
 
 _JSON = [(b"content-type", b"application/json")]
@@ -37,6 +41,8 @@ class ScenarioApi:
             await _answer(send, 200, body)
             return
         record = "user" if path.startswith("/user/") else "movie" if path.startswith("/movie/") else None
+        if record == "movie" and await self._not_added_yet(path[len("/movie/") :], send):
+            return
         effects = [e for e in list(self.runtime.api_effects) if record is not None and e.applies(record)]
         if not effects:
             await self.app(scope, receive, send)
@@ -59,6 +65,34 @@ class ScenarioApi:
             await self.app(scope, receive, send)
             return
         await self._rewrite(scope, receive, send, changers)
+
+    async def _not_added_yet(self, raw: str, send) -> bool:
+        """Answer 404 (as the API does for ids the catalog lacks) when a requested movie is not added yet."""
+        unreleased = self.runtime.unreleased()
+        if not unreleased:
+            return False
+        try:
+            slugs = [parse_movie_id(s) for s in split_ids(raw, "movie")]
+        except MalformedId:
+            return False  # the API's own 400 comes first
+        held = [s for s in slugs if s in unreleased]
+        if not held:
+            return False
+        unknown = [s for s in slugs if s in unreleased or not self._in_catalog(s)]
+        err = UnknownIds("movie", unknown)
+        for e in self.runtime.effects:
+            if e.spec.kind == "movie_added" and e.slug in held:
+                e.touched["api"] += 1
+        body = {"error": str(err), "id": _shown(err.ids[0]), "ids": [_shown(i) for i in err.ids]}
+        await _answer(send, 404, json.dumps(body).encode())
+        return True
+
+    def _in_catalog(self, slug: str) -> bool:
+        try:
+            self.runtime.ctx.catalog.index_of(slug)
+        except UnknownMovie:
+            return False
+        return True
 
     async def _rewrite(self, scope, receive, send, changers) -> None:
         start: dict = {}

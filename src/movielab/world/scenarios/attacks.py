@@ -52,7 +52,7 @@ class _Scripted(Effect):
         return ids[np.isin((ids - 1) % self.ctx.n_teams + 1, self.teams)]
 
     def target(self) -> int:
-        return self.ctx.movie(self.spec.target, self.rng(0), self.id)
+        return self.ctx.movie(self.spec.target, self.rng(0), f"{self.where}.target")
 
     def state(self) -> dict[str, Any]:
         return {"queued": {str(k): v for k, v in self.queued.items()}}

@@ -9,6 +9,7 @@ lines (the line layer); `finish` once every lane has passed the end (reverting w
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ import numpy as np
 
 from movielab.world.data.catalog import Catalog
 from movielab.world.data.types import GENDERS, OCCUPATIONS
+from movielab.world.scenarios.schema import ScenarioError, entry_label
 
 if TYPE_CHECKING:
     from movielab.world.engine import World
@@ -47,12 +49,21 @@ class Context:
     n_teams: int
     seed: int
     run_start: float
+    source: str = "scenario"  # what error messages name: the file or preset the scenario came from
     team_urls: list[str] = field(default_factory=list)
     time_scale: float = 1.0  # > 1 compresses the timeline (offsets and durations divided by it)
     announcements: list[dict[str, Any]] = field(default_factory=list)
     api_effects: list[Any] = field(default_factory=list)  # active API-layer effects (apilayer.py reads them)
     true_age_rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # users whose age is misreported
     true_age: np.ndarray = field(default_factory=lambda: np.empty(0, np.int16))
+    unreleased: set[int] = field(default_factory=set)  # movie rows added later (`movie_added`): no auto pick of them
+    picked: set[int] = field(default_factory=set)  # movie rows injections picked or named so far
+    # Browse-candidate changes by injection index: (movie row, share) — share 0 hides the movie, > 0 gives it that
+    # share of the candidates. The CDFs are rebuilt from the world's own (`base_*`) in index order at each change,
+    # so overlapping injections compose and end in any order, and a restored world rebuilds the same CDFs.
+    browse_rules: dict[int, tuple[int, float]] = field(default_factory=dict)
+    base_browse: np.ndarray | None = None
+    base_discovery: Any = None
 
     def teams_of_rows(self, rows: np.ndarray) -> np.ndarray:
         """Team numbers (1..T) of user rows."""
@@ -85,23 +96,71 @@ class Context:
             mask &= world.pop.occupation[rows] == OCCUPATIONS.index(group.occupation)
         return mask
 
-    def movie(self, slug: str, rng: np.random.Generator, what: str, liked: bool = False) -> int:
-        """Row of `slug`, or for 'auto' a seeded pick among mid-popular movies (40th-70th percentile of votes);
-        `liked`: among those, one rated in the top quarter (a release many users want)."""
+    def set_browse(self, world: World, index: int, rule: tuple[int, float] | None) -> None:
+        """Set (or with None drop) injection `index`'s browse rule and rebuild the world's browse CDFs."""
+        if self.base_browse is None:
+            self.base_browse, self.base_discovery = world.browse_cdf, world.discovery
+        if rule is None:
+            self.browse_rules.pop(index, None)
+        else:
+            self.browse_rules[index] = rule
+        w = np.diff(np.concatenate([[0.0], self.base_browse]))
+        g = None if self.base_discovery is None else np.diff(np.concatenate([[0.0], self.base_discovery.global_cdf]))
+        rules = [self.browse_rules[i] for i in sorted(self.browse_rules)]
+        for movie, share in rules:
+            if share == 0:
+                w[movie] = 0.0
+        for movie, share in rules:
+            if share > 0:
+                w[movie] += share / (1 - share) * w.sum()
+                if g is not None:  # only the popularity-drawn part of the candidates can be boosted: scale it up
+                    s = min(0.9, share / max(1.0 - self.base_discovery.taste_share, 1e-6))
+                    g[movie] += s / (1 - s) * g.sum()
+        c = np.cumsum(w)
+        world.browse_cdf = c / c[-1]
+        if g is not None:
+            c = np.cumsum(g)
+            world.discovery = dataclasses.replace(self.base_discovery, global_cdf=c / c[-1])
+
+    def movie(
+        self,
+        slug: str,
+        rng: np.random.Generator,
+        what: str,
+        liked: bool = False,
+        fresh: bool = False,
+        real: bool = False,
+    ) -> int:
+        """Row of `slug`, or for 'auto' a seeded pick among mid-popular movies (40th-70th percentile of votes) other
+        than movies not yet added; `liked`: among those, one rated in the top quarter (a release many users want);
+        `fresh`: none another injection picked; `real`: a MovieLens movie (its rating average, hence `liked`, is
+        real, not simulated). ScenarioError prefixed with `what` (the entry and field) for a slug
+        the catalog lacks."""
         if slug != "auto":
             from movielab.world.data.catalog import UnknownMovie
 
             try:
-                return self.catalog.index_of(slug)
+                row = self.catalog.index_of(slug)
             except UnknownMovie:
-                raise ValueError(f"{what}: movie {slug!r} is not in the catalog") from None
+                raise ScenarioError(f"{what}: movie {slug!r} is not in the catalog") from None
+            self.picked.add(row)
+            return row
         votes = self.catalog.vote_count
         lo, hi = np.percentile(votes, [40, 70])
-        pool = np.flatnonzero((votes >= lo) & (votes <= hi))
-        if liked and len(pool):
-            score = self.catalog.vote_average[pool]
-            pool = pool[score >= np.percentile(score, 75)]
-        return int(rng.choice(pool if len(pool) else np.arange(len(votes))))
+        ok = (votes >= lo) & (votes <= hi)
+        if real and (ok & ~self.catalog.synthetic).any():
+            ok &= ~self.catalog.synthetic
+        if liked and ok.any():
+            ok &= self.catalog.vote_average >= np.percentile(self.catalog.vote_average[ok], 75)
+        taken = self.unreleased | (self.picked if fresh else set())
+        pool = np.flatnonzero(ok)
+        if taken:
+            pool = pool[~np.isin(pool, list(taken))]
+        if not len(pool):
+            pool = np.setdiff1d(np.arange(len(votes)), list(taken))
+        row = int(rng.choice(pool))
+        self.picked.add(row)
+        return row
 
 
 class Effect:
@@ -114,18 +173,27 @@ class Effect:
         self.spec = spec
         self.ctx = ctx
         self.id = f"{index}:{spec.name or spec.kind}"
-        s, e = spec.window(ctx.run_start)
+        self.where = f"scenario {ctx.source}: {entry_label(index, spec.kind, spec.name)}"
+        try:
+            s, e = spec.window(ctx.run_start)
+        except ValueError as exc:  # an ISO end before an offset start: known only with the run's start
+            raise self.refuse("end", str(exc)) from None
         self.start = ctx.run_start + (s - ctx.run_start) / ctx.time_scale
         self.end = ctx.run_start + (e - ctx.run_start) / ctx.time_scale
         self.teams = list(range(1, ctx.n_teams + 1)) if spec.teams is None else list(spec.teams)
         bad = [t for t in self.teams if t > ctx.n_teams]
         if bad:
-            raise ValueError(f"injection {self.id}: teams {bad} do not exist (the world has {ctx.n_teams})")
+            raise self.refuse("teams", f"teams {bad} do not exist (the world has {ctx.n_teams})")
         if self.all_teams_only and spec.teams is not None:
-            raise ValueError(f"injection {self.id}: {spec.kind} acts on what every team shares; omit 'teams'")
+            raise self.refuse("teams", f"{spec.kind} acts on what every team shares; omit 'teams'")
         self.touched: Counter = Counter()  # team number (or "api") -> lines/requests touched
         self.begun_at: float | None = None
         self.finished = False
+        self.skipped = False  # its window ended before the run reached it (recorded in the manifest, never begun)
+
+    def refuse(self, field_name: str, reason: str) -> ScenarioError:
+        """The error for a field of this injection that cannot apply: names the scenario, the entry and the field."""
+        return ScenarioError(f"{self.where}.{field_name}: {reason}")
 
     def rng(self, *key: int) -> np.random.Generator:
         """A random stream of this effect for a key (e.g. lane, minute): the same whatever ran before."""
@@ -158,6 +226,10 @@ class Effect:
     def params(self) -> dict[str, Any]:
         """The declared parameters (for the manifest)."""
         return self.spec.model_dump(exclude={"kind", "name", "start", "end", "duration", "teams"}, mode="json")
+
+    def prepare(self, world: World) -> None:
+        """Before the run's first minute (again after a restore) while not begun: hold back what must not exist yet
+        (a movie added later)."""
 
     def begin(self, world: World, t: float) -> dict[str, Any]:
         """Take effect at simulated time t; return what the manifest's start record says it selected."""

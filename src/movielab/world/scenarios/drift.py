@@ -1,8 +1,10 @@
-"""Drift in the hidden state: taste shifts, popularity shocks, catalog removals, activity changes, new-user waves."""
+"""Drift in the hidden state: taste shifts, popularity shocks, catalog changes (movies removed, added, renamed), activity
+changes, new-user waves."""
 
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,7 @@ from movielab.world.clock import second_stamps
 from movielab.world.data.types import GENDERS, GENRES, OCCUPATIONS
 from movielab.world.population import Demographics, draw_population
 from movielab.world.scenarios.base import TICK, Effect, Lines, lines_containing
+from movielab.world.scenarios.faults import ApiEffect
 from movielab.world.schedule import DAY
 
 
@@ -63,7 +66,7 @@ class TasteShift(Effect):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         if not np.isfinite(self.end):
-            raise ValueError(f"injection {self.id}: a taste shift needs an end or a duration (its pace)")
+            raise self.refuse("end", "a taste shift needs an end or a duration (its pace)")
         self.lane_users: dict[int, int] = {}  # lane -> users shifted in its latest minute
         self.members: dict[int, tuple[np.ndarray, int]] = {}  # lane -> (group rows, population size seen)
         self.applied: dict[int, int] = {}  # lane -> minutes of the shift applied so far
@@ -106,34 +109,6 @@ class TasteShift(Effect):
         self.applied = {int(k): int(v) for k, v in state.get("applied", {}).items()}
 
 
-class _CdfBoost:
-    """Raise one movie's share of browse candidates (global and, when present, discovery CDFs); undo later."""
-
-    def __init__(self, world, movie: int, share: float) -> None:
-        self.world, self.movie, self.share = world, movie, share
-        self.saved_browse = world.browse_cdf
-        self.saved_discovery = world.discovery
-
-    @staticmethod
-    def boosted(cdf: np.ndarray, movie: int, share: float) -> np.ndarray:
-        w = np.diff(np.concatenate([[0.0], cdf]))
-        w[movie] += share / (1 - share) * w.sum()
-        c = np.cumsum(w)
-        return c / c[-1]
-
-    def apply(self) -> None:
-        w = self.world
-        w.browse_cdf = self.boosted(self.saved_browse, self.movie, self.share)
-        d = self.saved_discovery
-        if d is not None:  # only the popularity-drawn part of the candidates can be boosted: scale it up to match
-            share = min(0.9, self.share / max(1.0 - d.taste_share, 1e-6))
-            w.discovery = dataclasses.replace(d, global_cdf=self.boosted(d.global_cdf, self.movie, share))
-
-    def undo(self) -> None:
-        self.world.browse_cdf = self.saved_browse
-        self.world.discovery = self.saved_discovery
-
-
 def _count_movie_lines(effect: Effect, keys, lines, needle: str, kinds: tuple[str, ...]) -> None:
     from movielab.world.sinks import kind_of
 
@@ -157,15 +132,14 @@ class PopularityShock(Effect):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.movie = self.ctx.movie(self.spec.movie, self.rng(0), self.id, liked=True)
+        self.movie = self.ctx.movie(self.spec.movie, self.rng(0), f"{self.where}.movie", liked=True)
         self.slug = self.ctx.catalog.slug[self.movie]
 
     def params(self):
         return {**super().params(), "movie": self.slug}
 
     def begin(self, world, t):
-        self.cdf = _CdfBoost(world, self.movie, self.spec.share)
-        self.cdf.apply()
+        self.ctx.set_browse(world, self.index, (self.movie, self.spec.share))
         _set_item_bias(world, self.movie, float(world.taste.item_bias[self.movie]) + self.spec.boost)
         return {"ids": [self.slug]}
 
@@ -176,11 +150,10 @@ class PopularityShock(Effect):
 
     def resume(self, world):
         # The boosted bias is in the checkpoint (the hidden taste); the browse CDFs are rebuilt with the world.
-        self.cdf = _CdfBoost(world, self.movie, self.spec.share)
-        self.cdf.apply()
+        self.ctx.set_browse(world, self.index, (self.movie, self.spec.share))
 
     def finish(self, world):
-        self.cdf.undo()
+        self.ctx.set_browse(world, self.index, None)
         _set_item_bias(world, self.movie, float(world.taste.item_bias[self.movie]) - self.spec.boost)
 
 
@@ -192,17 +165,14 @@ class MovieRemoved(Effect):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.movie = self.ctx.movie(self.spec.movie, self.rng(0), self.id)
+        self.movie = self.ctx.movie(self.spec.movie, self.rng(0), f"{self.where}.movie")
         self.slug = self.ctx.catalog.slug[self.movie]
 
     def params(self):
         return {**super().params(), "movie": self.slug}
 
     def begin(self, world, t):
-        self.cdf = _CdfBoost(world, self.movie, 0.0)
-        w = np.diff(np.concatenate([[0.0], world.browse_cdf]))
-        w[self.movie] = 0.0
-        world.browse_cdf = np.cumsum(w) / w.sum()
+        self.ctx.set_browse(world, self.index, (self.movie, 0.0))
         self.saved_bias = float(world.taste.item_bias[self.movie])
         _set_item_bias(world, self.movie, self.GONE)
         return {"ids": [self.slug]}
@@ -214,10 +184,7 @@ class MovieRemoved(Effect):
 
     def resume(self, world):
         # The hidden bias (GONE) is in the checkpoint; the bias before it comes from `state`; the CDF is rebuilt.
-        self.cdf = _CdfBoost(world, self.movie, 0.0)
-        w = np.diff(np.concatenate([[0.0], world.browse_cdf]))
-        w[self.movie] = 0.0
-        world.browse_cdf = np.cumsum(w) / w.sum()
+        self.ctx.set_browse(world, self.index, (self.movie, 0.0))
 
     def state(self) -> dict[str, Any]:
         return {"saved_bias": self.saved_bias} if hasattr(self, "saved_bias") else {}
@@ -228,8 +195,110 @@ class MovieRemoved(Effect):
 
     def finish(self, world):
         if np.isfinite(self.end):
-            self.cdf.undo()
+            self.ctx.set_browse(world, self.index, None)
             _set_item_bias(world, self.movie, self.saved_bias)
+
+
+def _announce(effect: Effect, t: float, **what: Any) -> None:
+    effect.ctx.announcements.append(
+        {"kind": effect.spec.kind, **what, "from": datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S")}
+    )
+
+
+class MovieAdded(Effect):
+    """A movie joins the catalog at start: held back before (never a browse candidate, never chosen, 404 on the API),
+    found and picked by its hidden truth after; its watch and rate lines in the window are counted.
+
+    The catalog (and the API's record and hidden truth row) is the one the world was built with: an added movie is a
+    catalog row held back until its start. Held back means: its browse weight is zero and its hidden bias so low that
+    no user chooses it (taste-drawn candidates may still list it, never to be chosen); the world API's scenario layer
+    (`apilayer.ScenarioApi`) answers 404 for it, the same answer as for an id the catalog lacks.
+    """
+
+    all_teams_only = True
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        row = self.ctx.movie(self.spec.movie, self.rng(0), f"{self.where}.movie", liked=True, fresh=True, real=True)
+        if row in self.ctx.unreleased:
+            raise self.refuse("movie", f"movie {self.ctx.catalog.slug[row]!r} is added by another entry too")
+        self.ctx.unreleased.add(row)
+        self.movie = row
+        self.slug = self.ctx.catalog.slug[row]
+        self.saved_bias: float | None = None  # its hidden bias while held back (the world's holds MovieRemoved.GONE)
+
+    def params(self):
+        return {**super().params(), "movie": self.slug}
+
+    def prepare(self, world):
+        if self.saved_bias is None:
+            self.saved_bias = float(world.taste.item_bias[self.movie])
+        self.ctx.set_browse(world, self.index, (self.movie, 0.0))
+        _set_item_bias(world, self.movie, MovieRemoved.GONE)
+
+    def begin(self, world, t):
+        _set_item_bias(world, self.movie, self.saved_bias)  # held back by `prepare` until now
+        self._campaign(world)
+        if self.spec.announced:
+            _announce(self, t, movie=self.slug)
+        return {"ids": [self.slug], "title": self.ctx.catalog.title[self.movie]}
+
+    def _campaign(self, world) -> None:
+        """Its normal browse weight, plus the campaign's share while the window lasts."""
+        share = self.spec.share
+        self.ctx.set_browse(world, self.index, (self.movie, share) if share > 0 else None)
+
+    def resume(self, world):
+        # Its real hidden bias is in the checkpoint, its browse weight comes with the rebuilt world: redo the campaign.
+        self._campaign(world)
+
+    def filter(self, lane, t0, active, times, keys, lines):
+        if active:  # the new id in the stream: watch and rate lines
+            _count_movie_lines(self, keys, lines, f"/m/{self.slug}/", ("watch",))
+            _count_movie_lines(self, keys, lines, f"/rate/{self.slug}=", ("rate",))
+        return times, keys, lines
+
+    def finish(self, world):
+        self.ctx.set_browse(world, self.index, None)  # the campaign ends; the movie stays
+
+    def state(self) -> dict[str, Any]:
+        return {} if self.saved_bias is None else {"saved_bias": self.saved_bias}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if "saved_bias" in state:
+            self.saved_bias = float(state["saved_bias"])
+
+
+class MovieRenamed(ApiEffect):
+    """A movie's title changes on the world API from start (back at end if given); its id stays (see the schema).
+
+    Every answer of the API that carries the movie's record (alone or in a bulk answer) is counted.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.movie = self.ctx.movie(self.spec.movie, self.rng(0), f"{self.where}.movie")
+        self.slug = self.ctx.catalog.slug[self.movie]
+        self.old_title = self.ctx.catalog.title[self.movie]
+        self.title = self.spec.title or f"{self.old_title} (Remastered)"
+
+    def params(self):
+        return {**super().params(), "movie": self.slug, "title": self.title, "old_title": self.old_title}
+
+    def begin(self, world, t):
+        self.ctx.api_effects.append(self)
+        if self.spec.announced:
+            _announce(self, t, movie=self.slug, title=self.title)
+        return {"ids": [self.slug]}
+
+    def applies(self, record: str) -> bool:
+        return record == "movie"
+
+    def change(self, record, rng):
+        if record.get("id") != self.slug:
+            return False
+        record["title"] = self.title
+        return True
 
 
 class ActivityChange(Effect):

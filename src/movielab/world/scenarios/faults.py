@@ -47,7 +47,7 @@ class CorruptLines(Effect):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         if self.spec.mode == "unknown_movie" and not set(self.spec.lines) <= {"watch", "rate"}:
-            raise ValueError(f"injection {self.id}: unknown_movie applies to watch and rate lines only")
+            raise self.refuse("lines", "unknown_movie applies to watch and rate lines only")
         self.held: dict[int, list[tuple[float, int, str]]] = {}  # lane -> (due, key, line) for out_of_order
 
     def pending(self) -> bool:

@@ -46,7 +46,7 @@ class TruthRefit(Effect):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         if not np.isfinite(self.end):
-            raise ValueError(f"injection {self.id}: a truth re-fit needs an end or a duration (the recent window)")
+            raise self.refuse("end", "a truth re-fit needs an end or a duration (the recent window)")
 
     def begin(self, world, t):
         self.views_before = world.stats.viewings_per_movie.copy()

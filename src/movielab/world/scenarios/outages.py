@@ -68,7 +68,7 @@ class Takedown(Effect):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.movie = self.ctx.movie(self.spec.movie, self.rng(0), self.id)
+        self.movie = self.ctx.movie(self.spec.movie, self.rng(0), f"{self.where}.movie")
         self.slug = self.ctx.catalog.slug[self.movie]
 
     def params(self) -> dict[str, Any]:

@@ -30,6 +30,8 @@ KINDS: dict[str, type[Effect]] = {
     "taste_shift": drift.TasteShift,
     "popularity_shock": drift.PopularityShock,
     "movie_removed": drift.MovieRemoved,
+    "movie_added": drift.MovieAdded,
+    "movie_renamed": drift.MovieRenamed,
     "activity_change": drift.ActivityChange,
     "user_wave": drift.UserWave,
     "corrupt_lines": faults.CorruptLines,
@@ -55,6 +57,19 @@ def _iso(t: float) -> str | None:
     return None if not np.isfinite(t) else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
+def _check_catalog_order(effects: list[Effect]) -> None:
+    """Refuse an entry that acts on a movie before a `movie_added` entry adds it (they contradict each other)."""
+    added = {e.movie: e for e in effects if e.spec.kind == "movie_added"}
+    for e in effects:
+        a = added.get(getattr(e, "movie", None))
+        if a is not None and a is not e and e.start < a.start:
+            raise e.refuse(
+                "target" if hasattr(e.spec, "target") else "movie",
+                f"{a.slug!r} is added by {a.where.split(': ', 1)[1]} only from {_iso(a.start)}, after this starts "
+                f"({_iso(e.start)})",
+            )
+
+
 class ScenarioRuntime:
     """A scenario bound to a world's catalog, teams and seed; writes `manifest` as injections take effect.
 
@@ -78,10 +93,16 @@ class ScenarioRuntime:
         if not time_scale > 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
         self.scenario = scenario
-        self.ctx = Context(catalog, n_teams, seed, run_start, list(team_urls or []), time_scale=time_scale)
+        self.ctx = Context(
+            catalog, n_teams, seed, run_start, scenario.source, list(team_urls or []), time_scale=time_scale
+        )
         self.effects = [KINDS[spec.kind](i, spec, self.ctx) for i, spec in enumerate(scenario.injections)]
+        _check_catalog_order(self.effects)
         self.manifest = manifest if manifest is not None else Manifest()
         self._to_resume: list[Effect] = []  # begun before a checkpoint restore, not finished: `resume` redoes begin
+        self._prepared = False  # the first minute of this run has not been reached yet
+        self.run: int | None = None  # this run's number in the manifest (its run record is written at the first minute)
+        self.resumed_from: int | None = None  # the run a restored checkpoint was taken in
 
     @property
     def announcements(self) -> list[dict[str, Any]]:
@@ -99,11 +120,17 @@ class ScenarioRuntime:
             (e.movie, float(e.begun_at)) for e in self.effects if e.spec.kind == "takedown" and e.begun_at is not None
         ]
 
+    def unreleased(self) -> set[str]:
+        """Ids of movies a `movie_added` injection has not added yet: the world API answers 404 for them."""
+        return {e.slug for e in self.effects if e.spec.kind == "movie_added" and e.begun_at is None and not e.finished}
+
     def _live(self) -> list[Effect]:
         return [e for e in self.effects if e.begun_at is not None and not e.finished]
 
     def on_tick(self, world: World, lane: int, t0: float, t1: float) -> list[tuple[float, int, str]]:
         """Begin what is due, act on lane `lane`'s minute [t0, t1), finish what every lane has passed."""
+        if not self._prepared:
+            self._first_minute(world, t0)
         if self._to_resume:
             self.resume(world)
         self._finish_due(world)
@@ -132,6 +159,8 @@ class ScenarioRuntime:
         lines to publish."""
         keys: list[int] = []
         lines: list[str] = []
+        if self._live():
+            self._open_run(world.now)  # a restored run closed before its first minute still says which run it is
         for e in self._live():
             k, x = e.drain()
             keys += k
@@ -140,13 +169,69 @@ class ScenarioRuntime:
         self.manifest.close()  # records stay readable in memory (the instructor app serves them)
         return keys, lines
 
+    def _first_minute(self, world: World, t0: float) -> None:
+        """The run's record; injections whose window ended before the run are skipped (recorded, logged); held-back
+        state (movies added later) is set up."""
+        self._prepared = True
+        self._open_run(t0)
+        for e in self.effects:
+            if e.begun_at is not None or e.finished:
+                continue
+            if e.end <= t0:
+                self._skip(e, t0)
+            else:
+                e.prepare(world)
+
+    def _open_run(self, t: float) -> None:
+        if self.run is not None:
+            return
+        self.run = self.manifest.next_run()
+        self.manifest.append(
+            {
+                "event": "run",
+                "run": self.run,
+                "scenario": self.scenario.name,
+                "source": self.scenario.source,
+                "seed": self.ctx.seed,
+                "teams": self.ctx.n_teams,
+                "start": _iso(t),
+                "run_start": _iso(self.ctx.run_start),
+                "time_scale": self.ctx.time_scale,
+                "resumed_from": self.resumed_from,
+            }
+        )
+
+    def _skip(self, e: Effect, t0: float) -> None:
+        e.finished = e.skipped = True
+        reason = f"its window ended before the run reached it (the run is at {_iso(t0)})"
+        logger.warning("scenario %s: %s skipped: %s", self.scenario.name, e.id, reason)
+        self.manifest.append(
+            {
+                "event": "skipped",
+                "run": self.run,
+                "id": e.id,
+                "kind": e.spec.kind,
+                "start": _iso(e.start),
+                "end": _iso(e.end),
+                "teams": e.teams,
+                "params": e.params(),
+                "reason": reason,
+            }
+        )
+
     def _begin(self, world: World, e: Effect, t: float) -> None:
         selected = e.begin(world, t)
         e.begun_at = t
         logger.info("scenario %s: %s takes effect at %s", self.scenario.name, e.id, _iso(t))
+        if t >= e.start + TICK:  # declared to start before the run did: it starts with the run
+            selected = {**selected, "declared_start": _iso(e.start)}
+            logger.warning(
+                "scenario %s: %s declared from %s starts with the run", self.scenario.name, e.id, _iso(e.start)
+            )
         self.manifest.append(
             {
                 "event": "start",
+                "run": self.run,
                 "id": e.id,
                 "kind": e.spec.kind,
                 "start": _iso(t),
@@ -167,6 +252,7 @@ class ScenarioRuntime:
         self.manifest.append(
             {
                 "event": "end",
+                "run": self.run,
                 "id": e.id,
                 "kind": e.spec.kind,
                 "start": _iso(e.begun_at),
@@ -181,8 +267,15 @@ class ScenarioRuntime:
     def state(self) -> dict[str, Any]:
         """Progress as a plain JSON-able dict (hidden arrays are the world checkpoint's; this is the rest)."""
         return {
+            "run": self.run if self.run is not None else self.resumed_from,  # the run this progress was made in
             "effects": {
-                e.id: {"begun_at": e.begun_at, "finished": e.finished, "touched": dict(e.touched), **e.state()}
+                e.id: {
+                    "begun_at": e.begun_at,
+                    "finished": e.finished,
+                    "skipped": e.skipped,
+                    "touched": dict(e.touched),
+                    **e.state(),
+                }
                 for e in self.effects
             },
             "announcements": list(self.ctx.announcements),
@@ -195,11 +288,12 @@ class ScenarioRuntime:
             s = by_id.get(e.id)
             if s is None:
                 raise ValueError(f"scenario state has no injection {e.id}: not the same scenario")
-            e.begun_at, e.finished = s["begun_at"], s["finished"]
+            e.begun_at, e.finished, e.skipped = s["begun_at"], s["finished"], bool(s.get("skipped", False))
             e.touched.clear()
             e.touched.update(s["touched"])
             e.restore(s)
         self.ctx.announcements[:] = list(state.get("announcements", []))
+        self.resumed_from = state.get("run")  # this run's record names the run it continues
         self._to_resume = [e for e in self.effects if e.begun_at is not None and not e.finished]
 
     def resume(self, world: World) -> None:

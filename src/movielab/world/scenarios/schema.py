@@ -18,11 +18,20 @@ from __future__ import annotations
 
 import re
 import tomllib
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from movielab.world.data.types import GENRES, OCCUPATIONS
 from movielab.world.errors import WorldError
@@ -55,6 +64,16 @@ def _time_or_offset(v: object) -> str:
     except ValueError:
         raise ValueError(f"{v!r} is neither an offset like '+2h' (units s, m, h, d, w) nor an ISO-8601 time") from None
     return v
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def entry_label(index: int, kind: object, name: object = None) -> str:
+    """How errors name an entry: `injections[3] (shilling 'campaign')` (kind and name when known)."""
+    what = " ".join(x for x in (str(kind) if kind else "", repr(name) if isinstance(name, str) else "") if x)
+    return f"injections[{index}] ({what})" if what else f"injections[{index}]"
 
 
 def resolve(text: str, run_start: float) -> float:
@@ -109,11 +128,26 @@ class _Injection(BaseModel):
         classmethod(lambda cls, v: v if v is None else _time_or_offset(v))
     )
 
+    @field_validator("end")
+    @classmethod
+    def _end_after_start(cls, v: str | None, info: ValidationInfo) -> str | None:
+        start = info.data.get("start")
+        if v is not None and start is not None:
+            both_offsets = _OFFSET.match(v) and _OFFSET.match(start)
+            if both_offsets and parse_offset(v) <= parse_offset(start):
+                raise ValueError(f"{v!r} is not after start {start!r}")
+            if not _OFFSET.match(v) and not _OFFSET.match(start) and resolve(v, 0) <= resolve(start, 0):
+                raise ValueError(f"{v!r} is not after start {start!r}")
+        return v
+
     @field_validator("duration")
     @classmethod
-    def _duration(cls, v: str | None) -> str | None:
+    def _duration(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is not None:
-            parse_offset(v)
+            if parse_offset(v) <= 0:
+                raise ValueError(f"{v!r} is not a positive length")
+            if info.data.get("end") is not None:
+                raise ValueError("give end or duration, not both")
         return v
 
     @field_validator("teams")
@@ -121,13 +155,9 @@ class _Injection(BaseModel):
     def _teams(cls, v: list[int] | None) -> list[int] | None:
         if v is not None and (not v or min(v) < 1):
             raise ValueError("teams must be a non-empty list of team numbers >= 1 (omit it for every team)")
+        if v is not None and len(set(v)) < len(v):
+            raise ValueError(f"teams {v} name a team twice")
         return v
-
-    @model_validator(mode="after")
-    def _one_end(self):
-        if self.end is not None and self.duration is not None:
-            raise ValueError("give end or duration, not both")
-        return self
 
     def window(self, run_start: float) -> tuple[float, float]:
         """(start, end) in unix seconds; end is +inf when the injection lasts until the run ends."""
@@ -137,7 +167,7 @@ class _Injection(BaseModel):
         if self.end is not None:
             e = resolve(self.end, run_start)
             if e <= s:
-                raise ValueError(f"end {self.end!r} is not after start {self.start!r}")
+                raise ValueError(f"{self.end!r} is not after start {self.start!r} (the run starts {_iso(run_start)})")
             return s, e
         return s, float("inf")
 
@@ -170,6 +200,31 @@ class MovieRemoved(_Injection):
 
     kind: Literal["movie_removed"]
     movie: str = "auto"
+
+
+class MovieAdded(_Injection):
+    """Catalog change: a movie joins the catalog at start (a new release). Before it, no user finds it and the world
+    API answers 404 for it, as for any unknown id; from start the API serves its record and users pick it by its
+    hidden truth (the catalog row's fitted factors and bias, like every movie's), so its id appears in the stream.
+    Its window is its launch: `share` of the browse candidates go to it until the end (a new release is promoted;
+    0: none, users find it by taste and popularity alone); the movie stays after the end."""
+
+    kind: Literal["movie_added"]
+    movie: str = Field("auto", description="slug, or 'auto' (a seeded pick among well-rated, mid-popular movies)")
+    share: float = Field(0.02, ge=0, lt=1, description="share of browse candidates during the window (0: none)")
+    announced: bool = Field(False, description="posted on the public announcements channel when it starts")
+
+
+class MovieRenamed(_Injection):
+    """Catalog change: a movie's title changes from start (back at end if given). Like the course's world, which
+    makes a movie's id once from its title and year and keeps it, the id (the slug in stream lines and API paths),
+    `original_title`, `tmdb_id` and `imdb_id` stay; only the API's `title` changes. A consumer that rebuilds ids
+    from titles, or joins on titles, breaks; one that keys on the id does not."""
+
+    kind: Literal["movie_renamed"]
+    movie: str = Field("auto", description="slug, or 'auto' (a seeded pick among mid-popular movies)")
+    title: str | None = Field(None, min_length=1, description="the new title; omitted: '<title> (Remastered)'")
+    announced: bool = False
 
 
 class ActivityChange(_Injection):
@@ -355,6 +410,8 @@ Injection = Annotated[
     TasteShift
     | PopularityShock
     | MovieRemoved
+    | MovieAdded
+    | MovieRenamed
     | ActivityChange
     | UserWave
     | CorruptLines
@@ -377,6 +434,9 @@ Injection = Annotated[
 ]
 
 
+_KINDS = [get_args(m.model_fields["kind"].annotation)[0] for m in get_args(get_args(Injection)[0])]
+
+
 class Scenario(BaseModel):
     """A named timeline of injections."""
 
@@ -384,18 +444,25 @@ class Scenario(BaseModel):
     name: str
     description: str = ""
     injections: list[Injection] = Field(default_factory=list)
+    _source: str = PrivateAttr("scenario")  # the file or preset it was read from (errors name it)
+
+    @property
+    def source(self) -> str:
+        """The file or preset this scenario was read from (what its errors name)."""
+        return self._source
 
 
 def _where(loc: tuple, data: dict) -> str:
-    """`injections[3] (shilling).bots` from a pydantic error location."""
+    """`injections[3] (shilling 'campaign').bots` from a pydantic error location."""
     parts, items = [], data.get("injections") if isinstance(data, dict) else None
     i = 0
     while i < len(loc):
         p = loc[i]
         if p == "injections" and i + 1 < len(loc) and isinstance(loc[i + 1], int):
             n = loc[i + 1]
-            kind = items[n].get("kind") if isinstance(items, list) and isinstance(items[n], dict) else None
-            parts.append(f"injections[{n}] ({kind})" if kind else f"injections[{n}]")
+            item = items[n] if isinstance(items, list) and n < len(items) and isinstance(items[n], dict) else {}
+            kind = item.get("kind")
+            parts.append(entry_label(n, kind, item.get("name")))
             i += 3 if i + 2 < len(loc) and loc[i + 2] == kind else 2
             continue
         parts.append(str(p))
@@ -403,13 +470,29 @@ def _where(loc: tuple, data: dict) -> str:
     return ".".join(parts) or "scenario"
 
 
+def _field(error: dict) -> str:
+    return ".kind" if error.get("type") in ("union_tag_invalid", "union_tag_not_found") else ""
+
+
+def _reason(error: dict) -> str:
+    msg = str(error["msg"])
+    if error.get("type") == "union_tag_invalid":
+        return f"kind {error.get('input', {}).get('kind')!r} is unknown; one of {error['ctx']['expected_tags']}"
+    if error.get("type") == "union_tag_not_found":
+        return "no 'kind' (what to inject); one of " + ", ".join(_KINDS)
+    return msg.removeprefix("Value error, ")
+
+
 def parse_scenario(data: dict, source: str) -> Scenario:
-    """Validate a scenario mapping; ScenarioError lists each problem as `<source>: <entry>.<field>: <reason>`."""
+    """Validate a scenario mapping; ScenarioError lists each problem as `scenario <source>: <entry>.<field>: <reason>`
+    (the entry by index, kind and name)."""
     try:
-        return Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{_where(tuple(e['loc']), data)}: {e['msg']}" for e in exc.errors()]
+        problems = [f"{_where(tuple(e['loc']), data)}{_field(e)}: {_reason(e)}" for e in exc.errors()]
         raise ScenarioError(f"scenario {source}: " + "; ".join(problems)) from None
+    scenario._source = source
+    return scenario
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client.core import GaugeMetricFamily
 
-from movielab.world.manifest import manifest_lines
+from movielab.world.manifest import injection_key, manifest_lines, run_chains
 from movielab.world.scoring.daily import History, ScoreParams, Truth, score_day
 from movielab.world.scoring.errors import ScoringError
 from movielab.world.sessionlog import DAY, DayLog, SessionLog, day_of, day_start, read_day
@@ -203,8 +204,9 @@ def read_manifest(path: str | Path, until: float | None = None) -> list[dict]:
     """Injected events from a manifest JSONL, in order of start: each `{"kind", "id", "start", "end"}` (unix s).
 
     The world's manifest (`world.manifest`) writes two records per injection, `{"event": "start", "id", ...}` when
-    it takes effect and `{"event": "end", "id", ...}` when it stops: they are paired by `id` (the end record's
-    `start`/`end` are when it really ran). A start without an end (the run still going, or stopped by a signal)
+    it takes effect and `{"event": "end", "id", ...}` when it stops: they are paired by `id` within a run chain
+    (`world.manifest.injection_key`: ids repeat across runs appended to one file; the event's `id` is then
+    `<chain>/<id>`, the plain id when only one chain has it; the end record's `start`/`end` are when it really ran). A start without an end (the run still going, or stopped by a signal)
     lasts until its declared end, else until `until`, else one hour. A start written again for the same id (a
     restart re-simulating minutes after its checkpoint) replaces the earlier one. Course records (`"event":
     "course"`: restores, team changes) are not injections and are skipped. Records without `event` are read
@@ -230,7 +232,8 @@ def read_manifest(path: str | Path, until: float | None = None) -> list[dict]:
         raise ScoringError(f"manifest {path} cannot be read: {exc}") from None
     except ValueError as exc:
         raise ScoringError(str(exc)) from None
-    paired: dict[str, dict] = {}  # injection id -> event (dicts keep the order of first start)
+    chains = run_chains([rec for _, rec in records])
+    paired: dict[str, dict] = {}  # injection key -> event (dicts keep the order of first start)
     loose: list[dict] = []
     for n, rec in records:
         where = f"manifest {path} line {n}"
@@ -251,17 +254,19 @@ def read_manifest(path: str | Path, until: float | None = None) -> list[dict]:
             continue
         if "id" not in rec:
             raise ScoringError(f"{where}: an injection's {event} record needs its 'id'")
-        key = str(rec["id"])
+        key = injection_key(rec, chains)
         if event == "start":
             paired.pop(key, None)  # re-simulated after a restore: the latest start counts
-            paired[key] = {"kind": str(kind), "id": key, "start": t0, "end": t1, "ended": False}
+            paired[key] = {"kind": str(kind), "id": key, "raw": str(rec["id"]), "start": t0, "end": t1, "ended": False}
         else:
-            e = paired.setdefault(key, {"kind": str(kind), "id": key, "start": t0})
+            e = paired.setdefault(key, {"kind": str(kind), "id": key, "raw": str(rec["id"]), "start": t0})
             e.update(start=t0, end=t1 if t1 is not None else t0, ended=True)
     events = []
+    runs_of = Counter(e["raw"] for e in paired.values())  # an id in one run chain only is shown as it is
     for e in paired.values():
         end = e["end"] if e["end"] is not None else (until if until is not None else e["start"] + 3600)
-        events.append({"kind": e["kind"], "id": e["id"], "start": e["start"], "end": max(end, e["start"] + 60)})
+        shown = e["id"] if runs_of[e["raw"]] > 1 else e["raw"]
+        events.append({"kind": e["kind"], "id": shown, "start": e["start"], "end": max(end, e["start"] + 60)})
     return sorted(loose + events, key=lambda e: e["start"])
 
 
