@@ -154,6 +154,19 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream_summary(config) -> str:
+    from movielab.course.streamchecks import score_stream
+
+    got = score_stream(config)
+    if got is None:
+        return "course checks from the stream: skipped (the course's broker was embedded: its topics ended with it)"
+    downs = ", ".join(f"{m} from {t:%Y-%m-%dT%H:%M}" for m, t in got.takedowns) or "none"
+    return (
+        f"course checks from the stream: {sum(got.lines.values()):,} lines of {len(got.lines)} topic(s) read in "
+        f"{got.seconds:.1f} s; takedowns: {downs}; written to {config.reports_dir / 'stream.csv'}"
+    )
+
+
 def _cmd_course_score(args: argparse.Namespace) -> int:
     from movielab.world.scoring.board import report
 
@@ -161,6 +174,8 @@ def _cmd_course_score(args: argparse.Namespace) -> int:
         from movielab.course.config import load
 
         config = load(args.file)
+        if not args.no_stream:
+            print(_stream_summary(config), flush=True)
         print(
             report(
                 config.reports_dir,
@@ -271,6 +286,12 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--team", type=int, help="one team in detail: day by day, fairness groups, injected events")
     score.add_argument("--day", help="YYYY-MM-DD (default: the newest scored day)")
     score.add_argument("--manifest", help="the hidden manifest (JSONL) for per-event effects with --team")
+    score.add_argument(
+        "--no-stream",
+        action="store_true",
+        help="with FILE: do not read the teams' topics for the course's checks (answered, personalized, "
+        "availability window, takedowns)",
+    )
     score.set_defaults(func=_cmd_course_score)
     broker = sub.add_parser("broker", help="run the embedded in-memory Kafka broker until interrupted")
     broker.add_argument("--port", type=int, help="port on 127.0.0.1 (default: any free port)")

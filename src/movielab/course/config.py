@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from movielab.contract import editions
-from movielab.errors import MovielabError
+from movielab.course.errors import CourseError
 from movielab.world.client import Team
 from movielab.world.clock import parse_start
 from movielab.world.config import Dataset, WorldConfig
@@ -27,7 +27,7 @@ _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}")
 
 
-class CourseFileError(MovielabError, ValueError):
+class CourseFileError(CourseError, ValueError):
     """A course file that cannot be read or is invalid; names the file, each field and the reason."""
 
 
