@@ -30,7 +30,7 @@ def _team(movies: list[str]) -> Starlette:
     return Starlette(routes=[Route("/recommend/{user}", recommend)])
 
 
-def _course(path: Path, bootstrap: str, urls: list[str]) -> None:
+def _course(path: Path, bootstrap: str, urls: list[str], scenario: str = "") -> None:
     teams = "".join(f'[[teams]]\nname = "t{i}"\nurl = "{u}"\n' for i, u in enumerate(urls, start=1))
     path.write_text(f"""
 name = "reload"
@@ -38,6 +38,7 @@ name = "reload"
 users = 2000
 seed = 1
 speed = 1200
+{scenario}
 [kafka]
 bootstrap = "{bootstrap}"
 partitions = 1
@@ -68,7 +69,13 @@ def test_url_changes_and_added_teams_apply_while_the_course_runs(universe, tmp_p
     try:
         with EmbeddedBroker() as broker:
             course = tmp_path / "course.toml"
-            _course(course, broker.bootstrap, [servers[0].url, servers[0].url])
+            # Garbled lines for every team from +90m: after the third team joined (at about +20m of simulated time)
+            (tmp_path / "garble.toml").write_text(
+                'name = "garble"\n[[injections]]\nkind = "corrupt_lines"\nstart = "+90m"\nduration = "20m"\n'
+                'mode = "garbled"\nshare = 0.05\n'
+            )
+            scenario = 'scenario = "garble.toml"'
+            _course(course, broker.bootstrap, [servers[0].url, servers[0].url], scenario)
             config = load(course)
             stop, done = threading.Event(), {}
 
@@ -80,9 +87,9 @@ def test_url_changes_and_added_teams_apply_while_the_course_runs(universe, tmp_p
             manifest = config.manifest_path
             _wait(lambda: (config.state_dir / "status.json").exists(), "the course to start")
             time.sleep(1.0)
-            _course(course, broker.bootstrap, [servers[0].url, servers[1].url, servers[2].url])
+            _course(course, broker.bootstrap, [servers[0].url, servers[1].url, servers[2].url], scenario)
             _wait(lambda: {"team_changed", "team_added"} <= {r["kind"] for r in _manifest(manifest)}, "the reload")
-            time.sleep(1.5)
+            _wait(lambda: any(r.get("event") == "end" for r in _manifest(manifest)), "the injection's end")
             stop.set()
             thread.join(timeout=60)
             assert not thread.is_alive() and "run" in done
@@ -97,7 +104,10 @@ def test_url_changes_and_added_teams_apply_while_the_course_runs(universe, tmp_p
         for s in servers:
             s.stop()
 
-    records = {r["kind"]: r for r in _manifest(manifest)}
+    records = {r["kind"]: r for r in _manifest(manifest) if r.get("event") == "course"}
+    start, end = (next(r for r in _manifest(manifest) if r.get("event") == e) for e in ("start", "end"))
+    assert start["teams"] == end["teams"] == [1, 2, 3]  # the injection for all teams covers the added one
+    assert set(end["touched_by"]) == {"team1", "team2", "team3"} and end["touched_by"]["team3"] > 0
     assert records["team_changed"]["team"] == 2
     assert records["team_changed"]["changes"] == {"url": [servers[0].url, servers[1].url]}
     added = records["team_added"]

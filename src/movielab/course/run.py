@@ -406,6 +406,8 @@ def _reload(run: CourseRun, live: dict, new: CourseConfig, client, pending: list
             continue
         if a.url != b.url and i < len(run.topics) and hasattr(client, "set_url"):
             client.set_url(i, b.url)
+            if run.world.scenario is not None:
+                run.world.scenario.set_team_url(i + 1, b.url)
         record(
             manifest,
             "team_changed",
@@ -441,6 +443,8 @@ def _join_teams(run: CourseRun, config: CourseConfig, pending: list[int], client
         run.topics.append(topic)
         if run.world.sessionlog is not None:  # sessions are split by team like the lines: id modulo teams
             run.world.sessionlog.n_teams = len(run.topics)
+        if run.world.scenario is not None:  # injections for all teams include the new one
+            run.world.scenario.add_team(entry.url)
         record(
             manifest,
             "team_added",
