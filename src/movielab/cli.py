@@ -99,7 +99,7 @@ def _cmd_world_fidelity(args: argparse.Namespace) -> int:
 def _cmd_course_init(args: argparse.Namespace) -> int:
     from movielab.course.config import write_example
 
-    print(f"wrote {write_example(args.path)}: edit the teams, then `movielab course run {args.path}`")
+    print(f"wrote {write_example(args.path, force=args.force)}: edit the teams, then `movielab course run {args.path}`")
     return 0
 
 
@@ -122,10 +122,13 @@ def _cmd_course_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_course_status(args: argparse.Namespace) -> int:
+    import json
+
     from movielab.course.config import load
     from movielab.course.status import course_status, format_status
 
-    print(format_status(course_status(load(args.file), live=not args.offline)))
+    status = course_status(load(args.file), live=not args.offline)
+    print(json.dumps(status, indent=1) if args.json else format_status(status))
     return 0
 
 
@@ -266,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
     course_sub = course.add_subparsers(dest="what", required=True)
     c_init = course_sub.add_parser("init", help="write a commented example course file")
     c_init.add_argument("path", nargs="?", default="course.toml")
+    c_init.add_argument("--force", action="store_true", help="overwrite the file if it exists")
     c_init.set_defaults(func=_cmd_course_init)
     c_run = course_sub.add_parser("run", help="run (or resume) the course file's world until stopped")
     c_run.add_argument("file")
@@ -273,6 +277,7 @@ def parser() -> argparse.ArgumentParser:
     c_status = course_sub.add_parser("status", help="where the course stands: clock, checkpoint, teams, lines")
     c_status.add_argument("file")
     c_status.add_argument("--offline", action="store_true", help="do not ask Kafka for the topics' end offsets")
+    c_status.add_argument("--json", action="store_true", help="print the status as JSON (for scripts)")
     c_status.set_defaults(func=_cmd_course_status)
     score = course_sub.add_parser("score", help="the scoreboard from the hidden truth (instructor only)")
     score.add_argument(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -141,8 +142,15 @@ def test_a_team_removed_from_the_file_is_refused_at_start(universe, tmp_path) ->
         status = course_status(load(course))
         assert status["process"]["state"] == "stopped" and not status["process"]["alive"]
         assert status["topics_now"] == run.lines() == status["checkpoint"]["lines"]  # every line on its topic
-        shown = format_status(status)
-        assert "team 2 t2: http://127.0.0.1:9 -> movielog2" in shown and "world process" in shown
+        shown = format_status(status).splitlines()
+        assert shown[1].startswith("world process") and shown[1].endswith(
+            f"stopped; simulated time {datetime.fromtimestamp(run.world.now, UTC):%Y-%m-%dT%H:%M:%S}"
+        )
+        header = next(i for i, line in enumerate(shown) if line.startswith("team  name"))
+        assert shown[header].split() == ["team", "name", "url", "topic", "lines", "at", "checkpoint", "lines", "now"]
+        team2 = shown[header + 3].split()
+        assert team2[:4] == ["2", "t2", "http://127.0.0.1:9", "movielog2"]
+        assert team2[4] == team2[5] == f"{run.lines()['movielog2']:,}"
         course.write_text(text.split("[[teams]]")[0] + '[[teams]]\nname = "t1"\nurl = "http://127.0.0.1:9"\n')
         with pytest.raises(
             CourseFileError,
