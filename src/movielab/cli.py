@@ -157,16 +157,21 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stream_summary(config) -> str:
-    from movielab.course.streamchecks import score_stream
+def _stream_summary(config, full: bool) -> str:
+    from movielab.course.streamchecks import StreamReadError, score_stream
 
-    got = score_stream(config)
+    try:
+        got = score_stream(config, full=full)
+    except StreamReadError as exc:  # the scoreboard from the hidden log is still worth printing
+        return f"course checks from the stream: skipped ({exc})"
     if got is None:
         return "course checks from the stream: skipped (the course's broker was embedded: its topics ended with it)"
     downs = ", ".join(f"{m} from {t:%Y-%m-%dT%H:%M}" for m, t in got.takedowns) or "none"
     return (
         f"course checks from the stream: {sum(got.lines.values()):,} lines of {len(got.lines)} topic(s) read in "
-        f"{got.seconds:.1f} s; takedowns: {downs}; written to {config.reports_dir / 'stream.csv'}"
+        f"{got.seconds:.1f} s"
+        + (f" (from the day before {got.since}; {got.kept} earlier day(s) final, kept)" if got.since else "")
+        + f"; takedowns: {downs}; written to {config.reports_dir / 'stream.csv'}"
     )
 
 
@@ -178,7 +183,7 @@ def _cmd_course_score(args: argparse.Namespace) -> int:
 
         config = load(args.file)
         if not args.no_stream:
-            print(_stream_summary(config), flush=True)
+            print(_stream_summary(config, args.full_stream), flush=True)
         print(
             report(
                 config.reports_dir,
@@ -296,6 +301,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with FILE: do not read the teams' topics for the course's checks (answered, personalized, "
         "availability window, takedowns)",
+    )
+    score.add_argument(
+        "--full-stream",
+        action="store_true",
+        help="read the topics from their first line (default: from the day before the newest graded days)",
     )
     score.set_defaults(func=_cmd_course_score)
     broker = sub.add_parser("broker", help="run the embedded in-memory Kafka broker until interrupted")

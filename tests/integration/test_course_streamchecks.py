@@ -74,7 +74,7 @@ name = "checks"
 [world]
 users = 700
 seed = 4
-days = 1.5
+days = 3.5
 start = "2026-03-20T00:00:00"
 scenario = "takedown.toml"
 [kafka]
@@ -104,6 +104,10 @@ url = "{teams[1].url}"
                 before = httpx.get(instructor.url + "/metrics", headers=auth).text
                 assert main(["course", "score", str(course)]) == 0
                 out = capsys.readouterr().out
+                full = {p.stem: json.loads(p.read_text()) for p in (config.reports_dir / "stream").glob("*.json")}
+                # Again: the days before the newest but one are final and kept; only the last days are read.
+                assert main(["course", "score", str(course)]) == 0
+                again = capsys.readouterr().out
                 metrics = httpx.get(instructor.url + "/metrics", headers=auth).text
                 served = httpx.get(instructor.url + "/scores/1", headers=auth).json()["scores"]
                 assert httpx.get(instructor.url + "/metrics").status_code == 401
@@ -120,12 +124,20 @@ url = "{teams[1].url}"
     assert run.lines() == on_topics  # every line the world produced is on its topic, and was read back
     assert takedowns(config.manifest_path)[0][0] == down
     assert f"{sum(on_topics.values()):,} lines of 2 topic(s)" in out and f"takedowns: {down} from " in out
+    assert "(from the day before 2026-03-22; 2 earlier day(s) final, kept)" in again
+    read_again = int(again.split("stream: ", 1)[1].split(" lines", 1)[0].replace(",", ""))
+    assert 0 < read_again < 0.8 * sum(on_topics.values())
     assert "course checks from the teams' topics" in out
     assert "team 2: course checks from its topic, day by day" in team2
 
     stream = {p.stem: json.loads(p.read_text()) for p in (config.reports_dir / "stream").glob("*.json")}
     scores = Scoreboard(config.reports_dir)
-    assert sorted(stream) == sorted(scores.days) and len(stream) == 2  # a whole day and half of the next
+    assert sorted(stream) == sorted(scores.days) and len(stream) == 4  # three whole days and half of the next
+    for day, rows in full.items():  # the second, shorter read graded every day the same
+        for a, b in zip(rows, stream[day], strict=True):
+            assert {k: v for k, v in a.items() if k not in ("stream_unparsable", "stream_other_lines")} == {
+                k: v for k, v in b.items() if k not in ("stream_unparsable", "stream_other_lines")
+            }
     requests = {1: 0, 2: 0}
     ok = {1: 0, 2: 0}
     for day, rows in stream.items():
@@ -148,7 +160,7 @@ url = "{teams[1].url}"
         assert r["stream_window_complete"] is False  # the run ended before the window's last day
     assert 0.8 < first[0]["stream_availability"] < 0.9 and first[1]["stream_availability"] == 1.0  # 1 in 7 fail
     with (config.reports_dir / "stream.csv").open() as f:
-        assert len(list(csv.DictReader(f))) == 4  # two days, two teams
+        assert len(list(csv.DictReader(f))) == 8  # four days, two teams
     for hidden in (config.reports_dir / "stream.csv", config.reports_dir / "stream" / "2026-03-20.json"):
         assert hidden.stat().st_mode & 0o077 == 0, hidden
     # The merged rows on the instructor's routes, and the gauges, appeared without restarting the app.

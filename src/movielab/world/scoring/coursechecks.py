@@ -156,15 +156,26 @@ class StreamChecks:
         """
         d = self.days.get(day, _Day())
         personal = sum(n for user, n in d.lists.values() if user != -1)
-        window = [day + timedelta(days=k) for k in range(1 - WINDOW_DAYS_BEFORE, WINDOW_DAYS_AFTER + 1)]
-        total = sum(self.days[w].requests for w in window if w in self.days)
-        ok = sum(self.days[w].ok for w in window if w in self.days)
         return {
             "answered_24h": d.ok,
             "personalized_share": personal / d.ok if d.ok else float("nan"),
-            "availability": ok / total if total else float("nan"),
-            "window_requests": total,
-            "window_complete": bool(self.days) and max(self.days) >= window[-1],
+            **availability_window({k: (v.requests, v.ok) for k, v in self.days.items()}, day),
             "takedown_violations": sum(d.violations.values()),
             "requests": d.requests,
         }
+
+
+def availability_window(counts: dict[date, tuple[int, int]], day: date) -> dict[str, object]:
+    """{availability, window_requests, window_complete} at the end of `day` from (requests, OK answers) per day.
+
+    The window runs from 72 h before to 96 h after the day's end; window_complete is False while `counts` has no
+    day at or after the window's last one (the figure will still change).
+    """
+    window = [day + timedelta(days=k) for k in range(1 - WINDOW_DAYS_BEFORE, WINDOW_DAYS_AFTER + 1)]
+    total = sum(counts[w][0] for w in window if w in counts)
+    ok = sum(counts[w][1] for w in window if w in counts)
+    return {
+        "availability": ok / total if total else float("nan"),
+        "window_requests": total,
+        "window_complete": bool(counts) and max(counts) >= window[-1],
+    }
