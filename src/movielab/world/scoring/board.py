@@ -143,7 +143,10 @@ class Scoreboard:
         except FileNotFoundError:
             return
         if stamp != self._stream_stamp:
-            self.stream, self._stream_stamp = _read_rows(self.dir / "stream"), stamp
+            try:
+                self.stream, self._stream_stamp = _read_rows(self.dir / "stream"), stamp
+            except ScoringError as exc:  # being rewritten by `course score` this moment: the next read retries
+                logger.warning("stream checks not refreshed: %s", exc)
 
     def add_stream(self, days: dict[str, list[dict]]) -> None:
         """Keep (and write, with a state dir) the course's checks from the topics: `stream/<day>.json`, `stream.csv`."""
