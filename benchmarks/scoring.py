@@ -11,7 +11,14 @@ world's shapes (k = 16 factors) with Gaussian values: the cost does not depend o
 Baselines in the same run: scoring only one team's share of the same day (1 team), and the engine's
 cost of keeping the session log (the 20,000-user day simulated with and without it).
 
-    .venv/bin/python benchmarks/scoring.py [--users 1000000] [--movies 20000] [--teams 20]
+The course's checks from the stream (`movielab course score FILE`: every team's topic read back from the broker
+and graded line by line, `course.streamchecks`) cost one pass over every line of the course. They are measured on
+a real world day (`--stream-users`, the random team, 20 answers per request) produced to the embedded broker:
+the check alone over the lines in memory (CPU per line), and read back from the broker with the check, against
+the baseline of only reading the topic back; then scaled to a day of 1M users and to a semester by the
+lines per user per day measured.
+
+    .venv/bin/python benchmarks/scoring.py [--users 1000000] [--movies 20000] [--teams 20] [--stream-only]
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import argparse
 import os
 import resource
 import time
+from datetime import datetime, timedelta
 
 import numpy as np
 
@@ -115,6 +123,61 @@ def synth_day(
     return DayLog("2026-03-20", sessions, ends)
 
 
+def stream_cost(users: int, scale_users: int, semester_days: int = 105) -> None:
+    """Print the cost of the course's checks from the stream: a real day's lines, in memory and via the broker."""
+    from movielab.course.streamchecks import REREAD_DAYS, read_to_end
+    from movielab.kafka import EmbeddedBroker, KafkaSink, ensure_topics
+    from movielab.world.scoring.coursechecks import StreamChecks
+    from movielab.world.sinks import MemorySink
+
+    config = WorldConfig(users=users, days=1, arrivals_per_day=0, allow_download=False)
+    sink = MemorySink()
+    world, universe = build_world(config, sink=sink)
+    world.service = RandomService(universe.catalog.slug, seed=1)
+    world.run(until=run_until(config))
+    lines, keys = sink.lines, sink.keys
+    recs = sum(1 for x in lines if "recommendation request" in x)
+    print(f"stream checks: a real {users:,}-user day, {len(lines):,} lines ({recs:,} recommendation requests)")
+    raw = [x.encode() for x in lines]
+    c = time.process_time()
+    noon = datetime.fromisoformat(lines[0][:10]) + timedelta(hours=12)  # a takedown at noon: the check's slow path
+    checks = StreamChecks(takedowns=[(universe.catalog.slug[0], noon)])
+    for value in raw:
+        checks.add(value)
+    in_memory = time.process_time() - c
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker.bootstrap, ["movielog1"], partitions=4)
+        with KafkaSink(broker.bootstrap, "movielog1") as out:
+            out.write(keys, lines)
+        t, c = time.perf_counter(), time.process_time()
+        n = sum(1 for _ in read_to_end(broker.bootstrap, "movielog1"))
+        read_wall, read_cpu = time.perf_counter() - t, time.process_time() - c
+        t, c = time.perf_counter(), time.process_time()
+        again = StreamChecks()
+        for value in read_to_end(broker.bootstrap, "movielog1"):
+            again.add(value)
+        both_wall, both_cpu = time.perf_counter() - t, time.process_time() - c
+    assert n == len(lines) == again.recommendation_lines + again.other_lines + again.unparsable
+    per_line = both_wall / n
+    day_lines = len(lines) / users * scale_users
+    print(
+        f"  the check alone, in memory: {in_memory / n * 1e6:.2f} µs CPU a line ({len(lines) / in_memory:,.0f} lines/s)"
+    )
+    print(
+        f"  baseline, reading the topic back only: {read_wall:.2f} s wall, {read_cpu:.2f} s CPU "
+        f"({n / read_wall:,.0f} lines/s)"
+    )
+    print(f"  reading back + the check: {both_wall:.2f} s wall, {both_cpu:.2f} s CPU ({n / both_wall:,.0f} lines/s)")
+    reread = REREAD_DAYS + 2  # the slack day, the days graded again, and the newest
+    print(
+        f"  at {scale_users:,} users: {day_lines / 1e6:,.1f} M lines a day -> {day_lines * per_line:,.0f} s a day "
+        f"of topic; `course score` after the first reads the last {reread} days: {reread * day_lines * per_line / 60:,.0f}"
+        f" min, whatever the course's length (the first, or --full-stream, reads all: "
+        f"{day_lines * semester_days * per_line / 3600:,.1f} h at the end of a {semester_days}-day semester). "
+        "Off the world's hot path (another process); memory: one entry per distinct answer list per day"
+    )
+
+
 def main() -> None:
     """Run the benchmark and print its figures."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -122,7 +185,12 @@ def main() -> None:
     ap.add_argument("--movies", type=int, default=20_000)
     ap.add_argument("--teams", type=int, default=20)
     ap.add_argument("--measure-users", type=int, default=20_000)
+    ap.add_argument("--stream-users", type=int, default=5_000, help="users of the real day the stream checks read")
+    ap.add_argument("--stream-only", action="store_true", help="only the cost of the course's checks from the stream")
     args = ap.parse_args()
+    stream_cost(args.stream_users, args.users)
+    if args.stream_only:
+        return
     rates = measure_rates(args.measure_users)
     print(
         f"measured on a real {args.measure_users:,}-user day ({rates['sessions']:,} sessions): "

@@ -99,7 +99,7 @@ def _cmd_world_fidelity(args: argparse.Namespace) -> int:
 def _cmd_course_init(args: argparse.Namespace) -> int:
     from movielab.course.config import write_example
 
-    print(f"wrote {write_example(args.path)}: edit the teams, then `movielab course run {args.path}`")
+    print(f"wrote {write_example(args.path, force=args.force)}: edit the teams, then `movielab course run {args.path}`")
     return 0
 
 
@@ -122,10 +122,13 @@ def _cmd_course_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_course_status(args: argparse.Namespace) -> int:
+    import json
+
     from movielab.course.config import load
     from movielab.course.status import course_status, format_status
 
-    print(format_status(course_status(load(args.file), live=not args.offline)))
+    status = course_status(load(args.file), live=not args.offline)
+    print(json.dumps(status, indent=1) if args.json else format_status(status))
     return 0
 
 
@@ -154,6 +157,24 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream_summary(config, full: bool) -> str:
+    from movielab.course.streamchecks import StreamReadError, score_stream
+
+    try:
+        got = score_stream(config, full=full)
+    except StreamReadError as exc:  # the scoreboard from the hidden log is still worth printing
+        return f"course checks from the stream: skipped ({exc})"
+    if got is None:
+        return "course checks from the stream: skipped (the course's broker was embedded: its topics ended with it)"
+    downs = ", ".join(f"{m} from {t:%Y-%m-%dT%H:%M}" for m, t in got.takedowns) or "none"
+    return (
+        f"course checks from the stream: {sum(got.lines.values()):,} lines of {len(got.lines)} topic(s) read in "
+        f"{got.seconds:.1f} s"
+        + (f" (from the day before {got.since}; {got.kept} earlier day(s) final, kept)" if got.since else "")
+        + f"; takedowns: {downs}; written to {config.reports_dir / 'stream.csv'}"
+    )
+
+
 def _cmd_course_score(args: argparse.Namespace) -> int:
     from movielab.world.scoring.board import report
 
@@ -161,6 +182,8 @@ def _cmd_course_score(args: argparse.Namespace) -> int:
         from movielab.course.config import load
 
         config = load(args.file)
+        if not args.no_stream:
+            print(_stream_summary(config, args.full_stream), flush=True)
         print(
             report(
                 config.reports_dir,
@@ -251,6 +274,7 @@ def parser() -> argparse.ArgumentParser:
     course_sub = course.add_subparsers(dest="what", required=True)
     c_init = course_sub.add_parser("init", help="write a commented example course file")
     c_init.add_argument("path", nargs="?", default="course.toml")
+    c_init.add_argument("--force", action="store_true", help="overwrite the file if it exists")
     c_init.set_defaults(func=_cmd_course_init)
     c_run = course_sub.add_parser("run", help="run (or resume) the course file's world until stopped")
     c_run.add_argument("file")
@@ -258,6 +282,7 @@ def parser() -> argparse.ArgumentParser:
     c_status = course_sub.add_parser("status", help="where the course stands: clock, checkpoint, teams, lines")
     c_status.add_argument("file")
     c_status.add_argument("--offline", action="store_true", help="do not ask Kafka for the topics' end offsets")
+    c_status.add_argument("--json", action="store_true", help="print the status as JSON (for scripts)")
     c_status.set_defaults(func=_cmd_course_status)
     score = course_sub.add_parser("score", help="the scoreboard from the hidden truth (instructor only)")
     score.add_argument(
@@ -271,6 +296,17 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--team", type=int, help="one team in detail: day by day, fairness groups, injected events")
     score.add_argument("--day", help="YYYY-MM-DD (default: the newest scored day)")
     score.add_argument("--manifest", help="the hidden manifest (JSONL) for per-event effects with --team")
+    score.add_argument(
+        "--no-stream",
+        action="store_true",
+        help="with FILE: do not read the teams' topics for the course's checks (answered, personalized, "
+        "availability window, takedowns)",
+    )
+    score.add_argument(
+        "--full-stream",
+        action="store_true",
+        help="read the topics from their first line (default: from the day before the newest graded days)",
+    )
     score.set_defaults(func=_cmd_course_score)
     broker = sub.add_parser("broker", help="run the embedded in-memory Kafka broker until interrupted")
     broker.add_argument("--port", type=int, help="port on 127.0.0.1 (default: any free port)")

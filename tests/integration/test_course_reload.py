@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def _team(movies: list[str]) -> Starlette:
     return Starlette(routes=[Route("/recommend/{user}", recommend)])
 
 
-def _course(path: Path, bootstrap: str, urls: list[str]) -> None:
+def _course(path: Path, bootstrap: str, urls: list[str], scenario: str = "") -> None:
     teams = "".join(f'[[teams]]\nname = "t{i}"\nurl = "{u}"\n' for i, u in enumerate(urls, start=1))
     path.write_text(f"""
 name = "reload"
@@ -38,6 +39,7 @@ name = "reload"
 users = 2000
 seed = 1
 speed = 1200
+{scenario}
 [kafka]
 bootstrap = "{bootstrap}"
 partitions = 1
@@ -68,7 +70,13 @@ def test_url_changes_and_added_teams_apply_while_the_course_runs(universe, tmp_p
     try:
         with EmbeddedBroker() as broker:
             course = tmp_path / "course.toml"
-            _course(course, broker.bootstrap, [servers[0].url, servers[0].url])
+            # Garbled lines for every team from +90m: after the third team joined (at about +20m of simulated time)
+            (tmp_path / "garble.toml").write_text(
+                'name = "garble"\n[[injections]]\nkind = "corrupt_lines"\nstart = "+90m"\nduration = "20m"\n'
+                'mode = "garbled"\nshare = 0.05\n'
+            )
+            scenario = 'scenario = "garble.toml"'
+            _course(course, broker.bootstrap, [servers[0].url, servers[0].url], scenario)
             config = load(course)
             stop, done = threading.Event(), {}
 
@@ -80,9 +88,9 @@ def test_url_changes_and_added_teams_apply_while_the_course_runs(universe, tmp_p
             manifest = config.manifest_path
             _wait(lambda: (config.state_dir / "status.json").exists(), "the course to start")
             time.sleep(1.0)
-            _course(course, broker.bootstrap, [servers[0].url, servers[1].url, servers[2].url])
+            _course(course, broker.bootstrap, [servers[0].url, servers[1].url, servers[2].url], scenario)
             _wait(lambda: {"team_changed", "team_added"} <= {r["kind"] for r in _manifest(manifest)}, "the reload")
-            time.sleep(1.5)
+            _wait(lambda: any(r.get("event") == "end" for r in _manifest(manifest)), "the injection's end")
             stop.set()
             thread.join(timeout=60)
             assert not thread.is_alive() and "run" in done
@@ -97,7 +105,10 @@ def test_url_changes_and_added_teams_apply_while_the_course_runs(universe, tmp_p
         for s in servers:
             s.stop()
 
-    records = {r["kind"]: r for r in _manifest(manifest)}
+    records = {r["kind"]: r for r in _manifest(manifest) if r.get("event") == "course"}
+    start, end = (next(r for r in _manifest(manifest) if r.get("event") == e) for e in ("start", "end"))
+    assert start["teams"] == end["teams"] == [1, 2, 3]  # the injection for all teams covers the added one
+    assert set(end["touched_by"]) == {"team1", "team2", "team3"} and end["touched_by"]["team3"] > 0
     assert records["team_changed"]["team"] == 2
     assert records["team_changed"]["changes"] == {"url": [servers[0].url, servers[1].url]}
     added = records["team_added"]
@@ -131,8 +142,15 @@ def test_a_team_removed_from_the_file_is_refused_at_start(universe, tmp_path) ->
         status = course_status(load(course))
         assert status["process"]["state"] == "stopped" and not status["process"]["alive"]
         assert status["topics_now"] == run.lines() == status["checkpoint"]["lines"]  # every line on its topic
-        shown = format_status(status)
-        assert "team 2 t2: http://127.0.0.1:9 -> movielog2" in shown and "world process" in shown
+        shown = format_status(status).splitlines()
+        assert shown[1].startswith("world process") and shown[1].endswith(
+            f"stopped; simulated time {datetime.fromtimestamp(run.world.now, UTC):%Y-%m-%dT%H:%M:%S}"
+        )
+        header = next(i for i, line in enumerate(shown) if line.startswith("team  name"))
+        assert shown[header].split() == ["team", "name", "url", "topic", "lines", "at", "checkpoint", "lines", "now"]
+        team2 = shown[header + 3].split()
+        assert team2[:4] == ["2", "t2", "http://127.0.0.1:9", "movielog2"]
+        assert team2[4] == team2[5] == f"{run.lines()['movielog2']:,}"
         course.write_text(text.split("[[teams]]")[0] + '[[teams]]\nname = "t1"\nurl = "http://127.0.0.1:9"\n')
         with pytest.raises(
             CourseFileError,

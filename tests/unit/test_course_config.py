@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from movielab.cli import main
+from movielab.contract import MalformedEvent, parse_line, recommendation_line
 from movielab.course.config import EXAMPLE, CourseFileError, load, parse, write_example
+from movielab.world.client import Team
 
 TEAMS = """
 [[teams]]
@@ -26,8 +30,11 @@ def test_the_example_is_a_valid_course_with_two_teams(tmp_path) -> None:
     wc = config.world_config()
     assert wc.teams == ["http://127.0.0.1:8082", "http://127.0.0.1:8092"] and wc.kafka == "127.0.0.1:9092"
     assert wc.days is None and wc.pacing == "team"
-    with pytest.raises(FileExistsError):
+    path.write_text("mine")
+    with pytest.raises(CourseFileError, match=r"course\.toml already exists: not overwritten .*--force"):
         write_example(path)
+    assert path.read_text() == "mine"
+    assert load(write_example(path, force=True)).names() == ["team-1", "team-2"]
     assert EXAMPLE.count("#") > 20  # commented
 
 
@@ -48,13 +55,29 @@ def test_the_example_is_a_valid_course_with_two_teams(tmp_path) -> None:
         (TEAMS.replace('name = "b"', 'name = "a"'), r"teams\.1\.name: 'a' is already team 1's"),
         (TEAMS + 'topic = "movielog1"\n', r"teams\.1\.topic: 'movielog1' is already team 1's"),
         (TEAMS + 'topic = "bad topic"\n', r"teams\.1\.topic: .*not a Kafka topic name"),
-        (TEAMS + "user_share = 0.7\n", r"teams\.1\.user_share: 0\.7 is not 1/2"),
+        (
+            TEAMS + "user_share = 0.7\n",
+            r"teams\.1\.user_share: 0\.7 is not 1/2 \(0\.5\): every team serves the same share .*"
+            r"user u belongs to team \(u - 1\) % 2 \+ 1.* uneven shares are not supported: remove user_share",
+        ),
         ("[world\n", r"is not valid TOML"),
     ],
 )
 def test_invalid_course_files_are_refused_naming_the_field(text, message) -> None:
     with pytest.raises(CourseFileError, match=message):
         parse(text)
+
+
+def test_an_ipv6_team_url_keeps_its_brackets_in_the_calls_and_the_lines() -> None:
+    config = parse(TEAMS.replace("http://127.0.0.1:8092", "http://[::1]:8092/team-b/"))
+    assert config.world_config().teams[1] == "http://[::1]:8092/team-b/"
+    team = Team.parse(2, config.teams[1].url)
+    assert team.url == "http://[::1]:8092/team-b" and team.server == "[::1]:8092"
+    line = recommendation_line("2026-03-20T10:00:00.000001", 7, team.server, 200, "a+1, b+2", 12)
+    event = parse_line(line)
+    assert event.server == "[::1]:8092" and event.recommendations == ("a+1", "b+2")
+    with pytest.raises(MalformedEvent):
+        parse_line(line.replace("[::1]", "[::1"))
 
 
 def test_a_missing_scenario_file_is_refused(tmp_path) -> None:
@@ -89,6 +112,11 @@ def test_cli_init_and_status_before_any_run(tmp_path, capsys) -> None:
     assert main(["course", "init", str(path)]) == 0
     assert main(["course", "status", str(path), "--offline"]) == 0
     assert "no checkpoint yet" in capsys.readouterr().out
+    assert main(["course", "status", str(path), "--offline", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["course"] == "mlip-2026" and got["checkpoint"] is None and got["process"] is None
+    assert main(["course", "init", str(path)]) == 2
+    assert "already exists: not overwritten" in capsys.readouterr().err
     path.write_text(path.read_text().replace("users = 1000000", "users = -3"))
     assert main(["course", "status", str(path), "--offline"]) == 2
     assert "world.users" in capsys.readouterr().err

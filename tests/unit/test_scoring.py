@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import math
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pytest
 
 from movielab.contract import recommendation_line, watch_line
 from movielab.world.scoring.board import Scoreboard, ScoreCollector, event_effects, read_manifest
-from movielab.world.scoring.coursechecks import course_checks
+from movielab.world.scoring.coursechecks import StreamChecks, course_checks
 from movielab.world.scoring.daily import History, ScoreParams, Truth, score_day
 from movielab.world.scoring.errors import ScoringError
 from movielab.world.scoring.metrics import csr_sets, gini, jaccard_pairs, list_regret
@@ -193,6 +194,34 @@ def test_course_checks_from_stream_lines() -> None:
     assert got["unparsable"] == 1 and got["recommendation_lines"] == 7
     with pytest.raises(ScoringError, match="takedown"):
         course_checks([], at, takedowns=[("a+1", "yesterday")])
+
+
+def test_stream_checks_per_day_windows_and_counts() -> None:
+    checks = StreamChecks(takedowns=[("a+1", datetime(2026, 3, 22, 10, 30))])
+    lines = [
+        _rec("2026-03-22T10:00:00.000001", 1, ["a+1", "b+2"]),  # before the takedown
+        _rec("2026-03-22T10:00:01.000001", 2, ["a+1", "b+2"]),
+        _rec("2026-03-22T11:00:00.000001", 3, ["c+3", "a+1"]),  # a violation
+        _rec("2026-03-22T11:30:00.000001", 3, ["c+3", "a+1"]),  # same user again: personalized, a violation
+        _rec("2026-03-22T11:40:00.000001", 4, None),
+        _rec("2026-03-20T00:30:00.000001", 5, ["b+2"]),  # within 72 h before the 22nd's end: in its window
+        _rec("2026-03-19T23:59:59.000001", 5, None),  # before that: outside it
+        _rec("2026-03-26T23:00:00.000001", 6, None),  # the window's last day (96 h after the 22nd's end)
+        _rec("2026-03-27T00:00:00.000001", 6, None),  # after it
+        watch_line("2026-03-22T11:00:00", 1, "a+1", 3),
+        "2026-03-22T11:00:00,1,recommendation request broken",
+    ]
+    for i, line in enumerate(lines):
+        checks.add(line.encode() if i % 2 else line)  # bytes from Kafka or text
+    got = checks.day(date(2026, 3, 22))
+    assert got["answered_24h"] == 4 and got["requests"] == 5
+    assert got["personalized_share"] == pytest.approx(2 / 4)
+    assert got["window_requests"] == 7 and got["availability"] == pytest.approx(5 / 7)
+    assert got["takedown_violations"] == 2 and got["window_complete"] is True
+    assert checks.unparsable == 1 and checks.other_lines == 1 and checks.recommendation_lines == 9
+    assert checks.day(date(2026, 3, 26))["window_complete"] is False  # lines of the 30th not seen yet
+    empty = checks.day(date(2026, 1, 1))
+    assert empty["answered_24h"] == 0 and math.isnan(empty["personalized_share"])
 
 
 def test_scoreboard_files_table_metrics_and_events(tmp_path) -> None:

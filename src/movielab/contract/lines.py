@@ -27,7 +27,8 @@ _WATCH = re.compile(rf"GET /data/m/(?P<movie>{MOVIE_ID_PATTERN})/(?P<minute>[1-9
 _RATE = re.compile(rf"GET /rate/(?P<movie>{MOVIE_ID_PATTERN})=(?P<rating>0|[1-9]\d{{0,2}})", re.ASCII)
 _ACCOUNT = "GET /create_account"
 _REC = re.compile(
-    r"recommendation request (?P<server>[A-Za-z0-9._-]+:\d{1,5}), status (?P<status>0|[1-9]\d{2}), "
+    r"recommendation request (?P<server>(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}), "  # host or [IPv6]
+    r"status (?P<status>0|[1-9]\d{2}), "
     r"result: (?P<result>.*), (?P<ms>0|[1-9]\d{0,8}) ms",
     re.DOTALL | re.ASCII,
 )

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from movielab.contract import editions
-from movielab.errors import MovielabError
+from movielab.course.errors import CourseError
 from movielab.world.client import Team
 from movielab.world.clock import parse_start
 from movielab.world.config import Dataset, WorldConfig
@@ -27,7 +27,7 @@ _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}")
 
 
-class CourseFileError(MovielabError, ValueError):
+class CourseFileError(CourseError, ValueError):
     """A course file that cannot be read or is invalid; names the file, each field and the reason."""
 
 
@@ -43,8 +43,9 @@ class TeamEntry(BaseModel):
         None,
         gt=0,
         le=1,
-        description="share of the users the team serves; users are "
-        "split evenly by id modulo the number of teams, so it must be 1/teams if given",
+        description="share of the users the team serves. Every team serves the same share: user u belongs to team "
+        "(u - 1) % teams + 1 (the world's lanes, topics and scores follow that split), so it must be 1/teams if "
+        "given; uneven shares are not supported",
     )
 
     @field_validator("name")
@@ -187,8 +188,9 @@ class CourseConfig(BaseModel):
         for i, t in enumerate(self.teams):
             if t.user_share is not None and abs(t.user_share - 1 / n) > 1e-6:
                 raise ValueError(
-                    f"teams.{i}.user_share: {t.user_share} is not 1/{n}: users are split evenly between "
-                    f"the {n} teams (by id modulo {n})"
+                    f"teams.{i}.user_share: {t.user_share} is not 1/{n} ({1 / n:.4g}): every team serves the same "
+                    f"share of the users (user u belongs to team (u - 1) % {n} + 1, new accounts too); uneven "
+                    f"shares are not supported: remove user_share, or set it to 1/{n} on every team"
                 )
         return self
 
@@ -347,7 +349,8 @@ checkpoint_every_minutes = 10  # simulated minutes; also on SIGTERM/SIGINT
 reload_seconds = 2.0         # this file is re-read when it changes: teams may be added, URLs changed
 
 # One [[teams]] block per team; team N writes to movielog<N> unless `topic` says otherwise.
-# Users are split evenly: user u belongs to team (u - 1) % (number of teams) + 1.
+# Users are split evenly: user u belongs to team (u - 1) % (number of teams) + 1, so every team
+# serves the same share (`user_share`, if given, must be 1/teams; uneven shares are not supported).
 [[teams]]
 name = "team-1"
 url = "http://127.0.0.1:8082"
@@ -358,9 +361,17 @@ url = "http://127.0.0.1:8092"
 """
 
 
-def write_example(path: str | Path) -> Path:
-    """Write the commented example course file to `path` (refuses to overwrite: `FileExistsError`)."""
+def write_example(path: str | Path, force: bool = False) -> Path:
+    """Write the commented example course file to `path`; CourseFileError if it exists (unless `force`) or cannot
+    be written."""
     path = Path(path)
-    with path.open("x", encoding="utf-8") as f:
-        f.write(EXAMPLE)
+    try:
+        with path.open("w" if force else "x", encoding="utf-8") as f:
+            f.write(EXAMPLE)
+    except FileExistsError:
+        raise CourseFileError(
+            f"course file {path} already exists: not overwritten (edit it, choose another path, or pass --force)"
+        ) from None
+    except OSError as exc:
+        raise CourseFileError(f"course file {path} cannot be written: {exc.strerror or exc}") from None
     return path

@@ -38,6 +38,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from movielab.auth import ensure_tokens
+from movielab.course.claims import TopicClaimed, claim_topics, course_identity
 from movielab.course.config import CourseConfig, CourseFileError, load
 from movielab.kafka.admin import ensure_topics
 from movielab.kafka.broker import EmbeddedBroker
@@ -204,6 +205,9 @@ def run_course(
         bootstrap = wc.kafka or broker.bootstrap
         topics = config.topics()
         ensure_topics(bootstrap, topics, partitions=config.kafka.partitions)
+        ident = course_identity(state_dir, config.name)  # two courses never share a topic: refused here, by name
+        on_broker = {t: _total(o) for t, o in end_offsets(bootstrap, topics).items()}
+        claim_topics(bootstrap, topics, ident, first_start=cp is None, lines=on_broker)
         teams = [Team.parse(i, t.url) for i, t in enumerate(config.teams[:n_lanes], start=1)]
         sinks = [KafkaSink(bootstrap, t) for t in topics[:n_lanes]]
         router = TeamRouter(sinks)
@@ -262,13 +266,16 @@ def run_course(
                 _reload(run, live, new, client, pending, manifest)
 
         pending.extend(range(n_lanes, len(config.teams)))  # added to the file while the course was down
-        _join_teams(run, live["config"], pending, client, manifest)
+        _join_teams(run, live["config"], pending, client, manifest, ident)
 
         saver = checkpoint.BackgroundSaver(state_dir, fields)
 
         def on_checkpoint(w: World) -> None:
             with lock:
-                _join_teams(run, live["config"], pending, client, manifest)
+                try:
+                    _join_teams(run, live["config"], pending, client, manifest, ident)
+                except TopicClaimed as exc:  # the team waits (tried again at each checkpoint); the world runs on
+                    logger.error("a team added to the course file cannot join yet: %s", exc)
             _save(run, saver, live["config"], background=True)
 
         if cp is None:  # a SIGKILL before the first periodic checkpoint resumes from the start
@@ -406,6 +413,8 @@ def _reload(run: CourseRun, live: dict, new: CourseConfig, client, pending: list
             continue
         if a.url != b.url and i < len(run.topics) and hasattr(client, "set_url"):
             client.set_url(i, b.url)
+            if run.world.scenario is not None:
+                run.world.scenario.set_team_url(i + 1, b.url)
         record(
             manifest,
             "team_changed",
@@ -424,14 +433,20 @@ def _reload(run: CourseRun, live: dict, new: CourseConfig, client, pending: list
     live["config"] = new
 
 
-def _join_teams(run: CourseRun, config: CourseConfig, pending: list[int], client, manifest: Manifest) -> None:
-    """Add the pending teams: a topic, a lane and a connection pool each; users re-split by id modulo teams."""
+def _join_teams(
+    run: CourseRun, config: CourseConfig, pending: list[int], client, manifest: Manifest, ident: dict[str, Any]
+) -> None:
+    """Add the pending teams: a topic (claimed for this course), a lane and a connection pool each; users re-split
+    by id modulo teams. TopicClaimed (the team stays pending) when another course owns its topic."""
     while pending:
-        i = pending.pop(0)
+        i = pending[0]
         entry, topic = config.teams[i], config.topics()[i]
         if not hasattr(client, "add_team"):
             raise CourseFileError(f"teams.{i}: the recommendation service in use cannot add teams")
         ensure_topics(run.bootstrap, [topic], partitions=config.kafka.partitions)
+        lines = {t: _total(o) for t, o in end_offsets(run.bootstrap, [topic]).items()}
+        claim_topics(run.bootstrap, [topic], ident, first_start=True, lines=lines)
+        pending.pop(0)
         sink = KafkaSink(run.bootstrap, topic)
         team = Team.parse(i + 1, entry.url)
         moved = add_lane(run.world)
@@ -441,6 +456,8 @@ def _join_teams(run: CourseRun, config: CourseConfig, pending: list[int], client
         run.topics.append(topic)
         if run.world.sessionlog is not None:  # sessions are split by team like the lines: id modulo teams
             run.world.sessionlog.n_teams = len(run.topics)
+        if run.world.scenario is not None:  # injections for all teams include the new one
+            run.world.scenario.add_team(entry.url)
         record(
             manifest,
             "team_added",

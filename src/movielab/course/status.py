@@ -62,34 +62,48 @@ def course_status(config: CourseConfig, live: bool = True, now: float | None = N
     return out
 
 
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
 def format_status(s: dict[str, Any]) -> str:
-    """A few human-readable lines of `course_status`."""
+    """`course_status` as text: the process, the last checkpoint, and a table of the teams and their lines."""
     lines = [f"course {s['course']} (state in {s['state_dir']})"]
-    cp = s["checkpoint"]
-    if cp is None:
-        lines.append("no checkpoint yet: the course has not run")
-    else:
-        lines.append(
-            f"last checkpoint: simulated {cp['sim_time']}, written {cp['written_at']} UTC "
-            f"({cp['age_seconds']:.0f} s ago, {cp['bytes'] or 0:,} bytes in {cp['write_seconds'] or 0:.2f} s), "
-            f"{cp['users']:,} users"
-        )
-        for t in cp["teams"]:
-            lines.append(
-                f"  team {t['number']} {t['name']}: {t['url']} -> {t['topic']}, "
-                f"{cp['lines'].get(t['topic'], 0):,} lines at the checkpoint"
-            )
     p = s["process"]
     if p is not None:
         state = "running" if p["alive"] else ("stopped" if p["state"] == "stopped" else "not running (killed?)")
-        lines.append(
-            f"world process {p['pid']}: {state}; simulated {p['sim_time']}; API {p['api']}; Kafka {p['bootstrap']}"
-        )
+        lines.append(f"world process {p['pid']}: {state}; simulated time {p['sim_time']}")
+        lines.append(f"  API {p['api'] or '-'}; Kafka {p['bootstrap']}; instructor {p.get('instructor') or '-'}")
         if p.get("restored_from") is not None:
+            re_emitted = sum(p["re_emitted"].values()) if isinstance(p["re_emitted"], dict) else p["re_emitted"]
             lines.append(
-                f"  resumed from {_iso(p['restored_from'])}; lines the topics had after that checkpoint "
-                f"(produced again): {p['re_emitted']}"
+                f"  resumed from the checkpoint of {_iso(p['restored_from'])}; {re_emitted:,} line(s) the topics had "
+                "after it were produced again"
             )
-    if "topics_now" in s:
-        lines.append(f"topics now: {s['topics_now']}")
+    cp = s["checkpoint"]
+    if cp is None:
+        lines.append("no checkpoint yet: the course has not run")
+        return "\n".join(lines)
+    lines.append(
+        f"last checkpoint: simulated {cp['sim_time']}, written {cp['written_at']} UTC ({cp['age_seconds']:.0f} s ago), "
+        f"{cp['bytes'] or 0:,} bytes in {cp['write_seconds'] or 0:.2f} s, {cp['users']:,} users"
+    )
+    now = s.get("topics_now")
+    header = ["team", "name", "url", "topic", "lines at checkpoint"] + (["lines now"] if isinstance(now, dict) else [])
+    rows = []
+    for t in cp["teams"]:
+        row = [str(t["number"]), t["name"], t["url"], t["topic"], f"{cp['lines'].get(t['topic'], 0):,}"]
+        if isinstance(now, dict):
+            row.append(f"{now.get(t['topic'], 0):,}")
+        rows.append(row)
+    lines += ["", *_table(header, rows, right={0, 4, 5})]
+    if isinstance(now, str):
+        lines.append(f"lines now: {now}")
     return "\n".join(lines)

@@ -111,8 +111,9 @@ class Team:
             raise TeamConfigError(f"{who}recommendation URL {url!r}: {exc}") from None
         if parts.query or parts.fragment:
             raise TeamConfigError(f"{who}recommendation URL {url!r} must not carry a query or fragment")
-        base = f"http://{parts.hostname}:{port}{parts.path.rstrip('/')}"
-        return cls(number, base, f"{parts.hostname}:{port}")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 literal keeps its brackets
+        base = f"http://{host}:{port}{parts.path.rstrip('/')}"
+        return cls(number, base, f"{host}:{port}")
 
 
 def team_of(user_ids: np.ndarray, n_teams: int) -> np.ndarray:

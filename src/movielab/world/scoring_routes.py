@@ -27,7 +27,7 @@ def score_routes(board: Scoreboard, *, metrics: bool = True) -> list[Route]:
             return JSONResponse({"days": sorted(board.days), "scores": board.latest()})
         if day not in board.days:
             return JSONResponse({"error": f"day {day!r}: no scores (scored days: {sorted(board.days)})"}, 404)
-        return JSONResponse({"days": sorted(board.days), "scores": board.days[day]})
+        return JSONResponse({"days": sorted(board.days), "scores": board.rows(day)})
 
     async def team_scores(request: Request) -> Response:
         raw = request.path_params["team"]

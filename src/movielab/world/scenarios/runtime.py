@@ -309,3 +309,21 @@ class ScenarioRuntime:
             e.resume(world)
             del self.ctx.announcements[told:]
             logger.info("scenario %s: %s resumed after a restore", self.scenario.name, e.id)
+
+    def add_team(self, url: str) -> int:
+        """A team joined the running world (the course adds one): injections for all teams include it from now on.
+
+        Users are split by id modulo the new count (as the world's lanes are); injections that name their teams keep
+        them; what an injection already in progress selected when it began stays as it was. Returns the team count.
+        """
+        self.ctx.n_teams += 1
+        self.ctx.team_urls.append(url)
+        for e in self.effects:
+            if e.spec.teams is None:
+                e.teams = list(range(1, self.ctx.n_teams + 1))
+        return self.ctx.n_teams
+
+    def set_team_url(self, team: int, url: str) -> None:
+        """Team `team` (1-based) moved its service: injections that call teams (`invalid_requests`, `probe`) follow."""
+        if 1 <= team <= len(self.ctx.team_urls):
+            self.ctx.team_urls[team - 1] = url

@@ -5,6 +5,11 @@ copies the hidden state (taste vectors, demographics), flushes the finished day 
 scores it on a background thread, off the simulation's hot path. `Scoreboard` reads the files back for
 the CLI and the instructor's routes; `ScoreCollector` exports the newest day's figures as Prometheus
 gauges (for the instructor listener's /metrics only: scores are hidden truth).
+
+The course's checks computed from the teams' topics (`movielab course score`, `course.streamchecks`) are kept
+apart, in `stream/<day>.json` and `stream.csv` (`STREAM_COLUMNS`): another process writes them while the
+world's scorer rewrites `scores.csv`. The board merges them into each day's rows when it reads (a running
+instructor app picks up new ones when `stream.csv` changes).
 """
 
 from __future__ import annotations
@@ -64,6 +69,28 @@ COLUMNS = (
     "regret_gap_gender",
     "regret_gap_occupation",
 )
+#: The course's checks from each team's topic (`add_stream`), merged into the rows of the same day and team.
+STREAM_COLUMNS = (
+    "day",
+    "team",
+    "topic",
+    "stream_answered_24h",
+    "stream_personalized_share",
+    "stream_availability",
+    "stream_window_requests",
+    "stream_window_complete",
+    "stream_takedown_violations",
+    "stream_requests",
+    "stream_unparsable",
+    "stream_other_lines",
+)
+#: The stream columns `course score` shows (the table's and one team's).
+STREAM_TABLE = (
+    "stream_answered_24h",
+    "stream_personalized_share",
+    "stream_availability",
+    "stream_takedown_violations",
+)
 TABLE = (
     "team",
     "requests",
@@ -101,16 +128,58 @@ class Scoreboard:
     def __init__(self, state_dir: str | Path | None = None) -> None:
         self.dir = Path(state_dir) if state_dir is not None else None
         self.days: dict[str, list[dict]] = {}
+        self.stream: dict[str, list[dict]] = {}  # day -> the course's checks from the topics, one row per team
+        self._stream_stamp: int | None = None
         self._lock = threading.Lock()
-        if self.dir is not None and (self.dir / "scores").is_dir():
-            for path in sorted((self.dir / "scores").glob("*.json")):
-                try:
-                    rows = json.loads(path.read_text())
-                except (OSError, ValueError) as exc:
-                    raise ScoringError(f"score file {path} cannot be read: {exc}") from None
-                if not isinstance(rows, list) or not all(isinstance(r, dict) and "team" in r for r in rows):
-                    raise ScoringError(f"score file {path}: expected a JSON list of team scores")
-                self.days[path.stem] = rows
+        if self.dir is not None:
+            self.days = _read_rows(self.dir / "scores")
+            self._refresh_stream()
+
+    def _refresh_stream(self) -> None:
+        """Re-read `stream/` when `stream.csv` (written last by `add_stream`) changed."""
+        if self.dir is None:
+            return
+        try:
+            stamp = (self.dir / "stream.csv").stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if stamp != self._stream_stamp:
+            try:
+                self.stream, self._stream_stamp = _read_rows(self.dir / "stream"), stamp
+            except ScoringError as exc:  # being rewritten by `course score` this moment: the next read retries
+                logger.warning("stream checks not refreshed: %s", exc)
+
+    def add_stream(self, days: dict[str, list[dict]]) -> None:
+        """Keep (and write, with a state dir) the course's checks from the topics: `stream/<day>.json`, `stream.csv`."""
+        with self._lock:
+            for day, rows in days.items():
+                self.stream[day] = [_clean(dict(r)) for r in rows]
+            if self.dir is None:
+                return
+            folder = self.dir / "stream"
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for day in days:
+                with _private(folder / f"{day}.json") as f:
+                    f.write(json.dumps(self.stream[day], indent=1))
+            with _private(self.dir / "stream.csv") as f:
+                w = csv.DictWriter(f, STREAM_COLUMNS, extrasaction="ignore")
+                w.writeheader()
+                for d in sorted(self.stream):
+                    w.writerows(self.stream[d])
+            self._stream_stamp = (self.dir / "stream.csv").stat().st_mtime_ns
+
+    def rows(self, day: str) -> list[dict]:
+        """One scored day's rows, each with the same day's and team's checks from the stream when there are."""
+        with self._lock:
+            self._refresh_stream()
+            return self._merged(day)
+
+    def _merged(self, day: str) -> list[dict]:
+        extra = {r["team"]: r for r in self.stream.get(day, [])}
+        return [
+            {**r, **{k: v for k, v in extra.get(r["team"], {}).items() if k.startswith("stream_")}}
+            for r in self.days.get(day, [])
+        ]
 
     def add(self, day: str, rows: list[dict]) -> None:
         """Keep (and write, with a state dir) one day's scores: `scores/<day>.json` and the rows of `scores.csv`."""
@@ -137,12 +206,14 @@ class Scoreboard:
     def latest(self) -> list[dict]:
         """The newest day's rows (empty before the first score)."""
         with self._lock:
-            return list(self.days[max(self.days)]) if self.days else []
+            self._refresh_stream()
+            return self._merged(max(self.days)) if self.days else []
 
     def team(self, team: int) -> list[dict]:
         """One team's rows, day by day; ScoringError for a team the board does not know."""
         with self._lock:
-            rows = [r for d in sorted(self.days) for r in self.days[d] if r["team"] == team]
+            self._refresh_stream()
+            rows = [r for d in sorted(self.days) for r in self._merged(d) if r["team"] == team]
         if not rows and self.days:
             raise ScoringError(
                 f"team {team}: no scores (teams scored: {sorted({r['team'] for d in self.days.values() for r in d})})"
@@ -150,13 +221,33 @@ class Scoreboard:
         return rows
 
     def table(self, day: str | None = None, columns: Iterable[str] = TABLE) -> str:
-        """The scoreboard of `day` (default: the newest) as a text table."""
+        """The scoreboard of `day` (default: the newest) as a text table; the stream's checks when there are."""
         if not self.days:
             return "no scores yet"
         day = day or max(self.days)
         if day not in self.days:
             raise ScoringError(f"day {day}: no scores (scored days: {', '.join(sorted(self.days))})")
-        return f"scores of {day}\n" + format_table(self.days[day], list(columns))
+        rows = self.rows(day)
+        out = f"scores of {day}\n" + format_table(rows, list(columns))
+        if any("stream_answered_24h" in r for r in rows):
+            out += f"\ncourse checks from the teams' topics, {day}\n" + format_table(rows, ["team", *STREAM_TABLE])
+        return out
+
+
+def _read_rows(folder: Path) -> dict[str, list[dict]]:
+    """day -> rows of every `<day>.json` in `folder` (none when it does not exist); ScoringError names a bad file."""
+    out: dict[str, list[dict]] = {}
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.json")):
+        try:
+            rows = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ScoringError(f"score file {path} cannot be read: {exc}") from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and "team" in r for r in rows):
+            raise ScoringError(f"score file {path}: expected a JSON list of team scores")
+        out[path.stem] = rows
+    return out
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:
@@ -189,7 +280,7 @@ class ScoreCollector:
         )
         rows = self.board.latest()
         for r in rows:
-            for c in COLUMNS[2:]:
+            for c in COLUMNS[2:] + STREAM_COLUMNS[3:]:
                 v = r.get(c)
                 if isinstance(v, int | float) and v is not None:
                     g.add_metric([str(r["team"]), c], float(v))
@@ -415,6 +506,11 @@ def report(
     if day is not None and day not in board.days:
         raise ScoringError(f"day {day}: no scores (scored days: {', '.join(sorted(board.days))})")
     parts = [f"team {team}, day by day", format_table(rows, [c for c in COLUMNS if c != "team"])]
+    if any("stream_answered_24h" in r for r in rows):
+        parts += [
+            f"team {team}: course checks from its topic, day by day",
+            format_table(rows, ["day", *STREAM_COLUMNS[3:]]),
+        ]
     chosen = next(r for r in rows if r["day"] == (day or rows[-1]["day"]))
     for name, groups in chosen.get("fairness", {}).items():
         shown = ", ".join(f"{g} {v:.3f}" for g, v in groups.items() if v is not None)
