@@ -89,7 +89,7 @@ def test_url_changes_and_added_teams_apply_while_the_course_runs(universe, tmp_p
             _wait(lambda: (config.state_dir / "status.json").exists(), "the course to start")
             time.sleep(1.0)
             _course(course, broker.bootstrap, [servers[0].url, servers[1].url, servers[2].url], scenario)
-            _wait(lambda: {"team_changed", "team_added"} <= {r["kind"] for r in _manifest(manifest)}, "the reload")
+            _wait(lambda: {"team_changed", "team_added"} <= {r.get("kind") for r in _manifest(manifest)}, "the reload")
             _wait(lambda: any(r.get("event") == "end" for r in _manifest(manifest)), "the injection's end")
             stop.set()
             thread.join(timeout=60)
