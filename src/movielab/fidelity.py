@@ -151,6 +151,24 @@ def _population_like_ml100k(
     )
 
 
+def first_ratings(lines: Sequence[tuple[int, int, int]], kept: set[tuple[int, int]]) -> tuple[np.ndarray, int]:
+    """Each kept (user row, movie row) pair's first rating, as ml-100k has one rating per pair.
+
+    `lines`: (user id from 1, movie row, stars) in time order. Returns float32 (n, 3) rows of user row,
+    movie row, stars, and how many later ratings of an already rated pair were left out (0 in this world,
+    which rates a pair at most once; the report prints it).
+    """
+    out, rated, repeats = [], set(), 0
+    for uid, mv, stars in lines:
+        key = (uid - 1, mv)
+        if key in rated:
+            repeats += 1
+        elif key in kept:
+            rated.add(key)
+            out.append((key[0], mv, stars))
+    return np.array(out, dtype=np.float32).reshape(-1, 3), repeats
+
+
 def simulated_interactions(
     universe: Universe, params: BehaviorParams | None = None, seed: int = 0, days: float = 20.0, max_days: float = 90.0
 ) -> Interactions:
@@ -195,15 +213,7 @@ def simulated_interactions(
     keep = rank < target[u]  # each user's first `target` movies by time
     u, m, t = u[keep], arr[keep, 1].astype(np.int64), arr[keep, 2]
     kept = set(zip(u.tolist(), m.tolist(), strict=True))
-    rat, rated, repeats = [], set(), 0
-    for uid, mv, stars in sink.ratings:  # in time order: each kept pair's first rating (ml-100k has one per pair)
-        key = (uid - 1, mv)
-        if key in rated:
-            repeats += 1
-        elif key in kept:
-            rated.add(key)
-            rat.append((key[0], mv, stars))
-    ratings = np.array(rat, dtype=np.float32).reshape(-1, 3)
+    ratings, repeats = first_ratings(sink.ratings, kept)
     runtime = universe.catalog.runtime
     comp = [
         min(mm / max(int(runtime[mv]), 1), 1.0) for (uid, mv), mm in sink.max_minute.items() if (uid - 1, mv) in kept
