@@ -9,6 +9,15 @@ import time
 
 import uvicorn
 
+from movielab.errors import MovielabError
+
+
+class PortInUseError(MovielabError, OSError):
+    """A server cannot listen on its host:port (taken by another process, or not an address of this host)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free on `host` a moment ago."""
@@ -55,9 +64,20 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise PortInUseError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.set_inheritable(True)
     return sock
+
+
+def check_free(host: str, port: int | None, what: str) -> None:
+    """Refuse early, before anything is written, a port a server will need: PortInUseError names `what`
+    (e.g. "[api].port"), host and port. None or 0 (any free port) is always fine."""
+    if not port:
+        return
+    try:
+        listen(host, port).close()
+    except PortInUseError as exc:
+        raise PortInUseError(exc.errno, f"{what}: {exc.strerror}") from None
 
 
 def serve_listeners(listeners: list[tuple[object, str, int]], **config) -> None:
@@ -90,7 +110,7 @@ class ServerThread:
             **options,
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
+        self.thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -98,7 +118,12 @@ class ServerThread:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> ServerThread:
-        """Start serving; return once the socket accepts connections."""
+        """Start serving; return once the socket accepts connections. PortInUseError (naming host:port) when
+        the port cannot be bound; RuntimeError when the server does not come up within `timeout` s."""
+        sock = listen(self.host, self.port)  # bound here, so a taken port is one clear error, not a dying thread
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{self.port}", daemon=True
+        )
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -110,7 +135,8 @@ class ServerThread:
     def stop(self) -> None:
         """Ask uvicorn to exit and wait for the thread."""
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        if self.thread is not None:
+            self.thread.join(timeout=10)
 
     def __enter__(self) -> ServerThread:
         return self.start()

@@ -455,3 +455,8 @@ def test_metrics_page_counts_lines_produced_per_topic_and_is_absent_without_a_re
     assert 'world_lines_failed_total{topic="movielog2"} 1.0' in text
     with TestClient(create_app(world.pop, catalog, taste=world.taste, rate_limit=None)) as c:
         assert c.get("/metrics").status_code == 404
+
+
+def test_announcements_are_an_empty_list_in_a_world_without_a_scenario(client) -> None:
+    response = client.get("/announcements")
+    assert response.status_code == 200 and _json(response) == []

@@ -43,7 +43,7 @@ from movielab.course.config import CourseConfig, CourseFileError, load
 from movielab.kafka.admin import ensure_topics
 from movielab.kafka.broker import EmbeddedBroker
 from movielab.kafka.producer import KafkaSink
-from movielab.webserver import ServerThread
+from movielab.webserver import ServerThread, check_free
 from movielab.world import checkpoint
 from movielab.world.api import create_app, server_options
 from movielab.world.bootstrap import Universe, build_universe, build_world, run_until
@@ -181,6 +181,9 @@ def run_course(
     course file that does not fit its state (a team removed), `checkpoint.CheckpointMismatch` for a checkpoint
     of another version or configuration.
     """
+    check_free(config.api.host, config.api.port, f"course file {config.path}: [api] port")  # before anything is written
+    if config.instructor.enabled:
+        check_free(config.instructor.host, config.instructor.port, f"course file {config.path}: [instructor] port")
     state_dir = checkpoint.ensure_private_dir(config.state_dir)
     reports_dir = checkpoint.ensure_private_dir(config.reports_dir)
     fields = config.fingerprint_fields()

@@ -437,6 +437,10 @@ def create_app(
         body = {"status": "ok", "users": population.size, "movies": len(catalog)}
         return Response(json.dumps(body).encode(), media_type=_JSON)
 
+    async def announcements() -> Response:
+        # A world with a scenario answers this path in `ScenarioApi` (its announcements so far); without one, none.
+        return Response(b"[]", media_type=_JSON)
+
     # One route per method, so each documented operation has its own id (HEAD: same answer, no body).
     for method in _READ:
         verb = method.lower()
@@ -467,6 +471,14 @@ def create_app(
             operation_id=f"{verb}_healthz",
             response_model=Health,
             summary="Liveness",
+        )
+        app.add_api_route(
+            "/announcements",
+            announcements,
+            methods=[method],
+            operation_id=f"{verb}_announcements",
+            response_model=None,
+            summary="What the course's staff told the teams (takedowns, announced changes); [] when nothing was",
         )
 
     if metrics is not None:

@@ -19,7 +19,7 @@ from movielab.kafka.admin import ensure_topics, topic_name
 from movielab.kafka.broker import EmbeddedBroker
 from movielab.kafka.metrics import ProducedLinesCollector
 from movielab.kafka.producer import KafkaSink
-from movielab.webserver import ServerThread
+from movielab.webserver import ServerThread, check_free
 from movielab.world.api import create_app, server_options
 from movielab.world.bootstrap import Universe, build_universe, build_world, run_until
 from movielab.world.client import HttpRecommender, Team
@@ -69,6 +69,8 @@ def run_live(
     from `live.universe.catalog`, pass its `on_tick`, and `close(live.world)` it in `after`).
     """
     teams = [Team.parse(i, url) for i, url in enumerate(config.teams, start=1)]
+    check_free(config.api_host, config.api_port, "the world API's port (api_port)")  # before anything is written
+    check_free("127.0.0.1", config.instructor_port, "the instructor port (instructor_port)")
     broker = None
     api = None
     instructor = None
