@@ -201,3 +201,14 @@ def test_the_watched_movie_memory_needs_a_whole_word() -> None:
     assert seen_bits(1682, 2048) == 1728 and seen_bits(27_000, 2048) == 2048 and seen_bits(10, 2048) == 64
     with pytest.raises(ValueError, match="seen_bits=32"):
         seen_bits(1682, 32)
+
+
+def test_the_summary_tells_published_ratings_from_pending_ones(run, universe) -> None:
+    from movielab.world.report import summarize
+
+    world, stats, sink, journal = run
+    published = sum(isinstance(parse_line(line), RateEvent) for line in sink.lines)
+    pending = sum(len(lane.pending_rates) for lane in world.lanes)
+    assert pending > 0 and published + pending == stats.ratings  # every rating decided is one or the other
+    text = summarize(world, universe, stats, 1.0)
+    assert f"published as rate lines: {published:,}, still pending at the end: {pending:,}" in text

@@ -27,7 +27,12 @@ def summarize(world: World, universe: Universe, stats: Stats, wall_seconds: floa
     hist = stats.rating_hist[1:]
     if hist.sum():
         shares = " ".join(f"{s}★ {c / hist.sum():.0%}" for s, c in enumerate(hist, start=1))
-        lines.append(f"ratings: {stats.ratings:,}, mean {stats.mean_rating:.2f} ({shares})")
+        pending = sum(len(lane.pending_rates) for lane in world.lanes)
+        lines.append(
+            f"ratings: {stats.ratings:,}, mean {stats.mean_rating:.2f} ({shares}); "
+            f"published as rate lines: {stats.lines['rate']:,}, still pending at the end: {pending:,} "
+            "(a rating is sent 3–45 minutes after its viewing; a checkpoint keeps pending ones)"
+        )
     top = np.argsort(-stats.viewings_per_movie, kind="stable")[:10]
     lines.append("top movies by viewings started:")
     lines += [f"  {stats.viewings_per_movie[i]:6,}  {catalog.slug[i]}" for i in top if stats.viewings_per_movie[i]]
