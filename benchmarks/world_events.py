@@ -69,6 +69,12 @@ def main() -> None:
     )
     print(f"formatting only:  {floor:12,.0f} lines/s   (floor on cost, same run; world/floor = {n / dt / floor:.2f})")
     print(f"peak RSS:         {rss:12,.0f} MB        (target ≤ 1,536 MB)")
+    seen = getattr(world, "seen", None)  # absent in worlds before the watched-movie memory
+    if seen is not None:
+        sizes = [f"{seen.shape[1] * 64} bits a user", f"{seen.nbytes / 2**20:,.0f} MB"]
+        watched = np.bitwise_count(seen[: world.pop.size]).sum(axis=1)
+        sizes.append(f"bits set per user: mean {watched.mean():.2f}, max {watched.max()}")
+        print("watched-movie memory: " + ", ".join(sizes))
     print(f"simulated real-time rate of this population: {n / (args.hours * 3600):,.0f} events/s")
 
 

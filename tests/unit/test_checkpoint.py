@@ -76,6 +76,11 @@ def test_state_after_restore_equals_the_saved_state_array_for_array(universe, tm
         np.testing.assert_array_equal(arrays2[name], a, err_msg=name)
     assert any(len(arrays[f"lane{i}.view.user"]) for i in range(2))  # viewings in progress were saved
     assert (arrays["user.paused_movie"] >= 0).any()  # and paused movies
+    # and the movies each user watched: the restored world still refuses them to their users
+    assert arrays["user.seen"].any()
+    rows, words = np.nonzero(arrays["user.seen"][:, :3])
+    bit = np.array([int(arrays["user.seen"][r, w]).bit_length() - 1 for r, w in zip(rows, words, strict=True)])
+    assert again.has_seen(rows, words * 64 + bit).all() and world.has_seen(rows, words * 64 + bit).all()
 
 
 def test_periodic_checkpoints_land_on_every_boundary_and_files_are_private(universe, tmp_path) -> None:
@@ -120,7 +125,10 @@ def test_checkpoint_of_another_format_version_is_refused(universe, tmp_path) -> 
     folder = checkpoint.save(world, tmp_path, fingerprint_fields=FIELDS)
     meta = json.loads((folder / "manifest.json").read_text())
     (folder / "manifest.json").write_text(json.dumps({**meta, "format": 0}))
-    with pytest.raises(checkpoint.CheckpointMismatch, match=r"format version 0; this movielab reads version 1"):
+    with pytest.raises(
+        checkpoint.CheckpointMismatch,
+        match=rf"format version 0; this movielab reads version {checkpoint.FORMAT_VERSION}",
+    ):
         checkpoint.load(tmp_path, fingerprint_fields=FIELDS)
 
 

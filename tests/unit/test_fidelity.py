@@ -12,6 +12,7 @@ from movielab.fidelity import (
     Report,
     describe,
     fidelity_report,
+    first_ratings,
     gini,
     real_interactions,
     simulated_interactions,
@@ -65,7 +66,14 @@ def test_simulated_population_never_exceeds_the_real_counts(ml_universe) -> None
     assert len(pairs) == len(sim.user)  # distinct movies per user
     rated = set(zip(sim.ratings[:, 0].astype(int).tolist(), sim.ratings[:, 1].astype(int).tolist(), strict=True))
     assert rated <= pairs and set(sim.ratings[:, 2].astype(int).tolist()) <= {1, 2, 3, 4, 5}
+    assert len(rated) == len(sim.ratings) > 300 and sim.notes["repeat_ratings_of_kept_pairs"] == 0  # one per pair
     assert 0 < sim.completion.min() and sim.completion.max() <= 1
+
+
+def test_first_ratings_keeps_each_kept_pairs_first_and_counts_the_rest() -> None:
+    lines = [(1, 5, 2), (2, 5, 4), (1, 5, 5), (1, 6, 3), (3, 7, 1), (1, 6, 1)]
+    got, repeats = first_ratings(lines, kept={(0, 5), (0, 6), (1, 5)})
+    assert got.tolist() == [[0, 5, 2], [1, 5, 4], [0, 6, 3]] and repeats == 2  # (2, 7) was not kept
 
 
 def test_report_refuses_data_without_demographics() -> None:

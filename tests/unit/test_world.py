@@ -151,3 +151,53 @@ def test_viewings_start_after_their_request(run) -> None:
             last_request[ev.user_id] = ev.time
         elif isinstance(ev, WatchEvent) and ev.minute == 1 and ev.user_id in last_request:
             assert ev.time > last_request[ev.user_id]
+
+
+def _starts_and_ratings(universe, params: BehaviorParams, hours: float = 36.0):
+    """Heavy watchers all shown the same 20 movies, so that re-picking favourites would be easy."""
+    config = WorldConfig(users=300, days=hours / 24, seed=5, arrivals_per_day=0.0, allow_download=False)
+    sink, journal = MemorySink(), []
+    service = FixedService(list(range(20)), universe.catalog.slug)
+    world, _ = build_world(config, universe=universe, sink=sink, journal=journal, service=service, params=params)
+    world.pop.activity[:] = 30.0  # sessions a day
+    world.pop.binge[:] = 0.9
+    world.run(until=run_until(config))
+    starts = [(e[2], e[3]) for e in journal if e[0] == "start"]
+    ratings = [(e.user_id, e.movie_id) for e in map(parse_line, sink.lines) if isinstance(e, RateEvent)]
+    return world, starts, ratings
+
+
+def test_a_user_never_picks_a_movie_again_and_rates_each_pair_at_most_once(universe) -> None:
+    world, starts, ratings = _starts_and_ratings(universe, BehaviorParams())
+    per_user = np.bincount([u for u, _ in starts])
+    assert len(starts) > 3000 and per_user.max() > 8  # users watched more than the old 8-movie window
+    assert len(set(starts)) == len(starts)  # no (user, movie) pair started twice (resuming is not starting)
+    assert len(ratings) > 300 and len(set(ratings)) == len(ratings)  # and none rated twice
+    assert set(ratings) <= set(starts)
+    rows = np.array([u - 1 for u, _ in starts])
+    slug_row = {s: i for i, s in enumerate(universe.catalog.slug)}
+    assert world.has_seen(rows, np.array([slug_row[m] for _, m in starts])).all()
+
+
+def test_beyond_its_memory_a_user_takes_movies_sharing_a_watched_ones_bit_as_seen(universe) -> None:
+    world, starts, ratings = _starts_and_ratings(universe, BehaviorParams(seen_bits=64), hours=12.0)
+    slug_row = {s: i for i, s in enumerate(universe.catalog.slug)}
+    assert len(universe.catalog.slug) > 64 and world.seen.shape[1] == 1  # one 64-bit word per user
+    assert len(set(starts)) == len(starts) and len(set(ratings)) == len(ratings)
+    bits: dict[int, set[int]] = {}
+    for u, m in starts:  # a second movie on a watched movie's bit (row % 64) reads as seen: never picked
+        bit = slug_row[m] % 64
+        assert bit not in bits.setdefault(u, set()), (u, m)
+        bits[u].add(bit)
+    u, m = starts[0][0] - 1, slug_row[starts[0][1]]
+    assert world.has_seen(np.array([u, u]), np.array([m, m + 64])).all()
+    unseen = next(b for b in range(64) if b not in bits[u + 1])
+    assert not world.has_seen(np.array([u]), np.array([unseen]))[0]
+
+
+def test_the_watched_movie_memory_needs_a_whole_word() -> None:
+    from movielab.world.behavior import seen_bits
+
+    assert seen_bits(1682, 2048) == 1728 and seen_bits(27_000, 2048) == 2048 and seen_bits(10, 2048) == 64
+    with pytest.raises(ValueError, match="seen_bits=32"):
+        seen_bits(1682, 32)

@@ -2,7 +2,7 @@
 
 What is saved: the population (demographics, activity, creation times, the *evolved* hidden taste and
 biases), the hidden truth of the movies (item factors and biases, which scenarios may change), per-user
-dynamic state (busy, paused movies, recently watched), each lane's clock, random stream
+dynamic state (busy, paused movies, movies watched), each lane's clock, random stream
 (`Generator.bit_generator.state`, a JSON-able dict), session queue, viewings in progress and pending
 ratings, the arrivals stream and the accounts drawn ahead for lanes behind, the run's counters, the
 named `World.extra_state` components (e.g. a scenario runtime), and what the caller adds in `info`
@@ -46,14 +46,14 @@ from movielab.world.population import Population
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the layout or meaning of a saved field changes; other versions are refused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CURRENT, PREVIOUS = "checkpoint", "checkpoint.prev"
 MANIFEST, ARRAYS = "manifest.json", "arrays"
 _ARRAY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 DIR_MODE, FILE_MODE = 0o700, 0o600
 
 POPULATION_ARRAYS = tuple(f.name for f in dataclasses.fields(Population) if f.name not in ("size", "_arrays"))
-_USER_ARRAYS = ("busy_until", "paused_minute", "paused_movie", "recent", "recent_pos", "active")
+_USER_ARRAYS = ("busy_until", "paused_minute", "paused_movie", "seen", "active")
 _STAT_SCALARS = (
     "ticks",
     "sessions",

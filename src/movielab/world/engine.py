@@ -31,7 +31,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from movielab.contract import CURRENT, Edition, account_line, rate_line, recommendation_line
-from movielab.world.behavior import BehaviorParams, Discovery, choose, plan_stop, rate, rec_rank_bonus, seek
+from movielab.world.behavior import (
+    BehaviorParams,
+    Discovery,
+    choose,
+    plan_stop,
+    rate,
+    rec_rank_bonus,
+    seek,
+    seen_bits,
+)
 from movielab.world.clock import SimClock, fraction_stamp, second_stamps
 from movielab.world.population import ActivityModel, Demographics, Population, draw_population
 from movielab.world.recs import RecAnswers, RecommendationService
@@ -218,6 +227,8 @@ class World:
             watch_lines_per_movie=np.zeros(len(slugs), np.int64),
             rating_hist=np.zeros(edition.rating_max + 1, np.int64),
         )
+        # Movies each user has watched: a bitset per user over movie row % bits (`seen_movies`).
+        self._seen_bits = seen_bits(len(slugs), self.params.seen_bits)
         self._grow_user_state()
         self.active = np.zeros(self.pop.capacity, np.bool_)
         self._rank_bonus = rec_rank_bonus(MAX_RECS, self.params.rec_bonus)
@@ -266,11 +277,24 @@ class World:
         self.busy_until = grow(getattr(self, "busy_until", None), -np.inf, np.float64)
         self.paused_movie = grow(getattr(self, "paused_movie", None), -1, np.int32)
         self.paused_minute = grow(getattr(self, "paused_minute", None), 0, np.int32)
-        w = self.params.recent_window
-        self.recent = grow(getattr(self, "recent", None), -1, np.int32, (w,))
-        self.recent_pos = grow(getattr(self, "recent_pos", None), 0, np.int32)
+        self.seen = grow(getattr(self, "seen", None), 0, np.uint64, (self._seen_bits // 64,))
         if hasattr(self, "active"):
             self.active = grow(self.active, False, np.bool_)
+
+    def has_seen(self, rows: np.ndarray, movies: np.ndarray) -> np.ndarray:
+        """Whether each user row has watched each movie row (bool, the broadcast shape of `rows` and `movies`).
+
+        Exact while the catalog fits the memory (`BehaviorParams.seen_bits`); beyond it a movie shares its
+        bit with the movies of the same row modulo the memory's size, so a watched movie always reads as
+        seen and a few unwatched ones do too (never the reverse).
+        """
+        h = np.asarray(movies, np.int64) % self._seen_bits
+        word = self.seen[rows, h >> 6]
+        return ((word >> (h & 63).astype(np.uint64)) & np.uint64(1)).astype(np.bool_)
+
+    def _mark_seen(self, rows: np.ndarray, movies: np.ndarray) -> None:
+        h = np.asarray(movies, np.int64) % self._seen_bits
+        np.bitwise_or.at(self.seen, (rows, h >> 6), np.left_shift(np.uint64(1), (h & 63).astype(np.uint64)))
 
     # --- the loop -------------------------------------------------------------------------
     def run(
@@ -583,8 +607,7 @@ class World:
         # Attention falls with rank: a user looks at the k-th recommendation with probability decay**k.
         valid[:, :MAX_RECS] &= rng.random((n, MAX_RECS)) < self._examine[None, :]
         safe = np.where(valid, cand, 0)
-        recent = self.recent[rows]
-        valid &= ~(safe[:, :, None] == recent[:, None, :]).any(axis=2)
+        valid &= ~self.has_seen(rows[:, None], safe)  # users rarely watch a movie again: never, here
         vec = self.pop.taste[rows]
         score = (
             self.taste.mu
@@ -633,6 +656,7 @@ class World:
             rec=is_rec,
             last=np.zeros(len(rows_go)),
         )
+        self._mark_seen(rows_go, movie)
         self.stats.viewings += len(rows_go)
         self.stats.resumed += int(resume.sum())
         self.stats.picked_recommended += int(is_rec.sum())
@@ -708,8 +732,13 @@ class World:
             rng,
             scale=self.edition.rating_max,
         )
-        rated = rating > 0
         rate_t = end_t + rng.integers(3, 45, len(idx))
+        # Early stops may be paused, to resume at the next session. A paused viewing is not rated: a user
+        # rates a movie once, when done with it (the end that is not a pause), so at most once per
+        # (user, movie) pair: a movie watched is never picked again (`has_seen`), only resumed while paused.
+        pause = ~completed & (rng.random(len(idx)) < p.pause_p)
+        rating[pause] = 0
+        rated = rating > 0
         for t, r, m, val in zip(
             rate_t[rated].tolist(), rows[rated].tolist(), movie[rated].tolist(), rating[rated].tolist(), strict=False
         ):
@@ -717,17 +746,12 @@ class World:
         np.add.at(self.stats.rating_hist, rating[rated], 1)
         self.stats.ratings += int(rated.sum())
         done_t = np.where(rated, rate_t, end_t)
-        # Early stops may be paused, to resume at the next session.
-        pause = ~completed & (rng.random(len(idx)) < p.pause_p)
         self.paused_movie[rows[pause]] = movie[pause]
         self.paused_minute[rows[pause]] = v.last[idx][pause] + 1
         # The feedback loop: taste moves towards what was watched, in proportion to how much.
         frac = np.minimum(watched / np.maximum(v.runtime[idx], 1), 1.0).astype(np.float32)
         q = self.taste.item_factors[movie]
         self.pop.taste[rows] += (p.taste_step * frac)[:, None] * (q - self.pop.taste[rows])
-        pos = self.recent_pos[rows]
-        self.recent[rows, pos % p.recent_window] = movie
-        self.recent_pos[rows] = pos + 1
         # Binge: pick another movie right away (a new session, so a new recommendation request).
         binge = (completed | (watched >= 30)) & (rng.random(len(idx)) < self.pop.binge[rows])
         lane.queue.push(done_t[binge] + 30 + rng.exponential(120, int(binge.sum())), rows[binge])
