@@ -418,8 +418,8 @@ class BackgroundSaver:
         state_dir: str | Path,
         fingerprint_fields: dict[str, Any],
         *,
-        max_deltas: int = 48,
-        compact_ratio: float = 0.5,
+        max_deltas: int = 144,
+        compact_ratio: float = 1.0,
         full_share: float = 0.25,
     ) -> None:
         if max_deltas < 0 or compact_ratio < 0 or not 0 <= full_share <= 1:
@@ -436,7 +436,8 @@ class BackgroundSaver:
         self._chain: _Chain | None = None
         self.pause_seconds: list[float] = []  # how long each save held the world
         self.kinds: list[str] = []  # "full" or "delta", per save
-        #: Per link written: kind, seconds, write_cpu_seconds (of the writer thread), bytes, rows (user rows saved).
+        #: Per link written: kind, seconds, cpu_seconds (of the writer thread), bytes, rows (user rows saved),
+        #: full_reason (why a full one).
         self.written: list[dict[str, Any]] = []
 
     def _copy(self, name: str, a: np.ndarray) -> np.ndarray:
@@ -512,6 +513,7 @@ class BackgroundSaver:
                         "cpu_seconds": meta["write_cpu_seconds"],
                         "bytes": meta["arrays_bytes"],
                         "rows": meta.get("rows", n),
+                        "full_reason": meta.get("full_reason"),
                     }
                 )
             except Exception as exc:  # noqa: BLE001 -- handed to the world's thread by wait()
@@ -648,7 +650,8 @@ def load(state_dir: str | Path, *, fingerprint_fields: dict[str, Any]) -> Checkp
 
     A delta missing from the sequence, unreadable, damaged or of another chain ends the chain at the link before
     it (logged as a warning; `meta["fallback"]` says why, `meta["links"]` counts the links read).
-    Raises `CheckpointMismatch` for another version or configuration, `CheckpointError` for a damaged base.
+    Raises `CheckpointMismatch` for a base or delta of another version or configuration, `CheckpointError` for a
+    damaged base.
     """
     folder = latest(state_dir)
     if folder is None:
@@ -668,6 +671,8 @@ def load(state_dir: str | Path, *, fingerprint_fields: dict[str, Any]) -> Checkp
             if link.get("kind") != "delta" or link.get("chain") != meta["chain"] or link.get("seq") != seq:
                 raise CheckpointError(f"{d} is not delta {seq} of chain {meta['chain']}")
             arrays = _apply_delta(arrays, int(meta["population_size"]), link, _read_arrays(d, link), d)
+        except CheckpointMismatch:
+            raise  # another version or configuration: refused, as a base would be
         except CheckpointError as exc:
             fallback = f"{exc}; restoring the chain up to link {links - 1} (sim time {meta['sim_time']})"
             logger.warning("checkpoint chain %s ends early: %s", folder, fallback)
