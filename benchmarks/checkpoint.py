@@ -145,6 +145,31 @@ def main() -> None:
                 f"({_median([w['cpu_seconds'] for w in ws]):.2f} s CPU of the writer); the world paused median "
                 f"{_median(ps):.3f} s, max {max(ps):.3f} s"
             )
+        reasons = [w["full_reason"] for w in saver.written if w["kind"] == "full"]
+        print(f"why full: {reasons}")
+        # Derived from the figures above: what each link costs this process in CPU (the world's pause to capture and
+        # copy, the writer thread's CPU), against the CPU of 10 simulated minutes without checkpoints.
+        cost = {
+            kind: _median(
+                [
+                    p + w["cpu_seconds"]
+                    for p, w, k in zip(saver.pause_seconds, saver.written, saver.kinds, strict=True)
+                    if k == kind
+                ]
+            )
+            for kind in ("full", "delta")
+        }
+        per_interval = plain_cpu / (args.segments * args.segment_minutes / 10)
+        deltas = [w["bytes"] for w in saver.written if w["kind"] == "delta"]
+        full_bytes = _median([w["bytes"] for w in saver.written if w["kind"] == "full"])
+        every = min(saver.max_deltas, int(saver.compact_ratio * full_bytes // max(_median(deltas), 1))) + 1
+        print(
+            f"derived: CPU per link (pause + writer): full {cost['full']:.3f} s, delta {cost['delta']:.3f} s; "
+            f"10 simulated minutes without checkpoints: {per_interval:.3f} s CPU; deltas alone "
+            f"{cost['delta'] / per_interval:+.1%}; with a full one every {every} links (max_deltas "
+            f"{saver.max_deltas}, compact_ratio {saver.compact_ratio:g}) "
+            f"{((every - 1) * cost['delta'] + cost['full']) / every / per_interval:+.1%}"
+        )
         print(
             f"periodic checkpoints: {len(pauses)} ({' '.join(k[0] for k in saver.kinds)}: f full, d delta), "
             f"{sum(pauses):.1f} s of pauses in all; {skipped[0]} boundaries skipped while the previous one was still "

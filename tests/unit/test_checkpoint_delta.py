@@ -156,11 +156,11 @@ def test_a_missing_delta_ends_the_chain_at_the_link_before_with_a_warning(univer
 def test_a_torn_delta_ends_the_chain_before_it_and_a_leftover_temporary_folder_is_ignored(universe, tmp_path) -> None:
     states = _chain(universe, tmp_path, 4)
     deltas = tmp_path / "checkpoint" / "deltas"
-    victim = deltas / "000003" / "arrays" / "user.busy_until.npy"
+    victim = deltas / "000003" / "arrays.npz"
     victim.write_bytes(victim.read_bytes()[:-8])  # a short write the manifest does not match
     (deltas / ".tmp-1-2").mkdir()  # a process killed while writing the next delta
     world, cp = _restored(universe, tmp_path)
-    assert cp.meta["links"] == 3 and "user.busy_until.npy" in cp.meta["fallback"] and "damaged" in cp.meta["fallback"]
+    assert cp.meta["links"] == 3 and "000003/arrays.npz" in cp.meta["fallback"] and "damaged" in cp.meta["fallback"]
     _assert_same(states[2], world)
     # A manifest that is not JSON counts as torn too.
     (deltas / "000002" / "manifest.json").write_text("{")
@@ -196,7 +196,7 @@ def test_compaction_starts_a_new_chain_and_keeps_the_old_one_as_prev(universe, t
         "000002",
     ]
     assert checkpoint.read_meta(prev)["seq"] == 2 and checkpoint.read_meta(current)["kind"] == "full"
-    for folder in (tmp_path, current, prev, prev / "deltas", prev / "deltas" / "000001" / "arrays"):
+    for folder in (tmp_path, current, prev, prev / "deltas", prev / "deltas" / "000001"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     for f in (prev / "deltas" / "000002").rglob("*"):
         if f.is_file():

@@ -49,6 +49,7 @@ import shutil
 import threading
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ logger = logging.getLogger(__name__)
 #: Bumped whenever the layout or meaning of a saved field changes; other versions are refused.
 FORMAT_VERSION = 3
 CURRENT, PREVIOUS = "checkpoint", "checkpoint.prev"
-MANIFEST, ARRAYS, DELTAS = "manifest.json", "arrays", "deltas"
+MANIFEST, ARRAYS, DELTAS, PACKED = "manifest.json", "arrays", "deltas", "arrays.npz"
 _DELTA_NAME = re.compile(r"[0-9]{6}")
 _ARRAY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 DIR_MODE, FILE_MODE = 0o700, 0o600
@@ -305,18 +306,30 @@ def save(
     return _write(Path(state_dir), meta, arrays, t0)
 
 
-def _write_link(folder: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], t0: float, cpu0: float) -> None:
-    """Write one link (arrays, then its manifest) into the fresh private folder `folder`, synced."""
+def _write_link(
+    folder: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], t0: float, cpu0: float, packed: bool = False
+) -> None:
+    """Write one link (arrays, then its manifest) into the fresh private folder `folder`, synced.
+
+    `packed`: every array in one uncompressed `arrays.npz` (one file to write and sync: a delta's many small arrays),
+    else one `arrays/<name>.npy` each.
+    """
     ensure_private_dir(folder)
-    ensure_private_dir(folder / ARRAYS)
     sizes = {}
-    for name, array in arrays.items():
-        path = folder / ARRAYS / f"{name}.npy"
-        _write_private(path, lambda f, a=array: np.save(f, np.ascontiguousarray(a), allow_pickle=False))
-        sizes[name] = path.stat().st_size
-    _fsync_dir(folder / ARRAYS)
+    if packed:
+        path = folder / PACKED
+        _write_private(path, lambda f: np.savez(f, allow_pickle=False, **arrays))
+        sizes = {name: int(a.nbytes) for name, a in arrays.items()}
+        meta["packed"], meta["arrays_bytes"] = PACKED, path.stat().st_size
+    else:
+        ensure_private_dir(folder / ARRAYS)
+        for name, array in arrays.items():
+            path = folder / ARRAYS / f"{name}.npy"
+            _write_private(path, lambda f, a=array: np.save(f, np.ascontiguousarray(a), allow_pickle=False))
+            sizes[name] = path.stat().st_size
+        _fsync_dir(folder / ARRAYS)
+        meta["arrays_bytes"] = sum(sizes.values())
     meta["arrays"] = sizes
-    meta["arrays_bytes"] = sum(sizes.values())
     meta["write_seconds"] = time.perf_counter() - t0
     meta["write_cpu_seconds"] = time.thread_time() - cpu0  # of the writing thread: the rest is waiting on the disk
     body = json.dumps(meta, indent=1, allow_nan=True).encode()
@@ -384,7 +397,7 @@ def _write_delta(
         ensure_private_dir(deltas)
         for stale in deltas.glob(".tmp-*"):  # left by a process killed while writing
             shutil.rmtree(stale, ignore_errors=True)
-        _write_link(tmp, meta, arrays, t0, cpu0)
+        _write_link(tmp, meta, arrays, t0, cpu0, packed=True)
         os.rename(tmp, final)
         _fsync_dir(deltas)
     except OSError as exc:
@@ -419,7 +432,7 @@ class BackgroundSaver:
         fingerprint_fields: dict[str, Any],
         *,
         max_deltas: int = 144,
-        compact_ratio: float = 1.0,
+        compact_ratio: float = 2.0,
         full_share: float = 0.25,
     ) -> None:
         if max_deltas < 0 or compact_ratio < 0 or not 0 <= full_share <= 1:
@@ -604,6 +617,18 @@ def check(meta: dict[str, Any], fingerprint_fields: dict[str, Any], where: Path)
 
 def _read_arrays(folder: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
     arrays = {}
+    if meta.get("packed"):
+        path = folder / PACKED
+        try:
+            if path.stat().st_size != meta["arrays_bytes"]:
+                raise CheckpointError(
+                    f"checkpoint arrays {path} have {path.stat().st_size} bytes, the manifest says "
+                    f"{meta['arrays_bytes']}: the file is damaged"
+                )
+            with np.load(path, allow_pickle=False) as z:
+                return {name: z[name] for name in meta.get("arrays", {})}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise CheckpointError(f"checkpoint arrays {path} cannot be read: {exc}") from None
     for name, size in meta.get("arrays", {}).items():
         path = folder / ARRAYS / f"{name}.npy"
         try:
@@ -619,7 +644,10 @@ def _read_arrays(folder: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def _apply_delta(arrays: dict[str, np.ndarray], n0: int, meta: dict[str, Any], delta: dict[str, np.ndarray], where):
-    """The state of the link after `arrays` (of `n0` users): its changed rows put in, its whole arrays replaced."""
+    """The state of the link after `arrays` (of `n0` users): its changed rows put in, its whole arrays replaced.
+
+    The per-user arrays may come back longer than the link's users (room for more): `load` trims them.
+    """
     n = int(meta["population_size"])
     idx = delta.get("rows.idx")
     if idx is None or idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= n)) or (np.diff(idx) <= 0).any():
@@ -631,8 +659,8 @@ def _apply_delta(arrays: dict[str, np.ndarray], n0: int, meta: dict[str, Any], d
         a, rows = arrays[name], delta.get(name)
         if rows is None or len(rows) != len(idx) or rows.dtype != a.dtype or rows.shape[1:] != a.shape[1:]:
             raise CheckpointError(f"delta {where} has no rows of {name} matching rows.idx and the base")
-        if len(a) < n:
-            grown = np.zeros((n, *a.shape[1:]), a.dtype)
+        if len(a) < n:  # room for the next links' new users too: one copy per many links, not one per link
+            grown = np.zeros((n + n // 4 + 1024, *a.shape[1:]), a.dtype)
             grown[: len(a)] = a
             a = grown
         a[idx] = rows
@@ -678,6 +706,8 @@ def load(state_dir: str | Path, *, fingerprint_fields: dict[str, Any]) -> Checkp
             logger.warning("checkpoint chain %s ends early: %s", folder, fallback)
             break
         meta, links = link, links + 1
+    n = int(meta["population_size"])
+    arrays.update({name: arrays[name][:n] for name in ROW_ARRAYS})
     meta = {**meta, "links": links, **({"fallback": fallback} if fallback else {})}
     return Checkpoint(folder, meta, arrays)
 
