@@ -28,9 +28,37 @@ HOUR = 3600.0
 SCALE = 336.0
 # Kinds that write per-user rows (population fields or the engine's per-user arrays) besides the engine itself.
 ROW_WRITERS = {"taste_shift", "misreported_age", "user_wave", "shilling", "sybil_push", "activity_change"}
+# What the semester does not: ages misreported from inside the chain (and told truly again at its window's end),
+# users staying away (their busy_until set), a taste shift ending between links.
+MARKS = """
+name = "marks"
+[[injections]]
+kind = "misreported_age"
+start = "+70m"
+duration = "3h"
+group = { age = [18, 40] }
+share = 0.3
+[[injections]]
+kind = "activity_change"
+start = "+90m"
+duration = "2h"
+factor = 0.4
+[[injections]]
+kind = "taste_shift"
+start = "+50m"
+duration = "2h"
+genres = ["Comedy"]
+stars = 2.0
+group = { gender = "F" }
+[[injections]]
+kind = "user_wave"
+start = "+2h"
+duration = "1h"
+per_hour = 120
+"""
 
 
-def _config(**over) -> WorldConfig:
+def _config(scenario: str = "semester", **over) -> WorldConfig:
     return WorldConfig(
         users=2000,
         seed=5,
@@ -38,15 +66,16 @@ def _config(**over) -> WorldConfig:
         arrivals_per_day=0.2,
         allow_download=False,
         teams=["http://127.0.0.1:9001", "http://127.0.0.1:9002"],
-        scenario="semester",
-        scenario_time_scale=SCALE,
+        scenario=scenario,
+        scenario_time_scale=SCALE if scenario == "semester" else 1.0,
         **over,
     )
 
 
-def _world(universe, population=None):
+def _world(universe, population=None, scenario: str = "semester"):
     service = FixedService(list(range(0, 200, 10)), universe.catalog.slug)
-    world, _ = build_world(_config(), universe=universe, sink=MemorySink(), service=service, population=population)
+    config = _config(scenario)
+    world, _ = build_world(config, universe=universe, sink=MemorySink(), service=service, population=population)
     return world
 
 
@@ -55,10 +84,10 @@ def _snapshot(world) -> tuple[str, dict[str, np.ndarray]]:
     return json.dumps(meta, sort_keys=True), {k: np.array(v, copy=True) for k, v in arrays.items()}
 
 
-def _restored(universe, state_dir):
+def _restored(universe, state_dir, scenario: str = "semester"):
     cp = checkpoint.load(state_dir, fingerprint_fields=FIELDS)
     assert cp is not None
-    world = _world(universe, population=cp.population(room=500))
+    world = _world(universe, population=cp.population(room=500), scenario=scenario)
     checkpoint.restore(world, cp)
     return world, cp
 
@@ -102,6 +131,28 @@ def test_a_chain_of_fulls_and_deltas_restores_every_array_of_a_busy_scenario_wor
     full = [w for w in saver.written if w["kind"] == "full"]
     assert max(w["rows"] for w in deltas) < world.pop.size / 2  # a delta holds the changed rows only
     assert np.median([w["bytes"] for w in deltas]) < np.median([w["bytes"] for w in full]) / 4
+
+
+def test_rows_written_by_scenarios_inside_a_chain_are_in_its_deltas(universe, tmp_path) -> None:
+    """Every link is a delta from 10 minutes on: each scenario write after the base must reach the restored world."""
+    (tmp_path / "marks.toml").write_text(MARKS)
+    scenario = str(tmp_path / "marks.toml")
+    world = _world(universe, scenario=scenario)
+    # Deltas whatever the share of users changed (the age misreporting touches many at once).
+    saver = checkpoint.BackgroundSaver(tmp_path / "state", FIELDS, compact_ratio=100, full_share=1.0)
+
+    def on_checkpoint(w) -> None:
+        saver.save(w)
+        saver.wait()
+        restored, cp = _restored(universe, tmp_path / "state", scenario)
+        assert cp.meta["links"] == len(saver.kinds)
+        _assert_same(_snapshot(w), restored)
+
+    world.run(until=world.now + 5 * HOUR, checkpoint_every=600, on_checkpoint=on_checkpoint, end_scenario=False)
+    assert saver.kinds == ["full"] + ["delta"] * 28
+    effects = world.scenario.effects
+    assert all(e.begun_at is not None for e in effects) and all(e.finished for e in effects)
+    assert effects[1].touched["users_away"] > 100 and sum(effects[3].touched.values()) > 50
 
 
 def test_the_chain_survives_the_world_running_on_and_a_restored_world_continues_line_for_line(
