@@ -2,10 +2,11 @@
 
 Builds a world of 1,000,000 users × 27,000 movies (3 teams' lanes, a sink that counts), warms it up so
 viewings, pauses and queues are in steady state, then prints:
-- the time to write a checkpoint (capture + one `.npy` per array + fsync + rename) and its size on disk, and how
-  long a periodic (background) checkpoint holds the world: the copy of its arrays;
-- the time to restore it: read the arrays, build the world around the saved population (the universe —
-  data, fit, catalog — is what a fresh start builds too, and is timed apart) and put the state back;
+- the size and write time of full and of delta checkpoints (`BackgroundSaver`: a full one, then deltas of the
+  changed user rows until a new chain is due), and how long a periodic (background) checkpoint holds the world;
+- the time to restore the chain the periodic checkpoints left (base + deltas), and a single full one: read the
+  arrays, build the world around the saved population (the universe — data, fit, catalog — is what a fresh start
+  builds too, and is timed apart) and put the state back;
 - the cost of a checkpoint every 10 simulated minutes, as process CPU seconds per event (every thread of the
   process: the world and the background writer) and as wall-clock events/s, in pairs of segments of one run
   (without, with; the order alternates so neither mode always sees the later hour of the day). Each pair
@@ -14,6 +15,8 @@ viewings, pauses and queues are in steady state, then prints:
   seconds this process spends per event. A segment with checkpoints waits for its last write to finish: inside
   its CPU seconds (the writer's work is part of the cost), outside its wall-clock time (in a continuous run the
   write overlaps the world's next minutes, as it does within the segment), so no write spills into the next one.
+  The pairs' median hides the rare full checkpoint of a new chain: the cost over all segments together (total
+  CPU seconds per event with / without) is printed too, and includes it.
 
     .venv/bin/python benchmarks/checkpoint.py [--users 1000000] [--movies 27000] [--segments 8]
 
@@ -83,8 +86,6 @@ def main() -> None:
         )
 
         saver = checkpoint.BackgroundSaver(state, fields)
-        written: list[tuple[float, float]] = []  # (seconds, CPU seconds of the thread) per background checkpoint
-
         skipped = [0]
 
         def save(w) -> None:
@@ -92,9 +93,6 @@ def main() -> None:
                 skipped[0] += 1
                 return
             saver.save(w)
-            meta = checkpoint.read_meta(state / "checkpoint") if (state / "checkpoint").exists() else None
-            if meta is not None and len(written) < len(saver.pause_seconds) - 1:
-                written.append((meta["write_seconds"], meta["write_cpu_seconds"]))
 
         seg = args.segment_minutes * 60
         plain_t = plain_n = with_t = with_n = plain_cpu = with_cpu = 0.0
@@ -132,21 +130,69 @@ def main() -> None:
                 flush=True,
             )
         saver.wait()
+        plain, with_cp = plain_n / plain_t, with_n / with_t
+        pauses = sorted(saver.pause_seconds)
+        for kind in ("full", "delta"):
+            ws = [w for w in saver.written if w["kind"] == kind]
+            ps = [p for p, k in zip(saver.pause_seconds, saver.kinds, strict=True) if k == kind]
+            if not ws:
+                print(f"periodic {kind} checkpoints: none")
+                continue
+            print(
+                f"periodic {kind} checkpoints: {len(ws)}; size median {_median([w['bytes'] for w in ws]) / 1e6:,.1f} MB "
+                f"(max {max(w['bytes'] for w in ws) / 1e6:,.1f}), user rows median {_median([w['rows'] for w in ws]):,.0f}; "
+                f"written in median {_median([w['seconds'] for w in ws]):.2f} s "
+                f"({_median([w['cpu_seconds'] for w in ws]):.2f} s CPU of the writer); the world paused median "
+                f"{_median(ps):.3f} s, max {max(ps):.3f} s"
+            )
+        reasons = [w["full_reason"] for w in saver.written if w["kind"] == "full"]
+        print(f"why full: {reasons}")
+        # Derived from the figures above: what each link costs this process in CPU (the world's pause to capture and
+        # copy, the writer thread's CPU), against the CPU of 10 simulated minutes without checkpoints.
+        cost = {
+            kind: _median(
+                [
+                    p + w["cpu_seconds"]
+                    for p, w, k in zip(saver.pause_seconds, saver.written, saver.kinds, strict=True)
+                    if k == kind
+                ]
+            )
+            for kind in ("full", "delta")
+        }
+        per_interval = plain_cpu / (args.segments * args.segment_minutes / 10)
+        deltas = [w["bytes"] for w in saver.written if w["kind"] == "delta"]
+        full_bytes = _median([w["bytes"] for w in saver.written if w["kind"] == "full"])
+        every = min(saver.max_deltas, int(saver.compact_ratio * full_bytes // max(_median(deltas), 1))) + 1
+        print(
+            f"derived: CPU per link (pause + writer): full {cost['full']:.3f} s, delta {cost['delta']:.3f} s; "
+            f"10 simulated minutes without checkpoints: {per_interval:.3f} s CPU; deltas alone "
+            f"{cost['delta'] / per_interval:+.1%}; with a full one every {every} links (max_deltas "
+            f"{saver.max_deltas}, compact_ratio {saver.compact_ratio:g}) "
+            f"{((every - 1) * cost['delta'] + cost['full']) / every / per_interval:+.1%}"
+        )
+        print(
+            f"periodic checkpoints: {len(pauses)} ({' '.join(k[0] for k in saver.kinds)}: f full, d delta), "
+            f"{sum(pauses):.1f} s of pauses in all; {skipped[0]} boundaries skipped while the previous one was still "
+            f"being written"
+        )
+        chain_bytes = _size(state / "checkpoint")
+        saved_now, saved_lines = world.now, dict(world.stats.lines)
+        t0 = time.perf_counter()
+        cp = checkpoint.load(state, fingerprint_fields=fields)
+        t_read_chain = time.perf_counter() - t0
+        since_full = saver.kinds[::-1].index("full")  # deltas after the newest full one
+        assert cp.meta["links"] == since_full + 1 and "fallback" not in cp.meta, (cp.meta["links"], saver.kinds)
+        print(
+            f"the chain left by the periodic checkpoints: {cp.meta['links']} links, {chain_bytes / 1e6:,.0f} MB; "
+            f"read and merged in {t_read_chain:.2f} s"
+        )
+        del cp
         t0 = time.perf_counter()
         checkpoint.save(world, state, fingerprint_fields=fields)
         sync_write = time.perf_counter() - t0
         size = _size(state / "checkpoint")
-        plain, with_cp = plain_n / plain_t, with_n / with_t
-        pauses = sorted(saver.pause_seconds)
-        print(f"checkpoint write, synchronous (SIGTERM, start): {sync_write:.2f} s (target ≤ 5 s)")
-        mid = sorted(written)[len(written) // 2] if written else (float("nan"), float("nan"))
-        print(
-            f"periodic checkpoints: the world paused median {pauses[len(pauses) // 2]:.3f} s, max {pauses[-1]:.3f} s "
-            f"to copy its arrays ({len(pauses)} checkpoints, {sum(pauses):.1f} s in all); the thread wrote each in "
-            f"median {mid[0]:.2f} s ({mid[1]:.2f} s of CPU); {skipped[0]} boundaries skipped while the previous "
-            f"checkpoint was still being written"
-        )
-        print(f"checkpoint size:  {size / 1e6:,.0f} MB (target ≤ 1,000 MB)")
+        print(f"full checkpoint write, synchronous (SIGTERM, start): {sync_write:.2f} s (target ≤ 5 s)")
+        print(f"full checkpoint size:  {size / 1e6:,.0f} MB (target ≤ 1,000 MB)")
         print(
             f"events/s without checkpoints: {plain:12,.0f}  ({plain_n:,.0f} events in {plain_t:.1f} s, "
             f"{plain_cpu / plain_n * 1e6:.2f} µs CPU each)"
@@ -156,6 +202,10 @@ def main() -> None:
             f"{with_cpu / with_n * 1e6:.2f} µs CPU each)"
         )
         cpu_cost = sorted(r - 1 for r in cpu_ratios)
+        print(
+            f"cost of checkpointing, CPU seconds per event over all segments together (full checkpoints included): "
+            f"{(with_cpu / with_n) / (plain_cpu / plain_n) - 1:+.1%}; events/s {1 - with_cp / plain:+.1%}"
+        )
         wall_cost = sorted(1 - r for r in wall_ratios)
         world_cost = sorted(r - 1 for r in world_ratios)
         print(
@@ -170,7 +220,6 @@ def main() -> None:
             f"cost of checkpointing, wall-clock events/s, {len(wall_cost)} pairs: median {_median(wall_cost):+.1%} "
             f"(spread {_spread(wall_cost)})"
         )
-        saved_now, saved_lines = world.now, dict(world.stats.lines)
         del world
         gc.collect()
 

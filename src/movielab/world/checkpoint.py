@@ -8,15 +8,30 @@ ratings, the arrivals stream and the accounts drawn ahead for lanes behind, the 
 named `World.extra_state` components (e.g. a scenario runtime), and what the caller adds in `info`
 (e.g. the Kafka end offsets of every topic/partition at the checkpoint, the teams).
 
+Full and delta checkpoints. A *chain* is a full checkpoint (the base) followed by deltas. A delta holds only
+the user rows whose state changed since the chain's previous link (`World.dirty`, marked by the engine and the
+scenarios wherever they write a per-user array or population field; rows of accounts created since are always
+in) of the per-user and population arrays (`rows.idx` + the rows), and everything else whole (queues, viewings,
+pending ratings, lanes' clocks and random streams, the movies' truth, counters, extra state, info); a whole
+array equal to the one the previous link holds is not written again (the manifest lists it in `unchanged`).
+`BackgroundSaver` writes a full checkpoint first, then deltas; it starts a new chain (compaction: a full
+checkpoint of the live state, after which the old chain becomes `checkpoint.prev` and the one before is
+deleted) after `max_deltas` deltas, when the chain's deltas reach `compact_ratio` of its base's bytes (so a
+restore reads at most 1 + `compact_ratio` times a full checkpoint), when a capture finds more than
+`full_share` of the users changed, after a failed write, or when the folder does not hold its chain.
+`save` always writes a full checkpoint. Restore = base + deltas in order.
+
 Layout of a state folder (created mode 0700, files 0600):
 
-    <state>/checkpoint/        the newest complete checkpoint: manifest.json + arrays/<name>.npy
-    <state>/checkpoint.prev/   the one before (kept until the next one is complete)
+    <state>/checkpoint/                     the newest chain: its base (manifest.json + arrays/<name>.npy)
+    <state>/checkpoint/deltas/000001/ ...   its deltas, numbered from 1 (manifest.json + arrays/)
+    <state>/checkpoint.prev/                the chain before (kept until the next chain's base is complete)
 
-A checkpoint is written into a temporary folder, synced, then renamed into place: a crash while
-writing leaves the previous checkpoint (`load` falls back to `checkpoint.prev` when `checkpoint` is
-missing). A checkpoint of another format version, or of a world built differently (seed, population,
-catalog, edition, ...: the `fingerprint` fields), is refused with `CheckpointMismatch` naming what differs.
+Every link is written into a temporary folder, synced, then renamed into place: a crash while writing leaves
+the previous link loadable (`load` falls back to `checkpoint.prev` when `checkpoint` has no base, and stops a
+chain, with a warning, before a delta that is missing from the sequence, unreadable or damaged). A checkpoint of
+another format version, or of a world built differently (seed, population, catalog, edition, ...: the
+`fingerprint` fields), is refused with `CheckpointMismatch` naming what differs.
 
 Not saved: the journal (`World.journal`, a test/benchmark aid) and the answers of requests in flight
 (a checkpoint is only taken between ticks, when none is).
@@ -33,6 +48,8 @@ import re
 import shutil
 import threading
 import time
+import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,14 +63,17 @@ from movielab.world.population import Population
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the layout or meaning of a saved field changes; other versions are refused.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CURRENT, PREVIOUS = "checkpoint", "checkpoint.prev"
-MANIFEST, ARRAYS = "manifest.json", "arrays"
+MANIFEST, ARRAYS, DELTAS, PACKED = "manifest.json", "arrays", "deltas", "arrays.npz"
+_DELTA_NAME = re.compile(r"[0-9]{6}")
 _ARRAY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 DIR_MODE, FILE_MODE = 0o700, 0o600
 
 POPULATION_ARRAYS = tuple(f.name for f in dataclasses.fields(Population) if f.name not in ("size", "_arrays"))
 _USER_ARRAYS = ("busy_until", "paused_minute", "paused_movie", "seen", "active")
+#: The arrays with one row per user: a delta holds only their changed rows.
+ROW_ARRAYS = tuple(f"pop.{name}" for name in POPULATION_ARRAYS) + tuple(f"user.{name}" for name in _USER_ARRAYS)
 _STAT_SCALARS = (
     "ticks",
     "sessions",
@@ -126,8 +146,16 @@ def _rng_state(rng: np.random.Generator | None) -> dict | None:
     return None if rng is None else rng.bit_generator.state
 
 
+def _immutable(name: str) -> bool:
+    """Arrays the world replaces but never writes in place (a lane's day plan): the same object, the same content."""
+    return name.endswith((".plan_t", ".plan_u"))
+
+
 def capture(world: World) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The world's state as (JSON-able meta, arrays); call it between ticks (in `on_checkpoint` or after `run`)."""
+    """The world's state as (JSON-able meta, arrays); call it between ticks (in `on_checkpoint` or after `run`).
+
+    The arrays are views of the live ones (copy them before the world runs on).
+    """
     n = world.pop.size
     arrays: dict[str, np.ndarray] = {f"pop.{name}": getattr(world.pop, name)[:n] for name in POPULATION_ARRAYS}
     for name in _USER_ARRAYS:
@@ -138,7 +166,7 @@ def capture(world: World) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     for lane in world.lanes:
         p = f"lane{lane.index}."
         q = lane.queue
-        arrays[p + "plan_t"], arrays[p + "plan_u"] = q._plan_t[q._pos :], q._plan_u[q._pos :]
+        arrays[p + "plan_t"], arrays[p + "plan_u"] = q._plan_t, q._plan_u  # the whole day plan: `plan_pos` in meta
         arrays[p + "push_t"] = np.concatenate(q._push_t) if q._push_t else np.empty(0)
         arrays[p + "push_u"] = np.concatenate(q._push_u) if q._push_u else np.empty(0, np.int32)
         for name in _Viewings.FIELDS:
@@ -149,7 +177,13 @@ def capture(world: World) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays[p + "rate_movie"] = np.array([r[2] for r in pend], np.int64)
         arrays[p + "rate_value"] = np.array([r[3] for r in pend], np.int64)
         lanes.append(
-            {"index": lane.index, "now": lane.now, "planned_until": lane.planned_until, "rng": _rng_state(lane.rng)}
+            {
+                "index": lane.index,
+                "now": lane.now,
+                "planned_until": lane.planned_until,
+                "plan_pos": int(q._pos),
+                "rng": _rng_state(lane.rng),
+            }
         )
     # Accounts drawn ahead for lanes that have not reached their minute yet.
     minutes = sorted(world._arrived)
@@ -197,6 +231,51 @@ def capture(world: World) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return meta, arrays
 
 
+@dataclass
+class _Chain:
+    """What a saver knows of the chain it writes to: its id, its last link, its bytes, its last whole arrays."""
+
+    id: str
+    seq: int  # deltas written after the base
+    population_size: int  # at the last link
+    epoch: int  # `World.dirty_epoch` right after the last link's capture
+    base_bytes: int = 0
+    delta_bytes: int = 0
+    whole: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # the last link's whole arrays
+
+
+def _prepare(
+    world: World, fingerprint_fields: dict[str, Any], info: dict[str, Any] | None, delta_of: _Chain | None = None
+):
+    """Capture the world as a full checkpoint (`delta_of` None) or as the next delta of `delta_of`; clear `dirty`."""
+    meta, arrays = capture(world)
+    for name in arrays:
+        if not _ARRAY_NAME.fullmatch(name):
+            raise CheckpointError(f"array name {name!r} cannot be a file name (letters, digits, _ . - only)")
+    n = meta["population_size"]
+    if delta_of is None:
+        link = {"kind": "full", "chain": uuid.uuid4().hex, "seq": 0}
+    else:
+        n0 = delta_of.population_size
+        idx = np.concatenate([np.flatnonzero(world.dirty[:n0]), np.arange(n0, n)]).astype(np.int64)
+        for name in ROW_ARRAYS:
+            arrays[name] = arrays[name][idx]  # a copy of the changed rows
+        arrays["rows.idx"] = idx
+        link = {"kind": "delta", "chain": delta_of.id, "seq": delta_of.seq + 1, "rows": len(idx)}
+    world.dirty[:] = False
+    world.dirty_epoch += 1
+    meta = {
+        "format": FORMAT_VERSION,
+        **link,
+        "fingerprint": fingerprint(fingerprint_fields),
+        "fingerprint_fields": fingerprint_fields,
+        "written_at": time.time(),
+        **meta,
+        "info": info or {},
+    }
+    return meta, arrays
+
+
 # --- write --------------------------------------------------------------------------------------------
 def _write_private(path: Path, write) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
@@ -217,7 +296,7 @@ def _fsync_dir(path: Path) -> None:
 def save(
     world: World, state_dir: str | Path, *, fingerprint_fields: dict[str, Any], info: dict[str, Any] | None = None
 ) -> Path:
-    """Write the world's checkpoint atomically into `state_dir/checkpoint`; return that folder.
+    """Write a full checkpoint of the world atomically into `state_dir/checkpoint` (a new chain); return that folder.
 
     `fingerprint_fields` are the settings the world was built from (checked by `load`); `info` is saved as is
     (JSON-able: e.g. Kafka end offsets per topic and partition, teams). Raises `CheckpointError` on I/O failure.
@@ -227,23 +306,39 @@ def save(
     return _write(Path(state_dir), meta, arrays, t0)
 
 
-def _prepare(world: World, fingerprint_fields: dict[str, Any], info: dict[str, Any] | None):
-    meta, arrays = capture(world)
-    for name in arrays:
-        if not _ARRAY_NAME.fullmatch(name):
-            raise CheckpointError(f"array name {name!r} cannot be a file name (letters, digits, _ . - only)")
-    meta = {
-        "format": FORMAT_VERSION,
-        "fingerprint": fingerprint(fingerprint_fields),
-        "fingerprint_fields": fingerprint_fields,
-        "written_at": time.time(),
-        **meta,
-        "info": info or {},
-    }
-    return meta, arrays
+def _write_link(
+    folder: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], t0: float, cpu0: float, packed: bool = False
+) -> None:
+    """Write one link (arrays, then its manifest) into the fresh private folder `folder`, synced.
+
+    `packed`: every array in one uncompressed `arrays.npz` (one file to write and sync: a delta's many small arrays),
+    else one `arrays/<name>.npy` each.
+    """
+    ensure_private_dir(folder)
+    sizes = {}
+    if packed:
+        path = folder / PACKED
+        _write_private(path, lambda f: np.savez(f, allow_pickle=False, **arrays))
+        sizes = {name: int(a.nbytes) for name, a in arrays.items()}
+        meta["packed"], meta["arrays_bytes"] = PACKED, path.stat().st_size
+    else:
+        ensure_private_dir(folder / ARRAYS)
+        for name, array in arrays.items():
+            path = folder / ARRAYS / f"{name}.npy"
+            _write_private(path, lambda f, a=array: np.save(f, np.ascontiguousarray(a), allow_pickle=False))
+            sizes[name] = path.stat().st_size
+        _fsync_dir(folder / ARRAYS)
+        meta["arrays_bytes"] = sum(sizes.values())
+    meta["arrays"] = sizes
+    meta["write_seconds"] = time.perf_counter() - t0
+    meta["write_cpu_seconds"] = time.thread_time() - cpu0  # of the writing thread: the rest is waiting on the disk
+    body = json.dumps(meta, indent=1, allow_nan=True).encode()
+    _write_private(folder / MANIFEST, lambda f: f.write(body))
+    _fsync_dir(folder)
 
 
 def _write(state_dir: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], t0: float) -> Path:
+    """Write a full checkpoint: a new chain in `checkpoint`, the old one moved to `checkpoint.prev`."""
     cpu0 = time.thread_time()
     state = state_dir
     tmp = state / f".checkpoint-{os.getpid()}-{time.monotonic_ns()}"
@@ -252,20 +347,7 @@ def _write(state_dir: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray],
         ensure_private_dir(state)
         for stale in state.glob(".checkpoint-*"):  # left by a process killed while writing
             shutil.rmtree(stale, ignore_errors=True)
-        ensure_private_dir(tmp)
-        ensure_private_dir(tmp / ARRAYS)
-        sizes = {}
-        for name, array in arrays.items():
-            path = tmp / ARRAYS / f"{name}.npy"
-            _write_private(path, lambda f, a=array: np.save(f, np.ascontiguousarray(a), allow_pickle=False))
-            sizes[name] = path.stat().st_size
-        _fsync_dir(tmp / ARRAYS)
-        meta["arrays"] = sizes
-        meta["arrays_bytes"] = sum(sizes.values())
-        meta["write_seconds"] = time.perf_counter() - t0
-        meta["write_cpu_seconds"] = time.thread_time() - cpu0  # of the writing thread: the rest is waiting on the disk
-        body = json.dumps(meta, indent=1, allow_nan=True).encode()
-        _write_private(tmp / MANIFEST, lambda f: f.write(body))
+        _write_link(tmp, meta, arrays, t0, cpu0)
         if current.exists():
             if previous.exists():
                 shutil.rmtree(previous)
@@ -276,7 +358,7 @@ def _write(state_dir: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray],
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"checkpoint in {state} could not be written: {exc}") from exc
     logger.info(
-        "checkpoint at %s written to %s in %.2f s (%d bytes)",
+        "full checkpoint at %s written to %s in %.2f s (%d bytes)",
         meta["sim_time"],
         current,
         time.perf_counter() - t0,
@@ -285,21 +367,91 @@ def _write(state_dir: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray],
     return current
 
 
-class BackgroundSaver:
-    """Checkpoints written by a thread while the world runs on: the world pauses only to copy its arrays.
+def _write_delta(
+    state_dir: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], before: dict[str, np.ndarray], t0: float
+) -> Path:
+    """Write a delta as link `meta["seq"]` of the chain in `state_dir/checkpoint`; whole arrays equal to `before`'s
+    are listed in `unchanged` instead of written. Raises `CheckpointError` when the folder does not hold that chain.
+    """
+    cpu0 = time.thread_time()
+    current = state_dir / CURRENT
+    deltas = current / DELTAS
+    seq = int(meta["seq"])
+    base = read_meta(current, newest=False)
+    if base.get("chain") != meta["chain"]:
+        raise CheckpointError(f"{current} holds chain {base.get('chain')!r}, not {meta['chain']!r}: cannot add a delta")
+    if (seq > 1 and not (deltas / f"{seq - 1:06d}" / MANIFEST).is_file()) or (deltas / f"{seq:06d}").exists():
+        raise CheckpointError(f"{current} does not end with delta {seq - 1}: cannot add delta {seq}")
+    unchanged = []
+    for name in list(arrays):
+        if name in ROW_ARRAYS or name == "rows.idx" or name not in before:
+            continue
+        a, b = arrays[name], before[name]
+        if a is b or (not _immutable(name) and a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)):
+            unchanged.append(name)
+            del arrays[name]
+    meta["unchanged"] = sorted(unchanged)
+    tmp = deltas / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
+    final = deltas / f"{seq:06d}"
+    try:
+        ensure_private_dir(deltas)
+        for stale in deltas.glob(".tmp-*"):  # left by a process killed while writing
+            shutil.rmtree(stale, ignore_errors=True)
+        _write_link(tmp, meta, arrays, t0, cpu0, packed=True)
+        os.rename(tmp, final)
+        _fsync_dir(deltas)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"delta checkpoint {final} could not be written: {exc}") from exc
+    logger.info(
+        "delta checkpoint at %s (%d user rows) written to %s in %.2f s (%d bytes)",
+        meta["sim_time"],
+        meta["rows"],
+        final,
+        time.perf_counter() - t0,
+        meta["arrays_bytes"],
+    )
+    return final
 
-    `save` captures the state and copies every array (the world changes them in place as it runs), then writes,
+
+class BackgroundSaver:
+    """Checkpoints written by a thread while the world runs on: the world pauses only to copy what it saves.
+
+    The first `save` writes a full checkpoint, the next ones deltas (the changed user rows, the rest whole), until
+    a new chain is due (see the module: `max_deltas` deltas, deltas worth `compact_ratio` of the base's bytes, more
+    than `full_share` of the users changed, a failed write, or a folder not holding the saver's chain).
+    `save` captures the state and copies it (the world changes its arrays in place as it runs), then writes,
     syncs and renames in a thread; the next `save` (or `wait`) first waits for the previous one and raises its
-    error (`pause_seconds` counts that wait too). A process killed while a checkpoint is being written keeps the previous one.
+    error (`pause_seconds` counts that wait too). A process killed while a checkpoint is being written keeps the
+    previous link.
     """
 
-    def __init__(self, state_dir: str | Path, fingerprint_fields: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        state_dir: str | Path,
+        fingerprint_fields: dict[str, Any],
+        *,
+        max_deltas: int = 144,
+        compact_ratio: float = 2.0,
+        full_share: float = 0.25,
+    ) -> None:
+        if max_deltas < 0 or compact_ratio < 0 or not 0 <= full_share <= 1:
+            raise ValueError(
+                f"BackgroundSaver needs max_deltas ≥ 0, compact_ratio ≥ 0 and 0 ≤ full_share ≤ 1, got "
+                f"{max_deltas!r}, {compact_ratio!r}, {full_share!r}"
+            )
         self.state_dir = Path(state_dir)
         self.fingerprint_fields = fingerprint_fields
+        self.max_deltas, self.compact_ratio, self.full_share = max_deltas, compact_ratio, full_share
         self._thread: threading.Thread | None = None
         self._error: Exception | None = None
-        self._buffers: dict[str, np.ndarray] = {}  # reused between saves: no fresh pages to fault in each time
+        self._buffers: dict[str, np.ndarray] = {}  # reused between full saves: no fresh pages to fault in each time
+        self._chain: _Chain | None = None
         self.pause_seconds: list[float] = []  # how long each save held the world
+        self.kinds: list[str] = []  # "full" or "delta", per save
+        #: Per link written: kind, seconds, cpu_seconds (of the writer thread), bytes, rows (user rows saved),
+        #: full_reason (why a full one).
+        self.written: list[dict[str, Any]] = []
 
     def _copy(self, name: str, a: np.ndarray) -> np.ndarray:
         buf = self._buffers.get(name)
@@ -316,17 +468,67 @@ class BackgroundSaver:
         """True while a checkpoint is being written (a world running faster than the disk skips a boundary)."""
         return self._thread is not None and self._thread.is_alive()
 
+    def _full_reason(self, world: World) -> str | None:
+        """Why the next checkpoint must be full (None: a delta will do)."""
+        chain = self._chain
+        if chain is None:
+            return "no chain yet"
+        if world.dirty_epoch != chain.epoch:
+            return "the world was captured by another checkpoint since"
+        if chain.seq >= self.max_deltas:
+            return f"{chain.seq} deltas in the chain"
+        if chain.delta_bytes >= self.compact_ratio * chain.base_bytes:
+            return f"the chain's deltas hold {chain.delta_bytes} bytes, its base {chain.base_bytes}"
+        n0, n = chain.population_size, world.pop.size
+        changed = int(np.count_nonzero(world.dirty[:n0])) + n - n0
+        if changed > self.full_share * n:
+            return f"{changed} of {n} users changed"
+        return None
+
     def save(self, world: World, info: dict[str, Any] | None = None) -> None:
-        """Capture now, write in the background (first waiting for the previous write, if any)."""
+        """Capture now (full or delta), write in the background (first waiting for the previous write, if any)."""
         t0 = time.perf_counter()
         self.wait()  # the previous write is done: its buffers can be reused
-        meta, arrays = _prepare(world, self.fingerprint_fields, info)
-        arrays = {k: self._copy(k, v) for k, v in arrays.items()}
+        reason = self._full_reason(world)
+        chain = None if reason is not None else self._chain
+        meta, arrays = _prepare(world, self.fingerprint_fields, info, delta_of=chain)
+        n = int(meta["population_size"])
+        rows = set(ROW_ARRAYS) | {"rows.idx"}
+        if chain is None:
+            meta["full_reason"] = reason
+            before: dict[str, np.ndarray] = {}
+            chain = self._chain = _Chain(meta["chain"], 0, n, world.dirty_epoch)
+        else:
+            before = chain.whole
+            chain.seq, chain.population_size, chain.epoch = int(meta["seq"]), n, world.dirty_epoch
+        copied = {}
+        for k, v in arrays.items():
+            if k in rows:  # full: into reused buffers; delta: already a copy of the changed rows
+                copied[k] = self._copy(k, v) if meta["kind"] == "full" else v
+            else:  # the day plan is never written in place: kept as is (and recognised as unchanged)
+                copied[k] = v if _immutable(k) else np.array(v, copy=True)
+        chain.whole = {k: v for k, v in copied.items() if k not in rows}
         self.pause_seconds.append(time.perf_counter() - t0)
+        self.kinds.append(meta["kind"])
 
         def write() -> None:
             try:
-                _write(self.state_dir, meta, arrays, t0)
+                if meta["kind"] == "full":
+                    _write(self.state_dir, meta, copied, t0)
+                    chain.base_bytes = meta["arrays_bytes"]
+                else:
+                    _write_delta(self.state_dir, meta, copied, before, t0)
+                    chain.delta_bytes += meta["arrays_bytes"]
+                self.written.append(
+                    {
+                        "kind": meta["kind"],
+                        "seconds": meta["write_seconds"],
+                        "cpu_seconds": meta["write_cpu_seconds"],
+                        "bytes": meta["arrays_bytes"],
+                        "rows": meta.get("rows", n),
+                        "full_reason": meta.get("full_reason"),
+                    }
+                )
             except Exception as exc:  # noqa: BLE001 -- handed to the world's thread by wait()
                 self._error = exc
 
@@ -334,18 +536,19 @@ class BackgroundSaver:
         self._thread.start()
 
     def wait(self) -> None:
-        """Wait for the checkpoint being written; raise `CheckpointError` if it failed."""
+        """Wait for the checkpoint being written; raise `CheckpointError` if it failed (the next save is then full)."""
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         if self._error is not None:
             error, self._error = self._error, None
+            self._chain = None
             raise error
 
 
 # --- read ---------------------------------------------------------------------------------------------
 def latest(state_dir: str | Path) -> Path | None:
-    """The folder of the newest complete checkpoint in `state_dir`, or None when there is none."""
+    """The folder of the newest chain with a complete base in `state_dir`, or None when there is none."""
     for name in (CURRENT, PREVIOUS):
         folder = Path(state_dir) / name
         if (folder / MANIFEST).is_file():
@@ -353,13 +556,40 @@ def latest(state_dir: str | Path) -> Path | None:
     return None
 
 
-def read_meta(folder: str | Path) -> dict[str, Any]:
-    """The manifest of a checkpoint folder; `CheckpointError` when missing or not JSON."""
-    path = Path(folder) / MANIFEST
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint manifest {path} cannot be read: {exc}") from None
+
+
+def _delta_folders(folder: Path) -> list[Path]:
+    deltas = folder / DELTAS
+    if not deltas.is_dir():
+        return []
+    return sorted(p for p in deltas.iterdir() if _DELTA_NAME.fullmatch(p.name))
+
+
+def read_meta(folder: str | Path, *, newest: bool = True) -> dict[str, Any]:
+    """The manifest of a chain folder's newest readable link in sequence (`newest=False`: of its base).
+
+    Raises `CheckpointError` when the base's manifest is missing or not JSON.
+    """
+    folder = Path(folder)
+    meta = _read_manifest(folder)
+    if newest:
+        for seq, d in enumerate(_delta_folders(folder), start=1):
+            if d.name != f"{seq:06d}":
+                break
+            try:
+                link = _read_manifest(d)
+            except CheckpointError:
+                break
+            if link.get("chain") != meta.get("chain") or link.get("seq") != seq:
+                break
+            meta = link
+    return meta
 
 
 def check(meta: dict[str, Any], fingerprint_fields: dict[str, Any], where: Path) -> None:
@@ -385,17 +615,20 @@ def check(meta: dict[str, Any], fingerprint_fields: dict[str, Any], where: Path)
     )
 
 
-def load(state_dir: str | Path, *, fingerprint_fields: dict[str, Any]) -> Checkpoint | None:
-    """The newest checkpoint in `state_dir` (None when there is none), checked against `fingerprint_fields`.
-
-    Raises `CheckpointMismatch` for another version or configuration, `CheckpointError` for a damaged one.
-    """
-    folder = latest(state_dir)
-    if folder is None:
-        return None
-    meta = read_meta(folder)
-    check(meta, fingerprint_fields, folder)
+def _read_arrays(folder: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
     arrays = {}
+    if meta.get("packed"):
+        path = folder / PACKED
+        try:
+            if path.stat().st_size != meta["arrays_bytes"]:
+                raise CheckpointError(
+                    f"checkpoint arrays {path} have {path.stat().st_size} bytes, the manifest says "
+                    f"{meta['arrays_bytes']}: the file is damaged"
+                )
+            with np.load(path, allow_pickle=False) as z:
+                return {name: z[name] for name in meta.get("arrays", {})}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise CheckpointError(f"checkpoint arrays {path} cannot be read: {exc}") from None
     for name, size in meta.get("arrays", {}).items():
         path = folder / ARRAYS / f"{name}.npy"
         try:
@@ -407,6 +640,75 @@ def load(state_dir: str | Path, *, fingerprint_fields: dict[str, Any]) -> Checkp
             arrays[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"checkpoint array {path} cannot be read: {exc}") from None
+    return arrays
+
+
+def _apply_delta(arrays: dict[str, np.ndarray], n0: int, meta: dict[str, Any], delta: dict[str, np.ndarray], where):
+    """The state of the link after `arrays` (of `n0` users): its changed rows put in, its whole arrays replaced.
+
+    The per-user arrays may come back longer than the link's users (room for more): `load` trims them.
+    """
+    n = int(meta["population_size"])
+    idx = delta.get("rows.idx")
+    if idx is None or idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= n)) or (np.diff(idx) <= 0).any():
+        raise CheckpointError(f"delta {where} has no valid rows.idx (sorted user rows below {n})")
+    if n < n0 or int(np.count_nonzero(idx >= n0)) != n - n0:
+        raise CheckpointError(f"delta {where} does not hold every row of the {n - n0} users created since its parent")
+    out = {}
+    for name in ROW_ARRAYS:
+        a, rows = arrays[name], delta.get(name)
+        if rows is None or len(rows) != len(idx) or rows.dtype != a.dtype or rows.shape[1:] != a.shape[1:]:
+            raise CheckpointError(f"delta {where} has no rows of {name} matching rows.idx and the base")
+        if len(a) < n:  # room for the next links' new users too: one copy per many links, not one per link
+            grown = np.zeros((n + n // 4 + 1024, *a.shape[1:]), a.dtype)
+            grown[: len(a)] = a
+            a = grown
+        a[idx] = rows
+        out[name] = a
+    for name in meta.get("unchanged", []):
+        if name not in arrays:
+            raise CheckpointError(f"delta {where} keeps {name} unchanged, but the link before has no such array")
+        out[name] = arrays[name]
+    out.update({k: v for k, v in delta.items() if k not in out and k != "rows.idx"})
+    return out
+
+
+def load(state_dir: str | Path, *, fingerprint_fields: dict[str, Any]) -> Checkpoint | None:
+    """The newest checkpoint in `state_dir` (None when there is none): a chain's base plus its deltas in order.
+
+    A delta missing from the sequence, unreadable, damaged or of another chain ends the chain at the link before
+    it (logged as a warning; `meta["fallback"]` says why, `meta["links"]` counts the links read).
+    Raises `CheckpointMismatch` for a base or delta of another version or configuration, `CheckpointError` for a
+    damaged base.
+    """
+    folder = latest(state_dir)
+    if folder is None:
+        return None
+    meta = _read_manifest(folder)
+    check(meta, fingerprint_fields, folder)
+    if meta.get("kind") != "full":
+        raise CheckpointError(f"checkpoint {folder} is not the base of a chain (kind {meta.get('kind')!r})")
+    arrays = _read_arrays(folder, meta)
+    links, fallback = 1, None
+    for seq, d in enumerate(_delta_folders(folder), start=1):
+        try:
+            if d.name != f"{seq:06d}":
+                raise CheckpointError(f"delta {seq:06d} of {folder} is missing (next is {d.name})")
+            link = _read_manifest(d)
+            check(link, fingerprint_fields, d)
+            if link.get("kind") != "delta" or link.get("chain") != meta["chain"] or link.get("seq") != seq:
+                raise CheckpointError(f"{d} is not delta {seq} of chain {meta['chain']}")
+            arrays = _apply_delta(arrays, int(meta["population_size"]), link, _read_arrays(d, link), d)
+        except CheckpointMismatch:
+            raise  # another version or configuration: refused, as a base would be
+        except CheckpointError as exc:
+            fallback = f"{exc}; restoring the chain up to link {links - 1} (sim time {meta['sim_time']})"
+            logger.warning("checkpoint chain %s ends early: %s", folder, fallback)
+            break
+        meta, links = link, links + 1
+    n = int(meta["population_size"])
+    arrays.update({name: arrays[name][:n] for name in ROW_ARRAYS})
+    meta = {**meta, "links": links, **({"fallback": fallback} if fallback else {})}
     return Checkpoint(folder, meta, arrays)
 
 
@@ -431,6 +733,8 @@ def restore(world: World, cp: Checkpoint) -> None:
     world._grow_user_state()
     for name in _USER_ARRAYS:
         getattr(world, name)[:n] = a[f"user.{name}"]
+    world.dirty[:] = False  # the world is its checkpoint: nothing changed since
+    world.dirty_epoch += 1
     world.taste = dataclasses.replace(
         world.taste,
         item_factors=a["truth.item_factors"],
@@ -443,7 +747,7 @@ def restore(world: World, cp: Checkpoint) -> None:
         lane.now, lane.planned_until = saved["now"], saved["planned_until"]
         lane.rng.bit_generator.state = saved["rng"]
         q = lane.queue
-        q._plan_t, q._plan_u, q._pos = a[p + "plan_t"], a[p + "plan_u"].astype(np.int32), 0
+        q._plan_t, q._plan_u, q._pos = a[p + "plan_t"], a[p + "plan_u"].astype(np.int32), int(saved["plan_pos"])
         q._push_t, q._push_u = (
             ([a[p + "push_t"]], [a[p + "push_u"].astype(np.int32)]) if len(a[p + "push_t"]) else ([], [])
         )

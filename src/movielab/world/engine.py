@@ -229,6 +229,9 @@ class World:
         )
         # Movies each user has watched: a bitset per user over movie row % bits (`seen_movies`).
         self._seen_bits = seen_bits(len(slugs), self.params.seen_bits)
+        # User rows whose per-user or population state changed since the last checkpoint (`dirty`, marked wherever
+        # the world or a scenario writes one), and a count of the checkpoints that cleared it (`world.checkpoint`).
+        self.dirty_epoch = 0
         self._grow_user_state()
         self.active = np.zeros(self.pop.capacity, np.bool_)
         self._rank_bonus = rec_rank_bonus(MAX_RECS, self.params.rec_bonus)
@@ -278,6 +281,7 @@ class World:
         self.paused_movie = grow(getattr(self, "paused_movie", None), -1, np.int32)
         self.paused_minute = grow(getattr(self, "paused_minute", None), 0, np.int32)
         self.seen = grow(getattr(self, "seen", None), 0, np.uint64, (self._seen_bits // 64,))
+        self.dirty = grow(getattr(self, "dirty", None), False, np.bool_)
         if hasattr(self, "active"):
             self.active = grow(self.active, False, np.bool_)
 
@@ -499,6 +503,7 @@ class World:
         secs = (times - t0).astype(np.int64).tolist()
         out.add(times, ids, [account_line(stamps[s], u) for s, u in zip(secs, ids.tolist(), strict=True)])
         self.active[ids - 1] = True
+        self.dirty[ids - 1] = True
         self.stats.accounts += n
         self.stats.lines["account"] += n
         # A new account starts watching within the next half hour.
@@ -587,6 +592,7 @@ class World:
         self.stats.lines["recommendation"] += n
         self.stats.requests_ok += int((answers.status == 200).sum())
         self.active[rows] = True
+        self.dirty[rows] = True  # active, paused, busy, seen: every write of this session is to these rows
         if self.journal is not None:
             self.journal.extend(
                 ("session", t, u, None, None) for t, u in zip(times.tolist(), ids.tolist(), strict=False)
@@ -746,6 +752,7 @@ class World:
         np.add.at(self.stats.rating_hist, rating[rated], 1)
         self.stats.ratings += int(rated.sum())
         done_t = np.where(rated, rate_t, end_t)
+        self.dirty[rows] = True  # paused, taste, busy
         self.paused_movie[rows[pause]] = movie[pause]
         self.paused_minute[rows[pause]] = v.last[idx][pause] + 1
         # The feedback loop: taste moves towards what was watched, in proportion to how much.

@@ -190,5 +190,9 @@ class Probe(Effect):
     def state(self) -> dict[str, Any]:
         return {"outcomes": dict(self.outcomes), "next_id": self.next_id}
 
+    def restore(self, state: dict[str, Any]) -> None:
+        self.outcomes = Counter(state.get("outcomes", {}))
+        self.next_id = int(state.get("next_id", 1))
+
     def report(self) -> dict[str, Any]:
         return {"answers": dict(self.outcomes), "next_id": self.next_id}

@@ -29,6 +29,7 @@ class MisreportedAge(Effect):
         self.true = self.ctx.ages(world, n)[rows].astype(np.int16)
         lo, hi = self.spec.reported
         world.pop.age[rows] = rng.integers(lo, hi + 1, len(rows)).astype(np.int16)
+        world.dirty[rows] = True
         self.ctx.true_age_rows = np.concatenate([self.ctx.true_age_rows, rows])
         self.ctx.true_age = np.concatenate([self.ctx.true_age, self.true])
         self.count(rows + 1)
@@ -56,6 +57,7 @@ class MisreportedAge(Effect):
     def finish(self, world):
         if np.isfinite(self.end):  # a bounded window: the users tell the truth again
             world.pop.age[self.rows] = self.true
+            world.dirty[self.rows] = True
             keep = ~np.isin(self.ctx.true_age_rows, self.rows)
             self.ctx.true_age_rows, self.ctx.true_age = self.ctx.true_age_rows[keep], self.ctx.true_age[keep]
 

@@ -52,6 +52,7 @@ def create_accounts(
         batch.binge[:] = 0.0
     ids = world.pop.add(batch)
     world._grow_user_state()  # the engine's per-user arrays follow the population
+    world.dirty[ids - 1] = True
     return ids
 
 
@@ -97,6 +98,7 @@ class TasteShift(Effect):
         done = self.applied.get(lane_index, 0)
         if due - done >= self.STEP or (due == self.ticks and due > done):
             world.pop.taste[rows] += (due - done) * self.rate * self.direction[None, :]
+            world.dirty[rows] = True
             self.applied[lane_index] = due
         self.lane_users[lane_index] = len(rows)
         self.touched["users"] = sum(self.lane_users.values())
@@ -323,6 +325,7 @@ class ActivityChange(Effect):
             away = rows[np.random.default_rng([self.ctx.seed, 13, self.index, 99]).random(n)[rows] < away_share]
             free = world.busy_until[away] <= t1
             world.busy_until[away[free]] = np.maximum(world.busy_until[away[free]], min(self.end, t0 + DAY))
+            world.dirty[away[free]] = True
             self.touched["users_away"] = max(self.touched["users_away"], len(away))
         return []
 
@@ -379,6 +382,7 @@ class UserWave(Effect):
             for t, u in zip(times.tolist(), ids.tolist(), strict=True)
         ]
         world.active[ids - 1] = True
+        world.dirty[ids - 1] = True
         world.lanes[lane_index].queue.push(
             times + 60 + self.rng(int(t0) // 60, 1).random(len(ids)) * 1800, (ids - 1).astype(np.int32)
         )

@@ -126,6 +126,9 @@ class InvalidRequests(Effect):
     def state(self) -> dict[str, Any]:
         return {"outcomes": dict(self.outcomes)}
 
+    def restore(self, state: dict[str, Any]) -> None:
+        self.outcomes = Counter(state.get("outcomes", {}))
+
     def report(self) -> dict[str, Any]:
         return {"answers": dict(self.outcomes)}
 
