@@ -147,8 +147,9 @@ def _rng_state(rng: np.random.Generator | None) -> dict | None:
 
 
 def _immutable(name: str) -> bool:
-    """Arrays the world replaces but never writes in place (a lane's day plan): the same object, the same content."""
-    return name.endswith((".plan_t", ".plan_u"))
+    """Arrays the world replaces but never writes in place (a lane's day plan, the scorer's start-of-day taste
+    `extra.<component>.taste_start`): the same object, the same content, so kept by reference, not copied."""
+    return name.endswith((".plan_t", ".plan_u", ".taste_start"))
 
 
 def capture(world: World) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

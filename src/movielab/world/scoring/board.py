@@ -454,7 +454,9 @@ class DailyScorer:
             f.result()
         if self._day is None:
             return {"day": np.array([np.nan]), "taste_start": np.zeros((0, 0), np.float32)}
-        return {"day": np.array([self._day]), "taste_start": self._taste_start.copy()}
+        # Not a copy: `_taste_start` is replaced at each midnight, never written in place, so a checkpoint keeps it
+        # by reference and a delta sees it unchanged (`checkpoint._immutable`) instead of copying 1M × k floats.
+        return {"day": np.array([self._day]), "taste_start": self._taste_start}
 
     def restore(self, state: dict[str, np.ndarray]) -> None:
         """Continue from `state()`; the users' pick history is read back from the session log's day files."""
