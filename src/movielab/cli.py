@@ -176,25 +176,20 @@ def _stream_summary(config, full: bool) -> str:
 
 
 def _cmd_course_score(args: argparse.Namespace) -> int:
+    from movielab.course.scoreargs import check_request
     from movielab.world.scoring.board import report
 
     if args.file is not None:  # the course file says where its scores, sessions and manifest are
         from movielab.course.config import load
 
         config = load(args.file)
+        manifest = check_request(args.team, args.day, args.manifest, config)  # before the (long) stream read
         if not args.no_stream:
             print(_stream_summary(config, args.full_stream), flush=True)
-        print(
-            report(
-                config.reports_dir,
-                team=args.team,
-                day=args.day,
-                manifest=args.manifest or (config.manifest_path if config.manifest_path.exists() else None),
-                sessions=config.state_dir,
-            )
-        )
+        print(report(config.reports_dir, team=args.team, day=args.day, manifest=manifest, sessions=config.state_dir))
         return 0
-    print(report(args.state, team=args.team, day=args.day, manifest=args.manifest))
+    manifest = check_request(args.team, args.day, args.manifest)
+    print(report(args.state, team=args.team, day=args.day, manifest=manifest))
     return 0
 
 
