@@ -169,7 +169,8 @@ def _stream_summary(config, full: bool) -> str:
     downs = ", ".join(f"{m} from {t:%Y-%m-%dT%H:%M}" for m, t in got.takedowns) or "none"
     return (
         f"course checks from the stream: {sum(got.lines.values()):,} lines of {len(got.lines)} topic(s) read in "
-        f"{got.seconds:.1f} s"
+        f"{got.seconds:.1f} s ({sum(got.other_lines.values()):,} not requests, {sum(got.unparsable.values()):,} "
+        f"unparsable, {sum(got.undated.values()):,} of them without a date)"
         + (f" (from the day before {got.since}; {got.kept} earlier day(s) final, kept)" if got.since else "")
         + f"; takedowns: {downs}; written to {config.reports_dir / 'stream.csv'}"
     )
