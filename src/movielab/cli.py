@@ -324,11 +324,11 @@ def _describe(exc: Exception) -> str:
     """One line per problem; a configuration error names each field, its value and the reason."""
     from pydantic import ValidationError
 
+    from movielab.validation import place, reason
+
     if not isinstance(exc, ValidationError):
         return str(exc)
-    problems = [
-        f"{'.'.join(str(p) for p in e['loc']) or exc.title}={e.get('input')!r}: {e['msg']}" for e in exc.errors()
-    ]
+    problems = [f"{place(tuple(e['loc'])) or exc.title}={e.get('input')!r}: {reason(e)}" for e in exc.errors()]
     return f"invalid {exc.title} setting: " + "; ".join(problems)
 
 

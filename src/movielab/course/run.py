@@ -39,7 +39,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from movielab.auth import ensure_tokens
 from movielab.course.claims import TopicClaimed, claim_topics, course_identity
-from movielab.course.config import CourseConfig, CourseFileError, load
+from movielab.course.config import CourseConfig, CourseFileError, load, team_place
 from movielab.kafka.admin import ensure_topics
 from movielab.kafka.broker import EmbeddedBroker
 from movielab.kafka.producer import KafkaSink
@@ -401,10 +401,9 @@ def _reload(run: CourseRun, live: dict, new: CourseConfig, client, pending: list
     for i, (a, b) in enumerate(zip(old.teams, new.teams, strict=False)):
         if old_topics[i] != new_topics[i]:
             logger.error(
-                "course file %s: teams.%d.topic cannot change while the course runs (%s -> %s); "
-                "keeping the running teams",
+                "course file %s: %s cannot change while the course runs (%s -> %s); keeping the running teams",
                 new.path,
-                i,
+                team_place(i, "topic"),
                 old_topics[i],
                 new_topics[i],
             )
@@ -442,7 +441,7 @@ def _join_teams(
         i = pending[0]
         entry, topic = config.teams[i], config.topics()[i]
         if not hasattr(client, "add_team"):
-            raise CourseFileError(f"teams.{i}: the recommendation service in use cannot add teams")
+            raise CourseFileError(f"{team_place(i)}: the recommendation service in use cannot add teams")
         ensure_topics(run.bootstrap, [topic], partitions=config.kafka.partitions)
         lines = {t: _total(o) for t, o in end_offsets(run.bootstrap, [topic]).items()}
         claim_topics(run.bootstrap, [topic], ident, first_start=True, lines=lines)
