@@ -117,7 +117,7 @@ def _cmd_course_run(args: argparse.Namespace) -> int:
         )
 
     run = run_course(load(args.file), on_ready=ready)
-    print(f"course stopped at checkpoint; lines per topic: {run.lines()}")
+    print(f"course {'finished' if run.finished else 'stopped at checkpoint'}; lines per topic: {run.lines()}")
     return 0
 
 
