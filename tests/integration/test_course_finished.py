@@ -56,6 +56,7 @@ def test_a_clean_resume_is_quiet_and_a_finished_course_says_so_and_writes_nothin
         second = run_course(config, universe=universe)  # resumes the clean stop and runs to the end
         resumed = [r for r in caplog.records if r.getMessage().startswith("resumed from the checkpoint")]
         assert len(resumed) == 1 and set(second.re_emitted.values()) == {0}
+        assert resumed[0].levelno == logging.INFO  # nothing produced again: not a warning
         assert second.finished and any("course short finished" in r.getMessage() for r in caplog.records)
         assert course_status(config, live=False)["process"]["state"] == "finished"
         manifest = config.manifest_path.read_bytes()

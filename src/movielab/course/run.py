@@ -409,7 +409,8 @@ def _resume(run: CourseRun, cp: checkpoint.Checkpoint, manifest: Manifest) -> No
         run.re_emitted[topic] = after
     run.base_lines = dict(cp.info.get("lines", {}))
     run.restored_from = cp.sim_time
-    logger.warning(
+    logger.log(
+        logging.WARNING if any(run.re_emitted.values()) else logging.INFO,  # 0 after a clean stop: nothing doubled
         "resumed from the checkpoint of %s (written %s); lines the topics got after it, produced again now: %s",
         _iso(cp.sim_time),
         time.ctime(cp.meta["written_at"]),
