@@ -318,7 +318,7 @@ def run_course(
         _save(run, saver, live["config"], background=False)  # the sinks are flushed and closed: offsets are final
         run.finished = end is not None and world.now >= end
         if run.finished:
-            logger.warning(
+            logger.info(
                 "course %s finished: its %g simulated day(s) ended at %s", config.name, wc.days, _iso(world.now)
             )
         _status(state_dir, "finished" if run.finished else "stopped", run)
