@@ -117,7 +117,7 @@ def _cmd_course_run(args: argparse.Namespace) -> int:
         )
 
     run = run_course(load(args.file), on_ready=ready)
-    print(f"course stopped at checkpoint; lines per topic: {run.lines()}")
+    print(f"course {'finished' if run.finished else 'stopped at checkpoint'}; lines per topic: {run.lines()}")
     return 0
 
 
@@ -169,32 +169,28 @@ def _stream_summary(config, full: bool) -> str:
     downs = ", ".join(f"{m} from {t:%Y-%m-%dT%H:%M}" for m, t in got.takedowns) or "none"
     return (
         f"course checks from the stream: {sum(got.lines.values()):,} lines of {len(got.lines)} topic(s) read in "
-        f"{got.seconds:.1f} s"
+        f"{got.seconds:.1f} s ({sum(got.other_lines.values()):,} not requests, {sum(got.unparsable.values()):,} "
+        f"unparsable, {sum(got.undated.values()):,} of them without a date)"
         + (f" (from the day before {got.since}; {got.kept} earlier day(s) final, kept)" if got.since else "")
         + f"; takedowns: {downs}; written to {config.reports_dir / 'stream.csv'}"
     )
 
 
 def _cmd_course_score(args: argparse.Namespace) -> int:
+    from movielab.course.scoreargs import check_request
     from movielab.world.scoring.board import report
 
     if args.file is not None:  # the course file says where its scores, sessions and manifest are
         from movielab.course.config import load
 
         config = load(args.file)
+        manifest = check_request(args.team, args.day, args.manifest, config)  # before the (long) stream read
         if not args.no_stream:
             print(_stream_summary(config, args.full_stream), flush=True)
-        print(
-            report(
-                config.reports_dir,
-                team=args.team,
-                day=args.day,
-                manifest=args.manifest or (config.manifest_path if config.manifest_path.exists() else None),
-                sessions=config.state_dir,
-            )
-        )
+        print(report(config.reports_dir, team=args.team, day=args.day, manifest=manifest, sessions=config.state_dir))
         return 0
-    print(report(args.state, team=args.team, day=args.day, manifest=args.manifest))
+    manifest = check_request(args.team, args.day, args.manifest)
+    print(report(args.state, team=args.team, day=args.day, manifest=manifest))
     return 0
 
 
@@ -328,11 +324,11 @@ def _describe(exc: Exception) -> str:
     """One line per problem; a configuration error names each field, its value and the reason."""
     from pydantic import ValidationError
 
+    from movielab.validation import place, reason
+
     if not isinstance(exc, ValidationError):
         return str(exc)
-    problems = [
-        f"{'.'.join(str(p) for p in e['loc']) or exc.title}={e.get('input')!r}: {e['msg']}" for e in exc.errors()
-    ]
+    problems = [f"{place(tuple(e['loc'])) or exc.title}={e.get('input')!r}: {reason(e)}" for e in exc.errors()]
     return f"invalid {exc.title} setting: " + "; ".join(problems)
 
 

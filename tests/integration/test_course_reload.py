@@ -140,11 +140,11 @@ def test_a_team_removed_from_the_file_is_refused_at_start(universe, tmp_path) ->
         course.write_text(text)
         run = run_course(load(course), universe=universe)
         status = course_status(load(course))
-        assert status["process"]["state"] == "stopped" and not status["process"]["alive"]
+        assert status["process"]["state"] == "finished" and not status["process"]["alive"]  # it reached its days
         assert status["topics_now"] == run.lines() == status["checkpoint"]["lines"]  # every line on its topic
         shown = format_status(status).splitlines()
         assert shown[1].startswith("world process") and shown[1].endswith(
-            f"stopped; simulated time {datetime.fromtimestamp(run.world.now, UTC):%Y-%m-%dT%H:%M:%S}"
+            f"finished; simulated time {datetime.fromtimestamp(run.world.now, UTC):%Y-%m-%dT%H:%M:%S}"
         )
         header = next(i for i, line in enumerate(shown) if line.startswith("team  name"))
         assert shown[header].split() == ["team", "name", "url", "topic", "lines", "at", "checkpoint", "lines", "now"]

@@ -49,23 +49,29 @@ def test_the_example_is_a_valid_course_with_two_teams(tmp_path) -> None:
         ("name = 'x'\n", r"teams: Field required"),
         (
             TEAMS.replace("http://127.0.0.1:8092", "ftp://x"),
-            r"teams\.1\.url: (?!.*team 0).*must look like http://host:port",
+            r"team 2 \(teams\[1\]\)\.url: (?!.*team 0).*must look like http://host:port",
         ),
-        (TEAMS.replace("http://127.0.0.1:8092", "not a url"), r"teams\.1\.url: .*the host must be a name or address"),
-        (TEAMS.replace('name = "b"', 'name = "a"'), r"teams\.1\.name: 'a' is already team 1's"),
-        (TEAMS + 'topic = "movielog1"\n', r"teams\.1\.topic: 'movielog1' is already team 1's"),
-        (TEAMS + 'topic = "bad topic"\n', r"teams\.1\.topic: .*not a Kafka topic name"),
+        (
+            TEAMS.replace("http://127.0.0.1:8092", "not a url"),
+            r"team 2 \(teams\[1\]\)\.url: .*the host must be a name or address",
+        ),
+        (TEAMS.replace('name = "b"', 'name = "a"'), r"team 2 \(teams\[1\]\)\.name: 'a' is already team 1's"),
+        (TEAMS + 'topic = "movielog1"\n', r"team 2 \(teams\[1\]\)\.topic: 'movielog1' is already team 1's"),
+        (TEAMS + 'topic = "bad topic"\n', r"team 2 \(teams\[1\]\)\.topic: .*not a Kafka topic name"),
         (
             TEAMS + "user_share = 0.7\n",
-            r"teams\.1\.user_share: 0\.7 is not 1/2 \(0\.5\): every team serves the same share .*"
+            r"team 2 \(teams\[1\]\)\.user_share: 0\.7 is not 1/2 \(0\.5\): every team serves the same share .*"
             r"user u belongs to team \(u - 1\) % 2 \+ 1.* uneven shares are not supported: remove user_share",
         ),
         ("[world\n", r"is not valid TOML"),
     ],
 )
 def test_invalid_course_files_are_refused_naming_the_field(text, message) -> None:
-    with pytest.raises(CourseFileError, match=message):
+    with pytest.raises(CourseFileError, match=message) as got:
         parse(text)
+    # The place is the field (a team by its number and its entry), not pydantic's "file: Value error, " prefix.
+    assert str(got.value).startswith("course file <course file>") and "Value error" not in str(got.value)
+    assert "course file <course file>: file: " not in str(got.value)
 
 
 def test_an_ipv6_team_url_keeps_its_brackets_in_the_calls_and_the_lines() -> None:

@@ -210,6 +210,8 @@ def test_stream_checks_per_day_windows_and_counts() -> None:
         _rec("2026-03-27T00:00:00.000001", 6, None),  # after it
         watch_line("2026-03-22T11:00:00", 1, "a+1", 3),
         "2026-03-22T11:00:00,1,recommendation request broken",
+        watch_line("2026-03-23T01:00:00", 1, "a+1", 4),  # a day without requests
+        "no stamp here",
     ]
     for i, line in enumerate(lines):
         checks.add(line.encode() if i % 2 else line)  # bytes from Kafka or text
@@ -218,7 +220,13 @@ def test_stream_checks_per_day_windows_and_counts() -> None:
     assert got["personalized_share"] == pytest.approx(2 / 4)
     assert got["window_requests"] == 7 and got["availability"] == pytest.approx(5 / 7)
     assert got["takedown_violations"] == 2 and got["window_complete"] is True
-    assert checks.unparsable == 1 and checks.other_lines == 1 and checks.recommendation_lines == 9
+    assert checks.unparsable == 1 and checks.other_lines == 3 and checks.recommendation_lines == 9
+    # Lines not parsed are counted on their own day (not the whole read's count on every day), undated apart.
+    assert got["unparsable"] == 1 and got["other_lines"] == 1
+    assert checks.day(date(2026, 3, 23))["other_lines"] == 1 and checks.day(date(2026, 3, 20))["other_lines"] == 0
+    assert checks.undated() == {"other_lines": 1, "unparsable": 0}
+    assert date(2026, 3, 23) in checks.dates() and date(2026, 3, 23) not in checks.days
+    assert sum(checks.day(d)["other_lines"] + checks.day(d)["unparsable"] for d in checks.dates()) == 3
     assert checks.day(date(2026, 3, 26))["window_complete"] is False  # lines of the 30th not seen yet
     empty = checks.day(date(2026, 1, 1))
     assert empty["answered_24h"] == 0 and math.isnan(empty["personalized_share"])

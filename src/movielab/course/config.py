@@ -5,7 +5,8 @@
     movielab course status course.toml   # where it stands
 
 Relative paths in the file are relative to the file's folder. Unknown keys are errors; every error
-names the field (`teams.2.url`, `world.users`, ...) and the reason.
+names the field (`world.users`, `team 2 (teams[1]).url`: team N is the N-th `[[teams]]` entry, `teams[N-1]`)
+and the reason.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from movielab.contract import editions
 from movielab.course.errors import CourseError
+from movielab.validation import place, problems
 from movielab.world.client import Team
 from movielab.world.clock import parse_start
 from movielab.world.config import Dataset, WorldConfig
@@ -179,7 +181,7 @@ class CourseConfig(BaseModel):
             seen: dict[str, int] = {}
             for i, value in enumerate(getattr(self, f"{what}s")()):
                 if value in seen:
-                    raise ValueError(f"teams.{i}.{what}: {value!r} is already team {seen[value] + 1}'s")
+                    raise ValueError(f"{team_place(i, what)}: {value!r} is already team {seen[value] + 1}'s")
                 seen[value] = i
         ins = self.instructor
         if ins.enabled and ins.port != 0 and ins.port == self.api.port:
@@ -188,7 +190,7 @@ class CourseConfig(BaseModel):
         for i, t in enumerate(self.teams):
             if t.user_share is not None and abs(t.user_share - 1 / n) > 1e-6:
                 raise ValueError(
-                    f"teams.{i}.user_share: {t.user_share} is not 1/{n} ({1 / n:.4g}): every team serves the same "
+                    f"{team_place(i, 'user_share')}: {t.user_share} is not 1/{n} ({1 / n:.4g}): every team serves the same "
                     f"share of the users (user u belongs to team (u - 1) % {n} + 1, new accounts too); uneven "
                     f"shares are not supported: remove user_share, or set it to 1/{n} on every team"
                 )
@@ -275,8 +277,19 @@ class CourseConfig(BaseModel):
         }
 
 
+def team_place(index: int, field: str | None = None) -> str:
+    """Where a team's entry is, by its team number and its 0-based entry: `team 2 (teams[1]).url`."""
+    return f"team {index + 1} (teams[{index}])" + (f".{field}" if field else "")
+
+
+def _place(loc: tuple[Any, ...]) -> str:
+    if len(loc) >= 2 and loc[0] == "teams" and isinstance(loc[1], int):
+        return team_place(loc[1], place(loc[2:]) or None)
+    return place(loc)
+
+
 def _describe(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors())
+    return "; ".join(problems(exc, _place))
 
 
 def parse(text: str, path: Path | None = None) -> CourseConfig:

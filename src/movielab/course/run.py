@@ -13,6 +13,8 @@ boundary). Started again with the same course file, it resumes from the newest c
   differ, not necessarily identical). At most `checkpoint_every_minutes` simulated minutes of lines are
   doubled; none is lost. How many were on the topics after the checkpoint is logged and recorded in the
   manifest (`{"kind": "restored", "re_emitted": {topic: lines}}`).
+- A course that reached its `days` is finished: it stops with status "finished", and started again it says so,
+  runs nothing and writes nothing to the manifest (raise `days` in the course file to continue it).
 
 Every team change and restore is appended to the manifest (JSON lines, `state/manifest.jsonl`) through the
 same `world.manifest.Manifest` the scenario (`world.scenario`) writes its injections to. The hidden session log
@@ -39,7 +41,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from movielab.auth import ensure_tokens
 from movielab.course.claims import TopicClaimed, claim_topics, course_identity
-from movielab.course.config import CourseConfig, CourseFileError, load
+from movielab.course.config import CourseConfig, CourseFileError, load, team_place
 from movielab.kafka.admin import ensure_topics
 from movielab.kafka.broker import EmbeddedBroker
 from movielab.kafka.producer import KafkaSink
@@ -118,8 +120,8 @@ class CourseRun:
     """Handles of a running course, given to `on_ready` and returned at the end."""
 
     config: CourseConfig
-    world: World
-    universe: Universe
+    world: World | None  # None when the course was already finished: nothing was built
+    universe: Universe | None
     bootstrap: str
     api_url: str
     topics: list[str]
@@ -133,13 +135,19 @@ class CourseRun:
     manifest: Manifest | None = None  # the hidden manifest (scenario injections and the course's own records)
     board: Scoreboard | None = None  # the scoreboard (in the reports folder)
     instructor_url: str = ""  # manifest, scores and /metrics behind the instructor token ("" when disabled)
+    finished: bool = False  # the course reached its `days` (in this process, or before it: then nothing ran)
+    finished_at: float | None = None  # simulated time of the checkpoint of a course already finished at the start
 
     def lines(self) -> dict[str, int]:
         """Lines the world produced per topic over the whole course (this process and those before)."""
         return {
-            t: self.base_lines.get(t, 0) + (s.sent if i < len(self.sinks) else 0)
-            for i, (t, s) in enumerate(zip(self.topics, self.sinks, strict=False))
+            t: self.base_lines.get(t, 0) + (self.sinks[i].sent if i < len(self.sinks) else 0)
+            for i, t in enumerate(self.topics)
         }
+
+    def now(self) -> float | None:
+        """The world's simulated time (of the checkpoint, when the course was already finished)."""
+        return self.world.now if self.world is not None else self.finished_at
 
 
 class _Reloader(threading.Thread):
@@ -179,7 +187,8 @@ def run_course(
 
     `service(teams, universe)` replaces the HTTP client (tests: a fixed answer). Raises `CourseFileError` for a
     course file that does not fit its state (a team removed), `checkpoint.CheckpointMismatch` for a checkpoint
-    of another version or configuration.
+    of another version or configuration. A course whose checkpoint reached its `days` is finished: the returned
+    run has `finished` set and no world; nothing is started and nothing is written to the manifest.
     """
     check_free(config.api.host, config.api.port, f"course file {config.path}: [api] port")  # before anything is written
     if config.instructor.enabled:
@@ -195,6 +204,9 @@ def run_course(
             f"{state_dir} has {n_lanes}: a team cannot be removed from a running course"
         )
     wc = config.world_config()
+    end = run_until(wc)
+    if cp is not None and end is not None and cp.sim_time >= end:
+        return _already_finished(config, cp, n_lanes, state_dir)
     broker = api = client = reloader = instructor = scorer = None
     manifest = Manifest(config.manifest_path)
     try:
@@ -307,7 +319,12 @@ def run_course(
         )
         scorer.close(world)  # the day in progress is scored as it stands (again, in full, after a restart)
         _save(run, saver, live["config"], background=False)  # the sinks are flushed and closed: offsets are final
-        _status(state_dir, "stopped", run)
+        run.finished = end is not None and world.now >= end
+        if run.finished:
+            logger.info(
+                "course %s finished: its %g simulated day(s) ended at %s", config.name, wc.days, _iso(world.now)
+            )
+        _status(state_dir, "finished" if run.finished else "stopped", run)
         return run
     finally:
         if reloader is not None:
@@ -321,6 +338,33 @@ def run_course(
             api.stop()
         if broker is not None:
             broker.stop()
+
+
+def _already_finished(config: CourseConfig, cp: checkpoint.Checkpoint, n_lanes: int, state_dir: Path) -> CourseRun:
+    """The run of a course whose checkpoint reached its end: said (log, status "finished"), nothing else done."""
+    run = CourseRun(
+        config,
+        None,
+        None,
+        config.kafka.bootstrap or "",
+        "",
+        config.topics()[:n_lanes],
+        [],
+        dict(cp.info.get("lines", {})),
+        finished=True,
+        finished_at=cp.sim_time,
+    )
+    logger.warning(
+        "course %s is finished: its checkpoint %s is at %s, the end of its %g simulated day(s); nothing to run "
+        "(raise world.days in %s to continue it)",
+        config.name,
+        cp.path,
+        _iso(cp.sim_time),
+        config.world.days,
+        config.path,
+    )
+    _status(state_dir, "finished", run)
+    return run
 
 
 def _start_instructor(config: CourseConfig, run: CourseRun, scenario: ScenarioRuntime | None) -> ServerThread | None:
@@ -368,7 +412,8 @@ def _resume(run: CourseRun, cp: checkpoint.Checkpoint, manifest: Manifest) -> No
         run.re_emitted[topic] = after
     run.base_lines = dict(cp.info.get("lines", {}))
     run.restored_from = cp.sim_time
-    logger.warning(
+    logger.log(
+        logging.WARNING if any(run.re_emitted.values()) else logging.INFO,  # 0 after a clean stop: nothing doubled
         "resumed from the checkpoint of %s (written %s); lines the topics got after it, produced again now: %s",
         _iso(cp.sim_time),
         time.ctime(cp.meta["written_at"]),
@@ -404,10 +449,9 @@ def _reload(run: CourseRun, live: dict, new: CourseConfig, client, pending: list
     for i, (a, b) in enumerate(zip(old.teams, new.teams, strict=False)):
         if old_topics[i] != new_topics[i]:
             logger.error(
-                "course file %s: teams.%d.topic cannot change while the course runs (%s -> %s); "
-                "keeping the running teams",
+                "course file %s: %s cannot change while the course runs (%s -> %s); keeping the running teams",
                 new.path,
-                i,
+                team_place(i, "topic"),
                 old_topics[i],
                 new_topics[i],
             )
@@ -445,7 +489,7 @@ def _join_teams(
         i = pending[0]
         entry, topic = config.teams[i], config.topics()[i]
         if not hasattr(client, "add_team"):
-            raise CourseFileError(f"teams.{i}: the recommendation service in use cannot add teams")
+            raise CourseFileError(f"{team_place(i)}: the recommendation service in use cannot add teams")
         ensure_topics(run.bootstrap, [topic], partitions=config.kafka.partitions)
         lines = {t: _total(o) for t, o in end_offsets(run.bootstrap, [topic]).items()}
         claim_topics(run.bootstrap, [topic], ident, first_start=True, lines=lines)
@@ -522,7 +566,7 @@ def _status(state_dir: Path, state: str, run: CourseRun) -> None:
             "state": state,
             "pid": os.getpid(),
             "updated_at": time.time(),
-            "sim_time": run.world.now,
+            "sim_time": run.now(),
             "api": run.api_url,
             "instructor": run.instructor_url,
             "bootstrap": run.bootstrap,

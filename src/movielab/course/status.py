@@ -78,7 +78,13 @@ def format_status(s: dict[str, Any]) -> str:
     lines = [f"course {s['course']} (state in {s['state_dir']})"]
     p = s["process"]
     if p is not None:
-        state = "running" if p["alive"] else ("stopped" if p["state"] == "stopped" else "not running (killed?)")
+        state = (
+            "running"
+            if p["alive"]
+            else p["state"]
+            if p["state"] in ("stopped", "finished")
+            else "not running (killed?)"
+        )
         lines.append(f"world process {p['pid']}: {state}; simulated time {p['sim_time']}")
         lines.append(f"  API {p['api'] or '-'}; Kafka {p['bootstrap']}; instructor {p.get('instructor') or '-'}")
         if p.get("restored_from") is not None:

@@ -160,6 +160,9 @@ class StreamResult:
 
     rows: dict[str, list[dict]] = field(default_factory=dict)  # day (YYYY-MM-DD) -> one row per team
     lines: dict[str, int] = field(default_factory=dict)  # topic -> lines read
+    other_lines: dict[str, int] = field(default_factory=dict)  # topic -> lines read that are not requests
+    unparsable: dict[str, int] = field(default_factory=dict)  # topic -> request-like lines read that do not parse
+    undated: dict[str, int] = field(default_factory=dict)  # topic -> other or unparsable lines read without a date
     seconds: float = 0.0
     takedowns: list[tuple[str, datetime]] = field(default_factory=list)
     since: date | None = None  # the first day read again (None: every line of the topics was read)
@@ -184,7 +187,9 @@ def stream_checks(
     kept; the topics are read from one day before the first day graded again (a slack day for lines out of
     order, itself not re-graded), so the cost is that of the last few days, not of the whole course. The
     availability windows are computed again over every day. Each row: day, team, topic, and `stream_*` figures
-    (`stream_unparsable`/`stream_other_lines` count the lines read). StreamReadError when a topic cannot be read.
+    (`stream_unparsable`/`stream_other_lines`: that day's lines of each kind, dated by their first ten characters;
+    the result's `other_lines`/`unparsable`/`undated` count them over the whole read, those without a date
+    included). StreamReadError when a topic cannot be read.
     """
     t0 = time.perf_counter()
     downs = takedowns(manifest) if manifest is not None else []
@@ -203,7 +208,9 @@ def stream_checks(
             n += 1
         checks.append(c)
         out.lines[topic] = n
-    fresh = {d for c in checks for d in c.days if since is None or d >= since}
+        out.other_lines[topic], out.unparsable[topic] = c.other_lines, c.unparsable
+        out.undated[topic] = sum(c.undated().values())
+    fresh = {d for c in checks for d in c.dates() if since is None or d >= since}
     kept = {date.fromisoformat(d) for d in earlier if since is not None and date.fromisoformat(d) < since}
     out.kept = len(kept)
     by_team: dict[int, dict[date, dict]] = {}
@@ -216,8 +223,6 @@ def stream_checks(
             got = c.day(d)
             row = {"day": d.isoformat(), "team": i, "topic": topic}
             row.update({f"stream_{k}": v for k, v in got.items()})
-            row["stream_unparsable"] = c.unparsable
-            row["stream_other_lines"] = c.other_lines
             mine[d] = row
         counts = {d: (r.get("stream_requests") or 0, r.get("stream_answered_24h") or 0) for d, r in mine.items()}
         for d, row in mine.items():  # the windows over every day, final and fresh

@@ -55,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     c = _config(args)
     params = json.loads(args.params) if args.params else None
-    with EventStore(c.store) as store:
+    with EventStore(c.store, existing=True) as store:
         trained = train(
             store,
             c.model,
@@ -99,7 +99,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from movielab.recommender.training.data import TrainingData
 
         c = _config(args)
-        with EventStore(c.store) as store:
+        with EventStore(c.store, existing=True) as store:
             snap = (
                 store.snapshot(args.snapshot)
                 if args.snapshot
@@ -131,7 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     folder = Path(args.version) if args.version else latest(c.artifacts, args.model)
     segments = args.segments
     if segments is None and c.store.exists():  # replicas have no store: the segments travel as a file
-        with EventStore(c.store) as store:
+        with EventStore(c.store, existing=True) as store:
             segments = write_segments(folder / "segments.json", store.user_segments())
     loaded = load_version(folder, segments)
     tokens_path = Path(args.tokens) if args.tokens else Path(c.store).parent / TOKEN_FILE
@@ -156,7 +156,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     c = _config(args)
     if args.params:
         c = c.model_copy(update={"model_params": json.loads(args.params)})
-    with EventStore(c.store) as store:
+    with EventStore(c.store, existing=True) as store:
         record = Retrainer.from_config(c, store).run(trigger="on demand")
     print(json.dumps(record.as_dict(), indent=2, default=str))
     return 0 if record.status == "accepted" else 1

@@ -142,11 +142,24 @@ class EventStore(RecordStore, SnapshotStore):
     """Append-only event store over DuckDB; `path=None` keeps it in memory (tests)."""
 
     def __init__(
-        self, path: Path | str | None = None, default_runtime: int = DEFAULT_RUNTIME, threads: int | None = None
+        self,
+        path: Path | str | None = None,
+        default_runtime: int = DEFAULT_RUNTIME,
+        threads: int | None = None,
+        existing: bool = False,
     ) -> None:
-        """Open (or create) the store; `threads` caps DuckDB's threads (1 suits a process that mostly ingests)."""
+        """Open (or create) the store; `threads` caps DuckDB's threads (1 suits a process that mostly ingests).
+
+        `existing=True` is for commands that only read it (train, evaluate, retrain): a file that does not exist
+        raises StoreError naming it, and nothing is created.
+        """
         self.path = None if path is None else Path(path)
         self.default_runtime = default_runtime
+        if self.path is not None and existing and not self.path.is_file():
+            raise StoreError(
+                f"no event store at {self.path}: run `movielab recommender ingest` (or `operate`) first, "
+                "or pass --store"
+            )
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -14,11 +14,14 @@ Every line goes through `movielab.contract.parse_line`; lines that do not parse 
 calendar day (UTC) of a whole topic read once, in order or not: it keeps per day the request and OK counts, the
 day's distinct answer lists (one entry per distinct list: memory grows with the day's distinct lists, not with
 the topic) and the violations. Only lines containing `recommendation request` are parsed; the others are
-counted (`other_lines`), so a topic's lines all appear in one count or another.
+counted (`other_lines`), so a topic's lines all appear in one count or another. The lines not parsed
+(`other_lines`, `unparsable`) are counted per day by their first ten characters (the date of their time stamp),
+those without a date there as `undated()`: summed over the days and `undated`, they are the totals.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -88,6 +91,17 @@ def _takedowns(takedowns: Iterable[tuple[str, datetime]]) -> list[tuple[str, dat
 #: The course's availability window around a time t: from 72 hours before to 96 hours after.
 WINDOW_DAYS_BEFORE, WINDOW_DAYS_AFTER = 3, 4
 _MARK = b"recommendation request"
+_DATE = re.compile(rb"\d{4}-\d{2}-\d{2}")
+
+
+def _date(key: bytes) -> date | None:
+    """The day a line's first ten bytes name (YYYY-MM-DD), None when they are not a date."""
+    if not _DATE.fullmatch(key):
+        return None
+    try:
+        return date.fromisoformat(key.decode("ascii"))
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -111,20 +125,26 @@ class StreamChecks:
         self.recommendation_lines = 0
         self.other_lines = 0
         self.unparsable = 0  # lines that look like recommendation requests but do not parse
+        # Lines not parsed, per day by the date their first ten bytes name (kept as bytes: no parsing per line).
+        self._other: Counter[bytes] = Counter()
+        self._unparsable: Counter[bytes] = Counter()
 
     def add(self, line: str | bytes) -> None:
         """Count one line of the topic (bytes as Kafka gives them, or text)."""
         raw = line if isinstance(line, bytes) else line.encode("utf-8", "surrogateescape")
         if _MARK not in raw:
             self.other_lines += 1
+            self._other[raw[:10]] += 1
             return
         try:
             event = parse_line(raw.decode("utf-8"))
         except (UnicodeDecodeError, ContractError):
             self.unparsable += 1
+            self._unparsable[raw[:10]] += 1
             return
         if not isinstance(event, RecommendationEvent):  # e.g. a watch line of a movie id holding the words
             self.other_lines += 1
+            self._other[raw[:10]] += 1
             return
         self.recommendation_lines += 1
         d = self.days.get(event.time.date())
@@ -147,21 +167,40 @@ class StreamChecks:
                 if event.time >= since and movie in event.recommendations:
                     d.violations[movie] += 1
 
+    def dates(self) -> set[date]:
+        """Every day a line read is stamped with: of a recommendation request, or (by its first ten characters) of
+        another or unparsable line."""
+        seen = set(self.days)
+        for counts in (self._other, self._unparsable):
+            seen.update(d for d in map(_date, counts) if d is not None)
+        return seen
+
+    def undated(self) -> dict[str, int]:
+        """{other_lines, unparsable}: the lines of each count whose first ten characters are not a date (in no day)."""
+        return {
+            name: sum(n for key, n in counts.items() if _date(key) is None)
+            for name, counts in (("other_lines", self._other), ("unparsable", self._unparsable))
+        }
+
     def day(self, day: date) -> dict[str, object]:
         """The checks at the end of `day` (its 24 hours; availability from 72 h before to 96 h after its end).
 
         Returns {answered_24h, personalized_share, availability, window_requests, window_complete,
-        takedown_violations (that day, all movies), requests}; window_complete is False while the topic has no
-        line of the window's last day yet (the figure will still change).
+        takedown_violations (that day, all movies), requests, unparsable, other_lines}; window_complete is False
+        while the topic has no line of the window's last day yet (the figure will still change). `unparsable` and
+        `other_lines` count that day's lines of each kind (dated by their first ten characters).
         """
         d = self.days.get(day, _Day())
         personal = sum(n for user, n in d.lists.values() if user != -1)
+        key = day.isoformat().encode("ascii")
         return {
             "answered_24h": d.ok,
             "personalized_share": personal / d.ok if d.ok else float("nan"),
             **availability_window({k: (v.requests, v.ok) for k, v in self.days.items()}, day),
             "takedown_violations": sum(d.violations.values()),
             "requests": d.requests,
+            "unparsable": self._unparsable.get(key, 0),
+            "other_lines": self._other.get(key, 0),
         }
 
 
