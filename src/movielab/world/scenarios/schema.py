@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from movielab.validation import reason
 from movielab.world.data.types import GENRES, OCCUPATIONS
 from movielab.world.errors import WorldError
 
@@ -475,12 +476,11 @@ def _field(error: dict) -> str:
 
 
 def _reason(error: dict) -> str:
-    msg = str(error["msg"])
     if error.get("type") == "union_tag_invalid":
         return f"kind {error.get('input', {}).get('kind')!r} is unknown; one of {error['ctx']['expected_tags']}"
     if error.get("type") == "union_tag_not_found":
         return "no 'kind' (what to inject); one of " + ", ".join(_KINDS)
-    return msg.removeprefix("Value error, ")
+    return reason(error)
 
 
 def parse_scenario(data: dict, source: str) -> Scenario:
