@@ -18,6 +18,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from movielab.course.errors import CourseError
+from movielab.kafka.consumer import consumer_config
 from movielab.world.manifest import manifest_lines
 from movielab.world.scoring.coursechecks import StreamChecks, availability_window
 
@@ -67,17 +68,16 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 600.0, batch: int =
     and nothing is committed. StreamReadError when the broker cannot be reached or the end is not reached within
     `timeout` seconds (naming how many lines were read). A missing topic yields nothing.
     """
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "movielab-course-checks",  # required by librdkafka; never joined (assign, no commits)
-            "enable.auto.commit": False,
+    settings = consumer_config(  # the group id is required by librdkafka; never joined (assign, no commits)
+        bootstrap,
+        "movielab-course-checks",
+        **{
             "enable.partition.eof": False,
-            "fetch.queue.backoff.ms": 50,
             "log_level": 2,  # failures reach the caller as StreamReadError; a broker that is down is not logged per try
             "logger": logger,
-        }
+        },
     )
+    consumer = Consumer(settings)
     read = 0
     try:
         try:
