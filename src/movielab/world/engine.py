@@ -292,13 +292,17 @@ class World:
         bit with the movies of the same row modulo the memory's size, so a watched movie always reads as
         seen and a few unwatched ones do too (never the reverse).
         """
-        h = np.asarray(movies, np.int64) % self._seen_bits
-        word = self.seen[rows, h >> 6]
-        return ((word >> (h & 63).astype(np.uint64)) & np.uint64(1)).astype(np.bool_)
+        word, bit = self._seen_slot(movies)
+        return ((self.seen[rows, word] >> bit) & np.uint64(1)).astype(np.bool_)
 
     def _mark_seen(self, rows: np.ndarray, movies: np.ndarray) -> None:
+        word, bit = self._seen_slot(movies)
+        np.bitwise_or.at(self.seen, (rows, word), np.left_shift(np.uint64(1), bit))
+
+    def _seen_slot(self, movies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each movie row's place in a user's watched-movie memory: (word index, bit in the word as uint64)."""
         h = np.asarray(movies, np.int64) % self._seen_bits
-        np.bitwise_or.at(self.seen, (rows, h >> 6), np.left_shift(np.uint64(1), (h & 63).astype(np.uint64)))
+        return h >> 6, (h & 63).astype(np.uint64)
 
     # --- the loop -------------------------------------------------------------------------
     def run(
