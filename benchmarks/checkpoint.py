@@ -1,24 +1,35 @@
 """Checkpoint size and time at course scale, and what checkpointing every 10 simulated minutes costs.
 
-Builds a world of 1,000,000 users × 27,000 movies (3 teams' lanes, a sink that counts), warms it up so
-viewings, pauses and queues are in steady state, then prints:
-- the size and write time of full and of delta checkpoints (`BackgroundSaver`: a full one, then deltas of the
-  changed user rows until a new chain is due), and how long a periodic (background) checkpoint holds the world;
-- the time to restore the chain the periodic checkpoints left (base + deltas), and a single full one: read the
-  arrays, build the world around the saved population (the universe — data, fit, catalog — is what a fresh start
-  builds too, and is timed apart) and put the state back;
-- the cost of a checkpoint every 10 simulated minutes, as process CPU seconds per event (every thread of the
-  process: the world and the background writer) and as wall-clock events/s, in pairs of segments of one run
-  (without, with; the order alternates so neither mode always sees the later hour of the day). Each pair
-  gives one ratio; the median and the spread (min, quartiles, max) over the pairs are printed. CPU time per
-  event is the robust figure on a shared machine: another process's load stretches the wall clock, not the CPU
-  seconds this process spends per event. A segment with checkpoints waits for its last write to finish: inside
-  its CPU seconds (the writer's work is part of the cost), outside its wall-clock time (in a continuous run the
-  write overlaps the world's next minutes, as it does within the segment), so no write spills into the next one.
-  The pairs' median hides the rare full checkpoint of a new chain: the cost over all segments together (total
-  CPU seconds per event with / without) is printed too, and includes it.
+Builds two identical worlds of 1,000,000 users × 27,000 movies (same configuration, seed and universe; 3 teams'
+lanes; a sink that counts), warms both up so viewings, pauses and queues are in steady state, checks that they
+emitted the same lines, then runs them in turns of 10 simulated minutes (one checkpoint interval): world A without
+checkpoints, world B checkpointing at the start of each of its turns (`BackgroundSaver`; the write overlaps the
+turn's simulation, as in a continuous run, and a boundary is skipped while the previous write is still going, as
+`movielab course run` does). The order alternates (ABBA). Checkpointing does not change what a world simulates,
+so both emit exactly the same lines in every turn (checked): the two worlds' CPU and wall-clock seconds for the
+same work are compared directly, turn by turn, so a slower stretch of a shared machine (another VM, the CPU's
+clock) hits both alike and the figure does not mix different hours of the simulated day.
 
-    .venv/bin/python benchmarks/checkpoint.py [--users 1000000] [--movies 27000] [--segments 8]
+Printed:
+- the start: B's first checkpoint, a full one captured from the world (its pause and write), before the turns;
+- per link kind (full, delta): size, user rows, write time, the writer thread's CPU, the world's pause (a new
+  chain's full one copies into the buffers the first one allocated: no fresh pages to fault in);
+- the cost of checkpointing over all turns: process CPU seconds (the world's thread and the writer) of B over A's
+  for the same lines, and wall-clock events/s (a turn of B ends by waiting for its write, if still going: that wait
+  counts in its CPU seconds, not its wall time, since a continuous run goes on beside the write); per simulated
+  hour (6 turns each) the median and spread of both;
+- the chain the periodic checkpoints left: links, bytes, time to read and merge it; a synchronous full write
+  (the one on SIGTERM) and its size; a restore from it: read, build the world around the saved population, put
+  the state back.
+
+Run it for more than two days of simulated time (the default, 50 h) so the turns hold a new chain's base written
+into new files (the second chain: nothing retired yet) and one written over the first chain's files (the third:
+the steady state of a running course, whose deltas are written over retired files too).
+
+    .venv/bin/python benchmarks/checkpoint.py [--users 1000000] [--movies 27000] [--hours 50] [--aa]
+
+`--aa` runs the same comparison with neither world checkpointing: what it prints when there is nothing to find
+(the noise floor of the cost figures on this machine).
 
 Targets: write ≤ 5 s, restore ≤ 10 s, files ≤ 1 GB, events/s cost ≤ 5%.
 """
@@ -39,6 +50,8 @@ from movielab.world.bootstrap import build_world
 from movielab.world.config import WorldConfig
 from movielab.world.sinks import KindCounter
 
+TURN = 600.0  # simulated seconds: one checkpoint interval
+
 
 def _size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
@@ -56,6 +69,37 @@ def _spread(xs: list[float]) -> str:
     return f"min {q[0]:+.1%}, quartiles {q[1]:+.1%} / {q[2]:+.1%}, max {q[3]:+.1%}"
 
 
+class _Skipping:
+    """A saver that skips a boundary while the previous checkpoint is still being written (as `course run` does)."""
+
+    def __init__(self, saver: checkpoint.BackgroundSaver) -> None:
+        self.saver, self.skipped = saver, 0
+
+    def wait(self) -> None:
+        self.saver.wait()
+
+    def save(self, world) -> None:
+        if self.saver.busy:
+            self.skipped += 1
+            return
+        self.saver.save(world)
+
+
+def _turn(world, saver: _Skipping | None = None) -> np.ndarray:
+    """Ten simulated minutes of `world` (checkpointed at their start with `saver`): lines emitted, wall seconds,
+    process CPU seconds, world-thread CPU seconds."""
+    before = sum(world.stats.lines.values())
+    t0, c0, w0 = time.perf_counter(), time.process_time(), time.thread_time()
+    if saver is not None:
+        saver.save(world)
+    world.run(until=world.now + TURN)
+    wall = time.perf_counter() - t0
+    if saver is not None:
+        saver.wait()  # its write's CPU is part of the cost (its wall time overlaps the next minutes)
+    n = sum(world.stats.lines.values()) - before
+    return np.array([n, wall, time.process_time() - c0, time.thread_time() - w0])
+
+
 def main() -> None:
     """Run the benchmark and print its figures."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -63,118 +107,116 @@ def main() -> None:
     ap.add_argument("--movies", type=int, default=27_000)
     ap.add_argument("--teams", type=int, default=3)
     ap.add_argument("--warmup-hours", type=float, default=2.0)
-    ap.add_argument("--segment-minutes", type=int, default=30)
-    ap.add_argument("--segments", type=int, default=8, help="pairs of (without, with) segments")
+    ap.add_argument("--hours", type=float, default=50.0, help="simulated hours measured (per world)")
+    ap.add_argument(
+        "--aa",
+        action="store_true",
+        help="A/A run: B does not checkpoint either (what the comparison prints when there is nothing to find)",
+    )
     args = ap.parse_args()
     teams = [f"http://127.0.0.1:{9000 + i}" for i in range(args.teams)]
     config = WorldConfig(users=args.users, movies=args.movies, days=None, teams=teams)
     fields = {"users": args.users, "movies": args.movies}
     state = Path(tempfile.mkdtemp(prefix="movielab-checkpoint-bench-"))
     try:
-        counter = KindCounter()
         t = time.perf_counter()
-        world, universe = build_world(config, sink=counter)
+        plain, universe = build_world(config, sink=KindCounter())
+        world, _ = build_world(config, universe=universe, sink=KindCounter())
         print(
-            f"world built in {time.perf_counter() - t:.1f} s ({args.users:,} users, {args.movies:,} movies, "
-            f"{len(world.lanes)} lanes)"
+            f"two worlds built in {time.perf_counter() - t:.1f} s ({args.users:,} users, {args.movies:,} movies, "
+            f"{len(world.lanes)} lanes each)"
         )
-        world.run(until=world.now + args.warmup_hours * 3600)
+        for w in (plain, world):
+            w.run(until=w.now + args.warmup_hours * 3600)
+        if dict(plain.stats.lines) != dict(world.stats.lines):
+            raise SystemExit(f"the two worlds differ after the warm-up: {plain.stats.lines} vs {world.stats.lines}")
         viewing = sum(len(lane.viewings) for lane in world.lanes)
         print(
-            f"warmed up {args.warmup_hours:g} h: {viewing:,} viewings in progress, "
-            f"{int((world.paused_movie[: world.pop.size] >= 0).sum()):,} paused movies"
+            f"warmed up {args.warmup_hours:g} h: {sum(world.stats.lines.values()):,} lines each, {viewing:,} "
+            f"viewings in progress, {int((world.paused_movie[: world.pop.size] >= 0).sum()):,} paused movies"
         )
 
         saver = checkpoint.BackgroundSaver(state, fields)
-        skipped = [0]
-
-        def save(w) -> None:
-            if saver.busy:  # as `movielab course run` does: the previous one is still being written
-                skipped[0] += 1
-                return
-            saver.save(w)
-
-        seg = args.segment_minutes * 60
-        plain_t = plain_n = with_t = with_n = plain_cpu = with_cpu = 0.0
-        cpu_ratios: list[float] = []  # per pair: CPU seconds per event with / without checkpoints
-        world_ratios: list[float] = []  # per pair: the same, of the world's thread alone (without the writer)
-        wall_ratios: list[float] = []  # per pair: events/s with / without
-        for pair in range(args.segments):
-            # ABBA order: the hour of the day changes the mix of sessions and watch lines, so neither mode goes first
-            got = {}
-            for with_checkpoints in (False, True) if pair % 2 == 0 else (True, False):
-                before, t0, c0 = sum(world.stats.lines.values()), time.perf_counter(), time.process_time()
-                w0 = time.thread_time()
-                if with_checkpoints:
-                    world.run(until=world.now + seg, checkpoint_every=600, on_checkpoint=save)
-                    dt = time.perf_counter() - t0
-                    saver.wait()  # its last write's CPU is part of its cost
-                else:
-                    world.run(until=world.now + seg)
-                    dt = time.perf_counter() - t0
-                cpu, own = time.process_time() - c0, time.thread_time() - w0
-                n = sum(world.stats.lines.values()) - before
-                got[with_checkpoints] = (n, dt, cpu, own)
-                if with_checkpoints:
-                    with_t, with_n, with_cpu = with_t + dt, with_n + n, with_cpu + cpu
-                else:
-                    plain_t, plain_n, plain_cpu = plain_t + dt, plain_n + n, plain_cpu + cpu
-            (n0, t_0, c_0, o_0), (n1, t_1, c_1, o_1) = got[False], got[True]
-            cpu_ratios.append((c_1 / n1) / (c_0 / n0))
-            world_ratios.append((o_1 / n1) / (o_0 / n0))
-            wall_ratios.append((n1 / t_1) / (n0 / t_0))
+        t0 = time.perf_counter()
+        saver.save(world)
+        saver.wait()
+        first = saver.written[0]
+        print(
+            f"start: a full checkpoint captured from the world: the world paused {saver.pause_seconds[0]:.2f} s, "
+            f"written in {time.perf_counter() - t0:.2f} s ({first['cpu_seconds']:.2f} s CPU of the writer), "
+            f"{first['bytes'] / 1e6:,.0f} MB"
+        )
+        skipping = _Skipping(saver)
+        turns = max(1, round(args.hours * 3600 / TURN))
+        tot = {"A": np.zeros(4), "B": np.zeros(4)}
+        hour = {"A": np.zeros(4), "B": np.zeros(4)}
+        cpu_ratios, wall_ratios = [], []
+        for i in range(turns):
+            for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
+                got = _turn(plain) if name == "A" else _turn(world, None if args.aa else skipping)
+                tot[name] += got
+                hour[name] += got
+            if dict(plain.stats.lines) != dict(world.stats.lines):
+                raise SystemExit(f"turn {i + 1}: the worlds emitted different lines")
+            if (i + 1) % 6 and i + 1 < turns:
+                continue
+            (na, wa, ca, oa), (nb, wb, cb, ob) = hour["A"], hour["B"]
+            cpu_ratios.append(cb / ca - 1)
+            wall_ratios.append(1 - wa / wb)
             print(
-                f"  pair {pair + 1}: CPU/event {c_1 / n1 * 1e6:.2f} vs {c_0 / n0 * 1e6:.2f} µs "
-                f"({cpu_ratios[-1] - 1:+.1%}; world thread {world_ratios[-1] - 1:+.1%}); events/s {n1 / t_1:,.0f} vs {n0 / t_0:,.0f} "
-                f"({1 - wall_ratios[-1]:+.1%} cost)",
+                f"  hour {(i + 5) // 6:2d}: {na:,.0f} lines; CPU {cb:.2f} vs {ca:.2f} s ({cpu_ratios[-1]:+.1%}; world "
+                f"thread {ob / oa - 1:+.1%}); wall {wb:.2f} vs {wa:.2f} s (events/s {wall_ratios[-1]:+.1%} cost); "
+                f"links {''.join(k[0] for k in saver.kinds[-6:])}",
                 flush=True,
             )
+            hour = {"A": np.zeros(4), "B": np.zeros(4)}
         saver.wait()
-        plain, with_cp = plain_n / plain_t, with_n / with_t
-        pauses = sorted(saver.pause_seconds)
         for kind in ("full", "delta"):
-            ws = [w for w in saver.written if w["kind"] == kind]
-            ps = [p for p, k in zip(saver.pause_seconds, saver.kinds, strict=True) if k == kind]
+            ws = [w for w in saver.written[1:] if w["kind"] == kind]
+            ps = [p for p, k in zip(saver.pause_seconds[1:], saver.kinds[1:], strict=True) if k == kind]
             if not ws:
                 print(f"periodic {kind} checkpoints: none")
                 continue
+            over = sum(w["recycled_files"] > 0 for w in ws)
             print(
-                f"periodic {kind} checkpoints: {len(ws)}; size median {_median([w['bytes'] for w in ws]) / 1e6:,.1f} MB "
+                f"periodic {kind} checkpoints: {len(ws)} ({over} written over retired files); size median {_median([w['bytes'] for w in ws]) / 1e6:,.1f} MB "
                 f"(max {max(w['bytes'] for w in ws) / 1e6:,.1f}), user rows median {_median([w['rows'] for w in ws]):,.0f}; "
                 f"written in median {_median([w['seconds'] for w in ws]):.2f} s "
-                f"({_median([w['cpu_seconds'] for w in ws]):.2f} s CPU of the writer); the world paused median "
-                f"{_median(ps):.3f} s, max {max(ps):.3f} s"
+                f"({_median([w['cpu_seconds'] for w in ws]):.3f} s CPU of the writer); the world paused median "
+                f"{_median(ps):.4f} s, max {max(ps):.4f} s"
             )
-        reasons = [w["full_reason"] for w in saver.written if w["kind"] == "full"]
-        print(f"why full: {reasons}")
-        # Derived from the figures above: what each link costs this process in CPU (the world's pause to capture and
-        # copy, the writer thread's CPU), against the CPU of 10 simulated minutes without checkpoints.
-        cost = {
-            kind: _median(
-                [
-                    p + w["cpu_seconds"]
-                    for p, w, k in zip(saver.pause_seconds, saver.written, saver.kinds, strict=True)
-                    if k == kind
-                ]
-            )
-            for kind in ("full", "delta")
-        }
-        per_interval = plain_cpu / (args.segments * args.segment_minutes / 10)
-        deltas = [w["bytes"] for w in saver.written if w["kind"] == "delta"]
-        full_bytes = _median([w["bytes"] for w in saver.written if w["kind"] == "full"])
-        every = min(saver.max_deltas, int(saver.compact_ratio * full_bytes // max(_median(deltas), 1))) + 1
+        for w, pause in zip(saver.written[1:], saver.pause_seconds[1:], strict=True):
+            if w["kind"] == "full":
+                print(
+                    f"  a new chain ({w['full_reason']}): the world paused {pause:.4f} s to copy it into the saver's "
+                    f"buffers; written in {w['seconds']:.2f} s ({w['cpu_seconds']:.3f} s CPU of the writer), "
+                    f"{w['recycled_files']} files written over"
+                )
         print(
-            f"derived: CPU per link (pause + writer): full {cost['full']:.3f} s, delta {cost['delta']:.3f} s; "
-            f"10 simulated minutes without checkpoints: {per_interval:.3f} s CPU; deltas alone "
-            f"{cost['delta'] / per_interval:+.1%}; with a full one every {every} links (max_deltas "
-            f"{saver.max_deltas}, compact_ratio {saver.compact_ratio:g}) "
-            f"{((every - 1) * cost['delta'] + cost['full']) / every / per_interval:+.1%}"
+            f"periodic checkpoints: {len(saver.kinds) - 1}, {sum(saver.pause_seconds[1:]):.2f} s of pauses in all; "
+            f"{skipping.skipped} boundaries skipped while the previous one was still being written"
+        )
+        (na, wa, ca, oa), (nb, wb, cb, ob) = tot["A"], tot["B"]
+        print(
+            f"without checkpoints (A): {na:,.0f} lines in {wa:.1f} s, {na / wa:,.0f} events/s, {ca / na * 1e6:.3f} µs "
+            f"CPU each"
         )
         print(
-            f"periodic checkpoints: {len(pauses)} ({' '.join(k[0] for k in saver.kinds)}: f full, d delta), "
-            f"{sum(pauses):.1f} s of pauses in all; {skipped[0]} boundaries skipped while the previous one was still "
-            f"being written"
+            f"with one every 10 min (B): {nb:,.0f} lines in {wb:.1f} s, {nb / wb:,.0f} events/s, {cb / nb * 1e6:.3f} µs "
+            f"CPU each"
         )
+        print(
+            f"cost of checkpointing over all {turns} turns ({turns / 6:g} simulated hours each world): "
+            f"CPU seconds {cb / ca - 1:+.2%} (world thread {ob / oa - 1:+.2%}), events/s {1 - wa / wb:+.2%} "
+            f"(target ≤ 5%)"
+        )
+        print(
+            f"  per simulated hour: CPU median {_median(cpu_ratios):+.1%} ({_spread(cpu_ratios)}); events/s median "
+            f"{_median(wall_ratios):+.1%} ({_spread(wall_ratios)})"
+        )
+        del plain
+        gc.collect()
+
         chain_bytes = _size(state / "checkpoint")
         saved_now, saved_lines = world.now, dict(world.stats.lines)
         t0 = time.perf_counter()
@@ -193,33 +235,6 @@ def main() -> None:
         size = _size(state / "checkpoint")
         print(f"full checkpoint write, synchronous (SIGTERM, start): {sync_write:.2f} s (target ≤ 5 s)")
         print(f"full checkpoint size:  {size / 1e6:,.0f} MB (target ≤ 1,000 MB)")
-        print(
-            f"events/s without checkpoints: {plain:12,.0f}  ({plain_n:,.0f} events in {plain_t:.1f} s, "
-            f"{plain_cpu / plain_n * 1e6:.2f} µs CPU each)"
-        )
-        print(
-            f"events/s, one every 10 min:   {with_cp:12,.0f}  ({with_n:,.0f} events in {with_t:.1f} s, "
-            f"{with_cpu / with_n * 1e6:.2f} µs CPU each)"
-        )
-        cpu_cost = sorted(r - 1 for r in cpu_ratios)
-        print(
-            f"cost of checkpointing, CPU seconds per event over all segments together (full checkpoints included): "
-            f"{(with_cpu / with_n) / (plain_cpu / plain_n) - 1:+.1%}; events/s {1 - with_cp / plain:+.1%}"
-        )
-        wall_cost = sorted(1 - r for r in wall_ratios)
-        world_cost = sorted(r - 1 for r in world_ratios)
-        print(
-            f"cost of checkpointing, CPU seconds per event, {len(cpu_cost)} pairs: median {_median(cpu_cost):+.1%} "
-            f"(spread {_spread(cpu_cost)}) (target ≤ 5%)"
-        )
-        print(
-            f"  of which the world's thread alone (its pauses to copy, and running slower beside the writer): "
-            f"median {_median(world_cost):+.1%} (spread {_spread(world_cost)})"
-        )
-        print(
-            f"cost of checkpointing, wall-clock events/s, {len(wall_cost)} pairs: median {_median(wall_cost):+.1%} "
-            f"(spread {_spread(wall_cost)})"
-        )
         del world
         gc.collect()
 

@@ -303,3 +303,56 @@ def test_a_failed_delta_write_is_raised_and_the_next_checkpoint_is_full(universe
     restored, cp = _restored(universe, tmp_path)
     assert cp.meta["links"] == 1
     _assert_same(state, restored)
+
+
+def _inodes(folder) -> set[int]:
+    return {f.stat().st_ino for f in folder.rglob("*") if f.is_file() and f.name != "manifest.json"}
+
+
+def test_a_new_chain_is_written_over_the_files_of_the_chain_retired_before_it(universe, tmp_path) -> None:
+    world = _world(universe)
+    saver = checkpoint.BackgroundSaver(tmp_path, FIELDS, max_deltas=2, compact_ratio=100)
+    pool = tmp_path / "checkpoint.recycle"
+    base: list[set[int]] = []  # per chain: the inodes of its base's array files
+    deltas: list[set[int]] = []  # per chain: of its deltas' files
+    for _ in range(12):  # f d d f d d f d d f d d: four chains
+        world.run(until=world.now + 600, end_scenario=False)
+        saver.save(world)
+        saver.wait()
+        current = tmp_path / "checkpoint"
+        if saver.kinds[-1] == "full":
+            base.append({f.stat().st_ino for f in (current / "arrays").iterdir()})
+            deltas.append(set())
+        else:
+            deltas[-1] |= {f.stat().st_ino for f in (current / "deltas").rglob("arrays.npz")}
+        restored, cp = _restored(universe, tmp_path)  # written over longer files: cut to length, read back exactly
+        _assert_same(_snapshot(world), restored)
+    assert saver.kinds == ["full", "delta", "delta"] * 4
+    # A new chain retires the one before the previous one and is written over its files: the third chain's base
+    # and deltas over the first's, the fourth's over the second's (the second found nothing retired yet).
+    assert base[2] == base[0] and base[3] == base[1] and not base[1] & base[0]
+    assert deltas[2] == deltas[0] and deltas[3] == deltas[1] and len(deltas[0] | deltas[1]) == 4
+    assert stat.S_IMODE(pool.stat().st_mode) == 0o700 and list(pool.iterdir()) == []  # all written over
+
+
+def test_a_link_or_a_shared_file_in_the_recycling_folder_is_not_written_through(universe, tmp_path) -> None:
+    world = _world(universe)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    state = tmp_path / "state"
+    for _ in range(2):  # two chains: the next one retires the first, in checkpoint.prev
+        checkpoint.save(world, state, fingerprint_fields=FIELDS)
+        world.run(until=world.now + 600, end_scenario=False)
+    arrays = state / "checkpoint.prev" / "arrays"
+    (arrays / "user.seen.npy").unlink()
+    (arrays / "user.seen.npy").symlink_to(outside)
+    backup = tmp_path / "backup.npy"  # a file hard-linked elsewhere (a backup) is not written over either
+    os.link(arrays / "pop.taste.npy", backup)
+    kept = backup.read_bytes()
+    checkpoint.save(world, state, fingerprint_fields=FIELDS)
+    assert outside.read_text() == "keep me" and backup.read_bytes() == kept and backup.stat().st_nlink == 1
+    new = state / "checkpoint" / "arrays"
+    assert (new / "user.seen.npy").is_file() and not (new / "user.seen.npy").is_symlink()
+    assert checkpoint.read_meta(state / "checkpoint")["recycled_files"] > 0  # the other files were written over
+    restored, _ = _restored(universe, state)
+    _assert_same(_snapshot(world), restored)

@@ -550,11 +550,9 @@ def _save(run: CourseRun, saver: checkpoint.BackgroundSaver, config: CourseConfi
         "teams": _teams(config, len(run.topics)),
         "course": config.name,
     }
-    if background:
-        saver.save(run.world, info)
-    else:
-        saver.wait()
-        checkpoint.save(run.world, saver.state_dir, fingerprint_fields=saver.fingerprint_fields, info=info)
+    saver.save(run.world, info)
+    if not background:
+        saver.wait()  # written (a delta of the saver's chain, or its first full checkpoint) before returning
     run.checkpoints += 1
     _status(saver.state_dir, "running", run)
 

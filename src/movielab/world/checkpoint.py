@@ -26,6 +26,16 @@ Layout of a state folder (created mode 0700, files 0600):
     <state>/checkpoint/                     the newest chain: its base (manifest.json + arrays/<name>.npy)
     <state>/checkpoint/deltas/000001/ ...   its deltas, numbered from 1 (manifest.json + arrays/)
     <state>/checkpoint.prev/                the chain before (kept until the next chain's base is complete)
+    <state>/checkpoint.recycle/             the files of the chain before that, to be written over (not read)
+
+Files are recycled, as a database recycles its write-ahead log segments: when a new chain is started, the chain in
+`checkpoint.prev` is retired into `checkpoint.recycle` (emptied first; `checkpoint` is the complete chain a restore
+reads meanwhile), and the new base and its deltas are written over its files (renamed into the new link's folder,
+overwritten from the start, cut to length, synced) instead of new ones. Rewriting a file whose blocks and cached pages exist costs a fraction of growing the filesystem and the
+page cache by as much, which on the project's 2-core VM is most of what a checkpoint costs the process
+(`benchmarks/checkpoint.py` prints the writer's CPU for bases written into new and into recycled files). The folder
+holds at most one retired chain (the state folder up to three chains' bytes); nothing in it is ever read.
+A retired file that is not a plain file with a single link (e.g. hard-linked by a backup) is left alone.
 
 Every link is written into a temporary folder, synced, then renamed into place: a crash while writing leaves
 the previous link loadable (`load` falls back to `checkpoint.prev` when `checkpoint` has no base, and stops a
@@ -46,6 +56,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 import uuid
@@ -64,7 +75,7 @@ logger = logging.getLogger(__name__)
 
 #: Bumped whenever the layout or meaning of a saved field changes; other versions are refused.
 FORMAT_VERSION = 3
-CURRENT, PREVIOUS = "checkpoint", "checkpoint.prev"
+CURRENT, PREVIOUS, RECYCLE = "checkpoint", "checkpoint.prev", "checkpoint.recycle"
 MANIFEST, ARRAYS, DELTAS, PACKED = "manifest.json", "arrays", "deltas", "arrays.npz"
 _DELTA_NAME = re.compile(r"[0-9]{6}")
 _ARRAY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
@@ -278,12 +289,68 @@ def _prepare(
 
 
 # --- write --------------------------------------------------------------------------------------------
-def _write_private(path: Path, write) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+def _write_private(path: Path, write, recycled: Path | None = None) -> None:
+    """Write `path` (mode 0600) with `write(f)` and sync it: a new file, or `recycled` (a retired file, moved to
+    `path` and written over from the start, then cut to length). A recycled file that is not a plain file with
+    one link (a symbolic link, a hard link kept by a backup, ...) is not written through: a new file is made."""
+    fd = None
+    if recycled is not None:
+        try:
+            os.rename(recycled, path)
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                raise OSError(f"{path} is not a plain file of its own")
+        except OSError:  # gone, or not a plain file of its own: a new one then
+            if fd is not None:
+                os.close(fd)
+                fd = None
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.is_symlink() or path.exists():
+                path.unlink()
+    if fd is None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     with os.fdopen(fd, "wb") as f:
         write(f)
         f.flush()
+        f.truncate()  # a recycled file may have been longer
         os.fsync(f.fileno())
+
+
+class _Pool:
+    """The retired files in `<state>/checkpoint.recycle` a writer may write over: base arrays by name, deltas' files."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.folder = state_dir / RECYCLE
+        names = sorted(p.name for p in self.folder.iterdir() if p.is_file()) if self.folder.is_dir() else []
+        self.deltas = [n for n in names if n.startswith("delta.")]
+        self.base = {n[len("base.") :] for n in names if n.startswith("base.")}
+
+    def take(self, name: str | None = None) -> Path | None:
+        """A retired file to write `arrays/<name>` over (`name` None: a delta's packed file), or None."""
+        if name is None:
+            return self.folder / self.deltas.pop() if self.deltas else None
+        if name in self.base:
+            self.base.discard(name)
+            return self.folder / f"base.{name}"
+        return None
+
+
+def _retire(state_dir: Path, folder: Path) -> None:
+    """Move the array files of the chain in `folder` into the recycling folder (emptied first), delete the rest."""
+    pool = state_dir / RECYCLE
+    if pool.exists():
+        shutil.rmtree(pool)
+    ensure_private_dir(pool)
+    for f in (folder / ARRAYS).glob("*.npy"):
+        if f.is_file() and not f.is_symlink():
+            os.rename(f, pool / f"base.{f.name}")
+    for d in _delta_folders(folder):
+        f = d / PACKED
+        if f.is_file() and not f.is_symlink():
+            os.rename(f, pool / f"delta.{d.name}")
+    shutil.rmtree(folder)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -308,29 +375,45 @@ def save(
 
 
 def _write_link(
-    folder: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], t0: float, cpu0: float, packed: bool = False
+    folder: Path,
+    meta: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    t0: float,
+    cpu0: float,
+    packed: bool = False,
+    pool: _Pool | None = None,
 ) -> None:
     """Write one link (arrays, then its manifest) into the fresh private folder `folder`, synced.
 
     `packed`: every array in one uncompressed `arrays.npz` (one file to write and sync: a delta's many small arrays),
-    else one `arrays/<name>.npy` each.
+    else one `arrays/<name>.npy` each. `pool`: retired files to write over instead of creating new ones.
     """
     ensure_private_dir(folder)
     sizes = {}
+    recycled = []
+
+    def take(name: str | None = None) -> Path | None:
+        path = pool.take(name) if pool is not None else None
+        recycled.extend([path] if path is not None else [])
+        return path
+
     if packed:
         path = folder / PACKED
-        _write_private(path, lambda f: np.savez(f, allow_pickle=False, **arrays))
+        _write_private(path, lambda f: np.savez(f, allow_pickle=False, **arrays), take())
         sizes = {name: int(a.nbytes) for name, a in arrays.items()}
         meta["packed"], meta["arrays_bytes"] = PACKED, path.stat().st_size
     else:
         ensure_private_dir(folder / ARRAYS)
         for name, array in arrays.items():
             path = folder / ARRAYS / f"{name}.npy"
-            _write_private(path, lambda f, a=array: np.save(f, np.ascontiguousarray(a), allow_pickle=False))
+            _write_private(
+                path, lambda f, a=array: np.save(f, np.ascontiguousarray(a), allow_pickle=False), take(path.name)
+            )
             sizes[name] = path.stat().st_size
         _fsync_dir(folder / ARRAYS)
         meta["arrays_bytes"] = sum(sizes.values())
     meta["arrays"] = sizes
+    meta["recycled_files"] = len(recycled)  # retired files written over (the rest are new)
     meta["write_seconds"] = time.perf_counter() - t0
     meta["write_cpu_seconds"] = time.thread_time() - cpu0  # of the writing thread: the rest is waiting on the disk
     body = json.dumps(meta, indent=1, allow_nan=True).encode()
@@ -339,7 +422,10 @@ def _write_link(
 
 
 def _write(state_dir: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], t0: float) -> Path:
-    """Write a full checkpoint: a new chain in `checkpoint`, the old one moved to `checkpoint.prev`."""
+    """Write a full checkpoint: a new chain in `checkpoint`, the old one moved to `checkpoint.prev`.
+
+    The chain in `checkpoint.prev` is retired into `checkpoint.recycle` first, when `checkpoint` holds a complete
+    base (it is then the chain a restore reads), and the new base is written over its files."""
     cpu0 = time.thread_time()
     state = state_dir
     tmp = state / f".checkpoint-{os.getpid()}-{time.monotonic_ns()}"
@@ -348,7 +434,9 @@ def _write(state_dir: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray],
         ensure_private_dir(state)
         for stale in state.glob(".checkpoint-*"):  # left by a process killed while writing
             shutil.rmtree(stale, ignore_errors=True)
-        _write_link(tmp, meta, arrays, t0, cpu0)
+        if previous.exists() and (current / MANIFEST).is_file():
+            _retire(state, previous)
+        _write_link(tmp, meta, arrays, t0, cpu0, pool=_Pool(state))
         if current.exists():
             if previous.exists():
                 shutil.rmtree(previous)
@@ -398,7 +486,7 @@ def _write_delta(
         ensure_private_dir(deltas)
         for stale in deltas.glob(".tmp-*"):  # left by a process killed while writing
             shutil.rmtree(stale, ignore_errors=True)
-        _write_link(tmp, meta, arrays, t0, cpu0, packed=True)
+        _write_link(tmp, meta, arrays, t0, cpu0, packed=True, pool=_Pool(state_dir))
         os.rename(tmp, final)
         _fsync_dir(deltas)
     except OSError as exc:
@@ -528,6 +616,7 @@ class BackgroundSaver:
                         "bytes": meta["arrays_bytes"],
                         "rows": meta.get("rows", n),
                         "full_reason": meta.get("full_reason"),
+                        "recycled_files": meta["recycled_files"],
                     }
                 )
             except Exception as exc:  # noqa: BLE001 -- handed to the world's thread by wait()
