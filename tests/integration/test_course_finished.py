@@ -4,6 +4,7 @@ again it runs nothing and writes nothing to its manifest."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from pathlib import Path
 
@@ -71,3 +72,15 @@ def test_a_clean_resume_is_quiet_and_a_finished_course_says_so_and_writes_nothin
         status = course_status(config, live=False)
         assert status["process"]["state"] == "finished" and not status["process"]["alive"]
         assert format_status(status).splitlines()[1].split(";")[0].endswith(": finished")
+
+        # Its API port taken by another process: a finished course still just says it is finished.
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            course.write_text(course.read_text().replace("[api]\nport = 0", f"[api]\nport = {port}"))
+            assert load(course).api.port == port
+            caplog.clear()
+            assert main(["course", "run", str(course)]) == 0
+            assert capsys.readouterr().out == f"course finished; lines per topic: {second.lines()}\n"
+            assert config.manifest_path.read_bytes() == manifest

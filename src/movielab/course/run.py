@@ -190,23 +190,25 @@ def run_course(
     of another version or configuration. A course whose checkpoint reached its `days` is finished: the returned
     run has `finished` set and no world; nothing is started and nothing is written to the manifest.
     """
+    fields = config.fingerprint_fields()
+    wc = config.world_config()
+    end = run_until(wc)
+    # The newest link's manifest first (no array read, nothing written): a finished course says so, busy ports or not.
+    newest = checkpoint.latest(config.state_dir)
+    if newest is not None:
+        meta = checkpoint.read_meta(newest)
+        checkpoint.check(meta, fields, newest)
+        _check_teams(config, len(meta["lanes"]), Path(config.state_dir))
+        if end is not None and meta["sim_time"] >= end:
+            return _already_finished(config, meta, newest, len(meta["lanes"]), Path(config.state_dir))
     check_free(config.api.host, config.api.port, f"course file {config.path}: [api] port")  # before anything is written
     if config.instructor.enabled:
         check_free(config.instructor.host, config.instructor.port, f"course file {config.path}: [instructor] port")
     state_dir = checkpoint.ensure_private_dir(config.state_dir)
     reports_dir = checkpoint.ensure_private_dir(config.reports_dir)
-    fields = config.fingerprint_fields()
     cp = checkpoint.load(state_dir, fingerprint_fields=fields)
     n_lanes = len(cp.meta["lanes"]) if cp is not None else len(config.teams)
-    if len(config.teams) < n_lanes:
-        raise CourseFileError(
-            f"course file {config.path}: teams: {len(config.teams)} team(s), but the course in "
-            f"{state_dir} has {n_lanes}: a team cannot be removed from a running course"
-        )
-    wc = config.world_config()
-    end = run_until(wc)
-    if cp is not None and end is not None and cp.sim_time >= end:
-        return _already_finished(config, cp, n_lanes, state_dir)
+    _check_teams(config, n_lanes, state_dir)
     broker = api = client = reloader = instructor = scorer = None
     manifest = Manifest(config.manifest_path)
     try:
@@ -340,8 +342,20 @@ def run_course(
             broker.stop()
 
 
-def _already_finished(config: CourseConfig, cp: checkpoint.Checkpoint, n_lanes: int, state_dir: Path) -> CourseRun:
-    """The run of a course whose checkpoint reached its end: said (log, status "finished"), nothing else done."""
+def _check_teams(config: CourseConfig, n_lanes: int, state_dir: Path) -> None:
+    """Refuse a course file with fewer teams than the course in `state_dir` has lanes (`CourseFileError`)."""
+    if len(config.teams) < n_lanes:
+        raise CourseFileError(
+            f"course file {config.path}: teams: {len(config.teams)} team(s), but the course in "
+            f"{state_dir} has {n_lanes}: a team cannot be removed from a running course"
+        )
+
+
+def _already_finished(
+    config: CourseConfig, meta: dict[str, Any], where: Path, n_lanes: int, state_dir: Path
+) -> CourseRun:
+    """The run of a course whose checkpoint (`meta`, the newest link's manifest, in `where`) reached its end: said
+    (log, status "finished"), nothing else done."""
     run = CourseRun(
         config,
         None,
@@ -350,16 +364,16 @@ def _already_finished(config: CourseConfig, cp: checkpoint.Checkpoint, n_lanes: 
         "",
         config.topics()[:n_lanes],
         [],
-        dict(cp.info.get("lines", {})),
+        dict(meta.get("info", {}).get("lines", {})),
         finished=True,
-        finished_at=cp.sim_time,
+        finished_at=float(meta["sim_time"]),
     )
     logger.warning(
         "course %s is finished: its checkpoint %s is at %s, the end of its %g simulated day(s); nothing to run "
         "(raise world.days in %s to continue it)",
         config.name,
-        cp.path,
-        _iso(cp.sim_time),
+        where,
+        _iso(float(meta["sim_time"])),
         config.world.days,
         config.path,
     )
