@@ -202,16 +202,17 @@ def main() -> None:
             f"CPU each"
         )
         print(
-            f"with one every 10 min (B): {nb:,.0f} lines in {wb:.1f} s, {nb / wb:,.0f} events/s, {cb / nb * 1e6:.3f} µs "
+            f"{'B, not checkpointing either (--aa)' if args.aa else 'with one every 10 min (B)'}: {nb:,.0f} lines in {wb:.1f} s, {nb / wb:,.0f} events/s, {cb / nb * 1e6:.3f} µs "
             f"CPU each"
         )
         print(
             f"cost of checkpointing over all {turns} turns ({turns / 6:g} simulated hours each world): "
-            f"CPU seconds {cb / ca - 1:+.2%} (world thread {ob / oa - 1:+.2%}), events/s {1 - wa / wb:+.2%} "
+            f"CPU seconds {cb / ca - 1:+.2%} (world thread {ob / oa - 1:+.2%}), events/s cost {1 - wa / wb:+.2%} "
+            f"(B's events/s below A's) "
             f"(target ≤ 5%)"
         )
         print(
-            f"  per simulated hour: CPU median {_median(cpu_ratios):+.1%} ({_spread(cpu_ratios)}); events/s median "
+            f"  per simulated hour: CPU median {_median(cpu_ratios):+.1%} ({_spread(cpu_ratios)}); events/s cost median "
             f"{_median(wall_ratios):+.1%} ({_spread(wall_ratios)})"
         )
         del plain
@@ -233,7 +234,7 @@ def main() -> None:
         checkpoint.save(world, state, fingerprint_fields=fields)
         sync_write = time.perf_counter() - t0
         size = _size(state / "checkpoint")
-        print(f"full checkpoint write, synchronous (SIGTERM, start): {sync_write:.2f} s (target ≤ 5 s)")
+        print(f"a full checkpoint written synchronously (`checkpoint.save`): {sync_write:.2f} s (target ≤ 5 s)")
         print(f"full checkpoint size:  {size / 1e6:,.0f} MB (target ≤ 1,000 MB)")
         del world
         gc.collect()

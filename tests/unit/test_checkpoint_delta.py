@@ -11,7 +11,9 @@ import difflib
 import json
 import logging
 import os
+import shutil
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -207,17 +209,45 @@ def test_a_missing_delta_ends_the_chain_at_the_link_before_with_a_warning(univer
 def test_a_torn_delta_ends_the_chain_before_it_and_a_leftover_temporary_folder_is_ignored(universe, tmp_path) -> None:
     states = _chain(universe, tmp_path, 4)
     deltas = tmp_path / "checkpoint" / "deltas"
-    victim = deltas / "000003" / "arrays.npz"
+    victim = deltas / "000003" / "arrays.npys"
     victim.write_bytes(victim.read_bytes()[:-8])  # a short write the manifest does not match
     (deltas / ".tmp-1-2").mkdir()  # a process killed while writing the next delta
     world, cp = _restored(universe, tmp_path)
-    assert cp.meta["links"] == 3 and "000003/arrays.npz" in cp.meta["fallback"] and "damaged" in cp.meta["fallback"]
+    assert cp.meta["links"] == 3 and "000003/arrays.npys" in cp.meta["fallback"] and "damaged" in cp.meta["fallback"]
     _assert_same(states[2], world)
     # A manifest that is not JSON counts as torn too.
     (deltas / "000002" / "manifest.json").write_text("{")
     world, cp = _restored(universe, tmp_path)
     assert cp.meta["links"] == 2 and "cannot be read" in cp.meta["fallback"]
     _assert_same(states[1], world)
+
+
+def test_a_record_of_a_delta_that_does_not_match_its_manifest_ends_the_chain(universe, tmp_path) -> None:
+    states = _chain(universe, tmp_path, 3)
+    folder = tmp_path / "checkpoint" / "deltas" / "000002"
+    meta = json.loads((folder / "manifest.json").read_text())
+    first, second = list(meta["arrays"])[:2]
+    meta["arrays"][first] += 8  # the same total, records cut elsewhere
+    meta["arrays"][second] -= 8
+    (folder / "manifest.json").write_text(json.dumps(meta))
+    world, cp = _restored(universe, tmp_path)
+    assert cp.meta["links"] == 2 and f"the record of {first}" in cp.meta["fallback"]
+    _assert_same(states[1], world)
+
+
+def test_a_delta_packed_as_npz_by_an_earlier_movielab_is_still_read(universe, tmp_path) -> None:
+    states = _chain(universe, tmp_path, 3)
+    folder = tmp_path / "checkpoint" / "deltas" / "000002"
+    meta = json.loads((folder / "manifest.json").read_text())
+    arrays = checkpoint._read_arrays(folder, meta)
+    np.savez(folder / "arrays.npz", allow_pickle=False, **arrays)  # the layout deltas had before
+    (folder / "arrays.npys").unlink()
+    meta.update(packed="arrays.npz", arrays={k: int(v.nbytes) for k, v in arrays.items()})
+    meta["arrays_bytes"] = (folder / "arrays.npz").stat().st_size
+    (folder / "manifest.json").write_text(json.dumps(meta))
+    world, cp = _restored(universe, tmp_path)
+    assert cp.meta["links"] == 3 and "fallback" not in cp.meta
+    _assert_same(states[2], world)
 
 
 def test_a_delta_of_another_format_version_is_refused(universe, tmp_path) -> None:
@@ -324,7 +354,7 @@ def test_a_new_chain_is_written_over_the_files_of_the_chain_retired_before_it(un
             base.append({f.stat().st_ino for f in (current / "arrays").iterdir()})
             deltas.append(set())
         else:
-            deltas[-1] |= {f.stat().st_ino for f in (current / "deltas").rglob("arrays.npz")}
+            deltas[-1] |= {f.stat().st_ino for f in (current / "deltas").rglob("arrays.npys")}
         restored, cp = _restored(universe, tmp_path)  # written over longer files: cut to length, read back exactly
         _assert_same(_snapshot(world), restored)
     assert saver.kinds == ["full", "delta", "delta"] * 4
@@ -354,5 +384,77 @@ def test_a_link_or_a_shared_file_in_the_recycling_folder_is_not_written_through(
     new = state / "checkpoint" / "arrays"
     assert (new / "user.seen.npy").is_file() and not (new / "user.seen.npy").is_symlink()
     assert checkpoint.read_meta(state / "checkpoint")["recycled_files"] > 0  # the other files were written over
+    restored, _ = _restored(universe, state)
+    _assert_same(_snapshot(world), restored)
+
+
+def _tree(folder) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.parametrize("linked", ["checkpoint.prev", "checkpoint.prev/arrays", "checkpoint.recycle"])
+def test_nothing_behind_a_symbolic_link_in_the_state_folder_is_moved_or_written_over(
+    universe, tmp_path, linked
+) -> None:
+    world = _world(universe)
+    state = tmp_path / "state"
+    saver = checkpoint.BackgroundSaver(state, FIELDS, max_deltas=1, compact_ratio=100)
+    for _ in range(4):  # f d f d: a chain in checkpoint.prev, one in checkpoint
+        world.run(until=world.now + 600, end_scenario=False)
+        saver.save(world)
+        saver.wait()
+    outside = tmp_path / "outside"
+    target = state / linked
+    if linked == "checkpoint.recycle":  # retired files someone moved elsewhere and linked back
+        outside.mkdir()
+        for i in (1, 2):
+            (outside / f"delta.00000{i}").write_bytes(b"x" * 5000)
+        target.symlink_to(outside, target_is_directory=True)
+    else:
+        shutil.copytree(target, outside)
+        shutil.rmtree(target)
+        target.symlink_to(outside, target_is_directory=True)
+    before = _tree(outside)
+    for _ in range(4):  # f d f d: chains retired and written again
+        world.run(until=world.now + 600, end_scenario=False)
+        saver.save(world)
+        saver.wait()
+    assert _tree(outside) == before
+    assert saver.kinds == ["full", "delta"] * 4
+    restored, _ = _restored(universe, state)
+    _assert_same(_snapshot(world), restored)
+
+
+def test_a_recycling_folder_that_cannot_be_used_costs_new_files_not_checkpoints(
+    universe, tmp_path, caplog, monkeypatch
+) -> None:
+    world = _world(universe)
+    state = tmp_path / "state"
+    for _ in range(2):
+        checkpoint.save(world, state, fingerprint_fields=FIELDS)
+        world.run(until=world.now + 600, end_scenario=False)
+    # A file where the recycling folder goes (e.g. left by hand) is replaced; retired files copied with `cp -r`
+    # (mode 0644) are made 0600 again when written over.
+    (state / "checkpoint.recycle").write_text("not a folder")
+    for f in (state / "checkpoint.prev" / "arrays").iterdir():
+        os.chmod(f, 0o644)
+    checkpoint.save(world, state, fingerprint_fields=FIELDS)
+    assert checkpoint.read_meta(state / "checkpoint")["recycled_files"] > 0
+    for f in (state / "checkpoint" / "arrays").iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    # A recycling folder that cannot be made: logged, and the checkpoint written into new files.
+    made = checkpoint.ensure_private_dir
+
+    def refuse(path):
+        if Path(path).name == "checkpoint.recycle":
+            raise PermissionError(13, "Permission denied", str(path))
+        return made(path)
+
+    monkeypatch.setattr(checkpoint, "ensure_private_dir", refuse)
+    world.run(until=world.now + 600, end_scenario=False)
+    with caplog.at_level(logging.WARNING, logger="movielab.world.checkpoint"):
+        checkpoint.save(world, state, fingerprint_fields=FIELDS)
+    assert "are not recycled" in caplog.text and "checkpoint.recycle" in caplog.text
+    assert checkpoint.read_meta(state / "checkpoint")["recycled_files"] == 0
     restored, _ = _restored(universe, state)
     _assert_same(_snapshot(world), restored)

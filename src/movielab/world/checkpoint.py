@@ -24,7 +24,7 @@ restore reads at most 1 + `compact_ratio` times a full checkpoint), when a captu
 Layout of a state folder (created mode 0700, files 0600):
 
     <state>/checkpoint/                     the newest chain: its base (manifest.json + arrays/<name>.npy)
-    <state>/checkpoint/deltas/000001/ ...   its deltas, numbered from 1 (manifest.json + arrays/)
+    <state>/checkpoint/deltas/000001/ ...   its deltas, numbered from 1 (manifest.json + arrays.npys)
     <state>/checkpoint.prev/                the chain before (kept until the next chain's base is complete)
     <state>/checkpoint.recycle/             the files of the chain before that, to be written over (not read)
 
@@ -76,7 +76,10 @@ logger = logging.getLogger(__name__)
 #: Bumped whenever the layout or meaning of a saved field changes; other versions are refused.
 FORMAT_VERSION = 3
 CURRENT, PREVIOUS, RECYCLE = "checkpoint", "checkpoint.prev", "checkpoint.recycle"
-MANIFEST, ARRAYS, DELTAS, PACKED = "manifest.json", "arrays", "deltas", "arrays.npz"
+MANIFEST, ARRAYS, DELTAS = "manifest.json", "arrays", "deltas"
+#: A delta's arrays in one file: `.npy` records (the NPY format, NEP 1) one after another, in the manifest's order.
+#: Deltas written before (format 3 too) packed them into `arrays.npz` (a zip of `.npy` files): still read.
+PACKED, PACKED_NPZ = "arrays.npys", "arrays.npz"
 _DELTA_NAME = re.compile(r"[0-9]{6}")
 _ARRAY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 DIR_MODE, FILE_MODE = 0o700, 0o600
@@ -289,10 +292,24 @@ def _prepare(
 
 
 # --- write --------------------------------------------------------------------------------------------
-def _write_private(path: Path, write, recycled: Path | None = None) -> None:
+def _real_dir(path: Path) -> bool:
+    """`path` is a folder itself, not a symbolic link to one."""
+    return path.is_dir() and not path.is_symlink()
+
+
+def _remove(path: Path) -> None:
+    """Delete `path`: a file or a symbolic link itself (never what the link points to), or a folder and its content."""
+    if _real_dir(path):
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _write_private(path: Path, write, recycled: Path | None = None) -> bool:
     """Write `path` (mode 0600) with `write(f)` and sync it: a new file, or `recycled` (a retired file, moved to
-    `path` and written over from the start, then cut to length). A recycled file that is not a plain file with
-    one link (a symbolic link, a hard link kept by a backup, ...) is not written through: a new file is made."""
+    `path`, set to mode 0600, written over from the start, then cut to length). A recycled file that is not a plain
+    file with one link (a symbolic link, a hard link kept by a backup, ...) is not written through: a new file is
+    made. Returns whether a recycled file was written over."""
     fd = None
     if recycled is not None:
         try:
@@ -301,14 +318,14 @@ def _write_private(path: Path, write, recycled: Path | None = None) -> None:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
                 raise OSError(f"{path} is not a plain file of its own")
+            os.fchmod(fd, FILE_MODE)
         except OSError:  # gone, or not a plain file of its own: a new one then
             if fd is not None:
                 os.close(fd)
                 fd = None
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.is_symlink() or path.exists():
-                path.unlink()
+            if path.is_symlink() or path.exists():
+                _remove(path)
+    written_over = fd is not None
     if fd is None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     with os.fdopen(fd, "wb") as f:
@@ -316,6 +333,7 @@ def _write_private(path: Path, write, recycled: Path | None = None) -> None:
         f.flush()
         f.truncate()  # a recycled file may have been longer
         os.fsync(f.fileno())
+    return written_over
 
 
 class _Pool:
@@ -323,7 +341,12 @@ class _Pool:
 
     def __init__(self, state_dir: Path) -> None:
         self.folder = state_dir / RECYCLE
-        names = sorted(p.name for p in self.folder.iterdir() if p.is_file()) if self.folder.is_dir() else []
+        try:  # none to take from a recycling folder that is not a folder of its own, or cannot be read
+            names = sorted(p.name for p in self.folder.iterdir() if p.is_file() and not p.is_symlink())
+        except OSError:
+            names = []
+        if not _real_dir(self.folder):
+            names = []
         self.deltas = [n for n in names if n.startswith("delta.")]
         self.base = {n[len("base.") :] for n in names if n.startswith("base.")}
 
@@ -338,19 +361,29 @@ class _Pool:
 
 
 def _retire(state_dir: Path, folder: Path) -> None:
-    """Move the array files of the chain in `folder` into the recycling folder (emptied first), delete the rest."""
+    """Move the array files of the chain in `folder` into the recycling folder (emptied first), delete the rest.
+
+    Only plain files in the chain's own folders are moved: nothing behind a symbolic link (a link is deleted, not
+    what it points to). Recycling is a saving, not a need: when the recycling folder cannot be made or filled (a
+    file in its place, no permission, ...), that is logged and the chain is deleted as it would be without it.
+    """
     pool = state_dir / RECYCLE
-    if pool.exists():
-        shutil.rmtree(pool)
-    ensure_private_dir(pool)
-    for f in (folder / ARRAYS).glob("*.npy"):
-        if f.is_file() and not f.is_symlink():
-            os.rename(f, pool / f"base.{f.name}")
-    for d in _delta_folders(folder):
-        f = d / PACKED
-        if f.is_file() and not f.is_symlink():
-            os.rename(f, pool / f"delta.{d.name}")
-    shutil.rmtree(folder)
+    try:
+        if pool.is_symlink() or pool.exists():
+            _remove(pool)
+        ensure_private_dir(pool)
+        if _real_dir(folder) and _real_dir(folder / ARRAYS):
+            for f in (folder / ARRAYS).glob("*.npy"):
+                if f.is_file() and not f.is_symlink():
+                    os.rename(f, pool / f"base.{f.name}")
+        if _real_dir(folder) and _real_dir(folder / DELTAS):
+            for d in _delta_folders(folder):
+                f = d / PACKED
+                if _real_dir(d) and f.is_file() and not f.is_symlink():
+                    os.rename(f, pool / f"delta.{d.name}")  # (an older delta's arrays.npz is not recycled)
+    except OSError as exc:
+        logger.warning("checkpoint files of %s are not recycled (%s): the next ones are new files", folder, exc)
+    _remove(folder)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -385,35 +418,42 @@ def _write_link(
 ) -> None:
     """Write one link (arrays, then its manifest) into the fresh private folder `folder`, synced.
 
-    `packed`: every array in one uncompressed `arrays.npz` (one file to write and sync: a delta's many small arrays),
-    else one `arrays/<name>.npy` each. `pool`: retired files to write over instead of creating new ones.
+    `packed`: every array in one file of `.npy` records (one file to write and sync: a delta's many small arrays; no
+    zip container, no copy of each array into bytes), else one `arrays/<name>.npy` each. `pool`: retired files to
+    write over instead of creating new ones.
     """
     ensure_private_dir(folder)
     sizes = {}
     recycled = []
 
     def take(name: str | None = None) -> Path | None:
-        path = pool.take(name) if pool is not None else None
-        recycled.extend([path] if path is not None else [])
-        return path
+        return pool.take(name) if pool is not None else None
 
     if packed:
         path = folder / PACKED
-        _write_private(path, lambda f: np.savez(f, allow_pickle=False, **arrays), take())
-        sizes = {name: int(a.nbytes) for name, a in arrays.items()}
+
+        def records(f) -> None:
+            for name, a in arrays.items():
+                start = f.tell()
+                np.save(f, np.ascontiguousarray(a), allow_pickle=False)
+                sizes[name] = f.tell() - start  # the record's bytes: header and data
+
+        recycled.append(_write_private(path, records, take()))
         meta["packed"], meta["arrays_bytes"] = PACKED, path.stat().st_size
     else:
         ensure_private_dir(folder / ARRAYS)
         for name, array in arrays.items():
             path = folder / ARRAYS / f"{name}.npy"
-            _write_private(
-                path, lambda f, a=array: np.save(f, np.ascontiguousarray(a), allow_pickle=False), take(path.name)
+            recycled.append(
+                _write_private(
+                    path, lambda f, a=array: np.save(f, np.ascontiguousarray(a), allow_pickle=False), take(path.name)
+                )
             )
             sizes[name] = path.stat().st_size
         _fsync_dir(folder / ARRAYS)
         meta["arrays_bytes"] = sum(sizes.values())
     meta["arrays"] = sizes
-    meta["recycled_files"] = len(recycled)  # retired files written over (the rest are new)
+    meta["recycled_files"] = sum(recycled)  # retired files written over (the rest are new)
     meta["write_seconds"] = time.perf_counter() - t0
     meta["write_cpu_seconds"] = time.thread_time() - cpu0  # of the writing thread: the rest is waiting on the disk
     body = json.dumps(meta, indent=1, allow_nan=True).encode()
@@ -434,12 +474,12 @@ def _write(state_dir: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray],
         ensure_private_dir(state)
         for stale in state.glob(".checkpoint-*"):  # left by a process killed while writing
             shutil.rmtree(stale, ignore_errors=True)
-        if previous.exists() and (current / MANIFEST).is_file():
+        if (previous.is_symlink() or previous.exists()) and (current / MANIFEST).is_file():
             _retire(state, previous)
         _write_link(tmp, meta, arrays, t0, cpu0, pool=_Pool(state))
-        if current.exists():
-            if previous.exists():
-                shutil.rmtree(previous)
+        if current.is_symlink() or current.exists():
+            if previous.is_symlink() or previous.exists():
+                _remove(previous)
             os.rename(current, previous)
         os.rename(tmp, current)
         _fsync_dir(state)
@@ -707,8 +747,29 @@ def check(meta: dict[str, Any], fingerprint_fields: dict[str, Any], where: Path)
 
 def _read_arrays(folder: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
     arrays = {}
-    if meta.get("packed"):
+    if meta.get("packed") == PACKED:
         path = folder / PACKED
+        try:
+            size = path.stat().st_size
+            if size != meta["arrays_bytes"] or sum(meta["arrays"].values()) != size:
+                raise CheckpointError(
+                    f"checkpoint arrays {path} have {size} bytes, the manifest says {meta['arrays_bytes']} "
+                    f"in records of {sum(meta['arrays'].values())}: the file is damaged"
+                )
+            with path.open("rb") as f:
+                for name, record in meta["arrays"].items():
+                    start = f.tell()
+                    arrays[name] = np.load(f, allow_pickle=False)
+                    if f.tell() - start != record:
+                        raise CheckpointError(
+                            f"checkpoint arrays {path}: the record of {name} has {f.tell() - start} bytes, the "
+                            f"manifest says {record}: the file is damaged"
+                        )
+            return arrays
+        except (OSError, ValueError, EOFError, AttributeError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint arrays {path} cannot be read: {exc}") from None
+    if meta.get("packed"):
+        path = folder / PACKED_NPZ
         try:
             if path.stat().st_size != meta["arrays_bytes"]:
                 raise CheckpointError(
