@@ -233,6 +233,14 @@ def test_a_record_of_a_delta_that_does_not_match_its_manifest_ends_the_chain(uni
     world, cp = _restored(universe, tmp_path)
     assert cp.meta["links"] == 2 and f"the record of {first}" in cp.meta["fallback"]
     _assert_same(states[1], world)
+    # A manifest without the file's size: the chain ends before that delta too (a CheckpointError, not a KeyError).
+    folder = tmp_path / "checkpoint" / "deltas" / "000001"
+    meta = json.loads((folder / "manifest.json").read_text())
+    del meta["arrays_bytes"]
+    (folder / "manifest.json").write_text(json.dumps(meta))
+    world, cp = _restored(universe, tmp_path)
+    assert cp.meta["links"] == 1 and "cannot be read" in cp.meta["fallback"] and "arrays_bytes" in cp.meta["fallback"]
+    _assert_same(states[0], world)
 
 
 def test_a_delta_packed_as_npz_by_an_earlier_movielab_is_still_read(universe, tmp_path) -> None:

@@ -766,7 +766,7 @@ def _read_arrays(folder: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
                             f"manifest says {record}: the file is damaged"
                         )
             return arrays
-        except (OSError, ValueError, EOFError, AttributeError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, AttributeError, TypeError) as exc:
             raise CheckpointError(f"checkpoint arrays {path} cannot be read: {exc}") from None
     if meta.get("packed"):
         path = folder / PACKED_NPZ
