@@ -323,7 +323,7 @@ def _write_private(path: Path, write, recycled: Path | None = None) -> bool:
             if fd is not None:
                 os.close(fd)
                 fd = None
-            if path.is_symlink() or path.exists():
+            if os.path.lexists(path):
                 _remove(path)
     written_over = fd is not None
     if fd is None:
@@ -341,12 +341,12 @@ class _Pool:
 
     def __init__(self, state_dir: Path) -> None:
         self.folder = state_dir / RECYCLE
-        try:  # none to take from a recycling folder that is not a folder of its own, or cannot be read
-            names = sorted(p.name for p in self.folder.iterdir() if p.is_file() and not p.is_symlink())
-        except OSError:
-            names = []
-        if not _real_dir(self.folder):
-            names = []
+        names = []  # none to take from a recycling folder that is not a folder of its own, or cannot be read
+        if _real_dir(self.folder):
+            try:
+                names = sorted(p.name for p in self.folder.iterdir() if p.is_file() and not p.is_symlink())
+            except OSError:
+                pass
         self.deltas = [n for n in names if n.startswith("delta.")]
         self.base = {n[len("base.") :] for n in names if n.startswith("base.")}
 
@@ -369,18 +369,19 @@ def _retire(state_dir: Path, folder: Path) -> None:
     """
     pool = state_dir / RECYCLE
     try:
-        if pool.is_symlink() or pool.exists():
+        if os.path.lexists(pool):
             _remove(pool)
         ensure_private_dir(pool)
-        if _real_dir(folder) and _real_dir(folder / ARRAYS):
-            for f in (folder / ARRAYS).glob("*.npy"):
-                if f.is_file() and not f.is_symlink():
-                    os.rename(f, pool / f"base.{f.name}")
-        if _real_dir(folder) and _real_dir(folder / DELTAS):
-            for d in _delta_folders(folder):
-                f = d / PACKED
-                if _real_dir(d) and f.is_file() and not f.is_symlink():
-                    os.rename(f, pool / f"delta.{d.name}")  # (an older delta's arrays.npz is not recycled)
+        if _real_dir(folder):
+            if _real_dir(folder / ARRAYS):
+                for f in (folder / ARRAYS).glob("*.npy"):
+                    if f.is_file() and not f.is_symlink():
+                        os.rename(f, pool / f"base.{f.name}")
+            if _real_dir(folder / DELTAS):
+                for d in _delta_folders(folder):
+                    f = d / PACKED
+                    if _real_dir(d) and f.is_file() and not f.is_symlink():
+                        os.rename(f, pool / f"delta.{d.name}")  # (an older delta's arrays.npz is not recycled)
     except OSError as exc:
         logger.warning("checkpoint files of %s are not recycled (%s): the next ones are new files", folder, exc)
     _remove(folder)
@@ -474,11 +475,11 @@ def _write(state_dir: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray],
         ensure_private_dir(state)
         for stale in state.glob(".checkpoint-*"):  # left by a process killed while writing
             shutil.rmtree(stale, ignore_errors=True)
-        if (previous.is_symlink() or previous.exists()) and (current / MANIFEST).is_file():
+        if os.path.lexists(previous) and (current / MANIFEST).is_file():
             _retire(state, previous)
         _write_link(tmp, meta, arrays, t0, cpu0, pool=_Pool(state))
-        if current.is_symlink() or current.exists():
-            if previous.is_symlink() or previous.exists():
+        if os.path.lexists(current):
+            if os.path.lexists(previous):
                 _remove(previous)
             os.rename(current, previous)
         os.rename(tmp, current)
