@@ -50,6 +50,16 @@ def _world(universe, tmp_path, manifest, start="2026-03-20T00:00:00", scenario=S
     return world, sink
 
 
+def _resumed(universe, tmp_path, manifest, first):
+    """A second world restored from a checkpoint of `first` (whose manifest is closed), appending to `manifest`."""
+    checkpoint.save(first, tmp_path / "cp", fingerprint_fields=FIELDS)
+    first.scenario.manifest.close()
+    cp = checkpoint.load(tmp_path / "cp", fingerprint_fields=FIELDS)
+    second, sink = _world(universe, tmp_path, manifest, population=cp.population(room=100))
+    checkpoint.restore(second, cp)
+    return second, sink
+
+
 def test_runs_appended_to_one_manifest_are_told_apart(universe, tmp_path) -> None:
     path = tmp_path / "manifest.jsonl"
     for day in ("2026-03-20", "2026-03-21"):  # two `world run`s with the same manifest file
@@ -103,11 +113,7 @@ def test_a_resumed_run_continues_the_injections_of_the_run_it_resumed(universe, 
     first, _ = _world(universe, tmp_path, path)
     start = first.now
     first.run(until=start + 1500, end_scenario=False)  # inside the first window
-    checkpoint.save(first, tmp_path / "cp", fingerprint_fields=FIELDS)
-    first.scenario.manifest.close()
-    cp = checkpoint.load(tmp_path / "cp", fingerprint_fields=FIELDS)
-    second, _ = _world(universe, tmp_path, path, population=cp.population(room=100))
-    checkpoint.restore(second, cp)
+    second, _ = _resumed(universe, tmp_path, path, first)
     second.run(until=start + 3600)
     records = read_manifest(path)
     assert [(r["run"], r["resumed_from"]) for r in records if r["event"] == "run"] == [(1, None), (2, 1)]
@@ -124,11 +130,7 @@ def test_an_injection_that_ended_before_a_checkpoint_does_not_run_again(universe
     first, _ = _world(universe, tmp_path, path)
     start = first.now
     first.run(until=start + 45 * 60, end_scenario=False)  # the corrupt lines ended, the pause is on
-    checkpoint.save(first, tmp_path / "cp", fingerprint_fields=FIELDS)
-    first.scenario.manifest.close()
-    cp = checkpoint.load(tmp_path / "cp", fingerprint_fields=FIELDS)
-    second, sink = _world(universe, tmp_path, path, population=cp.population(room=100))
-    checkpoint.restore(second, cp)
+    second, sink = _resumed(universe, tmp_path, path, first)
     second.run(until=start + 3600)
     records = read_manifest(path)
     assert [(r["event"], r.get("id")) for r in records if r["run"] == 2] == [
